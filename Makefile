@@ -1,0 +1,45 @@
+# make run: set up everything on a fresh Debian machine and mount the seed machine.
+# make test: the same set-up, then the whole test suite.
+MNT ?= $(CURDIR)/mnt
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+APT_PKGS := fuse3 libfuse3-dev pkg-config pciutils
+
+.PHONY: run stop test deps venv bench clean
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | deps
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+run: venv
+	@mkdir -p $(MNT)
+	$(VENV)/bin/vfakefs mount $(MNT)
+	@echo
+	@echo "vfakefs is mounted at $(MNT). Try:"
+	@echo "  cat $(MNT)/sys/class/net/eth0/device/sriov_totalvfs"
+	@echo "  lspci -O sysfs.path=$(MNT)/sys/bus/pci -nn"
+	@echo "  ls -l $(MNT)/sys/kernel/iommu_groups/42/devices/"
+	@echo "Unmount with: make stop"
+
+stop:
+	-$(VENV)/bin/vfakefs umount $(MNT)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	taskset -c 0 $(PY) bench/read_rate.py
+
+clean: stop
+	rm -rf $(VENV)
