@@ -1,0 +1,3 @@
+from vfakefs.cli import main
+
+raise SystemExit(main())

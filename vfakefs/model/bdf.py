@@ -1,0 +1,51 @@
+"""Bdf: a PCI function's address, parsed once, printed the kernel's way."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_BDF = re.compile(r"^(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Bdf:
+    domain: int
+    bus: int
+    dev: int
+    fn: int
+
+    @classmethod
+    def from_str(cls, text: str) -> Bdf:
+        m = _BDF.match(text.strip())
+        if not m:
+            raise ValueError(f"malformed BDF {text!r} (expected DDDD:BB:DD.F)")
+        dom, bus, dev = (int(g, 16) if g else 0 for g in m.groups()[:3])
+        fn = int(m.group(4))
+        if dev > 0x1F:
+            raise ValueError(f"malformed BDF {text!r}: device number above 1f")
+        return cls(dom, bus, dev, fn)
+
+    @classmethod
+    def from_rid(cls, domain: int, rid: int) -> Bdf:
+        return cls(domain, (rid >> 8) & 0xFF, (rid >> 3) & 0x1F, rid & 7)
+
+    @property
+    def devfn(self) -> int:
+        return self.dev << 3 | self.fn
+
+    @property
+    def rid(self) -> int:
+        """Routing ID (requester ID): bus << 8 | devfn, as in the PCIe spec."""
+        return self.bus << 8 | self.devfn
+
+    def vf_rid(self, offset: int, stride: int, vf_id: int) -> int:
+        """SR-IOV spec 3.3.10-11: VF n's RID = PF RID + First VF Offset + n * VF Stride.
+        A sum past devfn 255 carries into the next bus number."""
+        return self.rid + offset + stride * vf_id
+
+    def short(self) -> str:
+        """Form of the VT-d fault log and debugfs: bb:dd.f."""
+        return f"{self.bus:02x}:{self.dev:02x}.{self.fn}"
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.dev:02x}.{self.fn}"

@@ -1,0 +1,72 @@
+"""Simulated PCI drivers: names, modules and id tables of the real ones."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ANY = 0xFFFFFFFF  # PCI_ANY_ID
+
+
+@dataclass(frozen=True, slots=True)
+class PciDeviceId:
+    vendor: int
+    device: int
+    subvendor: int = ANY
+    subdevice: int = ANY
+    class_code: int = 0
+    class_mask: int = 0
+    driver_data: int = 0
+
+    def matches(self, dev) -> bool:
+        # pci_match_one_device
+        return ((self.vendor == ANY or self.vendor == dev.vendor)
+                and (self.device == ANY or self.device == dev.device)
+                and (self.subvendor == ANY or self.subvendor == dev.subsystem_vendor)
+                and (self.subdevice == ANY or self.subdevice == dev.subsystem_device)
+                and not ((self.class_code ^ dev.class_code) & self.class_mask))
+
+
+@dataclass(eq=False)
+class Driver:
+    name: str
+    module: str | None = None
+    id_table: list[PciDeviceId] = field(default_factory=list)
+    sriov_configure: bool = False      # has a .sriov_configure callback
+    net: bool = False                  # registers a netdev per bound device
+    driver_managed_dma: bool = False   # vfio-pci, pci-stub, pcieport
+    netdev_subdir: str | None = None   # virtio-pci puts the netdev under virtio<N>/
+    dynids: list[PciDeviceId] = field(default_factory=list)
+    devices: list = field(default_factory=list)  # bound PciFunctions, in bind order
+
+    @property
+    def module_name(self) -> str:
+        return self.module or self.name.replace("-", "_")
+
+
+def _ids(*pairs: tuple[int, int]) -> list[PciDeviceId]:
+    return [PciDeviceId(v, d) for v, d in pairs]
+
+
+def catalogue() -> dict[str, Driver]:
+    """A fresh set of drivers (each machine owns its own: dynamic ids are state)."""
+    drivers = [
+        Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
+               driver_managed_dma=True),
+        Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
+               sriov_configure=True, net=True),
+        Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True),
+        Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
+               sriov_configure=True, net=True),
+        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True),
+        Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True),
+        Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True),
+        Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio"),
+        Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
+               sriov_configure=True),
+        Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),
+        Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
+                                       PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
+        Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
+        Driver("vfio-pci", "vfio_pci", [], driver_managed_dma=True),
+        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True),
+    ]
+    return {d.name: d for d in drivers}

@@ -1,0 +1,118 @@
+"""IOMMU groups: formed by the rules of drivers/iommu/iommu.c pci_device_group().
+
+A group is the smallest set of functions the IOMMU can tell apart; it follows
+from DMA aliasing (PCIe-to-PCI bridges) and ACS isolation on the path to the root.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vfakefs.model import config as C
+
+MSI_REGION = (0xFEE00000, 0xFEEFFFFF, "msi")
+
+
+@dataclass(eq=False)
+class IommuGroup:
+    id: int
+    default_domain: str = "DMA"       # DMA, DMA-FQ, identity, blocked, unmanaged
+    devices: list = field(default_factory=list)
+    rmrrs: list[tuple[int, int]] = field(default_factory=list)
+
+    def reserved_regions(self) -> list[tuple[int, int, str]]:
+        regions = set()
+        for dev in self.devices:
+            relax = dev.class_code >> 16 == 0x03 or dev.class_code >> 8 == 0x0C03
+            for start, end in dev.rmrrs:
+                regions.add((start, end, "direct-relaxable" if relax else "direct"))
+        regions.add(MSI_REGION)
+        return sorted(regions)
+
+
+def acs_enabled(dev) -> bool:
+    """pci_acs_enabled(dev, REQ_ACS_FLAGS) for the device kinds we model."""
+    if dev.pcie_cap is None or dev.kind == "pcie_pci_bridge":
+        return False  # conventional PCI and PCIe-to-PCI bridges never isolate
+    if dev.kind in ("root_port", "downstream_port") or dev.multifunction:
+        acs = dev.acs_ctrl
+        if acs is None:
+            return False
+        cap, ctrl = acs
+        # a flag the capability does not implement counts as hard-wired on
+        need = C.ACS_REQUIRED & cap
+        return ctrl & need == need
+    return True
+
+
+def acs_path_enabled(dev) -> bool:
+    while dev is not None:
+        if not acs_enabled(dev):
+            return False
+        dev = dev.parent
+    return True
+
+
+def dma_alias_root(dev):
+    """pci_for_each_dma_alias: the last device the walk reaches; behind a
+    PCIe-to-PCI bridge every request carries the bridge's alias."""
+    last, up = dev, dev.parent
+    while up is not None:
+        if up.kind == "pcie_pci_bridge" or (up.pcie_cap is None and up.is_bridge):
+            last = up
+        up = up.parent
+    return last
+
+
+class Groups:
+    """Allocation (the kernel's ida: lowest free number) plus membership."""
+
+    def __init__(self, default_domain: str | None):
+        self.by_id: dict[int, IommuGroup] = {}
+        self.default_domain = default_domain
+        self.pinned: set[int] = set()
+
+    def _alloc(self, pinned: int | None) -> IommuGroup:
+        if pinned is not None:
+            gid = pinned
+        else:
+            gid = 0
+            while gid in self.by_id or gid in self.pinned:
+                gid += 1
+        group = IommuGroup(gid, self.default_domain)
+        self.by_id[gid] = group
+        return group
+
+    def find_group(self, dev, functions) -> IommuGroup:
+        """pci_device_group(): reuse an existing group where isolation fails."""
+        start = dma_alias_root(dev)
+        if start is not dev and start.group is not None:
+            return start.group
+        # walk up to the first bridge whose path to the root is ACS-isolated
+        cur = start
+        while cur.parent is not None:
+            if acs_path_enabled(cur.parent):
+                break
+            cur = cur.parent
+            if cur.group is not None:
+                return cur.group
+        # multifunction devices without ACS share with their slot siblings
+        if cur.multifunction and not acs_enabled(cur):
+            for other in functions:
+                if (other is not cur and other.group is not None and other.bdf.bus == cur.bdf.bus
+                        and other.bdf.dev == cur.bdf.dev and other.bdf.domain == cur.bdf.domain
+                        and other.multifunction and not acs_enabled(other)):
+                    return other.group
+        return self._alloc(dev.pinned_group)
+
+    def add_device(self, dev, functions) -> IommuGroup:
+        group = self.find_group(dev, functions)
+        group.devices.append(dev)
+        dev.group = group
+        return group
+
+    def remove_device(self, dev) -> None:
+        group = dev.group
+        group.devices.remove(dev)
+        dev.group = None
+        if not group.devices:
+            del self.by_id[group.id]  # ida_free: the number is reused

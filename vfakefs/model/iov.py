@@ -1,0 +1,59 @@
+"""SR-IOV state of a physical function (drivers/pci/iov.c).
+
+NumVFs, offset, stride and the VF device ID live in the PF's config space; this
+object holds what the kernel keeps beside it (driver_max_VFs, autoprobe, VFs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vfakefs.model import config as C
+from vfakefs.model.bdf import Bdf
+from vfakefs.model.pci import Resource
+
+
+@dataclass(eq=False)
+class Sriov:
+    pf: object                     # PciFunction
+    pos: int                       # offset of the SR-IOV extended capability
+    vf_driver: str | None = None
+    vf_bars: list[Resource] = field(default_factory=list)   # one VF's BARs
+    driver_max_vfs: int | None = None                        # pci_sriov_set_totalvfs
+    drivers_autoprobe: int = 1
+    vfs: list = field(default_factory=list)
+
+    def _r16(self, reg: int) -> int:
+        return self.pf.config.r16(self.pos + reg)
+
+    @property
+    def total_vfs(self) -> int:
+        hw = self._r16(C.SRIOV_TOTAL_VF)
+        return hw if self.driver_max_vfs is None else self.driver_max_vfs
+
+    @property
+    def num_vfs(self) -> int:
+        return self._r16(C.SRIOV_NUM_VF)
+
+    @property
+    def offset(self) -> int:
+        return self._r16(C.SRIOV_VF_OFFSET)
+
+    @property
+    def stride(self) -> int:
+        return self._r16(C.SRIOV_VF_STRIDE)
+
+    @property
+    def vf_device(self) -> int:
+        return self._r16(C.SRIOV_VF_DID)
+
+    def vf_bdf(self, vf_id: int) -> Bdf:
+        pf = self.pf.bdf
+        return Bdf.from_rid(pf.domain, pf.vf_rid(self.offset, self.stride, vf_id))
+
+    def iov_resources(self) -> list[Resource]:
+        """IOV BARs as `resource` lines 7-12: each VF BAR times TotalVFs."""
+        total = self._r16(C.SRIOV_TOTAL_VF)
+        out = []
+        for r in self.vf_bars + [Resource(0, 0, 0)] * (6 - len(self.vf_bars)):
+            out.append(Resource(r.start, r.size * total, r.flags) if r.size else r)
+        return out

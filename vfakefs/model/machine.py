@@ -1,0 +1,127 @@
+"""Machine: owns every simulated part; the only object the views see."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vfakefs.model.dmar import DmarUnit
+from vfakefs.model.drivers import Driver
+from vfakefs.model.groups import Groups
+from vfakefs.model.kmsg import KernelLog
+from vfakefs.model.net import NetDev
+from vfakefs.model.pci import PciFunction
+from vfakefs.model.profile import KernelProfile
+
+
+@dataclass
+class Slot:
+    """A physical slot (/sys/bus/pci/slots/<name>/), registered by its port's hotplug driver."""
+    name: str
+    address: str                # domain:bus:device of what sits in it
+    max_speed: str = "Unknown"
+    cur_speed: str = "2.5 GT/s PCIe"
+    module: str = "pciehp"
+
+
+@dataclass(eq=False)
+class Machine:
+    profile: KernelProfile
+    cmdline: str
+    functions: list[PciFunction]                 # in enumeration (device_add) order
+    drivers: dict[str, Driver]
+    dmar: list[DmarUnit]
+    interrupt_remapping: bool
+    kmsg: KernelLog = field(default_factory=KernelLog)
+    netdevs: dict[str, NetDev] = field(default_factory=dict)
+    slots: list[Slot] = field(default_factory=list)
+    groups: Groups | None = None
+    drivers_autoprobe: int = 1
+    resource_alignment: str = ""
+    generation: int = 0
+    extra_netdevs: tuple[str, ...] = ("lo",)
+    name: str = ""
+
+    def __post_init__(self):
+        self.by_bdf = {f.bdf: f for f in self.functions}
+        self._next_ifindex = 2  # 1 is lo
+        self._listeners = []
+
+    # --- structure -----------------------------------------------------------
+    def changed(self) -> None:
+        """Called after every structural change: views rebuild, FUSE invalidates."""
+        self.generation += 1
+        for fn in self._listeners:
+            fn()
+
+    def subscribe(self, fn) -> None:
+        self._listeners.append(fn)
+
+    @property
+    def iommu_on(self) -> bool:
+        return bool(self.dmar) and self.groups is not None
+
+    def lookup(self, name: str) -> PciFunction | None:
+        """bus_find_device_by_name: the exact kernel name only."""
+        for f in self.functions:
+            if f.name == name:
+                return f
+        return None
+
+    def children(self, bridge: PciFunction | None) -> list[PciFunction]:
+        return [f for f in self.functions if f.parent is bridge and not f.is_virtfn] + \
+               [f for f in self.functions if f.is_virtfn and f.physfn.parent is bridge]
+
+    def buses(self) -> list[tuple[int, int, PciFunction | None]]:
+        """(domain, bus, bridge) of every bus: the root bus and each bridge's secondary."""
+        seen = {(f.bdf.domain, f.bdf.bus): f.parent for f in self.functions if not f.is_virtfn}
+        for f in self.functions:
+            if f.is_bridge:
+                seen.setdefault((f.bdf.domain, f.secondary), f)
+        return sorted((d, b, p) for (d, b), p in seen.items())
+
+    # --- drivers and netdevs ---------------------------------------------------
+    def attach(self, dev: PciFunction, drv: Driver) -> None:
+        """Bind, with the side effects a real probe has (netdev, bus master)."""
+        dev.driver = drv
+        drv.devices.append(dev)
+        dev.enable_cnt = 1
+        dev.config.w16(0x04, dev.config.r16(0x04) | 0x4)  # probe enables bus mastering
+        if drv.net:
+            self.add_netdev(dev, drv)
+
+    def add_netdev(self, dev: PciFunction, drv: Driver, name: str | None = None) -> NetDev:
+        if name is None:
+            n = 0
+            while f"eth{n}" in self.netdevs:
+                n += 1
+            name = f"eth{n}"
+        subdir = None
+        if drv.netdev_subdir:
+            subdir = f"{drv.netdev_subdir}{sum(1 for d in self.netdevs.values() if d.subdir)}"
+        idx = self._next_ifindex
+        self._next_ifindex += 1
+        mac = "52:54:00:%02x:%02x:%02x" % (dev.bdf.bus, dev.bdf.dev << 3 | dev.bdf.fn, idx & 0xFF)
+        nd = NetDev(name, dev, idx, mac, subdir)
+        self.netdevs[name] = nd
+        dev.netdevs.append(nd)
+        return nd
+
+    # --- invariants (tests call this after every operation) -------------------------
+    def check(self) -> None:
+        names = [f.name for f in self.functions]
+        assert len(names) == len(set(names)), "duplicate function names"
+        for f in self.functions:
+            if f.driver is not None:
+                assert f in f.driver.devices, f"{f.name}: driver does not list it"
+            for nd in f.netdevs:
+                assert self.netdevs.get(nd.name) is nd, f"{f.name}: netdev {nd.name} not registered"
+            if self.groups is not None:
+                assert f.group is not None and f in f.group.devices, f"{f.name}: not in its group"
+                assert self.groups.by_id.get(f.group.id) is f.group
+        for drv in self.drivers.values():
+            for f in drv.devices:
+                assert f.driver is drv and f in self.functions, f"{drv.name}: stale device {f.name}"
+        if self.groups is not None:
+            members = [f for g in self.groups.by_id.values() for f in g.devices]
+            assert len(members) == len(set(map(id, members))) == len(self.functions), "group membership"
+        for nd in self.netdevs.values():
+            assert nd.dev in self.functions and nd in nd.dev.netdevs, f"netdev {nd.name}: stale"

@@ -1,0 +1,161 @@
+"""PCI functions: identity, resources, config space, and place in the tree."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vfakefs.model.bdf import Bdf
+from vfakefs.model import config as C
+
+if TYPE_CHECKING:
+    from vfakefs.model.drivers import Driver
+    from vfakefs.model.groups import IommuGroup
+    from vfakefs.model.iov import Sriov
+    from vfakefs.model.net import NetDev
+
+# Function kinds a topology names, with their PCIe port type and header type.
+KINDS = {
+    "host_bridge": (None, 0),
+    "endpoint": (C.PCIE_ENDPOINT, 0),
+    "legacy_endpoint": (C.PCIE_LEGACY_ENDPOINT, 0),
+    "rc_endpoint": (C.PCIE_RCIEP, 0),
+    "pci_endpoint": (None, 0),  # conventional PCI: no PCIe capability, 256-byte config
+    "root_port": (C.PCIE_ROOT_PORT, 1),
+    "upstream_port": (C.PCIE_UPSTREAM, 1),
+    "downstream_port": (C.PCIE_DOWNSTREAM, 1),
+    "pcie_pci_bridge": (C.PCIE_PCI_BRIDGE, 1),
+}
+
+# IORESOURCE_* flags as the kernel prints them in `resource` (include/linux/ioport.h)
+IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_PREFETCH = 0x100, 0x200, 0x2000
+IORESOURCE_READONLY, IORESOURCE_SIZEALIGN, IORESOURCE_MEM_64 = 0x4000, 0x40000, 0x100000
+IORESOURCE_WINDOW = 0x200000
+
+LINK_SPEEDS = {1: "2.5 GT/s PCIe", 2: "5.0 GT/s PCIe", 3: "8.0 GT/s PCIe", 4: "16.0 GT/s PCIe",
+               5: "32.0 GT/s PCIe", 6: "64.0 GT/s PCIe"}
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One BAR (or ROM / bridge window): what `resource` prints and lspci decodes."""
+    start: int
+    size: int
+    flags: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size - 1 if self.size else 0
+
+    @property
+    def is_io(self) -> bool:
+        return bool(self.flags & IORESOURCE_IO)
+
+    def line(self) -> str:
+        if not self.size:
+            return "0x%016x 0x%016x 0x%016x\n" % (0, 0, 0)
+        return "0x%016x 0x%016x 0x%016x\n" % (self.start, self.end, self.flags)
+
+
+EMPTY = Resource(0, 0, 0)
+
+
+@dataclass(eq=False, slots=True)
+class PciFunction:
+    bdf: Bdf
+    kind: str
+    vendor: int
+    device: int
+    class_code: int
+    config: C.ConfigSpace
+    parent: PciFunction | None = None      # upstream bridge; None on a root bus
+    subsystem_vendor: int = 0
+    subsystem_device: int = 0
+    revision: int = 0
+    multifunction: bool = False
+    bars: list[Resource] = field(default_factory=lambda: [EMPTY] * 6)
+    rom: Resource = EMPTY
+    windows: list[Resource] = field(default_factory=list)  # bridges: io, mem, prefetch
+    irq: int = 0
+    msi_irqs: list[tuple[int, str]] = field(default_factory=list)
+    numa_node: int = -1
+    driver: Driver | None = None
+    driver_override: str | None = None
+    netdevs: list[NetDev] = field(default_factory=list)
+    sriov: Sriov | None = None
+    physfn: PciFunction | None = None
+    vf_id: int = -1
+    group: IommuGroup | None = None
+    pinned_group: int | None = None
+    secondary: int = 0
+    subordinate: int = 0
+    enable_cnt: int = 0
+    broken_parity: int = 0
+    msi_bus: int = 1
+    d3cold_allowed: int = 1
+    dma_mask_bits: int = 32
+    consistent_dma_mask_bits: int = 32
+    firmware_node: str | None = None
+    reset_methods: tuple[str, ...] = ()
+    aspm: tuple[str, ...] = ()
+    slot: str | None = None
+    extra_dirs: tuple[str, ...] = ()
+    rmrrs: tuple[tuple[int, int], ...] = ()   # RMRR ranges (reserved_regions: direct)
+
+    # --- what the kernel derives from the header -------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.bdf)
+
+    @property
+    def header_type(self) -> int:
+        return KINDS[self.kind][1]
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.header_type == 1
+
+    @property
+    def pcie_cap(self) -> int | None:
+        return self.config.find_cap(C.CAP_PCIE)
+
+    @property
+    def pcie_type(self) -> int | None:
+        pos = self.pcie_cap
+        return None if pos is None else (self.config.r16(pos + 2) >> 4) & 0xF
+
+    @property
+    def is_virtfn(self) -> bool:
+        return self.physfn is not None
+
+    @property
+    def is_physfn(self) -> bool:
+        return self.sriov is not None
+
+    def link_speed(self, current: bool) -> str:
+        pos = self.pcie_cap
+        reg = self.config.r16(pos + 0x12) if current else self.config.r32(pos + 0x0C)
+        return LINK_SPEEDS.get(reg & 0xF, "Unknown") + "\n"
+
+    def link_width(self, current: bool) -> int:
+        pos = self.pcie_cap
+        reg = self.config.r16(pos + 0x12) if current else self.config.r32(pos + 0x0C)
+        return (reg >> 4) & 0x3F
+
+    @property
+    def acs_ctrl(self) -> tuple[int, int] | None:
+        """(capability, control) of the ACS extended capability, if any."""
+        pos = self.config.find_ext_cap(C.EXT_ACS)
+        return None if pos is None else (self.config.r16(pos + 4), self.config.r16(pos + 6))
+
+    def modalias(self) -> str:
+        c = self.class_code
+        return "pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X" % (
+            self.vendor, self.device, self.subsystem_vendor, self.subsystem_device,
+            c >> 16, (c >> 8) & 0xFF, c & 0xFF)
+
+    def resource_lines(self, sriov_bars: list[Resource]) -> str:
+        # 6.x with CONFIG_PCI_IOV: BAR0-5, ROM, IOV BAR0-5, and bridge windows
+        res = list(self.bars) + [self.rom] + (sriov_bars or [EMPTY] * 6)
+        if self.is_bridge:
+            res += self.windows + [EMPTY] * (4 - len(self.windows))
+        return "".join(r.line() for r in res)

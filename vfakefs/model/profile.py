@@ -1,0 +1,35 @@
+"""What differs between the kernel ABIs we show, as named facts.
+
+Views and model code ask the profile (`machine.profile.enable_busy_when_bound`),
+never the version string, so a third kernel is one more entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    version: str
+    release: str
+    # iommu_group `type` store: 6.1 answers EBUSY while bound and EINVAL for
+    # multi-device groups; 6.12 answers EPERM while the group is owned.
+    group_type_owner_eperm: bool
+    # pci-sysfs enable_store: EBUSY when a driver is bound (6.12 only)
+    enable_busy_when_bound: bool
+    # sriov_numvfs_store: 6.1 passes kstrtou16's ERANGE through; 6.12 says EINVAL
+    sriov_parse_erange: bool
+    # new_id: EEXIST for an id already among the dynamic ids (6.12.117 stable fix)
+    new_id_duplicate_eexist: bool
+    # Intel debugfs: per-device domain_translation_struct directories (6.7+)
+    debugfs_per_device_domain: bool
+    # sriov_numvfs_store without a driver: log wording
+    sriov_no_driver_msg: str
+
+
+PROFILES = {
+    "6.1": KernelProfile("6.1", "6.1.0-56-amd64", False, False, True, False, False,
+                         "no driver bound to device; cannot configure SR-IOV"),
+    "6.12": KernelProfile("6.12", "6.12.117-amd64", True, True, False, True, True,
+                          "no driver bound to device; cannot configure SR-IOV"),
+}
