@@ -239,6 +239,7 @@ class _Parser:
     # -- `$ cmd` ----------------------------------------------------------
     def command(self, cmd: str, lineno: int) -> None:
         self.i += 1
+        self.out_start = self.i
         shell = None
         if m := SHELL_TAG_RE.match(cmd):
             cmd, shell = m.group(1), m.group(2)
@@ -267,8 +268,7 @@ class _Parser:
                 keep = out[:1]
                 if len(out) > 1 and out[1].startswith("  (readlink -f: "):
                     keep.append(out[1])
-                rest = out[len(keep):]
-                self.i -= len(rest)  # let the main loop read the rest
+                self.i = self.out_start + len(keep)  # the main loop reads the rest
                 script = f"readlink {q(path)}"
                 if len(keep) == 2:
                     script += f' && echo "  (readlink -f: $(readlink -f {q(path)}))"'

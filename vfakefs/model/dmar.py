@@ -11,6 +11,7 @@ class DmarUnit:
     version: tuple[int, int] = (1, 0)
     cap: int = 0xD2008C40660462
     ecap: int = 0xF050DA
+    machine: object = None
 
     @property
     def name(self) -> str:

@@ -36,6 +36,7 @@ class Driver:
     netdev_subdir: str | None = None   # virtio-pci puts the netdev under virtio<N>/
     dynids: list[PciDeviceId] = field(default_factory=list)
     devices: list = field(default_factory=list)  # bound PciFunctions, in bind order
+    machine: object = None
 
     @property
     def module_name(self) -> str:

@@ -17,7 +17,7 @@ class IommuGroup:
     id: int
     default_domain: str = "DMA"       # DMA, DMA-FQ, identity, blocked, unmanaged
     devices: list = field(default_factory=list)
-    rmrrs: list[tuple[int, int]] = field(default_factory=list)
+    machine: object = None
 
     def reserved_regions(self) -> list[tuple[int, int, str]]:
         regions = set()
@@ -66,7 +66,8 @@ def dma_alias_root(dev):
 class Groups:
     """Allocation (the kernel's ida: lowest free number) plus membership."""
 
-    def __init__(self, default_domain: str | None):
+    def __init__(self, default_domain: str | None, machine=None):
+        self.machine = machine
         self.by_id: dict[int, IommuGroup] = {}
         self.default_domain = default_domain
         self.pinned: set[int] = set()
@@ -78,7 +79,7 @@ class Groups:
             gid = 0
             while gid in self.by_id or gid in self.pinned:
                 gid += 1
-        group = IommuGroup(gid, self.default_domain)
+        group = IommuGroup(gid, self.default_domain, machine=self.machine)
         self.by_id[gid] = group
         return group
 

@@ -35,9 +35,12 @@ class KernelLog:
         self._append(level, self._boot_usec, text)
 
     def log(self, text: str, level: int = KERN_INFO) -> None:
-        usec = self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000
+        usec = self.uptime_usec()
         last = self.records[-1].usec if self.records else 0
         self._append(level, max(usec, last + 1), text)
+
+    def uptime_usec(self) -> int:
+        return self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000
 
     def dev(self, dev, text: str, level: int = KERN_INFO, prefix: str = "pci") -> None:
         """dev_info()'s form: `pci 0000:03:10.0: message`."""

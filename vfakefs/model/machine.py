@@ -37,13 +37,17 @@ class Machine:
     drivers_autoprobe: int = 1
     resource_alignment: str = ""
     generation: int = 0
-    extra_netdevs: tuple[str, ...] = ("lo",)
     name: str = ""
+    nr_cpus: int = 2
 
     def __post_init__(self):
         self.by_bdf = {f.bdf: f for f in self.functions}
         self._next_ifindex = 2  # 1 is lo
         self._listeners = []
+        self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
+
+    def uptime_ms(self) -> int:
+        return self.kmsg.uptime_usec() // 1000
 
     # --- structure -----------------------------------------------------------
     def changed(self) -> None:
@@ -77,6 +81,24 @@ class Machine:
             if f.is_bridge:
                 seen.setdefault((f.bdf.domain, f.secondary), f)
         return sorted((d, b, p) for (d, b), p in seen.items())
+
+    # --- IOMMU -------------------------------------------------------------------------
+    def domains_used(self) -> int:
+        """Bits set in dmar0's domain-id bitmap: id 0 reserved, the static identity
+        domain, one per translated group (intel/iommu.c)."""
+        if self.groups is None:
+            return 0
+        groups = self.groups.by_id.values()
+        translated = sum(1 for g in groups if g.default_domain in ("DMA", "DMA-FQ"))
+        identity = any(g.default_domain == "identity" for g in groups)
+        return 2 + translated + identity
+
+    def vfio_groups(self) -> list[int]:
+        """Groups with a /dev/vfio/<N> node: at least one member bound to a VFIO driver."""
+        if self.groups is None:
+            return []
+        return [gid for gid, g in self.groups.by_id.items()
+                if any(d.driver is not None and d.driver.name.startswith("vfio") for d in g.devices)]
 
     # --- drivers and netdevs ---------------------------------------------------
     def attach(self, dev: PciFunction, drv: Driver) -> None:
@@ -125,3 +147,82 @@ class Machine:
             assert len(members) == len(set(map(id, members))) == len(self.functions), "group membership"
         for nd in self.netdevs.values():
             assert nd.dev in self.functions and nd in nd.dev.netdevs, f"netdev {nd.name}: stale"
+
+    # --- PCI core operations ------------------------------------------------------------
+    def pci_enable(self, dev: PciFunction, value: int) -> None:
+        """enable_store (pci-sysfs.c)."""
+        import errno
+        from vfakefs.model.errors import SysfsError
+        if self.profile.enable_busy_when_bound and dev.driver is not None:
+            raise SysfsError(errno.EBUSY)
+        if value:
+            dev.enable_cnt += 1
+        elif dev.enable_cnt == 0:
+            raise SysfsError(errno.EIO)
+        else:
+            dev.enable_cnt -= 1
+
+    def reset_function(self, dev: PciFunction) -> None:
+        """pci_reset_function(): a simulated FLR leaves the function as it was."""
+        self.kmsg.dev(dev, "resetting")
+        self.kmsg.dev(dev, "reset done")
+
+    def config_write(self, dev: PciFunction, off: int, data: bytes) -> None:
+        """pci_write_config(): IDs, class and header type are read-only in hardware."""
+        for i, b in enumerate(data):
+            if off + i >= 0x10 or 0x04 <= off + i < 0x08:
+                dev.config.w8(off + i, b)
+
+    def remove_function(self, dev: PciFunction) -> None:
+        """pci_stop_and_remove_bus_device(): the function and all below it go away."""
+        doomed = [dev] + self._below(dev)
+        for f in reversed(doomed):
+            self._detach(f)
+            if self.groups is not None and f.group is not None:
+                self.groups.remove_device(f)
+            self.functions.remove(f)
+            del self.by_bdf[f.bdf]
+            if not f.is_virtfn:
+                self.removed.append(f)
+        self.changed()
+
+    def rescan(self) -> None:
+        """pci_rescan_bus(): removed functions come back, in bus order, and probe again."""
+        if not self.removed:
+            return
+        back, self.removed = self.removed, []
+        for f in sorted(back, key=lambda f: f.bdf):
+            self.functions.append(f)
+            self.by_bdf[f.bdf] = f
+            if self.groups is not None:
+                g = self.groups.add_device(f, self.functions)
+                self.kmsg.dev(f, f"Adding to iommu group {g.id}")
+        self.changed()
+
+    def _below(self, dev: PciFunction) -> list[PciFunction]:
+        out = []
+        for f in self.functions:
+            if f is dev:
+                continue
+            up = f.physfn if f.is_virtfn else f.parent
+            while up is not None and up is not dev:
+                up = up.physfn if up.is_virtfn else up.parent
+            if up is dev:
+                out.append(f)
+        return out
+
+    def _detach(self, dev: PciFunction) -> None:
+        for nd in dev.netdevs:
+            self.netdevs.pop(nd.name, None)
+        dev.netdevs.clear()
+        if dev.driver is not None:
+            dev.driver.devices.remove(dev)
+            dev.driver = None
+
+    # --- driver binding, SR-IOV, group type: the behaviour of issue #3 ----------------------
+    def _not_yet(self, *args) -> None:
+        import errno
+        from vfakefs.model.errors import SysfsError
+        raise SysfsError(errno.EOPNOTSUPP, "not simulated yet")
+
+    bind = unbind = new_id = remove_id = device_attach = set_group_type = sriov_configure = _not_yet

@@ -100,6 +100,7 @@ class PciFunction:
     slot: str | None = None
     extra_dirs: tuple[str, ...] = ()
     rmrrs: tuple[tuple[int, int], ...] = ()   # RMRR ranges (reserved_regions: direct)
+    machine: object = None                     # the owning Machine (container_of, for stores)
 
     # --- what the kernel derives from the header -------------------------------
     @property
@@ -130,6 +131,29 @@ class PciFunction:
     @property
     def is_physfn(self) -> bool:
         return self.sriov is not None
+
+    @property
+    def nr_cpus(self) -> int:
+        return self.machine.nr_cpus
+
+    @property
+    def has_aer(self) -> bool:
+        return self.config.find_ext_cap(C.EXT_AER) is not None
+
+    @property
+    def wakeup_capable(self) -> bool:
+        return self.pcie_cap is not None and self.config.find_cap(C.CAP_PM) is not None
+
+    @property
+    def ari_enabled(self) -> int:
+        """ARI forwarding on the bridge above (pci_configure_ari sets bus->self->ari_enabled)."""
+        up = self.physfn.parent if self.physfn else self.parent
+        if up is None or up.pcie_cap is None:
+            return 0
+        return 1 if up.config.r16(up.pcie_cap + 0x28) & 0x20 else 0
+
+    def config_read(self, off: int, n: int) -> bytes:
+        return self.config.read(off, n)
 
     def link_speed(self, current: bool) -> str:
         pos = self.pcie_cap

@@ -20,7 +20,7 @@ from vfakefs.model.pci import IORESOURCE_MEM, IORESOURCE_PREFETCH, IORESOURCE_RE
     IORESOURCE_SIZEALIGN, IORESOURCE_IO, IORESOURCE_MEM_64, KINDS, PciFunction, Resource, EMPTY
 from vfakefs.model.profile import PROFILES
 
-TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "netdevs"}
+TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus"}
 IOMMU_KEYS = {"type", "interrupt_remapping", "x2apic", "cap", "ecap", "reg_base", "version"}
 DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", "subsystem_device", "class",
                "revision", "multifunction", "acs", "bars", "rom", "irq", "msi", "msix", "msi_irqs",
@@ -123,7 +123,8 @@ class _Loader:
             dmar.append(DmarUnit(0, iommu.get("reg_base", 0xFED90000), tuple(iommu.get("version", (1, 0))),
                                  iommu.get("cap", 0xD2008C40660462), iommu.get("ecap", 0xF050DA)))
         m = Machine(PROFILES[kernel], cmdline, [], drivers, dmar,
-                    bool(iommu.get("interrupt_remapping", True)), name=d.get("name", ""))
+                    bool(iommu.get("interrupt_remapping", True)), name=d.get("name", ""),
+                    nr_cpus=int(d.get("cpus", 2)))
         self.functions(m, specs)
         self.netdev_names = {}
         for s in specs:
@@ -134,7 +135,7 @@ class _Loader:
             self.netdev_names[f] = [names] if isinstance(names, str) else list(names)
         self.boot_log(m, iommu_on, iommu)
         if iommu_on:
-            m.groups = Groups(self.default_domain(cmdline, dmar[0]))
+            m.groups = Groups(self.default_domain(cmdline, dmar[0]), m)
             m.groups.pinned = {f.pinned_group for f in m.functions if f.pinned_group is not None}
             for f in m.functions:
                 g = m.groups.add_device(f, m.functions)
@@ -149,6 +150,8 @@ class _Loader:
         for f in m.functions:  # net drivers without a named interface get ethN
             if f.driver is not None and f.driver.net and not f.netdevs:
                 m.add_netdev(f, f.driver)
+        for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
+            obj.machine = m
         m.check()
         return m
 

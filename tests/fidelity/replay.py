@@ -1,0 +1,337 @@
+"""Replay a reference capture's read-only items against a vfakefs mount.
+
+    python -m tests.fidelity.replay MNT [--capture FILE] [--section NAME]... [-v]
+
+Each item of a covered section (capture.py turns the capture's commands and
+script-generated blocks into bash scripts) runs through bash with real
+programs (ls, cat, readlink, stat, hexdump, lspci), its paths rewritten to the
+mount:
+
+    /sys/...    -> $MNT/sys/...          /dev/...  -> $MNT/dev/...
+    lspci ARGS  -> lspci -A linux-sysfs -O sysfs.path=$MNT/sys/bus/pci ARGS
+                   (-A linux-sysfs: never fall back to the host's /proc/bus/pci)
+    ls ARGS     -> ls -C ARGS when ARGS has no -l/-1: the capture's stdout was
+                   a terminal (80 columns), so plain `ls` printed columns
+    sysfsio ... -> tests/fidelity/sysfsio.py (asuser drops to uid/gid 65534
+                   with no supplementary groups, as the C helper did)
+    dmesg       -> sysfsio.py kmsg $MNT/dev/kmsg (formatted like dmesg)
+
+stdout and stderr are merged, as on the capture's console; LC_ALL=C (the
+capture sorts upper case first), COLUMNS=80.
+
+An item matches when all its normalised lines are equal, its `[rc=N]`
+included when the capture shows one. Normalisation, applied to both sides:
+
+  * the mount prefix is removed from the actual output ($MNT/sys -> /sys,
+    also inside quotes such as cat: '$MNT/sys/...': Permission denied);
+  * `ls -l` date/time columns become <date>;
+  * dmesg / [kmsg] timestamps `[   1.234567]` become [<time>];
+  * power/runtime_active_time values become <ms>.
+  Rule for the last three: a value is masked only if it is time-dependent,
+  i.e. it differs between the stock and the iommu=pt captures for no reason
+  but the clock (diff the two: only ls dates, dmesg times and
+  runtime_active_time differ). msi_irqs IRQ numbers (37 38 39...) are the same
+  in both boots, so they are compared; `ptp` is only listed, never read.
+  * lspci's "\tKernel modules: ..." lines are dropped: lspci takes them from
+    the host's /lib/modules/$(uname -r)/modules.alias, not from the mount.
+
+Items the capture shows after its first (non-debugfs) write are not replayed:
+their output depends on the writes (the SR-IOV replay will cover them), so the
+SR-IOV section contributes only its reads before the first write and
+`device dump: 0000:01:00.1` (taken with two VFs enabled) none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import capture as cap_mod
+from .capture import Capture, Item
+
+# Sections whose read-only items the replay covers by default (fnmatch).
+# Not covered: "system" (the host's uname/proc), "IOMMU debugfs" (the stock
+# kernel has none), "full dmesg" (whole boot log), and the writes.
+DEFAULT_SECTIONS = [
+    "lspci",
+    "sysfs bus/pci layout",
+    "device dump: *",
+    "IOMMU",
+    "class/net, class/nvme, /dev",
+    "SR-IOV on PF *",
+]
+
+SYSFSIO = Path(__file__).resolve().with_name("sysfsio.py")
+SAFE_MNT_RE = re.compile(r"^/[A-Za-z0-9_./-]+$")
+PATH_RE = re.compile(r"(?<![\w.$/-])/(sys|dev)(?=/|$|[\s'\"*)])(?!/null\b)")
+LSPCI_RE = re.compile(r"(^|[|;&(]\s*)lspci(?=\s|$)")
+LS_RE = re.compile(r"(^|[|;&]\s*)ls((?:\s[^|;&]*)?)(?=$|[|;&])")
+LS_DATE_RE = re.compile(
+    r"^([-dlcbpsD][-rwxsStT]{9}[.+@]?\s+\d+\s+\S+\s+\S+\s+(?:\d+,\s*)?\d+ )"
+    r"[A-Z][a-z]{2} [ \d]\d (?: \d{4}|\d\d:\d\d) ")
+KMSG_TS_RE = re.compile(r"^((?:\[kmsg\] )?)\[\s*\d+\.\d+\]")
+KMOD_RE = re.compile(r"^\tKernel modules: ")
+VOLATILE_RE = re.compile(r"(?<=\): )\d+(?=\|$)|^\d+$")
+
+PRELUDE = r"""
+sysfsio() { "$VFAKEFS_PY" "$VFAKEFS_SYSFSIO" "$@"; }
+dmesg() { "$VFAKEFS_PY" "$VFAKEFS_SYSFSIO" kmsg "$VFAKEFS_MNT/dev/kmsg"; }
+"""
+
+
+class UnsafeScript(Exception):
+    """A rewritten script still names a path outside the mount."""
+
+
+def rewrite(script: str, mnt: str) -> str:
+    """The capture's script, pointed at the mount."""
+    if not SAFE_MNT_RE.match(mnt):
+        # the mount path is inserted unquoted, and GNU tools quote paths with
+        # ':' or spaces in messages, which would change the stripped output
+        raise ValueError(f"mount path must match {SAFE_MNT_RE.pattern}: {mnt!r}")
+    out = PATH_RE.sub(lambda m: mnt + m.group(0), script)
+    out = LSPCI_RE.sub(lambda m: f"{m.group(1)}lspci -A linux-sysfs -O sysfs.path={mnt}/sys/bus/pci",
+                       out)
+
+    def ls(m: re.Match) -> str:
+        args = m.group(2) or ""
+        if re.search(r"(^|\s)-\w*[l1C]", args):
+            return m.group(0)
+        return f"{m.group(1)}ls -C{args}"
+
+    out = LS_RE.sub(ls, out)
+    rest = out.replace(mnt + "/sys", "").replace(mnt + "/dev", "").replace("/dev/null", "")
+    if re.search(r"(?<![\w.$-])/(sys|dev)(/|\b)", rest):
+        raise UnsafeScript(out)
+    return out
+
+
+def normalise(lines: list[str], item: Item) -> list[str]:
+    out = []
+    for line in lines:
+        if KMOD_RE.match(line):
+            continue
+        line = LS_DATE_RE.sub(r"\1<date> ", line)
+        line = KMSG_TS_RE.sub(r"\1[<time>]", line)
+        if item.volatile:
+            line = VOLATILE_RE.sub("<ms>", line)
+        out.append(line)
+    return out
+
+
+def strip_mnt(text: str, mnts: list[str]) -> str:
+    for m in mnts:
+        text = text.replace(m + "/", "/").replace(m, "/")
+    return text
+
+
+@dataclass
+class ItemResult:
+    item: Item
+    command: str  # the rewritten script
+    expected: list[str]  # normalised
+    actual: list[str]  # normalised
+    error: str | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.error is None and self.expected == self.actual
+
+    def diff(self, context: int = 2, limit: int | None = 40) -> str:
+        lines = list(difflib.unified_diff(self.expected, self.actual, "capture", "vfakefs",
+                                          lineterm="", n=context))
+        if self.error:
+            lines.insert(0, f"error: {self.error}")
+        if limit is not None and len(lines) > limit:
+            lines = lines[:limit] + [f"... ({len(lines) - limit} more diff lines)"]
+        return "\n".join(lines)
+
+
+@dataclass
+class SectionResult:
+    name: str
+    results: list[ItemResult] = field(default_factory=list)
+    skipped_writes: int = 0
+    skipped_after_write: int = 0
+    skipped_other: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def matched(self) -> int:
+        return sum(r.matched for r in self.results)
+
+    @property
+    def fraction(self) -> float | None:
+        return self.matched / self.total if self.total else None
+
+    @property
+    def mismatches(self) -> list[ItemResult]:
+        return [r for r in self.results if not r.matched]
+
+    def find(self, display: str) -> ItemResult:
+        for r in self.results:
+            if r.item.display == display:
+                return r
+        raise KeyError(f"{self.name}: no item {display!r}")
+
+
+@dataclass
+class Report:
+    mnt: str
+    capture: Path
+    sections: list[SectionResult]
+    notes: list[str] = field(default_factory=list)
+
+    def section(self, name: str) -> SectionResult:
+        for s in self.sections:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def format(self, verbose: bool = False, mismatches: int = 3) -> str:
+        out = [f"fidelity replay: {self.capture.name} against {self.mnt}"]
+        out += [f"  note: {n}" for n in self.notes]
+        width = max([len(s.name) for s in self.sections] + [7])
+        out.append(f"  {'section':{width}}  matched/total  fraction  (not replayed)")
+        tm = tt = 0
+        for s in self.sections:
+            frac = "    -" if s.fraction is None else f"{s.fraction:8.3f}"
+            skipped = []
+            if s.skipped_writes:
+                skipped.append(f"{s.skipped_writes} writes")
+            if s.skipped_after_write:
+                skipped.append(f"{s.skipped_after_write} after writes")
+            if s.skipped_other:
+                skipped.append(f"{s.skipped_other} notes/unparsed")
+            out.append(f"  {s.name:{width}}  {s.matched:5d}/{s.total:<5d}    {frac}"
+                       + (f"  ({', '.join(skipped)})" if skipped else ""))
+            tm += s.matched
+            tt += s.total
+        if tt:
+            out.append(f"  {'TOTAL':{width}}  {tm:5d}/{tt:<5d}    {tm / tt:8.3f}")
+        for s in self.sections:
+            bad = s.mismatches
+            if not bad:
+                continue
+            shown = bad if verbose else bad[:mismatches]
+            out.append("")
+            out.append(f"=== {s.name}: {len(bad)} mismatches"
+                       + ("" if verbose or len(bad) <= mismatches else f", first {mismatches}:"))
+            for r in shown:
+                out.append(f"--- line {r.item.lineno}: {r.item.display}")
+                if verbose:
+                    out.append(f"    ran: {r.command}")
+                out.append(r.diff(limit=None if verbose else 40))
+        return "\n".join(out)
+
+
+def select(capture: Capture, patterns: list[str] | None = None) -> list[str]:
+    pats = patterns or DEFAULT_SECTIONS
+    return [n for n in capture.names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
+def run_item(item: Item, mnt: str, timeout: float = 30.0) -> ItemResult:
+    mnts = sorted({mnt, os.path.realpath(mnt)}, key=len, reverse=True)
+    expected = list(item.expected)
+    if item.rc is not None:
+        expected.append(f"[rc={item.rc}]")
+    expected = normalise(expected, item)
+    try:
+        script = rewrite(item.script, mnt)
+    except (UnsafeScript, ValueError) as e:
+        return ItemResult(item, "", expected, [], error=f"not run: {type(e).__name__}: {e}")
+    env = dict(os.environ, LC_ALL="C", COLUMNS="80", VFAKEFS_PY=sys.executable,
+               VFAKEFS_SYSFSIO=str(SYSFSIO), VFAKEFS_MNT=mnt)
+    env.pop("LANG", None)
+    env.pop("LS_COLORS", None)
+    try:
+        proc = subprocess.run(["bash", "-c", PRELUDE + script], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env, timeout=timeout, cwd="/")
+    except subprocess.TimeoutExpired as e:
+        actual = strip_mnt((e.stdout or b"").decode(errors="replace"), mnts).splitlines()
+        return ItemResult(item, script, expected, normalise(actual, item),
+                          error=f"timed out after {timeout}s")
+    actual = strip_mnt(proc.stdout.decode(errors="replace"), mnts).splitlines()
+    if item.rc is not None:
+        actual.append(f"[rc={proc.returncode}]")
+    return ItemResult(item, script, expected, normalise(actual, item))
+
+
+def environment_notes() -> list[str]:
+    notes = []
+    for prog in ("bash", "ls", "cat", "readlink", "stat", "hexdump", "lspci"):
+        if not shutil.which(prog):
+            notes.append(f"{prog} is not installed: its items fail"
+                         + (" (hexdump: apt-get install bsdextrautils)" if prog == "hexdump" else ""))
+    if shutil.which("lspci"):
+        v = subprocess.run(["lspci", "--version"], capture_output=True, text=True).stdout.strip()
+        if "3.9.0" not in v:
+            notes.append(f"{v} (the capture used 3.9.0; names come from the host's pci.ids)")
+    if os.geteuid() != 0:
+        notes.append("not root: `sysfsio asuser` items cannot drop to uid 65534 and fail")
+    return notes
+
+
+def replay(mnt: str | os.PathLike, capture: Capture | str | os.PathLike | None = None,
+           sections: list[str] | None = None, timeout: float = 30.0) -> Report:
+    mnt = os.path.abspath(str(mnt)).rstrip("/")
+    if capture is None:
+        capture = cap_mod.parse()
+    elif not isinstance(capture, Capture):
+        capture = cap_mod.parse(capture)
+    results = []
+    for name in select(capture, sections):
+        sr = SectionResult(name)
+        for item in capture.section(name).items:
+            if not item.readonly:
+                sr.skipped_writes += 1
+            elif item.after_write:
+                sr.skipped_after_write += 1
+            elif not item.replayable:
+                sr.skipped_other += 1
+            else:
+                sr.results.append(run_item(item, mnt, timeout))
+        results.append(sr)
+    return Report(mnt, capture.path, results, environment_notes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.fidelity.replay",
+                                 description="Replay a kernel capture's reads against a mount.")
+    ap.add_argument("mnt", help="the vfakefs mountpoint (holds sys/ and dev/)")
+    ap.add_argument("--capture", default=str(cap_mod.DEFAULT_CAPTURE),
+                    help="capture file (default: %(default)s)")
+    ap.add_argument("--section", action="append", metavar="NAME",
+                    help="section name or fnmatch pattern; repeatable "
+                         f"(default: {', '.join(DEFAULT_SECTIONS)})")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="show every mismatch in full, with the command that ran")
+    ap.add_argument("-n", "--mismatches", type=int, default=3,
+                    help="mismatches shown per section without -v (default 3)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per item")
+    args = ap.parse_args(argv)
+    if not os.path.isdir(os.path.join(args.mnt, "sys")):
+        print(f"warning: {args.mnt}/sys does not exist; is vfakefs mounted there?",
+              file=sys.stderr)
+    capture = cap_mod.parse(args.capture)
+    if args.section and not select(capture, args.section):
+        ap.error(f"no section matches {args.section}; sections: {capture.names}")
+    report = replay(args.mnt, capture, args.section, args.timeout)
+    print(report.format(verbose=args.verbose, mismatches=args.mismatches))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The thin FUSE adapter: inodes, errnos and invalidation. Nothing here knows PCI."""

@@ -1,0 +1,286 @@
+"""pyfuse3 Operations over a view tree.
+
+Inode numbers are stable per path for the life of the mount. Directory listings
+are computed from the view once per Machine generation; after a structural
+change the names the kernel has cached are compared with the new listing and
+what vanished or changed is invalidated, so the next syscall sees it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+import pyfuse3
+
+from vfakefs.fuse.errmap import kernel_errors
+from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
+
+TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
+WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
+_O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+
+
+@dataclass(slots=True)
+class OpenFile:
+    node: Bound
+    content: bytes | None = None   # show() at open: one snapshot per open, like kernfs
+    error: int = 0                 # show() failed: reads report it, as seq_file does
+    privileged: bool = False
+
+
+class SysfsOps(pyfuse3.Operations):
+    supports_dot_lookup = False
+
+    def __init__(self, root: Dir, generation):
+        super().__init__()
+        self.generation = generation           # () -> int, bumps on structural change
+        self.root = root
+        self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: ""}
+        self.inos: dict[str, int] = {"": pyfuse3.ROOT_INODE}
+        self.nodes: dict[int, tuple[int, object]] = {}
+        self.listings: dict[int, tuple[int, dict]] = {}
+        self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
+        self.files: dict[int, OpenFile] = {}
+        self.next_fh = 1
+        self.published = generation()
+        self.time_ns = time.time_ns()
+
+    # --- tree walking ---------------------------------------------------------------
+    def ino_of(self, path: str) -> int:
+        ino = self.inos.get(path)
+        if ino is None:
+            ino = self.inos[path] = len(self.inos) + 1
+            self.paths[ino] = path
+        return ino
+
+    def node(self, ino: int):
+        gen = self.generation()
+        hit = self.nodes.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        path = self.paths.get(ino)
+        if path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if path == "":
+            node = self.root
+        else:
+            parent, _, name = path.rpartition("/")
+            node = self.listing(self.ino_of(parent)).get(name)
+            if node is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+        self.nodes[ino] = (gen, node)
+        return node
+
+    def listing(self, ino: int) -> dict:
+        gen = self.generation()
+        hit = self.listings.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        node = self.node(ino)
+        if not isinstance(node, Dir):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        with kernel_errors():
+            entries = node.entries()
+        self.listings[ino] = (gen, entries)
+        return entries
+
+    def child(self, parent: int, name: str):
+        node = self.listing(parent).get(name)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        path = self.paths[parent]
+        ino = self.ino_of(f"{path}/{name}" if path else name)
+        self.nodes[ino] = (self.generation(), node)
+        self.served.setdefault(parent, {})[name] = node
+        return ino, node
+
+    # --- attributes -------------------------------------------------------------------
+    def attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = node_type(node) | node.mode
+        a.st_nlink = 1
+        if isinstance(node, Dir):
+            entries = self.listing(ino)
+            a.st_nlink = 2 + sum(1 for n in entries.values() if isinstance(n, Dir))
+            a.st_size = (len(entries) + 2) * 20 if node.tmpfs else 0  # tmpfs's BOGO_DIRENT_SIZE
+        elif isinstance(node, CharDev):
+            a.st_rdev = os.makedev(node.major, node.minor)
+        else:
+            with kernel_errors():
+                a.st_size = node.size
+        a.st_uid = a.st_gid = 0
+        a.st_blksize = 4096
+        a.st_blocks = 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.time_ns
+        a.entry_timeout = a.attr_timeout = TIMEOUT
+        return a
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        name = os.fsdecode(name)
+        if name == ".":
+            return self.attrs(parent_inode, self.node(parent_inode))
+        if name == "..":
+            ppath = self.paths[parent_inode].rpartition("/")[0]
+            pino = self.ino_of(ppath)
+            return self.attrs(pino, self.node(pino))
+        ino, node = self.child(parent_inode, name)
+        return self.attrs(ino, node)
+
+    async def getattr(self, inode, ctx=None):
+        return self.attrs(inode, self.node(inode))
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = self.node(inode)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        # O_TRUNC's size=0 (from `echo x > attr`) and touch's times are accepted as sysfs does
+        return self.attrs(inode, node)
+
+    async def readlink(self, inode, ctx):
+        node = self.node(inode)
+        if not isinstance(node, Link):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(node.target)
+
+    async def forget(self, inode_list):
+        pass  # inode numbers stay bound to their paths for the life of the mount
+
+    # --- directories --------------------------------------------------------------------
+    async def opendir(self, inode, ctx):
+        self.listing(inode)
+        return inode
+
+    async def readdir(self, fh, start_id, token):
+        ino = fh
+        names = [".", ".."] + sorted(self.listing(ino))
+        for i in range(start_id, len(names)):
+            name = names[i]
+            if name == ".":
+                attrs = self.attrs(ino, self.node(ino))
+            elif name == "..":
+                pino = self.ino_of(self.paths[ino].rpartition("/")[0])
+                attrs = self.attrs(pino, self.node(pino))
+            else:
+                cino, node = self.child(ino, name)
+                attrs = self.attrs(cino, node)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+                return
+
+    async def releasedir(self, fh):
+        pass
+
+    # --- files --------------------------------------------------------------------------
+    async def open(self, inode, flags, ctx):
+        node = self.node(inode)
+        if not isinstance(node, Bound):
+            raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
+        acc = flags & _O_ACC
+        want_read = acc in (os.O_RDONLY, os.O_RDWR)
+        want_write = acc in (os.O_WRONLY, os.O_RDWR)
+        # kernfs checks the attribute's own mode even for root (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK)
+        if (want_read and not node.mode & 0o444) or (want_write and not node.mode & 0o222):
+            raise pyfuse3.FUSEError(errno.EACCES)
+        of = OpenFile(node, privileged=ctx.uid == 0)
+        if want_read and not node.binary:
+            try:
+                with kernel_errors():
+                    of.content = node.decl.show(node.obj).encode("latin-1")
+            except pyfuse3.FUSEError as e:
+                of.error = e.errno
+        fh = self.next_fh
+        self.next_fh += 1
+        self.files[fh] = of
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    async def read(self, fh, off, size):
+        of = self.files[fh]
+        if of.node.binary:
+            with kernel_errors():
+                return of.node.decl.read(of.node.obj, off, size, of.privileged)
+        if of.error:
+            raise pyfuse3.FUSEError(of.error)
+        return of.content[off:off + size]
+
+    async def write(self, fh, off, buf):
+        of = self.files[fh]
+        if not buf:
+            return 0  # a zero-length write never reaches store()
+        with kernel_errors():
+            if of.node.binary:
+                n = of.node.decl.write(of.node.obj, off, buf)
+            else:
+                buf = buf[:WRITE_MAX]
+                of.node.decl.store(of.node.obj, buf.decode("latin-1"))
+                n = len(buf)
+        self.publish()
+        return n
+
+    async def release(self, fh):
+        self.files.pop(fh, None)
+
+    # --- what sysfs refuses ---------------------------------------------------------------
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        raise pyfuse3.FUSEError(errno.EACCES)   # no ->create on kernfs directories
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def unlink(self, parent_inode, name, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def rmdir(self, parent_inode, name, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        return s
+
+    # --- publishing structural changes ------------------------------------------------------
+    def publish(self) -> None:
+        """After a change of the Machine's structure, drop what the kernel cached of it."""
+        gen = self.generation()
+        if gen == self.published:
+            return
+        self.published = gen
+        for dino, served in list(self.served.items()):
+            before = self.listings.get(dino, (0, {}))[1]
+            try:
+                entries = self.listing(dino)
+            except pyfuse3.FUSEError:
+                self.served.pop(dino, None)   # the directory itself went away
+                continue
+            stale = [name for name, old in served.items() if not _same(old, entries.get(name))]
+            for name in stale:
+                del served[name]
+                pyfuse3.invalidate_entry_async(dino, os.fsencode(name), ignore_enoent=True)
+            if before.keys() != entries.keys():
+                try:
+                    pyfuse3.invalidate_inode(dino, attr_only=True)   # nlink and tmpfs sizes
+                except OSError:
+                    pass
+
+
+def _same(old, new) -> bool:
+    """Whether a cached entry still stands: a directory stays the same directory;
+    a link must keep its target; an attribute its declaration and object."""
+    if new is None or type(old) is not type(new):
+        return False
+    return isinstance(old, Dir) or old == new

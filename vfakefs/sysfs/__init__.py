@@ -1,0 +1,1 @@
+"""The sysfs view: a tree of Dir / Attr / Link nodes drawn from a Machine."""

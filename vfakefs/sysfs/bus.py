@@ -1,0 +1,108 @@
+"""/sys/bus/pci: devices/, drivers/ and the bus files (drivers/base/bus.c, drivers/pci/pci-driver.c)."""
+from __future__ import annotations
+
+import errno
+
+from vfakefs.model.errors import SysfsError
+from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
+from vfakefs.sysfs.parse import kstrtoul
+from vfakefs.sysfs.pci_sysfs import uevent_store
+
+
+# --- bus attributes -------------------------------------------------------------------
+def drivers_autoprobe_store(m, text: str) -> None:
+    m.drivers_autoprobe = 0 if text[:1] == "0" else 1  # never an error
+
+
+def drivers_probe_store(m, text: str) -> None:
+    dev = m.lookup(text.removesuffix("\n"))
+    if dev is None:
+        raise SysfsError(errno.ENODEV)
+    m.device_attach(dev)
+
+
+def bus_rescan_store(m, text: str) -> None:
+    if kstrtoul(text):
+        m.rescan()
+
+
+def resource_alignment_store(m, text: str) -> None:
+    m.resource_alignment = text.removesuffix("\n")
+
+
+BUS_GROUP = AttrGroup((
+    Attr("drivers_autoprobe", lambda m: "%d\n" % m.drivers_autoprobe, drivers_autoprobe_store, 0o644),
+    Attr("drivers_probe", None, drivers_probe_store, 0o200),
+    Attr("rescan", None, bus_rescan_store, 0o200),
+    Attr("resource_alignment", lambda m: m.resource_alignment + ("\n" if m.resource_alignment else ""),
+         resource_alignment_store, 0o644),
+    Attr("uevent", None, uevent_store, 0o200),
+))
+
+
+# --- driver attributes ------------------------------------------------------------------
+def bind_store(drv, text: str) -> None:
+    drv.machine.bind(drv, text)
+
+
+def unbind_store(drv, text: str) -> None:
+    drv.machine.unbind(drv, text)
+
+
+def new_id_store(drv, text: str) -> None:
+    drv.machine.new_id(drv, text)
+
+
+def remove_id_store(drv, text: str) -> None:
+    drv.machine.remove_id(drv, text)
+
+
+DRIVER_GROUP = AttrGroup((
+    Attr("bind", None, bind_store, 0o200),
+    Attr("unbind", None, unbind_store, 0o200),
+    Attr("new_id", None, new_id_store, 0o200),
+    Attr("remove_id", None, remove_id_store, 0o200),
+    Attr("uevent", None, uevent_store, 0o200),
+))
+
+
+def driver_entries(v, drv) -> dict:
+    here = f"bus/pci/drivers/{drv.name}"
+    out = DRIVER_GROUP.entries(drv)
+    out["module"] = Link(rel(here, f"module/{drv.module_name}"))
+    for dev in drv.devices:
+        out[dev.name] = Link(rel(here, v.device_path(dev)))
+    return out
+
+
+def slot_entries(slot) -> dict:
+    def attention_show(s):
+        raise SysfsError(errno.EINVAL)  # pciehp: no attention indicator
+    return {
+        "adapter": Attr("adapter", lambda s: "1\n").bind(slot),
+        "address": Attr("address", lambda s: s.address + "\n").bind(slot),
+        "attention": Attr("attention", attention_show, lambda s, t: None, 0o644).bind(slot),
+        "cur_bus_speed": Attr("cur_bus_speed", lambda s: s.cur_speed + "\n").bind(slot),
+        "latch": Attr("latch", lambda s: "0\n").bind(slot),
+        "max_bus_speed": Attr("max_bus_speed", lambda s: s.max_speed + "\n").bind(slot),
+        "module": Link(f"../../../../module/{slot.module}"),
+        "power": Attr("power", lambda s: "1\n", lambda s, t: None, 0o644).bind(slot),
+    }
+
+
+def pci_bus_entries(v) -> dict:
+    m = v.m
+    out = BUS_GROUP.entries(m)
+    out["devices"] = Dir(lambda: {f.name: Link(rel("bus/pci/devices", v.device_path(f))) for f in m.functions})
+    out["drivers"] = Dir(lambda: {name: Dir(lambda d=drv: driver_entries(v, d)) for name, drv in sorted(m.drivers.items())})
+    out["slots"] = Dir(lambda: {s.name: Dir(lambda s=s: slot_entries(s)) for s in m.slots})
+    return out
+
+
+def module_entries(v) -> dict:
+    mods: dict[str, list] = {}
+    for drv in v.m.drivers.values():
+        mods.setdefault(drv.module_name, []).append(drv)
+    return {mod: Dir(lambda ds=ds, mod=mod: {"drivers": Dir(
+        {f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}")) for d in ds})})
+        for mod, ds in sorted(mods.items())}

@@ -1,0 +1,111 @@
+"""/sys/devices: the PCI hierarchy, one directory per function nested below its bridge."""
+from __future__ import annotations
+
+from vfakefs.sysfs import iov, pci_sysfs, power
+from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
+
+# PCIe port services pcieport registers below each port it drives (pcie001 PME,
+# pcie002 AER, pcie004 DPC, pcie010 hotplug), named as portdrv does.
+PORT_SERVICES = {"root_port": ("pcie001", "pcie002", "pcie010"), "downstream_port": ("pcie002", "pcie010"),
+                 "upstream_port": ("pcie002",)}
+
+
+def devices_entries(v) -> dict:
+    out = {"pci%04x:00" % d: Dir(lambda d=d: host_bridge_entries(v, d)) for d in sorted({f.bdf.domain for f in v.m.functions})}
+    out["virtual"] = Dir(lambda: {"iommu": Dir(lambda: {u.name: Dir(lambda u=u: iommu_dir_entries(v, u))
+                                                        for u in v.m.dmar if v.m.iommu_on}),
+                                  "net": Dir({})})
+    return out
+
+
+def iommu_dir_entries(v, unit):
+    from vfakefs.sysfs.iommu import dmar_entries
+    return dmar_entries(v, unit)
+
+
+def host_bridge_entries(v, domain: int) -> dict:
+    out = {f.name: Dir(lambda f=f: device_entries(v, f)) for f in v.m.children(None) if f.bdf.domain == domain}
+    out["pci_bus"] = Dir(lambda: {"%04x:00" % domain: Dir(lambda: pci_bus_dir(v, None, domain))})
+    out["power"] = Dir({})
+    out["uevent"] = Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)
+    out["waiting_for_supplier"] = Attr("waiting_for_supplier", lambda o: "0\n").bind(None)
+    return out
+
+
+def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
+    """pci_bus/DDDD:BB: the bus a bridge (or host bridge) opens."""
+    here = v.device_path(bridge) if bridge else v.root_path(domain)
+    return {
+        "cpuaffinity": Attr("cpuaffinity", lambda o: pci_sysfs._cpumask(v.m.nr_cpus)).bind(None),
+        "cpulistaffinity": Attr("cpulistaffinity", lambda o: "0-%d\n" % (v.m.nr_cpus - 1)).bind(None),
+        "rescan": Attr("rescan", None, lambda o, t: pci_sysfs.rescan_store(bridge or v.m.functions[0], t), 0o200).bind(None),
+        "device": Link(rel(f"{here}/pci_bus/x", here)),
+        "subsystem": Link(rel(f"{here}/pci_bus/x", "class/pci_bus")),
+        "power": Dir({}),
+        "uevent": Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None),
+    }
+
+
+def class_pci_bus_entries(v) -> dict:
+    out = {}
+    for domain, busnr, bridge in v.m.buses():
+        base = v.device_path(bridge) if bridge else v.root_path(domain)
+        out["%04x:%02x" % (domain, busnr)] = Link(rel("class/pci_bus", f"{base}/pci_bus/%04x:%02x" % (domain, busnr)))
+    return out
+
+
+def msi_irqs_entries(dev) -> dict:
+    return {str(irq): Attr(str(irq), lambda o, k=kind: k + "\n").bind(dev) for irq, kind in dev.msi_irqs}
+
+
+def device_entries(v, dev) -> dict:
+    here = v.device_path(dev)
+    out: dict = {}
+    for g in pci_sysfs.GROUPS + iov.GROUPS:
+        out.update(g.entries(dev))
+    out.update(pci_sysfs.bin_files(dev))
+    out["subsystem"] = Link(rel(here, "bus/pci"))
+    if dev.driver is not None:
+        out["driver"] = Link(rel(here, f"bus/pci/drivers/{dev.driver.name}"))
+    if dev.group is not None:
+        out["iommu_group"] = Link(rel(here, f"kernel/iommu_groups/{dev.group.id}"))
+        out["iommu"] = Link(rel(here, f"devices/virtual/iommu/{v.m.dmar[0].name}"))
+    if dev.firmware_node:
+        out["firmware_node"] = Link(rel(here, f"devices/{dev.firmware_node}"))
+    if dev.is_virtfn:
+        out["physfn"] = Link(rel(here, v.device_path(dev.physfn)))
+    if dev.sriov is not None:
+        for vf in dev.sriov.vfs:
+            out[f"virtfn{vf.vf_id}"] = Link(rel(here, v.device_path(vf)))
+    out["power"] = Dir(lambda: power.power_dir_entries(dev))
+    if dev.msi_irqs:
+        out["msi_irqs"] = Dir(lambda: msi_irqs_entries(dev))
+    if dev.aspm:
+        out["link"] = Dir(lambda: {a: Attr(a, lambda o: "0\n", lambda o, t: None, 0o644).bind(dev) for a in dev.aspm})
+    plain = [nd for nd in dev.netdevs if not nd.subdir]
+    if plain:
+        from vfakefs.sysfs.net import net_subdir
+        out["net"] = Dir(lambda: net_subdir(v, dev, None))
+    for sub in sorted({nd.subdir for nd in dev.netdevs if nd.subdir}):
+        from vfakefs.sysfs.net import virtio_dir
+        out[sub] = Dir(lambda s=sub: virtio_dir(v, dev, s))
+    for name in dev.extra_dirs:
+        out[name] = Dir({})
+    if dev.is_bridge:
+        busname = "%04x:%02x" % (dev.bdf.domain, dev.secondary)
+        out["pci_bus"] = Dir(lambda: {busname: Dir(lambda: pci_bus_dir(v, dev))})
+        for child in v.m.children(dev):
+            out[child.name] = Dir(lambda c=child: device_entries(v, c))
+        if dev.driver is not None and dev.driver.name == "pcieport":
+            for svc in PORT_SERVICES.get(dev.kind, ()):
+                out[f"{dev.name}:{svc}"] = Dir(lambda s=svc: port_service_entries(v, dev, s))
+    return out
+
+
+def port_service_entries(v, dev, svc: str) -> dict:
+    here = f"{v.device_path(dev)}/{dev.name}:{svc}"
+    return {"power": Dir({}), "subsystem": Link(rel(here, "bus/pci_express")),
+            "uevent": Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)}
+
+
+EMPTY_GROUP = AttrGroup(())

@@ -1,0 +1,36 @@
+"""/sys/kernel/iommu_groups (drivers/iommu/iommu.c)."""
+from __future__ import annotations
+
+import errno
+
+from vfakefs.model.errors import SysfsError
+from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
+
+
+def reserved_regions_show(group) -> str:
+    return "".join("0x%016x 0x%016x %s\n" % r for r in group.reserved_regions())
+
+
+def type_show(group) -> str:
+    return (group.default_domain or "unknown") + "\n"
+
+
+def type_store(group, text: str) -> None:
+    group.machine.set_group_type(group, text)
+
+
+GROUP_ATTRS = AttrGroup((
+    Attr("reserved_regions", reserved_regions_show),
+    Attr("type", type_show, type_store, 0o644),
+))
+
+
+def group_entries(v, group) -> dict:
+    here = f"kernel/iommu_groups/{group.id}/devices"
+    out = GROUP_ATTRS.entries(group)
+    out["devices"] = Dir(lambda: {d.name: Link(rel(here, v.device_path(d))) for d in group.devices})
+    return out
+
+
+def groups_entries(v) -> dict:
+    return {str(gid): Dir(lambda g=g: group_entries(v, g)) for gid, g in v.m.groups.by_id.items()}

@@ -1,0 +1,54 @@
+"""Network interfaces: /sys/class/net and the net/ directory under a device (net/core/net-sysfs.c)."""
+from __future__ import annotations
+
+from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
+from vfakefs.sysfs.pci_sysfs import uevent_store
+
+NETDEV = AttrGroup((
+    Attr("addr_assign_type", lambda nd: "0\n"),
+    Attr("addr_len", lambda nd: "6\n"),
+    Attr("address", lambda nd: nd.mac + "\n"),
+    Attr("broadcast", lambda nd: "ff:ff:ff:ff:ff:ff\n"),
+    Attr("carrier", lambda nd: "1\n", lambda nd, t: None, 0o644),
+    Attr("dev_id", lambda nd: "0x0\n"),
+    Attr("dev_port", lambda nd: "0\n"),
+    Attr("flags", lambda nd: "0x1003\n", lambda nd, t: None, 0o644),
+    Attr("ifindex", lambda nd: "%d\n" % nd.ifindex),
+    Attr("iflink", lambda nd: "%d\n" % nd.ifindex),
+    Attr("mtu", lambda nd: "1500\n", lambda nd, t: None, 0o644),
+    Attr("operstate", lambda nd: "up\n"),
+    Attr("tx_queue_len", lambda nd: "1000\n", lambda nd, t: None, 0o644),
+    Attr("type", lambda nd: "1\n"),
+    Attr("uevent", lambda nd: f"INTERFACE={nd.name}\nIFINDEX={nd.ifindex}\n", uevent_store, 0o644),
+))
+
+
+def netdev_entries(v, nd) -> dict:
+    here = v.netdev_path(nd)
+    out = NETDEV.entries(nd)
+    parent = f"{v.device_path(nd.dev)}/{nd.subdir}" if nd.subdir else v.device_path(nd.dev)
+    out["device"] = Link(rel(here, parent))
+    out["subsystem"] = Link(rel(here, "class/net"))
+    out["power"] = Dir({})
+    out["statistics"] = Dir({n: Attr(n, lambda o: "0\n").bind(nd) for n in
+                             ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets",
+                              "tx_errors", "tx_dropped")})
+    return out
+
+
+def net_subdir(v, dev, subdir) -> dict:
+    return {nd.name: Dir(lambda nd=nd: netdev_entries(v, nd)) for nd in dev.netdevs if nd.subdir == subdir}
+
+
+def virtio_dir(v, dev, subdir: str) -> dict:
+    """virtio-pci registers a virtio device (virtioN) and the netdev hangs below it."""
+    here = f"{v.device_path(dev)}/{subdir}"
+    return {"net": Dir(lambda: net_subdir(v, dev, subdir)), "driver": Link(rel(here, "bus/virtio/drivers/virtio_net")),
+            "subsystem": Link(rel(here, "bus/virtio")), "power": Dir({}),
+            "uevent": Attr("uevent", lambda o: "", uevent_store, 0o644).bind(dev)}
+
+
+def class_net_entries(v) -> dict:
+    out = {name: Link(rel("class/net", v.netdev_path(nd))) for name, nd in v.m.netdevs.items()}
+    out["lo"] = Link(rel("class/net", "devices/virtual/net/lo"))
+    return dict(sorted(out.items()))

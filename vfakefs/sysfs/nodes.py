@@ -1,0 +1,118 @@
+"""The three node kinds of the view (plus binary attributes and device nodes).
+
+An Attr is a declaration like the kernel's DEVICE_ATTR: a show/store pair and a
+mode, written once at module level; `bind(obj)` pairs it with the object it
+describes. Directories list their entries on demand, so the view always draws
+the Machine as it is now and holds no hardware state of its own.
+"""
+from __future__ import annotations
+
+import posixpath
+import stat
+from dataclasses import dataclass
+from typing import Any, Callable
+
+S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """A text attribute: show(obj) -> str, store(obj, text) -> None or SysfsError."""
+    name: str
+    show: Callable[[Any], str] | None
+    store: Callable[[Any, str], None] | None = None
+    mode: int = 0o444
+    size: int = 4096
+
+    def bind(self, obj) -> Bound:
+        return Bound(self, obj)
+
+
+@dataclass(frozen=True, slots=True)
+class BinAttr:
+    """A binary attribute (config, resourceN): read(obj, offset, n, privileged)."""
+    name: str
+    read: Callable[[Any, int, int, bool], bytes] | None
+    write: Callable[[Any, int, bytes], int] | None = None
+    mode: int = 0o644
+    size: Callable[[Any], int] | int = 4096
+
+    def bind(self, obj) -> Bound:
+        return Bound(self, obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    decl: Attr | BinAttr
+    obj: Any
+
+    @property
+    def mode(self) -> int:
+        return self.decl.mode
+
+    @property
+    def size(self) -> int:
+        s = self.decl.size
+        return s(self.obj) if callable(s) else s
+
+    @property
+    def binary(self) -> bool:
+        return isinstance(self.decl, BinAttr)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    target: str
+    mode: int = 0o777
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CharDev:
+    major: int
+    minor: int
+    mode: int = 0o600
+    size: int = 0
+
+
+class Dir:
+    """entries() -> {name: node}, computed when asked. `tmpfs` dirs (under /dev)
+    report tmpfs sizes instead of sysfs's 0."""
+    __slots__ = ("entries", "mode", "tmpfs")
+
+    def __init__(self, entries: Callable[[], dict] | dict, mode: int = 0o755, tmpfs: bool = False):
+        self.entries = entries if callable(entries) else (lambda e=entries: e)
+        self.mode = mode
+        self.tmpfs = tmpfs
+
+
+@dataclass(frozen=True, slots=True)
+class AttrGroup:
+    """The kernel's attribute_group: attrs shown where is_visible(obj) says so,
+    optionally in a named subdirectory."""
+    attrs: tuple
+    is_visible: Callable[[Any], bool] = lambda obj: True
+    name: str | None = None
+
+    def entries(self, obj) -> dict:
+        if not self.is_visible(obj):
+            return {}
+        out = {a.name: a.bind(obj) for a in self.attrs}
+        if self.name:
+            return {self.name: Dir(out)}
+        return out
+
+
+def rel(from_dir: str, to: str) -> str:
+    """A relative symlink target as the kernel writes it (paths relative to /sys)."""
+    return posixpath.relpath(to, from_dir)
+
+
+def node_type(node) -> int:
+    if isinstance(node, Dir):
+        return S_IFDIR
+    if isinstance(node, Link):
+        return S_IFLNK
+    if isinstance(node, CharDev):
+        return S_IFCHR
+    return S_IFREG

@@ -1,0 +1,51 @@
+"""The power/ directory every device has (drivers/base/power/sysfs.c)."""
+from __future__ import annotations
+
+import errno
+
+from vfakefs.model.errors import SysfsError
+from vfakefs.sysfs.nodes import Attr, AttrGroup
+
+
+def autosuspend_delay_ms_show(obj) -> str:
+    raise SysfsError(errno.EIO)  # the device does not use autosuspend
+
+
+def _const(text):
+    return lambda obj: text
+
+
+def _accept(obj, text: str) -> None:
+    pass
+
+
+def control_store(obj, text: str) -> None:
+    if text.removesuffix("\n") not in ("on", "auto"):
+        raise SysfsError(errno.EINVAL)
+
+
+RUNTIME = AttrGroup((
+    Attr("async", _const("enabled\n"), _accept, 0o644),
+    Attr("autosuspend_delay_ms", autosuspend_delay_ms_show, _accept, 0o644),
+    Attr("control", _const("on\n"), control_store, 0o644),
+    Attr("runtime_active_kids", _const("0\n")),
+    Attr("runtime_active_time", lambda obj: "%d\n" % obj.machine.uptime_ms()),
+    Attr("runtime_enabled", _const("forbidden\n")),
+    Attr("runtime_status", _const("active\n")),
+    Attr("runtime_suspended_time", _const("0\n")),
+    Attr("runtime_usage", _const("2\n")),
+))
+WAKEUP = AttrGroup((
+    Attr("wakeup", _const("enabled\n"), _accept, 0o644),
+    *(Attr(n, _const("0\n")) for n in ("wakeup_abort_count", "wakeup_active", "wakeup_active_count",
+                                        "wakeup_count", "wakeup_expire_count", "wakeup_last_time_ms",
+                                        "wakeup_max_time_ms", "wakeup_total_time_ms")),
+), lambda obj: getattr(obj, "wakeup_capable", False))
+IOMMU_RUNTIME = RUNTIME
+
+
+def power_dir_entries(obj, groups=(RUNTIME, WAKEUP)) -> dict:
+    out = {}
+    for g in groups:
+        out.update(g.entries(obj))
+    return out

@@ -1,0 +1,50 @@
+"""The whole mount: /sys and /dev drawn from one Machine.
+
+The view owns every path: a device's directory, and every symlink target,
+computed from where things sit in the tree, relative as the kernel writes them.
+"""
+from __future__ import annotations
+
+from vfakefs.sysfs import bus, devices, iommu, iommu_groups, net, vfio
+from vfakefs.sysfs.nodes import Dir
+
+
+class View:
+    def __init__(self, machine):
+        self.m = machine
+        self._paths: dict[int, str] = {}
+        machine.subscribe(self._paths.clear)
+
+    # --- paths (relative to /sys) ----------------------------------------------------
+    def device_path(self, dev) -> str:
+        p = self._paths.get(id(dev))
+        if p is None:
+            parent = dev.physfn.parent if dev.is_virtfn else dev.parent
+            base = self.device_path(parent) if parent is not None else "devices/pci%04x:%02x" % (dev.bdf.domain, 0)
+            p = self._paths[id(dev)] = f"{base}/{dev.name}"
+        return p
+
+    def root_path(self, domain: int = 0) -> str:
+        return "devices/pci%04x:00" % domain
+
+    def netdev_path(self, nd) -> str:
+        base = self.device_path(nd.dev)
+        return f"{base}/{nd.subdir}/net/{nd.name}" if nd.subdir else f"{base}/net/{nd.name}"
+
+    # --- the tree -------------------------------------------------------------------
+    def root(self) -> Dir:
+        return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": vfio.dev_dir(self)}, 0o755)
+
+    def sys_entries(self) -> dict:
+        kernel = {"debug": Dir({}, 0o700)}
+        if self.m.iommu_on:
+            kernel["iommu_groups"] = Dir(lambda: iommu_groups.groups_entries(self))
+        return {
+            "bus": Dir(lambda: {"pci": Dir(lambda: bus.pci_bus_entries(self))}),
+            "class": Dir(lambda: {"net": Dir(lambda: net.class_net_entries(self)),
+                                  "iommu": Dir(lambda: iommu.class_iommu_entries(self)),
+                                  "pci_bus": Dir(lambda: devices.class_pci_bus_entries(self))}),
+            "devices": Dir(lambda: devices.devices_entries(self)),
+            "kernel": Dir(kernel),
+            "module": Dir(lambda: bus.module_entries(self)),
+        }
