@@ -45,12 +45,15 @@ left, so a read-only replay of a fresh mount skips it.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REFERENCE_DIR = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kernel-6.1"
+REFERENCE_DIR = Path(os.environ.get(
+    "VFAKEFS_REFERENCE",
+    Path(__file__).resolve().parents[3] / "shared" / "reference" / "kernel-6.1"))
 DEFAULT_CAPTURE = REFERENCE_DIR / "capture-stock-intel_iommu_on.txt"
 
 MODE = r"[-dlcbpsD][-rwxsStT]{9}"
@@ -128,8 +131,8 @@ class Capture:
 
 
 def q(s: str) -> str:
-    """Shell-quote a capture path (no rewriting happens inside; paths are
-    rewritten by the replay on the whole script, quoted or not)."""
+    """Shell-quote a capture path. The replay later rewrites /sys and /dev
+    paths over the whole script, inside quotes too."""
     return shlex.quote(s)
 
 

@@ -32,8 +32,9 @@ included when the capture shows one. Normalisation, applied to both sides:
   but the clock (diff the two: only ls dates, dmesg times and
   runtime_active_time differ). msi_irqs IRQ numbers (37 38 39...) are the same
   in both boots, so they are compared; `ptp` is only listed, never read.
-  * lspci's "\tKernel modules: ..." lines are dropped: lspci takes them from
-    the host's /lib/modules/$(uname -r)/modules.alias, not from the mount.
+  * lspci's "\tKernel modules: ..." lines, and its "lspci: Unable to load
+    libkmod resources" warning, are dropped: lspci takes modules from the
+    host's /lib/modules/$(uname -r)/modules.alias, not from the mount.
 
 Items the capture shows after its first (non-debugfs) write are not replayed:
 their output depends on the writes (the SR-IOV replay will cover them), so the
@@ -78,7 +79,7 @@ LS_DATE_RE = re.compile(
     r"^([-dlcbpsD][-rwxsStT]{9}[.+@]?\s+\d+\s+\S+\s+\S+\s+(?:\d+,\s*)?\d+ )"
     r"[A-Z][a-z]{2} [ \d]\d (?: \d{4}|\d\d:\d\d) ")
 KMSG_TS_RE = re.compile(r"^((?:\[kmsg\] )?)\[\s*\d+\.\d+\]")
-KMOD_RE = re.compile(r"^\tKernel modules: ")
+KMOD_RE = re.compile(r"^(\tKernel modules: |lspci: Unable to load libkmod resources)")
 VOLATILE_RE = re.compile(r"(?<=\): )\d+(?=\|$)|^\d+$")
 
 PRELUDE = r"""

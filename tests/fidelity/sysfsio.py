@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import sys
 
@@ -175,14 +176,21 @@ def kmsg(path: str) -> int:
 
 
 def asuser(uid: int, gid: int, argv: list[str]) -> int:
+    # Resolve the program before dropping privileges: afterwards this
+    # interpreter may no longer be able to import anything (its stdlib can
+    # live under a directory uid 65534 cannot read).
+    prog = None if argv[0] == "sysfsio" else shutil.which(argv[0])
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
-    if argv and argv[0] == "sysfsio":
+    if argv[0] == "sysfsio":
         return main(argv[1:])
+    if prog is None:
+        print(f"sysfsio: {argv[0]}: command not found", file=sys.stderr)
+        return 127
     sys.stdout.flush()
     try:
-        os.execvp(argv[0], argv)
+        os.execv(prog, argv)
     except OSError as e:
         print(f"sysfsio: exec {argv[0]}: {os.strerror(e.errno)}", file=sys.stderr)
         return 127

@@ -287,7 +287,7 @@ class _Loader:
             size = _size(b["size"], lambda msg: self.err(f"{where}.size", msg))
             if size & (size - 1):
                 raise self.err(f"{where}.size", f"BAR size {size:#x} is not a power of two")
-            start = b.get("address", alloc.take("mem32" if kind == "mem32" else kind, size))
+            start = b["address"] if "address" in b else alloc.take(kind, size)
             out[idx] = Resource(start, size, bar_flags(kind, b.get("prefetch", False)))
         return out
 
@@ -296,9 +296,10 @@ class _Loader:
         bars = self.bars(s, alloc, 6 if htype == 0 else 2)
         rom = EMPTY
         if s.get("rom"):
-            size = _size(s["rom"], lambda msg: self.err(f"{s['where']}.rom", msg))
-            rom = Resource(alloc.take("mem32", size), size,
-                           IORESOURCE_MEM | IORESOURCE_PREFETCH | IORESOURCE_READONLY | IORESOURCE_SIZEALIGN)
+            spec = s["rom"] if isinstance(s["rom"], dict) else {"size": s["rom"]}
+            size = _size(spec.get("size"), lambda msg: self.err(f"{s['where']}.rom", msg))
+            rom = Resource(spec["address"] if "address" in spec else alloc.take("mem32", size),
+                           size, IORESOURCE_MEM | IORESOURCE_PREFETCH | IORESOURCE_READONLY | IORESOURCE_SIZEALIGN)
         sr = s.get("sriov")
         vf_bars = []
         if sr:

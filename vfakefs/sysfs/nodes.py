@@ -104,8 +104,18 @@ class AttrGroup:
 
 
 def rel(from_dir: str, to: str) -> str:
-    """A relative symlink target as the kernel writes it (paths relative to /sys)."""
-    return posixpath.relpath(to, from_dir)
+    """A relative symlink target as the kernel writes it (paths relative to /sys).
+
+    kernfs_get_target_path() climbs from the link's directory until it meets an
+    ancestor of the target's *parent*, so a link to an ancestor of its own
+    directory climbs one level past it: net/eth0/device -> ../../../0000:02:00.0.
+    """
+    here, there = from_dir.split("/"), posixpath.dirname(to).split("/")
+    common = 0
+    while common < min(len(here), len(there)) and here[common] == there[common]:
+        common += 1
+    down = to.split("/")[common:]
+    return "/".join([".."] * (len(here) - common) + down)
 
 
 def node_type(node) -> int:
