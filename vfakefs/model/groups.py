@@ -22,6 +22,8 @@ class IommuGroup:
     def reserved_regions(self) -> list[tuple[int, int, str]]:
         regions = set()
         for dev in self.devices:
+            if dev.class_code >> 8 == 0x0601:   # ISA bridge: CONFIG_INTEL_IOMMU_FLOPPY_WA's 16 MiB
+                regions.add((0, 0xFFFFFF, "direct-relaxable"))
             relax = dev.class_code >> 16 == 0x03 or dev.class_code >> 8 == 0x0C03
             for start, end in dev.rmrrs:
                 regions.add((start, end, "direct-relaxable" if relax else "direct"))

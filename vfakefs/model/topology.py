@@ -117,6 +117,9 @@ class _Loader:
         for name in d.get("drivers", []):
             drivers.setdefault(name, Driver(name))
         specs = self.device_specs(d.get("device", []), drivers)
+        if "drivers" in d:   # the topology names the loaded drivers: register those and the ones in use
+            used = {s["driver"] for s in specs} | {(s.get("sriov") or {}).get("vf_driver") for s in specs}
+            drivers = {n: drv for n, drv in drivers.items() if n in used or n in d["drivers"]}
         iommu_on = iommu.get("type", "intel") == "intel" and "intel_iommu=off" not in cmdline.split()
         dmar = []
         if iommu.get("type", "intel") == "intel":

@@ -12,10 +12,25 @@ PORT_SERVICES = {"root_port": ("pcie001", "pcie002", "pcie010"), "downstream_por
 
 def devices_entries(v) -> dict:
     out = {"pci%04x:00" % d: Dir(lambda d=d: host_bridge_entries(v, d)) for d in sorted({f.bdf.domain for f in v.m.functions})}
+    out.update(firmware_tree(v))
     out["virtual"] = Dir(lambda: {"iommu": Dir(lambda: {u.name: Dir(lambda u=u: iommu_dir_entries(v, u))
                                                         for u in v.m.dmar if v.m.iommu_on}),
                                   "net": Dir({})})
     return out
+
+
+def firmware_tree(v) -> dict:
+    """The ACPI nodes devices' firmware_node links point at (LNXSYSTM:00/...), as empty directories."""
+    tree: dict = {}
+    for f in v.m.functions:
+        if f.firmware_node:
+            node = tree
+            for part in f.firmware_node.split("/"):
+                node = node.setdefault(part, {})
+
+    def build(t):
+        return {k: Dir(lambda sub=sub: build(sub)) for k, sub in t.items()}
+    return build(tree)
 
 
 def iommu_dir_entries(v, unit):
@@ -89,8 +104,11 @@ def device_entries(v, dev) -> dict:
     for sub in sorted({nd.subdir for nd in dev.netdevs if nd.subdir}):
         from vfakefs.sysfs.net import virtio_dir
         out[sub] = Dir(lambda s=sub: virtio_dir(v, dev, s))
-    for name in dev.extra_dirs:
+    extra_dirs = dev.extra_dirs + (dev.driver.device_dirs if dev.driver else ())
+    for name in extra_dirs:
         out[name] = Dir({})
+    for name in dev.driver.device_files if dev.driver else ():
+        out[name] = Attr(name, lambda o: "").bind(dev)
     if dev.is_bridge:
         busname = "%04x:%02x" % (dev.bdf.domain, dev.secondary)
         out["pci_bus"] = Dir(lambda: {busname: Dir(lambda: pci_bus_dir(v, dev))})
