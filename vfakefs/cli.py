@@ -147,6 +147,51 @@ def cmd_umount(args) -> int:
     return 0
 
 
+def _namespace_script(mnt: str, stage: str) -> str:
+    """Shell lines that, inside a fresh private mount namespace, put the mount's
+    trees over /sys, /dev/vfio and /dev/kmsg. Where the host has no /dev/vfio the
+    namespace gets its own /dev (a tmpfs with every host entry bind-mounted back),
+    so nothing is ever created in the host's /dev."""
+    real = os.path.realpath(mnt)
+    lines = ["set -e", "mount --make-rprivate /", f"mount --rbind {real}/sys /sys"]
+    if os.path.isdir(f"{real}/dev/vfio") and not os.path.isdir("/dev/vfio"):
+        lines += [
+            f"mount --rbind /dev {stage}",
+            "mount -t tmpfs -o mode=755,nosuid vfakefs-dev /dev",
+            f"for e in {stage}/* {stage}/.[!.]*; do",
+            '  [ -e "$e" ] || [ -L "$e" ] || continue; n=/dev/${e##*/}',
+            '  if [ -L "$e" ]; then cp -P "$e" "$n"',
+            '  elif [ -d "$e" ]; then mkdir "$n"; mount --rbind "$e" "$n"',
+            '  else touch "$n"; mount --bind "$e" "$n"; fi',
+            "done",
+            "mkdir /dev/vfio",
+            f"umount -l {stage}",
+        ]
+    if os.path.isdir(f"{real}/dev/vfio"):
+        lines.append(f"mount --bind {real}/dev/vfio /dev/vfio")
+    if os.path.exists(f"{real}/dev/kmsg"):
+        lines.append(f"mount --bind {real}/dev/kmsg /dev/kmsg")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    """Run a command where /sys is the simulated machine: a private mount namespace
+    made by unshare(1), so the host's real /sys is never touched."""
+    mnt = args.mnt
+    if _mount_type(mnt) is None:
+        print(f"vfakefs: {mnt} is not mounted (vfakefs mount {mnt} first)", file=sys.stderr)
+        return 1
+    cmd = [c for c in args.command if c != "--"][:1] + args.command[1:] if args.command else []
+    if args.command and args.command[0] == "--":
+        cmd = args.command[1:]
+    cmd = cmd or [os.environ.get("SHELL", "/bin/bash")]
+    stage = _state_dir() / "ns-stage"
+    stage.mkdir(exist_ok=True)
+    script = _namespace_script(mnt, str(stage)) + '\nexec "$@"'
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "vfakefs-run",
+                           *cmd]).returncode
+
+
 def cmd_presets(args) -> int:
     for name, desc in topology.presets().items():
         print(f"{name:12} {desc}")
@@ -165,5 +210,12 @@ def main(argv=None) -> int:
     u.add_argument("mountpoint")
     u.set_defaults(func=cmd_umount)
     sub.add_parser("presets", help="list the built-in topologies").set_defaults(func=cmd_presets)
+    r = sub.add_parser("run", help="run a command with the mount over /sys in a private mount namespace")
+    r.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"), help="the vfakefs mount (default ./mnt)")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (after --)")
+    r.set_defaults(func=cmd_run)
+    sh = sub.add_parser("shell", help="an interactive shell with the mount over /sys")
+    sh.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"))
+    sh.set_defaults(func=cmd_run, command=[])
     args = p.parse_args(argv)
     return args.func(args)
