@@ -300,10 +300,11 @@ def copy_tree(src: Path, dst: Path, stats: dict) -> None:
             try:
                 data = read_all(s)
             except OSError as exc:
+                name = errno.errorcode.get(exc.errno, str(exc.errno))
                 stats["errors"] += 1
-                stats.setdefault("error_names", {}).setdefault(
-                    errno.errorcode.get(exc.errno, str(exc.errno)), 0)
-                stats["error_names"][errno.errorcode.get(exc.errno, str(exc.errno))] += 1
+                stats.setdefault("error_names", {}).setdefault(name, 0)
+                stats["error_names"][name] += 1
+                stats.setdefault("error_paths", []).append(f"{name} {s}")
                 continue
             with open(d, "wb") as f:
                 f.write(data)
@@ -612,6 +613,10 @@ def print_report(rep: dict, a, root: Path) -> None:
     print(f"\ntmpfs copy of {root}/sys: {c['files']} files ({c['bytes']} B), {c['links']} symlinks, "
           f"{c['dirs']} dirs, {c['write_only_skipped']} write-only skipped, "
           f"{c['errors']} unreadable {c.get('error_names', '')}".rstrip() + f", in {c['seconds']:.2f} s")
+    errs = c.get("error_paths", [])
+    if errs:
+        names = sorted({e.split(" ", 1)[0] + " " + Path(e.split(" ", 1)[1]).name for e in errs})
+        print(f"  unreadable file names (errno name): {', '.join(names)}")
     if "c_baseline_cpus_allowed" in rep:
         print(f"C libfuse baseline (bench/cfuse_baseline.c, direct_io, 1 thread) "
               f"cpus {rep['c_baseline_cpus_allowed']}")

@@ -125,6 +125,15 @@ def cmd_mount(args) -> int:
     return 1
 
 
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for init to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def cmd_umount(args) -> int:
     pidfile = _pidfile(args.mountpoint)
     pid = int(pidfile.read_text()) if pidfile.exists() else None
@@ -134,12 +143,8 @@ def cmd_umount(args) -> int:
     ok = _unmount(args.mountpoint)
     if pid is not None:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.01)
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.005)
         pidfile.unlink(missing_ok=True)
     if not ok:
         print(f"vfakefs: could not unmount {args.mountpoint}", file=sys.stderr)

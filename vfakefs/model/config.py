@@ -4,13 +4,15 @@ The layout follows the PCI Local Bus spec (type 0 / type 1 headers) and the PCIe
 base spec (capability structures, extended capabilities from 0x100). Registers
 that the model changes at run time (SR-IOV NumVFs and VF Enable, the command
 register) live here, so lspci's decoding and the sysfs files read one truth.
+
+A plain bytearray, not numpy: config space is read a register at a time, where
+bytearray indexing is several times faster, and keeping numpy off the mount path
+keeps `vfakefs mount` under 0.3 s. numpy is for the VT-d tables.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import numpy as np
 
 # Capability IDs (pci_regs.h)
 CAP_PM, CAP_MSI, CAP_PCIE, CAP_MSIX, CAP_SSVID = 0x01, 0x05, 0x10, 0x11, 0x0D
@@ -36,15 +38,15 @@ class ConfigSpace:
 
     def __init__(self, size: int = 256, data: bytes | None = None):
         self.size = size
-        self.bytes = np.zeros(size, dtype=np.uint8)
+        self.bytes = bytearray(size)
         if data is not None:
-            self.bytes[: min(size, len(data))] = np.frombuffer(data[:size], dtype=np.uint8)
+            self.bytes[: min(size, len(data))] = data[:size]
 
     def r8(self, off: int) -> int:
-        return int(self.bytes[off])
+        return self.bytes[off]
 
     def r16(self, off: int) -> int:
-        return int(self.bytes[off]) | int(self.bytes[off + 1]) << 8
+        return self.bytes[off] | self.bytes[off + 1] << 8
 
     def r32(self, off: int) -> int:
         return self.r16(off) | self.r16(off + 2) << 16
@@ -61,7 +63,7 @@ class ConfigSpace:
         self.w16(off + 2, v >> 16)
 
     def read(self, off: int, n: int) -> bytes:
-        return self.bytes[off : off + n].tobytes()
+        return bytes(self.bytes[off : off + n])
 
     def caps(self):
         """(id, offset) of the classic capability list, as pci_find_capability walks it."""
