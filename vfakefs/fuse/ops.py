@@ -42,6 +42,8 @@ class SysfsOps(pyfuse3.Operations):
         self.inos: dict[str, int] = {"": pyfuse3.ROOT_INODE}
         self.nodes: dict[int, tuple[int, object]] = {}
         self.listings: dict[int, tuple[int, dict]] = {}
+        self.attr_cache: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
+        self.rows_cache: dict[int, tuple[int, list]] = {}
         self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
@@ -99,6 +101,16 @@ class SysfsOps(pyfuse3.Operations):
 
     # --- attributes -------------------------------------------------------------------
     def attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
+        """Attributes, computed once per generation (a directory's nlink needs its listing)."""
+        gen = self.generation()
+        hit = self.attr_cache.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        a = self._attrs(ino, node)
+        self.attr_cache[ino] = (gen, a)
+        return a
+
+    def _attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
         a.st_mode = node_type(node) | node.mode
@@ -155,20 +167,26 @@ class SysfsOps(pyfuse3.Operations):
         return inode
 
     async def readdir(self, fh, start_id, token):
-        ino = fh
-        names = [".", ".."] + sorted(self.listing(ino))
-        for i in range(start_id, len(names)):
-            name = names[i]
-            if name == ".":
-                attrs = self.attrs(ino, self.node(ino))
-            elif name == "..":
-                pino = self.ino_of(self.paths[ino].rpartition("/")[0])
-                attrs = self.attrs(pino, self.node(pino))
-            else:
-                cino, node = self.child(ino, name)
-                attrs = self.attrs(cino, node)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+        rows = self.dir_rows(fh)
+        for i in range(start_id, len(rows)):
+            name, attrs = rows[i]
+            if not pyfuse3.readdir_reply(token, name, attrs, i + 1):
                 return
+
+    def dir_rows(self, ino: int) -> list:
+        """(name, attributes) of ".", ".." and every entry, once per generation.
+        READDIRPLUS hands the kernel each entry, so each counts as served."""
+        gen = self.generation()
+        hit = self.rows_cache.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        pino = self.ino_of(self.paths[ino].rpartition("/")[0])
+        rows = [(b".", self.attrs(ino, self.node(ino))), (b"..", self.attrs(pino, self.node(pino)))]
+        for name in sorted(self.listing(ino)):
+            cino, node = self.child(ino, name)
+            rows.append((os.fsencode(name), self.attrs(cino, node)))
+        self.rows_cache[ino] = (gen, rows)
+        return rows
 
     async def releasedir(self, fh):
         pass
