@@ -101,15 +101,17 @@ class ConfigSpace:
             if line == "*":
                 fill = True
                 continue
-            m = re.match(r"^([0-9a-f]+):?\s+((?:[0-9a-f]{2}\s+){0,16}[0-9a-f]{2})?", line)
-            if not m or m.group(2) is None:
+            m = re.match(r"^([0-9a-f]+):?(?:\s+((?:[0-9a-f]{2}\s+){0,16}[0-9a-f]{2}))?", line)
+            if not m:
                 continue
             off = int(m.group(1), 16)
-            vals = bytes(int(x, 16) for x in m.group(2).split()[:16])
-            if fill and last is not None:
+            if fill and last is not None:   # "*": the line above repeats up to this offset
                 for o in range(last_off + 16, min(off, size), 16):
                     out[o : o + 16] = last
                 fill = False
+            if m.group(2) is None:          # hexdump's closing offset line
+                continue
+            vals = bytes(int(x, 16) for x in m.group(2).split()[:16])
             if off < size:
                 out[off : off + len(vals)] = vals[: size - off]
             last, last_off = vals, off

@@ -34,8 +34,10 @@ class Driver:
     net: bool = False                  # registers a netdev per bound device
     driver_managed_dma: bool = False   # vfio-pci, pci-stub, pcieport
     netdev_subdir: str | None = None   # virtio-pci puts the netdev under virtio<N>/
-    device_dirs: tuple[str, ...] = ()  # what probe adds to the device directory (nvme/, ptp/)
-    device_files: tuple[str, ...] = ()
+    # what probe adds to the device directory: {dir: child prefix} (nvme/nvme0, ptp/ptp0)
+    device_dirs: dict = field(default_factory=dict)
+    device_files: dict = field(default_factory=dict)   # {name: content}
+    wakeup: bool = False               # enables power/wakeup at probe (device_set_wakeup_enable)
     dynids: list[PciDeviceId] = field(default_factory=list)
     devices: list = field(default_factory=list)  # bound PciFunctions, in bind order
     machine: object = None
@@ -61,10 +63,13 @@ def catalogue() -> dict[str, Driver]:
                sriov_configure=True, net=True),
         Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True),
         Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True),
-        Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True, device_dirs=("ptp", "wakeup")),
+        Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True,
+               device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True),
         Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio"),
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
-               sriov_configure=True, device_dirs=("nvme",), device_files=("pools",)),
+               sriov_configure=True, device_dirs={"nvme": "nvme"},
+               device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
+                                      "prp list page       0    0 4096  0\n"}),
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),

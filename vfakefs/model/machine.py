@@ -39,6 +39,7 @@ class Machine:
     generation: int = 0
     name: str = ""
     nr_cpus: int = 2
+    root_dirs: tuple[str, ...] = ()     # other children of pci0000:00 (ACPI companions such as QEMU0002:00)
 
     def __post_init__(self):
         self.by_bdf = {f.bdf: f for f in self.functions}
@@ -106,6 +107,7 @@ class Machine:
         dev.driver = drv
         drv.devices.append(dev)
         dev.enable_cnt = 1
+        dev.wakeup_enabled = drv.wakeup
         dev.config.w16(0x04, dev.config.r16(0x04) | 0x4)  # probe enables bus mastering
         if drv.net:
             self.add_netdev(dev, drv)

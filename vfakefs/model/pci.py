@@ -101,6 +101,7 @@ class PciFunction:
     extra_dirs: tuple[str, ...] = ()
     rmrrs: tuple[tuple[int, int], ...] = ()   # RMRR ranges (reserved_regions: direct)
     machine: object = None                     # the owning Machine (container_of, for stores)
+    wakeup_enabled: bool = False               # power/wakeup: a WoL driver enables it at probe
 
     # --- what the kernel derives from the header -------------------------------
     @property

@@ -20,7 +20,8 @@ from vfakefs.model.pci import IORESOURCE_MEM, IORESOURCE_PREFETCH, IORESOURCE_RE
     IORESOURCE_SIZEALIGN, IORESOURCE_IO, IORESOURCE_MEM_64, KINDS, PciFunction, Resource, EMPTY
 from vfakefs.model.profile import PROFILES
 
-TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus"}
+TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus", "slot_module",
+            "root_dirs"}
 IOMMU_KEYS = {"type", "interrupt_remapping", "x2apic", "cap", "ecap", "reg_base", "version"}
 DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", "subsystem_device", "class",
                "revision", "multifunction", "acs", "bars", "rom", "irq", "msi", "msix", "msi_irqs",
@@ -66,6 +67,27 @@ def from_text(text: str, source: str = "<topology>", base: Path | None = None) -
     except tomllib.TOMLDecodeError as e:
         raise TopologyError(source, "", f"not valid TOML: {e}") from None
     return _Loader(data, source, base or Path(".")).machine()
+
+
+def bridge_windows(cfg: C.ConfigSpace) -> list[Resource]:
+    """The windows a type 1 header decodes, read as pci_read_bridge_windows() does:
+    I/O, memory and prefetchable memory, each only where base <= limit."""
+    out = []
+    io_lo, io_hi = cfg.r8(0x1C), cfg.r8(0x1D)
+    base, limit = (io_lo & 0xF0) << 8, (io_hi & 0xF0) << 8 | 0xFFF
+    if io_lo & 0xF == 1:
+        base, limit = base | cfg.r16(0x30) << 16, limit | cfg.r16(0x32) << 16
+    out.append(Resource(base, limit - base + 1, IORESOURCE_IO | (io_lo & 0xF)) if base <= limit else EMPTY)
+    base, limit = (cfg.r16(0x20) & 0xFFF0) << 16, (cfg.r16(0x22) & 0xFFF0) << 16 | 0xFFFFF
+    out.append(Resource(base, limit - base + 1, IORESOURCE_MEM) if base <= limit else EMPTY)
+    lo, hi = cfg.r16(0x24), cfg.r16(0x26)
+    base, limit = (lo & 0xFFF0) << 16, (hi & 0xFFF0) << 16 | 0xFFFFF
+    flags = IORESOURCE_MEM | IORESOURCE_PREFETCH
+    if lo & 0xF == 1:
+        base, limit = base | cfg.r32(0x28) << 32, limit | cfg.r32(0x2C) << 32
+        flags |= IORESOURCE_MEM_64 | 0x1
+    out.append(Resource(base, limit - base + 1, flags) if base <= limit else EMPTY)
+    return out
 
 
 def _size(value, err) -> int:
@@ -127,13 +149,15 @@ class _Loader:
                                  iommu.get("cap", 0xD2008C40660462), iommu.get("ecap", 0xF050DA)))
         m = Machine(PROFILES[kernel], cmdline, [], drivers, dmar,
                     bool(iommu.get("interrupt_remapping", True)), name=d.get("name", ""),
-                    nr_cpus=int(d.get("cpus", 2)))
+                    nr_cpus=int(d.get("cpus", 2)), root_dirs=tuple(d.get("root_dirs", ())))
+        self.slot_module = d.get("slot_module", "pciehp")
         self.functions(m, specs)
         self.netdev_names = {}
         for s in specs:
             f = m.by_bdf[s["bdf"]]
             if s["driver"]:
                 f.driver, f.enable_cnt = drivers[s["driver"]], 1
+                f.wakeup_enabled = f.driver.wakeup
             names = s.get("netdev", [])
             self.netdev_names[f] = [names] if isinstance(names, str) else list(names)
         self.boot_log(m, iommu_on, iommu)
@@ -265,7 +289,7 @@ class _Loader:
                 port = f.parent
                 m.slots.append(Slot(str(s["slot"]), "%04x:%02x:%02x" % (f.bdf.domain, f.bdf.bus, f.bdf.dev),
                                     port.link_speed(False).strip() if port and port.kind == "root_port" else "Unknown",
-                                    port.link_speed(True).strip() if port else "Unknown"))
+                                    port.link_speed(True).strip() if port else "Unknown", self.slot_module))
         m.by_bdf = {f.bdf: f for f in m.functions}
 
     def vf_last_bus(self, s: dict) -> int:
@@ -309,8 +333,10 @@ class _Loader:
             vf_bars = self.bars({"bars": sr.get("vf_bars", [{"type": "mem64", "size": 16384, "prefetch": True}]),
                                  "where": f"{s['where']}.sriov"}, _Allocator(), 6)
             # the IOV resource holds TotalVFs copies of each VF BAR
-            vf_bars = [Resource(alloc.take("mem64" if r.flags & IORESOURCE_MEM_64 else "mem32", r.size * sr["total_vfs"]),
-                                r.size, r.flags) if r.size else r for r in vf_bars]
+            given = {b.get("index", j): "address" in b for j, b in enumerate(sr.get("vf_bars", []))}
+            vf_bars = [r if not r.size or given.get(i) else
+                       Resource(alloc.take("mem64" if r.flags & IORESOURCE_MEM_64 else "mem32", r.size * sr["total_vfs"]),
+                                r.size, r.flags) for i, r in enumerate(vf_bars)]
         windows = []
         sec, sub = bus_range.get(s["bdf"], (0, 0))
         if htype == 1:
@@ -326,6 +352,8 @@ class _Loader:
                 cfg = C.load_dump(path, 4096 if ptype is not None else 256)
             except OSError as e:
                 raise self.err(f"{s['where']}.config", f"cannot read {path}: {e.strerror}") from None
+            if htype == 1:
+                windows = bridge_windows(cfg)
         else:
             acs = s.get("acs")
             if acs is True:
@@ -371,6 +399,8 @@ class _Loader:
         spec = s.get("msi_irqs")
         if spec is None:
             return []
+        if isinstance(spec, dict) and "irqs" in spec:
+            return [(irq, spec.get("kind", "msix")) for irq in spec["irqs"]]
         first, count, kind = spec if isinstance(spec, list) else (spec["first"], spec["count"], spec["kind"])
         return [(first + i, kind) for i in range(count)]
 
@@ -386,10 +416,10 @@ class _Loader:
         collect(bdf)
         out = []
         for pick, align, flags in (
-                (lambda r: r.is_io, 0x1000, IORESOURCE_IO | 0x200000),
-                (lambda r: not r.is_io and not r.flags & IORESOURCE_PREFETCH, 0x100000, IORESOURCE_MEM | 0x200000),
+                (lambda r: r.is_io, 0x1000, IORESOURCE_IO),
+                (lambda r: not r.is_io and not r.flags & IORESOURCE_PREFETCH, 0x100000, IORESOURCE_MEM),
                 (lambda r: not r.is_io and r.flags & IORESOURCE_PREFETCH, 0x100000,
-                 IORESOURCE_MEM | IORESOURCE_PREFETCH | IORESOURCE_MEM_64 | 0x200001)):
+                 IORESOURCE_MEM | IORESOURCE_PREFETCH | IORESOURCE_MEM_64 | 0x1)):
             rs = [r for r in below if pick(r)]
             if not rs:
                 out.append(EMPTY)

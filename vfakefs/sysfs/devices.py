@@ -4,10 +4,11 @@ from __future__ import annotations
 from vfakefs.sysfs import iov, pci_sysfs, power
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
-# PCIe port services pcieport registers below each port it drives (pcie001 PME,
-# pcie002 AER, pcie004 DPC, pcie010 hotplug), named as portdrv does.
-PORT_SERVICES = {"root_port": ("pcie001", "pcie002", "pcie010"), "downstream_port": ("pcie002", "pcie010"),
-                 "upstream_port": ("pcie002",)}
+# PCIe port services pcieport registers below each port it drives, named as
+# portdrv does: pcie<port type - root port><service>, services PME 01, AER 02,
+# hotplug 04, DPC 08, bandwidth notification 10.
+PORT_SERVICES = {"root_port": ("pcie001", "pcie002", "pcie010"), "upstream_port": ("pcie102",),
+                 "downstream_port": ("pcie202",)}
 
 
 def devices_entries(v) -> dict:
@@ -41,6 +42,8 @@ def iommu_dir_entries(v, unit):
 def host_bridge_entries(v, domain: int) -> dict:
     out = {f.name: Dir(lambda f=f: device_entries(v, f)) for f in v.m.children(None) if f.bdf.domain == domain}
     out["pci_bus"] = Dir(lambda: {"%04x:00" % domain: Dir(lambda: pci_bus_dir(v, None, domain))})
+    for name in v.m.root_dirs:
+        out[name] = Dir({"power": Dir({})})
     out["power"] = Dir({})
     out["uevent"] = Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)
     out["waiting_for_supplier"] = Attr("waiting_for_supplier", lambda o: "0\n").bind(None)
@@ -104,11 +107,14 @@ def device_entries(v, dev) -> dict:
     for sub in sorted({nd.subdir for nd in dev.netdevs if nd.subdir}):
         from vfakefs.sysfs.net import virtio_dir
         out[sub] = Dir(lambda s=sub: virtio_dir(v, dev, s))
-    extra_dirs = dev.extra_dirs + (dev.driver.device_dirs if dev.driver else ())
-    for name in extra_dirs:
+    for name in dev.extra_dirs:
         out[name] = Dir({})
-    for name in dev.driver.device_files if dev.driver else ():
-        out[name] = Attr(name, lambda o: "").bind(dev)
+    if dev.driver is not None:
+        instance = dev.driver.devices.index(dev) if dev in dev.driver.devices else 0
+        for name, prefix in dev.driver.device_dirs.items():
+            out[name] = Dir({f"{prefix}{instance}": Dir({})})
+        for name, text in dev.driver.device_files.items():
+            out[name] = Attr(name, lambda o, t=text: t).bind(dev)
     if dev.is_bridge:
         busname = "%04x:%02x" % (dev.bdf.domain, dev.secondary)
         out["pci_bus"] = Dir(lambda: {busname: Dir(lambda: pci_bus_dir(v, dev))})

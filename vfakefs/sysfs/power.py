@@ -35,11 +35,27 @@ RUNTIME = AttrGroup((
     Attr("runtime_suspended_time", _const("0\n")),
     Attr("runtime_usage", _const("2\n")),
 ))
+def wakeup_show(obj) -> str:
+    return "enabled\n" if obj.wakeup_enabled else "disabled\n"
+
+
+def wakeup_store(obj, text: str) -> None:
+    word = text.removesuffix("\n")
+    if word not in ("enabled", "disabled"):
+        raise SysfsError(errno.EINVAL)
+    obj.wakeup_enabled = word == "enabled"
+
+
+def wakeup_stat_show(obj) -> str:
+    # without a wakeup source the statistics print an empty line (wakeup_count_show)
+    return "0\n" if obj.wakeup_enabled else "\n"
+
+
 WAKEUP = AttrGroup((
-    Attr("wakeup", _const("enabled\n"), _accept, 0o644),
-    *(Attr(n, _const("0\n")) for n in ("wakeup_abort_count", "wakeup_active", "wakeup_active_count",
-                                        "wakeup_count", "wakeup_expire_count", "wakeup_last_time_ms",
-                                        "wakeup_max_time_ms", "wakeup_total_time_ms")),
+    Attr("wakeup", wakeup_show, wakeup_store, 0o644),
+    *(Attr(n, wakeup_stat_show) for n in ("wakeup_abort_count", "wakeup_active", "wakeup_active_count",
+                                          "wakeup_count", "wakeup_expire_count", "wakeup_last_time_ms",
+                                          "wakeup_max_time_ms", "wakeup_total_time_ms")),
 ), lambda obj: getattr(obj, "wakeup_capable", False))
 IOMMU_RUNTIME = RUNTIME
 
