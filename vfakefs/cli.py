@@ -53,12 +53,13 @@ def _unmount(mnt: str) -> bool:
 
 
 def _prepare_mountpoint(mnt: str) -> None:
+    # listdir, not stat: the kernel may still answer a stat of a dead mount from its cache
     try:
-        os.stat(mnt)
+        os.listdir(mnt)
     except OSError as e:
         if e.errno == errno.ENOTCONN:   # a daemon was killed: recover its mountpoint
             _unmount(mnt)
-            os.stat(mnt)
+            os.listdir(mnt)
         else:
             raise SystemExit(f"vfakefs: mountpoint {mnt}: {e.strerror}")
     kind = _mount_type(mnt)

@@ -29,6 +29,7 @@ class OpenFile:
     content: bytes | None = None   # show() at open: one snapshot per open, like kernfs
     error: int = 0                 # show() failed: reads report it, as seq_file does
     privileged: bool = False
+    used: bool = False             # read once already: offset 0 means start over
 
 
 class SysfsOps(pyfuse3.Operations):
@@ -44,6 +45,7 @@ class SysfsOps(pyfuse3.Operations):
         self.listings: dict[int, tuple[int, dict]] = {}
         self.attr_cache: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
         self.rows_cache: dict[int, tuple[int, list]] = {}
+        self.overrides: dict[int, dict] = {}   # chmod/chown by root, kept per inode like kernfs iattrs
         self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
@@ -113,7 +115,6 @@ class SysfsOps(pyfuse3.Operations):
     def _attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        a.st_mode = node_type(node) | node.mode
         a.st_nlink = 1
         if isinstance(node, Dir):
             entries = self.listing(ino)
@@ -124,7 +125,9 @@ class SysfsOps(pyfuse3.Operations):
         else:
             with kernel_errors():
                 a.st_size = node.size
-        a.st_uid = a.st_gid = 0
+        over = self.overrides.get(ino, {})
+        a.st_mode = node_type(node) | over.get("mode", node.mode)
+        a.st_uid, a.st_gid = over.get("uid", 0), over.get("gid", 0)
         a.st_blksize = 4096
         a.st_blocks = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.time_ns
@@ -147,10 +150,22 @@ class SysfsOps(pyfuse3.Operations):
 
     async def setattr(self, inode, attr, fields, fh, ctx):
         node = self.node(inode)
+        # root may chmod and chown sysfs nodes (kernfs_iop_setattr keeps them on the node);
+        # default_permissions has already refused everyone else. O_TRUNC's size=0 (from
+        # `echo x > attr`) and touch's times are accepted, as sysfs accepts them.
         if fields.update_mode or fields.update_uid or fields.update_gid:
-            raise pyfuse3.FUSEError(errno.EPERM)
-        # O_TRUNC's size=0 (from `echo x > attr`) and touch's times are accepted as sysfs does
+            over = self.overrides.setdefault(inode, {})
+            if fields.update_mode:
+                over["mode"] = stat.S_IMODE(attr.st_mode)
+            if fields.update_uid:
+                over["uid"] = attr.st_uid
+            if fields.update_gid:
+                over["gid"] = attr.st_gid
+            self.attr_cache.pop(inode, None)
         return self.attrs(inode, node)
+
+    def mode_of(self, ino: int, node) -> int:
+        return self.overrides.get(ino, {}).get("mode", node.mode)
 
     async def readlink(self, inode, ctx):
         node = self.node(inode)
@@ -199,16 +214,16 @@ class SysfsOps(pyfuse3.Operations):
         acc = flags & _O_ACC
         want_read = acc in (os.O_RDONLY, os.O_RDWR)
         want_write = acc in (os.O_WRONLY, os.O_RDWR)
-        # kernfs checks the attribute's own mode even for root (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK)
-        if (want_read and not node.mode & 0o444) or (want_write and not node.mode & 0o222):
+        # kernfs checks the mode even for root, and that the attribute has the operation
+        # at all (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK in kernfs_fop_open)
+        mode = self.mode_of(inode, node)
+        can_read = node.decl.read is not None if node.binary else node.decl.show is not None
+        can_write = node.decl.write is not None if node.binary else node.decl.store is not None
+        if (want_read and not (mode & 0o444 and can_read)) or (want_write and not (mode & 0o222 and can_write)):
             raise pyfuse3.FUSEError(errno.EACCES)
         of = OpenFile(node, privileged=ctx.uid == 0)
         if want_read and not node.binary:
-            try:
-                with kernel_errors():
-                    of.content = node.decl.show(node.obj).encode("latin-1")
-            except pyfuse3.FUSEError as e:
-                of.error = e.errno
+            self.reshow(of)
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
@@ -219,9 +234,22 @@ class SysfsOps(pyfuse3.Operations):
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
+        if off == 0 and of.used:
+            # a read from offset 0 starts over and calls show() again, as seq_read_iter
+            # does: pollers lseek(0) and re-read one open file
+            self.reshow(of)
+        of.used = True
         if of.error:
             raise pyfuse3.FUSEError(of.error)
         return of.content[off:off + size]
+
+    def reshow(self, of: OpenFile) -> None:
+        of.content, of.error = None, 0
+        try:
+            with kernel_errors():
+                of.content = of.node.decl.show(of.node.obj).encode("latin-1")
+        except pyfuse3.FUSEError as e:
+            of.error = e.errno
 
     async def write(self, fh, off, buf):
         of = self.files[fh]

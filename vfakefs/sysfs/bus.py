@@ -106,3 +106,25 @@ def module_entries(v) -> dict:
     return {mod: Dir(lambda ds=ds, mod=mod: {"drivers": Dir(
         {f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}")) for d in ds})})
         for mod, ds in sorted(mods.items())}
+
+
+# --- the buses that PCI drivers register devices on ------------------------------------------
+def pci_express_entries(v) -> dict:
+    """bus/pci_express: the port services pcieport registers (portdrv)."""
+    from vfakefs.sysfs.devices import PORT_SERVICES
+    links = {}
+    for f in v.m.functions:
+        if f.driver is not None and f.driver.name == "pcieport":
+            for svc in PORT_SERVICES.get(f.kind, ()):
+                name = f"{f.name}:{svc}"
+                links[name] = Link(rel("bus/pci_express/devices", f"{v.device_path(f)}/{name}"))
+    return {"devices": Dir(links), "drivers": Dir({}), "drivers_autoprobe": BUS_GROUP.attrs[0].bind(v.m),
+            "drivers_probe": BUS_GROUP.attrs[1].bind(v.m), "uevent": BUS_GROUP.attrs[4].bind(v.m)}
+
+
+def virtio_entries(v) -> dict:
+    """bus/virtio: virtio-pci's virtio devices and the virtio_net driver."""
+    devs = {nd.subdir: Link(rel("bus/virtio/devices", f"{v.device_path(nd.dev)}/{nd.subdir}"))
+            for nd in v.m.netdevs.values() if nd.subdir}
+    drv = {name: Link(rel("bus/virtio/drivers/virtio_net", f"bus/virtio/devices/{name}")) for name in devs}
+    return {"devices": Dir(devs), "drivers": Dir({"virtio_net": Dir(drv)})}

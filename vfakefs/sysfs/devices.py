@@ -16,7 +16,17 @@ def devices_entries(v) -> dict:
     out.update(firmware_tree(v))
     out["virtual"] = Dir(lambda: {"iommu": Dir(lambda: {u.name: Dir(lambda u=u: iommu_dir_entries(v, u))
                                                         for u in v.m.dmar if v.m.iommu_on}),
-                                  "net": Dir({})})
+                                  "net": Dir(lambda: {"lo": Dir(lambda: loopback_entries(v))})})
+    return out
+
+
+def loopback_entries(v) -> dict:
+    from vfakefs.sysfs.net import NETDEV
+    from vfakefs.model.net import NetDev
+    lo = NetDev("lo", None, 1, "00:00:00:00:00:00")
+    out = NETDEV.entries(lo)
+    out["subsystem"] = Link(rel("devices/virtual/net/lo", "class/net"))
+    out["power"] = Dir({})
     return out
 
 

@@ -40,7 +40,9 @@ class View:
         if self.m.iommu_on:
             kernel["iommu_groups"] = Dir(lambda: iommu_groups.groups_entries(self))
         return {
-            "bus": Dir(lambda: {"pci": Dir(lambda: bus.pci_bus_entries(self))}),
+            "bus": Dir(lambda: {"pci": Dir(lambda: bus.pci_bus_entries(self)),
+                                "pci_express": Dir(lambda: bus.pci_express_entries(self)),
+                                "virtio": Dir(lambda: bus.virtio_entries(self))}),
             "class": Dir(lambda: {"net": Dir(lambda: net.class_net_entries(self)),
                                   "iommu": Dir(lambda: iommu.class_iommu_entries(self)),
                                   "pci_bus": Dir(lambda: devices.class_pci_bus_entries(self))}),
