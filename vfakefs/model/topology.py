@@ -8,17 +8,18 @@ from pathlib import Path
 
 from vfakefs.model import config as C
 from vfakefs.model.bdf import Bdf
+from vfakefs.model.boot import boot_log, default_domain
 from vfakefs.model.builder import bar_flags, build_config
 from vfakefs.model.dmar import DmarUnit
 from vfakefs.model.drivers import Driver, catalogue
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.groups import Groups
 from vfakefs.model.iov import Sriov
-from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.machine import Machine, Slot
 from vfakefs.model.pci import IORESOURCE_MEM, IORESOURCE_PREFETCH, IORESOURCE_READONLY, \
-    IORESOURCE_SIZEALIGN, IORESOURCE_IO, IORESOURCE_MEM_64, KINDS, PciFunction, Resource, EMPTY
+    IORESOURCE_SIZEALIGN, IORESOURCE_MEM_64, KINDS, PciFunction, Resource, EMPTY
 from vfakefs.model.profile import PROFILES
+from vfakefs.model.resources import Allocator, bridge_windows, covering_windows
 
 TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus", "slot_module",
             "root_dirs"}
@@ -69,27 +70,6 @@ def from_text(text: str, source: str = "<topology>", base: Path | None = None) -
     return _Loader(data, source, base or Path(".")).machine()
 
 
-def bridge_windows(cfg: C.ConfigSpace) -> list[Resource]:
-    """The windows a type 1 header decodes, read as pci_read_bridge_windows() does:
-    I/O, memory and prefetchable memory, each only where base <= limit."""
-    out = []
-    io_lo, io_hi = cfg.r8(0x1C), cfg.r8(0x1D)
-    base, limit = (io_lo & 0xF0) << 8, (io_hi & 0xF0) << 8 | 0xFFF
-    if io_lo & 0xF == 1:
-        base, limit = base | cfg.r16(0x30) << 16, limit | cfg.r16(0x32) << 16
-    out.append(Resource(base, limit - base + 1, IORESOURCE_IO | (io_lo & 0xF)) if base <= limit else EMPTY)
-    base, limit = (cfg.r16(0x20) & 0xFFF0) << 16, (cfg.r16(0x22) & 0xFFF0) << 16 | 0xFFFFF
-    out.append(Resource(base, limit - base + 1, IORESOURCE_MEM) if base <= limit else EMPTY)
-    lo, hi = cfg.r16(0x24), cfg.r16(0x26)
-    base, limit = (lo & 0xFFF0) << 16, (hi & 0xFFF0) << 16 | 0xFFFFF
-    flags = IORESOURCE_MEM | IORESOURCE_PREFETCH
-    if lo & 0xF == 1:
-        base, limit = base | cfg.r32(0x28) << 32, limit | cfg.r32(0x2C) << 32
-        flags |= IORESOURCE_MEM_64 | 0x1
-    out.append(Resource(base, limit - base + 1, flags) if base <= limit else EMPTY)
-    return out
-
-
 def _size(value, err) -> int:
     if isinstance(value, int):
         return value
@@ -97,20 +77,6 @@ def _size(value, err) -> int:
     if not m:
         raise err(f"size {value!r} is not a number (e.g. 16384, \"16K\", \"1M\")")
     return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
-
-
-class _Allocator:
-    """Gives BARs addresses the way firmware would: naturally aligned, bumping up."""
-
-    def __init__(self):
-        self.next = {"io": 0xC000, "mem32": 0xF0000000, "mem64": 0x380000000000}
-
-    def take(self, kind: str, size: int) -> int:
-        base = self.next[kind]
-        align = max(size, 16 if kind == "io" else 4096)
-        start = (base + align - 1) // align * align
-        self.next[kind] = start + size
-        return start
 
 
 class _Loader:
@@ -160,9 +126,9 @@ class _Loader:
                 f.wakeup_enabled = f.driver.wakeup
             names = s.get("netdev", [])
             self.netdev_names[f] = [names] if isinstance(names, str) else list(names)
-        self.boot_log(m, iommu_on, iommu)
+        boot_log(m, iommu_on, iommu.get("x2apic", True))
         if iommu_on:
-            m.groups = Groups(self.default_domain(cmdline, dmar[0]), m)
+            m.groups = Groups(default_domain(cmdline, dmar[0]), m)
             m.groups.pinned = {f.pinned_group for f in m.functions if f.pinned_group is not None}
             for f in m.functions:
                 g = m.groups.add_device(f, m.functions)
@@ -241,8 +207,7 @@ class _Loader:
         return specs
 
     def functions(self, m: Machine, specs: list[dict]) -> None:
-        alloc = _Allocator()
-        by_bdf = {s["bdf"]: s for s in specs}
+        alloc = Allocator()
         children: dict = {}
         for s in specs:
             children.setdefault(s.get("parent"), []).append(s)
@@ -299,7 +264,7 @@ class _Loader:
         last = s["bdf"].rid + sr["offset"] + sr["stride"] * (sr["total_vfs"] - 1)
         return last >> 8
 
-    def bars(self, s: dict, alloc: _Allocator, count: int) -> list[Resource]:
+    def bars(self, s: dict, alloc: Allocator, count: int) -> list[Resource]:
         out = [EMPTY] * count
         for j, b in enumerate(s.get("bars", [])):
             where = f"{s['where']}.bars[{j}]"
@@ -331,7 +296,7 @@ class _Loader:
         vf_bars = []
         if sr:
             vf_bars = self.bars({"bars": sr.get("vf_bars", [{"type": "mem64", "size": 16384, "prefetch": True}]),
-                                 "where": f"{s['where']}.sriov"}, _Allocator(), 6)
+                                 "where": f"{s['where']}.sriov"}, Allocator(), 6)
             # the IOV resource holds TotalVFs copies of each VF BAR
             given = {b.get("index", j): "address" in b for j, b in enumerate(sr.get("vf_bars", []))}
             vf_bars = [r if not r.size or given.get(i) else
@@ -340,7 +305,7 @@ class _Loader:
         windows = []
         sec, sub = bus_range.get(s["bdf"], (0, 0))
         if htype == 1:
-            windows = self.windows(s["bdf"], made, children)
+            windows = covering_windows(s["bdf"], made, children)
         multifunction = s.get("multifunction", (s["bdf"].domain, s["bdf"].bus, s["bdf"].dev) in slots_used)
         link = s.get("link", {})
         bad = set(link) - LINK_KEYS
@@ -404,65 +369,3 @@ class _Loader:
         first, count, kind = spec if isinstance(spec, list) else (spec["first"], spec["count"], spec["kind"])
         return [(first + i, kind) for i in range(count)]
 
-    def windows(self, bdf, made, children) -> list[Resource]:
-        """Bridge windows (io, mem, prefetchable mem) spanning everything below."""
-        below = []
-
-        def collect(b):
-            for k in children.get(b, []):
-                f = made[k["bdf"]]
-                below.extend(r for r in f.bars + [f.rom] + (f.sriov.iov_resources() if f.sriov else []) if r.size)
-                below.extend(w for w in f.windows if w.size)
-        collect(bdf)
-        out = []
-        for pick, align, flags in (
-                (lambda r: r.is_io, 0x1000, IORESOURCE_IO),
-                (lambda r: not r.is_io and not r.flags & IORESOURCE_PREFETCH, 0x100000, IORESOURCE_MEM),
-                (lambda r: not r.is_io and r.flags & IORESOURCE_PREFETCH, 0x100000,
-                 IORESOURCE_MEM | IORESOURCE_PREFETCH | IORESOURCE_MEM_64 | 0x1)):
-            rs = [r for r in below if pick(r)]
-            if not rs:
-                out.append(EMPTY)
-                continue
-            lo = min(r.start for r in rs) // align * align
-            hi = (max(r.end for r in rs) // align + 1) * align
-            out.append(Resource(lo, hi - lo, flags))
-        return out
-
-    # --- boot ----------------------------------------------------------------------
-    def default_domain(self, cmdline: str, unit: DmarUnit) -> str:
-        args = cmdline.split()
-        if "iommu=pt" in args or "iommu.passthrough=1" in args:
-            return "identity"
-        strict = "iommu.strict=1" in args or unit.cap & 0x80  # CAP.CM: caching mode forces strict
-        return "DMA" if strict else "DMA-FQ"
-
-    def boot_log(self, m: Machine, iommu_on: bool, iommu: dict) -> None:
-        log = m.kmsg
-        log.boot(f"Linux version {m.profile.release} (vfakefs) #1 SMP PREEMPT_DYNAMIC")
-        log.boot(f"Command line: {m.cmdline}")
-        args = m.cmdline.split()
-        if "intel_iommu=on" in args:
-            log.boot("DMAR: IOMMU enabled")
-        elif "intel_iommu=off" in args:
-            log.boot("DMAR: IOMMU disabled")
-        if m.dmar and iommu_on:
-            u = m.dmar[0]
-            log.boot("DMAR: Host address width %d" % (((u.cap >> 16) & 0x3F) + 1))
-            log.boot("DMAR: DRHD base: %#016x flags: 0x0" % u.reg_base)
-            log.boot("DMAR: dmar%d: reg_base_addr %x ver %d:%d cap %x ecap %x"
-                     % (u.seq_id, u.reg_base, u.version[0], u.version[1], u.cap, u.ecap))
-            if m.interrupt_remapping and u.ir_supported:
-                log.boot("DMAR-IR: IOAPIC id 0 under DRHD base  %#x IOMMU 0" % u.reg_base)
-                mode = "x2apic" if iommu.get("x2apic", True) else "xapic"
-                log.boot(f"DMAR-IR: Enabled IRQ remapping in {mode} mode")
-        for f in m.functions:
-            log.boot("pci %s: [%04x:%04x] type %02x class %#08x" % (f.name, f.vendor, f.device, f.header_type, f.class_code))
-        if iommu_on:
-            dom = self.default_domain(m.cmdline, m.dmar[0])
-            log.boot("iommu: Default domain type: " + ("Passthrough" if dom == "identity" else "Translated")
-                     + (" (set via kernel command line)" if dom == "identity" else " "))
-            log.boot("iommu: DMA domain TLB invalidation policy: " + ("lazy mode " if dom == "DMA-FQ" else "strict mode "))
-            log.boot("DMAR: dmar0: Using Queued invalidation")
-        elif m.dmar:
-            log.boot("DMAR: IOMMU disabled", KERN_WARNING)

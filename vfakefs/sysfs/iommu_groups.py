@@ -1,9 +1,6 @@
 """/sys/kernel/iommu_groups (drivers/iommu/iommu.c)."""
 from __future__ import annotations
 
-import errno
-
-from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 
