@@ -13,7 +13,7 @@ import trio
 
 from vfakefs.fuse.mount import MOUNT_OPTIONS
 from vfakefs.fuse.ops import SysfsOps
-from vfakefs.model import topology
+from vfakefs.model import binding, topology
 from vfakefs.sysfs.tree import View
 
 
@@ -64,8 +64,7 @@ async def test_link_and_netdev_changes_are_seen(live):
     assert (await sh(f"readlink {d}/driver")) == "../../../../bus/pci/drivers/ixgbe\n"
     assert (await sh(f"ls {d}/net")) == "eth0\n"
     nlink_before = (await sh(f"stat -L -c %h {d}"))
-    machine._detach(dev)            # the driver goes away with its netdev
-    machine.changed()
+    binding.release(machine, dev)   # the driver goes away with its netdev
     assert "No such file" in await sh(f"readlink -v {d}/driver")
     assert "No such file" in await sh(f"ls {d}/net")
     assert "eth0" not in await sh(f"ls {mnt}/sys/class/net")

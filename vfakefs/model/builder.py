@@ -168,3 +168,25 @@ def _write_sriov(cfg: C.ConfigSpace, pos: int, sr: dict) -> None:
     cfg.w32(pos + C.SRIOV_SUP_PGSIZE, 0x553)
     cfg.w32(pos + C.SRIOV_SYS_PGSIZE, 0x1)
     write_bars(cfg, pos + C.SRIOV_BAR, sr["vf_bars"], 6)
+
+
+def build_vf_config(pf) -> bytes:
+    """A VF's config space as the SR-IOV spec has it: Vendor and Device ID read
+    0xFFFF (sysfs shows the real ids), no BARs of its own (they live in the PF's
+    SR-IOV capability), the PF's class, an Express endpoint with MSI-X and ARI."""
+    pos = pf.pcie_cap
+    link = {}
+    if pos is not None:
+        cap = pf.config.r32(pos + 0x0C)
+        speeds = {v: k for k, v in SPEED_CODES.items() if "." in k or k in ("8", "16", "32", "64")}
+        link = {"max_speed": speeds.get(cap & 0xF, "2.5"), "max_width": (cap >> 4) & 0x3F}
+    msix_pos = pf.config.find_cap(C.CAP_MSIX)
+    msix = 3 if msix_pos is not None else 0
+    cfg = build_config(kind="endpoint", pcie_type=C.PCIE_ENDPOINT, header_type=0, vendor=0xFFFF,
+                       device=0xFFFF, class_code=pf.class_code, revision=pf.revision,
+                       subsystem_vendor=pf.subsystem_vendor, subsystem_device=pf.subsystem_device,
+                       multifunction=False, bars=[Resource(0, 0, 0)] * 6, rom=Resource(0, 0, 0), irq=0, bound=False, msi=0,
+                       msix=msix, acs=None, link=link, sriov=None, bus_numbers=(0, 0, 0), windows=[],
+                       ari=True, aer=False)
+    cfg.w16(0x04, 0x0000)   # VFs ignore I/O and memory enables: those live in the PF
+    return bytes(cfg.bytes)

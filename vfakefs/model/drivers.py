@@ -15,6 +15,7 @@ class PciDeviceId:
     class_code: int = 0
     class_mask: int = 0
     driver_data: int = 0
+    override_only: bool = False   # PCI_ID_F_VFIO_DRIVER_OVERRIDE: counts only under driver_override
 
     def matches(self, dev) -> bool:
         # pci_match_one_device
@@ -38,6 +39,7 @@ class Driver:
     device_dirs: dict = field(default_factory=dict)
     device_files: dict = field(default_factory=dict)   # {name: content}
     wakeup: bool = False               # enables power/wakeup at probe (device_set_wakeup_enable)
+    disables_sriov_on_remove: bool = False   # remove() calls pci_disable_sriov (ixgbe, igb)
     dynids: list[PciDeviceId] = field(default_factory=list)
     devices: list = field(default_factory=list)  # bound PciFunctions, in bind order
     machine: object = None
@@ -57,10 +59,10 @@ def catalogue() -> dict[str, Driver]:
         Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
                driver_managed_dma=True),
         Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
-               sriov_configure=True, net=True),
+               sriov_configure=True, net=True, disables_sriov_on_remove=True),
         Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True),
         Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
-               sriov_configure=True, net=True),
+               sriov_configure=True, net=True, disables_sriov_on_remove=True),
         Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True),
         Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True),
         Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True,
@@ -74,7 +76,8 @@ def catalogue() -> dict[str, Driver]:
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
         Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
-        Driver("vfio-pci", "vfio_pci", [], driver_managed_dma=True),
+        Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)], sriov_configure=True,
+               driver_managed_dma=True),
         Driver("pci-stub", "pci_stub", [], driver_managed_dma=True),
     ]
     return {d.name: d for d in drivers}

@@ -5,9 +5,12 @@ from DMA aliasing (PCIe-to-PCI bridges) and ACS isolation on the path to the roo
 """
 from __future__ import annotations
 
+import errno
+import heapq
 from dataclasses import dataclass, field
 
 from vfakefs.model import config as C
+from vfakefs.model.errors import SysfsError
 
 MSI_REGION = (0xFEE00000, 0xFEEFFFFF, "msi")
 
@@ -73,14 +76,19 @@ class Groups:
         self.by_id: dict[int, IommuGroup] = {}
         self.default_domain = default_domain
         self.pinned: set[int] = set()
+        self._next = 0                 # every number below it is taken or in _freed
+        self._freed: list[int] = []    # a heap of released numbers below _next
 
     def _alloc(self, pinned: int | None) -> IommuGroup:
         if pinned is not None:
             gid = pinned
+        elif self._freed:
+            gid = heapq.heappop(self._freed)
         else:
-            gid = 0
-            while gid in self.by_id or gid in self.pinned:
-                gid += 1
+            while self._next in self.by_id or self._next in self.pinned:
+                self._next += 1
+            gid = self._next
+            self._next += 1
         group = IommuGroup(gid, self.default_domain, machine=self.machine)
         self.by_id[gid] = group
         return group
@@ -118,4 +126,39 @@ class Groups:
         group.devices.remove(dev)
         dev.group = None
         if not group.devices:
-            del self.by_id[group.id]  # ida_free: the number is reused
+            del self.by_id[group.id]  # ida_free: the lowest free number is reused first
+            if group.id not in self.pinned and group.id < self._next:
+                heapq.heappush(self._freed, group.id)
+
+
+# --- the `type` attribute ---------------------------------------------------------------------
+TYPE_NAMES = {"identity": "identity", "DMA": "DMA", "DMA-FQ": "DMA-FQ", "auto": None}
+
+
+def owned(group: IommuGroup) -> bool:
+    """owner_cnt != 0: a member bound to a driver that uses the kernel DMA API
+    (anything but driver_managed_dma drivers such as vfio-pci, pci-stub, pcieport)."""
+    return any(d.driver is not None and not d.driver.driver_managed_dma for d in group.devices)
+
+
+def set_type(m, group: IommuGroup, text: str) -> None:
+    """iommu_group_store_type(), with each kernel version's rules from the profile."""
+    word = text[:-1] if text.endswith("\n") else text
+    if group.default_domain is None or word not in TYPE_NAMES:
+        raise SysfsError(errno.EINVAL)
+    want = TYPE_NAMES[word] or m.groups.default_domain
+    cur = group.default_domain
+    if want == "DMA-FQ" and cur == "DMA":
+        group.default_domain = want    # a flush queue comes up in place, even while bound
+        return
+    if m.profile.group_type_owner_eperm:           # 6.12
+        if not group.devices or owned(group):
+            raise SysfsError(errno.EPERM)
+    else:                                          # 6.1
+        if len(group.devices) != 1:
+            m.kmsg.log("iommu: Cannot change default domain: Group has more than one device", 3)
+            raise SysfsError(errno.EINVAL)
+        if group.devices[0].driver is not None:
+            m.kmsg.log("iommu: Device is still bound to driver", 3)
+            raise SysfsError(errno.EBUSY)
+    group.default_domain = want

@@ -21,6 +21,11 @@ class Sriov:
     driver_max_vfs: int | None = None                        # pci_sriov_set_totalvfs
     drivers_autoprobe: int = 1
     vfs: list = field(default_factory=list)
+    vf_config: bytes | None = None      # a VF's config space as the hardware shows it (else generated)
+
+    @property
+    def hw_total_vfs(self) -> int:
+        return self._r16(C.SRIOV_TOTAL_VF)
 
     def _r16(self, reg: int) -> int:
         return self.pf.config.r16(self.pos + reg)

@@ -42,8 +42,11 @@ class KernelLog:
     def uptime_usec(self) -> int:
         return self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000
 
-    def dev(self, dev, text: str, level: int = KERN_INFO, prefix: str = "pci") -> None:
-        """dev_info()'s form: `pci 0000:03:10.0: message`."""
+    def dev(self, dev, text: str, level: int = KERN_INFO, prefix: str | None = None) -> None:
+        """dev_info()'s form: the bound driver's name (else the bus's), the device, the message:
+        `pci 0000:03:10.0: ...`, `nvme 0000:01:00.0: ...`."""
+        if prefix is None:
+            prefix = dev.driver.name if dev.driver is not None else "pci"
         self.log(f"{prefix} {dev.name}: {text}", level)
 
     def _append(self, level: int, usec: int, text: str) -> None:

@@ -46,6 +46,8 @@ class Machine:
         self._next_ifindex = 2  # 1 is lo
         self._listeners = []
         self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
+        self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
+        self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000
@@ -94,24 +96,22 @@ class Machine:
         identity = any(g.default_domain == "identity" for g in groups)
         return 2 + translated + identity
 
-    def vfio_groups(self) -> list[int]:
-        """Groups with a /dev/vfio/<N> node: at least one member bound to a VFIO driver."""
-        if self.groups is None:
-            return []
-        return [gid for gid, g in self.groups.by_id.items()
-                if any(d.driver is not None and d.driver.name.startswith("vfio") for d in g.devices)]
+    def vfio_groups(self) -> dict[int, int]:
+        """Groups with a /dev/vfio/<N> node (a member bound to a VFIO driver), with the
+        node's minor: vfio_group's own ida, lowest free, kept while the node lives."""
+        live = set()
+        if self.groups is not None:
+            live = {gid for gid, g in self.groups.by_id.items()
+                    if any(d.driver is not None and d.driver.name.startswith("vfio") for d in g.devices)}
+        for gid in list(self.vfio_minors):
+            if gid not in live:
+                del self.vfio_minors[gid]
+        for gid in sorted(live - self.vfio_minors.keys()):
+            used = set(self.vfio_minors.values())
+            self.vfio_minors[gid] = next(i for i in range(len(used) + 1) if i not in used)
+        return dict(sorted(self.vfio_minors.items()))
 
     # --- drivers and netdevs ---------------------------------------------------
-    def attach(self, dev: PciFunction, drv: Driver) -> None:
-        """Bind, with the side effects a real probe has (netdev, bus master)."""
-        dev.driver = drv
-        drv.devices.append(dev)
-        dev.enable_cnt = 1
-        dev.wakeup_enabled = drv.wakeup
-        dev.config.w16(0x04, dev.config.r16(0x04) | 0x4)  # probe enables bus mastering
-        if drv.net:
-            self.add_netdev(dev, drv)
-
     def add_netdev(self, dev: PciFunction, drv: Driver, name: str | None = None) -> NetDev:
         if name is None:
             n = 0
@@ -175,30 +175,52 @@ class Machine:
             if off + i >= 0x10 or 0x04 <= off + i < 0x08:
                 dev.config.w8(off + i, b)
 
+    def add_function(self, f: PciFunction) -> None:
+        """pci_device_add() and iommu_probe_device(): the function exists and has a group."""
+        self.functions.append(f)
+        self.by_bdf[f.bdf] = f
+        f.machine = self
+        self.kmsg.dev(f, "[%04x:%04x] type %02x class %#08x" % (f.vendor, f.device, f.header_type, f.class_code),
+                      prefix="pci")
+        if self.groups is not None:
+            g = self.groups.add_device(f, self.functions)
+            self.kmsg.dev(f, f"Adding to iommu group {g.id}", prefix="pci")
+
+    def remove_one(self, f: PciFunction) -> None:
+        """pci_stop_and_remove_bus_device() of one function without a driver."""
+        if self.groups is not None and f.group is not None:
+            gid = f.group.id
+            self.groups.remove_device(f)
+            self.kmsg.dev(f, f"Removing from iommu group {gid}", prefix="pci")
+        self.functions.remove(f)
+        del self.by_bdf[f.bdf]
+
     def remove_function(self, dev: PciFunction) -> None:
-        """pci_stop_and_remove_bus_device(): the function and all below it go away."""
+        """`remove`: the function and everything below it go away, drivers first."""
+        from vfakefs.model import binding, sriov
         doomed = [dev] + self._below(dev)
         for f in reversed(doomed):
-            self._detach(f)
-            if self.groups is not None and f.group is not None:
-                self.groups.remove_device(f)
-            self.functions.remove(f)
-            del self.by_bdf[f.bdf]
-            if not f.is_virtfn:
-                self.removed.append(f)
+            if f.sriov is not None and f.sriov.vfs:
+                sriov.disable(self, f)
+        for f in reversed(doomed):
+            if f in self.functions:
+                binding.release(self, f)
+                self.remove_one(f)
+                if not f.is_virtfn:
+                    self.removed.append(f)
         self.changed()
 
     def rescan(self) -> None:
-        """pci_rescan_bus(): removed functions come back, in bus order, and probe again."""
+        """pci_rescan_bus(): removed functions come back in bus order and probe
+        (pci_bus_add_device calls device_attach whatever drivers_autoprobe says)."""
+        from vfakefs.model import binding
         if not self.removed:
             return
         back, self.removed = self.removed, []
         for f in sorted(back, key=lambda f: f.bdf):
-            self.functions.append(f)
-            self.by_bdf[f.bdf] = f
-            if self.groups is not None:
-                g = self.groups.add_device(f, self.functions)
-                self.kmsg.dev(f, f"Adding to iommu group {g.id}")
+            self.add_function(f)
+        for f in sorted(back, key=lambda f: f.bdf):
+            binding.device_attach(self, f)
         self.changed()
 
     def _below(self, dev: PciFunction) -> list[PciFunction]:
@@ -212,19 +234,3 @@ class Machine:
             if up is dev:
                 out.append(f)
         return out
-
-    def _detach(self, dev: PciFunction) -> None:
-        for nd in dev.netdevs:
-            self.netdevs.pop(nd.name, None)
-        dev.netdevs.clear()
-        if dev.driver is not None:
-            dev.driver.devices.remove(dev)
-            dev.driver = None
-
-    # --- driver binding, SR-IOV, group type: the behaviour of issue #3 ----------------------
-    def _not_yet(self, *args) -> None:
-        import errno
-        from vfakefs.model.errors import SysfsError
-        raise SysfsError(errno.EOPNOTSUPP, "not simulated yet")
-
-    bind = unbind = new_id = remove_id = device_attach = set_group_type = sriov_configure = _not_yet

@@ -17,8 +17,6 @@ class KernelProfile:
     group_type_owner_eperm: bool
     # pci-sysfs enable_store: EBUSY when a driver is bound (6.12 only)
     enable_busy_when_bound: bool
-    # sriov_numvfs_store: 6.1 passes kstrtou16's ERANGE through; 6.12 says EINVAL
-    sriov_parse_erange: bool
     # new_id: EEXIST for an id already among the dynamic ids (6.12.117 stable fix)
     new_id_duplicate_eexist: bool
     # Intel debugfs: per-device domain_translation_struct directories (6.7+)
@@ -28,8 +26,8 @@ class KernelProfile:
 
 
 PROFILES = {
-    "6.1": KernelProfile("6.1", "6.1.0-56-amd64", False, False, True, False, False,
+    "6.1": KernelProfile("6.1", "6.1.0-56-amd64", False, False, False, False,
                          "no driver bound to device; cannot configure SR-IOV"),
-    "6.12": KernelProfile("6.12", "6.12.117-amd64", True, True, False, True, True,
+    "6.12": KernelProfile("6.12", "6.12.117-amd64", True, True, True, True,
                           "no driver bound to device; cannot configure SR-IOV"),
 }

@@ -29,7 +29,7 @@ DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", 
                "numa_node", "driver", "netdev", "sriov", "iommu_group", "link", "config", "firmware_node",
                "reset_methods", "aspm", "slot", "dma_mask_bits", "secondary_bus", "subordinate_bus", "aer",
                "ari", "extra_dirs", "rmrr", "comment", "command"}
-SRIOV_KEYS = {"total_vfs", "offset", "stride", "vf_device", "vf_driver", "vf_bars"}
+SRIOV_KEYS = {"total_vfs", "offset", "stride", "vf_device", "vf_driver", "vf_bars", "vf_config"}
 BAR_KEYS = {"index", "type", "size", "prefetch", "address"}
 LINK_KEYS = {"speed", "width", "max_speed", "max_width", "port"}
 RANGES = {"vendor": 0xFFFF, "device": 0xFFFF, "subsystem_vendor": 0xFFFF, "subsystem_device": 0xFFFF,
@@ -358,6 +358,12 @@ class _Loader:
             if pos is None:
                 raise self.err(f"{s['where']}.sriov", "the config dump has no SR-IOV capability")
             f.sriov = Sriov(f, pos, sr.get("vf_driver"), vf_bars)
+            if "vf_config" in sr:
+                path = self.base / sr["vf_config"]
+                try:
+                    f.sriov.vf_config = bytes(C.load_dump(path, 4096).bytes)
+                except OSError as e:
+                    raise self.err(f"{s['where']}.sriov.vf_config", f"cannot read {path}: {e.strerror}") from None
         return f
 
     def msi_irqs(self, s) -> list[tuple[int, str]]:

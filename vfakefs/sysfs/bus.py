@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import errno
 
+from vfakefs.model import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.sysfs.parse import kstrtoul
+from vfakefs.sysfs.parse import kstrtobool, kstrtoul
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
 
@@ -15,10 +16,7 @@ def drivers_autoprobe_store(m, text: str) -> None:
 
 
 def drivers_probe_store(m, text: str) -> None:
-    dev = m.lookup(text.removesuffix("\n"))
-    if dev is None:
-        raise SysfsError(errno.ENODEV)
-    m.device_attach(dev)
+    binding.drivers_probe(m, text)
 
 
 def bus_rescan_store(m, text: str) -> None:
@@ -42,19 +40,19 @@ BUS_GROUP = AttrGroup((
 
 # --- driver attributes ------------------------------------------------------------------
 def bind_store(drv, text: str) -> None:
-    drv.machine.bind(drv, text)
+    binding.bind(drv.machine, drv, text)
 
 
 def unbind_store(drv, text: str) -> None:
-    drv.machine.unbind(drv, text)
+    binding.unbind(drv.machine, drv, text)
 
 
 def new_id_store(drv, text: str) -> None:
-    drv.machine.new_id(drv, text)
+    binding.new_id(drv.machine, drv, text)
 
 
 def remove_id_store(drv, text: str) -> None:
-    drv.machine.remove_id(drv, text)
+    binding.remove_id(drv.machine, drv, text)
 
 
 DRIVER_GROUP = AttrGroup((
@@ -99,13 +97,29 @@ def pci_bus_entries(v) -> dict:
     return out
 
 
+def enable_sriov_store(m, text: str) -> None:
+    m.vfio_enable_sriov = kstrtobool(text)
+
+
+# module parameters a test may want to turn (/sys/module/<mod>/parameters/)
+MODULE_PARAMETERS = {
+    "vfio_pci": AttrGroup((Attr("enable_sriov", lambda m: "Y\n" if m.vfio_enable_sriov else "N\n",
+                                enable_sriov_store, 0o644),), name="parameters"),
+}
+
+
 def module_entries(v) -> dict:
     mods: dict[str, list] = {}
     for drv in v.m.drivers.values():
         mods.setdefault(drv.module_name, []).append(drv)
-    return {mod: Dir(lambda ds=ds, mod=mod: {"drivers": Dir(
-        {f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}")) for d in ds})})
-        for mod, ds in sorted(mods.items())}
+
+    def module_dir(mod, ds):
+        out = {"drivers": Dir({f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}"))
+                               for d in ds})}
+        if mod in MODULE_PARAMETERS:
+            out.update(MODULE_PARAMETERS[mod].entries(v.m))
+        return out
+    return {mod: Dir(lambda ds=ds, mod=mod: module_dir(mod, ds)) for mod, ds in sorted(mods.items())}
 
 
 # --- the buses that PCI drivers register devices on ------------------------------------------

@@ -1,6 +1,7 @@
 """/sys/kernel/iommu_groups (drivers/iommu/iommu.c)."""
 from __future__ import annotations
 
+from vfakefs.model import groups
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 
@@ -13,7 +14,7 @@ def type_show(group) -> str:
 
 
 def type_store(group, text: str) -> None:
-    group.machine.set_group_type(group, text)
+    groups.set_type(group.machine, group, text)
 
 
 GROUP_ATTRS = AttrGroup((

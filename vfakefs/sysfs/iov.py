@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 
+from vfakefs.model import sriov
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup
 from vfakefs.sysfs.parse import kstrtobool, kstrtoul
@@ -17,14 +18,12 @@ def sriov_numvfs_show(dev) -> str:
 
 
 def sriov_numvfs_store(dev, text: str) -> None:
-    # sriov_numvfs_store: kstrtou16 first (6.1 passes its ERANGE through, 6.12 says EINVAL)
+    # sriov_numvfs_store: any kstrtou16 failure, 65536 included, is EINVAL (6.1 and 6.12)
     try:
         n = kstrtoul(text, 16)
-    except SysfsError as e:
-        if e.errno == errno.ERANGE and not dev.machine.profile.sriov_parse_erange:
-            raise SysfsError(errno.EINVAL) from None
-        raise
-    dev.machine.sriov_configure(dev, n)
+    except SysfsError:
+        raise SysfsError(errno.EINVAL) from None
+    sriov.configure(dev.machine, dev, n)
 
 
 def sriov_drivers_autoprobe_store(dev, text: str) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 from vfakefs.sysfs.nodes import CharDev, Dir
 
 VFIO_MAJOR, VFIO_MINOR = 10, 196     # misc device "vfio"
-VFIO_GROUP_MAJOR = 243               # dynamic in the kernel: the first free char major from 254 down
+VFIO_GROUP_MAJOR = 244               # dynamic in the kernel; the reference machine got 244
 
 
 def vfio_entries(v) -> dict:
     out = {}
     if v.m.iommu_on:
         out["vfio"] = CharDev(VFIO_MAJOR, VFIO_MINOR, 0o666)
-        for minor, gid in enumerate(v.m.vfio_groups()):
+        for gid, minor in v.m.vfio_groups().items():
             out[str(gid)] = CharDev(VFIO_GROUP_MAJOR, minor, 0o600)
     return out
 

@@ -1,0 +1,209 @@
+"""The driver core for PCI: matching, probe, bind and unbind, dynamic ids.
+
+Follows drivers/base/bus.c and dd.c (bind_store, unbind_store, device_attach,
+driver_attach) and drivers/pci/pci-driver.c (pci_match_device, new_id_store,
+remove_id_store, pci_device_probe). Every function either changes the Machine
+completely or raises SysfsError before changing anything.
+"""
+from __future__ import annotations
+
+import errno
+import re
+
+from vfakefs.model.drivers import ANY, Driver, PciDeviceId
+from vfakefs.model.errors import SysfsError
+from vfakefs.model.kmsg import KERN_WARNING
+
+_HEX = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)")
+
+
+# --- matching -------------------------------------------------------------------------
+def match(drv: Driver, dev) -> bool:
+    """pci_match_device(): override, then dynamic ids, then the static table."""
+    override = dev.driver_override
+    if override is not None and override != drv.name:
+        return False
+    if any(i.matches(dev) for i in drv.dynids):
+        return True
+    for i in drv.id_table:
+        if i.override_only and override != drv.name:
+            continue
+        if i.matches(dev):
+            return True
+    return override == drv.name   # a dummy ANY id when driver_override names us
+
+
+def can_probe(dev) -> bool:
+    """pci_device_can_probe(): a VF probes only if its PF allows it or it has an override."""
+    return not dev.is_virtfn or bool(dev.physfn.sriov.drivers_autoprobe) or dev.driver_override is not None
+
+
+# --- probe and release ------------------------------------------------------------------
+def probe(m, drv: Driver, dev) -> None:
+    """pci_device_probe() and the driver's own probe; raises the probe's errno."""
+    if not can_probe(dev):
+        raise SysfsError(errno.ENODEV)
+    if drv.name == "vfio-pci":
+        # vfio_pci_probe: normal headers only, no IOMMU group no VFIO, PF without VFs
+        if dev.header_type != 0 or dev.group is None:
+            _probe_failed(m, drv, dev, errno.EINVAL)
+        if dev.sriov is not None and dev.sriov.num_vfs:
+            m.kmsg.dev(dev, "Cannot bind to PF with SR-IOV enabled", KERN_WARNING, prefix=drv.name)
+            _probe_failed(m, drv, dev, errno.EBUSY)
+    attach(m, dev, drv)
+
+
+def _probe_failed(m, drv: Driver, dev, err: int):
+    # really_probe() reports failures other than ENODEV/ENXIO
+    m.kmsg.log(f"{drv.name}: probe of {dev.name} failed with error -{err}", KERN_WARNING)
+    raise SysfsError(err)
+
+
+def attach(m, dev, drv: Driver) -> None:
+    """The state a successful probe leaves: driver link, enabled device, bus
+    mastering, a netdev for net drivers, power/wakeup for WoL drivers."""
+    dev.driver = drv
+    drv.devices.append(dev)
+    dev.enable_cnt = 1
+    dev.config.w16(0x04, dev.config.r16(0x04) | 0x6)   # pci_enable_device + pci_set_master
+    dev.wakeup_enabled = drv.wakeup
+    if drv.net:
+        m.add_netdev(dev, drv)
+    if drv.name == "nvme":
+        m.kmsg.log(f"nvme nvme{drv.devices.index(dev)}: pci function {dev.name}")
+
+
+def release(m, dev) -> None:
+    """device_release_driver(): the driver's remove, then pci_device_remove's tidying."""
+    drv = dev.driver
+    if drv is None:
+        return
+    if dev.sriov is not None and dev.sriov.num_vfs:
+        if drv.disables_sriov_on_remove:
+            from vfakefs.model import sriov
+            sriov.disable(m, dev)
+        else:
+            m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
+    for nd in list(dev.netdevs):
+        m.netdevs.pop(nd.name, None)
+    dev.netdevs.clear()
+    drv.devices.remove(dev)
+    dev.driver = None
+    dev.enable_cnt = 0
+    dev.config.w16(0x04, dev.config.r16(0x04) & ~0x4)   # pci_clear_master
+    dev.wakeup_enabled = False
+    if dev.sriov is not None:
+        dev.sriov.driver_max_vfs = None                  # pci_iov_remove
+    m.changed()
+
+
+def device_attach(m, dev) -> bool:
+    """device_attach(): already bound counts as success; otherwise the first
+    registered driver that matches and probes. Probe errors are not reported."""
+    if dev.driver is not None:
+        return True
+    for drv in m.drivers.values():
+        if match(drv, dev):
+            try:
+                probe(m, drv, dev)
+            except SysfsError:
+                continue
+            m.changed()
+            return True
+    return False
+
+
+def driver_attach(m, drv: Driver) -> None:
+    """driver_attach(): try every unbound device (after new_id)."""
+    for dev in list(m.functions):
+        if dev.driver is None and match(drv, dev):
+            try:
+                probe(m, drv, dev)
+                m.changed()
+            except SysfsError:
+                pass
+
+
+# --- the sysfs stores -----------------------------------------------------------------------
+def _find(m, text: str):
+    return m.lookup(text[:-1] if text.endswith("\n") else text)   # sysfs_streq
+
+
+def bind(m, drv: Driver, text: str) -> None:
+    """bind_store(): ENODEV for no such device or no match; EBUSY when already bound."""
+    dev = _find(m, text)
+    if dev is None or not match(drv, dev):
+        raise SysfsError(errno.ENODEV)
+    if dev.driver is not None:
+        raise SysfsError(errno.EBUSY)
+    probe(m, drv, dev)
+    m.changed()
+
+
+def unbind(m, drv: Driver, text: str) -> None:
+    """unbind_store(): ENODEV unless the device is bound to this very driver."""
+    dev = _find(m, text)
+    if dev is None or dev.driver is not drv:
+        raise SysfsError(errno.ENODEV)
+    release(m, dev)
+
+
+def drivers_probe(m, text: str) -> None:
+    dev = _find(m, text)
+    if dev is None:
+        raise SysfsError(errno.ENODEV)
+    device_attach(m, dev)
+
+
+def _scan_hex(text: str, most: int) -> list[int]:
+    """The kernel's sscanf("%x %x ...") : hex fields, 0x allowed, stops at the first miss."""
+    out, pos = [], 0
+    while len(out) < most:
+        mt = _HEX.match(text, pos)
+        if not mt:
+            break
+        out.append(int(mt.group(1), 16) & 0xFFFFFFFF)
+        pos = mt.end()
+    return out
+
+
+def new_id(m, drv: Driver, text: str) -> None:
+    """new_id_store(): vendor device [subvendor subdevice class class_mask driver_data]."""
+    f = _scan_hex(text, 7)
+    if len(f) < 2:
+        raise SysfsError(errno.EINVAL)
+    ids = f + [ANY, ANY, 0, 0, 0][len(f) - 2:]
+    new = PciDeviceId(ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6])
+    if len(f) != 7:
+        probe_dev = _FakeDev(new.vendor, new.device, new.subvendor, new.subdevice, new.class_code)
+        if any(i.matches(probe_dev) for i in drv.id_table if not i.override_only):
+            raise SysfsError(errno.EEXIST)
+    if drv.id_table and not any(i.driver_data == new.driver_data for i in drv.id_table):
+        raise SysfsError(errno.EINVAL)
+    if m.profile.new_id_duplicate_eexist and new in drv.dynids:
+        raise SysfsError(errno.EEXIST)
+    drv.dynids.append(new)
+    driver_attach(m, drv)
+
+
+def remove_id(m, drv: Driver, text: str) -> None:
+    """remove_id_store(): deletes the first matching dynamic id; never unbinds."""
+    f = _scan_hex(text, 6)
+    if len(f) < 2:
+        raise SysfsError(errno.EINVAL)
+    vendor, device, subvendor, subdevice, class_code, class_mask = f + [ANY, ANY, 0, 0][len(f) - 2:]
+    for i in drv.dynids:
+        if (i.vendor == vendor and i.device == device
+                and (subvendor == ANY or i.subvendor == subvendor)
+                and (subdevice == ANY or i.subdevice == subdevice)
+                and not ((i.class_code ^ class_code) & class_mask)):
+            drv.dynids.remove(i)
+            return
+    raise SysfsError(errno.ENODEV)
+
+
+class _FakeDev:
+    """The ids new_id_store() checks against the static table, as a device."""
+    def __init__(self, vendor, device, subsystem_vendor, subsystem_device, class_code):
+        self.vendor, self.device = vendor, device
+        self.subsystem_vendor, self.subsystem_device, self.class_code = subsystem_vendor, subsystem_device, class_code

@@ -1,0 +1,92 @@
+"""Enabling and disabling virtual functions (drivers/pci/iov.c).
+
+configure() is sriov_numvfs_store() after parsing; enable() and disable() are
+sriov_enable() and sriov_disable(): they write NumVFs and VF Enable into the
+PF's SR-IOV capability and add or remove the VFs as full PCI functions.
+"""
+from __future__ import annotations
+
+import errno
+
+from vfakefs.model import config as C
+from vfakefs.model.bdf import Bdf
+from vfakefs.model.builder import build_vf_config
+from vfakefs.model.errors import SysfsError
+from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.pci import EMPTY, PciFunction, Resource
+
+
+def configure(m, pf: PciFunction, n: int) -> None:
+    """sriov_numvfs_store() in the kernel's order of checks."""
+    sr = pf.sriov
+    if n > sr.total_vfs:
+        raise SysfsError(errno.ERANGE)
+    if n == sr.num_vfs:
+        return
+    drv = pf.driver
+    if drv is None:
+        m.kmsg.dev(pf, "no driver bound to device; cannot configure SR-IOV")
+        raise SysfsError(errno.ENOENT)
+    if not drv.sriov_configure:
+        m.kmsg.dev(pf, "driver does not support SR-IOV configuration via sysfs")
+        raise SysfsError(errno.ENOENT)
+    if n == 0:
+        disable(m, pf)
+        return
+    if sr.num_vfs:
+        m.kmsg.dev(pf, f"{sr.num_vfs} VFs already enabled. Disable before enabling {n} VFs", KERN_WARNING)
+        raise SysfsError(errno.EBUSY)
+    if drv.name == "vfio-pci" and not m.vfio_enable_sriov:
+        raise SysfsError(errno.ENOENT)      # vfio_pci_sriov_configure without enable_sriov=1
+    enable(m, pf, n)
+
+
+def enable(m, pf: PciFunction, n: int) -> None:
+    sr = pf.sriov
+    last = sr.vf_bdf(n - 1)
+    limit = pf.parent.subordinate if pf.parent is not None else 0xFF
+    if last.bus > limit:
+        m.kmsg.dev(pf, "can't enable %d VFs (bus %02x out of range of [bus %02x-%02x])"
+                   % (n, last.bus, pf.bdf.bus, limit), 3)
+        raise SysfsError(errno.ENOMEM)
+    # everything that can fail happens before the first change
+    template = sr.vf_config if sr.vf_config is not None else build_vf_config(pf)
+    iov = sr.iov_resources()
+    vfs = [_new_vf(m, pf, vf_id, template, iov) for vf_id in range(n)]
+    cfg = pf.config
+    cfg.w16(sr.pos + C.SRIOV_NUM_VF, n)
+    cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) | C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE)
+    for vf in vfs:
+        m.add_function(vf)
+        sr.vfs.append(vf)
+    from vfakefs.model import binding
+    for vf in sr.vfs:   # pci_bus_add_device(): probe once the links exist
+        binding.device_attach(m, vf)
+    m.changed()
+
+
+def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]) -> PciFunction:
+    sr = pf.sriov
+    bdf: Bdf = sr.vf_bdf(vf_id)
+    bars = [Resource(r.start + vf_id * (r.size // sr.hw_total_vfs), r.size // sr.hw_total_vfs, r.flags)
+            if r.size else EMPTY for r in iov]
+    return PciFunction(
+        bdf=bdf, kind="endpoint", vendor=pf.vendor, device=sr.vf_device, class_code=pf.class_code,
+        config=C.ConfigSpace(4096, template), parent=pf.parent, subsystem_vendor=pf.subsystem_vendor,
+        subsystem_device=pf.subsystem_device, revision=pf.revision, bars=bars, numa_node=pf.numa_node,
+        physfn=pf, vf_id=vf_id, dma_mask_bits=pf.dma_mask_bits, consistent_dma_mask_bits=pf.dma_mask_bits,
+        reset_methods=("flr",), aspm=(), machine=m)
+
+
+def disable(m, pf: PciFunction) -> None:
+    """sriov_disable(): VFs go in order 0..N-1, each with its driver and group."""
+    from vfakefs.model import binding
+    sr = pf.sriov
+    for vf in list(sr.vfs):
+        binding.release(m, vf)
+        m.remove_one(vf)
+    sr.vfs.clear()
+    cfg = pf.config
+    cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) & ~(C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE))
+    cfg.w16(sr.pos + C.SRIOV_NUM_VF, 0)
+    m.changed()
