@@ -69,8 +69,19 @@ def attach(m, dev, drv: Driver) -> None:
     dev.wakeup_enabled = drv.wakeup
     if drv.net:
         m.add_netdev(dev, drv)
-    if drv.name == "nvme":
-        m.kmsg.log(f"nvme nvme{drv.devices.index(dev)}: pci function {dev.name}")
+    log_probe(m, drv, dev)
+
+
+def log_probe(m, drv: Driver, dev) -> None:
+    """The lines the real driver's probe prints, prefixed `<driver> ` as dev_info() does."""
+    nd = dev.netdevs[0] if dev.netdevs else None
+    link = ""
+    if dev.pcie_cap is not None:
+        link = f"{dev.link_speed(True).split(' PCIe')[0].replace(' ', '')}:Width x{dev.link_width(True)}"
+    fields = {"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
+              "inst": drv.instance(dev), "link": link}
+    for line in drv.probe_log:
+        m.kmsg.log(f"{drv.name} {line.format(**fields)}")
 
 
 def release(m, dev) -> None:
@@ -88,6 +99,7 @@ def release(m, dev) -> None:
         m.netdevs.pop(nd.name, None)
     dev.netdevs.clear()
     drv.devices.remove(dev)
+    drv.instances.pop(dev, None)
     dev.driver = None
     dev.enable_cnt = 0
     dev.config.w16(0x04, dev.config.r16(0x04) & ~0x4)   # pci_clear_master

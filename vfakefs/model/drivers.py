@@ -40,6 +40,16 @@ class Driver:
     device_files: dict = field(default_factory=dict)   # {name: content}
     wakeup: bool = False               # enables power/wakeup at probe (device_set_wakeup_enable)
     disables_sriov_on_remove: bool = False   # remove() calls pci_disable_sriov (ixgbe, igb)
+    # what probe() prints: str.format fields {dev} {ifname} {mac} {inst} {link}
+    probe_log: tuple[str, ...] = ()
+    instances: dict = field(default_factory=dict)   # device -> instance number (nvme0, nvme1, ...)
+
+    def instance(self, dev) -> int:
+        """The driver's own ida: the lowest number no bound device holds."""
+        if dev not in self.instances:
+            used = set(self.instances.values())
+            self.instances[dev] = next(i for i in range(len(used) + 1) if i not in used)
+        return self.instances[dev]
     dynids: list[PciDeviceId] = field(default_factory=list)
     devices: list = field(default_factory=list)  # bound PciFunctions, in bind order
     machine: object = None
@@ -59,17 +69,22 @@ def catalogue() -> dict[str, Driver]:
         Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
                driver_managed_dma=True),
         Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
-               sriov_configure=True, net=True, disables_sriov_on_remove=True),
-        Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True),
+               sriov_configure=True, net=True, disables_sriov_on_remove=True,
+               probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000")),
+        Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True,
+               probe_log=("{dev}: enabling device (0000 -> 0002)", "{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function")),
         Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
-               sriov_configure=True, net=True, disables_sriov_on_remove=True),
+               sriov_configure=True, net=True, disables_sriov_on_remove=True,
+               probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({link}) {mac}")),
         Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True),
-        Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True),
+        Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True,
+               probe_log=("{dev} {ifname}: (PCI:33MHz:32-bit) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection")),
         Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True,
+               probe_log=("{dev} {ifname}: (PCI Express:{link}) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection"),
                device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True),
         Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio"),
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
-               sriov_configure=True, device_dirs={"nvme": "nvme"},
+               sriov_configure=True, device_dirs={"nvme": "nvme"}, probe_log=("nvme{inst}: pci function {name}",),
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),

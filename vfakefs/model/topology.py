@@ -28,7 +28,7 @@ DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", 
                "revision", "multifunction", "acs", "bars", "rom", "irq", "msi", "msix", "msi_irqs",
                "numa_node", "driver", "netdev", "sriov", "iommu_group", "link", "config", "firmware_node",
                "reset_methods", "aspm", "slot", "dma_mask_bits", "secondary_bus", "subordinate_bus", "aer",
-               "ari", "extra_dirs", "rmrr", "comment", "command"}
+               "ari", "extra_dirs", "rmrr", "comment", "command", "mac"}
 SRIOV_KEYS = {"total_vfs", "offset", "stride", "vf_device", "vf_driver", "vf_bars", "vf_config"}
 BAR_KEYS = {"index", "type", "size", "prefetch", "address"}
 LINK_KEYS = {"speed", "width", "max_speed", "max_width", "port"}
@@ -137,9 +137,13 @@ class _Loader:
         for f in m.functions:
             if f.driver is not None:
                 f.driver.devices.append(f)
+                f.driver.instance(f)   # nvme0, nvme1 ... in probe order
         for f, names in self.netdev_names.items():
             for name in names:
-                m.add_netdev(f, f.driver, name)
+                nd = m.add_netdev(f, f.driver, name)
+                mac = next(s.get("mac") for s in specs if s["bdf"] == f.bdf)
+                if mac:
+                    nd.mac = mac
         for f in m.functions:  # net drivers without a named interface get ethN
             if f.driver is not None and f.driver.net and not f.netdevs:
                 m.add_netdev(f, f.driver)

@@ -120,7 +120,7 @@ def device_entries(v, dev) -> dict:
     for name in dev.extra_dirs:
         out[name] = Dir({})
     if dev.driver is not None:
-        instance = dev.driver.devices.index(dev) if dev in dev.driver.devices else 0
+        instance = dev.driver.instance(dev)
         for name, prefix in dev.driver.device_dirs.items():
             out[name] = Dir({f"{prefix}{instance}": Dir({})})
         for name, text in dev.driver.device_files.items():
