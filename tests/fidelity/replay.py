@@ -1,6 +1,8 @@
-"""Replay a reference capture's read-only items against a vfakefs mount.
+"""Replay a reference capture against a vfakefs mount: its reads, and with
+--writes its write scenarios.
 
     python -m tests.fidelity.replay MNT [--capture FILE] [--section NAME]... [-v]
+    python -m tests.fidelity.replay MNT --writes [-v]     (MNT freshly mounted)
 
 Each item of a covered section (capture.py turns the capture's commands and
 script-generated blocks into bash scripts) runs through bash with real
@@ -36,19 +38,52 @@ included when the capture shows one. Normalisation, applied to both sides:
     libkmod resources" warning, are dropped: lspci takes modules from the
     host's /lib/modules/$(uname -r)/modules.alias, not from the mount.
 
-Items the capture shows after its first (non-debugfs) write are not replayed:
-their output depends on the writes (the SR-IOV replay will cover them), so the
-SR-IOV section contributes only its reads before the first write and
-`device dump: 0000:01:00.1` (taken with two VFs enabled) none.
+Read-only replay (the default): items the capture shows after its first
+(non-debugfs) write are not replayed, their output depends on the writes; so
+the SR-IOV section contributes only its reads before the first write and
+`device dump: 0000:01:00.1` (taken with two VFs enabled) none. Reads do not
+change state, so any mount will do, and the order does not matter.
+
+Write replay (`--writes`, replay(..., writes=True)): the stateful sections
+(STATEFUL_SECTIONS: the SR-IOV enable/disable with every bad write, then the
+VF's dump and the rest of the write scenarios that the capture files under
+`device dump: 0000:01:00.1`) are replayed whole, reads and writes, one item
+after another in capture order against ONE mount, which must be fresh (the
+`qemu-ref` preset just mounted): writes change its state and the reads after
+them must see it. Other sections keep the read-only replay. Writes run as the
+capture ran them:
+
+    echo 'x' > FILE   # (bash)         bash -c "echo 'x' > FILE"  (bash's error
+                                       wording, `bash: line 1: echo: write
+                                       error: ...`, is compared exactly)
+    echo 'x' > FILE   # (busybox sh)   busybox sh -c "echo 'x' > FILE"; not
+                                       replayed (and noted) when busybox is
+                                       not installed
+    sysfsio write FILE 'text'          the helper in sysfsio.py
+
+Every item runs as `bash -c SCRIPT` with nothing before SCRIPT (sysfsio and
+dmesg reach it as exported bash functions), so bash numbers its lines as the
+capture's did.
+
+Kernel messages: an item's `[kmsg]` lines are compared only when the mount has
+a `dev/kmsg` file; the records that appear there while the item runs (read
+without blocking from one descriptor opened before the stateful replay) are
+formatted like dmesg and appended, as `[kmsg] [<time>] text`, to the item's
+output on both sides. Without `dev/kmsg`, the report counts them as "kmsg not
+compared". Messages a kernel prints later (an asynchronous probe's failure)
+are attached in the capture to whatever command ran when they appeared, and
+are compared the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import fnmatch
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,6 +92,7 @@ from pathlib import Path
 
 from . import capture as cap_mod
 from .capture import Capture, Item
+from .sysfsio import format_records
 
 # Sections whose read-only items the replay covers by default (fnmatch).
 # Not covered: "system" (the host's uname/proc), "IOMMU debugfs" (the stock
@@ -68,6 +104,15 @@ DEFAULT_SECTIONS = [
     "IOMMU",
     "class/net, class/nvme, /dev",
     "SR-IOV on PF *",
+]
+
+# Sections a write replay runs whole (reads and writes, in capture order, on one
+# fresh mount). Together they are one scenario: the VF's dump section starts
+# with the two VFs the SR-IOV section enabled, and goes on with every bad
+# write, disable, the parse tests, vfio-pci and the PF-unbound cases.
+STATEFUL_SECTIONS = [
+    "SR-IOV on PF *",
+    "device dump: 0000:01:00.1",
 ]
 
 SYSFSIO = Path(__file__).resolve().with_name("sysfsio.py")
@@ -82,10 +127,12 @@ KMSG_TS_RE = re.compile(r"^((?:\[kmsg\] )?)\[\s*\d+\.\d+\]")
 KMOD_RE = re.compile(r"^(\tKernel modules: |lspci: Unable to load libkmod resources)")
 VOLATILE_RE = re.compile(r"(?<=\): )\d+(?=\|$)|^\d+$")
 
-PRELUDE = r"""
-sysfsio() { "$VFAKEFS_PY" "$VFAKEFS_SYSFSIO" "$@"; }
-dmesg() { "$VFAKEFS_PY" "$VFAKEFS_SYSFSIO" kmsg "$VFAKEFS_MNT/dev/kmsg"; }
-"""
+# The helpers a script may call, as exported bash functions (not a prelude in
+# the script: bash's messages name the script's line, `bash: line 1: ...`).
+FUNCTIONS = {
+    "sysfsio": '() {  "$VFAKEFS_PY" "$VFAKEFS_SYSFSIO" "$@"\n}',
+    "dmesg": '() {  "$VFAKEFS_PY" "$VFAKEFS_SYSFSIO" kmsg "$VFAKEFS_MNT/dev/kmsg"\n}',
+}
 
 
 class UnsafeScript(Exception):
@@ -141,6 +188,9 @@ class ItemResult:
     expected: list[str]  # normalised
     actual: list[str]  # normalised
     error: str | None = None
+    # "compared" (the [kmsg] lines are part of expected/actual), "not compared"
+    # (the item has [kmsg] lines but the mount has no dev/kmsg), or None
+    kmsg: str | None = None
 
     @property
     def matched(self) -> bool:
@@ -163,6 +213,20 @@ class SectionResult:
     skipped_writes: int = 0
     skipped_after_write: int = 0
     skipped_other: int = 0
+    skipped_busybox: int = 0  # busybox sh writes, busybox not installed
+    stateful: bool = False  # replayed whole, writes included, in order
+
+    @property
+    def kmsg_not_compared(self) -> int:
+        return sum(r.kmsg == "not compared" for r in self.results)
+
+    @property
+    def kmsg_compared(self) -> int:
+        return sum(r.kmsg == "compared" for r in self.results)
+
+    @property
+    def writes(self) -> int:
+        return sum(not r.item.readonly for r in self.results)
 
     @property
     def total(self) -> int:
@@ -215,8 +279,18 @@ class Report:
                 skipped.append(f"{s.skipped_after_write} after writes")
             if s.skipped_other:
                 skipped.append(f"{s.skipped_other} notes/unparsed")
+            if s.skipped_busybox:
+                skipped.append(f"{s.skipped_busybox} busybox sh writes")
+            extra = ""
+            if s.stateful:
+                extra = f"  [with writes: {s.writes} of them"
+                if s.kmsg_compared:
+                    extra += f"; kmsg compared for {s.kmsg_compared} items"
+                if s.kmsg_not_compared:
+                    extra += f"; kmsg not compared for {s.kmsg_not_compared} items"
+                extra += "]"
             out.append(f"  {s.name:{width}}  {s.matched:5d}/{s.total:<5d}    {frac}"
-                       + (f"  ({', '.join(skipped)})" if skipped else ""))
+                       + (f"  ({', '.join(skipped)})" if skipped else "") + extra)
             tm += s.matched
             tt += s.total
         if tt:
@@ -242,35 +316,100 @@ def select(capture: Capture, patterns: list[str] | None = None) -> list[str]:
     return [n for n in capture.names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
 
 
-def run_item(item: Item, mnt: str, timeout: float = 30.0) -> ItemResult:
+class KmsgReader:
+    """The records that appear in MNT/dev/kmsg, item by item: one descriptor
+    opened (O_NONBLOCK) before the stateful replay, drained after each item.
+    Works with a /dev/kmsg-style file (one record per read, EAGAIN at the end)
+    and with a plain file that grows."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:  # /dev/kmsg: SEEK_END skips to after the last record
+            os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError:
+            self.drain()
+
+    def drain(self) -> list[str]:
+        chunks: list[bytes] = []
+        for _ in range(100000):
+            try:
+                data = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # records overwritten: go on
+                    continue
+                raise
+            if not data:
+                break
+            chunks.append(data if data.endswith(b"\n") else data + b"\n")
+        return format_records(b"".join(chunks).decode(errors="replace"))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _env(mnt: str) -> dict[str, str]:
+    env = dict(os.environ, LC_ALL="C", COLUMNS="80", VFAKEFS_PY=sys.executable,
+               VFAKEFS_SYSFSIO=str(SYSFSIO), VFAKEFS_MNT=mnt)
+    for name, body in FUNCTIONS.items():
+        env[f"BASH_FUNC_{name}%%"] = body
+    env.pop("LANG", None)
+    env.pop("LS_COLORS", None)
+    return env
+
+
+def argv_for(item: Item, script: str) -> list[str]:
+    """How the capture ran the item: bash -c SCRIPT, or busybox sh -c CMD for
+    the `# (busybox sh)` writes (capture.py wrote their script as
+    `busybox sh -c 'CMD'`; it is run here without bash in between)."""
+    if item.kind == "write" and item.shell == "busybox sh":
+        parts = shlex.split(script)
+        if parts[:3] == ["busybox", "sh", "-c"] and len(parts) == 4:
+            return parts
+    return ["bash", "-c", script]
+
+
+def run_item(item: Item, mnt: str, timeout: float = 30.0,
+             kmsg: KmsgReader | None = None) -> ItemResult:
+    """Run one item. With `kmsg`, the records the item caused are compared
+    with its [kmsg] lines (timestamps masked)."""
     mnts = sorted({mnt, os.path.realpath(mnt)}, key=len, reverse=True)
     expected = list(item.expected)
     if item.rc is not None:
         expected.append(f"[rc={item.rc}]")
+    kmsg_state = None
+    if kmsg is not None:
+        expected += [f"[kmsg] {k}" for k in item.kmsg]
+        kmsg_state = "compared"
+        kmsg.drain()  # whatever came in between belongs to no item
+    elif item.kmsg:
+        kmsg_state = "not compared"
     expected = normalise(expected, item)
     try:
         script = rewrite(item.script, mnt)
     except (UnsafeScript, ValueError) as e:
-        return ItemResult(item, "", expected, [], error=f"not run: {type(e).__name__}: {e}")
-    env = dict(os.environ, LC_ALL="C", COLUMNS="80", VFAKEFS_PY=sys.executable,
-               VFAKEFS_SYSFSIO=str(SYSFSIO), VFAKEFS_MNT=mnt)
-    env.pop("LANG", None)
-    env.pop("LS_COLORS", None)
+        return ItemResult(item, "", expected, [], error=f"not run: {type(e).__name__}: {e}",
+                          kmsg=kmsg_state)
+    argv = argv_for(item, script)
     try:
-        proc = subprocess.run(["bash", "-c", PRELUDE + script], stdout=subprocess.PIPE,
+        proc = subprocess.run(argv, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env=env, timeout=timeout, cwd="/")
+                              env=_env(mnt), timeout=timeout, cwd="/")
     except subprocess.TimeoutExpired as e:
         actual = strip_mnt((e.stdout or b"").decode(errors="replace"), mnts).splitlines()
         return ItemResult(item, script, expected, normalise(actual, item),
-                          error=f"timed out after {timeout}s")
+                          error=f"timed out after {timeout}s", kmsg=kmsg_state)
     actual = strip_mnt(proc.stdout.decode(errors="replace"), mnts).splitlines()
     if item.rc is not None:
         actual.append(f"[rc={proc.returncode}]")
-    return ItemResult(item, script, expected, normalise(actual, item))
+    if kmsg is not None:
+        actual += [f"[kmsg] {k}" for k in kmsg.drain()]
+    return ItemResult(item, script, expected, normalise(actual, item), kmsg=kmsg_state)
 
 
-def environment_notes() -> list[str]:
+def environment_notes(writes: bool = False) -> list[str]:
     notes = []
     for prog in ("bash", "ls", "cat", "readlink", "stat", "hexdump", "lspci"):
         if not shutil.which(prog):
@@ -282,35 +421,68 @@ def environment_notes() -> list[str]:
             notes.append(f"{v} (the capture used 3.9.0; names come from the host's pci.ids)")
     if os.geteuid() != 0:
         notes.append("not root: `sysfsio asuser` items cannot drop to uid 65534 and fail")
+    if writes and not shutil.which("busybox"):
+        notes.append("busybox is not installed: the `# (busybox sh)` writes are not replayed "
+                     "(apt-get install busybox)")
     return notes
 
 
+def is_stateful(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in STATEFUL_SECTIONS)
+
+
 def replay(mnt: str | os.PathLike, capture: Capture | str | os.PathLike | None = None,
-           sections: list[str] | None = None, timeout: float = 30.0) -> Report:
+           sections: list[str] | None = None, timeout: float = 30.0,
+           writes: bool = False) -> Report:
+    """Replay the selected sections. With writes=True the stateful sections are
+    replayed whole, in capture order, on this mount: it must be fresh."""
     mnt = os.path.abspath(str(mnt)).rstrip("/")
     if capture is None:
         capture = cap_mod.parse()
     elif not isinstance(capture, Capture):
         capture = cap_mod.parse(capture)
+    kmsg_path = os.path.join(mnt, "dev", "kmsg")
+    kmsg: KmsgReader | None = None
+    notes = environment_notes(writes)
+    has_busybox = shutil.which("busybox") is not None
     results = []
-    for name in select(capture, sections):
-        sr = SectionResult(name)
-        for item in capture.section(name).items:
-            if not item.readonly:
-                sr.skipped_writes += 1
-            elif item.after_write:
-                sr.skipped_after_write += 1
-            elif not item.replayable:
-                sr.skipped_other += 1
-            else:
-                sr.results.append(run_item(item, mnt, timeout))
-        results.append(sr)
-    return Report(mnt, capture.path, results, environment_notes())
+    try:
+        for name in select(capture, sections):
+            stateful = writes and is_stateful(name)
+            sr = SectionResult(name, stateful=stateful)
+            if stateful and kmsg is None and os.path.exists(kmsg_path):
+                kmsg = KmsgReader(kmsg_path)
+            for item in capture.section(name).items:
+                if not item.replayable:
+                    sr.skipped_other += 1
+                elif stateful:
+                    if item.kind == "write" and item.shell == "busybox sh" and not has_busybox:
+                        sr.skipped_busybox += 1
+                    else:
+                        sr.results.append(run_item(item, mnt, timeout, kmsg))
+                elif not item.readonly:
+                    sr.skipped_writes += 1
+                elif item.after_write:
+                    sr.skipped_after_write += 1
+                else:
+                    sr.results.append(run_item(item, mnt, timeout))
+            results.append(sr)
+    finally:
+        if kmsg is not None:
+            kmsg.close()
+    chain = [n for n in capture.names if is_stateful(n)]
+    chosen = [r.name for r in results if r.stateful]
+    if chosen and chosen != chain[:len(chosen)]:
+        notes.append(f"stateful sections {chosen} replayed without the ones before them "
+                     f"({chain}): they do not start in the capture's state")
+    if writes and not os.path.exists(kmsg_path):
+        notes.append("no dev/kmsg in the mount: [kmsg] lines not compared")
+    return Report(mnt, capture.path, results, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.fidelity.replay",
-                                 description="Replay a kernel capture's reads against a mount.")
+                                 description="Replay a kernel capture against a mount.")
     ap.add_argument("mnt", help="the vfakefs mountpoint (holds sys/ and dev/)")
     ap.add_argument("--capture", default=str(cap_mod.DEFAULT_CAPTURE),
                     help="capture file (default: %(default)s)")
@@ -322,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--mismatches", type=int, default=3,
                     help="mismatches shown per section without -v (default 3)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per item")
+    ap.add_argument("--writes", action="store_true",
+                    help="replay the stateful sections whole, writes included "
+                         f"({', '.join(STATEFUL_SECTIONS)}); changes the mount's state, "
+                         "so use a freshly mounted qemu-ref")
     args = ap.parse_args(argv)
     if not os.path.isdir(os.path.join(args.mnt, "sys")):
         print(f"warning: {args.mnt}/sys does not exist; is vfakefs mounted there?",
@@ -329,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     capture = cap_mod.parse(args.capture)
     if args.section and not select(capture, args.section):
         ap.error(f"no section matches {args.section}; sections: {capture.names}")
-    report = replay(args.mnt, capture, args.section, args.timeout)
+    report = replay(args.mnt, capture, args.section, args.timeout, writes=args.writes)
     print(report.format(verbose=args.verbose, mismatches=args.mismatches))
     return 0
 

@@ -161,18 +161,28 @@ def kmsg(path: str) -> int:
     finally:
         signal.alarm(0)
         os.close(fd)
-    for raw in b"".join(chunks).decode(errors="replace").splitlines():
+    for line in format_records(b"".join(chunks).decode(errors="replace")):
+        print(line)
+    return 0
+
+
+def format_records(text: str) -> list[str]:
+    """/dev/kmsg records ("prio,seq,usec,flags;text" lines) as dmesg prints
+    them: "[%5d.%06d] text". Dictionary continuation lines are dropped; a line
+    that is not a record is kept as it is."""
+    out = []
+    for raw in text.splitlines():
         if raw.startswith(" "):  # dictionary continuation line (SUBSYSTEM=...)
             continue
         head, sep, text = raw.partition(";")
         fields = head.split(",")
         if not sep or len(fields) < 3 or not fields[2].isdigit():
-            print(raw)
+            out.append(raw)
             continue
         usec = int(fields[2])
         text = text.replace("\\x0a", "\n")
-        print(f"[{usec // 1000000:5d}.{usec % 1000000:06d}] {text}")
-    return 0
+        out.append(f"[{usec // 1000000:5d}.{usec % 1000000:06d}] {text}")
+    return out
 
 
 def asuser(uid: int, gid: int, argv: list[str]) -> int:

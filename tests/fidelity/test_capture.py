@@ -197,3 +197,52 @@ def test_replay_on_a_plain_tree(tmp_path):
     assert miss.actual == ["cat: /sys/bus/pci/resource_alignment: No such file or directory",
                            "[rc=1]"]
     assert "sysfs bus/pci layout" in rep.format()
+
+
+def test_write_items_run_as_the_capture_ran_them(tmp_path):
+    """bash -c with nothing before the command (bash's `line 1`), busybox sh
+    -c without bash in between, and sysfsio through the exported function."""
+    root = tmp_path / "mnt"
+    (root / "sys/d").mkdir(parents=True)
+    (root / "sys/f").write_text("0\n")
+    w = capture.Item("s", 1, "write", "echo '1' > /sys/d", "echo '1' > /sys/d",
+                     ["bash: line 1: /sys/d: Is a directory"], rc=1, shell="bash")
+    r = replay.run_item(w, str(root))
+    assert r.matched, r.diff()
+    bb = capture.Item("s", 1, "write", "echo '1' > /sys/f",
+                      "busybox sh -c 'echo '\\''1'\\'' > /sys/f'", [], rc=0,
+                      shell="busybox sh")
+    argv = replay.argv_for(bb, replay.rewrite(bb.script, str(root)))
+    assert argv == ["busybox", "sh", "-c", f"echo '1' > {root}/sys/f"]
+    s = capture.Item("s", 1, "write", "", "sysfsio write /sys/f '2\\n'",
+                     ['open("/sys/f", O_WRONLY) = 3', 'write(3, "2\\n", 2) = 2',
+                      "close(3) = 0"], rc=0, shell="bash")
+    r = replay.run_item(s, str(root))
+    assert r.matched, r.diff()
+    assert (root / "sys/f").read_text() == "2\n"
+
+
+def test_kmsg_compared_only_with_dev_kmsg(tmp_path):
+    root = tmp_path / "mnt"
+    (root / "sys").mkdir(parents=True)
+    item = capture.Item("s", 1, "write", "", "true", [], rc=0, shell="bash",
+                        kmsg=["[   66.762225] pci 0000:01:00.1: Adding to iommu group 11"])
+    r = replay.run_item(item, str(root))
+    assert r.matched and r.kmsg == "not compared"
+    (root / "dev").mkdir()
+    kmsg = root / "dev/kmsg"
+    kmsg.write_text("6,1,1000,-;old record\n")
+    reader = replay.KmsgReader(str(kmsg))
+    try:
+        item.script = ("printf '6,2,66762225,-;pci 0000:01:00.1: Adding to iommu group 11\\n'"
+                       " >> /dev/kmsg")
+        r = replay.run_item(item, str(root), kmsg=reader)
+        assert r.kmsg == "compared" and r.matched, r.diff()
+        assert r.actual[-1] == "[kmsg] [<time>] pci 0000:01:00.1: Adding to iommu group 11"
+        r = replay.run_item(item, str(root), kmsg=reader)  # the same again
+        assert r.matched  # each item sees only the records written while it ran
+        item.script = "true"
+        r = replay.run_item(item, str(root), kmsg=reader)
+        assert not r.matched and r.kmsg == "compared"
+    finally:
+        reader.close()

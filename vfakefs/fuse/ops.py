@@ -41,6 +41,7 @@ class SysfsOps(pyfuse3.Operations):
         self.root = root
         self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: ""}
         self.inos: dict[str, int] = {"": pyfuse3.ROOT_INODE}
+        self.next_ino = pyfuse3.ROOT_INODE
         self.nodes: dict[int, tuple[int, object]] = {}
         self.listings: dict[int, tuple[int, dict]] = {}
         self.attr_cache: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
@@ -56,9 +57,16 @@ class SysfsOps(pyfuse3.Operations):
     def ino_of(self, path: str) -> int:
         ino = self.inos.get(path)
         if ino is None:
-            ino = self.inos[path] = len(self.inos) + 1
+            self.next_ino += 1
+            ino = self.inos[path] = self.next_ino
             self.paths[ino] = path
         return ino
+
+    def path_of(self, ino: int) -> str:
+        path = self.paths.get(ino)
+        if path is None:   # a removed node the kernel still holds (an open directory)
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return path
 
     def node(self, ino: int):
         gen = self.generation()
@@ -95,7 +103,7 @@ class SysfsOps(pyfuse3.Operations):
         node = self.listing(parent).get(name)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        path = self.paths[parent]
+        path = self.path_of(parent)
         ino = self.ino_of(f"{path}/{name}" if path else name)
         self.nodes[ino] = (self.generation(), node)
         self.served.setdefault(parent, {})[name] = node
@@ -139,7 +147,7 @@ class SysfsOps(pyfuse3.Operations):
         if name == ".":
             return self.attrs(parent_inode, self.node(parent_inode))
         if name == "..":
-            ppath = self.paths[parent_inode].rpartition("/")[0]
+            ppath = self.path_of(parent_inode).rpartition("/")[0]
             pino = self.ino_of(ppath)
             return self.attrs(pino, self.node(pino))
         ino, node = self.child(parent_inode, name)
@@ -195,7 +203,7 @@ class SysfsOps(pyfuse3.Operations):
         hit = self.rows_cache.get(ino)
         if hit is not None and hit[0] == gen:
             return hit[1]
-        pino = self.ino_of(self.paths[ino].rpartition("/")[0])
+        pino = self.ino_of(self.path_of(ino).rpartition("/")[0])
         rows = [(b".", self.attrs(ino, self.node(ino))), (b"..", self.attrs(pino, self.node(pino)))]
         for name in sorted(self.listing(ino)):
             cino, node = self.child(ino, name)
@@ -306,8 +314,12 @@ class SysfsOps(pyfuse3.Operations):
         if gen == self.published:
             return
         self.published = gen
+        old_listings = self.listings
+        # caches of the old generation go now, so removed functions leave no memory behind
+        self.listings, self.nodes, self.attr_cache, self.rows_cache = {}, {}, {}, {}
+        gone: list[str] = []
         for dino, served in list(self.served.items()):
-            before = self.listings.get(dino, (0, {}))[1]
+            before = old_listings.get(dino, (0, {}))[1]
             try:
                 entries = self.listing(dino)
             except pyfuse3.FUSEError:
@@ -317,11 +329,28 @@ class SysfsOps(pyfuse3.Operations):
             for name in stale:
                 del served[name]
                 pyfuse3.invalidate_entry_async(dino, os.fsencode(name), ignore_enoent=True)
+                if name not in entries:
+                    gone.append(f"{self.paths[dino]}/{name}" if self.paths[dino] else name)
             if before.keys() != entries.keys():
                 try:
                     pyfuse3.invalidate_inode(dino, attr_only=True)   # nlink and tmpfs sizes
                 except OSError:
                     pass
+        if gone:
+            self.forget_paths(gone)
+
+    def forget_paths(self, paths: list[str]) -> None:
+        """Drop the inode numbers of removed subtrees, walking what the kernel was
+        served (numbers are never reused: a path that comes back gets a new one)."""
+        stack = list(paths)
+        while stack:
+            path = stack.pop()
+            ino = self.inos.pop(path, None)
+            if ino is None:
+                continue
+            del self.paths[ino]
+            self.overrides.pop(ino, None)
+            stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
 
 
 def _same(old, new) -> bool:

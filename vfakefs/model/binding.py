@@ -66,6 +66,9 @@ def attach(m, dev, drv: Driver) -> None:
     drv.devices.append(dev)
     dev.enable_cnt = 1
     dev.config.w16(0x04, dev.config.r16(0x04) | 0x6)   # pci_enable_device + pci_set_master
+    dev.power_state = "D0"
+    if drv.dma_bits:
+        dev.dma_mask_bits = dev.consistent_dma_mask_bits = drv.dma_bits   # dma_set_mask_and_coherent
     dev.wakeup_enabled = drv.wakeup
     if drv.net:
         m.add_netdev(dev, drv)
@@ -96,10 +99,9 @@ def release(m, dev) -> None:
         else:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
     for nd in list(dev.netdevs):
-        m.netdevs.pop(nd.name, None)
-    dev.netdevs.clear()
+        m.remove_netdev(nd)
     drv.devices.remove(dev)
-    drv.instances.pop(dev, None)
+    drv.drop_instance(dev)
     dev.driver = None
     dev.enable_cnt = 0
     dev.config.w16(0x04, dev.config.r16(0x04) & ~0x4)   # pci_clear_master
@@ -127,13 +129,14 @@ def device_attach(m, dev) -> bool:
 
 def driver_attach(m, drv: Driver) -> None:
     """driver_attach(): try every unbound device (after new_id)."""
-    for dev in list(m.functions):
-        if dev.driver is None and match(drv, dev):
-            try:
-                probe(m, drv, dev)
-                m.changed()
-            except SysfsError:
-                pass
+    with m.batch():
+        for dev in list(m.functions):
+            if dev.driver is None and match(drv, dev):
+                try:
+                    probe(m, drv, dev)
+                    m.changed()
+                except SysfsError:
+                    pass
 
 
 # --- the sysfs stores -----------------------------------------------------------------------
@@ -186,14 +189,12 @@ def new_id(m, drv: Driver, text: str) -> None:
         raise SysfsError(errno.EINVAL)
     ids = f + [ANY, ANY, 0, 0, 0][len(f) - 2:]
     new = PciDeviceId(ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6])
-    if len(f) != 7:
-        probe_dev = _FakeDev(new.vendor, new.device, new.subvendor, new.subdevice, new.class_code)
-        if any(i.matches(probe_dev) for i in drv.id_table if not i.override_only):
-            raise SysfsError(errno.EEXIST)
+    if len(f) != 7 and match(drv, _FakeDev(new.vendor, new.device, new.subvendor, new.subdevice, new.class_code)):
+        # without driver_data the kernel refuses ids the driver already matches,
+        # static or dynamic (pci_match_device on a made-up device)
+        raise SysfsError(errno.EEXIST)
     if drv.id_table and not any(i.driver_data == new.driver_data for i in drv.id_table):
         raise SysfsError(errno.EINVAL)
-    if m.profile.new_id_duplicate_eexist and new in drv.dynids:
-        raise SysfsError(errno.EEXIST)
     drv.dynids.append(new)
     driver_attach(m, drv)
 
@@ -215,7 +216,9 @@ def remove_id(m, drv: Driver, text: str) -> None:
 
 
 class _FakeDev:
-    """The ids new_id_store() checks against the static table, as a device."""
+    """The ids new_id_store() checks with pci_match_device(), as a device."""
+    driver_override = None
+
     def __init__(self, vendor, device, subsystem_vendor, subsystem_device, class_code):
         self.vendor, self.device = vendor, device
         self.subsystem_vendor, self.subsystem_device, self.class_code = subsystem_vendor, subsystem_device, class_code

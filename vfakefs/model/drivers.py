@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vfakefs.model.ida import Ida
+
 ANY = 0xFFFFFFFF  # PCI_ANY_ID
 
 
@@ -43,13 +45,18 @@ class Driver:
     # what probe() prints: str.format fields {dev} {ifname} {mac} {inst} {link}
     probe_log: tuple[str, ...] = ()
     instances: dict = field(default_factory=dict)   # device -> instance number (nvme0, nvme1, ...)
+    instance_ids: Ida = field(default_factory=Ida)
+    dma_bits: int | None = 64          # what probe passes to dma_set_mask_and_coherent (None: never)
 
     def instance(self, dev) -> int:
         """The driver's own ida: the lowest number no bound device holds."""
         if dev not in self.instances:
-            used = set(self.instances.values())
-            self.instances[dev] = next(i for i in range(len(used) + 1) if i not in used)
+            self.instances[dev] = self.instance_ids.alloc()
         return self.instances[dev]
+
+    def drop_instance(self, dev) -> None:
+        if dev in self.instances:
+            self.instance_ids.free(self.instances.pop(dev))
     dynids: list[PciDeviceId] = field(default_factory=list)
     devices: list = field(default_factory=list)  # bound PciFunctions, in bind order
     machine: object = None
@@ -67,7 +74,7 @@ def catalogue() -> dict[str, Driver]:
     """A fresh set of drivers (each machine owns its own: dynamic ids are state)."""
     drivers = [
         Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
-               driver_managed_dma=True),
+               driver_managed_dma=True, dma_bits=None),
         Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
                sriov_configure=True, net=True, disables_sriov_on_remove=True,
                probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000")),
@@ -92,7 +99,7 @@ def catalogue() -> dict[str, Driver]:
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
         Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
         Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)], sriov_configure=True,
-               driver_managed_dma=True),
-        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True),
+               driver_managed_dma=True, dma_bits=None),
+        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None),
     ]
     return {d.name: d for d in drivers}

@@ -6,11 +6,11 @@ from DMA aliasing (PCIe-to-PCI bridges) and ACS isolation on the path to the roo
 from __future__ import annotations
 
 import errno
-import heapq
 from dataclasses import dataclass, field
 
 from vfakefs.model import config as C
 from vfakefs.model.errors import SysfsError
+from vfakefs.model.ida import Ida
 
 MSI_REGION = (0xFEE00000, 0xFEEFFFFF, "msi")
 
@@ -71,24 +71,18 @@ def dma_alias_root(dev):
 class Groups:
     """Allocation (the kernel's ida: lowest free number) plus membership."""
 
-    def __init__(self, default_domain: str | None, machine=None):
+    def __init__(self, default_domain: str | None, machine=None, pinned=()):
         self.machine = machine
         self.by_id: dict[int, IommuGroup] = {}
         self.default_domain = default_domain
-        self.pinned: set[int] = set()
-        self._next = 0                 # every number below it is taken or in _freed
-        self._freed: list[int] = []    # a heap of released numbers below _next
+        self.ids = Ida(reserved=pinned)   # iommu_group_alloc's ida; pinned numbers are never handed out
 
     def _alloc(self, pinned: int | None) -> IommuGroup:
         if pinned is not None:
             gid = pinned
-        elif self._freed:
-            gid = heapq.heappop(self._freed)
+            self.ids.take(gid)
         else:
-            while self._next in self.by_id or self._next in self.pinned:
-                self._next += 1
-            gid = self._next
-            self._next += 1
+            gid = self.ids.alloc()
         group = IommuGroup(gid, self.default_domain, machine=self.machine)
         self.by_id[gid] = group
         return group
@@ -127,8 +121,7 @@ class Groups:
         dev.group = None
         if not group.devices:
             del self.by_id[group.id]  # ida_free: the lowest free number is reused first
-            if group.id not in self.pinned and group.id < self._next:
-                heapq.heappush(self._freed, group.id)
+            self.ids.free(group.id)
 
 
 # --- the `type` attribute ---------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Machine: owns every simulated part; the only object the views see."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from vfakefs.model.dmar import DmarUnit
 from vfakefs.model.drivers import Driver
 from vfakefs.model.groups import Groups
+from vfakefs.model.ida import Ida
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.net import NetDev
 from vfakefs.model.pci import PciFunction
@@ -45,6 +47,10 @@ class Machine:
         self.by_bdf = {f.bdf: f for f in self.functions}
         self._next_ifindex = 2  # 1 is lo
         self._listeners = []
+        self.eth_ids = Ida()
+        self._batch = 0
+        self._pending = False
+        self._children: tuple[int, dict] = (-1, {})
         self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
         self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
@@ -54,10 +60,27 @@ class Machine:
 
     # --- structure -----------------------------------------------------------
     def changed(self) -> None:
-        """Called after every structural change: views rebuild, FUSE invalidates."""
+        """Called after every structural change: views rebuild, FUSE invalidates.
+        Inside batch() the listeners hear of it once, at the end."""
         self.generation += 1
+        if self._batch:
+            self._pending = True
+            return
         for fn in self._listeners:
             fn()
+
+    @contextmanager
+    def batch(self):
+        """Group the changes of one operation (enabling 256 VFs) into one notification."""
+        self._batch += 1
+        try:
+            yield
+        finally:
+            self._batch -= 1
+            if not self._batch and self._pending:
+                self._pending = False
+                for fn in self._listeners:
+                    fn()
 
     def subscribe(self, fn) -> None:
         self._listeners.append(fn)
@@ -74,8 +97,18 @@ class Machine:
         return None
 
     def children(self, bridge: PciFunction | None) -> list[PciFunction]:
-        return [f for f in self.functions if f.parent is bridge and not f.is_virtfn] + \
-               [f for f in self.functions if f.is_virtfn and f.physfn.parent is bridge]
+        """Functions whose directory sits below bridge's (VFs beside their PF), once per generation."""
+        gen, index = self._children
+        if gen != self.generation:
+            index = {}
+            for f in self.functions:
+                if not f.is_virtfn:
+                    index.setdefault(id(f.parent), []).append(f)
+            for f in self.functions:
+                if f.is_virtfn:
+                    index.setdefault(id(f.physfn.parent), []).append(f)
+            self._children = (self.generation, index)
+        return index.get(id(bridge), [])
 
     def buses(self) -> list[tuple[int, int, PciFunction | None]]:
         """(domain, bus, bridge) of every bus: the root bus and each bridge's secondary."""
@@ -113,11 +146,11 @@ class Machine:
 
     # --- drivers and netdevs ---------------------------------------------------
     def add_netdev(self, dev: PciFunction, drv: Driver, name: str | None = None) -> NetDev:
+        """register_netdev(): ethN takes the lowest free N (dev_alloc_name)."""
         if name is None:
-            n = 0
-            while f"eth{n}" in self.netdevs:
-                n += 1
-            name = f"eth{n}"
+            name = f"eth{self.eth_ids.alloc()}"
+        elif name.startswith("eth") and name[3:].isdigit():
+            self.eth_ids.take(int(name[3:]))
         subdir = None
         if drv.netdev_subdir:
             subdir = f"{drv.netdev_subdir}{sum(1 for d in self.netdevs.values() if d.subdir)}"
@@ -128,6 +161,12 @@ class Machine:
         self.netdevs[name] = nd
         dev.netdevs.append(nd)
         return nd
+
+    def remove_netdev(self, nd: NetDev) -> None:
+        self.netdevs.pop(nd.name, None)
+        nd.dev.netdevs.remove(nd)
+        if nd.name.startswith("eth") and nd.name[3:].isdigit():
+            self.eth_ids.free(int(nd.name[3:]))
 
     # --- invariants (tests call this after every operation) -------------------------
     def check(self) -> None:
@@ -198,6 +237,10 @@ class Machine:
     def remove_function(self, dev: PciFunction) -> None:
         """`remove`: the function and everything below it go away, drivers first."""
         from vfakefs.model import binding, sriov
+        with self.batch():
+            self._remove_subtree(dev, binding, sriov)
+
+    def _remove_subtree(self, dev, binding, sriov) -> None:
         doomed = [dev] + self._below(dev)
         for f in reversed(doomed):
             if f.sriov is not None and f.sriov.vfs:
@@ -217,11 +260,12 @@ class Machine:
         if not self.removed:
             return
         back, self.removed = self.removed, []
-        for f in sorted(back, key=lambda f: f.bdf):
-            self.add_function(f)
-        for f in sorted(back, key=lambda f: f.bdf):
-            binding.device_attach(self, f)
-        self.changed()
+        with self.batch():
+            for f in sorted(back, key=lambda f: f.bdf):
+                self.add_function(f)
+            for f in sorted(back, key=lambda f: f.bdf):
+                binding.device_attach(self, f)
+            self.changed()
 
     def _below(self, dev: PciFunction) -> list[PciFunction]:
         out = []

@@ -59,7 +59,7 @@ class Resource:
 EMPTY = Resource(0, 0, 0)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class PciFunction:
     bdf: Bdf
     kind: str
@@ -102,6 +102,7 @@ class PciFunction:
     rmrrs: tuple[tuple[int, int], ...] = ()   # RMRR ranges (reserved_regions: direct)
     machine: object = None                     # the owning Machine (container_of, for stores)
     wakeup_enabled: bool = False               # power/wakeup: a WoL driver enables it at probe
+    power_state: str = "D0"                    # "unknown" until pci_enable_device for VFs
 
     # --- what the kernel derives from the header -------------------------------
     @property
@@ -143,7 +144,11 @@ class PciFunction:
 
     @property
     def wakeup_capable(self) -> bool:
-        return self.pcie_cap is not None and self.config.find_cap(C.CAP_PM) is not None
+        """device_set_wakeup_capable(): PME support in the PM capability, or an ACPI
+        companion that can wake the system (what firmware_node stands for here)."""
+        pm = self.config.find_cap(C.CAP_PM)
+        pme = pm is not None and self.config.r16(pm + 2) & 0xF800
+        return bool(pme) or self.firmware_node is not None
 
     @property
     def ari_enabled(self) -> int:

@@ -17,17 +17,11 @@ class KernelProfile:
     group_type_owner_eperm: bool
     # pci-sysfs enable_store: EBUSY when a driver is bound (6.12 only)
     enable_busy_when_bound: bool
-    # new_id: EEXIST for an id already among the dynamic ids (6.12.117 stable fix)
-    new_id_duplicate_eexist: bool
     # Intel debugfs: per-device domain_translation_struct directories (6.7+)
     debugfs_per_device_domain: bool
-    # sriov_numvfs_store without a driver: log wording
-    sriov_no_driver_msg: str
 
 
 PROFILES = {
-    "6.1": KernelProfile("6.1", "6.1.0-56-amd64", False, False, False, False,
-                         "no driver bound to device; cannot configure SR-IOV"),
-    "6.12": KernelProfile("6.12", "6.12.117-amd64", True, True, True, True,
-                          "no driver bound to device; cannot configure SR-IOV"),
+    "6.1": KernelProfile("6.1", "6.1.0-56-amd64", False, False, False),
+    "6.12": KernelProfile("6.12", "6.12.117-amd64", True, True, True),
 }

@@ -56,13 +56,17 @@ def enable(m, pf: PciFunction, n: int) -> None:
     cfg = pf.config
     cfg.w16(sr.pos + C.SRIOV_NUM_VF, n)
     cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) | C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE)
-    for vf in vfs:
-        m.add_function(vf)
-        sr.vfs.append(vf)
     from vfakefs.model import binding
-    for vf in sr.vfs:   # pci_bus_add_device(): probe once the links exist
-        binding.device_attach(m, vf)
-    m.changed()
+    with m.batch():
+        for vf in vfs:      # pci_iov_add_virtfn(): add, link, then probe, one VF after another
+            m.add_function(vf)
+            sr.vfs.append(vf)
+            if pf.driver is not None and pf.driver.name == "vfio-pci":
+                # vfio_pci_bus_notifier: a vfio-pci PF's VFs go to vfio-pci too
+                vf.driver_override = "vfio-pci"
+                m.kmsg.dev(pf, f"Captured SR-IOV VF {vf.name} driver_override")
+            binding.device_attach(m, vf)
+        m.changed()
 
 
 def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]) -> PciFunction:
@@ -74,19 +78,20 @@ def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]
         bdf=bdf, kind="endpoint", vendor=pf.vendor, device=sr.vf_device, class_code=pf.class_code,
         config=C.ConfigSpace(4096, template), parent=pf.parent, subsystem_vendor=pf.subsystem_vendor,
         subsystem_device=pf.subsystem_device, revision=pf.revision, bars=bars, numa_node=pf.numa_node,
-        physfn=pf, vf_id=vf_id, dma_mask_bits=pf.dma_mask_bits, consistent_dma_mask_bits=pf.dma_mask_bits,
-        reset_methods=("flr",), aspm=(), machine=m)
+        physfn=pf, vf_id=vf_id, dma_mask_bits=32, consistent_dma_mask_bits=32,   # until a driver sets them
+        reset_methods=("flr",), aspm=pf.aspm, power_state="unknown", machine=m)
 
 
 def disable(m, pf: PciFunction) -> None:
     """sriov_disable(): VFs go in order 0..N-1, each with its driver and group."""
     from vfakefs.model import binding
     sr = pf.sriov
-    for vf in list(sr.vfs):
-        binding.release(m, vf)
-        m.remove_one(vf)
-    sr.vfs.clear()
-    cfg = pf.config
-    cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) & ~(C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE))
-    cfg.w16(sr.pos + C.SRIOV_NUM_VF, 0)
-    m.changed()
+    with m.batch():
+        for vf in list(sr.vfs):
+            binding.release(m, vf)
+            m.remove_one(vf)
+        sr.vfs.clear()
+        cfg = pf.config
+        cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) & ~(C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE))
+        cfg.w16(sr.pos + C.SRIOV_NUM_VF, 0)
+        m.changed()

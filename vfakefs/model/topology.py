@@ -128,8 +128,8 @@ class _Loader:
             self.netdev_names[f] = [names] if isinstance(names, str) else list(names)
         boot_log(m, iommu_on, iommu.get("x2apic", True))
         if iommu_on:
-            m.groups = Groups(default_domain(cmdline, dmar[0]), m)
-            m.groups.pinned = {f.pinned_group for f in m.functions if f.pinned_group is not None}
+            m.groups = Groups(default_domain(cmdline, dmar[0]), m,
+                              pinned={f.pinned_group for f in m.functions if f.pinned_group is not None})
             for f in m.functions:
                 g = m.groups.add_device(f, m.functions)
                 m.kmsg.boot(f"pci {f.name}: Adding to iommu group {g.id}")

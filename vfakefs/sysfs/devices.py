@@ -1,7 +1,7 @@
 """/sys/devices: the PCI hierarchy, one directory per function nested below its bridge."""
 from __future__ import annotations
 
-from vfakefs.sysfs import iov, pci_sysfs, power
+from vfakefs.sysfs import iov, nvme, pci_sysfs, power
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 # PCIe port services pcieport registers below each port it drives, named as
@@ -122,7 +122,8 @@ def device_entries(v, dev) -> dict:
     if dev.driver is not None:
         instance = dev.driver.instance(dev)
         for name, prefix in dev.driver.device_dirs.items():
-            out[name] = Dir({f"{prefix}{instance}": Dir({})})
+            child = Dir(lambda: nvme.ctrl_entries(v, dev, instance)) if name == "nvme" else Dir({})
+            out[name] = Dir({f"{prefix}{instance}": child})
         for name, text in dev.driver.device_files.items():
             out[name] = Attr(name, lambda o, t=text: t).bind(dev)
     if dev.is_bridge:

@@ -7,6 +7,7 @@ the Machine as it is now and holds no hardware state of its own.
 """
 from __future__ import annotations
 
+import functools
 import posixpath
 import stat
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class AttrGroup:
         return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def rel(from_dir: str, to: str) -> str:
     """A relative symlink target as the kernel writes it (paths relative to /sys).
 

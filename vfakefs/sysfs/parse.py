@@ -6,13 +6,13 @@ import re
 
 from vfakefs.model.errors import SysfsError
 
-_NUM = re.compile(r"^(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\n?$")
+_NUM = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\n?")   # fullmatch: one newline at most
 
 
 def kstrtoul(text: str, bits: int = 64) -> int:
     """Base 0: decimal, 0x hex, leading-0 octal; one trailing newline; no sign, no spaces."""
     t = text[1:] if text.startswith("+") else text
-    m = _NUM.match(t)
+    m = _NUM.fullmatch(t)
     if not m:
         raise SysfsError(errno.EINVAL)
     s = m.group(1)
@@ -29,15 +29,15 @@ def kstrtol(text: str) -> int:
 
 
 def kstrtobool(text: str) -> bool:
-    t = text.rstrip("\n") if text.endswith("\n") else text
-    if t[:1] in ("y", "Y", "t", "T", "1"):
+    """lib/kstrtox.c: the first character decides (y/t/1, n/f/0); after 'o' the second
+    ('n' on, 'f' off). Everything after that is ignored."""
+    c0, c1 = text[:1].lower(), text[1:2].lower()
+    if c0 in ("y", "t", "1"):
         return True
-    if t[:1] in ("n", "N", "f", "F", "0"):
+    if c0 in ("n", "f", "0"):
         return False
-    if t[:2].lower() == "on":
-        return True
-    if t[:3].lower() == "off":
-        return False
+    if c0 == "o" and c1 in ("n", "f"):
+        return c1 == "n"
     raise SysfsError(errno.EINVAL)
 
 

@@ -84,7 +84,7 @@ def d3cold_allowed_store(dev, text: str) -> None:
 broken_parity_status = Attr("broken_parity_status", _dec("broken_parity"), broken_parity_status_store, 0o644)
 msi_bus = Attr("msi_bus", _dec("msi_bus"), msi_bus_store, 0o644)
 d3cold_allowed = Attr("d3cold_allowed", _dec("d3cold_allowed"), d3cold_allowed_store, 0o644)
-power_state = Attr("power_state", lambda dev: "D0\n")
+power_state = Attr("power_state", lambda dev: dev.power_state + "\n")
 ari_enabled = Attr("ari_enabled", lambda dev: "%d\n" % dev.ari_enabled)
 
 

@@ -33,7 +33,8 @@ RUNTIME = AttrGroup((
     Attr("runtime_enabled", _const("forbidden\n")),
     Attr("runtime_status", _const("active\n")),
     Attr("runtime_suspended_time", _const("0\n")),
-    Attr("runtime_usage", _const("2\n")),
+    # pm_runtime_forbid() holds one reference; pci_device_probe() takes another
+    Attr("runtime_usage", lambda obj: "2\n" if getattr(obj, "driver", True) else "1\n"),
 ))
 def wakeup_show(obj) -> str:
     return "enabled\n" if obj.wakeup_enabled else "disabled\n"

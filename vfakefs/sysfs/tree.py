@@ -5,23 +5,25 @@ computed from where things sit in the tree, relative as the kernel writes them.
 """
 from __future__ import annotations
 
-from vfakefs.sysfs import bus, devices, iommu, iommu_groups, net, vfio
+import weakref
+
+from vfakefs.sysfs import bus, devices, iommu, iommu_groups, net, nvme, vfio
 from vfakefs.sysfs.nodes import Dir
 
 
 class View:
     def __init__(self, machine):
         self.m = machine
-        self._paths: dict[int, str] = {}
-        machine.subscribe(self._paths.clear)
+        # a function's path never changes while it exists; the entry dies with it
+        self._paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # --- paths (relative to /sys) ----------------------------------------------------
     def device_path(self, dev) -> str:
-        p = self._paths.get(id(dev))
+        p = self._paths.get(dev)
         if p is None:
             parent = dev.physfn.parent if dev.is_virtfn else dev.parent
             base = self.device_path(parent) if parent is not None else "devices/pci%04x:%02x" % (dev.bdf.domain, 0)
-            p = self._paths[id(dev)] = f"{base}/{dev.name}"
+            p = self._paths[dev] = f"{base}/{dev.name}"
         return p
 
     def root_path(self, domain: int = 0) -> str:
@@ -45,6 +47,7 @@ class View:
                                 "virtio": Dir(lambda: bus.virtio_entries(self))}),
             "class": Dir(lambda: {"net": Dir(lambda: net.class_net_entries(self)),
                                   "iommu": Dir(lambda: iommu.class_iommu_entries(self)),
+                                  "nvme": Dir(lambda: nvme.class_nvme_entries(self)),
                                   "pci_bus": Dir(lambda: devices.class_pci_bus_entries(self))}),
             "devices": Dir(lambda: devices.devices_entries(self)),
             "kernel": Dir(kernel),

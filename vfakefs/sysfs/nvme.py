@@ -1,0 +1,55 @@
+"""The nvme class devices nvme-bound functions get (drivers/nvme/host/core.c sysfs)."""
+from __future__ import annotations
+
+from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
+from vfakefs.sysfs.pci_sysfs import uevent_store
+
+NVME_MAJOR = 250   # "nvme" char major: dynamic, first free from 254 down after the others
+
+NVME_CTRL = AttrGroup((
+    Attr("address", lambda c: c.dev.name + "\n"),
+    Attr("cntlid", lambda c: "0\n"),
+    Attr("cntrltype", lambda c: "io\n"),
+    Attr("dctype", lambda c: "none\n"),
+    Attr("dev", lambda c: f"{NVME_MAJOR}:{c.inst}\n"),
+    Attr("firmware_rev", lambda c: "8.0.2   \n"),
+    Attr("kato", lambda c: "0\n"),
+    Attr("model", lambda c: "QEMU NVMe Ctrl                          \n"),
+    Attr("numa_node", lambda c: "%d\n" % c.dev.numa_node),
+    Attr("queue_count", lambda c: "3\n"),
+    Attr("rescan_controller", None, lambda c, t: None, 0o200),
+    Attr("reset_controller", None, lambda c, t: None, 0o200),
+    Attr("serial", lambda c: f"{c.dev.name:<20}\n"),
+    Attr("sqsize", lambda c: "1023\n"),
+    Attr("state", lambda c: "live\n"),
+    Attr("subsysnqn", lambda c: f"nqn.2019-08.org.qemu:{c.dev.name}\n"),
+    Attr("transport", lambda c: "pcie\n"),
+    Attr("uevent", lambda c: f"MAJOR={NVME_MAJOR}\nMINOR={c.inst}\nDEVNAME=nvme{c.inst}\nNVME_TRTYPE=pcie\n",
+         uevent_store, 0o644),
+))
+
+
+class Ctrl:
+    """An nvme controller: the function and its instance number."""
+    __slots__ = ("dev", "inst")
+
+    def __init__(self, dev, inst: int):
+        self.dev, self.inst = dev, inst
+
+
+def ctrl_entries(v, dev, inst: int) -> dict:
+    here = f"{v.device_path(dev)}/nvme/nvme{inst}"
+    out = NVME_CTRL.entries(Ctrl(dev, inst))
+    out["device"] = Link(rel(here, v.device_path(dev)))
+    out["subsystem"] = Link(rel(here, "class/nvme"))
+    out["power"] = Dir({})
+    out[f"hwmon{inst}"] = Dir({"power": Dir({})})
+    return out
+
+
+def class_nvme_entries(v) -> dict:
+    drv = v.m.drivers.get("nvme")
+    if drv is None:
+        return {}
+    return {f"nvme{drv.instance(d)}": Link(rel("class/nvme", f"{v.device_path(d)}/nvme/nvme{drv.instance(d)}"))
+            for d in drv.devices}
