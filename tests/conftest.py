@@ -237,3 +237,20 @@ def sysfs_device_path(devs: dict[str, dict], bdf: str) -> str:
 def is_bridge(dev: dict) -> bool:
     return dev["kind"] in ("root_port", "upstream_port", "downstream_port", "pci_bridge", "pcie_pci_bridge") \
         or (dev["class"] >> 8) == 0x0604
+
+
+# --- views of fresh machines, for tests without a mount ------------------------------------------
+@pytest.fixture
+def seed():
+    """A View of a fresh seed-vtd Machine (kernel 6.12)."""
+    from vfakefs.model import topology
+    from vfakefs.sysfs.tree import View
+    return View(topology.load("seed-vtd"))
+
+
+@pytest.fixture
+def qemu():
+    """A View of a fresh qemu-ref Machine (kernel 6.1)."""
+    from vfakefs.model import topology
+    from vfakefs.sysfs.tree import View
+    return View(topology.load("qemu-ref"))

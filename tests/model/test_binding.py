@@ -12,7 +12,6 @@ import posixpath
 
 import pytest
 
-from vfakefs.model import topology
 from vfakefs.model.drivers import ANY, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Bound, Dir, Link
@@ -140,15 +139,6 @@ def driver_of(view: View, bdf: str) -> str | None:
 def log_lines(m) -> list[str]:
     return [r.text for r in m.kmsg.records]
 
-
-@pytest.fixture
-def seed():
-    return View(topology.load("seed-vtd"))
-
-
-@pytest.fixture
-def qemu():
-    return View(topology.load("qemu-ref"))
 
 
 # --- bind ------------------------------------------------------------------------------------

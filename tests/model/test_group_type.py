@@ -12,15 +12,6 @@ from vfakefs.model import topology
 from vfakefs.sysfs.tree import View
 
 
-@pytest.fixture
-def seed():
-    return View(topology.load("seed-vtd"))
-
-
-@pytest.fixture
-def qemu():
-    return View(topology.load("qemu-ref"))
-
 
 def gid(view, bdf):
     return view.m.lookup(bdf).group.id

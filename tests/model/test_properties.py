@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 import posixpath
 import re
-
-import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule

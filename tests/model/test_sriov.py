@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from tests.model.test_binding import (dev, driver_of, drv, entries, expect_error, log_lines, ok, resolve, show,
-                                      snapshot, store, tree)
+                                      snapshot, tree)
 from vfakefs.model import topology
 from vfakefs.sysfs.nodes import Link
 from vfakefs.sysfs.tree import View
@@ -16,15 +16,6 @@ from vfakefs.sysfs.tree import View
 SEED_PF, SEED_PF1 = "0000:03:00.0", "0000:03:00.1"     # X540, ixgbe, 63 VFs each, offset 128, stride 2
 QEMU_PF = "0000:01:00.0"                                 # QEMU NVMe, nvme, 4 VFs, offset 1, stride 1
 
-
-@pytest.fixture
-def seed():
-    return View(topology.load("seed-vtd"))
-
-
-@pytest.fixture
-def qemu():
-    return View(topology.load("qemu-ref"))
 
 
 def numvfs(pf):

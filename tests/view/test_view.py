@@ -3,10 +3,8 @@ import errno
 
 import pytest
 
-from vfakefs.model import topology
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Bound, Dir, Link
-from vfakefs.sysfs.tree import View
 
 
 def walk(view, path: str):
@@ -28,14 +26,6 @@ def store(view, path, text):
     node.decl.store(node.obj, text)
 
 
-@pytest.fixture
-def qemu():
-    return View(topology.load("qemu-ref"))
-
-
-@pytest.fixture
-def seed():
-    return View(topology.load("seed-vtd"))
 
 
 def test_attribute_texts_match_the_capture(qemu):
