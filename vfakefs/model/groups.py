@@ -21,6 +21,7 @@ class IommuGroup:
     default_domain: str = "DMA"       # DMA, DMA-FQ, identity, blocked, unmanaged
     devices: list = field(default_factory=list)
     machine: object = None
+    domain: object = None             # the remapping unit's Domain (model/dmar.py)
 
     def reserved_regions(self) -> list[tuple[int, int, str]]:
         regions = set()
@@ -155,3 +156,5 @@ def set_type(m, group: IommuGroup, text: str) -> None:
             m.kmsg.log("iommu: Device is still bound to driver", 3)
             raise SysfsError(errno.EBUSY)
     group.default_domain = want
+    from vfakefs.model import iommu
+    iommu.change_domain(m, group)

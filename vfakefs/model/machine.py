@@ -4,9 +4,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from vfakefs.model.bdf import Bdf
 from vfakefs.model.dmar import DmarUnit
 from vfakefs.model.drivers import Driver
 from vfakefs.model.groups import Groups
+from vfakefs.model import iommu
 from vfakefs.model.ida import Ida
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.net import NetDev
@@ -53,6 +55,8 @@ class Machine:
         self._children: tuple[int, dict] = (-1, {})
         self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
         self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
+        self.fault_threshold = 100              # DMA faults before a device loses bus mastering
+        self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
 
     def uptime_ms(self) -> int:
@@ -88,6 +92,15 @@ class Machine:
     @property
     def iommu_on(self) -> bool:
         return bool(self.dmar) and self.groups is not None
+
+    def by_rid(self, rid: int, domain: int = 0) -> PciFunction | None:
+        return self.by_bdf.get(Bdf.from_rid(domain, rid))
+
+    def alloc_host_memory(self, size: int) -> int:
+        """Pages of simulated system RAM for DMA buffers (never backed: addresses only)."""
+        addr = self._host_next
+        self._host_next += (size + 0xFFF) & ~0xFFF
+        return addr
 
     def lookup(self, name: str) -> PciFunction | None:
         """bus_find_device_by_name: the exact kernel name only."""
@@ -188,6 +201,17 @@ class Machine:
             assert len(members) == len(set(map(id, members))) == len(self.functions), "group membership"
         for nd in self.netdevs.values():
             assert nd.dev in self.functions and nd in nd.dev.netdevs, f"netdev {nd.name}: stale"
+        unit = iommu.unit(self)
+        if unit is not None:
+            for f in self.functions:
+                dom = f.group.domain
+                lo, hi = unit.context(f.bdf.rid)
+                if dom.type == "blocked":
+                    assert not lo & 1, f"{f.name}: blocked but its context entry is present"
+                else:
+                    assert lo & 1 and (hi >> 8) & 0xFFFF == dom.did, f"{f.name}: context entry not its group's domain"
+            live = {g.domain.did for g in self.groups.by_id.values()}
+            assert live <= set(unit.domains), "a group's domain is missing from the unit"
 
     # --- PCI core operations ------------------------------------------------------------
     def pci_enable(self, dev: PciFunction, value: int) -> None:
@@ -224,13 +248,15 @@ class Machine:
         if self.groups is not None:
             g = self.groups.add_device(f, self.functions)
             self.kmsg.dev(f, f"Adding to iommu group {g.id}", prefix="pci")
+            iommu.attach_device(self, f)
 
     def remove_one(self, f: PciFunction) -> None:
         """pci_stop_and_remove_bus_device() of one function without a driver."""
         if self.groups is not None and f.group is not None:
-            gid = f.group.id
+            group = f.group
             self.groups.remove_device(f)
-            self.kmsg.dev(f, f"Removing from iommu group {gid}", prefix="pci")
+            self.kmsg.dev(f, f"Removing from iommu group {group.id}", prefix="pci")
+            iommu.detach_device(self, f, group)
         self.functions.remove(f)
         del self.by_bdf[f.bdf]
 

@@ -103,6 +103,7 @@ class PciFunction:
     machine: object = None                     # the owning Machine (container_of, for stores)
     wakeup_enabled: bool = False               # power/wakeup: a WoL driver enables it at probe
     power_state: str = "D0"                    # "unknown" until pci_enable_device for VFs
+    dma_faults: int = 0                        # DMA remapping faults the handler counted
 
     # --- what the kernel derives from the header -------------------------------
     @property

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from vfakefs.model import config as C
+from vfakefs.model import iommu
 from vfakefs.model.bdf import Bdf
 from vfakefs.model.boot import boot_log, default_domain
 from vfakefs.model.builder import bar_flags, build_config
@@ -23,7 +24,7 @@ from vfakefs.model.resources import Allocator, bridge_windows, covering_windows
 
 TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus", "slot_module",
             "root_dirs"}
-IOMMU_KEYS = {"type", "interrupt_remapping", "x2apic", "cap", "ecap", "reg_base", "version"}
+IOMMU_KEYS = {"type", "interrupt_remapping", "x2apic", "cap", "ecap", "reg_base", "version", "iotlb_entries"}
 DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", "subsystem_device", "class",
                "revision", "multifunction", "acs", "bars", "rom", "irq", "msi", "msix", "msi_irqs",
                "numa_node", "driver", "netdev", "sriov", "iommu_group", "link", "config", "firmware_node",
@@ -95,12 +96,12 @@ class _Loader:
         if kernel not in PROFILES:
             raise self.err("kernel", f"unsupported kernel {kernel!r} (supported: {', '.join(PROFILES)})")
         cmdline = str(d.get("cmdline", "intel_iommu=on"))
-        iommu = d.get("iommu", {"type": "intel"})
-        bad = set(iommu) - IOMMU_KEYS
+        iommu_spec = d.get("iommu", {"type": "intel"})
+        bad = set(iommu_spec) - IOMMU_KEYS
         if bad:
             raise self.err("iommu", f"unknown key {sorted(bad)[0]!r}")
-        if iommu.get("type", "intel") not in ("intel", "none"):
-            raise self.err("iommu.type", f"{iommu.get('type')!r} is not one of intel, none")
+        if iommu_spec.get("type", "intel") not in ("intel", "none"):
+            raise self.err("iommu.type", f"{iommu_spec.get('type')!r} is not one of intel, none")
         drivers = catalogue()
         for name in d.get("drivers", []):
             drivers.setdefault(name, Driver(name))
@@ -108,13 +109,14 @@ class _Loader:
         if "drivers" in d:   # the topology names the loaded drivers: register those and the ones in use
             used = {s["driver"] for s in specs} | {(s.get("sriov") or {}).get("vf_driver") for s in specs}
             drivers = {n: drv for n, drv in drivers.items() if n in used or n in d["drivers"]}
-        iommu_on = iommu.get("type", "intel") == "intel" and "intel_iommu=off" not in cmdline.split()
+        iommu_on = iommu_spec.get("type", "intel") == "intel" and "intel_iommu=off" not in cmdline.split()
         dmar = []
-        if iommu.get("type", "intel") == "intel":
-            dmar.append(DmarUnit(0, iommu.get("reg_base", 0xFED90000), tuple(iommu.get("version", (1, 0))),
-                                 iommu.get("cap", 0xD2008C40660462), iommu.get("ecap", 0xF050DA)))
+        if iommu_spec.get("type", "intel") == "intel":
+            dmar.append(DmarUnit(0, iommu_spec.get("reg_base", 0xFED90000), tuple(iommu_spec.get("version", (1, 0))),
+                                 iommu_spec.get("cap", 0xD2078C406F0462), iommu_spec.get("ecap", 0xF050DA),
+                                 iotlb_entries=iommu_spec.get("iotlb_entries", 4096)))
         m = Machine(PROFILES[kernel], cmdline, [], drivers, dmar,
-                    bool(iommu.get("interrupt_remapping", True)), name=d.get("name", ""),
+                    bool(iommu_spec.get("interrupt_remapping", True)), name=d.get("name", ""),
                     nr_cpus=int(d.get("cpus", 2)), root_dirs=tuple(d.get("root_dirs", ())))
         self.slot_module = d.get("slot_module", "pciehp")
         self.functions(m, specs)
@@ -126,13 +128,14 @@ class _Loader:
                 f.wakeup_enabled = f.driver.wakeup
             names = s.get("netdev", [])
             self.netdev_names[f] = [names] if isinstance(names, str) else list(names)
-        boot_log(m, iommu_on, iommu.get("x2apic", True))
+        boot_log(m, iommu_on, iommu_spec.get("x2apic", True))
         if iommu_on:
             m.groups = Groups(default_domain(cmdline, dmar[0]), m,
                               pinned={f.pinned_group for f in m.functions if f.pinned_group is not None})
             for f in m.functions:
                 g = m.groups.add_device(f, m.functions)
                 m.kmsg.boot(f"pci {f.name}: Adding to iommu group {g.id}")
+                iommu.attach_device(m, f)
             m.kmsg.boot("DMAR: Intel(R) Virtualization Technology for Directed I/O")
         for f in m.functions:
             if f.driver is not None:

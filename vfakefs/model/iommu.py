@@ -1,0 +1,122 @@
+"""The IOMMU core between groups and the remapping hardware (drivers/iommu/iommu.c,
+intel/iommu.c, dma-iommu.c): each group's default domain, the context entries
+of its members, the DMA API drivers map through, and the fault handler's policy."""
+from __future__ import annotations
+
+from vfakefs.model.dmar import Fault, Translation
+from vfakefs.model.groups import dma_alias_root
+from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.pagetable import R, W
+
+DEFAULT_FAULT_THRESHOLD = 100
+
+
+def unit(m):
+    return m.dmar[0] if m.dmar and m.iommu_on else None
+
+
+def rids(dev) -> set[int]:
+    """The requester IDs a function's DMA can carry: its own and a bridge alias."""
+    out = {dev.bdf.rid}
+    alias = dma_alias_root(dev)
+    if alias is not dev:
+        out.add(alias.secondary << 8 if alias.is_bridge else alias.bdf.rid)
+    return out
+
+
+def attach_device(m, dev) -> None:
+    """iommu_probe_device + attach to the group's default domain."""
+    u = unit(m)
+    if u is None or dev.group is None:
+        return
+    group = dev.group
+    if group.domain is None:
+        group.domain = u.new_domain(group.default_domain)
+    for rid in rids(dev):
+        u.set_context(rid, group.domain)
+
+
+def detach_device(m, dev, group) -> None:
+    u = unit(m)
+    if u is None:
+        return
+    for rid in rids(dev):
+        u.set_context(rid, None)
+    if not group.devices and group.domain is not None:
+        u.domains.pop(group.domain.did, None)
+        group.domain = None
+
+
+def change_domain(m, group) -> None:
+    """A `type` write: a new default domain, every member's context entry re-programmed."""
+    u = unit(m)
+    if u is None:
+        return
+    old = group.domain
+    group.domain = u.new_domain(group.default_domain)
+    for dev in group.devices:
+        for rid in rids(dev):
+            u.set_context(rid, group.domain)
+    if old is not None and old.did != 1:
+        u.domains.pop(old.did, None)
+
+
+# --- the DMA API a driver maps through -----------------------------------------------------------
+def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> int:
+    """dma_map_single(): an IOVA for `size` bytes of host memory (identity: the address itself)."""
+    size = (size + 0xFFF) & ~0xFFF
+    if hpa is None:
+        hpa = m.alloc_host_memory(size)
+    u = unit(m)
+    dom = dev.group.domain if u is not None and dev.group is not None else None
+    if dom is None or dom.table is None:
+        return hpa
+    iova = dom.alloc_iova(size)
+    dom.table.map(iova, hpa, size, R | (W if write else 0))
+    dom.mappings[iova] = (hpa, size, R | (W if write else 0))
+    if u.cap & 0x80:                                  # caching mode: invalidate on map too
+        u.invalidate_pages(dom.did, iova, size)
+    return iova
+
+
+def dma_unmap(m, dev, iova: int) -> None:
+    u = unit(m)
+    dom = dev.group.domain if u is not None and dev.group is not None else None
+    if dom is None or dom.table is None or iova not in dom.mappings:
+        return
+    _, size, _ = dom.mappings.pop(iova)
+    dom.table.unmap(iova, size)
+    u.invalidate_pages(dom.did, iova, size)           # strict mode; DMA-FQ would batch these
+
+
+# --- DMA from a device, and what the kernel does with faults ---------------------------------------
+def dma(m, dev, iova: int, size: int, write: bool) -> Translation:
+    """One DMA request from dev: no bus mastering, no request; else the unit translates."""
+    if not dev.config.r16(0x04) & 0x4:
+        return Translation(fault=None)
+    u = unit(m)
+    if u is None:
+        return Translation(hpa=iova)
+    t = u.translate(dev.bdf.rid, iova, size, write)
+    if t.fault is not None:
+        handle_faults(m)
+    return t
+
+
+def handle_faults(m) -> list[Fault]:
+    """dmar_fault() plus vfakefs's policy: count faults per device and, past the
+    threshold, disable the device's bus mastering (the essay's FAULT_THRESHOLD)."""
+    u = unit(m)
+    if u is None:
+        return []
+    faults = u.service_faults(m.kmsg.log)
+    for f in faults:
+        dev = m.by_rid(f.sid)
+        if dev is None:
+            continue
+        dev.dma_faults += 1
+        if dev.dma_faults == m.fault_threshold and dev.config.r16(0x04) & 0x4:
+            dev.config.w16(0x04, dev.config.r16(0x04) & ~0x4)
+            m.kmsg.dev(dev, f"DMAR: {dev.dma_faults} DMA faults reached the threshold; "
+                            "bus mastering disabled", KERN_WARNING)
+    return faults

@@ -1,0 +1,38 @@
+"""Simulated physical memory for the remapping structures: 4 KiB pages of
+64-bit words in one numpy array, so a page walk is array indexing and a batch
+of walks is a gather."""
+from __future__ import annotations
+
+import numpy as np
+
+PAGE = 4096
+QWORDS = PAGE // 8
+
+
+class PhysMem:
+    """Pages handed out upwards from `base`; addresses are host-physical."""
+
+    def __init__(self, base: int = 0x594000, pages: int = 64):
+        self.base = base
+        self.q = np.zeros(pages * QWORDS, dtype=np.uint64)
+        self.used = 0
+
+    def alloc_page(self) -> int:
+        if (self.used + 1) * QWORDS > len(self.q):
+            self.q = np.concatenate([self.q, np.zeros(len(self.q), dtype=np.uint64)])
+        addr = self.base + self.used * PAGE
+        self.used += 1
+        return addr
+
+    def index(self, addr):
+        """Word index of a physical address (scalar or array)."""
+        return (addr - self.base) >> 3
+
+    def read(self, addr: int) -> int:
+        return int(self.q[(addr - self.base) >> 3])
+
+    def write(self, addr: int, value: int) -> None:
+        self.q[(addr - self.base) >> 3] = value
+
+    def owns(self, addr: int) -> bool:
+        return self.base <= addr < self.base + self.used * PAGE

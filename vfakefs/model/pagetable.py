@@ -1,0 +1,113 @@
+"""VT-d second-level page tables (VT-d spec 9.8): 512 entries a level, 4 KiB
+pages, 2 MiB and 1 GiB superpages (PS at levels 2 and 3)."""
+from __future__ import annotations
+
+import numpy as np
+
+from vfakefs.model.memory import PAGE, PhysMem
+
+R, W, PS, SNP = 0x1, 0x2, 0x80, 0x800
+ADDR = 0x000F_FFFF_FFFF_F000          # bits 12..51
+LEVEL_SHIFT = {1: 12, 2: 21, 3: 30, 4: 39, 5: 48}
+SUPERPAGE_LEVELS = {2: 1 << 21, 3: 1 << 30}
+
+
+def idx(iova: int, level: int) -> int:
+    return (iova >> LEVEL_SHIFT[level]) & 511
+
+
+class PageTable:
+    """One domain's tables: `levels` deep (3 for a 39-bit, 4 for a 48-bit width)."""
+
+    def __init__(self, mem: PhysMem, levels: int, superpages: tuple[int, ...] = (2,)):
+        self.mem, self.levels = mem, levels
+        self.superpages = superpages      # levels whose PS bit the hardware supports (CAP.SLLPS)
+        self.pgd = mem.alloc_page()
+        self.mapped_pages = 0
+
+    @property
+    def width(self) -> int:
+        return 12 + 9 * self.levels
+
+    def map(self, iova: int, hpa: int, size: int, prot: int = R | W, snoop: bool = False) -> None:
+        """Map [iova, iova+size) to hpa, with the largest pages alignment allows."""
+        if (iova | hpa | size) & (PAGE - 1) or size <= 0 or iova + size > 1 << self.width:
+            raise ValueError("unaligned or out-of-range mapping")
+        end = iova + size
+        while iova < end:
+            level = 1
+            for lv in (3, 2):
+                span = SUPERPAGE_LEVELS[lv]
+                if lv in self.superpages and not (iova | hpa) & (span - 1) and iova + span <= end:
+                    level = lv
+                    break
+            span = 1 << LEVEL_SHIFT[level]
+            table = self._table_for(iova, level)
+            leaf = (hpa & ADDR) | prot | (SNP if snoop else 0) | (PS if level > 1 else 0)
+            self.mem.write(table + 8 * idx(iova, level), leaf)
+            self.mapped_pages += span // PAGE
+            iova += span
+            hpa += span
+
+    def unmap(self, iova: int, size: int) -> int:
+        """Clear the leaves covering [iova, iova+size); returns bytes unmapped."""
+        end, done = iova + size, 0
+        while iova < end:
+            entry_addr, level = self._leaf(iova)
+            span = 1 << LEVEL_SHIFT[level]
+            if entry_addr is not None:
+                self.mem.write(entry_addr, 0)
+                self.mapped_pages -= span // PAGE
+                done += span
+            iova = (iova | (span - 1)) + 1
+        return done
+
+    def _table_for(self, iova: int, level: int) -> int:
+        table = self.pgd
+        for lv in range(self.levels, level, -1):
+            slot = table + 8 * idx(iova, lv)
+            e = self.mem.read(slot)
+            if not e & (R | W):
+                nxt = self.mem.alloc_page()
+                self.mem.write(slot, nxt | R | W)      # non-leaf entries: addr | R | W
+                e = nxt
+            elif e & PS:
+                raise ValueError(f"{iova:#x} is inside a superpage")
+            table = e & ADDR
+        return table
+
+    def _leaf(self, iova: int) -> tuple[int | None, int]:
+        table = self.pgd
+        for lv in range(self.levels, 0, -1):
+            slot = table + 8 * idx(iova, lv)
+            e = self.mem.read(slot)
+            if not e & (R | W):
+                return None, lv
+            if lv == 1 or e & PS:
+                return slot, lv
+            table = e & ADDR
+        return None, 1
+
+    def entries(self, iova: int) -> list[int]:
+        """The entries a walk of iova reads, top level first (for debugfs and fault dumps)."""
+        out, table = [], self.pgd
+        for lv in range(self.levels, 0, -1):
+            e = self.mem.read(table + 8 * idx(iova, lv))
+            out.append(e)
+            if not e & (R | W) or lv == 1 or e & PS:
+                break
+            table = e & ADDR
+        return out
+
+    def leaves(self):
+        """(iova, level, entries top-down) of every present leaf, in IOVA order."""
+        def walk(table, lv, base, path):
+            q = self.mem.q[self.mem.index(table): self.mem.index(table) + 512]
+            for i in np.nonzero(q & np.uint64(R | W))[0]:
+                e = int(q[i])
+                iova = base | int(i) << LEVEL_SHIFT[lv]
+                if lv == 1 or e & PS:
+                    yield iova, lv, path + [e]
+                else:
+                    yield from walk(e & ADDR, lv - 1, iova, path + [e])
+        yield from walk(self.pgd, self.levels, 0, [])
