@@ -14,11 +14,15 @@ import time
 from dataclasses import dataclass
 
 import pyfuse3
+import trio
 
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
+STREAM_POLL = 1.0  # a blocked /dev/kmsg read looks this often whether its reader was killed
+MAX_WAITERS = 64   # blocked stream reads at once (each holds one of pyfuse3's 99 workers)
+SIGKILL_BIT = 1 << 8
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
@@ -30,6 +34,8 @@ class OpenFile:
     error: int = 0                 # show() failed: reads report it, as seq_file does
     privileged: bool = False
     used: bool = False             # read once already: offset 0 means start over
+    stream: object = None          # a Stream's reader (/dev/kmsg): keeps its own position
+    pid: int = 0                   # who opened it (a blocked read checks it was not killed)
 
 
 class SysfsOps(pyfuse3.Operations):
@@ -50,6 +56,7 @@ class SysfsOps(pyfuse3.Operations):
         self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
+        self.waiters = 0
         self.published = generation()
         self.time_ns = time.time_ns()
 
@@ -112,6 +119,12 @@ class SysfsOps(pyfuse3.Operations):
     # --- attributes -------------------------------------------------------------------
     def attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
         """Attributes, computed once per generation (a directory's nlink needs its listing)."""
+        if isinstance(node, Bound) and node.stream:
+            # a stream's size moves with every record: always fresh, never cached by the
+            # kernel either, so that lseek(SEEK_END) asks for it
+            a = self._attrs(ino, node)
+            a.attr_timeout = 0
+            return a
         gen = self.generation()
         hit = self.attr_cache.get(ino)
         if hit is not None and hit[0] == gen:
@@ -225,12 +238,19 @@ class SysfsOps(pyfuse3.Operations):
         # kernfs checks the mode even for root, and that the attribute has the operation
         # at all (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK in kernfs_fop_open)
         mode = self.mode_of(inode, node)
-        can_read = node.decl.read is not None if node.binary else node.decl.show is not None
-        can_write = node.decl.write is not None if node.binary else node.decl.store is not None
+        if node.stream:
+            can_read = can_write = True
+        elif node.binary:
+            can_read, can_write = node.decl.read is not None, node.decl.write is not None
+        else:
+            can_read, can_write = node.decl.show is not None, node.decl.store is not None
         if (want_read and not (mode & 0o444 and can_read)) or (want_write and not (mode & 0o222 and can_write)):
             raise pyfuse3.FUSEError(errno.EACCES)
-        of = OpenFile(node, privileged=ctx.uid == 0)
-        if want_read and not node.binary:
+        of = OpenFile(node, privileged=ctx.uid == 0, pid=ctx.pid)
+        if node.stream:
+            with kernel_errors():
+                of.stream = node.decl.open(node.obj, bool(flags & os.O_NONBLOCK))
+        elif want_read and not node.binary:
             self.reshow(of)
         fh = self.next_fh
         self.next_fh += 1
@@ -239,6 +259,8 @@ class SysfsOps(pyfuse3.Operations):
 
     async def read(self, fh, off, size):
         of = self.files[fh]
+        if of.stream is not None:
+            return await self.stream_read(of, off, size)
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
@@ -250,6 +272,31 @@ class SysfsOps(pyfuse3.Operations):
         if of.error:
             raise pyfuse3.FUSEError(of.error)
         return of.content[off:off + size]
+
+    async def stream_read(self, of: OpenFile, off: int, size: int) -> bytes:
+        """One record per read (/dev/kmsg). At the end: EAGAIN for O_NONBLOCK (as the
+        file was opened: a later fcntl(F_SETFL) never reaches the server), else wait
+        for the next record. pyfuse3 does not pass FUSE_INTERRUPT on, so a waiting
+        read checks now and then whether its reader was killed, and answers EINTR
+        then (the killed reader waits for that answer in the kernel)."""
+        while True:
+            with kernel_errors():
+                data = of.stream.read(off, size)
+            if data is not None:
+                return data
+            if of.stream.nonblock or self.waiters >= MAX_WAITERS:
+                raise pyfuse3.FUSEError(errno.EAGAIN)
+            event = trio.Event()
+            unsubscribe = of.node.decl.subscribe(of.node.obj, event.set)
+            self.waiters += 1
+            try:
+                with trio.move_on_after(STREAM_POLL):
+                    await event.wait()
+            finally:
+                self.waiters -= 1
+                unsubscribe()
+            if not event.is_set() and _killed(of.pid):
+                raise pyfuse3.FUSEError(errno.EINTR)
 
     def reshow(self, of: OpenFile) -> None:
         of.content, of.error = None, 0
@@ -264,7 +311,9 @@ class SysfsOps(pyfuse3.Operations):
         if not buf:
             return 0  # a zero-length write never reaches store()
         with kernel_errors():
-            if of.node.binary:
+            if of.stream is not None:
+                n = of.stream.write(bytes(buf))
+            elif of.node.binary:
                 n = of.node.decl.write(of.node.obj, off, buf)
             else:
                 buf = buf[:WRITE_MAX]
@@ -351,6 +400,27 @@ class SysfsOps(pyfuse3.Operations):
             del self.paths[ino]
             self.overrides.pop(ino, None)
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
+
+
+def _killed(pid: int) -> bool:
+    """Whether a SIGKILL (also what a fatal signal becomes) is pending for any thread
+    of the process that has thread `pid`: a reader blocked in a FUSE read cannot die
+    before the read is answered."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            tgid = next(line.split()[1] for line in f if line.startswith("Tgid:"))
+        tasks = os.listdir(f"/proc/{tgid}/task")
+    except (OSError, StopIteration):
+        return False   # gone: whoever inherited the descriptor is still reading
+    for tid in tasks:
+        try:
+            with open(f"/proc/{tgid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & SIGKILL_BIT:
+                        return True
+        except OSError:
+            continue
+    return False
 
 
 def _same(old, new) -> bool:

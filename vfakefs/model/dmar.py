@@ -7,6 +7,8 @@ is the kernel's handler (dmar_fault) with its log lines.
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +87,7 @@ class DmarUnit:
     iq: list = field(default_factory=list)             # (qw0, qw1, status) of the invalidation queue
     iq_tail: int = 0
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
+    perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
 
     def __post_init__(self):
         self.iotlb = Iotlb(self.iotlb_entries)
@@ -94,6 +97,7 @@ class DmarUnit:
         self.iq = [(0, 0, 0)] * IQ_ENTRIES
         self.context_tables: dict[int, int] = {}
         self._did_next = 2            # 0 is reserved; 1 is the static identity domain's
+        self._runs: list[float] = []  # when the fault handler ran (its ratelimit)
 
     # --- capability fields -------------------------------------------------------------
     @property
@@ -169,7 +173,8 @@ class DmarUnit:
         did = dom.did if dom is not None else 0
         self.queue_invalidation(0x1 | 3 << 4 | did << 16 | rid << 32, 0)     # context cache, device
         self.queue_invalidation(0x2 | 2 << 4 | 3 << 6 | did << 16, 0)        # IOTLB, domain, DR DW
-        self.iotlb.invalidate_domain(did)
+        with self.timed(1):
+            self.iotlb.invalidate_domain(did)
 
     def context(self, rid: int) -> tuple[int, int]:
         slot = self.context_slot(rid, create=False)
@@ -189,7 +194,24 @@ class DmarUnit:
         pages = max(1, size >> 12)
         am = (pages - 1).bit_length()
         self.queue_invalidation(0x2 | 3 << 4 | 3 << 6 | did << 16, (iova & ~((1 << (12 + am)) - 1)) | am)
-        self.iotlb.invalidate_pages(did, iova, am)
+        with self.timed(1):
+            self.iotlb.invalidate_pages(did, iova, am)
+
+    @contextmanager
+    def timed(self, kind: int):
+        """dmar_latency_update(): bucket how long an invalidation took, when enabled."""
+        t0 = time.perf_counter_ns()
+        yield
+        counts = self.perf.get(kind)
+        if counts is None:
+            return
+        us = (time.perf_counter_ns() - t0) / 1000
+        bucket = next((i for i, top in enumerate((0.1, 1, 10, 100, 1000, 10000)) if us < top), 6)
+        counts[bucket] += 1
+        n = sum(counts[:7])
+        counts[7] = int(us) if n == 1 else min(counts[7], int(us))
+        counts[8] = max(counts[8], int(us))
+        counts[9] = int((counts[9] * (n - 1) + us) / n)
 
     # --- translation (VT-d spec 3.6, 3.7) -------------------------------------------------------
     def translate(self, rid: int, iova: int, size: int = 1, write: bool = False) -> Translation:
@@ -308,14 +330,18 @@ class DmarUnit:
                 return
         self.fsts |= FSTS_PFO                                         # all full: the fault is lost
 
-    def service_faults(self, log) -> list[Fault]:
-        """dmar_fault(): log each recorded fault, clear its F bit, clear FSTS."""
+    def service_faults(self, log, now: float = 0.0) -> list[Fault]:
+        """dmar_fault(): log each recorded fault, clear its F bit, clear FSTS.
+        Like the kernel it prints only within its ratelimit (10 runs per 5 s);
+        the faults are cleared and counted all the same."""
         pending = [f for f in self.frcd if f is not None]
         if not pending and not self.fsts:
             return []
-        log(f"DMAR: DRHD: handling fault status reg {self.fsts:x}", 3)
-        for f in pending:
-            log(f.log_line(), 3)
+        self._runs = [t for t in self._runs if now - t < 5.0] + [now]
+        if len(self._runs) <= 10:
+            log(f"DMAR: DRHD: handling fault status reg {self.fsts:x}", 3)
+            for f in pending:
+                log(f.log_line(), 3)
         self.frcd = [None] * self.nfr
         self.fsts = 0
         self.fault_log.extend(pending)

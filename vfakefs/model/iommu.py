@@ -24,6 +24,17 @@ def rids(dev) -> set[int]:
     return out
 
 
+def new_default_domain(u, group):
+    """A domain of the group's type with its direct regions (RMRRs, the ISA floppy
+    window) mapped 1:1 in 4 KiB pages, as iommu_create_device_direct_mappings does."""
+    dom = u.new_domain(group.default_domain)
+    if dom.table is not None:
+        for start, end, kind in group.reserved_regions():
+            if kind.startswith("direct"):
+                dom.table.map(start, start, end - start + 1, R | W, superpages=False)
+    return dom
+
+
 def attach_device(m, dev) -> None:
     """iommu_probe_device + attach to the group's default domain."""
     u = unit(m)
@@ -31,7 +42,7 @@ def attach_device(m, dev) -> None:
         return
     group = dev.group
     if group.domain is None:
-        group.domain = u.new_domain(group.default_domain)
+        group.domain = new_default_domain(u, group)
     for rid in rids(dev):
         u.set_context(rid, group.domain)
 
@@ -53,7 +64,7 @@ def change_domain(m, group) -> None:
     if u is None:
         return
     old = group.domain
-    group.domain = u.new_domain(group.default_domain)
+    group.domain = new_default_domain(u, group)
     for dev in group.devices:
         for rid in rids(dev):
             u.set_context(rid, group.domain)
@@ -109,7 +120,7 @@ def handle_faults(m) -> list[Fault]:
     u = unit(m)
     if u is None:
         return []
-    faults = u.service_faults(m.kmsg.log)
+    faults = u.service_faults(m.kmsg.log, m.kmsg.uptime_usec() / 1e6)
     for f in faults:
         dev = m.by_rid(f.sid)
         if dev is None:

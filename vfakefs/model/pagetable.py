@@ -29,7 +29,8 @@ class PageTable:
     def width(self) -> int:
         return 12 + 9 * self.levels
 
-    def map(self, iova: int, hpa: int, size: int, prot: int = R | W, snoop: bool = False) -> None:
+    def map(self, iova: int, hpa: int, size: int, prot: int = R | W, snoop: bool = False,
+            superpages: bool = True) -> None:
         """Map [iova, iova+size) to hpa, with the largest pages alignment allows."""
         if (iova | hpa | size) & (PAGE - 1) or size <= 0 or iova + size > 1 << self.width:
             raise ValueError("unaligned or out-of-range mapping")
@@ -38,7 +39,7 @@ class PageTable:
             level = 1
             for lv in (3, 2):
                 span = SUPERPAGE_LEVELS[lv]
-                if lv in self.superpages and not (iova | hpa) & (span - 1) and iova + span <= end:
+                if superpages and lv in self.superpages and not (iova | hpa) & (span - 1) and iova + span <= end:
                     level = lv
                     break
             span = 1 << LEVEL_SHIFT[level]

@@ -68,7 +68,27 @@ def from_text(text: str, source: str = "<topology>", base: Path | None = None) -
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TopologyError(source, "", f"not valid TOML: {e}") from None
-    return _Loader(data, source, base or Path(".")).machine()
+    m = _Loader(data, source, base or Path(".")).machine()
+    m.source = (text, source, base)
+    return m
+
+
+def reset(m: Machine) -> None:
+    """Back to the topology's initial state, in place: the views, the mount and the
+    kernel log (which goes on) keep their Machine."""
+    text, source, base = m.source
+    fresh = from_text(text, source, base)
+    keep = {"_listeners": m._listeners, "kmsg": m.kmsg, "generation": m.generation}
+    m.__dict__.update(fresh.__dict__)
+    m.__dict__.update(keep)
+    for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
+        obj.machine = m
+    if m.groups is not None:
+        m.groups.machine = m
+        for g in m.groups.by_id.values():
+            g.machine = m
+    m.kmsg.log("vfakefs: machine reset to its topology")
+    m.changed()
 
 
 def _size(value, err) -> int:

@@ -1,4 +1,4 @@
-"""The three node kinds of the view (plus binary attributes and device nodes).
+"""The three node kinds of the view (plus binary attributes, record streams and device nodes).
 
 An Attr is a declaration like the kernel's DEVICE_ATTR: a show/store pair and a
 mode, written once at module level; `bind(obj)` pairs it with the object it
@@ -43,8 +43,25 @@ class BinAttr:
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """A file read record by record, like /dev/kmsg: open(obj, nonblock) -> a reader
+    with read(offset, n) -> bytes, or None when there is nothing to read yet (the
+    adapter then answers EAGAIN or waits), and write(data) -> count. subscribe(obj, fn)
+    calls fn() whenever there may be something new; it returns the unsubscribe
+    function. size(obj) is what stat shows: it changes, so it is never cached."""
+    name: str
+    open: Callable[[Any, bool], Any]
+    subscribe: Callable[[Any, Callable[[], None]], Callable[[], None]]
+    size: Callable[[Any], int] | int = 0
+    mode: int = 0o644
+
+    def bind(self, obj) -> Bound:
+        return Bound(self, obj)
+
+
+@dataclass(frozen=True, slots=True)
 class Bound:
-    decl: Attr | BinAttr
+    decl: Attr | BinAttr | Stream
     obj: Any
 
     @property
@@ -59,6 +76,10 @@ class Bound:
     @property
     def binary(self) -> bool:
         return isinstance(self.decl, BinAttr)
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.decl, Stream)
 
 
 @dataclass(frozen=True, slots=True)

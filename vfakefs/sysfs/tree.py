@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import weakref
 
-from vfakefs.sysfs import bus, devices, iommu, iommu_groups, net, nvme, vfio
+from vfakefs.sysfs import bus, devices, iommu, iommu_groups, kmsg, net, nvme, vfio
 from vfakefs.sysfs.nodes import Dir
 
 
@@ -35,10 +35,17 @@ class View:
 
     # --- the tree -------------------------------------------------------------------
     def root(self) -> Dir:
-        return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": vfio.dev_dir(self)}, 0o755)
+        return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": self.dev_dir()}, 0o755)
+
+    def dev_dir(self) -> Dir:
+        base = vfio.dev_dir(self)
+        return Dir(lambda: {**base.entries(), **kmsg.dev_entries(self)}, base.mode, tmpfs=True)
+
+    def debug_entries(self) -> dict:
+        return {"vfakefs": kmsg.debug_vfakefs_dir(self)}
 
     def sys_entries(self) -> dict:
-        kernel = {"debug": Dir({}, 0o700)}
+        kernel = {"debug": Dir(self.debug_entries, 0o700)}
         if self.m.iommu_on:
             kernel["iommu_groups"] = Dir(lambda: iommu_groups.groups_entries(self))
         return {
