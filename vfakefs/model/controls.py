@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from vfakefs.model import iommu
 from vfakefs.model.bdf import Bdf
 from vfakefs.model.errors import SysfsError
+from vfakefs.model.irq_remap import IR_FAULT_REASONS
 from vfakefs.model.kmsg import KERN_WARNING
 
 
@@ -56,6 +57,27 @@ def dma_request(m, text: str) -> str:
     if t.fault is None:
         return f"{dev.name} {words[1]} iova {iova:#x}: not issued (bus mastering disabled)\n"
     return f"{dev.name} {words[1]} iova {iova:#x}: fault: {t.fault.log_line().removeprefix('DMAR: ')}\n"
+
+
+# --- msi: `<bdf> <address> <data>` -------------------------------------------------------------
+def msi(m, text: str) -> str:
+    """A device writes an MSI; the remapping hardware checks it against its IRTE."""
+    words = text.split()
+    if len(words) != 3:
+        reject(m, "msi", "expected '<bdf> <address> <data>'")
+    dev = _device(m, "msi", words[0])
+    address, data = _int(m, "msi", words[1], "address"), _int(m, "msi", words[2], "data")
+    if address >> 20 != 0xFEE:
+        reject(m, "msi", f"address {address:#x} is not in the MSI window 0xfee00000-0xfeefffff")
+    if m.irq_remap is None:
+        return f"{dev.name}: delivered without remapping (vector {data & 0xFF:#x})\n"
+    r = m.irq_remap.deliver_msi(dev, address, data)
+    index = "compatibility format" if r.index is None else f"index {r.index:#x}"
+    if r.blocked:
+        return f"{dev.name}: {index}: blocked: [fault reason {r.reason:#04x}] {IR_FAULT_REASONS.get(r.reason, '')}\n"
+    how = "posted" if r.posted else "delivered"
+    cpus = ",".join(map(str, r.cpus))
+    return f"{dev.name}: {index}: {how} vector {r.vector:#04x} to cpu {cpus}\n"
 
 
 # --- fault_threshold ---------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class Machine:
         self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
         self.fault_threshold = 100              # DMA faults before a device loses bus mastering
         self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
+        self.irq_remap = None                   # irq_remap.IrqRemapTable when interrupt remapping is on
         self.source = None                      # (text, name, base) of the topology, for reset
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from vfakefs.model import config as C
-from vfakefs.model import iommu
+from vfakefs.model import iommu, irq_boot
 from vfakefs.model.bdf import Bdf
 from vfakefs.model.boot import boot_log, default_domain
 from vfakefs.model.builder import bar_flags, build_config
@@ -172,6 +172,8 @@ class _Loader:
                 m.add_netdev(f, f.driver)
         for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
             obj.machine = m
+        if iommu_on and m.interrupt_remapping and m.dmar[0].ir_supported:
+            m.irq_remap = irq_boot.build(m, x2apic=iommu_spec.get("x2apic", True))
         m.check()
         return m
 

@@ -1,0 +1,476 @@
+"""Interrupt remapping: the IRTE table, its allocation, and MSI delivery through it.
+
+Names are the VT-d specification's (ch. 5 "Interrupt Remapping", 9.9-9.11 IRTE and
+posted-interrupt descriptor) and drivers/iommu/intel/irq_remapping.c's (alloc_irte,
+free_irte, set_msi_sid, prepare_irte). The table is two numpy uint64 columns, lo and
+hi, exactly the 128-bit entries the hardware reads; everything else is derived.
+Faults go through the unit's own fault recording (DmarUnit.record_fault) and are
+serviced by its dmar_fault() model, so one place logs every VT-d fault.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from vfakefs.model.bdf import Bdf
+
+INTR_REMAP_TABLE_ENTRIES = 65536
+
+# dmar.c irq_remap_fault_reasons[] (0x20 + i)
+IR_FAULT_REASONS = {
+    0x20: "Detected reserved fields in the decoded interrupt-remapped request",
+    0x21: "Interrupt index exceeded the interrupt-remapping table size",
+    0x22: "Present field in the IRTE entry is clear",
+    0x23: "Error accessing interrupt-remapping table pointed by IRTA_REG",
+    0x24: "Detected reserved fields in the IRTE entry",
+    0x25: "Blocked a compatibility format interrupt request",
+    0x26: "Blocked an interrupt request due to source-id verification failure",
+}
+# VT-d 5.1.4.1: qualified faults are not recorded when the IRTE's FPD is set.
+QUALIFIED = {0x22, 0x24, 0x26}
+
+SVT_NO_VERIFY, SVT_VERIFY_SID, SVT_VERIFY_BUS = 0, 1, 2
+# SQ: which requester-id bits take part in the SVT=1 comparison (VT-d 9.10; QEMU vtd_svt_mask)
+SQ_MASKS = (0xFFFF, 0xFFFB, 0xFFF9, 0xFFF8)
+
+MANAGED_IRQ_SHUTDOWN_VECTOR = 0xEF  # x86: where an activated but not yet requested irq points
+POSTED_INTR_VECTOR = 0xF2           # KVM's notification vector
+FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR = 0x21, 0xEC
+IOAPIC_SID = 0xFF00                 # QEMU q35: Q35_PSEUDO_BUS_PLATFORM << 8 | Q35_PSEUDO_DEVFN_IOAPIC
+
+# reserved bits (VT-d 9.10): remapped-format low 12-14, 24-31; posted-format low 2-7, 12-13, 24-37;
+# high 84-95 in posted format, 84-127 in remapped format
+_RSV_LO_REMAP = 0x7 << 12 | 0xFF << 24
+_RSV_LO_POSTED = 0x3F << 2 | 0x3 << 12 | ((1 << 14) - 1) << 24
+_RSV_HI_REMAP = ~((1 << 20) - 1) & (2**64 - 1)
+_RSV_HI_POSTED = 0xFFF << 20
+_RSV_DLM = {3, 6}
+
+
+@dataclass(frozen=True, slots=True)
+class Irte:
+    """One 128-bit interrupt remapping table entry, field by field (VT-d 9.10)."""
+    present: bool = False
+    fpd: bool = False         # fault processing disable
+    dm: int = 0               # destination mode: 1 logical       (remapped format)
+    rh: int = 0               # redirection hint                  (remapped)
+    tm: int = 0               # trigger mode: 1 level             (remapped)
+    dlm: int = 0              # delivery mode                     (remapped)
+    avail: int = 0            # bits 8-11, for software
+    im: bool = False          # IRTE mode: 1 posted
+    urg: bool = False         # urgent                            (posted)
+    vector: int = 0
+    dest_id: int = 0          # bits 32-63; xAPIC uses only 40-47  (remapped)
+    pda: int = 0              # posted-interrupt descriptor address, 64-byte aligned (posted)
+    sid: int = 0
+    sq: int = 0
+    svt: int = 0
+
+    def encode(self) -> tuple[int, int]:
+        lo = int(self.present) | int(self.fpd) << 1 | self.avail << 8 | int(self.im) << 15 | self.vector << 16
+        hi = self.sid | self.sq << 16 | self.svt << 18
+        if self.im:
+            lo |= int(self.urg) << 14 | ((self.pda >> 6) & 0x3FFFFFF) << 38
+            hi |= (self.pda >> 32) << 32
+        else:
+            lo |= self.dm << 2 | self.rh << 3 | self.tm << 4 | self.dlm << 5 | self.dest_id << 32
+        return lo, hi
+
+    @classmethod
+    def decode(cls, lo: int, hi: int) -> Irte:
+        lo, hi = int(lo), int(hi)
+        common = dict(present=bool(lo & 1), fpd=bool(lo >> 1 & 1), avail=lo >> 8 & 0xF, im=bool(lo >> 15 & 1),
+                      vector=lo >> 16 & 0xFF, sid=hi & 0xFFFF, sq=hi >> 16 & 3, svt=hi >> 18 & 3)
+        if common["im"]:
+            return cls(urg=bool(lo >> 14 & 1), pda=(hi >> 32) << 32 | (lo >> 38) << 6, **common)
+        return cls(dm=lo >> 2 & 1, rh=lo >> 3 & 1, tm=lo >> 4 & 1, dlm=lo >> 5 & 7, dest_id=lo >> 32, **common)
+
+    @property
+    def xapic_dest(self) -> int:
+        return self.dest_id >> 8 & 0xFF
+
+    @staticmethod
+    def reserved_set(lo: int, hi: int, x2apic: bool, posted_ok: bool) -> bool:
+        """Any reserved bit set, in the format the entry's IM selects (fault reason 0x24)."""
+        lo, hi = int(lo), int(hi)
+        if lo >> 15 & 1:
+            return not posted_ok or bool(lo & _RSV_LO_POSTED or hi & _RSV_HI_POSTED or (hi >> 18 & 3) == 3)
+        bad = lo & _RSV_LO_REMAP or hi & _RSV_HI_REMAP or (hi >> 18 & 3) == 3 or (lo >> 5 & 7) in _RSV_DLM
+        if not x2apic:                       # IRTA.EIME=0: only bits 40-47 of the destination exist
+            bad = bad or lo >> 32 & 0xFFFF00FF
+        return bool(bad)
+
+
+def irte_dest(cpu: int, x2apic: bool) -> int:
+    """IRTE_DEST(): the APIC's logical destination for one CPU, placed as the IRTE wants it.
+    xAPIC flat logical: one bit per CPU in bits 40-47; x2APIC cluster: cluster << 16 | bit."""
+    if x2apic:
+        return (cpu >> 4) << 16 | 1 << (cpu & 15)
+    return (1 << cpu) << 8
+
+
+def dest_cpus(irte: Irte, x2apic: bool) -> tuple[int, ...]:
+    if not irte.dm:                                      # physical: the APIC id, which is the CPU here
+        return (irte.dest_id if x2apic else irte.xapic_dest,)
+    if x2apic:
+        base = (irte.dest_id >> 16) * 16
+        return tuple(base + b for b in range(16) if irte.dest_id >> b & 1)
+    return tuple(b for b in range(8) if irte.xapic_dest >> b & 1)
+
+
+@dataclass
+class PostedDescriptor:
+    """Posted-interrupt descriptor (VT-d 9.11): PIR bits 0-255, ON, SN, NV, NDST."""
+    ndst: int = 0
+    nv: int = POSTED_INTR_VECTOR
+    pir: int = 0
+    on: bool = False
+    sn: bool = False
+    posted: int = 0          # interrupts posted into PIR
+    notifications: int = 0   # notification events sent to ndst with nv
+
+    def post(self, vector: int, urgent: bool) -> bool:
+        """Hardware's posting: set the PIR bit; notify unless one is outstanding or suppressed."""
+        self.pir |= 1 << vector
+        self.posted += 1
+        if self.on or (self.sn and not urgent):
+            return False
+        self.on = True
+        self.notifications += 1
+        return True
+
+
+@dataclass(frozen=True)
+class MsiResult:
+    """What deliver_msi() did with one interrupt message."""
+    source: int                      # requester id
+    index: int | None = None
+    reason: int | None = None        # fault reason when blocked
+    vector: int | None = None
+    cpus: tuple[int, ...] = ()
+    posted: bool = False
+    notified: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def delivered(self) -> bool:
+        return self.reason is None
+
+    @property
+    def cpu(self) -> int | None:
+        return self.cpus[0] if self.cpus else None
+
+
+@dataclass
+class IrFault:
+    """An interrupt-remapping fault as the fault recording register holds it: FI in bits 63:48."""
+    sid: int
+    addr: int
+    reason: int
+    read: bool = False
+
+    @property
+    def index(self) -> int:
+        return self.addr >> 48
+
+    def log_line(self) -> str:
+        # dmar_fault_do_one(), INTR_REMAP branch (5.15+)
+        return ("DMAR: [INTR-REMAP] Request device [%02x:%02x.%d] fault index 0x%x [fault reason 0x%02x] %s"
+                % (self.sid >> 8, (self.sid >> 3) & 0x1F, self.sid & 7, self.index, self.reason,
+                   IR_FAULT_REASONS.get(self.reason, "Unknown")))
+
+
+class VectorMatrix:
+    """x86 irq_matrix, enough of it: each CPU's dynamic vectors; a new irq goes to the CPU
+    with the fewest allocated (lowest on a tie), at its lowest free vector."""
+
+    def __init__(self, nr_cpus: int):
+        self.used = [set() for _ in range(max(1, nr_cpus))]
+
+    def alloc(self, cpu: int | None = None) -> tuple[int, int]:
+        if cpu is None:
+            cpu = min(range(len(self.used)), key=lambda c: (len(self.used[c]), c))
+        cpu %= len(self.used)
+        vec = next(v for v in range(FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR) if v not in self.used[cpu])
+        self.used[cpu].add(vec)
+        return vec, cpu
+
+    def free(self, vector: int, cpu: int) -> None:
+        if 0 <= cpu < len(self.used):
+            self.used[cpu].discard(vector)
+
+
+def msi_sid(dev) -> tuple[int, int, int]:
+    """set_msi_sid(): (SVT, SQ, SID) for a function's MSIs. Behind a PCIe-to-PCI bridge the
+    requester id is the bridge's (secondary bus, devfn 0) alias, so only the bus range
+    from that secondary bus down to the device's own bus can be verified."""
+    up = dev.physfn.parent if dev.physfn is not None else dev.parent
+    while up is not None:
+        if up.kind == "pcie_pci_bridge" and dev.pcie_cap is None:
+            return SVT_VERIFY_BUS, 0, up.secondary << 8 | dev.bdf.bus
+        up = up.parent
+    return SVT_VERIFY_SID, 0, dev.bdf.rid
+
+
+def _rid(source) -> int:
+    if isinstance(source, int):
+        return source & 0xFFFF
+    if isinstance(source, str):
+        return Bdf.from_str(source).rid
+    if isinstance(source, Bdf):
+        return source.rid
+    return source.bdf.rid
+
+
+@dataclass
+class Owner:
+    """Who an allocated IRTE belongs to: an IOAPIC pin or a function's n-th vector."""
+    kind: str                  # "ioapic" or "msi"
+    key: object                # pin, or the function's Bdf
+    n: int = 0
+    managed: bool = False
+
+
+class IrqRemapTable:
+    """One DMAR unit's interrupt remapping table and the kernel's bookkeeping of it."""
+
+    def __init__(self, unit=None, *, x2apic: bool = False, nr_cpus: int = 2, kmsg=None,
+                 ioapic_sid: int = IOAPIC_SID, enabled: bool = True):
+        self.unit = unit
+        irta = getattr(unit, "irta", 0x20000F)
+        self.address = irta & ~0xFFF
+        self.size = min(INTR_REMAP_TABLE_ENTRIES, 2 ** ((irta & 0xF) + 1))
+        self.x2apic = x2apic
+        self.enabled = enabled            # GSTS.IRES
+        self.compat_blocked = True        # GSTS.CFIS clear: iommu_set_irq_remapping blocks compat MSIs
+        self.ioapic_sid = ioapic_sid
+        self.kmsg = kmsg
+        self.lo = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=np.uint64)
+        self.hi = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=np.uint64)
+        self.bitmap = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=bool)
+        self.owners: dict[int, Owner] = {}
+        self.allocs: dict[Bdf, list[tuple[int, int]]] = {}    # function -> (base, count) blocks
+        self.matrix = VectorMatrix(nr_cpus)
+        self.descriptors: dict[int, PostedDescriptor] = {}
+        self.saved: dict[int, tuple[int, int]] = {}           # remapped IRTE kept while posted
+        self.deliveries: Counter = Counter()                   # (vector, cpu) -> count
+        self.by_device: Counter = Counter()                    # requester id -> delivered count
+        self.faults: list[IrFault] = []
+
+    # --- unit facts ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return getattr(self.unit, "name", "dmar0")
+
+    @property
+    def pi_supported(self) -> bool:
+        return bool(getattr(self.unit, "cap", 0) >> 59 & 1)   # CAP.PI
+
+    # --- entries ------------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> Irte:
+        return Irte.decode(self.lo[index], self.hi[index])
+
+    def write(self, index: int, irte: Irte) -> None:
+        """modify_irte(): the entry changes as one 128-bit store."""
+        lo, hi = irte.encode()
+        self.lo[index], self.hi[index] = np.uint64(lo), np.uint64(hi)
+
+    def clear(self, index: int, count: int = 1) -> None:
+        self.lo[index:index + count] = 0
+        self.hi[index:index + count] = 0
+
+    def present(self) -> np.ndarray:
+        """Indices of present entries, in table order."""
+        return np.nonzero(self.lo & np.uint64(1))[0]
+
+    # --- allocation (alloc_irte / free_irte) ---------------------------------------------------------
+    def alloc_irte(self, count: int = 1) -> int:
+        """bitmap_find_free_region(): the lowest free block of count rounded up to a power of
+        two, aligned to its size (multi-MSI needs base | subhandle addressing)."""
+        span = 1 << (count - 1).bit_length()
+        free = ~self.bitmap[:self.size].reshape(-1, span).any(axis=1) if self.size % span == 0 else None
+        hits = np.nonzero(free)[0] if free is not None else ()
+        if not len(hits):
+            raise MemoryError(f"{self.name}: no free IRTE block of {span}")
+        index = int(hits[0]) * span
+        self.bitmap[index:index + span] = True
+        return index
+
+    def free_irte(self, index: int, count: int = 1) -> None:
+        span = 1 << (count - 1).bit_length()
+        for i in range(index, index + span):
+            own = self.owners.pop(i, None)
+            e = self[i]
+            if own is not None and e.present and not e.im and e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR:
+                for cpu in dest_cpus(e, self.x2apic):
+                    self.matrix.free(e.vector, cpu)
+            self.descriptors.pop(i, None)
+            self.saved.pop(i, None)
+        self.clear(index, span)
+        self.bitmap[index:index + span] = False
+
+    def _remapped(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> Irte:
+        """prepare_irte() + set_irte_sid(): edge, fixed, logical, redirection hint set."""
+        return Irte(present=True, dm=1, rh=1, vector=vector, dest_id=irte_dest(cpu, self.x2apic),
+                    sid=sid, sq=sq, svt=svt)
+
+    def alloc_ioapic_pin(self, pin: int, requested: bool) -> int:
+        """An IOAPIC pin's irq: its IRTE is allocated with the irq and written (present) only
+        when the irq is started, i.e. requested."""
+        index = self.alloc_irte(1)
+        self.owners[index] = Owner("ioapic", pin)
+        if requested:
+            vector, cpu = self.matrix.alloc()
+            self.write(index, self._remapped(vector, cpu, SVT_VERIFY_SID, 0, self.ioapic_sid))
+        return index
+
+    def alloc_msi(self, dev, nvec: int, kind: str = "msix", *, requested: bool = True,
+                  managed_from: int | None = None) -> list[int]:
+        """pci_alloc_irq_vectors() through the remapping domain: MSI-X one IRTE per vector, MSI
+        one aligned block; each entry is activated at once (reservation mode), pointing at
+        MANAGED_IRQ_SHUTDOWN_VECTOR on CPU 0 until request_irq. Vectors from managed_from on
+        are managed: spread one per CPU and started at once."""
+        svt, sq, sid = msi_sid(dev)
+        if kind == "msi":
+            base = self.alloc_irte(nvec)
+            indices = list(range(base, base + nvec))
+        else:
+            indices = [self.alloc_irte(1) for _ in range(nvec)]
+        for n, index in enumerate(indices):
+            managed = managed_from is not None and n >= managed_from
+            self.owners[index] = Owner("msi", dev.bdf, n, managed)
+            if managed:
+                vector, cpu = self.matrix.alloc((n - managed_from) % len(self.matrix.used))
+            elif requested:
+                vector, cpu = self.matrix.alloc()
+            else:
+                vector, cpu = MANAGED_IRQ_SHUTDOWN_VECTOR, 0
+            self.write(index, self._remapped(vector, cpu, svt, sq, sid))
+        allocs = self.allocs.setdefault(dev.bdf, [])
+        allocs.extend([(indices[0], nvec)] if kind == "msi" else [(i, 1) for i in indices])
+        return indices
+
+    def request_irqs(self, dev) -> None:
+        """request_irq() for vectors still parked on the shutdown vector (a netdev's ndo_open)."""
+        for index in self.indices(dev):
+            e = self[index]
+            if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
+                vector, cpu = self.matrix.alloc()
+                self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
+
+    def free_msi(self, dev) -> None:
+        """pci_free_irq_vectors(): every IRTE of the function is cleared and freed."""
+        for base, count in self.allocs.pop(dev.bdf, []):
+            self.free_irte(base, count)
+
+    def indices(self, dev) -> list[int]:
+        return [base + i for base, count in self.allocs.get(dev.bdf, []) for i in range(count)]
+
+    # --- posted interrupts (intel_ir_set_vcpu_affinity) ----------------------------------------------
+    def set_posted(self, index: int, pda: int, vector: int, *, ndst: int = 0, urgent: bool = False,
+                   nv: int = POSTED_INTR_VECTOR) -> PostedDescriptor:
+        """Point an entry at a vCPU's posted-interrupt descriptor: IM=1, the guest vector, PDA.
+        The remapped entry is kept to restore when the vCPU lets go."""
+        e = self[index]
+        if not e.present:
+            raise ValueError(f"IRTE {index} is not present")
+        if pda & 0x3F:
+            raise ValueError("posted-interrupt descriptor must be 64-byte aligned")
+        if not e.im:
+            self.saved[index] = e.encode()
+        desc = self.descriptors.setdefault(pda, PostedDescriptor(ndst=ndst, nv=nv))
+        self.write(index, Irte(present=True, fpd=e.fpd, avail=e.avail, im=True, urg=urgent, vector=vector,
+                               pda=pda, sid=e.sid, sq=e.sq, svt=e.svt))
+        return desc
+
+    def clear_posted(self, index: int) -> None:
+        """irq_set_vcpu_affinity(NULL): back to the remapped entry the host programmed."""
+        lo, hi = self.saved.pop(index)
+        self.lo[index], self.hi[index] = np.uint64(lo), np.uint64(hi)
+
+    # --- MSI messages -------------------------------------------------------------------------------
+    @staticmethod
+    def msi_message(index: int, subhandle: int | None = 0) -> tuple[int, int]:
+        """The remappable-format message the kernel programs (arch/x86 msi.h dmar_* fields):
+        address 0xFEE | handle[14:0] << 5 | format << 4 | SHV << 3 | handle[15] << 2; data = subhandle."""
+        shv = subhandle is not None
+        addr = 0xFEE00000 | (index & 0x7FFF) << 5 | 1 << 4 | int(shv) << 3 | (index >> 15 & 1) << 2
+        return addr, subhandle or 0
+
+    def dev_message(self, dev, n: int = 0) -> tuple[int, int]:
+        """The message a function's n-th vector sends: a multi-MSI block shares its base handle."""
+        blocks = self.allocs[dev.bdf]
+        if len(blocks) == 1 and blocks[0][1] > 1:
+            return self.msi_message(blocks[0][0], n)
+        return self.msi_message(blocks[n][0], 0)
+
+    # --- delivery (VT-d 5.1.4) ----------------------------------------------------------------------
+    def deliver_msi(self, source, address: int, data: int) -> MsiResult:
+        """An interrupt message from `source` (a Bdf, name, function or requester id) through
+        the remapping hardware: blocked with a fault reason, or delivered to CPUs or posted."""
+        rid = _rid(source)
+        if address >> 20 != 0xFEE:
+            raise ValueError(f"{address:#x} is not an interrupt address (0xFEEx_xxxx)")
+        if not address >> 4 & 1:                                   # compatibility format
+            if self.enabled and self.compat_blocked:
+                return self._block(rid, 0, 0x25)
+            vector, dest = data & 0xFF, address >> 12 & 0xFF
+            cpus = tuple(b for b in range(8) if dest >> b & 1) if address >> 2 & 1 else (dest,)
+            return self._deliver(rid, None, vector, cpus)
+        handle = (address >> 5 & 0x7FFF) | (address >> 2 & 1) << 15
+        if data & 0xFFFF0000:
+            return self._block(rid, handle, 0x20)
+        index = handle + (data & 0xFFFF if address >> 3 & 1 else 0)
+        if index >= self.size:
+            return self._block(rid, index, 0x21)
+        lo, hi = int(self.lo[index]), int(self.hi[index])
+        e = Irte.decode(lo, hi)
+        if not e.present:
+            return self._block(rid, index, 0x22, e.fpd)
+        if Irte.reserved_set(lo, hi, self.x2apic, self.pi_supported):
+            return self._block(rid, index, 0x24, e.fpd)
+        if not self.source_ok(e, rid):
+            return self._block(rid, index, 0x26, e.fpd)
+        if e.im:
+            desc = self.descriptors.setdefault(e.pda, PostedDescriptor())
+            notified = desc.post(e.vector, e.urg)
+            self.by_device[rid] += 1
+            return MsiResult(rid, index, vector=e.vector, cpus=(desc.ndst,), posted=True, notified=notified)
+        return self._deliver(rid, index, e.vector, dest_cpus(e, self.x2apic))
+
+    @staticmethod
+    def source_ok(e: Irte, rid: int) -> bool:
+        if e.svt == SVT_VERIFY_SID:
+            mask = SQ_MASKS[e.sq]
+            return rid & mask == e.sid & mask
+        if e.svt == SVT_VERIFY_BUS:
+            return e.sid >> 8 <= rid >> 8 <= e.sid & 0xFF
+        return True
+
+    def _deliver(self, rid: int, index, vector: int, cpus: tuple[int, ...]) -> MsiResult:
+        for cpu in cpus:
+            self.deliveries[vector, cpu] += 1
+        self.by_device[rid] += 1
+        return MsiResult(rid, index, vector=vector, cpus=cpus)
+
+    def _block(self, rid: int, index: int, reason: int, fpd: bool = False) -> MsiResult:
+        if not (fpd and reason in QUALIFIED):
+            self.record_fault(IrFault(rid, (index & 0xFFFF) << 48, reason))
+        return MsiResult(rid, index, reason=reason)
+
+    def record_fault(self, f: IrFault) -> None:
+        """Into the unit's fault recording registers, then its dmar_fault() handler logs it."""
+        self.faults.append(f)
+        unit = self.unit
+        if unit is not None and hasattr(unit, "record_fault"):
+            unit.record_fault(f)
+            if self.kmsg is not None:
+                unit.service_faults(self.kmsg.log)
+        elif self.kmsg is not None:
+            self.kmsg.log("DMAR: DRHD: handling fault status reg 2", 3)
+            self.kmsg.log(f.log_line(), 3)
