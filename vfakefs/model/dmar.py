@@ -11,8 +11,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from vfakefs.model.iotlb import Iotlb
 from vfakefs.model.memory import PhysMem
 from vfakefs.model.pagetable import ADDR, PS, R, W, LEVEL_SHIFT, PageTable
@@ -94,6 +92,8 @@ class DmarUnit:
         self.root = self.mem.alloc_page()
         self.frcd = [None] * self.nfr
         self.iq_base = self.mem.alloc_page()
+        self.iq_status = self.mem.alloc_page()
+        self._next_frcd = 0           # hardware records into the fault registers round-robin
         self.iq = [(0, 0, 0)] * IQ_ENTRIES
         self.context_tables: dict[int, int] = {}
         self._did_next = 2            # 0 is reserved; 1 is the static identity domain's
@@ -162,6 +162,7 @@ class DmarUnit:
         """Program (or clear, for blocked/None) the legacy context entry of rid, then
         invalidate the context cache and the domain's IOTLB as intel_iommu does."""
         slot = self.context_slot(rid)
+        old_lo, old_hi = self.mem.read(slot), self.mem.read(slot + 8)
         if dom is None or dom.type == "blocked":
             lo = hi = 0
         elif dom.table is None:                                       # identity: pass-through
@@ -170,8 +171,15 @@ class DmarUnit:
             lo, hi = dom.table.pgd | TT_MULTI_LEVEL << 2 | 1, dom.did << 8 | (self.levels - 2)
         self.mem.write(slot, lo)
         self.mem.write(slot + 8, hi)
-        did = dom.did if dom is not None else 0
-        self.queue_invalidation(0x1 | 3 << 4 | did << 16 | rid << 32, 0)     # context cache, device
+        if old_lo & 1:
+            cc_did = did = (old_hi >> 8) & 0xFFFF  # what was cached belongs to the old domain
+        elif self.cap & 0x80:
+            # caching mode caches non-present entries in the "special domain #0"
+            # (domain_context_mapping_one): context flush for DID 0, IOTLB for the new one
+            cc_did, did = 0, (hi >> 8) & 0xFFFF
+        else:
+            return                                # not-present to present: a write-buffer flush only
+        self.queue_invalidation(0x1 | 3 << 4 | cc_did << 16 | rid << 32, 0)  # context cache, device
         self.queue_invalidation(0x2 | 2 << 4 | 3 << 6 | did << 16, 0)        # IOTLB, domain, DR DW
         with self.timed(1):
             self.iotlb.invalidate_domain(did)
@@ -185,14 +193,18 @@ class DmarUnit:
     # --- invalidation queue (VT-d spec 6.5.2) ------------------------------------------------
     def queue_invalidation(self, qw0: int, qw1: int) -> None:
         """Submit a descriptor followed by a wait descriptor, as qi_submit_sync does."""
-        for desc in ((qw0, qw1), (0x5 | 1 << 5 | 1 << 32, self.iq_base + 16 * IQ_ENTRIES)):
-            self.iq[self.iq_tail] = (desc[0], desc[1], 0)
-            self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
+        self.iq[self.iq_tail] = (qw0, qw1, 0)
+        self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
+        # wait descriptor: SW, status data QI_DONE (2), written to this slot's desc_status word
+        self.iq[self.iq_tail] = (0x5 | 1 << 5 | 2 << 32, self.iq_status + 4 * self.iq_tail, 0)
+        self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
 
     def invalidate_pages(self, did: int, iova: int, size: int) -> None:
         """Page-selective IOTLB invalidation with the address mask covering size."""
-        pages = max(1, size >> 12)
-        am = (pages - 1).bit_length()
+        first, last = iova >> 12, (iova + max(size, 1) - 1) >> 12
+        am = 0
+        while first >> am != last >> am:      # widen until one aligned window covers the range
+            am += 1
         self.queue_invalidation(0x2 | 3 << 4 | 3 << 6 | did << 16, (iova & ~((1 << (12 + am)) - 1)) | am)
         with self.timed(1):
             self.iotlb.invalidate_pages(did, iova, am)
@@ -247,6 +259,8 @@ class DmarUnit:
         if cached is not None and cached & need:
             return cached & ADDR, True, None
         table, iova = pgd, vpfn << 12
+        if not self.mem.owns(table):
+            return None, False, self._fault(rid, iova, 0x07, write).fault
         for lv in range(self.levels, 0, -1):
             e = self.mem.read(table + 8 * ((iova >> LEVEL_SHIFT[lv]) & 511))
             if not e & need:
@@ -256,62 +270,14 @@ class DmarUnit:
                 self.iotlb.fill(did, vpfn, hpa | (e & (R | W)))
                 return hpa, False, None
             table = e & ADDR
+            if not self.mem.owns(table):
+                break
         return None, False, self._fault(rid, iova, 0x07, write).fault
 
-    def translate_batch(self, rid: int, iovas: np.ndarray, write: bool = False):
-        """Vectorised translate of many IOVAs from one source: IOTLB first, then
-        one gather per level for the misses. Returns (hpa array, fault reason array:
-        0 where translated). Faults are counted, not recorded one by one."""
-        iovas = np.asarray(iovas, dtype=np.uint64)
-        hpa = np.zeros(len(iovas), dtype=np.uint64)
-        reason = np.zeros(len(iovas), dtype=np.uint8)
-        lo, hi = self.context(rid)
-        if not self.mem.read(self.root + 16 * (rid >> 8)) & 1:
-            reason[:] = 0x01
-            return hpa, reason
-        if not lo & 1:
-            reason[:] = 0x02
-            return hpa, reason
-        if (lo >> 2) & 3 == TT_PASS_THROUGH:
-            return iovas.copy(), reason
-        did, table0 = (hi >> 8) & 0xFFFF, lo & ADDR
-        need = np.uint64(W if write else R)
-        off = iovas & np.uint64(0xFFF)
-        vpfn = iovas >> np.uint64(12)
-        hit, cached = self.iotlb.lookup_many(did, vpfn)
-        hit &= (cached & need) != 0
-        hpa[hit] = (cached[hit] & np.uint64(ADDR)) | off[hit]
-        miss = np.nonzero(~hit)[0]
-        if len(miss):
-            m_iova = iovas[miss]
-            beyond = m_iova >= np.uint64(1 << (12 + 9 * self.levels))
-            table = np.full(len(miss), table0, dtype=np.uint64)
-            done = beyond.copy()
-            out = np.zeros(len(miss), dtype=np.uint64)
-            fr = np.where(beyond, 0x04, 0).astype(np.uint8)
-            mem = self.mem
-            for lv in range(self.levels, 0, -1):
-                live = ~done
-                if not live.any():
-                    break
-                shift = np.uint64(LEVEL_SHIFT[lv])
-                idx = mem.index(table[live]) + ((m_iova[live] >> shift) & np.uint64(511))
-                e = mem.q[idx.astype(np.int64)]
-                absent = (e & need) == 0
-                leaf = ~absent & ((e & np.uint64(PS)) != 0 if lv > 1 else np.ones(len(e), bool))
-                lives = np.nonzero(live)[0]
-                fr[lives[absent]] = 0x05 if write else 0x06
-                span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
-                out[lives[leaf]] = ((e[leaf] & np.uint64(ADDR)) & ~span) | (m_iova[lives[leaf]] & span)
-                nxt = ~absent & ~leaf
-                table[lives[nxt]] = e[nxt] & np.uint64(ADDR)
-                done[lives[absent | leaf]] = True
-            ok = fr == 0
-            hpa[miss[ok]] = out[ok]
-            reason[miss] = fr
-            good = miss[ok]
-            self.iotlb.fill_many(did, vpfn[good], (hpa[good] & ~np.uint64(0xFFF)) | np.uint64(R | W))
-        return hpa, reason
+    def translate_batch(self, rid: int, iovas, write: bool = False):
+        """Vectorised translate of many IOVAs from one source (model/walk.py)."""
+        from vfakefs.model.walk import translate_batch
+        return translate_batch(self, rid, iovas, write)
 
     # --- fault recording (VT-d spec 7.2) and the kernel's handler -------------------------------
     def _fault(self, rid: int, iova: int, reason: int, write: bool) -> Translation:
@@ -320,23 +286,27 @@ class DmarUnit:
         return Translation(fault=f)
 
     def record_fault(self, f: Fault) -> None:
-        """Primary fault logging: the next free recording register, or overflow."""
-        for i, slot in enumerate(self.frcd):
-            if slot is None:
-                self.frcd[i] = f
-                if not self.fsts & FSTS_PPF:
-                    self.fsts = (self.fsts & ~0xFF00) | i << 8        # FRI: the first pending one
-                self.fsts |= FSTS_PPF
-                return
-        self.fsts |= FSTS_PFO                                         # all full: the fault is lost
+        """Primary fault logging (VT-d 7.2.1): into the next recording register in
+        turn; if that one still holds an unserviced fault, overflow and lose it."""
+        i = self._next_frcd
+        if self.frcd[i] is not None:
+            self.fsts |= FSTS_PFO
+            return
+        self.frcd[i] = f
+        if not self.fsts & FSTS_PPF:
+            self.fsts = (self.fsts & ~0xFF00) | i << 8        # FRI: where the pending faults start
+        self.fsts |= FSTS_PPF
+        self._next_frcd = (i + 1) % self.nfr
 
     def service_faults(self, log, now: float = 0.0) -> list[Fault]:
-        """dmar_fault(): log each recorded fault, clear its F bit, clear FSTS.
-        Like the kernel it prints only within its ratelimit (10 runs per 5 s);
-        the faults are cleared and counted all the same."""
-        pending = [f for f in self.frcd if f is not None]
-        if not pending and not self.fsts:
+        """dmar_fault(): from FRI on, log each recorded fault and clear its F bit,
+        then clear FSTS. Like the kernel it prints only within its ratelimit (10
+        runs per 5 s); the faults are cleared and counted all the same."""
+        if not any(self.frcd) and not self.fsts:
             return []
+        start = (self.fsts >> 8) & 0xFF
+        order = [(start + k) % self.nfr for k in range(self.nfr)]
+        pending = [self.frcd[i] for i in order if self.frcd[i] is not None]
         self._runs = [t for t in self._runs if now - t < 5.0] + [now]
         if len(self._runs) <= 10:
             log(f"DMAR: DRHD: handling fault status reg {self.fsts:x}", 3)

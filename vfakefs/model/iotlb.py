@@ -49,6 +49,20 @@ class Iotlb:
         self.misses[did] += len(vpfns) - n_hit
         return hit, self.data[slots]
 
+    def probe_many(self, did: int, vpfns: np.ndarray):
+        """(slots, hit mask, cached values), counting hits and misses, for fill_slots."""
+        slots = (vpfns ^ np.uint64(did * 0x9E37)) & np.uint64(self.size - 1)
+        tag = np.uint64(did << DID_SHIFT)
+        hit = self.tags[slots] == (tag | vpfns)
+        n_hit = int(np.count_nonzero(hit))
+        self.hits[did] += n_hit
+        self.misses[did] += len(vpfns) - n_hit
+        return slots, hit, self.data[slots]
+
+    def fill_slots(self, did: int, slots: np.ndarray, vpfns: np.ndarray, values: np.ndarray) -> None:
+        self.tags[slots] = np.uint64(did << DID_SHIFT) | vpfns
+        self.data[slots] = values
+
     def fill_many(self, did: int, vpfns: np.ndarray, values: np.ndarray) -> None:
         slots = self._slot(np.uint64(did), vpfns)
         self.tags[slots] = np.uint64(did << DID_SHIFT) | vpfns

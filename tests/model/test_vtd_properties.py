@@ -1,0 +1,169 @@
+"""Isolation between DMA domains, as properties: whatever is mapped where, a
+device's DMA never lands on a page mapped only in another domain, and every
+access to an IOVA its own domain has not mapped faults (translate() and
+translate_batch() alike, cold and warm IOTLB)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from vfakefs.model import iommu, topology
+from vfakefs.model.dmar import DmarUnit
+from vfakefs.model.pagetable import R, W
+
+KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
+
+# devices of six different groups on seed-vtd
+DEVICES = ["0000:02:00.0", "0000:03:00.0", "0000:03:00.1", "0000:0a:00.0", "0000:0b:00.0", "0000:01:00.0"]
+
+# VTD_EXAMPLES=300 for a longer hunt (about 10 s); the default keeps the suite quick
+SETTINGS = settings(max_examples=int(os.environ.get("VTD_EXAMPLES", "25")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def lookup(ranges, iova):
+    """ranges: (iova, size, hpa, prot) -> (hpa, prot) of iova, or None."""
+    for start, size, hpa, prot in ranges:
+        if start <= iova < start + size:
+            return hpa + iova - start, prot
+    return None
+
+
+def probes_for(all_ranges, rng):
+    """Every range's first and last byte, one byte either side, and random bytes inside."""
+    out = set()
+    for ranges in all_ranges:
+        for start, size, _, _ in ranges:
+            out |= {start, start + size - 1, start + size, max(start - 1, 0)}
+            out |= {start + int(rng.integers(0, size)) for _ in range(3)}
+    return sorted(out)
+
+
+def check_isolation(u, rids, all_ranges, probes):
+    """For each rid: translate and translate_batch of every probe, read and write,
+    twice (the second time from a warm IOTLB)."""
+    arr = np.array(probes, dtype=np.uint64)
+    for rid, own in zip(rids, all_ranges):
+        others = [r for o in all_ranges if o is not own for r in o]
+        for write in (False, True):
+            for _ in range(2):
+                h, reason = u.translate_batch(rid, arr, write)
+                for i, iova in enumerate(probes):
+                    want = lookup(own, iova)
+                    t = u.translate(rid, iova, 1, write)
+                    u.frcd = [None] * u.nfr
+                    u.fsts = 0
+                    ok = want is not None and want[1] & (W if write else R)
+                    if ok:
+                        assert t.fault is None and t.hpa == want[0], (hex(rid), hex(iova))
+                        assert int(reason[i]) == 0 and int(h[i]) == want[0], (hex(rid), hex(iova))
+                    elif want is not None:
+                        # mapped here without the permission: a fault, or (the known
+                        # translate_batch IOTLB-permission bug, xfail in test_vtd.py) its own page
+                        assert t.fault is not None or t.hpa == want[0], (hex(rid), hex(iova), t)
+                        assert int(reason[i]) != 0 or int(h[i]) == want[0], (hex(rid), hex(iova))
+                    else:
+                        assert t.fault is not None and t.hpa is None, (hex(rid), hex(iova), t)
+                        assert int(reason[i]) != 0, (hex(rid), hex(iova))
+                        assert int(reason[i]) == t.fault.reason
+                    # never a page that only another domain maps
+                    for hpa in (t.hpa, int(h[i]) if reason[i] == 0 else None):
+                        if hpa is not None:
+                            mine = any(hp <= hpa < hp + sz for _, sz, hp, _ in own)
+                            theirs = any(hp <= hpa < hp + sz for _, sz, hp, _ in others)
+                            assert mine or not theirs, (hex(rid), hex(iova), hex(hpa))
+
+
+# ----------------------------------------------------------------- through the DMA API
+@st.composite
+def dma_ops(draw):
+    ops = []
+    for _ in range(draw(st.integers(1, 14))):
+        dev = draw(st.sampled_from(range(len(DEVICES))))
+        if ops and draw(st.booleans()) and draw(st.booleans()):
+            ops.append(("unmap", dev, draw(st.integers(0, 100))))
+        else:
+            size = draw(st.sampled_from([1, 4096, 5000, 8192, 3 * 4096, 65536, 300_000, MB2]))
+            ops.append(("map", dev, size, draw(st.booleans())))
+    return ops
+
+
+@SETTINGS
+@given(dma_ops(), st.integers(0, 2**32 - 1))
+def test_dma_api_mappings_stay_in_their_domain(ops, seed):
+    m = topology.load("seed-vtd")
+    u = m.dmar[0]
+    devs = [m.lookup(b) for b in DEVICES]
+    assert len({d.group.domain.did for d in devs}) == len(devs)
+    live = [dict() for _ in devs]                                # iova -> (iova, size, hpa, prot)
+    for op in ops:
+        if op[0] == "map":
+            _, i, size, write = op
+            iova = iommu.dma_map(m, devs[i], size, write)
+            hpa, sz, prot = devs[i].group.domain.mappings[iova]
+            live[i][iova] = (iova, sz, hpa, prot)
+        else:
+            _, i, k = op
+            if live[i]:
+                iova = sorted(live[i])[k % len(live[i])]
+                iommu.dma_unmap(m, devs[i], iova)
+                del live[i][iova]
+    m.check()
+    all_ranges = [list(d.values()) for d in live]
+    rng = np.random.default_rng(seed)
+    probes = probes_for(all_ranges, rng) + [0xDEAD_B000, 0x1_0000_0000, (1 << 48) - 1, 1 << 48]
+    check_isolation(u, [d.bdf.rid for d in devs], all_ranges, probes)
+
+
+# ----------------------------------------------------------------- direct page-table maps
+@st.composite
+def table_layouts(draw):
+    """Per domain, non-overlapping (iova, size, prot) with 4 KiB / 2 MiB / 1 GiB alignment."""
+    n = draw(st.integers(2, 4))
+    layouts = []
+    for _ in range(n):
+        ranges, cursor = [], draw(st.integers(0, 64)) * MB2
+        for _ in range(draw(st.integers(1, 5))):
+            align = draw(st.sampled_from([KB4, KB4, MB2, GB1]))
+            cursor = (cursor + align - 1) & ~(align - 1)
+            cursor += draw(st.integers(0, 3)) * align
+            pages = draw(st.integers(1, 3)) if align == GB1 else draw(st.integers(1, 600))
+            size = pages * (align if align == GB1 else KB4)
+            if cursor + size >= 1 << 48:
+                break
+            ranges.append((cursor, size, align, draw(st.sampled_from([R, R | W, W]))))
+            cursor += size
+        layouts.append(ranges)
+    return layouts
+
+
+@SETTINGS
+@given(table_layouts(), st.integers(0, 2**32 - 1))
+def test_page_table_maps_stay_in_their_domain(layouts, seed):
+    u = DmarUnit(0)                                              # seed-vtd's CAP: 4-level, 2M+1G
+    rids = [0x0100 + 8 * i for i in range(len(layouts))]
+    host = 1 << 40
+    all_ranges = []
+    for rid, layout in zip(rids, layouts):
+        dom = u.new_domain("DMA")
+        u.set_context(rid, dom)
+        ranges = []
+        for iova, size, align, prot in layout:
+            host = (host + align - 1) & ~(align - 1)             # disjoint host memory per range
+            dom.table.map(iova, host, size, prot)
+            ranges.append((iova, size, host, prot))
+            host += size + align
+        all_ranges.append(ranges)
+    rng = np.random.default_rng(seed)
+    probes = probes_for(all_ranges, rng)
+    check_isolation(u, rids, all_ranges, probes)
+    # unmap one range of the first domain: it faults from then on, after invalidation
+    iova, size, _, _ = all_ranges[0][0]
+    dom = u.domains[(u.context(rids[0])[1] >> 8) & 0xFFFF]
+    assert dom.table.unmap(iova, size) == size
+    # domain-selective: DmarUnit.invalidate_pages under-covers unaligned ranges (xfail in test_vtd.py)
+    u.iotlb.invalidate_domain(dom.did)
+    all_ranges[0] = all_ranges[0][1:]
+    check_isolation(u, rids, all_ranges, [iova, iova + size - 1, iova + size // 2 & ~0xFFF])
