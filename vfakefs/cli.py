@@ -76,6 +76,7 @@ def cmd_mount(args) -> int:
     except TopologyError as e:
         print(f"vfakefs: {e}", file=sys.stderr)
         return 2
+    from vfakefs import engine
     from vfakefs.fuse.mount import serve
     from vfakefs.fuse.ops import SysfsOps
     from vfakefs.sysfs.tree import View
@@ -84,7 +85,8 @@ def cmd_mount(args) -> int:
         view = View(machine)
         ops = SysfsOps(view.root(), lambda: machine.generation)
         machine.subscribe(ops.publish)
-        serve(ops, args.mountpoint, ready=ready)
+        serve(ops, args.mountpoint, ready=ready,
+              background=lambda nursery: nursery.start_soon(engine.run, machine))
 
     if args.foreground:
         logging.basicConfig(level=logging.INFO, format="vfakefs: %(message)s")

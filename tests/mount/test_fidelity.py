@@ -45,7 +45,7 @@ FLOORS: dict[str, float] = {
     "sysfs bus/pci layout": 0.91,
     "device dump: 0000:02:00.0": 1.0,
     "device dump: 0000:01:00.0": 1.0,
-    "IOMMU": 0.93,                      # the rest needs /dev/kmsg and the boot log (issue #4)
+    "IOMMU": 0.95,                      # 78/82: the rest are /sys/kernel and /sys/class link counts
     "class/net, class/nvme, /dev": 0.71,
     "SR-IOV on PF 0000:01:00.0": 1.0,  # its reads before the first write
 }
@@ -55,7 +55,7 @@ FLOORS: dict[str, float] = {
 # and [kmsg] lines only once the mount has dev/kmsg.
 WRITE_FLOORS: dict[str, float] = {
     "SR-IOV on PF 0000:01:00.0": 1.0,    # 25/25: autoprobe=0, enable 2 VFs, reads after
-    "device dump: 0000:01:00.1": 0.97,   # 190/195: VF nvme probe failure, /dev, nlinks
+    "device dump: 0000:01:00.1": 0.96,   # 188/195 with [kmsg] lines compared: the QEMU VFs' nvme probe fails ~0.5 s later (not simulated), /dev, nlinks
 }
 
 # Every bad write to sriov_numvfs the capture makes, by its line, with the

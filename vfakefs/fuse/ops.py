@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
@@ -20,9 +20,8 @@ from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
-STREAM_POLL = 1.0  # a blocked /dev/kmsg read looks this often whether its reader was killed
+STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
 MAX_WAITERS = 64   # blocked stream reads at once (each holds one of pyfuse3's 99 workers)
-SIGKILL_BIT = 1 << 8
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
@@ -36,6 +35,7 @@ class OpenFile:
     used: bool = False             # read once already: offset 0 means start over
     stream: object = None          # a Stream's reader (/dev/kmsg): keeps its own position
     pid: int = 0                   # who opened it (a blocked read checks it was not killed)
+    state: dict = field(default_factory=dict)   # per-open state of per_open attributes
 
 
 class SysfsOps(pyfuse3.Operations):
@@ -277,8 +277,8 @@ class SysfsOps(pyfuse3.Operations):
         """One record per read (/dev/kmsg). At the end: EAGAIN for O_NONBLOCK (as the
         file was opened: a later fcntl(F_SETFL) never reaches the server), else wait
         for the next record. pyfuse3 does not pass FUSE_INTERRUPT on, so a waiting
-        read checks now and then whether its reader was killed, and answers EINTR
-        then (the killed reader waits for that answer in the kernel)."""
+        read checks now and then whether its reader has a signal pending, and
+        answers EINTR then (^C, or a kill: the reader waits for that answer)."""
         while True:
             with kernel_errors():
                 data = of.stream.read(off, size)
@@ -295,14 +295,16 @@ class SysfsOps(pyfuse3.Operations):
             finally:
                 self.waiters -= 1
                 unsubscribe()
-            if not event.is_set() and _killed(of.pid):
+            if not event.is_set() and _signalled(of.pid):
                 raise pyfuse3.FUSEError(errno.EINTR)
 
     def reshow(self, of: OpenFile) -> None:
         of.content, of.error = None, 0
         try:
             with kernel_errors():
-                of.content = of.node.decl.show(of.node.obj).encode("latin-1")
+                decl = of.node.decl
+                text = decl.show(of.node.obj, of.state) if decl.per_open else decl.show(of.node.obj)
+                of.content = text.encode("latin-1")
         except pyfuse3.FUSEError as e:
             of.error = e.errno
 
@@ -317,7 +319,12 @@ class SysfsOps(pyfuse3.Operations):
                 n = of.node.decl.write(of.node.obj, off, buf)
             else:
                 buf = buf[:WRITE_MAX]
-                of.node.decl.store(of.node.obj, buf.decode("latin-1"))
+                decl = of.node.decl
+                if decl.per_open:
+                    decl.store(of.node.obj, buf.decode("latin-1"), of.state)
+                    of.used = True          # the next read from offset 0 shows the answer
+                else:
+                    decl.store(of.node.obj, buf.decode("latin-1"))
                 n = len(buf)
         self.publish()
         return n
@@ -402,10 +409,11 @@ class SysfsOps(pyfuse3.Operations):
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
 
 
-def _killed(pid: int) -> bool:
-    """Whether a SIGKILL (also what a fatal signal becomes) is pending for any thread
-    of the process that has thread `pid`: a reader blocked in a FUSE read cannot die
-    before the read is answered."""
+def _signalled(pid: int) -> bool:
+    """Whether a thread of the process that has thread `pid` has a signal pending that
+    it does not block: a reader waiting in a FUSE read is told of it only by a
+    FUSE_INTERRUPT, which pyfuse3 drops, and cannot even die before the read is
+    answered (a fatal signal shows as a pending SIGKILL)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             tgid = next(line.split()[1] for line in f if line.startswith("Tgid:"))
@@ -415,11 +423,12 @@ def _killed(pid: int) -> bool:
     for tid in tasks:
         try:
             with open(f"/proc/{tgid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & SIGKILL_BIT:
-                        return True
-        except OSError:
+                masks = {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f)
+                         if k in ("SigPnd", "ShdPnd", "SigBlk")}
+        except (OSError, ValueError):
             continue
+        if (masks.get("SigPnd", 0) | masks.get("ShdPnd", 0)) & ~masks.get("SigBlk", 0):
+            return True
     return False
 
 

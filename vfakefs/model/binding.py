@@ -64,8 +64,13 @@ def attach(m, dev, drv: Driver) -> None:
     mastering, a netdev for net drivers, power/wakeup for WoL drivers."""
     dev.driver = drv
     drv.devices.append(dev)
-    dev.enable_cnt = 1
-    dev.config.w16(0x04, dev.config.r16(0x04) | 0x6)   # pci_enable_device + pci_set_master
+    old_cmd = enable_cmd = dev.config.r16(0x04)
+    if drv.enables_device:
+        dev.enable_cnt = 1
+        decode = 0x2 if dev.is_virtfn or any(b.size and not b.is_io for b in dev.bars) else 0
+        decode |= 0x1 if any(b.size and b.is_io for b in dev.bars) else 0
+        enable_cmd = old_cmd | decode
+        dev.config.w16(0x04, enable_cmd | 0x4)           # pci_enable_device + pci_set_master
     dev.power_state = "D0"
     if drv.dma_bits:
         dev.dma_mask_bits = dev.consistent_dma_mask_bits = drv.dma_bits   # dma_set_mask_and_coherent
@@ -74,19 +79,26 @@ def attach(m, dev, drv: Driver) -> None:
         m.add_netdev(dev, drv)
     if m.irq_remap is not None and dev.msi_irqs:
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
-    log_probe(m, drv, dev)
+    log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
 
 
-def log_probe(m, drv: Driver, dev) -> None:
-    """The lines the real driver's probe prints, prefixed `<driver> ` as dev_info() does."""
+def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
+    """The lines the real driver's probe prints, prefixed `<driver> ` as dev_info() does,
+    with pci_enable_resources()'s `enabling device` where the command register changed."""
     nd = dev.netdevs[0] if dev.netdevs else None
     link = ""
     if dev.pcie_cap is not None:
         link = f"{dev.link_speed(True).split(' PCIe')[0].replace(' ', '')}:Width x{dev.link_width(True)}"
     fields = {"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
               "inst": drv.instance(dev), "link": link}
-    for line in drv.probe_log:
-        m.kmsg.log(f"{drv.name} {line.format(**fields)}")
+    lines = [f"{drv.name} {line.format(**fields)}" for line in drv.probe_log]
+    if enabling[0] != enabling[1]:
+        lines.insert(drv.probe_log_before_enable,
+                     f"{drv.name} {dev.name}: enabling device ({enabling[0]:04x} -> {enabling[1]:04x})")
+    if drv.name == "nvme" and not dev.is_virtfn:
+        lines.append(f"nvme nvme{fields['inst']}: 2/0/0 default/read/poll queues")   # once the queues are up
+    for line in lines:
+        m.kmsg.log(line)
 
 
 def release(m, dev) -> None:

@@ -13,35 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vfakefs.model.dmar import DmarUnit
-from vfakefs.model.kmsg import KERN_INFO, KERN_NOTICE, KERN_WARNING
+from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
 
 if TYPE_CHECKING:
     from vfakefs.model.machine import Machine
 
 # What differs between the kernels, until profile.py names these facts
 # (KernelProfile fields of the same names take precedence when they exist).
-_FACTS = {
-    "6.1": dict(
-        # iommu_subsys_init printed "%s %s\n": a trailing space without a
-        # command-line note (fixed in 6.5, "iommu: Suppress empty whitespaces in prints")
-        iommu_print_trailing_space=True,
-        # register_pasid_allocator (CONFIG_INTEL_IOMMU_SVM, removed with the virtual
-        # command interface in 6.3): a warning under caching mode without scalable mode
-        vtd_vcmd_pasid_warning=True,
-        # the amd_iommu_v2 module (Debian loads it on Intel machines too; removed in 6.7)
-        amd_iommu_v2_banner=True,
-        banner="Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
-               "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
-    ),
-    "6.12": dict(
-        iommu_print_trailing_space=False,
-        vtd_vcmd_pasid_warning=False,
-        amd_iommu_v2_banner=False,
-        banner="Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "
-               "14.2.0, GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-16)",
-    ),
-}
-
 # The firmware's ACPI DMAR table: QEMU's (the reference machine) or a PC's (EDK2)
 _ACPI_DMAR = {
     "qemu": dict(addr=0x3FFE2632, length=0x88, oem="(v01 BOCHS  BXPC     00000001 BXPC 00000001)",
@@ -56,9 +34,8 @@ ECAP_SMTS = 1 << 43  # scalable mode translation
 
 
 def fact(m: Machine, name: str):
-    if hasattr(m.profile, name):
-        return getattr(m.profile, name)
-    return _FACTS.get(m.profile.version, _FACTS["6.12"])[name]
+    """A boot-log difference between kernel versions: a named fact of the profile."""
+    return getattr(m.profile, name)
 
 
 def platform(m: Machine) -> str:

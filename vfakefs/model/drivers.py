@@ -44,6 +44,8 @@ class Driver:
     disables_sriov_on_remove: bool = False   # remove() calls pci_disable_sriov (ixgbe, igb)
     # what probe() prints: str.format fields {dev} {ifname} {mac} {inst} {link}
     probe_log: tuple[str, ...] = ()
+    probe_log_before_enable: int = 0   # lines probe prints before pci_enable_device
+    enables_device: bool = True        # probe calls pci_enable_device + pci_set_master (vfio-pci waits for open)
     instances: dict = field(default_factory=dict)   # device -> instance number (nvme0, nvme1, ...)
     instance_ids: Ida = field(default_factory=Ida)
     dma_bits: int | None = 64          # what probe passes to dma_set_mask_and_coherent (None: never)
@@ -79,7 +81,7 @@ def catalogue() -> dict[str, Driver]:
                sriov_configure=True, net=True, disables_sriov_on_remove=True,
                probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000")),
         Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True,
-               probe_log=("{dev}: enabling device (0000 -> 0002)", "{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function")),
+               probe_log=("{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function")),
         Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
                sriov_configure=True, net=True, disables_sriov_on_remove=True,
                probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({link}) {mac}")),
@@ -92,6 +94,7 @@ def catalogue() -> dict[str, Driver]:
         Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio"),
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
                sriov_configure=True, device_dirs={"nvme": "nvme"}, probe_log=("nvme{inst}: pci function {name}",),
+               probe_log_before_enable=1,
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),
@@ -99,7 +102,7 @@ def catalogue() -> dict[str, Driver]:
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
         Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
         Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)], sriov_configure=True,
-               driver_managed_dma=True, dma_bits=None),
-        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None),
+               driver_managed_dma=True, dma_bits=None, enables_device=False),
+        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None, enables_device=False),
     ]
     return {d.name: d for d in drivers}

@@ -19,9 +19,25 @@ class KernelProfile:
     enable_busy_when_bound: bool
     # Intel debugfs: per-device domain_translation_struct directories (6.7+)
     debugfs_per_device_domain: bool
+    # iommu_subsys_init printed "%s %s\n": a trailing space without a command-line
+    # note (fixed in 6.5, "iommu: Suppress empty whitespaces in prints")
+    iommu_print_trailing_space: bool
+    # register_pasid_allocator (CONFIG_INTEL_IOMMU_SVM, removed with the virtual command
+    # interface in 6.3): a warning under caching mode without scalable mode
+    vtd_vcmd_pasid_warning: bool
+    # the amd_iommu_v2 module's banner (Debian loads it on Intel machines too; gone in 6.7)
+    amd_iommu_v2_banner: bool
+    # the `Linux version` line ({release} filled in)
+    banner: str
 
 
 PROFILES = {
-    "6.1": KernelProfile("6.1", "6.1.0-56-amd64", False, False, False),
-    "6.12": KernelProfile("6.12", "6.12.117-amd64", True, True, True),
+    "6.1": KernelProfile(
+        "6.1", "6.1.0-56-amd64", False, False, False, True, True, True,
+        "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
+        "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)"),
+    "6.12": KernelProfile(
+        "6.12", "6.12.117-amd64", True, True, True, False, False, False,
+        "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "
+        "14.2.0, GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-16)"),
 }

@@ -9,7 +9,7 @@ from pathlib import Path
 from vfakefs.model import config as C
 from vfakefs.model import iommu, irq_boot
 from vfakefs.model.bdf import Bdf
-from vfakefs.model.boot import boot_log, default_domain
+from vfakefs.model.boot import boot_log, default_domain, late_boot_log
 from vfakefs.model.builder import bar_flags, build_config
 from vfakefs.model.dmar import DmarUnit
 from vfakefs.model.drivers import Driver, catalogue
@@ -157,6 +157,7 @@ class _Loader:
                 m.kmsg.boot(f"pci {f.name}: Adding to iommu group {g.id}")
                 iommu.attach_device(m, f)
             m.kmsg.boot("DMAR: Intel(R) Virtualization Technology for Directed I/O")
+        late_boot_log(m)
         for f in m.functions:
             if f.driver is not None:
                 f.driver.devices.append(f)

@@ -85,6 +85,11 @@ def dev_entries(v) -> dict:
     return {"kmsg": DEV_KMSG.bind(v.m.kmsg)}
 
 
+def debug_entries(v) -> dict:
+    """What sys/kernel/debug/vfakefs/ holds of the log: dmesg, the whole log as dmesg prints it."""
+    return {"dmesg": DMESG.bind(v.m.kmsg)}
+
+
 def debug_vfakefs_dir(v) -> Dir:
-    """sys/kernel/debug/vfakefs/: vfakefs's own files (dmesg: the whole log as dmesg prints it)."""
-    return Dir(lambda: {"dmesg": DMESG.bind(v.m.kmsg)}, 0o755)
+    """sys/kernel/debug/vfakefs/ (merge debug_entries() into it when it holds more)."""
+    return Dir(lambda: debug_entries(v), 0o755)

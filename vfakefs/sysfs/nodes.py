@@ -18,12 +18,15 @@ S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, s
 
 @dataclass(frozen=True, slots=True)
 class Attr:
-    """A text attribute: show(obj) -> str, store(obj, text) -> None or SysfsError."""
+    """A text attribute: show(obj) -> str, store(obj, text) -> None or SysfsError.
+    per_open: show and store also get a dict kept per open file (vfakefs's own
+    request/answer controls: write a request, read its answer on the same fd)."""
     name: str
     show: Callable[[Any], str] | None
     store: Callable[[Any, str], None] | None = None
     mode: int = 0o444
     size: int = 4096
+    per_open: bool = False
 
     def bind(self, obj) -> Bound:
         return Bound(self, obj)

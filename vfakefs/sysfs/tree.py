@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import weakref
 
-from vfakefs.sysfs import bus, devices, iommu, iommu_groups, kmsg, net, nvme, vfio
+from vfakefs.sysfs import (bus, debugfs_intel, devices, iommu, iommu_groups, kmsg, net, nvme, vfakefs_debugfs,
+                           vfio)
 from vfakefs.sysfs.nodes import Dir
 
 
@@ -42,7 +43,8 @@ class View:
         return Dir(lambda: {**base.entries(), **kmsg.dev_entries(self)}, base.mode, tmpfs=True)
 
     def debug_entries(self) -> dict:
-        return {"vfakefs": kmsg.debug_vfakefs_dir(self)}
+        return {"iommu": debugfs_intel.debug_iommu_dir(self),
+                "vfakefs": Dir(lambda: {**vfakefs_debugfs.vfakefs_entries(self), **kmsg.debug_entries(self)})}
 
     def sys_entries(self) -> dict:
         kernel = {"debug": Dir(self.debug_entries, 0o700)}

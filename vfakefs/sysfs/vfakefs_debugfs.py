@@ -1,0 +1,40 @@
+"""MNT/sys/kernel/debug/vfakefs/: vfakefs's own controls, beside the kernel's
+debugfs knobs (model/controls.py holds what they do).
+
+`dma` and `msi` answer per open file: write a request, then read the answer
+of the last request made on that same file descriptor."""
+from __future__ import annotations
+
+from vfakefs.model import controls, topology
+from vfakefs.sysfs.nodes import Attr
+from vfakefs.sysfs.parse import kstrtoul
+
+
+def _answer_show(m, state) -> str:
+    return state.get("answer", "")
+
+
+def dma_store(m, text: str, state) -> None:
+    state["answer"] = controls.dma_request(m, text)
+
+
+def msi_store(m, text: str, state) -> None:
+    state["answer"] = controls.msi(m, text)
+
+
+def reset_store(m, text: str) -> None:
+    if kstrtoul(text):
+        topology.reset(m)
+
+
+CONTROLS = (
+    Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
+    Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
+    Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
+    Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
+    Attr("reset", None, reset_store, 0o200),
+)
+
+
+def vfakefs_entries(v) -> dict:
+    return {a.name: a.bind(v.m) for a in CONTROLS}
