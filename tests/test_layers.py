@@ -13,6 +13,7 @@ ALLOWED = {
     "engine": {"engine", "model"},
     "cli": {"cli", "fuse", "sysfs", "model", "engine"},
     "presets": set(),
+    "client": set(),            # talks to a mount's files only
 }
 
 

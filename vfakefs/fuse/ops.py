@@ -264,6 +264,8 @@ class SysfsOps(pyfuse3.Operations):
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
+        if of.node.decl.per_open:
+            return self.answer_read(of, size)
         if off == 0 and of.used:
             # a read from offset 0 starts over and calls show() again, as seq_read_iter
             # does: pollers lseek(0) and re-read one open file
@@ -272,6 +274,19 @@ class SysfsOps(pyfuse3.Operations):
         if of.error:
             raise pyfuse3.FUSEError(of.error)
         return of.content[off:off + size]
+
+    def answer_read(self, of: OpenFile, size: int) -> bytes:
+        """A request/answer control: reads run through the answer of the last request
+        made on this fd, whatever the file offset (so `exec 3<>dma; echo ... >&3;
+        cat <&3` works from a shell that cannot seek)."""
+        if of.state.pop("_fresh", False) or of.content is None:
+            self.reshow(of)
+            of.state["_pos"] = 0
+        if of.error:
+            raise pyfuse3.FUSEError(of.error)
+        pos = of.state.get("_pos", 0)
+        of.state["_pos"] = pos + size
+        return of.content[pos:pos + size]
 
     async def stream_read(self, of: OpenFile, off: int, size: int) -> bytes:
         """One record per read (/dev/kmsg). At the end: EAGAIN for O_NONBLOCK (as the
@@ -322,7 +337,7 @@ class SysfsOps(pyfuse3.Operations):
                 decl = of.node.decl
                 if decl.per_open:
                     decl.store(of.node.obj, buf.decode("latin-1"), of.state)
-                    of.used = True          # the next read from offset 0 shows the answer
+                    of.state["_fresh"] = True   # the next read starts the new answer
                 else:
                     decl.store(of.node.obj, buf.decode("latin-1"))
                 n = len(buf)
