@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 
 from vfakefs.fuse.errmap import kernel_errors
+from vfakefs.fuse.signals import signalled
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
@@ -310,7 +311,7 @@ class SysfsOps(pyfuse3.Operations):
             finally:
                 self.waiters -= 1
                 unsubscribe()
-            if not event.is_set() and _signalled(of.pid):
+            if not event.is_set() and signalled(of.pid):
                 raise pyfuse3.FUSEError(errno.EINTR)
 
     def reshow(self, of: OpenFile) -> None:
@@ -422,29 +423,6 @@ class SysfsOps(pyfuse3.Operations):
             del self.paths[ino]
             self.overrides.pop(ino, None)
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
-
-
-def _signalled(pid: int) -> bool:
-    """Whether a thread of the process that has thread `pid` has a signal pending that
-    it does not block: a reader waiting in a FUSE read is told of it only by a
-    FUSE_INTERRUPT, which pyfuse3 drops, and cannot even die before the read is
-    answered (a fatal signal shows as a pending SIGKILL)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            tgid = next(line.split()[1] for line in f if line.startswith("Tgid:"))
-        tasks = os.listdir(f"/proc/{tgid}/task")
-    except (OSError, StopIteration):
-        return False   # gone: whoever inherited the descriptor is still reading
-    for tid in tasks:
-        try:
-            with open(f"/proc/{tgid}/task/{tid}/status") as f:
-                masks = {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f)
-                         if k in ("SigPnd", "ShdPnd", "SigBlk")}
-        except (OSError, ValueError):
-            continue
-        if (masks.get("SigPnd", 0) | masks.get("ShdPnd", 0)) & ~masks.get("SigBlk", 0):
-            return True
-    return False
 
 
 def _same(old, new) -> bool:
