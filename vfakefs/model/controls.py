@@ -80,6 +80,14 @@ def msi(m, text: str) -> str:
     return f"{dev.name}: {index}: {how} vector {r.vector:#04x} to cpu {cpus}\n"
 
 
+# --- reset ----------------------------------------------------------------------------------------
+def reset(m, text: str) -> None:
+    """`1` (any non-zero number) puts the machine back to its topology's initial state."""
+    from vfakefs.model import topology
+    if _int(m, "reset", text.strip(), "value"):
+        topology.reset(m)
+
+
 # --- fault_threshold ---------------------------------------------------------------------------
 def set_fault_threshold(m, text: str) -> None:
     n = _int(m, "fault_threshold", text.strip(), "threshold")
@@ -102,6 +110,8 @@ class Traffic:
     faults: int = 0
     cursor: int = 0
     latency: list = None          # requests per simulated-latency bucket (engine.LATENCY_NS)
+    elapsed: float = 0.0          # simulated seconds the engine has run this stream
+    issued: int = 0               # requests issued while the device could master the bus
 
     def describe(self) -> str:
         hist = " ".join(str(c) for c in self.latency)

@@ -470,7 +470,7 @@ class IrqRemapTable:
         if unit is not None and hasattr(unit, "record_fault"):
             unit.record_fault(f)
             if self.kmsg is not None:
-                unit.service_faults(self.kmsg.log)
+                unit.service_faults(self.kmsg.log, self.kmsg.uptime_usec() / 1e6)
         elif self.kmsg is not None:
             self.kmsg.log("DMAR: DRHD: handling fault status reg 2", 3)
             self.kmsg.log(f.log_line(), 3)

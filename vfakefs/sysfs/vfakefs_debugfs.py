@@ -5,9 +5,8 @@ debugfs knobs (model/controls.py holds what they do).
 of the last request made on that same file descriptor."""
 from __future__ import annotations
 
-from vfakefs.model import controls, topology
+from vfakefs.model import controls
 from vfakefs.sysfs.nodes import Attr
-from vfakefs.sysfs.parse import kstrtoul
 
 
 def _answer_show(m, state) -> str:
@@ -22,17 +21,12 @@ def msi_store(m, text: str, state) -> None:
     state["answer"] = controls.msi(m, text)
 
 
-def reset_store(m, text: str) -> None:
-    if kstrtoul(text):
-        topology.reset(m)
-
-
 CONTROLS = (
     Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
-    Attr("reset", None, reset_store, 0o200),
+    Attr("reset", None, controls.reset, 0o200),
 )
 
 

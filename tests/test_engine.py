@@ -1,0 +1,199 @@
+"""The engine (vfakefs/engine.py) on a model Machine, no mount, under trio's MockClock:
+simulated time only, so every count is exact and nothing waits for real time.
+
+engine.run(machine, tick=0.01) sleeps one tick, then step()s: each stream issues
+max(1, int(rate * tick)) requests per tick. With autojump_clock, `await
+trio.sleep(T)` in the test lets exactly the ticks that fall within T run.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import trio
+import trio.testing
+
+from vfakefs import engine
+from vfakefs.model import controls, topology
+from vfakefs.model.bdf import Bdf
+
+TICK = 0.01
+IXGBE, IXGBE1 = "0000:03:00.0", "0000:03:00.1"
+HALF_TICK = TICK / 2            # sleep to a point between two ticks: no float ties
+
+
+@pytest.fixture(autouse=True)
+def short_reprs(monkeypatch):
+    """The model's dataclass reprs recurse through the whole machine (megabytes of text):
+    keep a failing assertion's report short."""
+    from vfakefs.model.machine import Machine
+    from vfakefs.model.pci import PciFunction
+    monkeypatch.setattr(controls.Traffic, "__repr__",
+                        lambda t: f"<Traffic {t.dev.name} requests={t.requests} faults={t.faults}>")
+    monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
+    monkeypatch.setattr(Machine, "__repr__", lambda mm: f"<Machine {getattr(mm, 'name', '?')}>")
+
+
+@pytest.fixture
+def m():
+    return topology.load("seed-vtd")
+
+
+def dev(m, bdf):
+    return m.by_bdf[Bdf.from_str(bdf)]
+
+
+def did(m, bdf) -> int:
+    return dev(m, bdf).group.domain.did
+
+
+async def start_engine(nursery, m, tick=TICK):
+    await nursery.start(lambda task_status=trio.TASK_STATUS_IGNORED:
+                        engine.run(m, tick=tick, task_status=task_status))
+
+
+async def test_requests_are_rate_times_time(m, autojump_clock):
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=65536")
+    controls.traffic_command(m, f"start {IXGBE1} rate=300 ws=65536 pattern=random")
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(1.0 + HALF_TICK)
+        assert m.traffic[IXGBE].requests == 1000 * 1.0
+        assert m.traffic[IXGBE1].requests == 300 * 1.0
+        await trio.sleep(0.5)
+        assert m.traffic[IXGBE].requests == 1000 * 1.5
+        assert m.traffic[IXGBE1].requests == 300 * 1.5
+        assert trio.current_time() - t0 == pytest.approx(1.5 + HALF_TICK)
+        nursery.cancel_scope.cancel()
+    assert sum(m.traffic[IXGBE].latency) == 1500              # every request is in the histogram
+    assert m.traffic[IXGBE].faults == 0 and m.dmar[0].fault_log == []
+
+
+async def test_manual_clock_one_tick_per_jump(m, mock_clock):
+    controls.traffic_command(m, f"start {IXGBE} rate=300 ws=8192")
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.testing.wait_all_tasks_blocked()
+        assert m.traffic[IXGBE].requests == 0                 # nothing before the first tick
+        for n in range(1, 21):
+            mock_clock.jump(TICK)
+            await trio.testing.wait_all_tasks_blocked()
+            assert m.traffic[IXGBE].requests == 3 * n         # 300/s * 10 ms
+        nursery.cancel_scope.cancel()
+    assert m.traffic[IXGBE].requests == 300 * 20 * TICK
+
+
+def test_step_directly(m):
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    engine.step(m, 0.5)
+    assert m.traffic[IXGBE].requests == 500
+    engine.step(m, 0.01)
+    assert m.traffic[IXGBE].requests == 510
+
+
+@pytest.mark.parametrize("rate", [250, 1, 1234])
+async def test_requests_are_rate_times_time_for_any_rate(m, autojump_clock, rate):
+    controls.traffic_command(m, f"start {IXGBE} rate={rate} ws=65536")
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(2.0 + HALF_TICK)
+        n = m.traffic[IXGBE].requests
+        nursery.cancel_scope.cancel()
+    assert n == rate * 2
+
+
+async def test_iotlb_hits_and_misses_move(m, autojump_clock):
+    pages = 16
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws={pages * 4096}")
+    d = did(m, IXGBE)
+    assert d not in m.dmar[0].iotlb.stats() or m.dmar[0].iotlb.stats()[d][:2] == (0, 0)
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(TICK + HALF_TICK)                    # one tick: 10 new pages, all misses
+        hits, misses, _ = m.dmar[0].iotlb.stats()[d]
+        assert (hits, misses) == (0, 10)
+        await trio.sleep(1.0 - TICK)                           # 1000 requests in all
+        hits, misses, _ = m.dmar[0].iotlb.stats()[d]
+        assert hits + misses == m.traffic[IXGBE].requests == 1000
+        assert misses == pages                                 # each page walked once, then cached
+        assert m.traffic[IXGBE].latency[0] == hits             # hits are the 50 ns bucket
+        nursery.cancel_scope.cancel()
+    # the other domains saw nothing
+    assert all(h == mi == 0 for k, (h, mi, _) in m.dmar[0].iotlb.stats().items() if k != d)
+
+
+async def test_storm_faults_and_threshold_stops_the_device(m, autojump_clock):
+    m.fault_threshold = 20
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 pattern=storm ws=8192")
+    t, d, u = m.traffic[IXGBE], dev(m, IXGBE), m.dmar[0]
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(TICK + HALF_TICK)
+        assert t.requests == 10 and t.faults == 10             # every storm request faults
+        assert d.dma_faults == u.nfr                           # the recording registers hold nfr; the rest overflow
+        assert d.config.r16(0x04) & 0x4
+        ticks = math.ceil(m.fault_threshold / u.nfr)
+        await trio.sleep((ticks - 1) * TICK)
+        assert d.dma_faults >= m.fault_threshold
+        assert not d.config.r16(0x04) & 0x4                    # bus mastering disabled
+        stopped_at = t.requests
+        assert stopped_at == 10 * ticks
+        await trio.sleep(1.0)
+        assert t.requests == stopped_at and t.faults == stopped_at    # the device issues nothing more
+        nursery.cancel_scope.cancel()
+    texts = [r.text for r in m.kmsg.records]
+    assert f"ixgbe {IXGBE}: DMAR: {m.fault_threshold} DMA faults reached the threshold; " \
+           "bus mastering disabled" in texts
+    storm = re.compile(r"DMAR: \[DMA (Read|Write) NO_PASID\] Request device \[03:00\.0\] fault addr "
+                       r"0x1000[0-9a-f]{5} \[fault reason 0x0(5\] PTE Write|6\] PTE Read) access is not set")
+    assert any(storm.fullmatch(x) for x in texts)             # just past the mapped working set
+    assert len(u.fault_log) == d.dma_faults
+
+
+async def test_default_threshold_also_stops_a_storm(m, autojump_clock):
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 pattern=storm")
+    t, d = m.traffic[IXGBE], dev(m, IXGBE)
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(2.0 + HALF_TICK)
+        nursery.cancel_scope.cancel()
+    assert not d.config.r16(0x04) & 0x4 and d.dma_faults >= 100
+    assert t.requests < 2000 and t.requests == t.faults
+
+
+async def test_stop_stops_a_stream(m, autojump_clock):
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    controls.traffic_command(m, f"start {IXGBE1} rate=1000 ws=8192")
+    a, b = m.traffic[IXGBE], m.traffic[IXGBE1]
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(0.1 + HALF_TICK)
+        assert a.requests == b.requests == 100
+        controls.traffic_command(m, f"stop {IXGBE}")
+        assert list(m.traffic) == [IXGBE1]
+        await trio.sleep(0.1)
+        assert a.requests == 100 and b.requests == 200
+        controls.traffic_command(m, "stop all")
+        await trio.sleep(0.1)
+        assert b.requests == 200 and m.traffic == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_removed_device_stream_is_dropped(m, autojump_clock):
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    controls.traffic_command(m, "start 0000:06:00.0 rate=1000 ws=8192")
+    t = m.traffic["0000:06:00.0"]
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(0.05 + HALF_TICK)
+        assert t.requests == 50
+        m.remove_function(dev(m, "0000:00:1d.0"))              # the root port above the NVMe switch
+        await trio.sleep(0.05)
+        assert "0000:06:00.0" not in m.traffic and t.requests == 50
+        assert m.traffic[IXGBE].requests == 100                 # the others go on
+        m.rescan()                                              # the device is back, its stream is not
+        await trio.sleep(0.05)
+        assert "0000:06:00.0" not in m.traffic and t.requests == 50
+        nursery.cancel_scope.cancel()
