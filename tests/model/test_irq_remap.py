@@ -10,8 +10,9 @@ from vfakefs.model.irq_remap import (
     INTR_REMAP_TABLE_ENTRIES, MANAGED_IRQ_SHUTDOWN_VECTOR, SVT_VERIFY_BUS, SVT_VERIFY_SID, Irte, IrqRemapTable,
     irte_dest, msi_sid)
 from vfakefs.sysfs.debugfs_ir import ir_translation_struct_show
+from tests.fidelity.capture import REFERENCE_DIR
 
-CAPTURE = Path("/work/shared/reference/kernel-6.1/capture-dbgkernel-intel_iommu_on.txt")
+CAPTURE = REFERENCE_DIR / "capture-dbgkernel-intel_iommu_on.txt"
 
 
 @pytest.fixture

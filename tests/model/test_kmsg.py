@@ -11,9 +11,10 @@ import pytest
 from vfakefs.model import boot, topology
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import (KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, LOG_USER, KernelLog,
+from tests.fidelity.capture import REFERENCE_DIR
                                 PRINTKRB_RECORD_MAX, Record)
 
-REFERENCE = Path("/work/shared/reference/kernel-6.1")
+REFERENCE = REFERENCE_DIR
 KMSG_RE = re.compile(r"^(\d+),(\d+),(\d+),([-c]);(.*)\n$", re.S)
 GREP = re.compile(r"iommu|dmar|DMAR-IR", re.I)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, preset_devices, run, sh
+from tests.fidelity.capture import REFERENCE_DIR
 
-CAPTURE = REPO.parent / "shared/reference/kernel-6.1/capture-dbgkernel-intel_iommu_on.txt"
+CAPTURE = REFERENCE_DIR / "capture-dbgkernel-intel_iommu_on.txt"
 INTEL = "sys/kernel/debug/iommu/intel"
 KERNEL_FILES = ["dmar_perf_latency", "dmar_translation_struct", "invalidation_queue", "iommu_regset",
                 "ir_translation_struct"]
