@@ -1,5 +1,4 @@
 """Interrupt remapping: IRTE fields, boot allocation, MSI delivery and its faults."""
-from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st

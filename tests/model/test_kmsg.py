@@ -11,8 +11,8 @@ import pytest
 from vfakefs.model import boot, topology
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import (KERN_ERR, KERN_INFO, KERN_NOTICE, KERN_WARNING, LOG_USER, KernelLog,
-from tests.fidelity.capture import REFERENCE_DIR
                                 PRINTKRB_RECORD_MAX, Record)
+from tests.fidelity.capture import REFERENCE_DIR
 
 REFERENCE = REFERENCE_DIR
 KMSG_RE = re.compile(r"^(\d+),(\d+),(\d+),([-c]);(.*)\n$", re.S)

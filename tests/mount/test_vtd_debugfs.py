@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, preset_devices, run, sh
+from tests.conftest import preset_devices, run, sh
 from tests.fidelity.capture import REFERENCE_DIR
 
 CAPTURE = REFERENCE_DIR / "capture-dbgkernel-intel_iommu_on.txt"
