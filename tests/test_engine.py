@@ -197,3 +197,24 @@ async def test_removed_device_stream_is_dropped(m, autojump_clock):
         await trio.sleep(0.05)
         assert "0000:06:00.0" not in m.traffic and t.requests == 50
         nursery.cancel_scope.cancel()
+
+
+def test_delayed_work_runs_when_due():
+    """QEMU's NVMe VFs probe, then give up 0.5 s later (the reference capture's -19):
+    delayed work the engine runs when the simulated clock reaches it."""
+    from vfakefs.model import sriov
+    m = topology.load("qemu-ref")
+    pf = m.lookup("0000:01:00.0")
+    pf.sriov.drivers_autoprobe = 1
+    sriov.configure(m, pf, 1)
+    vf = m.lookup("0000:01:00.1")
+    assert vf.driver is not None and vf.driver.name == "nvme"
+    for _ in range(49):                      # 0.49 s: not yet
+        engine.step(m, 0.01)
+    assert vf.driver is not None
+    engine.step(m, 0.02)
+    assert vf.driver is None
+    assert [r.text for r in m.kmsg.records[-2:]] == [
+        "nvme nvme2: Device not ready; aborting initialisation, CSTS=0x2",
+        "nvme nvme2: Removing after probe failure status: -19"]
+    m.check()

@@ -28,7 +28,14 @@ async def run(machine, *, tick: float = TICK, task_status=trio.TASK_STATUS_IGNOR
 
 
 def step(m, dt: float) -> None:
-    """One tick: each live stream issues rate*dt requests."""
+    """One tick: delayed work that has come due, then each live stream issues rate*dt requests."""
+    m.clock += dt
+    due = [w for w in m.delayed if w[0] <= m.clock]
+    if due:
+        m.delayed = [w for w in m.delayed if w[0] > m.clock]
+        with m.batch():
+            for _, work in due:
+                work()
     u = iommu.unit(m)
     for name, t in list(m.traffic.items()):
         dev = t.dev

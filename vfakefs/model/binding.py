@@ -80,6 +80,20 @@ def attach(m, dev, drv: Driver) -> None:
     if m.irq_remap is not None and dev.msi_irqs:
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
+    pf_sriov = dev.physfn.sriov if dev.is_virtfn else None
+    if pf_sriov is not None and pf_sriov.vf_probe_fails_after is not None and drv.name == "nvme":
+        m.schedule(pf_sriov.vf_probe_fails_after, lambda: _offline_vf_gives_up(m, dev, drv))
+
+
+def _offline_vf_gives_up(m, dev, drv: Driver) -> None:
+    """nvme_reset_work on a VF that never becomes ready: the controller is removed
+    and the driver lets the device go (the reference capture's `-19`)."""
+    if dev.driver is not drv or dev not in m.functions:
+        return
+    inst = drv.instance(dev)
+    m.kmsg.log(f"nvme nvme{inst}: Device not ready; aborting initialisation, CSTS=0x2")
+    m.kmsg.log(f"nvme nvme{inst}: Removing after probe failure status: -19")
+    release(m, dev)
 
 
 def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:

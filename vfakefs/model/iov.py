@@ -22,6 +22,9 @@ class Sriov:
     drivers_autoprobe: int = 1
     vfs: list = field(default_factory=list)
     vf_config: bytes | None = None      # a VF's config space as the hardware shows it (else generated)
+    # QEMU's NVMe VFs stay offline until virtualization management brings them up:
+    # the nvme probe succeeds, then its async reset work gives up this many seconds later
+    vf_probe_fails_after: float | None = None
 
     @property
     def hw_total_vfs(self) -> int:

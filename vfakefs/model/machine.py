@@ -58,6 +58,8 @@ class Machine:
         self.fault_threshold = 100              # DMA faults before a device loses bus mastering
         self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
         self.irq_remap = None                   # irq_remap.IrqRemapTable when interrupt remapping is on
+        self.clock = 0.0                        # simulated seconds the engine has run
+        self.delayed: list = []                 # (due clock, work): what the engine runs later
         self.source = None                      # (text, name, base) of the topology, for reset
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
@@ -95,6 +97,10 @@ class Machine:
     @property
     def iommu_on(self) -> bool:
         return bool(self.dmar) and self.groups is not None
+
+    def schedule(self, delay: float, work) -> None:
+        """Delayed work (a workqueue item): the engine runs it `delay` simulated seconds on."""
+        self.delayed.append((self.clock + delay, work))
 
     def by_rid(self, rid: int, domain: int = 0) -> PciFunction | None:
         return self.by_bdf.get(Bdf.from_rid(domain, rid))

@@ -30,7 +30,8 @@ DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", 
                "numa_node", "driver", "netdev", "sriov", "iommu_group", "link", "config", "firmware_node",
                "reset_methods", "aspm", "slot", "dma_mask_bits", "secondary_bus", "subordinate_bus", "aer",
                "ari", "extra_dirs", "rmrr", "comment", "command", "mac"}
-SRIOV_KEYS = {"total_vfs", "offset", "stride", "vf_device", "vf_driver", "vf_bars", "vf_config"}
+SRIOV_KEYS = {"total_vfs", "offset", "stride", "vf_device", "vf_driver", "vf_bars", "vf_config",
+              "vf_probe_fails_after"}
 BAR_KEYS = {"index", "type", "size", "prefetch", "address"}
 LINK_KEYS = {"speed", "width", "max_speed", "max_width", "port"}
 RANGES = {"vendor": 0xFFFF, "device": 0xFFFF, "subsystem_vendor": 0xFFFF, "subsystem_device": 0xFFFF,
@@ -388,6 +389,7 @@ class _Loader:
             if pos is None:
                 raise self.err(f"{s['where']}.sriov", "the config dump has no SR-IOV capability")
             f.sriov = Sriov(f, pos, sr.get("vf_driver"), vf_bars)
+            f.sriov.vf_probe_fails_after = sr.get("vf_probe_fails_after")
             if "vf_config" in sr:
                 path = self.base / sr["vf_config"]
                 try:
