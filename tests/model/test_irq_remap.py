@@ -5,9 +5,9 @@ from hypothesis import given, strategies as st
 
 from vfakefs.model import irq_boot, topology
 from vfakefs.model.bdf import Bdf
-from vfakefs.model.irq_remap import (
-    INTR_REMAP_TABLE_ENTRIES, MANAGED_IRQ_SHUTDOWN_VECTOR, SVT_VERIFY_BUS, SVT_VERIFY_SID, Irte, IrqRemapTable,
-    irte_dest, msi_sid)
+from vfakefs.model.irq_remap import IrqRemapTable, msi_sid
+from vfakefs.model.irte import (INTR_REMAP_TABLE_ENTRIES, MANAGED_IRQ_SHUTDOWN_VECTOR, SVT_VERIFY_BUS,
+                                SVT_VERIFY_SID, Irte, irte_dest)
 from vfakefs.sysfs.debugfs_ir import ir_translation_struct_show
 from tests.fidelity.capture import REFERENCE_DIR
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from vfakefs.model import iommu
 from vfakefs.model.bdf import Bdf
 from vfakefs.model.errors import SysfsError
-from vfakefs.model.irq_remap import IR_FAULT_REASONS
+from vfakefs.model.irte import IR_FAULT_REASONS
 from vfakefs.model.kmsg import KERN_WARNING
 
 

@@ -42,12 +42,8 @@ class Iotlb:
 
     def lookup_many(self, did: int, vpfns: np.ndarray):
         """(hit mask, cached values) for an array of page numbers of one domain."""
-        slots = self._slot(np.uint64(did), vpfns)
-        hit = self.tags[slots] == (np.uint64(did << DID_SHIFT) | vpfns)
-        n_hit = int(hit.sum())
-        self.hits[did] += n_hit
-        self.misses[did] += len(vpfns) - n_hit
-        return hit, self.data[slots]
+        _, hit, values = self.probe_many(did, vpfns)
+        return hit, values
 
     def probe_many(self, did: int, vpfns: np.ndarray):
         """(slots, hit mask, cached values), counting hits and misses, for fill_slots."""
@@ -60,11 +56,6 @@ class Iotlb:
         return slots, hit, self.data[slots]
 
     def fill_slots(self, did: int, slots: np.ndarray, vpfns: np.ndarray, values: np.ndarray) -> None:
-        self.tags[slots] = np.uint64(did << DID_SHIFT) | vpfns
-        self.data[slots] = values
-
-    def fill_many(self, did: int, vpfns: np.ndarray, values: np.ndarray) -> None:
-        slots = self._slot(np.uint64(did), vpfns)
         self.tags[slots] = np.uint64(did << DID_SHIFT) | vpfns
         self.data[slots] = values
 

@@ -1,7 +1,7 @@
 """/sys/devices: the PCI hierarchy, one directory per function nested below its bridge."""
 from __future__ import annotations
 
-from vfakefs.sysfs import iov, nvme, pci_sysfs, power
+from vfakefs.sysfs import bus, iov, nvme, pci_sysfs, power
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 # PCIe port services pcieport registers below each port it drives, named as
@@ -66,7 +66,7 @@ def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
     return {
         "cpuaffinity": Attr("cpuaffinity", lambda o: pci_sysfs._cpumask(v.m.nr_cpus)).bind(None),
         "cpulistaffinity": Attr("cpulistaffinity", lambda o: "0-%d\n" % (v.m.nr_cpus - 1)).bind(None),
-        "rescan": Attr("rescan", None, lambda o, t: pci_sysfs.rescan_store(bridge or v.m.functions[0], t), 0o200).bind(None),
+        "rescan": Attr("rescan", None, bus.bus_rescan_store, 0o200).bind(v.m),   # pci_bus rescan: the same walk
         "device": Link(rel(f"{here}/pci_bus/x", here)),
         "subsystem": Link(rel(f"{here}/pci_bus/x", "class/pci_bus")),
         "power": Dir({}),

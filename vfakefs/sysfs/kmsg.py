@@ -24,7 +24,7 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KernelLog
-from vfakefs.sysfs.nodes import Attr, Dir, Stream
+from vfakefs.sysfs.nodes import Attr, Stream
 
 
 class KmsgReader:
@@ -88,8 +88,3 @@ def dev_entries(v) -> dict:
 def debug_entries(v) -> dict:
     """What sys/kernel/debug/vfakefs/ holds of the log: dmesg, the whole log as dmesg prints it."""
     return {"dmesg": DMESG.bind(v.m.kmsg)}
-
-
-def debug_vfakefs_dir(v) -> Dir:
-    """sys/kernel/debug/vfakefs/ (merge debug_entries() into it when it holds more)."""
-    return Dir(lambda: debug_entries(v), 0o755)

@@ -39,8 +39,3 @@ def kstrtobool(text: str) -> bool:
     if c0 == "o" and c1 in ("n", "f"):
         return c1 == "n"
     raise SysfsError(errno.EINVAL)
-
-
-def sysfs_streq(a: str, b: str) -> bool:
-    """Equal, allowing one trailing newline on either side."""
-    return a.removesuffix("\n") == b.removesuffix("\n")

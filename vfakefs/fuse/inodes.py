@@ -1,0 +1,202 @@
+"""Inodes for a view tree, and keeping the kernel's caches of them true.
+
+Inode numbers are stable per path for the life of the mount. Directory listings
+are computed from the view once per Machine generation; after a structural
+change the names the kernel has cached are compared with the new listing and
+what vanished or changed is invalidated, so the next syscall sees it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pyfuse3
+
+from vfakefs.fuse.errmap import kernel_errors
+from vfakefs.sysfs.nodes import Bound, CharDev, Dir, node_type
+
+TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
+
+
+class InodeTable:
+    def __init__(self, root: Dir, generation):
+        self.generation = generation           # () -> int, bumps on structural change
+        self.root = root
+        self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: ""}
+        self.inos: dict[str, int] = {"": pyfuse3.ROOT_INODE}
+        self.next_ino = pyfuse3.ROOT_INODE
+        self.nodes: dict[int, tuple[int, object]] = {}
+        self.listings: dict[int, tuple[int, dict]] = {}
+        self.attr_cache: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
+        self.rows_cache: dict[int, tuple[int, list]] = {}
+        self.overrides: dict[int, dict] = {}   # chmod/chown by root, kept per inode like kernfs iattrs
+        self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
+        self.published = generation()
+        self.time_ns = time.time_ns()
+
+    # --- tree walking ---------------------------------------------------------------
+    def ino_of(self, path: str) -> int:
+        ino = self.inos.get(path)
+        if ino is None:
+            self.next_ino += 1
+            ino = self.inos[path] = self.next_ino
+            self.paths[ino] = path
+        return ino
+
+    def path_of(self, ino: int) -> str:
+        path = self.paths.get(ino)
+        if path is None:   # a removed node the kernel still holds (an open directory)
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return path
+
+    def node(self, ino: int):
+        gen = self.generation()
+        hit = self.nodes.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        path = self.paths.get(ino)
+        if path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if path == "":
+            node = self.root
+        else:
+            parent, _, name = path.rpartition("/")
+            node = self.listing(self.ino_of(parent)).get(name)
+            if node is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+        self.nodes[ino] = (gen, node)
+        return node
+
+    def listing(self, ino: int) -> dict:
+        gen = self.generation()
+        hit = self.listings.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        node = self.node(ino)
+        if not isinstance(node, Dir):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        with kernel_errors():
+            entries = node.entries()
+        self.listings[ino] = (gen, entries)
+        return entries
+
+    def child(self, parent: int, name: str):
+        node = self.listing(parent).get(name)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        path = self.path_of(parent)
+        ino = self.ino_of(f"{path}/{name}" if path else name)
+        self.nodes[ino] = (self.generation(), node)
+        self.served.setdefault(parent, {})[name] = node
+        return ino, node
+
+    # --- attributes -------------------------------------------------------------------
+    def attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
+        """Attributes, computed once per generation (a directory's nlink needs its listing)."""
+        if isinstance(node, Bound) and node.stream:
+            # a stream's size moves with every record: always fresh, never cached by the
+            # kernel either, so that lseek(SEEK_END) asks for it
+            a = self._attrs(ino, node)
+            a.attr_timeout = 0
+            return a
+        gen = self.generation()
+        hit = self.attr_cache.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        a = self._attrs(ino, node)
+        self.attr_cache[ino] = (gen, a)
+        return a
+
+    def _attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_nlink = 1
+        if isinstance(node, Dir):
+            entries = self.listing(ino)
+            a.st_nlink = 2 + sum(1 for n in entries.values() if isinstance(n, Dir))
+            a.st_size = (len(entries) + 2) * 20 if node.tmpfs else 0  # tmpfs's BOGO_DIRENT_SIZE
+        elif isinstance(node, CharDev):
+            a.st_rdev = os.makedev(node.major, node.minor)
+        else:
+            with kernel_errors():
+                a.st_size = node.size
+        over = self.overrides.get(ino, {})
+        a.st_mode = node_type(node) | over.get("mode", node.mode)
+        a.st_uid, a.st_gid = over.get("uid", 0), over.get("gid", 0)
+        a.st_blksize = 4096
+        a.st_blocks = 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.time_ns
+        a.entry_timeout = a.attr_timeout = TIMEOUT
+        return a
+
+    def mode_of(self, ino: int, node) -> int:
+        return self.overrides.get(ino, {}).get("mode", node.mode)
+
+    def dir_rows(self, ino: int) -> list:
+        """(name, attributes) of ".", ".." and every entry, once per generation.
+        READDIRPLUS hands the kernel each entry, so each counts as served."""
+        gen = self.generation()
+        hit = self.rows_cache.get(ino)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        pino = self.ino_of(self.path_of(ino).rpartition("/")[0])
+        rows = [(b".", self.attrs(ino, self.node(ino))), (b"..", self.attrs(pino, self.node(pino)))]
+        for name in sorted(self.listing(ino)):
+            cino, node = self.child(ino, name)
+            rows.append((os.fsencode(name), self.attrs(cino, node)))
+        self.rows_cache[ino] = (gen, rows)
+        return rows
+
+    # --- publishing structural changes ------------------------------------------------------
+    def publish(self) -> None:
+        """After a change of the Machine's structure, drop what the kernel cached of it."""
+        gen = self.generation()
+        if gen == self.published:
+            return
+        self.published = gen
+        old_listings = self.listings
+        # caches of the old generation go now, so removed functions leave no memory behind
+        self.listings, self.nodes, self.attr_cache, self.rows_cache = {}, {}, {}, {}
+        gone: list[str] = []
+        for dino, served in list(self.served.items()):
+            before = old_listings.get(dino, (0, {}))[1]
+            try:
+                entries = self.listing(dino)
+            except pyfuse3.FUSEError:
+                self.served.pop(dino, None)   # the directory itself went away
+                continue
+            stale = [name for name, old in served.items() if not _same(old, entries.get(name))]
+            for name in stale:
+                del served[name]
+                pyfuse3.invalidate_entry_async(dino, os.fsencode(name), ignore_enoent=True)
+                if name not in entries:
+                    gone.append(f"{self.paths[dino]}/{name}" if self.paths[dino] else name)
+            if before.keys() != entries.keys():
+                try:
+                    pyfuse3.invalidate_inode(dino, attr_only=True)   # nlink and tmpfs sizes
+                except OSError:
+                    pass
+        if gone:
+            self.forget_paths(gone)
+
+    def forget_paths(self, paths: list[str]) -> None:
+        """Drop the inode numbers of removed subtrees, walking what the kernel was
+        served (numbers are never reused: a path that comes back gets a new one)."""
+        stack = list(paths)
+        while stack:
+            path = stack.pop()
+            ino = self.inos.pop(path, None)
+            if ino is None:
+                continue
+            del self.paths[ino]
+            self.overrides.pop(ino, None)
+            stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
+
+
+def _same(old, new) -> bool:
+    """Whether a cached entry still stands: a directory stays the same directory;
+    a link must keep its target; an attribute its declaration and object."""
+    if new is None or type(old) is not type(new):
+        return False
+    return isinstance(old, Dir) or old == new
