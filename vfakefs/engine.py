@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import zlib
 
-import numpy as np
 import trio
 
 from vfakefs.model import iommu
@@ -36,6 +35,9 @@ def step(m, dt: float) -> None:
         with m.batch():
             for _, work in due:
                 work()
+    if not m.traffic:
+        return
+    import numpy as np   # only once there is traffic: numpy stays off the mount path
     u = iommu.unit(m)
     for name, t in list(m.traffic.items()):
         dev = t.dev
@@ -74,13 +76,15 @@ def step(m, dt: float) -> None:
             iommu.handle_faults(m)
 
 
-def _rng(t) -> np.random.Generator:
+def _rng(t):
+    import numpy as np
     if getattr(t, "_rng", None) is None:
         t._rng = np.random.default_rng(zlib.crc32(t.dev.name.encode()))   # the same mix every run
     return t._rng
 
 
-def _addresses(t, n: int) -> np.ndarray:
+def _addresses(t, n: int):
+    import numpy as np
     base, size = t.iovas[0]
     pages = size >> 12
     if t.pattern == "storm":                     # addresses nothing maps: every request faults

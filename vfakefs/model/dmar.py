@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from vfakefs.model.iotlb import Iotlb
-from vfakefs.model.memory import PhysMem
-from vfakefs.model.pagetable import ADDR, PS, R, W, LEVEL_SHIFT, PageTable
+from vfakefs.model.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
+
+if TYPE_CHECKING:
+    from vfakefs.model.pagetable import PageTable
 
 # Fault reasons (drivers/iommu/intel/dmar.c dma_remap_fault_reasons)
 FAULT_REASONS = {
@@ -76,28 +78,48 @@ class DmarUnit:
     ecap: int = 0xF050DA
     machine: object = None
     iotlb_entries: int = 4096
-    mem: PhysMem = field(default_factory=PhysMem)
-    iotlb: Iotlb | None = None
-    domains: dict = field(default_factory=dict)        # did -> Domain
     frcd: list = field(default_factory=list)           # fault recording registers: Fault or None
     fsts: int = 0
     fault_log: list = field(default_factory=list)      # every fault the handler serviced
-    iq: list = field(default_factory=list)             # (qw0, qw1, status) of the invalidation queue
     iq_tail: int = 0
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
 
     def __post_init__(self):
-        self.iotlb = Iotlb(self.iotlb_entries)
-        self.root = self.mem.alloc_page()
         self.frcd = [None] * self.nfr
-        self.iq_base = self.mem.alloc_page()
-        self.iq_status = self.mem.alloc_page()
         self._next_frcd = 0           # hardware records into the fault registers round-robin
-        self.iq = [(0, 0, 0)] * IQ_ENTRIES
-        self.context_tables: dict[int, int] = {}
         self._did_next = 2            # 0 is reserved; 1 is the static identity domain's
         self._runs: list[float] = []  # when the fault handler ran (its ratelimit)
+        self.materialized = False
+        self.on_materialize = None    # called once the tables exist (the IOMMU core programs them)
+
+    # The tables live in numpy arrays. They are made on first use, not at mount:
+    # importing numpy would cost `vfakefs mount` a sixth of its time.
+    LAZY = frozenset(("mem", "iotlb", "root", "iq_base", "iq_status", "iq", "context_tables", "domains"))
+
+    def __getattr__(self, name):
+        if name in DmarUnit.LAZY and not self.__dict__.get("materialized", True):
+            self.materialize()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def materialize(self) -> None:
+        """Allocate the root table, IOTLB and invalidation queue (intel_iommu_init)."""
+        if self.materialized:
+            return
+        from vfakefs.model.iotlb import Iotlb
+        from vfakefs.model.memory import PhysMem
+        self.materialized = True
+        self.domains = {}                                # did -> Domain
+        self.context_tables: dict[int, int] = {}         # bus -> context table address
+        self.iq = [(0, 0, 0)] * IQ_ENTRIES
+        self.mem = PhysMem()
+        self.iotlb = Iotlb(self.iotlb_entries)
+        self.root = self.mem.alloc_page()
+        self.iq_base = self.mem.alloc_page()
+        self.iq_status = self.mem.alloc_page()
+        if self.on_materialize is not None:
+            self.on_materialize()
 
     # --- capability fields -------------------------------------------------------------
     @property
@@ -142,6 +164,7 @@ class DmarUnit:
     def new_domain(self, kind: str) -> Domain:
         if kind == "identity":
             return self.domains.setdefault(1, Domain(1, "identity", None))
+        from vfakefs.model.pagetable import PageTable
         did = self._did_next
         self._did_next += 1
         table = PageTable(self.mem, self.levels, self.superpage_levels) if kind != "blocked" else None

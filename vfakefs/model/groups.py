@@ -21,7 +21,20 @@ class IommuGroup:
     default_domain: str = "DMA"       # DMA, DMA-FQ, identity, blocked, unmanaged
     devices: list = field(default_factory=list)
     machine: object = None
-    domain: object = None             # the remapping unit's Domain (model/dmar.py)
+    domain_: object = None            # the remapping unit's Domain: see `domain`
+
+    @property
+    def domain(self):
+        """The group's default domain in the remapping unit, whose tables are made
+        (and every group programmed) on first use."""
+        if self.domain_ is None and self.machine is not None:
+            from vfakefs.model import iommu
+            iommu.unit(self.machine)
+        return self.domain_
+
+    @domain.setter
+    def domain(self, dom) -> None:
+        self.domain_ = dom
 
     def reserved_regions(self) -> list[tuple[int, int, str]]:
         regions = set()

@@ -12,7 +12,26 @@ DEFAULT_FAULT_THRESHOLD = 100
 
 
 def unit(m):
-    return m.dmar[0] if m.dmar and m.iommu_on else None
+    """The remapping unit, its tables made (and programmed) on first use."""
+    u = m.dmar[0] if m.dmar and m.iommu_on else None
+    if u is not None:
+        u.materialize()
+    return u
+
+
+def program_all(u) -> None:
+    """When the tables are made: every function into its group's domain, in probe order."""
+    m = u.machine
+    if m.iommu_on:
+        for f in m.functions:
+            attach_device(m, f)
+
+
+def booted(m):
+    """The unit if its tables exist; before that there is nothing to re-program
+    (unit() programs every function from its group when it makes them)."""
+    u = m.dmar[0] if m.dmar and m.iommu_on else None
+    return u if u is not None and u.materialized else None
 
 
 def rids(dev) -> set[int]:
@@ -37,7 +56,7 @@ def new_default_domain(u, group):
 
 def attach_device(m, dev) -> None:
     """iommu_probe_device + attach to the group's default domain."""
-    u = unit(m)
+    u = booted(m)
     if u is None or dev.group is None:
         return
     group = dev.group
@@ -48,7 +67,7 @@ def attach_device(m, dev) -> None:
 
 
 def detach_device(m, dev, group) -> None:
-    u = unit(m)
+    u = booted(m)
     if u is None:
         return
     for rid in rids(dev):
@@ -60,7 +79,7 @@ def detach_device(m, dev, group) -> None:
 
 def change_domain(m, group) -> None:
     """A `type` write: a new default domain, every member's context entry re-programmed."""
-    u = unit(m)
+    u = booted(m)
     if u is None:
         return
     old = group.domain

@@ -57,7 +57,8 @@ class Machine:
         self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
         self.fault_threshold = 100              # DMA faults before a device loses bus mastering
         self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
-        self.irq_remap = None                   # irq_remap.IrqRemapTable when interrupt remapping is on
+        self._irq_remap = None                  # irq_remap.IrqRemapTable, made on first use
+        self.irq_remap_args: dict | None = None  # how to make it, when interrupt remapping is on
         self.clock = 0.0                        # simulated seconds the engine has run
         self.delayed: list = []                 # (due clock, work): what the engine runs later
         self.source = None                      # (text, name, base) of the topology, for reset
@@ -97,6 +98,19 @@ class Machine:
     @property
     def iommu_on(self) -> bool:
         return bool(self.dmar) and self.groups is not None
+
+    @property
+    def irq_remap(self):
+        """The interrupt remapping table as boot leaves it, made when first asked for
+        (its numpy arrays stay off the mount path)."""
+        if self._irq_remap is None and self.irq_remap_args is not None:
+            from vfakefs.model import irq_boot
+            self._irq_remap = irq_boot.build(self, **self.irq_remap_args)
+        return self._irq_remap
+
+    @irq_remap.setter
+    def irq_remap(self, table) -> None:
+        self._irq_remap = table
 
     def schedule(self, delay: float, work) -> None:
         """Delayed work (a workqueue item): the engine runs it `delay` simulated seconds on."""
@@ -210,7 +224,7 @@ class Machine:
             assert len(members) == len(set(map(id, members))) == len(self.functions), "group membership"
         for nd in self.netdevs.values():
             assert nd.dev in self.functions and nd in nd.dev.netdevs, f"netdev {nd.name}: stale"
-        unit = iommu.unit(self)
+        unit = iommu.booted(self)   # context entries exist once the tables were made
         if unit is not None:
             for f in self.functions:
                 dom = f.group.domain

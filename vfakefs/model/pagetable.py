@@ -2,9 +2,12 @@
 pages, 2 MiB and 1 GiB superpages (PS at levels 2 and 3)."""
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from vfakefs.model.memory import PAGE, PhysMem
+if TYPE_CHECKING:
+    from vfakefs.model.memory import PhysMem
+
+PAGE = 4096
 
 R, W, PS, SNP = 0x1, 0x2, 0x80, 0x800
 ADDR = 0x000F_FFFF_FFFF_F000          # bits 12..51
@@ -102,6 +105,8 @@ class PageTable:
 
     def leaves(self):
         """(iova, level, entries top-down) of every present leaf, in IOVA order."""
+        import numpy as np
+
         def walk(table, lv, base, path):
             q = self.mem.q[self.mem.index(table): self.mem.index(table) + 512]
             for i in np.nonzero(q & np.uint64(R | W))[0]:

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from vfakefs.model import config as C
-from vfakefs.model import iommu, irq_boot
+from vfakefs.model import iommu
 from vfakefs.model.bdf import Bdf
 from vfakefs.model.boot import boot_log, default_domain, late_boot_log
 from vfakefs.model.builder import bar_flags, build_config
@@ -174,8 +174,10 @@ class _Loader:
                 m.add_netdev(f, f.driver)
         for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
             obj.machine = m
+        for u in m.dmar:
+            u.on_materialize = lambda u=u: iommu.program_all(u)
         if iommu_on and m.interrupt_remapping and m.dmar[0].ir_supported:
-            m.irq_remap = irq_boot.build(m, x2apic=iommu_spec.get("x2apic", True))
+            m.irq_remap_args = {"x2apic": iommu_spec.get("x2apic", True)}
         m.check()
         return m
 
