@@ -85,7 +85,7 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
             log.boot("DMAR-IR: Queued invalidation will be enabled to support x2apic and Intr-remapping.")
         log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"), at=339_113)
     for f in m.functions:
-        log.boot("pci %s: [%04x:%04x] type %02x class %#08x" % (f.name, f.vendor, f.device, f.header_type, f.class_code),
+        log.boot(f"pci {f.name}: {f.setup_line(m.profile.pci_setup_type_str)}",
                  at=1_264_119 if f is m.functions[0] else None)
     _iommu_subsys_init(m, args)
     if iommu_on:

@@ -266,7 +266,7 @@ class Machine:
         self.functions.append(f)
         self.by_bdf[f.bdf] = f
         f.machine = self
-        self.kmsg.dev(f, "[%04x:%04x] type %02x class %#08x" % (f.vendor, f.device, f.header_type, f.class_code),
+        self.kmsg.dev(f, f.setup_line(self.profile.pci_setup_type_str),
                       prefix="pci")
         if self.groups is not None:
             g = self.groups.add_device(f, self.functions)

@@ -31,6 +31,11 @@ IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_PREFETCH = 0x100, 0x200, 0x2000
 IORESOURCE_READONLY, IORESOURCE_SIZEALIGN, IORESOURCE_MEM_64 = 0x4000, 0x40000, 0x100000
 IORESOURCE_WINDOW = 0x200000
 
+PCIE_TYPE_STR = ("PCIe Endpoint", "PCIe Legacy Endpoint", "PCIe unknown", "PCIe unknown", "PCIe Root Port",
+                 "PCIe Switch Upstream Port", "PCIe Switch Downstream Port", "PCIe to PCI/PCI-X bridge",
+                 "PCI/PCI-X to PCIe bridge", "PCIe Root Complex Integrated Endpoint",
+                 "PCIe Root Complex Event Collector")
+
 LINK_SPEEDS = {1: "2.5 GT/s PCIe", 2: "5.0 GT/s PCIe", 3: "8.0 GT/s PCIe", 4: "16.0 GT/s PCIe",
                5: "32.0 GT/s PCIe", 6: "64.0 GT/s PCIe"}
 
@@ -177,6 +182,18 @@ class PciFunction:
         """(capability, control) of the ACS extended capability, if any."""
         pos = self.config.find_ext_cap(C.EXT_ACS)
         return None if pos is None else (self.config.r16(pos + 4), self.config.r16(pos + 6))
+
+    def type_str(self) -> str:
+        """pci_type_str() (probe.c, 6.9 and later): what pci_setup_device's line ends with."""
+        ptype = self.pcie_type
+        if ptype is not None:
+            return PCIE_TYPE_STR[ptype] if ptype < len(PCIE_TYPE_STR) else "PCIe unknown"
+        return "conventional PCI bridge" if self.is_bridge else "conventional PCI endpoint"
+
+    def setup_line(self, with_type: bool) -> str:
+        """The `[vendor:device] type NN class 0x...` line pci_setup_device prints."""
+        line = "[%04x:%04x] type %02x class %#08x" % (self.vendor, self.device, self.header_type, self.class_code)
+        return f"{line} {self.type_str()}" if with_type else line
 
     def modalias(self) -> str:
         c = self.class_code

@@ -29,6 +29,8 @@ class KernelProfile:
     amd_iommu_v2_banner: bool
     # the `Linux version` line ({release} filled in)
     banner: str
+    # pci_setup_device's line ends with pci_type_str() ("PCIe Endpoint", ...) since 6.9
+    pci_setup_type_str: bool = False
 
 
 PROFILES = {
@@ -39,5 +41,6 @@ PROFILES = {
     "6.12": KernelProfile(
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "
-        "14.2.0, GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-16)"),
+        "14.2.0, GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-16)",
+        pci_setup_type_str=True),
 }
