@@ -40,6 +40,8 @@ test: venv
 
 bench: venv
 	taskset -c 0 $(PY) bench/read_rate.py
+	taskset -c 0 $(PY) bench/sriov_scale.py --profile never
+	taskset -c 0 $(PY) bench/translate.py
 
 clean: stop
 	rm -rf $(VENV)

@@ -11,8 +11,14 @@ PORT_SERVICES = {"root_port": ("pcie001", "pcie002", "pcie010"), "upstream_port"
                  "downstream_port": ("pcie202",)}
 
 
+# What else every x86 machine has below /sys/devices (empty here): the reference lists them
+PLATFORM_DEVICES = ("breakpoint", "kprobe", "msr", "platform", "pnp0", "software", "system", "tracepoint", "uprobe")
+
+
 def devices_entries(v) -> dict:
-    out = {"pci%04x:00" % d: Dir(lambda d=d: host_bridge_entries(v, d)) for d in sorted({f.bdf.domain for f in v.m.functions})}
+    out = {name: Dir({}) for name in PLATFORM_DEVICES}
+    out.update({"pci%04x:00" % d: Dir(lambda d=d: host_bridge_entries(v, d))
+                for d in sorted({f.bdf.domain for f in v.m.functions})})
     out.update(firmware_tree(v))
     out["virtual"] = Dir(lambda: {"iommu": Dir(lambda: {u.name: Dir(lambda u=u: iommu_dir_entries(v, u))
                                                         for u in v.m.dmar if v.m.iommu_on}),

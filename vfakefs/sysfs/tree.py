@@ -61,4 +61,6 @@ class View:
             "devices": Dir(lambda: devices.devices_entries(self)),
             "kernel": Dir(kernel),
             "module": Dir(lambda: bus.module_entries(self)),
+            # the rest of every /sys, empty here
+            **{name: Dir({}) for name in ("block", "dev", "firmware", "fs", "hypervisor", "power")},
         }
