@@ -55,14 +55,15 @@ def _chunk(u, did: int, pgd: int, iovas: np.ndarray, write: bool):
     out = np.zeros(len(miss), dtype=np.uint64)
     perm = np.zeros(len(miss), dtype=np.uint64)
     fr = np.where(m_iova >= np.uint64(1 << (12 + 9 * u.levels)), 0x04, 0).astype(np.uint8)
-    live = np.nonzero(fr == 0)[0]
+    live = np.nonzero(fr == 0)[0]                                   # lanes still walking
+    cur = m_iova[live]                                               # their IOVAs, kept compacted
     mem, base, words = u.mem.q, u.mem.base, u.mem.used * 512
     table = np.full(len(live), (pgd - base) >> 3, dtype=np.int64)      # word index of each lane's table
     for lv in range(u.levels, 0, -1):
         if not len(live):
             break
         shift = np.uint64(LEVEL_SHIFT[lv])
-        e = mem[table + ((m_iova[live] >> shift) & np.uint64(511)).astype(np.int64)]
+        e = mem[table + ((cur >> shift) & np.uint64(511)).astype(np.int64)]
         absent = (e & need) == 0
         leaf = ~absent & (((e & np.uint64(PS)) != 0) if lv > 1 else True)
         if absent.any():
@@ -70,17 +71,16 @@ def _chunk(u, did: int, pgd: int, iovas: np.ndarray, write: bool):
         if leaf.any():
             span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
             lanes = live[leaf]
-            out[lanes] = ((e[leaf] & np.uint64(ADDR)) & ~span) | (m_iova[lanes] & span)
+            out[lanes] = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
             perm[lanes] = e[leaf] & np.uint64(R | W)
         nxt = ~absent & ~leaf
-        if nxt.all():
-            table = ((e & np.uint64(ADDR)).astype(np.int64) - base) >> 3
-        else:
-            live, table = live[nxt], ((e[nxt] & np.uint64(ADDR)).astype(np.int64) - base) >> 3
+        if not nxt.all():
+            live, cur, e = live[nxt], cur[nxt], e[nxt]
+        table = ((e & np.uint64(ADDR)).astype(np.int64) - base) >> 3
         bad = (table < 0) | (table >= words)                          # pointer outside memory: 0x07
         if bad.any():
             fr[live[bad]] = 0x07
-            live, table = live[~bad], table[~bad]
+            live, cur, table = live[~bad], cur[~bad], table[~bad]
     ok = fr == 0
     good = miss[ok]
     hpa[good] = out[ok]
