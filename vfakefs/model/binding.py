@@ -77,7 +77,7 @@ def attach(m, dev, drv: Driver) -> None:
     dev.wakeup_enabled = drv.wakeup
     if drv.net:
         m.add_netdev(dev, drv)
-    if m.irq_remap is not None and dev.msi_irqs:
+    if dev.msi_irqs and m.irq_remap is not None:       # (asking builds the table: only when needed)
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
     pf_sriov = dev.physfn.sriov if dev.is_virtfn else None
@@ -128,7 +128,7 @@ def release(m, dev) -> None:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
     for nd in list(dev.netdevs):
         m.remove_netdev(nd)
-    if m.irq_remap is not None:
+    if dev.msi_irqs and m.irq_remap is not None:
         m.irq_remap.free_msi(dev)
     drv.devices.remove(dev)
     drv.drop_instance(dev)
