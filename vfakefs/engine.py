@@ -81,9 +81,9 @@ def step(m, dt: float) -> None:
 
 def _rng(t):
     import numpy as np
-    if getattr(t, "_rng", None) is None:
-        t._rng = np.random.default_rng(zlib.crc32(t.dev.name.encode()))   # the same mix every run
-    return t._rng
+    if t.rng is None:
+        t.rng = np.random.default_rng(zlib.crc32(t.dev.name.encode()))   # the same mix every run
+    return t.rng
 
 
 def _addresses(t, n: int):

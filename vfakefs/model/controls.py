@@ -112,6 +112,7 @@ class Traffic:
     latency: list = None          # requests per simulated-latency bucket (engine.LATENCY_NS)
     elapsed: float = 0.0          # simulated seconds the engine has run this stream
     issued: int = 0               # requests issued while the device could master the bus
+    rng: object = None            # the engine's random generator for this stream
 
     def describe(self) -> str:
         hist = " ".join(str(c) for c in self.latency)
@@ -156,7 +157,6 @@ def traffic_command(m, text: str) -> None:
         reject(m, "traffic", "rate must be positive, mix within 0..1, ws at least 4096")
     t.iovas = [(iommu.dma_map(m, dev, t.working_set), t.working_set)]
     t.latency = [0] * 8
-    t._rng = None
     m.traffic[dev.name] = t
 
 

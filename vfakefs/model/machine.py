@@ -126,11 +126,12 @@ class Machine:
         return addr
 
     def lookup(self, name: str) -> PciFunction | None:
-        """bus_find_device_by_name: the exact kernel name only."""
-        for f in self.functions:
-            if f.name == name:
-                return f
-        return None
+        """bus_find_device_by_name: the exact kernel name only (01:00.0 is not found)."""
+        try:
+            f = self.by_bdf.get(Bdf.from_str(name))
+        except ValueError:
+            return None
+        return f if f is not None and f.name == name else None
 
     def children(self, bridge: PciFunction | None) -> list[PciFunction]:
         """Functions whose directory sits below bridge's (VFs beside their PF), once per generation."""

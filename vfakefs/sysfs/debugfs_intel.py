@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 
+from vfakefs.model import iommu
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, Dir
 
@@ -12,7 +13,7 @@ NO_PASID = "-1    \t0x%016x:0x%016x:0x%016x\n" % (0, 0, 0)
 
 
 def _unit(m):
-    return m.dmar[0]
+    return iommu.unit(m)   # the tables are made (and programmed) on first use
 
 
 def iommu_regset_show(m) -> str:
