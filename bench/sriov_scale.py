@@ -118,7 +118,8 @@ def scale_topology(n_pf: int, vfs: int) -> str:
 # ---------------------------------------------------------------- model only
 
 def _model():
-    from vfakefs.model import sriov, topology
+    from vfakefs.model.pci import sriov
+    from vfakefs.model import topology
     return topology, sriov
 
 
@@ -157,7 +158,7 @@ def model_enable(topo: str, pf_names: list[str] | None, vfs: int) -> dict:
 
 
 def _bdf(name: str):
-    from vfakefs.model.bdf import Bdf
+    from vfakefs.model.pci.bdf import Bdf
     return Bdf.from_str(name)
 
 

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from vfakefs.model.dmar import DmarUnit  # noqa: E402
-from vfakefs.model.pagetable import R, W  # noqa: E402
+from vfakefs.model.intel.dmar import DmarUnit  # noqa: E402
+from vfakefs.model.intel.pagetable import R, W  # noqa: E402
 
 SEED_CAP = 0xD2078C406F0462
 RID = 0x0200

@@ -16,7 +16,7 @@ import trio.testing
 
 from vfakefs import engine
 from vfakefs.model import controls, topology
-from vfakefs.model.bdf import Bdf
+from vfakefs.model.pci.bdf import Bdf
 
 TICK = 0.01
 IXGBE, IXGBE1 = "0000:03:00.0", "0000:03:00.1"
@@ -28,7 +28,7 @@ def short_reprs(monkeypatch):
     """The model's dataclass reprs recurse through the whole machine (megabytes of text):
     keep a failing assertion's report short."""
     from vfakefs.model.machine import Machine
-    from vfakefs.model.pci import PciFunction
+    from vfakefs.model.pci.pci import PciFunction
     monkeypatch.setattr(controls.Traffic, "__repr__",
                         lambda t: f"<Traffic {t.dev.name} requests={t.requests} faults={t.faults}>")
     monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
@@ -202,7 +202,7 @@ async def test_removed_device_stream_is_dropped(m, autojump_clock):
 def test_delayed_work_runs_when_due():
     """QEMU's NVMe VFs probe, then give up 0.5 s later (the reference capture's -19):
     delayed work the engine runs when the simulated clock reaches it."""
-    from vfakefs.model import sriov
+    from vfakefs.model.pci import sriov
     m = topology.load("qemu-ref")
     pf = m.lookup("0000:01:00.0")
     pf.sriov.drivers_autoprobe = 1

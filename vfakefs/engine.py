@@ -12,8 +12,8 @@ import zlib
 
 import trio
 
-from vfakefs.model import iommu
-from vfakefs.model.dmar import Fault
+from vfakefs.model.iommu import iommu
+from vfakefs.model.intel.dmar import Fault
 
 TICK = 0.01                                   # seconds of simulated time per step
 IDLE_TICK = 0.1                               # the same when there is nothing to run

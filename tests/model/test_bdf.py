@@ -1,6 +1,6 @@
 import pytest
 
-from vfakefs.model.bdf import Bdf
+from vfakefs.model.pci.bdf import Bdf
 
 
 def test_parse_and_print():

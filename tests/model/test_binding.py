@@ -12,7 +12,7 @@ import posixpath
 
 import pytest
 
-from vfakefs.model.drivers import ANY, PciDeviceId
+from vfakefs.model.base.drivers import ANY, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Bound, Dir, Link
 from vfakefs.sysfs.tree import View

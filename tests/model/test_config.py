@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from vfakefs.model import config as C
+from vfakefs.model.pci import config as C
 from vfakefs.model import topology
 
 PRESETS = Path(__file__).resolve().parents[2] / "vfakefs" / "presets"

@@ -3,10 +3,11 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from vfakefs.model import irq_boot, topology
-from vfakefs.model.bdf import Bdf
-from vfakefs.model.irq_remap import IrqRemapTable, msi_sid
-from vfakefs.model.irte import (INTR_REMAP_TABLE_ENTRIES, MANAGED_IRQ_SHUTDOWN_VECTOR, SVT_VERIFY_BUS,
+from vfakefs.model.intel import irq_boot
+from vfakefs.model import topology
+from vfakefs.model.pci.bdf import Bdf
+from vfakefs.model.intel.irq_remap import IrqRemapTable, msi_sid
+from vfakefs.model.intel.irte import (INTR_REMAP_TABLE_ENTRIES, MANAGED_IRQ_SHUTDOWN_VECTOR, SVT_VERIFY_BUS,
                                 SVT_VERIFY_SID, Irte, irte_dest)
 from vfakefs.sysfs.debugfs_ir import ir_translation_struct_show
 from tests.fidelity.capture import REFERENCE_DIR

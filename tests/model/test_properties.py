@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.model.test_binding import dev, drv, gtype, snapshot, store
-from vfakefs.model import binding, topology
+from vfakefs.model.base import binding
+from vfakefs.model import topology
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Dir, Link
 from vfakefs.sysfs.tree import View

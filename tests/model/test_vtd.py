@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfakefs.model import groups, iommu, sriov, topology
-from vfakefs.model.dmar import DmarUnit, Fault
-from vfakefs.model.iotlb import Iotlb
-from vfakefs.model.memory import PhysMem
-from vfakefs.model.pagetable import PS, R, SNP, W, PageTable
+from vfakefs.model.iommu import groups, iommu
+from vfakefs.model.pci import sriov
+from vfakefs.model import topology
+from vfakefs.model.intel.dmar import DmarUnit, Fault
+from vfakefs.model.intel.iotlb import Iotlb
+from vfakefs.model.intel.memory import PhysMem
+from vfakefs.model.intel.pagetable import PS, R, SNP, W, PageTable
 
 KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
 SEED_CAP = 0xD2078C406F0462          # 48-bit, 4-level, NFR 8, not caching mode

@@ -9,9 +9,10 @@ import os
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from vfakefs.model import iommu, topology
-from vfakefs.model.dmar import DmarUnit
-from vfakefs.model.pagetable import R, W
+from vfakefs.model.iommu import iommu
+from vfakefs.model import topology
+from vfakefs.model.intel.dmar import DmarUnit
+from vfakefs.model.intel.pagetable import R, W
 
 KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
 

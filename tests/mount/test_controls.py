@@ -271,7 +271,7 @@ def test_msi_with_another_devices_handle_is_blocked(mount_preset, kmsg):
     assert (address, data) == (0xFEE00318, 0)
     # the same message the model's kernel programmed into the NVMe's MSI-X table
     from vfakefs.model import topology
-    from vfakefs.model.bdf import Bdf
+    from vfakefs.model.pci.bdf import Bdf
     m = topology.load("qemu-ref")
     assert m.irq_remap.dev_message(m.by_bdf[Bdf.from_str(NVME)], 0) == (address, data)
 

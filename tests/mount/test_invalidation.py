@@ -13,7 +13,8 @@ import trio
 
 from vfakefs.fuse.mount import MOUNT_OPTIONS
 from vfakefs.fuse.ops import SysfsOps
-from vfakefs.model import binding, topology
+from vfakefs.model.base import binding
+from vfakefs.model import topology
 from vfakefs.sysfs.tree import View
 
 

@@ -1,5 +1,5 @@
 """The simulated hardware. Plain Python and numpy: no FUSE, no sysfs view."""
-from vfakefs.model.bdf import Bdf
+from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.errors import SysfsError, TopologyError
 from vfakefs.model.machine import Machine
 

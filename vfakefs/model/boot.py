@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vfakefs.model.dmar import DmarUnit
+from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
 
 if TYPE_CHECKING:

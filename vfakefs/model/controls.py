@@ -9,10 +9,10 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from vfakefs.model import iommu
-from vfakefs.model.bdf import Bdf
+from vfakefs.model.iommu import iommu
+from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.errors import SysfsError
-from vfakefs.model.irte import IR_FAULT_REASONS
+from vfakefs.model.intel.irte import IR_FAULT_REASONS
 from vfakefs.model.kmsg import KERN_WARNING
 
 

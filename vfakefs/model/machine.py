@@ -4,15 +4,15 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from vfakefs.model.bdf import Bdf
-from vfakefs.model.dmar import DmarUnit
-from vfakefs.model.drivers import Driver
-from vfakefs.model.groups import Groups
-from vfakefs.model import iommu
+from vfakefs.model.pci.bdf import Bdf
+from vfakefs.model.intel.dmar import DmarUnit
+from vfakefs.model.base.drivers import Driver
+from vfakefs.model.iommu.groups import Groups
+from vfakefs.model.iommu import iommu
 from vfakefs.model.ida import Ida
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.net import NetDev
-from vfakefs.model.pci import PciFunction
+from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
 
 
@@ -104,7 +104,7 @@ class Machine:
         """The interrupt remapping table as boot leaves it, made when first asked for
         (its numpy arrays stay off the mount path)."""
         if self._irq_remap is None and self.irq_remap_args is not None:
-            from vfakefs.model import irq_boot
+            from vfakefs.model.intel import irq_boot
             self._irq_remap = irq_boot.build(self, **self.irq_remap_args)
         return self._irq_remap
 
@@ -286,7 +286,8 @@ class Machine:
 
     def remove_function(self, dev: PciFunction) -> None:
         """`remove`: the function and everything below it go away, drivers first."""
-        from vfakefs.model import binding, sriov
+        from vfakefs.model.base import binding
+        from vfakefs.model.pci import sriov
         with self.batch():
             self._remove_subtree(dev, binding, sriov)
 
@@ -306,7 +307,7 @@ class Machine:
     def rescan(self) -> None:
         """pci_rescan_bus(): removed functions come back in bus order and probe
         (pci_bus_add_device calls device_attach whatever drivers_autoprobe says)."""
-        from vfakefs.model import binding
+        from vfakefs.model.base import binding
         if not self.removed:
             return
         back, self.removed = self.removed, []

@@ -6,21 +6,21 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from vfakefs.model import config as C
-from vfakefs.model import iommu
-from vfakefs.model.bdf import Bdf
+from vfakefs.model.pci import config as C
+from vfakefs.model.iommu import iommu
+from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.boot import boot_log, default_domain, late_boot_log
-from vfakefs.model.builder import bar_flags, build_config
-from vfakefs.model.dmar import DmarUnit
-from vfakefs.model.drivers import Driver, catalogue
+from vfakefs.model.pci.builder import bar_flags, build_config
+from vfakefs.model.intel.dmar import DmarUnit
+from vfakefs.model.base.drivers import Driver, catalogue
 from vfakefs.model.errors import TopologyError
-from vfakefs.model.groups import Groups
-from vfakefs.model.iov import Sriov
+from vfakefs.model.iommu.groups import Groups
+from vfakefs.model.pci.iov import Sriov
 from vfakefs.model.machine import Machine, Slot
-from vfakefs.model.pci import IORESOURCE_MEM, IORESOURCE_PREFETCH, IORESOURCE_READONLY, \
+from vfakefs.model.pci.pci import IORESOURCE_MEM, IORESOURCE_PREFETCH, IORESOURCE_READONLY, \
     IORESOURCE_SIZEALIGN, IORESOURCE_MEM_64, KINDS, PciFunction, Resource, EMPTY
 from vfakefs.model.profile import PROFILES
-from vfakefs.model.resources import Allocator, bridge_windows, covering_windows
+from vfakefs.model.pci.resources import Allocator, bridge_windows, covering_windows
 
 TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus", "slot_module",
             "root_dirs"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 
-from vfakefs.model import binding
+from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 from vfakefs.sysfs.parse import kstrtobool, kstrtoul

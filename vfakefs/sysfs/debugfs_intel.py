@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 
-from vfakefs.model import iommu
+from vfakefs.model.iommu import iommu
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, Dir
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vfakefs.model.irq_remap import IrqRemapTable
+from vfakefs.model.intel.irq_remap import IrqRemapTable
 
 
 def _units(obj) -> list[tuple[object, IrqRemapTable | None]]:

@@ -1,7 +1,7 @@
 """/sys/kernel/iommu_groups (drivers/iommu/iommu.c)."""
 from __future__ import annotations
 
-from vfakefs.model import groups
+from vfakefs.model.iommu import groups
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 
-from vfakefs.model import sriov
+from vfakefs.model.pci import sriov
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup
 from vfakefs.sysfs.parse import kstrtobool, kstrtoul

@@ -1,8 +1,8 @@
 """Address space: BAR allocation and the windows bridges decode (drivers/pci/setup-bus.c, probe.c)."""
 from __future__ import annotations
 
-from vfakefs.model import config as C
-from vfakefs.model.pci import EMPTY, IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH, Resource
+from vfakefs.model.pci import config as C
+from vfakefs.model.pci.pci import EMPTY, IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH, Resource
 
 
 class Allocator:

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vfakefs.model.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
+from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
-    from vfakefs.model.pagetable import PageTable
+    from vfakefs.model.intel.pagetable import PageTable
 
 # Fault reasons (drivers/iommu/intel/dmar.c dma_remap_fault_reasons)
 FAULT_REASONS = {
@@ -107,8 +107,8 @@ class DmarUnit:
         """Allocate the root table, IOTLB and invalidation queue (intel_iommu_init)."""
         if self.materialized:
             return
-        from vfakefs.model.iotlb import Iotlb
-        from vfakefs.model.memory import PhysMem
+        from vfakefs.model.intel.iotlb import Iotlb
+        from vfakefs.model.intel.memory import PhysMem
         self.materialized = True
         self.domains = {}                                # did -> Domain
         self.context_tables: dict[int, int] = {}         # bus -> context table address
@@ -164,7 +164,7 @@ class DmarUnit:
     def new_domain(self, kind: str) -> Domain:
         if kind == "identity":
             return self.domains.setdefault(1, Domain(1, "identity", None))
-        from vfakefs.model.pagetable import PageTable
+        from vfakefs.model.intel.pagetable import PageTable
         did = self._did_next
         self._did_next += 1
         table = PageTable(self.mem, self.levels, self.superpage_levels) if kind != "blocked" else None
@@ -299,7 +299,7 @@ class DmarUnit:
 
     def translate_batch(self, rid: int, iovas, write: bool = False):
         """Vectorised translate of many IOVAs from one source (model/walk.py)."""
-        from vfakefs.model.walk import translate_batch
+        from vfakefs.model.intel.walk import translate_batch
         return translate_batch(self, rid, iovas, write)
 
     # --- fault recording (VT-d spec 7.2) and the kernel's handler -------------------------------

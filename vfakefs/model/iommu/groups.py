@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from vfakefs.model import config as C
+from vfakefs.model.pci import config as C
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.ida import Ida
 
@@ -28,7 +28,7 @@ class IommuGroup:
         """The group's default domain in the remapping unit, whose tables are made
         (and every group programmed) on first use."""
         if self.domain_ is None and self.machine is not None:
-            from vfakefs.model import iommu
+            from vfakefs.model.iommu import iommu
             iommu.unit(self.machine)
         return self.domain_
 
@@ -169,5 +169,5 @@ def set_type(m, group: IommuGroup, text: str) -> None:
             m.kmsg.log("iommu: Device is still bound to driver", 3)
             raise SysfsError(errno.EBUSY)
     group.default_domain = want
-    from vfakefs.model import iommu
+    from vfakefs.model.iommu import iommu
     iommu.change_domain(m, group)

@@ -3,10 +3,10 @@ intel/iommu.c, dma-iommu.c): each group's default domain, the context entries
 of its members, the DMA API drivers map through, and the fault handler's policy."""
 from __future__ import annotations
 
-from vfakefs.model.dmar import Fault, Translation
-from vfakefs.model.groups import dma_alias_root
+from vfakefs.model.intel.dmar import Fault, Translation
+from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
-from vfakefs.model.pagetable import R, W
+from vfakefs.model.intel.pagetable import R, W
 
 DEFAULT_FAULT_THRESHOLD = 100
 

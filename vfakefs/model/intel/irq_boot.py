@@ -2,8 +2,8 @@
 (drivers/iommu/intel/irq_remapping.c, arch/x86/kernel/apic/io_apic.c, vector.c)."""
 from __future__ import annotations
 
-from vfakefs.model.irq_remap import IrqRemapTable, VectorMatrix
-from vfakefs.model.irte import MANAGED_IRQ_SHUTDOWN_VECTOR
+from vfakefs.model.intel.irq_remap import IrqRemapTable, VectorMatrix
+from vfakefs.model.intel.irte import MANAGED_IRQ_SHUTDOWN_VECTOR
 
 
 def build(machine, *, x2apic: bool = False, unit=None) -> IrqRemapTable:

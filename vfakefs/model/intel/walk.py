@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vfakefs.model.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
+from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 CHUNK = 16384
 TT_MULTI_LEVEL, TT_PASS_THROUGH = 0, 2

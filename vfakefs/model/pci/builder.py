@@ -6,8 +6,8 @@ from 0x100. A topology that wants a device's exact bytes gives a dump instead.
 """
 from __future__ import annotations
 
-from vfakefs.model import config as C
-from vfakefs.model.pci import (IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
+from vfakefs.model.pci import config as C
+from vfakefs.model.pci.pci import (IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
                                IORESOURCE_SIZEALIGN, Resource)
 
 SPEED_CODES = {"2.5": 1, "5": 2, "5.0": 2, "8": 3, "8.0": 3, "16": 4, "16.0": 4, "32": 5, "32.0": 5,

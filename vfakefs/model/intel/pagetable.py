@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vfakefs.model.memory import PhysMem
+    from vfakefs.model.intel.memory import PhysMem
 
 PAGE = 4096
 

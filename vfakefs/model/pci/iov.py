@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vfakefs.model import config as C
-from vfakefs.model.bdf import Bdf
-from vfakefs.model.pci import Resource
+from vfakefs.model.pci import config as C
+from vfakefs.model.pci.bdf import Bdf
+from vfakefs.model.pci.pci import Resource
 
 
 @dataclass(eq=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import re
 
-from vfakefs.model.drivers import ANY, Driver, PciDeviceId
+from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
 
@@ -122,7 +122,7 @@ def release(m, dev) -> None:
         return
     if dev.sriov is not None and dev.sriov.num_vfs:
         if drv.disables_sriov_on_remove:
-            from vfakefs.model import sriov
+            from vfakefs.model.pci import sriov
             sriov.disable(m, dev)
         else:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)

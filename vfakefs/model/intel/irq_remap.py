@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vfakefs.model.bdf import Bdf
-from vfakefs.model.irte import (
+from vfakefs.model.pci.bdf import Bdf
+from vfakefs.model.intel.irte import (
     INTR_REMAP_TABLE_ENTRIES, QUALIFIED, SVT_VERIFY_SID, SVT_VERIFY_BUS, SQ_MASKS,
     MANAGED_IRQ_SHUTDOWN_VECTOR, POSTED_INTR_VECTOR, FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR,
     IOAPIC_SID, Irte, irte_dest, dest_cpus, PostedDescriptor, MsiResult, IrFault)

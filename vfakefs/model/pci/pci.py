@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vfakefs.model.bdf import Bdf
-from vfakefs.model import config as C
+from vfakefs.model.pci.bdf import Bdf
+from vfakefs.model.pci import config as C
 
 if TYPE_CHECKING:
-    from vfakefs.model.drivers import Driver
-    from vfakefs.model.groups import IommuGroup
-    from vfakefs.model.iov import Sriov
+    from vfakefs.model.base.drivers import Driver
+    from vfakefs.model.iommu.groups import IommuGroup
+    from vfakefs.model.pci.iov import Sriov
     from vfakefs.model.net import NetDev
 
 # Function kinds a topology names, with their PCIe port type and header type.
