@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vfakefs.model import topology
 from vfakefs.model.errors import TopologyError
+from vfakefs.model.host import Host
 
 DEFAULT_TOPOLOGY = "seed-vtd"
 
@@ -72,7 +73,7 @@ def _prepare_mountpoint(mnt: str) -> None:
 def cmd_mount(args) -> int:
     _prepare_mountpoint(args.mountpoint)
     try:
-        machine = topology.load(args.topology)
+        host = Host(topology.load(args.topology))
     except TopologyError as e:
         print(f"vfakefs: {e}", file=sys.stderr)
         return 2
@@ -82,11 +83,11 @@ def cmd_mount(args) -> int:
     from vfakefs.sysfs.tree import View
 
     def start(ready):
-        view = View(machine)
-        ops = SysfsOps(view.root(), lambda: machine.generation)
-        machine.subscribe(ops.publish)
+        view = View(host)
+        ops = SysfsOps(view.root(), lambda: host.machine.generation)
+        host.subscribe(ops.publish)
         serve(ops, args.mountpoint, ready=ready,
-              background=lambda nursery: nursery.start_soon(engine.run, machine))
+              background=lambda nursery: nursery.start_soon(engine.run, host))
 
     if args.foreground:
         logging.basicConfig(level=logging.INFO, format="vfakefs: %(message)s")

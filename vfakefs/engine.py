@@ -12,6 +12,7 @@ import zlib
 
 import trio
 
+from vfakefs.model.host import Host
 from vfakefs.model.iommu import iommu
 from vfakefs.model.intel.dmar import Fault
 
@@ -21,8 +22,11 @@ LATENCY_NS = (50, 100, 200, 400, 800, 1600, 3200)   # histogram bucket tops (ns)
 
 
 async def run(machine, *, tick: float = TICK, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """machine: a Machine, or a host.Host (its Machine, whichever a reset left, each tick)."""
+    host = machine if isinstance(machine, Host) else Host(machine)
     task_status.started()
     while True:
+        machine = host.machine
         # an idle machine (no streams, no delayed work) is looked at ten times less often
         dt = tick if machine.traffic or machine.delayed else IDLE_TICK
         await trio.sleep(dt)

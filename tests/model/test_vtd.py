@@ -249,13 +249,13 @@ def test_context_entry_follows_group_type(preset, bdf, aw):
     f = m.lookup(bdf)
     g, rid = f.group, f.bdf.rid
     old = g.domain.did
-    groups.set_type(m, g, "identity\n")
+    iommu.store_type(m, g, "identity\n")
     m.check()
     assert u.context(rid) == (2 << 2 | 1, 1 << 8 | aw)          # TT 2 pass-through, DID 1
     assert old not in u.domains
     t = u.translate(rid, 0x1234_5678, write=True)
     assert t.hpa == 0x1234_5678 and t.fault is None
-    groups.set_type(m, g, "DMA\n")
+    iommu.store_type(m, g, "DMA\n")
     m.check()
     dom = g.domain
     assert dom.did not in (1, old) and dom.type == "DMA"
@@ -681,7 +681,7 @@ def test_translate_batch_whole_batch_faults(rid, reason):
 def test_translate_batch_identity_passes_through():
     m = topology.load("seed-vtd")
     f = m.lookup("0000:00:1f.4")
-    groups.set_type(m, f.group, "identity\n")
+    iommu.store_type(m, f.group, "identity\n")
     arr = np.array([0, 0x1234_5678, 0xFFFF_FFFF_F000], dtype=np.uint64)
     h, r = m.dmar[0].translate_batch(f.bdf.rid, arr, True)
     assert h.tolist() == arr.tolist() and r.tolist() == [0, 0, 0]

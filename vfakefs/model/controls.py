@@ -81,11 +81,11 @@ def msi(m, text: str) -> str:
 
 
 # --- reset ----------------------------------------------------------------------------------------
-def reset(m, text: str) -> None:
-    """`1` (any non-zero number) puts the machine back to its topology's initial state."""
-    from vfakefs.model import topology
-    if _int(m, "reset", text.strip(), "value"):
-        topology.reset(m)
+def reset(host, text: str) -> None:
+    """`1` (any non-zero number) puts the machine back to its topology's initial state:
+    the host (host.Host) boots a fresh Machine from the same topology."""
+    if _int(host.machine, "reset", text.strip(), "value"):
+        host.reset()
 
 
 # --- fault_threshold ---------------------------------------------------------------------------

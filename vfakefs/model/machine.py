@@ -1,17 +1,21 @@
 """Machine: owns every simulated part; the only object the views see."""
 from __future__ import annotations
 
+import errno
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from vfakefs.model.pci.bdf import Bdf
-from vfakefs.model.intel.dmar import DmarUnit
+from vfakefs.model.base import binding
 from vfakefs.model.base.drivers import Driver
-from vfakefs.model.iommu.groups import Groups
-from vfakefs.model.iommu import iommu
+from vfakefs.model.errors import SysfsError
 from vfakefs.model.ida import Ida
+from vfakefs.model.intel.dmar import DmarUnit
+from vfakefs.model.iommu import iommu
+from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.net import NetDev
+from vfakefs.model.pci import sriov
+from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
 
@@ -61,7 +65,7 @@ class Machine:
         self.irq_remap_args: dict | None = None  # how to make it, when interrupt remapping is on
         self.clock = 0.0                        # simulated seconds the engine has run
         self.delayed: list = []                 # (due clock, work): what the engine runs later
-        self.source = None                      # (text, name, base) of the topology, for reset
+        self.topology = None                    # the topology.Topology it was booted from
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
 
@@ -99,11 +103,16 @@ class Machine:
     def iommu_on(self) -> bool:
         return bool(self.dmar) and self.groups is not None
 
+    def iommu_unit(self):
+        """The remapping unit, its tables made on first use (iommu.unit)."""
+        return iommu.unit(self)
+
     @property
     def irq_remap(self):
         """The interrupt remapping table as boot leaves it, made when first asked for
         (its numpy arrays stay off the mount path)."""
         if self._irq_remap is None and self.irq_remap_args is not None:
+            # imported here, not at the top: irq_boot needs numpy, which stays off the mount path
             from vfakefs.model.intel import irq_boot
             self._irq_remap = irq_boot.build(self, **self.irq_remap_args)
         return self._irq_remap
@@ -240,8 +249,6 @@ class Machine:
     # --- PCI core operations ------------------------------------------------------------
     def pci_enable(self, dev: PciFunction, value: int) -> None:
         """enable_store (pci-sysfs.c)."""
-        import errno
-        from vfakefs.model.errors import SysfsError
         if self.profile.enable_busy_when_bound and dev.driver is not None:
             raise SysfsError(errno.EBUSY)
         if value:
@@ -284,30 +291,29 @@ class Machine:
         self.functions.remove(f)
         del self.by_bdf[f.bdf]
 
+    def disable_sriov(self, pf: PciFunction) -> None:
+        """pci_disable_sriov(): what a driver's remove calls (binding.release asks for it
+        through the Machine, so the driver core need not know the PCI core)."""
+        sriov.disable(self, pf)
+
     def remove_function(self, dev: PciFunction) -> None:
         """`remove`: the function and everything below it go away, drivers first."""
-        from vfakefs.model.base import binding
-        from vfakefs.model.pci import sriov
         with self.batch():
-            self._remove_subtree(dev, binding, sriov)
-
-    def _remove_subtree(self, dev, binding, sriov) -> None:
-        doomed = [dev] + self._below(dev)
-        for f in reversed(doomed):
-            if f.sriov is not None and f.sriov.vfs:
-                sriov.disable(self, f)
-        for f in reversed(doomed):
-            if f in self.functions:
-                binding.release(self, f)
-                self.remove_one(f)
-                if not f.is_virtfn:
-                    self.removed.append(f)
-        self.changed()
+            doomed = [dev] + self._below(dev)
+            for f in reversed(doomed):
+                if f.sriov is not None and f.sriov.vfs:
+                    sriov.disable(self, f)
+            for f in reversed(doomed):
+                if f in self.functions:
+                    binding.release(self, f)
+                    self.remove_one(f)
+                    if not f.is_virtfn:
+                        self.removed.append(f)
+            self.changed()
 
     def rescan(self) -> None:
         """pci_rescan_bus(): removed functions come back in bus order and probe
         (pci_bus_add_device calls device_attach whatever drivers_autoprobe says)."""
-        from vfakefs.model.base import binding
         if not self.removed:
             return
         back, self.removed = self.removed, []

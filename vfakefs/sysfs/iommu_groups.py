@@ -1,7 +1,7 @@
 """/sys/kernel/iommu_groups (drivers/iommu/iommu.c)."""
 from __future__ import annotations
 
-from vfakefs.model.iommu import groups
+from vfakefs.model.iommu import iommu
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 
@@ -14,7 +14,7 @@ def type_show(group) -> str:
 
 
 def type_store(group, text: str) -> None:
-    groups.set_type(group.machine, group, text)
+    iommu.store_type(group.machine, group, text)
 
 
 GROUP_ATTRS = AttrGroup((

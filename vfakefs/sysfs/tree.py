@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import weakref
 
+from vfakefs.model.host import Host
 from vfakefs.sysfs import (bus, debugfs_intel, devices, iommu, iommu_groups, kmsg, net, nvme, vfakefs_debugfs,
                            vfio)
 from vfakefs.sysfs.nodes import Dir
@@ -14,9 +15,15 @@ from vfakefs.sysfs.nodes import Dir
 
 class View:
     def __init__(self, machine):
-        self.m = machine
+        """machine: a Machine, or the host.Host whose Machine a reset replaces."""
+        self.host = machine if isinstance(machine, Host) else Host(machine)
         # a function's path never changes while it exists; the entry dies with it
         self._paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def m(self):
+        """The Machine as it is now (a reset replaces it)."""
+        return self.host.machine
 
     # --- paths (relative to /sys) ----------------------------------------------------
     def device_path(self, dev) -> str:

@@ -26,9 +26,9 @@ CONTROLS = (
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
-    Attr("reset", None, controls.reset, 0o200),
 )
+RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 
 
 def vfakefs_entries(v) -> dict:
-    return {a.name: a.bind(v.m) for a in CONTROLS}
+    return {**{a.name: a.bind(v.m) for a in CONTROLS}, RESET.name: RESET.bind(v.host)}

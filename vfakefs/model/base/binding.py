@@ -122,8 +122,7 @@ def release(m, dev) -> None:
         return
     if dev.sriov is not None and dev.sriov.num_vfs:
         if drv.disables_sriov_on_remove:
-            from vfakefs.model.pci import sriov
-            sriov.disable(m, dev)
+            m.disable_sriov(dev)        # the driver's remove calls pci_disable_sriov
         else:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
     for nd in list(dev.netdevs):

@@ -28,8 +28,7 @@ class IommuGroup:
         """The group's default domain in the remapping unit, whose tables are made
         (and every group programmed) on first use."""
         if self.domain_ is None and self.machine is not None:
-            from vfakefs.model.iommu import iommu
-            iommu.unit(self.machine)
+            self.machine.iommu_unit()   # iommu.unit(): groups sit below the IOMMU core
         return self.domain_
 
     @domain.setter
@@ -148,8 +147,10 @@ def owned(group: IommuGroup) -> bool:
     return any(d.driver is not None and not d.driver.driver_managed_dma for d in group.devices)
 
 
-def set_type(m, group: IommuGroup, text: str) -> None:
-    """iommu_group_store_type(), with each kernel version's rules from the profile."""
+def set_type(m, group: IommuGroup, text: str) -> bool:
+    """iommu_group_store_type()'s checks, with each kernel version's rules from the
+    profile: the group's new default domain type. True when the domain itself must be
+    re-made (the caller, iommu.store_type, hands that to the IOMMU core)."""
     word = text[:-1] if text.endswith("\n") else text
     if group.default_domain is None or word not in TYPE_NAMES:
         raise SysfsError(errno.EINVAL)
@@ -157,7 +158,7 @@ def set_type(m, group: IommuGroup, text: str) -> None:
     cur = group.default_domain
     if want == "DMA-FQ" and cur == "DMA":
         group.default_domain = want    # a flush queue comes up in place, even while bound
-        return
+        return False
     if m.profile.group_type_owner_eperm:           # 6.12
         if not group.devices or owned(group):
             raise SysfsError(errno.EPERM)
@@ -169,5 +170,4 @@ def set_type(m, group: IommuGroup, text: str) -> None:
             m.kmsg.log("iommu: Device is still bound to driver", 3)
             raise SysfsError(errno.EBUSY)
     group.default_domain = want
-    from vfakefs.model.iommu import iommu
-    iommu.change_domain(m, group)
+    return True

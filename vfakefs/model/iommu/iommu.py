@@ -4,6 +4,7 @@ of its members, the DMA API drivers map through, and the fault handler's policy.
 from __future__ import annotations
 
 from vfakefs.model.intel.dmar import Fault, Translation
+from vfakefs.model.iommu import groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
@@ -89,6 +90,12 @@ def change_domain(m, group) -> None:
             u.set_context(rid, group.domain)
     if old is not None and old.did != 1:
         u.domains.pop(old.did, None)
+
+
+def store_type(m, group, text: str) -> None:
+    """iommu_group_store_type(): the group's rules decide, then a new default domain."""
+    if groups.set_type(m, group, text):
+        change_domain(m, group)
 
 
 # --- the DMA API a driver maps through -----------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 
+from vfakefs.model.base import binding
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.builder import build_vf_config
@@ -56,7 +57,6 @@ def enable(m, pf: PciFunction, n: int) -> None:
     cfg = pf.config
     cfg.w16(sr.pos + C.SRIOV_NUM_VF, n)
     cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) | C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE)
-    from vfakefs.model.base import binding
     with m.batch():
         for vf in vfs:      # pci_iov_add_virtfn(): add, link, then probe, one VF after another
             m.add_function(vf)
@@ -84,7 +84,6 @@ def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]
 
 def disable(m, pf: PciFunction) -> None:
     """sriov_disable(): VFs go in order 0..N-1, each with its driver and group."""
-    from vfakefs.model.base import binding
     sr = pf.sriov
     with m.batch():
         for vf in list(sr.vfs):

@@ -1,0 +1,35 @@
+"""The simulated computer a mount serves: its topology and the Machine booted from it.
+
+A reset is a power cycle: a fresh Machine booted from the same topology replaces
+the old one whole. Whoever serves the machine (the sysfs view, the FUSE layer,
+the engine) holds the Host and asks it for `.machine` each time, so nothing keeps
+a dead Machine; the change listeners move to the new Machine and the kernel log
+goes on (a reset is not a reboot of the reader's dmesg).
+"""
+from __future__ import annotations
+
+from vfakefs.model import bringup
+from vfakefs.model.machine import Machine
+
+
+class Host:
+    def __init__(self, machine: Machine):
+        self.machine = machine
+
+    @property
+    def topology(self):
+        return self.machine.topology
+
+    def subscribe(self, fn) -> None:
+        """fn() after every structural change, of this Machine and of those after a reset."""
+        self.machine.subscribe(fn)
+
+    def reset(self) -> None:
+        old = self.machine
+        new = bringup.boot(old.topology)
+        new.kmsg = old.kmsg                     # the log goes on; the fresh boot's lines stay out of it
+        new.generation = old.generation         # generations only grow: every cached listing is stale
+        new._listeners = old._listeners
+        self.machine = new
+        new.kmsg.log("vfakefs: machine reset to its topology")
+        new.changed()
