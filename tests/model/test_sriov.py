@@ -312,3 +312,58 @@ def test_unbinding_ixgbe_disables_its_vfs(seed):
     assert show(seed, numvfs(SEED_PF)) == "0\n"
     paths = tree(seed, "sys/bus/pci/devices")
     assert not [p for p in paths if "03:10." in p]
+
+
+# --- VF routing IDs past the PF's bus range (sriov_enable: pci_iov_virtfn_bus) --------------------
+WIDE = """
+[[device]]
+bdf = "0000:00:00.0"
+kind = "host_bridge"
+vendor = 0x8086
+device = 0x3e30
+class = 0x060000
+
+[[device]]
+bdf = "0000:00:1c.0"
+kind = "root_port"
+vendor = 0x8086
+device = 0xa110
+class = 0x060400
+%s
+[[device]]
+bdf = "0000:01:00.0"
+parent = "0000:00:1c.0"
+kind = "endpoint"
+vendor = 0x8086
+device = 0x1528
+class = 0x020000
+driver = "ixgbe"
+sriov = { total_vfs = %d, offset = 128, stride = 2, vf_device = 0x1515, vf_driver = "ixgbevf" }
+"""
+
+
+def test_vfs_past_bus_ff_are_enomem_and_change_nothing():
+    """total_vfs 65535, offset 128, stride 2: VF 65534 would be on bus 0x201. The kernel
+    refuses (ENOMEM, its log line) instead of wrapping onto bus 01 and the devices there."""
+    v = View(topology.from_text(WIDE % ("", 65535), "wide.toml"))
+    pf = "0000:01:00.0"
+    config = bytes(v.m.lookup(pf).config.bytes)
+    expect_error(v, numvfs(pf), "65535\n", errno.ENOMEM)
+    assert log_lines(v.m)[-1] == "ixgbe 0000:01:00.0: can't enable 65535 VFs (bus 201 out of range of [bus 01-ff])"
+    assert v.m.kmsg.records[-1].level == 3
+    assert show(v, numvfs(pf)) == "0\n" and bytes(v.m.lookup(pf).config.bytes) == config
+    assert len(v.m.functions) == 3
+    v.m.check()
+
+
+def test_vfs_fit_up_to_the_bridges_subordinate_bus():
+    """An explicit subordinate_bus of 02 leaves room for VFs 0..191 (VF 191's routing ID is
+    0x100 + 128 + 2 * 191 = 0x2fe: bus 02, devfn 0xfe); VF 192 would be on bus 03."""
+    v = View(topology.from_text(WIDE % ("subordinate_bus = 2\n", 400), "wide.toml"))
+    pf = "0000:01:00.0"
+    expect_error(v, numvfs(pf), "193\n", errno.ENOMEM)
+    assert log_lines(v.m)[-1] == "ixgbe 0000:01:00.0: can't enable 193 VFs (bus 03 out of range of [bus 01-02])"
+    ok(v, numvfs(pf), "192\n")
+    assert vf_names(v, pf)[-1] == "0000:02:1f.6"
+    ok(v, numvfs(pf), "0\n")                      # and SR-IOV can be disabled again
+    assert len(v.m.functions) == 3

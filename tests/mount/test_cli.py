@@ -178,6 +178,15 @@ BAD = {
     "unknown-kind": (HOST.replace('"host_bridge"', '"gizmo"'), ["device #1", "0000:00:00.0", "kind", "gizmo"]),
     "missing-vendor": (HOST.replace("vendor = 0x8086\n", ""), ["device #1", "0000:00:00.0", "vendor"]),
     "not-toml": ("[[device]\nbdf = 1\n", ["TOML"]),
+    "cyclic-parents": (HOST + _endpoint("0000:02:00.0", parent="0000:03:00.0").replace('"endpoint"', '"root_port"')
+                       + _endpoint("0000:03:00.0", parent="0000:02:00.0").replace('"endpoint"', '"root_port"'),
+                       ["device #2", "0000:02:00.0", "parent", "cannot sit below 0000:03:00.0"]),
+    "config-not-a-dump": (HOST + 'config = "/etc/passwd"\n',
+                          ["device #1", "0000:00:00.0", "config", "/etc/passwd", "not a hexdump -C or lspci -xxx"]),
+    "bars-not-a-list": (HOST + PORT + _endpoint("0000:01:00.0", extra="bars = 1"),
+                        ["device #3", "0000:01:00.0", "bars", "not a list"]),
+    "secondary-bus-past-ff": (HOST + PORT + "subordinate_bus = 256\n",
+                              ["device #2", "0000:00:1c.0", "subordinate_bus", "out of range"]),
 }
 
 
@@ -201,6 +210,52 @@ def test_bad_topology_gives_one_line_error(tmp_path, case):
         assert not is_mounted(mnt)
     finally:
         force_unmount(mnt)
+
+
+def _one_line_error(tmp_path, topo: Path, wanted: list[str]) -> None:
+    mnt = make_mountpoint(tmp_path)
+    try:
+        r = vfakefs("mount", "-t", topo, mnt)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"vfakefs: {topo}: "), r.stderr
+        for w in wanted:
+            assert w in lines[0], (w, lines[0])
+        assert not is_mounted(mnt)
+    finally:
+        force_unmount(mnt)
+
+
+def test_non_utf8_topology_gives_one_line_error(tmp_path):
+    topo = tmp_path / "latin1.toml"
+    topo.write_bytes(HOST.encode() + b'comment = "caf\xe9"\n')
+    _one_line_error(tmp_path, topo, ["not UTF-8 text (byte 0xe9 at offset"])
+
+
+def test_binary_config_dump_gives_one_line_error(tmp_path):
+    (tmp_path / "blob").write_bytes(bytes(range(256)))
+    topo = tmp_path / "binary-config.toml"
+    topo.write_text(HOST + 'config = "blob"\n')
+    _one_line_error(tmp_path, topo, ["device #1 (0000:00:00.0).config", "not a text hex dump (byte 0x80"])
+
+
+def test_vfs_past_bus_ff_mount_and_the_write_is_enomem(tmp_path):
+    """total_vfs 65535 at offset 128, stride 2: the port's bus range ends at ff, and
+    `echo 65535 > sriov_numvfs` fails at once with ENOMEM and the kernel's line."""
+    topo = tmp_path / "wide.toml"
+    topo.write_text(HOST + PORT + _endpoint("0000:01:00.0", extra='driver = "ixgbe"\nsriov = { total_vfs = 65535, '
+                                            'offset = 128, stride = 2, vf_device = 0x1515, vf_driver = "ixgbevf" }'))
+    mnt = make_mountpoint(tmp_path)
+    with mounted(str(topo), mnt):
+        pf = mnt / "sys/bus/pci/devices/0000:01:00.0"
+        assert _ok(run(["cat", mnt / "sys/bus/pci/devices/0000:00:1c.0/subordinate_bus_number"])) == "255\n"
+        r = run(["bash", "-c", f"echo 65535 > {pf}/sriov_numvfs"])
+        assert r.returncode != 0 and "Cannot allocate memory" in r.stderr, r.stderr
+        assert _ok(run(["cat", pf / "sriov_numvfs"])) == "0\n"
+        assert _ok(run(["ls", mnt / "sys/bus/pci/devices"])).split() == ["0000:00:00.0", "0000:00:1c.0", "0000:01:00.0"]
+        assert "ixgbe 0000:01:00.0: can't enable 65535 VFs (bus 201 out of range of [bus 01-ff])" in \
+            _ok(run(["cat", mnt / "sys/kernel/debug/vfakefs/dmesg"]))
+        _ok(run(["sh", "-c", f"echo 2 > {pf}/sriov_numvfs && echo 0 > {pf}/sriov_numvfs"]))
 
 
 def test_unknown_preset_name(tmp_path):

@@ -107,6 +107,7 @@ class DmarUnit:
         """Allocate the root table, IOTLB and invalidation queue (intel_iommu_init)."""
         if self.materialized:
             return
+        # imported here, not at the top: these need numpy, which stays off the mount path
         from vfakefs.model.intel.iotlb import Iotlb
         from vfakefs.model.intel.memory import PhysMem
         self.materialized = True
@@ -164,7 +165,7 @@ class DmarUnit:
     def new_domain(self, kind: str) -> Domain:
         if kind == "identity":
             return self.domains.setdefault(1, Domain(1, "identity", None))
-        from vfakefs.model.intel.pagetable import PageTable
+        from vfakefs.model.intel.pagetable import PageTable   # (numpy's memory: made on first use)
         did = self._did_next
         self._did_next += 1
         table = PageTable(self.mem, self.levels, self.superpage_levels) if kind != "blocked" else None
@@ -299,7 +300,7 @@ class DmarUnit:
 
     def translate_batch(self, rid: int, iovas, write: bool = False):
         """Vectorised translate of many IOVAs from one source (model/walk.py)."""
-        from vfakefs.model.intel.walk import translate_batch
+        from vfakefs.model.intel.walk import translate_batch   # numpy: off the mount path
         return translate_batch(self, rid, iovas, write)
 
     # --- fault recording (VT-d spec 7.2) and the kernel's handler -------------------------------

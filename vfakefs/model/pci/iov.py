@@ -54,6 +54,12 @@ class Sriov:
     def vf_device(self) -> int:
         return self._r16(C.SRIOV_VF_DID)
 
+    def vf_bus(self, vf_id: int) -> int:
+        """pci_iov_virtfn_bus(): the PF's bus plus the carry out of devfn, not cut to
+        8 bits, so a VF beyond bus 0xff is seen as such (and refused) instead of wrapping."""
+        pf = self.pf.bdf
+        return pf.bus + ((pf.devfn + self.offset + self.stride * vf_id) >> 8)
+
     def vf_bdf(self, vf_id: int) -> Bdf:
         pf = self.pf.bdf
         return Bdf.from_rid(pf.domain, pf.vf_rid(self.offset, self.stride, vf_id))

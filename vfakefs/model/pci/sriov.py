@@ -44,11 +44,13 @@ def configure(m, pf: PciFunction, n: int) -> None:
 
 def enable(m, pf: PciFunction, n: int) -> None:
     sr = pf.sriov
-    last = sr.vf_bdf(n - 1)
+    # sriov_enable(): the last VF's bus must lie in the PF's bus range (busn_res:
+    # the bus itself up to the bridge's subordinate; the root bus ends at ff)
+    last = sr.vf_bus(n - 1)
     limit = pf.parent.subordinate if pf.parent is not None else 0xFF
-    if last.bus > limit:
+    if last > limit:
         m.kmsg.dev(pf, "can't enable %d VFs (bus %02x out of range of [bus %02x-%02x])"
-                   % (n, last.bus, pf.bdf.bus, limit), 3)
+                   % (n, last, pf.bdf.bus, limit), 3)
         raise SysfsError(errno.ENOMEM)
     # everything that can fail happens before the first change
     template = sr.vf_config if sr.vf_config is not None else build_vf_config(pf)
