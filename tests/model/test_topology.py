@@ -102,6 +102,9 @@ SRIOV = 'driver = "ixgbe"\nsriov = { total_vfs = %d, offset = 128, stride = 2, v
     (PORT + EP + 'link = "fast"\n', "device #3 (0000:01:00.0).link", "not a table"),
     (PORT + EP + 'msi_irqs = [1, 2]\n', "device #3 (0000:01:00.0).msi_irqs", "expected [first irq"),
     (PORT + EP + 'netdev = "eth0/x"\n', "device #3 (0000:01:00.0).netdev", "not a name"),
+    (PORT + EP + 'netdev = "eth0"\n', "device #3 (0000:01:00.0).netdev", "needs a bound driver"),
+    (PORT + EP + 'driver = "ixgbe"\nnetdev = "eth0"\n' + EP.replace("01:00.0", "01:00.1") +
+     'driver = "ixgbe"\nnetdev = "eth0"\n', "device #4 (0000:01:00.1).netdev", "'eth0' is also device #3"),
     (PORT + EP + 'mac = "nope"\n', "device #3 (0000:01:00.0).mac", "not a MAC"),
     (PORT + EP + 'reset_methods = ["reboot"]\n', "device #3 (0000:01:00.0).reset_methods", "not one of"),
     (PORT + EP + 'firmware_node = "../../etc"\n', "device #3 (0000:01:00.0).firmware_node", "without '..'"),

@@ -121,6 +121,7 @@ class _Checker:
         if not entries:
             raise self.err("", "no [[device]] entries")
         seen: dict[Bdf, int] = {}
+        netdevs: dict[str, str] = {}
         specs = []
         for i, e in enumerate(entries):
             where = f"device #{i + 1}"
@@ -148,6 +149,13 @@ class _Checker:
             drv = e.get("driver", "pcieport" if e["kind"].endswith("_port") else "")
             if drv and drv not in drivers:
                 raise self.err(f"{where}.driver", f"unknown driver {drv!r} (add it to top-level `drivers`)")
+            names = e.get("netdev", [])
+            for name in [names] if isinstance(names, str) else names:
+                if not drv:
+                    raise self.err(f"{where}.netdev", f"{name!r} needs a bound driver to register it (driver = ...)")
+                if name in netdevs:
+                    raise self.err(f"{where}.netdev", f"{name!r} is also {netdevs[name]}'s")
+                netdevs[name] = where
             s = dict(e, bdf=bdf, where=where, driver=drv or None)
             s["bars"] = check_bars(self.err, f"{where}.bars", e.get("bars", []), 6 if htype == 0 else 2)
             if e.get("rom"):
