@@ -1,6 +1,7 @@
 """A daemon's state on disk (its pidfile and its log) and what is mounted where.
 
-The pidfile and the log lie beside each other in the state directory (/run/vfakefs, else /tmp/vfakefs-UID), named after the mountpoint.
+The pidfile and the log lie beside each other in the state directory (/run/vfakefs,
+else /tmp/vfakefs-UID), named after the mountpoint's path ('/' -> '_').
 
 - The daemon writes its pidfile once the mount answers and removes it when it
   exits: unmounted, SIGTERM, SIGINT, SIGHUP, or an error. Only SIGKILL leaves one;
