@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import os
@@ -118,7 +119,8 @@ def cmd_mount(args) -> int:
                 # the pidfile is written before the caller returns: `vfakefs umount` finds it
                 start(lambda: (written(), os.write(w, b"ok\n")))
         except BaseException as e:  # noqa: BLE001 - reported to the waiting parent (and logged)
-            os.write(w, f"error: {e}\n".encode())
+            with contextlib.suppress(OSError):   # EPIPE: it failed after the parent had returned
+                os.write(w, f"error: {e}\n".encode())
             code = 1
         os._exit(code)
     os.close(w)
