@@ -3,8 +3,8 @@ real programs (bash, cat, stat, find, lspci) against them.
 
 Every mount made here goes through the real command line
 (`python -m vfakefs mount -t PRESET MNT`) and is unmounted in a `finally`
-(`python -m vfakefs umount MNT`, then `fusermount3 -u -z`, then `umount -l`),
-also when the test or the mount itself fails. A session fixture checks at the
+(`python -m vfakefs umount --lazy MNT`, then `fusermount3 -u -z`, then `umount -l`),
+also when the test or the mount itself fails, or left a file open on the mount. A session fixture checks at the
 end that none of the mountpoints made here is still in /proc/mounts.
 """
 from __future__ import annotations
@@ -113,10 +113,11 @@ def wait_exit(pid: int, timeout: float = 30) -> None:
 
 
 def force_unmount(mnt: Path | str) -> None:
-    """Unmount by every means, quietly: the CLI first, then fusermount3 -u -z, then umount -l."""
+    """Unmount by every means, quietly: the CLI first (--lazy: a file a test left open
+    must not keep the mount), then fusermount3 -u -z, then umount -l."""
     mnt = str(mnt)
     try:
-        vfakefs("umount", mnt, timeout=30)
+        vfakefs("umount", "--lazy", mnt, timeout=30)
     except subprocess.TimeoutExpired:
         pass
     for cmd in (["fusermount3", "-u", "-z", mnt], ["umount", "-l", mnt]):

@@ -1,20 +1,24 @@
-"""The command line: vfakefs mount | umount | presets (thin over the rest)."""
+"""The command line: vfakefs mount | umount | presets | run | shell (thin over the rest)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import errno
-import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from vfakefs.fuse import state
+from vfakefs.fuse.state import FSTYPE, top_mount
 from vfakefs.model import topology
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.host import Host
 
 DEFAULT_TOPOLOGY = "seed-vtd"
+UMOUNT_WAIT = 30      # seconds an unmounted daemon has to exit (a safety net: it takes milliseconds)
+MNT_DETACH = 2        # umount2(2)'s lazy flag, <sys/mount.h>
 
 
 def _state_dir() -> Path:
@@ -27,30 +31,42 @@ def _state_dir() -> Path:
     raise SystemExit("vfakefs: no writable state directory")
 
 
+def _state_name(mnt: str) -> str:
+    return os.path.realpath(mnt).strip("/").replace("/", "_")
+
+
 def _pidfile(mnt: str) -> Path:
-    return _state_dir() / (os.path.realpath(mnt).strip("/").replace("/", "_") + ".pid")
+    return _state_dir() / (_state_name(mnt) + ".pid")
+
+
+def _logfile(mnt: str) -> Path:
+    return _state_dir() / (_state_name(mnt) + ".log")
 
 
 def _mount_type(mnt: str) -> str | None:
-    """The filesystem type mounted exactly at mnt, per /proc/self/mounts."""
-    real = os.path.realpath(mnt)
-    found = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[1].encode().decode("unicode_escape") == real:
-                found = parts[2]
-    return found
+    """The filesystem type mounted on top at mnt, per /proc/self/mountinfo."""
+    top = top_mount(os.path.realpath(mnt))
+    return top[0] if top else None
 
 
-def _unmount(mnt: str) -> bool:
-    for cmd in (["umount", mnt], ["fusermount3", "-u", mnt], ["umount", "-l", mnt]):
-        try:
-            if subprocess.run(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode == 0:
-                return True
-        except FileNotFoundError:
-            continue
-    return False
+def _umount2(mnt: str, lazy: bool = False) -> int | None:
+    """Unmount mnt as umount(8) does: None, or the errno (EBUSY: files are open on
+    it). lazy detaches it at once; the kernel drops it when the last file closes.
+    Without the privilege, fusermount3 (setuid) unmounts the user's own mount."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(mnt), MNT_DETACH if lazy else 0) == 0:
+        return None
+    err = ctypes.get_errno()
+    if err != errno.EPERM:
+        return err
+    try:
+        r = subprocess.run(["fusermount3", "-u", *(["-z"] if lazy else []), mnt], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        return err
+    if r.returncode == 0:
+        return None
+    return errno.EBUSY if "busy" in r.stderr else err
 
 
 def _prepare_mountpoint(mnt: str) -> None:
@@ -59,7 +75,7 @@ def _prepare_mountpoint(mnt: str) -> None:
         os.listdir(mnt)
     except OSError as e:
         if e.errno == errno.ENOTCONN:   # a daemon was killed: recover its mountpoint
-            _unmount(mnt)
+            _umount2(mnt, lazy=True)
             os.listdir(mnt)
         else:
             raise SystemExit(f"vfakefs: mountpoint {mnt}: {e.strerror}")
@@ -90,27 +106,22 @@ def cmd_mount(args) -> int:
               background=lambda nursery: nursery.start_soon(engine.run, host))
 
     if args.foreground:
-        logging.basicConfig(level=logging.INFO, format="vfakefs: %(message)s")
-        _pidfile(args.mountpoint).write_text(f"{os.getpid()}\n")
-        start(None)
+        with state.daemon_state(_pidfile(args.mountpoint), None) as written:
+            start(written)
         return 0
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(r)
         os.setsid()
-        log = _state_dir() / (Path(_pidfile(args.mountpoint)).stem + ".log")
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        logging.basicConfig(level=logging.INFO, format="vfakefs: %(message)s")
         code = 0
         try:
-            start(lambda: os.write(w, b"ok\n"))
-        except BaseException as e:  # noqa: BLE001 - reported to the waiting parent
-            os.write(w, f"error: {e}\n".encode())
+            with state.daemon_state(_pidfile(args.mountpoint), _logfile(args.mountpoint)) as written:
+                # the pidfile is written before the caller returns: `vfakefs umount` finds it
+                start(lambda: (written(), os.write(w, b"ok\n")))
+        except BaseException as e:  # noqa: BLE001 - reported to the waiting parent (and logged)
+            with contextlib.suppress(OSError):   # EPIPE: it failed after the parent had returned
+                os.write(w, f"error: {e}\n".encode())
             code = 1
         os._exit(code)
     os.close(w)
@@ -121,7 +132,6 @@ def cmd_mount(args) -> int:
             break
     os.close(r)
     if answer.startswith(b"ok"):
-        _pidfile(args.mountpoint).write_text(f"{pid}\n")
         return 0
     os.waitpid(pid, 0)
     print(f"vfakefs: mount failed: {answer.decode().removeprefix('error: ').strip() or 'daemon exited'}",
@@ -129,30 +139,43 @@ def cmd_mount(args) -> int:
     return 1
 
 
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for init to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def cmd_umount(args) -> int:
-    pidfile = _pidfile(args.mountpoint)
-    pid = int(pidfile.read_text()) if pidfile.exists() else None
-    if _mount_type(args.mountpoint) is None and pid is None:
-        print(f"vfakefs: {args.mountpoint} is not mounted", file=sys.stderr)
+    """umount(8)'s answers: a busy mount stays mounted and served (unless --lazy); a
+    daemon that already exited cleanly left nothing to unmount; a killed one's mount is
+    recovered. Waits for the daemon to exit when the unmount has taken effect."""
+    mnt = args.mountpoint
+    pidfile, logfile = _pidfile(mnt), _logfile(mnt)
+    pid = state.daemon_pid(pidfile)
+    kind = _mount_type(mnt)
+    if kind != FSTYPE:
+        if kind is not None:
+            print(f"vfakefs: {mnt} is not a vfakefs mount ({kind})", file=sys.stderr)
+        elif pid is not None:
+            print(f"vfakefs: {mnt} is not mounted (detached with --lazy; its daemon, pid {pid}, "
+                  "exits when the last file open on it is closed)", file=sys.stderr)
+        else:
+            state.forget(pidfile, logfile)   # a killed daemon's leftovers, if any
+            print(f"vfakefs: {mnt} is not mounted", file=sys.stderr)
         return 1
-    ok = _unmount(args.mountpoint)
-    if pid is not None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.005)
-        pidfile.unlink(missing_ok=True)
-    if not ok:
-        print(f"vfakefs: could not unmount {args.mountpoint}", file=sys.stderr)
+    err = _umount2(mnt)
+    if err == errno.EBUSY and (args.lazy or pid is None):
+        # --lazy, or nobody serves it any more (the daemon was killed): detach now
+        err = _umount2(mnt, lazy=True)
+        if err is None and pid is not None:
+            print(f"vfakefs: {mnt} was busy: detached; its daemon (pid {pid}) exits when the last "
+                  "file open on it is closed", file=sys.stderr)
+            return 0
+    if err == errno.EBUSY:
+        print(f"vfakefs: {mnt}: target is busy (files are open on it); close them, "
+              f"or `vfakefs umount --lazy {mnt}`", file=sys.stderr)
         return 1
+    if err is not None:
+        print(f"vfakefs: could not unmount {mnt}: {os.strerror(err)}", file=sys.stderr)
+        return 1
+    if pid is not None and not state.wait_exit(pid, UMOUNT_WAIT):
+        print(f"vfakefs: {mnt} is unmounted, but its daemon (pid {pid}) has not exited", file=sys.stderr)
+        return 1
+    state.forget(pidfile, logfile)   # only a killed daemon leaves them
     return 0
 
 
@@ -160,7 +183,14 @@ def _namespace_script(mnt: str, stage: str) -> str:
     """Shell lines that, inside a fresh private mount namespace, put the mount's
     trees over /sys, /dev/vfio and /dev/kmsg. Where the host has no /dev/vfio the
     namespace gets its own /dev (a tmpfs with every host entry bind-mounted back),
-    so nothing is ever created in the host's /dev."""
+    so nothing is ever created in the host's /dev.
+
+    /dev/ptmx is the exception: opening it finds its devpts instance by the name
+    "pts" beside it in the same mount (the kernel's devpts_acquire/path_pts), which a
+    bind of the host's node alone lacks (every pty would fail ENOENT). So the private
+    /dev gets the host's devpts at pts (bound) and a ptmx node of its own beside it,
+    as the host's /dev has them: the same ptys, the caller's terminal still /dev/pts/N.
+    A host whose ptmx is a symlink to pts/ptmx (a container) keeps the symlink."""
     real = os.path.realpath(mnt)
     lines = ["set -e", "mount --make-rprivate /", f"mount --rbind {real}/sys /sys"]
     if os.path.isdir(f"{real}/dev/vfio") and not os.path.isdir("/dev/vfio"):
@@ -170,6 +200,9 @@ def _namespace_script(mnt: str, stage: str) -> str:
             f"for e in {stage}/* {stage}/.[!.]*; do",
             '  [ -e "$e" ] || [ -L "$e" ] || continue; n=/dev/${e##*/}',
             '  if [ -L "$e" ]; then cp -P "$e" "$n"',
+            '  elif [ "$n" = /dev/ptmx ] && [ -c "$e" ]; then',
+            '    mknod -m "$(stat -c %a "$e")" "$n" c "0x$(stat -c %t "$e")" "0x$(stat -c %T "$e")"',
+            '    chown --reference="$e" "$n"',
             '  elif [ -d "$e" ]; then mkdir "$n"; mount --rbind "$e" "$n"',
             '  else touch "$n"; mount --bind "$e" "$n"; fi',
             "done",
@@ -215,7 +248,9 @@ def main(argv=None) -> int:
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("mountpoint")
     m.set_defaults(func=cmd_mount)
-    u = sub.add_parser("umount", help="unmount and stop the daemon")
+    u = sub.add_parser("umount", help="unmount and stop the daemon (fails while files are open on it)")
+    u.add_argument("--lazy", "-l", action="store_true",
+                   help="if files are open on it, detach it now; the daemon exits when the last one is closed")
     u.add_argument("mountpoint")
     u.set_defaults(func=cmd_umount)
     sub.add_parser("presets", help="list the built-in topologies").set_defaults(func=cmd_presets)
