@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import stat
 import time
 
 import pyfuse3
@@ -160,36 +159,22 @@ class InodeTable:
     # --- publishing structural changes ------------------------------------------------------
     def publish(self) -> None:
         """After a change of the Machine's structure: find what the kernel cached that no
-        longer stands, and queue its invalidation (deliver() sends it). The served
-        directories are listed again; those whose listing is identical keep their cached
-        listing, rows and attributes, so walkers after a write do not start over."""
+        longer stands, and queue its invalidation (deliver() sends it before the write
+        that made the change is answered)."""
         gen = self.generation()
         if gen == self.published:
             return
         self.published = gen
-        old_listings, old_nodes, old_attrs, old_rows = self.listings, self.nodes, self.attr_cache, self.rows_cache
+        old_listings = self.listings
+        # caches of the old generation go now, so removed functions leave no memory behind
         self.listings, self.nodes, self.attr_cache, self.rows_cache = {}, {}, {}, {}
         gone: list[str] = []
-        unchanged: set[int] = set()
         for dino, served in list(self.served.items()):
+            before = old_listings.get(dino, (0, {}))[1]
             try:
                 entries = self.listing(dino)
             except pyfuse3.FUSEError:
                 self.served.pop(dino, None)   # the directory itself went away
-                continue
-            before = old_listings.get(dino, (0, {}))[1]
-            if before.keys() == entries.keys() and all(_identical(before[n], entries[n]) for n in entries):
-                # keep the old node objects, and what was computed from them
-                unchanged.add(dino)
-                self.listings[dino] = (gen, before)
-                if dino in old_attrs:
-                    self.attr_cache[dino] = (gen, old_attrs[dino][1])
-                for name in served:
-                    cino = self.inos.get(self._join(dino, name))
-                    if cino in old_nodes:
-                        self.nodes[cino] = (gen, old_nodes[cino][1])
-                    if cino in old_attrs and not isinstance(before[name], Dir):
-                        self.attr_cache[cino] = (gen, old_attrs[cino][1])
                 continue
             stale = [name for name, old in served.items() if not _same(old, entries.get(name))]
             for name in stale:
@@ -199,16 +184,6 @@ class InodeTable:
                     gone.append(self._join(dino, name))
             if before.keys() != entries.keys():
                 self.pending_attrs.add(dino)   # nlink and tmpfs sizes
-        # a listing's rows carry ".." and every subdirectory's nlink: kept only when all stood
-        for dino in unchanged:
-            rows = old_rows.get(dino)
-            if rows is None:
-                continue
-            parent = self.inos.get(self.paths[dino].rpartition("/")[0]) if dino != pyfuse3.ROOT_INODE else dino
-            subdirs = (self.inos.get(self._join(dino, os.fsdecode(name))) for name, a in rows[1][2:]
-                       if stat.S_ISDIR(a.st_mode))
-            if parent in unchanged and all(c in unchanged for c in subdirs):
-                self.rows_cache[dino] = (gen, rows[1])
         if gone:
             self.forget_paths(gone)
         if self.pending or self.pending_attrs:
@@ -276,44 +251,6 @@ def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
             pyfuse3.invalidate_inode(dino, attr_only=True)   # never the pages: see DESIGN.md
         except OSError:
             pass
-
-
-def _identical(old, new) -> bool:
-    """Whether new draws exactly what old drew, so that what was computed from old
-    still holds: an equal attribute or link, or a directory listed by the same
-    function over the same objects."""
-    if type(old) is not type(new):
-        return False
-    if not isinstance(old, Dir):
-        return old == new
-    return old.mode == new.mode and old.tmpfs == new.tmpfs and _same_function(old.entries, new.entries)
-
-
-def _same_function(f, g) -> bool:
-    if f is g or f == g:   # the same function, or a method of the same object
-        return True
-    code = getattr(f, "__code__", None)
-    if code is None or code is not getattr(g, "__code__", None):
-        return False
-    fc, gc = f.__closure__ or (), g.__closure__ or ()
-    fd, gd = f.__defaults__ or (), g.__defaults__ or ()
-    return len(fc) == len(gc) and len(fd) == len(gd) and \
-        all(_same_value(a.cell_contents, b.cell_contents) for a, b in zip(fc, gc)) and \
-        all(_same_value(a, b) for a, b in zip(fd, gd))
-
-
-def _same_value(a, b) -> bool:
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (str, int, bytes, float, tuple, frozenset)):
-        return a == b
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
-    if callable(a):
-        return _same_function(a, b)
-    return False
 
 
 def _same(old, new) -> bool:
