@@ -244,3 +244,60 @@ def test_vfakefs_run_puts_dev_kmsg_in_place(seed_mnt):
              "dmesg --level=notice"], cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("[    0.000000] Linux version 6.12")
+
+
+def _in_read(tid: int) -> bool:
+    """Whether thread tid of this process is inside read(2) (syscall 0 on x86-64)."""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            return f.read().split()[0] == "0"
+    except (OSError, IndexError):
+        return False
+
+
+def test_80_blocking_readers_all_wait_for_the_next_record(mount_preset):
+    """A blocking read of /dev/kmsg never answers EAGAIN, however many wait at once
+    (devkmsg_read sleeps on log_wait); O_NONBLOCK readers still get EAGAIN."""
+    import threading
+    m = mount_preset("seed-vtd")
+    kmsg = m.path / "dev/kmsg"
+    n = 80
+    results: list = [None] * n
+    tids: list = [0] * n
+    opened = threading.Barrier(n + 1)
+
+    def reader(i):
+        tids[i] = threading.get_native_id()
+        fd = os.open(kmsg, os.O_RDONLY)
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+            opened.wait()
+            results[i] = os.read(fd, 8192)
+        except OSError as e:
+            results[i] = e.errno
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    opened.wait(timeout=60)
+    # every reader is blocked in its read (or, before the fix, already answered EAGAIN)
+    import time
+    deadline = time.monotonic() + 60
+    while not all(results[i] is not None or _in_read(tids[i]) for i in range(n)):
+        assert time.monotonic() < deadline, "readers did not reach read(2)"
+        time.sleep(0.05)
+    assert not [r for r in results if r is not None], "a blocking read returned before any record was written"
+    fd = os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        with pytest.raises(BlockingIOError):
+            os.read(fd, 8192)
+    finally:
+        os.close(fd)
+    assert sh(f"echo '<4>eighty readers' > {kmsg}").returncode == 0
+    for t in threads:
+        t.join(timeout=60)
+    assert [r for r in results if not isinstance(r, bytes)] == []
+    assert {records(r.decode())[0][3] for r in results} == {"eighty readers"}

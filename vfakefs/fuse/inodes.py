@@ -8,13 +8,17 @@ what vanished or changed is invalidated, so the next syscall sees it.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
 import pyfuse3
+import trio
 
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, node_type
+
+log = logging.getLogger("vfakefs")
 
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
 
@@ -33,6 +37,10 @@ class InodeTable:
         self.overrides: dict[int, dict] = {}   # chmod/chown by root, kept per inode like kernfs iattrs
         self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
         self.published = generation()
+        self.pending: list[tuple[int, bytes]] = []   # (dir ino, name) the kernel must drop
+        self.pending_attrs: set[int] = set()          # dir inos whose attributes changed
+        self.deliver_lock = trio.Lock()
+        self.delivering = False
         self.time_ns = time.time_ns()
 
     # --- tree walking ---------------------------------------------------------------
@@ -150,7 +158,9 @@ class InodeTable:
 
     # --- publishing structural changes ------------------------------------------------------
     def publish(self) -> None:
-        """After a change of the Machine's structure, drop what the kernel cached of it."""
+        """After a change of the Machine's structure: find what the kernel cached that no
+        longer stands, and queue its invalidation (deliver() sends it before the write
+        that made the change is answered)."""
         gen = self.generation()
         if gen == self.published:
             return
@@ -169,16 +179,50 @@ class InodeTable:
             stale = [name for name, old in served.items() if not _same(old, entries.get(name))]
             for name in stale:
                 del served[name]
-                pyfuse3.invalidate_entry_async(dino, os.fsencode(name), ignore_enoent=True)
+                self.pending.append((dino, os.fsencode(name)))
                 if name not in entries:
-                    gone.append(f"{self.paths[dino]}/{name}" if self.paths[dino] else name)
+                    gone.append(self._join(dino, name))
             if before.keys() != entries.keys():
-                try:
-                    pyfuse3.invalidate_inode(dino, attr_only=True)   # nlink and tmpfs sizes
-                except OSError:
-                    pass
+                self.pending_attrs.add(dino)   # nlink and tmpfs sizes
         if gone:
             self.forget_paths(gone)
+        if self.pending or self.pending_attrs:
+            self.deliver_soon()
+
+    def _join(self, dino: int, name: str) -> str:
+        path = self.paths[dino]
+        return f"{path}/{name}" if path else name
+
+    def deliver_soon(self) -> None:
+        """Deliver queued invalidations from a task of their own, for changes no request
+        waits on (the engine's); a write delivers its own before it is answered."""
+        if self.delivering:
+            return
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return   # no trio loop (a view test): nothing to deliver to
+        self.delivering = True
+        trio.lowlevel.spawn_system_task(self._deliver_task)
+
+    async def _deliver_task(self) -> None:
+        self.delivering = False
+        try:
+            await self.deliver()
+        except Exception:   # a system task's exception would end the whole trio run
+            log.exception("delivering invalidations")
+
+    async def deliver(self) -> None:
+        """Tell the kernel every invalidation queued so far, and return once it has taken
+        them all (a later call waits for an earlier one still sending). The kernel takes
+        the parent directory's lock to drop an entry, and a lookup that holds it waits for
+        this process: so the notifications go from a thread while the loop serves on."""
+        async with self.deliver_lock:
+            if not (self.pending or self.pending_attrs):
+                return
+            entries, attrs = self.pending, self.pending_attrs
+            self.pending, self.pending_attrs = [], set()
+            await trio.to_thread.run_sync(_notify, entries, attrs)
 
     def forget_paths(self, paths: list[str]) -> None:
         """Drop the inode numbers of removed subtrees, walking what the kernel was
@@ -192,6 +236,21 @@ class InodeTable:
             del self.paths[ino]
             self.overrides.pop(ino, None)
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
+
+
+def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
+    """In a worker thread: the FUSE notifications, each blocking until the kernel has
+    applied it. ENOENT: the kernel had already dropped the entry or inode."""
+    for dino, name in entries:
+        try:
+            pyfuse3.invalidate_entry(dino, name)
+        except FileNotFoundError:
+            pass
+    for dino in attrs:
+        try:
+            pyfuse3.invalidate_inode(dino, attr_only=True)   # never the pages: see DESIGN.md
+        except OSError:
+            pass
 
 
 def _same(old, new) -> bool:

@@ -7,7 +7,7 @@ import signal
 import pyfuse3
 import trio
 
-from vfakefs.fuse.ops import SysfsOps
+from vfakefs.fuse.ops import MAX_TASKS, SysfsOps
 from vfakefs.fuse.state import top_mount
 
 MOUNT_OPTIONS = {"fsname=vfakefs", "subtype=vfakefs", "allow_other", "default_permissions", "nodev", "nosuid"}
@@ -38,7 +38,7 @@ async def _main(ready, background) -> None:
             background(nursery)
         if ready is not None:
             ready()
-        await pyfuse3.main()
+        await pyfuse3.main(max_tasks=MAX_TASKS)   # blocked /dev/kmsg reads hold workers
         nursery.cancel_scope.cancel()
 
 

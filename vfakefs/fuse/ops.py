@@ -19,7 +19,13 @@ from vfakefs.fuse.signals import signalled
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link
 
 STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
-MAX_WAITERS = 64   # blocked stream reads at once (each holds one of pyfuse3's 99 workers)
+# Each blocked stream read holds one of pyfuse3's worker tasks until a record comes, so
+# serve() runs pyfuse3.main(max_tasks=MAX_TASKS) with RESERVE workers always left for
+# every other request (the write that brings the record among them). A worker costs a
+# trio task and a request buffer that stays unused virtual memory.
+RESERVE = 64
+MAX_WAITERS = 1 << 14
+MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
@@ -111,12 +117,12 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         # kernfs checks the mode even for root, and that the attribute has the operation
         # at all (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK in kernfs_fop_open)
         mode = self.mode_of(inode, node)
-        if node.stream:
-            can_read = can_write = True
-        elif node.binary:
+        if node.binary:
             can_read, can_write = node.decl.read is not None, node.decl.write is not None
         else:
-            can_read, can_write = node.decl.show is not None, node.decl.store is not None
+            # a text attribute has the kobject's show and store (dev_attr_show/store),
+            # which answer EIO for the half it lacks: root's chmod makes it openable
+            can_read = can_write = True
         if (want_read and not (mode & 0o444 and can_read)) or (want_write and not (mode & 0o222 and can_write)):
             raise pyfuse3.FUSEError(errno.EACCES)
         of = OpenFile(node, privileged=ctx.uid == 0, pid=ctx.pid)
@@ -188,6 +194,9 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
 
     def reshow(self, of: OpenFile) -> None:
         of.content, of.error = None, 0
+        if of.node.decl.show is None:
+            of.error = errno.EIO   # dev_attr_show without a show
+            return
         try:
             with kernel_errors():
                 decl = of.node.decl
@@ -208,13 +217,18 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
             else:
                 buf = buf[:WRITE_MAX]
                 decl = of.node.decl
+                if decl.store is None:
+                    raise pyfuse3.FUSEError(errno.EIO)   # dev_attr_store without a store
                 if decl.per_open:
                     decl.store(of.node.obj, buf.decode("latin-1"), of.state)
                     of.state["_fresh"] = True   # the next read starts the new answer
                 else:
                     decl.store(of.node.obj, buf.decode("latin-1"))
                 n = len(buf)
+        # the writer's next syscall must see the new tree: answer once the kernel has
+        # dropped what changed
         self.publish()
+        await self.deliver()
         return n
 
     async def release(self, fh):
@@ -222,6 +236,7 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
 
     # --- what sysfs refuses ---------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):
+        self.node(parent_inode)   # ENOENT: a removed directory (a shell's cwd) has no names
         raise pyfuse3.FUSEError(errno.EACCES)   # no ->create on kernfs directories
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):

@@ -1,0 +1,54 @@
+"""What kernfs answers at the edges of open: a file created in a directory that was
+just removed, and attributes whose mode root changed with chmod.
+
+- A removed device's directory is gone: a name looked up in it (also from a shell
+  whose cwd is still there) is ENOENT, not the EACCES of creating a file in a live
+  sysfs directory (which has no ->create).
+- kernfs_fop_open checks the file's current mode (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK),
+  and every device attribute has the kobject's show and store (dev_attr_show,
+  dev_attr_store), which answer -EIO for a half the attribute lacks. So after root's
+  chmod u+w of a read-only attribute the open succeeds and the write is EIO; after
+  chmod u+r of a write-only one the read is EIO. Nothing changes.
+"""
+from __future__ import annotations
+
+from tests.conftest import run, sh
+
+NVME = "sys/bus/pci/devices/0000:06:00.0"
+NVME_REAL = "sys/devices/pci0000:00/0000:00:1d.0/0000:04:00.0/0000:05:00.0/0000:06:00.0"
+X540 = "sys/bus/pci/devices/0000:03:00.0"
+
+
+def test_writing_into_a_just_removed_directory_is_enoent(mount_preset):
+    m = mount_preset("seed-vtd")
+    r = sh(f"echo 1 > {NVME}/remove; echo 1 > {NVME_REAL}/enable", cwd=m.path)
+    assert r.returncode == 1 and "No such file or directory" in r.stderr, r.stderr
+    r = sh(f"echo 1 > {m.pci}/rescan; cd {NVME_REAL} && echo 1 > remove && echo 1 > enable",
+           cwd=m.path)
+    assert r.returncode == 1 and "No such file or directory" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    # a live directory still refuses new files as sysfs does
+    r = sh(f"echo 1 > {m.pci}/rescan && echo 1 > {NVME}/newfile", cwd=m.path)
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    assert run(["cat", f"{NVME}/enable"], cwd=m.path).stdout == "1\n"
+
+
+def test_chmod_writable_read_only_attr_opens_and_the_write_is_eio(mount_preset):
+    m = mount_preset("seed-vtd")
+    assert sh(f"chmod 0644 {X540}/vendor", cwd=m.path).returncode == 0
+    r = sh(f"echo 0x1234 > {X540}/vendor", cwd=m.path)
+    assert r.returncode == 1 and "write error: Input/output error" in r.stderr, r.stderr
+    assert run(["cat", f"{X540}/vendor"], cwd=m.path).stdout == "0x8086\n"
+    # without chmod: refused at open, as before
+    r = sh(f"echo 0x1234 > {X540}/device", cwd=m.path)
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+
+
+def test_chmod_readable_write_only_attr_opens_and_the_read_is_eio(mount_preset):
+    m = mount_preset("seed-vtd")
+    r = run(["cat", f"{NVME}/rescan"], cwd=m.path)
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    assert sh(f"chmod 0600 {NVME}/rescan", cwd=m.path).returncode == 0
+    r = run(["cat", f"{NVME}/rescan"], cwd=m.path)
+    assert r.returncode == 1 and "Input/output error" in r.stderr, r.stderr
+    assert run(["cat", f"{NVME}/vendor"], cwd=m.path).stdout == "0x144d\n"
