@@ -11,7 +11,7 @@ from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.iommu import iommu
 from vfakefs.model.ida import Ida
 from vfakefs.model.kmsg import KernelLog
-from vfakefs.model.net import NetDev
+from vfakefs.model.net import NetDev, permanent_address
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
 
@@ -64,6 +64,10 @@ class Machine:
         self.source = None                      # (text, name, base) of the topology, for reset
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
+        # what the topology declares beyond the PCI tree (topology._Loader.declared)
+        self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
+        self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
+        self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000
@@ -193,7 +197,7 @@ class Machine:
             subdir = f"{drv.netdev_subdir}{sum(1 for d in self.netdevs.values() if d.subdir)}"
         idx = self._next_ifindex
         self._next_ifindex += 1
-        mac = "52:54:00:%02x:%02x:%02x" % (dev.bdf.bus, dev.bdf.dev << 3 | dev.bdf.fn, idx & 0xFF)
+        mac = permanent_address(self.hw.get(dev.bdf, {}).get("mac"), dev, len(dev.netdevs))
         nd = NetDev(name, dev, idx, mac, subdir)
         self.netdevs[name] = nd
         dev.netdevs.append(nd)

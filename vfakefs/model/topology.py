@@ -9,7 +9,7 @@ from pathlib import Path
 from vfakefs.model.pci import config as C
 from vfakefs.model.iommu import iommu
 from vfakefs.model.pci.bdf import Bdf
-from vfakefs.model.boot import boot_log, default_domain, late_boot_log
+from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS, boot_log, default_domain, late_boot_log
 from vfakefs.model.pci.builder import bar_flags, build_config
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.base.drivers import Driver, catalogue
@@ -19,17 +19,19 @@ from vfakefs.model.pci.iov import Sriov
 from vfakefs.model.machine import Machine, Slot
 from vfakefs.model.pci.pci import IORESOURCE_MEM, IORESOURCE_PREFETCH, IORESOURCE_READONLY, \
     IORESOURCE_SIZEALIGN, IORESOURCE_MEM_64, KINDS, PciFunction, Resource, EMPTY
+from vfakefs.model.net import MAC_RE
+from vfakefs.model.nvme import NVME_KEYS
 from vfakefs.model.profile import PROFILES
 from vfakefs.model.pci.resources import Allocator, bridge_windows, covering_windows
 
 TOP_KEYS = {"name", "description", "kernel", "cmdline", "iommu", "drivers", "device", "cpus", "slot_module",
-            "root_dirs"}
+            "root_dirs", "acpi", "recorded"}
 IOMMU_KEYS = {"type", "interrupt_remapping", "x2apic", "cap", "ecap", "reg_base", "version", "iotlb_entries"}
 DEVICE_KEYS = {"bdf", "kind", "parent", "vendor", "device", "subsystem_vendor", "subsystem_device", "class",
                "revision", "multifunction", "acs", "bars", "rom", "irq", "msi", "msix", "msi_irqs",
                "numa_node", "driver", "netdev", "sriov", "iommu_group", "link", "config", "firmware_node",
                "reset_methods", "aspm", "slot", "dma_mask_bits", "secondary_bus", "subordinate_bus", "aer",
-               "ari", "extra_dirs", "rmrr", "comment", "command", "mac"}
+               "ari", "extra_dirs", "rmrr", "comment", "command", "mac", "nvme"}
 SRIOV_KEYS = {"total_vfs", "offset", "stride", "vf_device", "vf_driver", "vf_bars", "vf_config",
               "vf_probe_fails_after"}
 BAR_KEYS = {"index", "type", "size", "prefetch", "address"}
@@ -141,6 +143,7 @@ class _Loader:
                     nr_cpus=int(d.get("cpus", 2)), root_dirs=tuple(d.get("root_dirs", ())))
         self.slot_module = d.get("slot_module", "pciehp")
         self.functions(m, specs)
+        self.declared(m, d, specs)
         self.netdev_names = {}
         for s in specs:
             f = m.by_bdf[s["bdf"]]
@@ -165,10 +168,7 @@ class _Loader:
                 f.driver.instance(f)   # nvme0, nvme1 ... in probe order
         for f, names in self.netdev_names.items():
             for name in names:
-                nd = m.add_netdev(f, f.driver, name)
-                mac = next(s.get("mac") for s in specs if s["bdf"] == f.bdf)
-                if mac:
-                    nd.mac = mac
+                m.add_netdev(f, f.driver, name)
         for f in m.functions:  # net drivers without a named interface get ethN
             if f.driver is not None and f.driver.net and not f.netdevs:
                 m.add_netdev(f, f.driver)
@@ -180,6 +180,55 @@ class _Loader:
             m.irq_remap_args = {"x2apic": iommu_spec.get("x2apic", True)}
         m.check()
         return m
+
+    def declared(self, m: Machine, d: dict, specs: list[dict]) -> None:
+        """What the topology declares beyond the PCI tree: `[acpi.dmar]` (the firmware's DMAR
+        table, boot.py), `[recorded]` (facts of one real boot the model does not compute:
+        `irq` probe order and vectors, `boot_clock` stage times), and per function its own
+        identity: `mac` (the permanent address) and `nvme` (Identify strings)."""
+        acpi = d.get("acpi", {})
+        if not isinstance(acpi, dict) or set(acpi) - {"dmar"}:
+            raise self.err("acpi", "must be a table with only `dmar`")
+        dmar = acpi.get("dmar", {})
+        bad = set(dmar) - DMAR_KEYS if isinstance(dmar, dict) else {"(not a table)"}
+        if bad:
+            raise self.err("acpi.dmar", f"unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(DMAR_KEYS))})")
+        for key, value in dmar.items():
+            want = {"oem_id": str, "oem_table_id": str, "creator_id": str, "hpet": bool, "atsr": list}.get(key, int)
+            if not isinstance(value, want) or (want is int and (isinstance(value, bool) or not 0 <= value < 2**64)):
+                raise self.err(f"acpi.dmar.{key}", f"{value!r} is not a valid {want.__name__}")
+            if key == "atsr" and not all(isinstance(a, dict) and set(a) <= {"flags"} for a in value):
+                raise self.err("acpi.dmar.atsr", "each ATSR is a table { flags = N }")
+        m.acpi = {"dmar": dict(dmar)}
+        rec = d.get("recorded", {})
+        if not isinstance(rec, dict) or set(rec) - {"irq", "boot_clock"}:
+            raise self.err("recorded", "must be a table of `irq` and `boot_clock`")
+        for stage, usec in rec.get("boot_clock", {}).items():
+            if stage not in BOOT_STAGES or not isinstance(usec, int) or usec < 0:
+                raise self.err(f"recorded.boot_clock.{stage}",
+                               f"a stage ({', '.join(BOOT_STAGES)}) = microseconds since boot")
+        irq = rec.get("irq", {})
+        if set(irq) - {"probe_order", "vectors"}:
+            raise self.err("recorded.irq", "only `probe_order` and `vectors`")
+        for v in irq.get("vectors", []):
+            if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) for x in v)
+                    and 0 <= v[1] <= 0xFF and 0 <= v[2] < m.nr_cpus):
+                raise self.err("recorded.irq.vectors", f"{v!r} is not [IRTE index, vector, cpu < {m.nr_cpus}]")
+        m.recorded = rec
+        for s in specs:
+            hw = {}
+            if s.get("mac"):
+                if not isinstance(s["mac"], str) or not MAC_RE.fullmatch(s["mac"].lower()):
+                    raise self.err(f"{s['where']}.mac", f"{s['mac']!r} is not a MAC address (52:54:00:12:34:56)")
+                hw["mac"] = s["mac"].lower()
+            if "nvme" in s:
+                nv = s["nvme"]
+                if not isinstance(nv, dict) or set(nv) - NVME_KEYS or not all(
+                        isinstance(x, str) and x.isascii() for x in nv.values()):
+                    raise self.err(f"{s['where']}.nvme", f"a table of ASCII strings: {', '.join(sorted(NVME_KEYS))}")
+                hw["nvme"] = dict(nv)
+            if hw:
+                m.hw[s["bdf"]] = hw
 
     # --- devices -----------------------------------------------------------------
     def device_specs(self, entries: list, drivers: dict) -> list[dict]:
