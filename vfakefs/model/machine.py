@@ -161,14 +161,10 @@ class Machine:
 
     # --- IOMMU -------------------------------------------------------------------------
     def domains_used(self) -> int:
-        """Bits set in dmar0's domain-id bitmap: id 0 reserved, the static identity
-        domain, one per translated group (intel/iommu.c)."""
-        if self.groups is None:
-            return 0
-        groups = self.groups.by_id.values()
-        translated = sum(1 for g in groups if g.default_domain in ("DMA", "DMA-FQ"))
-        identity = any(g.default_domain == "identity" for g in groups)
-        return 2 + translated + identity
+        """Bits set in dmar0's domain-id bitmap: what the unit's domain-id allocator holds
+        (DmarUnit.domain_ids_used; asking makes the unit's tables)."""
+        u = iommu.unit(self)
+        return u.domain_ids_used() if u is not None else 0
 
     def vfio_groups(self) -> dict[int, int]:
         """Groups with a /dev/vfio/<N> node (a member bound to a VFIO driver), with the
