@@ -75,6 +75,8 @@ def test_capture_entry_decodes():
 
 # --- boot allocation ----------------------------------------------------------------------------------------
 def test_qemu_ref_table_is_the_capture(m):
+    """Entries, sources and blocks computed; the vectors and CPUs are the capture's, recorded
+    in qemu-ref.toml's [recorded.irq] (test_boot.py: without it they are computed)."""
     lines = CAPTURE.read_text().splitlines()
     start = lines.index("$ cat /sys/kernel/debug/iommu/intel/ir_translation_struct") + 1
     end = lines.index("[rc=0]", start)
@@ -87,7 +89,7 @@ def test_show_takes_machine_table_or_list(m):
 
 def test_boot_layout_without_recorded_vectors():
     m = topology.load("qemu-ref")
-    m.name = "other"
+    m.recorded = {}                       # the topology's [recorded.irq] ignored: all computed
     t = irq_boot.build(m)
     sids = {int(i): t[i].sid for i in t.present()}
     assert all(sids[i] == 0xFF00 for i in (0, 1, 3, 8, 11))            # started legacy pins

@@ -1,12 +1,26 @@
 """The kernel's boot messages for a topology: command line, ACPI DMAR table, DMAR,
 DMAR-IR, PCI enumeration, iommu core, intel_iommu_init.
 
-The order and wording are those of a real boot (../shared/reference/kernel-6.1/
-boot-stock-intel_iommu_on.log for the QEMU machine); the timestamps are the
-reference's where it has them (`at=`, in microseconds), else a few hundred
-microseconds after the previous line. topology.py adds the `Adding to iommu
-group` lines and `DMAR: Intel(R) Virtualization Technology for Directed I/O`
-after boot_log(); late_boot_log() holds what a boot prints after that.
+The order and wording are those of a real boot (the QEMU machine's
+boot-stock-intel_iommu_on.log); what each line says comes from the topology:
+the firmware's DMAR table (`[acpi.dmar]`: its address, header ids, DRHD flags,
+the IOAPIC/HPET scopes, ATSR entries), the units, the devices' `rmrr` ranges
+(one RMRR structure per distinct range) and the command line. The table's length
+is computed from the structures it holds (dmar_table_length).
+
+Boot clock (the `[    t]` of each line):
+  * the banner is at 0;
+  * a stage the topology's `[recorded.boot_clock]` names (usec, e.g. the QEMU
+    capture's) starts at that time: acpi_dmar, cmdline, dmar_table, ir_enabled,
+    pci, iommu_subsys, intel_iommu_init, late;
+  * every other line is 317 us after the one before (KernelLog.boot's step: the
+    per-line cost), and so is an anchor that would not move the clock forward.
+A topology without recorded anchors is therefore a boot whose lines follow each
+other at that fixed cost; the log never goes back in time.
+
+topology.py adds the `Adding to iommu group` lines and `DMAR: Intel(R)
+Virtualization Technology for Directed I/O` after boot_log(); late_boot_log()
+holds what a boot prints after that.
 """
 from __future__ import annotations
 
@@ -18,15 +32,15 @@ from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
 if TYPE_CHECKING:
     from vfakefs.model.machine import Machine
 
-# What differs between the kernels, until profile.py names these facts
-# (KernelProfile fields of the same names take precedence when they exist).
-# The firmware's ACPI DMAR table: QEMU's (the reference machine) or a PC's (EDK2)
-_ACPI_DMAR = {
-    "qemu": dict(addr=0x3FFE2632, length=0x88, oem="(v01 BOCHS  BXPC     00000001 BXPC 00000001)",
-                 ioapic_id=0, hpet=False, drhd_flags=0x0),
-    "pc": dict(addr=0x8C5A2A58, length=0xA8, oem="(v01 INTEL  EDK2     00000002      01000013)",
-               ioapic_id=2, hpet=True, drhd_flags=0x1),
-}
+# The firmware's ACPI DMAR table when the topology declares none (`[acpi.dmar]` overrides
+# each field): a PC's EDK2-derived firmware, remapping hardware for every PCI device.
+DEFAULT_DMAR = dict(address=0x8C5A2A58, revision=1, oem_id="INTEL", oem_table_id="EDK2", oem_revision=2,
+                    creator_id="", creator_revision=0x01000013, flags=0x1, ioapic_id=2, hpet=True, atsr=())
+DMAR_KEYS = frozenset(DEFAULT_DMAR)
+BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "pci", "iommu_subsys", "intel_iommu_init",
+               "late")
+DRHD_INCLUDE_PCI_ALL = 0x1
+ATSR_ALL_PORTS = 0x1
 
 ECAP_EIM = 1 << 4   # extended interrupt mode: x2APIC ids in IRTEs
 CAP_CM = 1 << 7     # caching mode: a virtual IOMMU
@@ -38,10 +52,58 @@ def fact(m: Machine, name: str):
     return getattr(m.profile, name)
 
 
-def platform(m: Machine) -> str:
-    """QEMU when the host bridge carries QEMU's subsystem id (1af4:1100), else a PC."""
-    hb = next((f for f in m.functions if f.name == "0000:00:00.0"), None)
-    return "qemu" if hb is not None and hb.subsystem_vendor == 0x1AF4 else "pc"
+def dmar_table(m: Machine) -> dict:
+    """The firmware's DMAR table: the topology's `[acpi.dmar]` over DEFAULT_DMAR."""
+    return {**DEFAULT_DMAR, **getattr(m, "acpi", {}).get("dmar", {})}
+
+
+def rmrr_ranges(m: Machine) -> list[tuple[int, int]]:
+    """One RMRR structure per distinct (base, end), in the order the devices declare them."""
+    out: list[tuple[int, int]] = []
+    for f in m.functions:
+        for r in f.rmrrs:
+            if tuple(r) not in out:
+                out.append(tuple(r))
+    return out
+
+
+def _scope_len(f) -> int:
+    """An ACPI device scope: 6 bytes and a (device, function) pair per hop from the root bus."""
+    hops, up = 1, f.parent
+    while up is not None:
+        hops, up = hops + 1, up.parent
+    return 6 + 2 * hops
+
+
+def dmar_table_length(m: Machine, acpi: dict) -> int:
+    """The table's size from what it holds (ACPI DMAR, VT-d spec 8.1-8.5): the 48-byte header;
+    per DRHD 16 bytes, an 8-byte IOAPIC scope, an HPET scope, and without INCLUDE_PCI_ALL one
+    scope per root-bus function; per RMRR 24 bytes and a scope per device; per ATSR 8 bytes
+    and, without ALL_PORTS, one scope per root port."""
+    n = 48
+    for _ in m.dmar:
+        n += 16 + 8 + (8 if acpi["hpet"] else 0)
+        if not acpi["flags"] & DRHD_INCLUDE_PCI_ALL:
+            n += sum(_scope_len(f) for f in m.functions if f.parent is None and not f.is_virtfn)
+    for r in rmrr_ranges(m):
+        n += 24 + sum(_scope_len(f) for f in m.functions if r in map(tuple, f.rmrrs))
+    for a in acpi["atsr"]:
+        n += 8
+        if not a.get("flags", 0) & ATSR_ALL_PORTS:
+            n += sum(_scope_len(f) for f in m.functions if f.kind == "root_port")
+    return n
+
+
+def _acpi_header(acpi: dict) -> str:
+    """acpi_tb_print_table_header()'s parenthesis: revision, OEM ids, creator."""
+    return "(v%02d %-6.6s %-8.8s %08X %-4.4s %08X)" % (
+        acpi["revision"], acpi["oem_id"], acpi["oem_table_id"], acpi["oem_revision"], acpi["creator_id"],
+        acpi["creator_revision"])
+
+
+def anchor(m: Machine, stage: str) -> int | None:
+    """When a boot stage starts, if the topology recorded it (usec); else None: the next step."""
+    return getattr(m, "recorded", {}).get("boot_clock", {}).get(stage)
 
 
 def default_domain(cmdline: str, unit: DmarUnit) -> str:
@@ -55,14 +117,14 @@ def default_domain(cmdline: str, unit: DmarUnit) -> str:
 def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
     log = m.kmsg
     args = m.cmdline.split()
-    acpi = _ACPI_DMAR[platform(m)]
+    acpi = dmar_table(m)
     log.boot(fact(m, "banner").format(release=m.profile.release), KERN_NOTICE, at=0)
     log.boot(f"Command line: {m.cmdline}", at=0)
     if m.dmar:   # the firmware's DMAR table, found whatever the command line says
-        a, n = acpi["addr"], acpi["length"]
-        log.boot("ACPI: DMAR 0x%016X %06X %s" % (a, n, acpi["oem"]), at=45_145)
+        a, n = acpi["address"], dmar_table_length(m, acpi)
+        log.boot("ACPI: DMAR 0x%016X %06X %s" % (a, n, _acpi_header(acpi)), at=anchor(m, "acpi_dmar"))
         log.boot("ACPI: Reserving DMAR table memory at [mem %#x-%#x]" % (a, a + n - 1))
-    log.boot(f"Kernel command line: {m.cmdline}", KERN_NOTICE, at=112_493)
+    log.boot(f"Kernel command line: {m.cmdline}", KERN_NOTICE, at=anchor(m, "cmdline"))
     if "intel_iommu=on" in args:
         log.boot("DMAR: IOMMU enabled")
     elif "intel_iommu=off" in args:
@@ -70,11 +132,18 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
     # dmar_table_init(): for interrupt remapping (early) or for intel_iommu_init
     ir = bool(m.dmar) and m.interrupt_remapping and all(u.ir_supported for u in m.dmar)
     if m.dmar and (iommu_on or ir):
-        log.boot("DMAR: Host address width %d" % (((m.dmar[0].cap >> 16) & 0x3F) + 1), at=327_583)
+        log.boot("DMAR: Host address width %d" % (((m.dmar[0].cap >> 16) & 0x3F) + 1),
+                 at=anchor(m, "dmar_table"))
+        # parse_dmar_table(): each structure printed as it is parsed (dmar_table_print_dmar_entry),
+        # a DRHD's unit announcing itself (alloc_iommu) right after it
         for u in m.dmar:
-            log.boot("DMAR: DRHD base: %#016x flags: %#x" % (u.reg_base, acpi["drhd_flags"]))
+            log.boot("DMAR: DRHD base: %#016x flags: %#x" % (u.reg_base, acpi["flags"]))
             log.boot("DMAR: dmar%d: reg_base_addr %x ver %d:%d cap %x ecap %x"
                      % (u.seq_id, u.reg_base, u.version[0], u.version[1], u.cap, u.ecap))
+        for base, end in rmrr_ranges(m):
+            log.boot("DMAR: RMRR base: %#016x end: %#016x" % (base, end))
+        for atsr in acpi["atsr"]:
+            log.boot("DMAR: ATSR flags: %#x" % atsr.get("flags", 0))
     if ir:
         u = m.dmar[-1]
         log.boot("DMAR-IR: IOAPIC id %d under DRHD base  %#x IOMMU %d" % (acpi["ioapic_id"], u.reg_base, u.seq_id))
@@ -83,13 +152,14 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
         eim = x2apic and all(d.ecap & ECAP_EIM for d in m.dmar)
         if eim:
             log.boot("DMAR-IR: Queued invalidation will be enabled to support x2apic and Intr-remapping.")
-        log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"), at=339_113)
+        log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"),
+                 at=anchor(m, "ir_enabled"))
     for f in m.functions:
         log.boot(f"pci {f.name}: {f.setup_line(m.profile.pci_setup_type_str)}",
-                 at=1_264_119 if f is m.functions[0] else None)
+                 at=anchor(m, "pci") if f is m.functions[0] else None)
     _iommu_subsys_init(m, args)
     if iommu_on:
-        _intel_iommu_init(m)
+        _intel_iommu_init(m, acpi)
 
 
 def _iommu_subsys_init(m: Machine, args: list[str]) -> None:
@@ -99,7 +169,7 @@ def _iommu_subsys_init(m: Machine, args: list[str]) -> None:
     passthrough = "iommu=pt" in args or "iommu.passthrough=1" in args
     note = " (set via kernel command line)" if dma_api else sp
     m.kmsg.boot("iommu: Default domain type: " + ("Passthrough" if passthrough else "Translated") + note,
-                at=1_507_016)
+                at=anchor(m, "iommu_subsys"))
     if not passthrough:
         strict_set = any(a.startswith("iommu.strict=") for a in args)
         # caching mode makes intel_iommu_init() switch to strict later: this line comes first
@@ -108,12 +178,16 @@ def _iommu_subsys_init(m: Machine, args: list[str]) -> None:
                     + (" (set via kernel command line)" if strict_set else sp))
 
 
-def _intel_iommu_init(m: Machine) -> None:
-    """drivers/iommu/intel/iommu.c intel_iommu_init() up to the iommu groups."""
+def _intel_iommu_init(m: Machine, acpi: dict) -> None:
+    """drivers/iommu/intel/iommu.c intel_iommu_init() up to the iommu groups: the structure
+    lists the DMAR table left empty are named."""
     log = m.kmsg
-    log.boot("DMAR: No RMRR found", at=1_730_303)
-    log.boot("DMAR: No ATSR found")
-    log.boot("DMAR: No SATC found")
+    first = anchor(m, "intel_iommu_init")
+    notes = [] if rmrr_ranges(m) else ["DMAR: No RMRR found"]
+    notes += [] if acpi["atsr"] else ["DMAR: No ATSR found"]
+    notes.append("DMAR: No SATC found")      # SATC structures are not modelled
+    for i, note in enumerate(notes):
+        log.boot(note, at=first if i == 0 else None)
     for u in m.dmar:
         log.boot(f"DMAR: dmar{u.seq_id}: Using Queued invalidation")
     cm = [u for u in m.dmar if u.cap & CAP_CM]
@@ -128,4 +202,4 @@ def late_boot_log(m: Machine) -> None:
     later): topology.py calls it last."""
     if fact(m, "amd_iommu_v2_banner"):
         m.kmsg.boot("AMD-Vi: AMD IOMMUv2 functionality not available on this system - This is not a bug.",
-                    KERN_WARNING, at=3_060_816)
+                    KERN_WARNING, at=anchor(m, "late"))

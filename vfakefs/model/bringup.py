@@ -50,6 +50,15 @@ def boot(topo: Topology) -> Machine:
                 bool(iommu_spec.get("interrupt_remapping", True)), name=d.get("name", ""),
                 nr_cpus=int(d.get("cpus", 2)), root_dirs=tuple(d.get("root_dirs", ())))
     m.topology = topo
+    # what the topology declares beyond the PCI tree (checked by topology._Checker.declared)
+    m.acpi = {"dmar": dict(d.get("acpi", {}).get("dmar", {}))}
+    m.recorded = d.get("recorded", {})
+    for s in specs:
+        hw = {"mac": s["mac"].lower()} if s.get("mac") else {}
+        if "nvme" in s:
+            hw["nvme"] = dict(s["nvme"])
+        if hw:
+            m.hw[s["bdf"]] = hw
     _functions(m, topo.order, d.get("slot_module", "pciehp"))
     for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
         obj.machine = m
@@ -76,9 +85,7 @@ def boot(topo: Topology) -> Machine:
         f = m.by_bdf[s["bdf"]]
         names = s.get("netdev", [])
         for name in [names] if isinstance(names, str) else names:
-            nd = m.add_netdev(f, f.driver, name)
-            if s.get("mac"):
-                nd.mac = s["mac"]
+            m.add_netdev(f, f.driver, name)
     for f in m.functions:  # net drivers without a named interface get ethN
         if f.driver is not None and f.driver.net and not f.netdevs:
             m.add_netdev(f, f.driver)

@@ -13,7 +13,7 @@ from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.kmsg import KernelLog
-from vfakefs.model.net import NetDev
+from vfakefs.model.net import NetDev, permanent_address
 from vfakefs.model.pci import sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
@@ -68,6 +68,10 @@ class Machine:
         self.topology = None                    # the topology.Topology it was booted from
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
+        # what the topology declares beyond the PCI tree (topology._Checker.declared)
+        self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
+        self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
+        self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000
@@ -166,14 +170,10 @@ class Machine:
 
     # --- IOMMU -------------------------------------------------------------------------
     def domains_used(self) -> int:
-        """Bits set in dmar0's domain-id bitmap: id 0 reserved, the static identity
-        domain, one per translated group (intel/iommu.c)."""
-        if self.groups is None:
-            return 0
-        groups = self.groups.by_id.values()
-        translated = sum(1 for g in groups if g.default_domain in ("DMA", "DMA-FQ"))
-        identity = any(g.default_domain == "identity" for g in groups)
-        return 2 + translated + identity
+        """Bits set in dmar0's domain-id bitmap: what the unit's domain-id allocator holds
+        (DmarUnit.domain_ids_used; asking makes the unit's tables)."""
+        u = iommu.unit(self)
+        return u.domain_ids_used() if u is not None else 0
 
     def vfio_groups(self) -> dict[int, int]:
         """Groups with a /dev/vfio/<N> node (a member bound to a VFIO driver), with the
@@ -202,7 +202,7 @@ class Machine:
             subdir = f"{drv.netdev_subdir}{sum(1 for d in self.netdevs.values() if d.subdir)}"
         idx = self._next_ifindex
         self._next_ifindex += 1
-        mac = "52:54:00:%02x:%02x:%02x" % (dev.bdf.bus, dev.bdf.dev << 3 | dev.bdf.fn, idx & 0xFF)
+        mac = permanent_address(self.hw.get(dev.bdf, {}).get("mac"), dev, len(dev.netdevs))
         nd = NetDev(name, dev, idx, mac, subdir)
         self.netdevs[name] = nd
         dev.netdevs.append(nd)

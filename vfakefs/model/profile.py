@@ -31,13 +31,17 @@ class KernelProfile:
     banner: str
     # pci_setup_device's line ends with pci_type_str() ("PCIe Endpoint", ...) since 6.9
     pci_setup_type_str: bool = False
+    # VT-d's static identity domain uses the reserved FLPT_DEFAULT_DID (1) in legacy mode
+    # (6.12, "iommu/vt-d: Reserve a static domain ID"); 6.1 gives it a domain id of its own
+    identity_flpt_did: bool = True
 
 
 PROFILES = {
     "6.1": KernelProfile(
         "6.1", "6.1.0-56-amd64", False, False, False, True, True, True,
         "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
-        "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)"),
+        "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
+        identity_flpt_did=False),
     "6.12": KernelProfile(
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "

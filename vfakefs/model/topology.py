@@ -15,8 +15,10 @@ from pathlib import Path
 
 from vfakefs.model import bringup
 from vfakefs.model.base.drivers import catalogue
+from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.machine import Machine
+from vfakefs.model.nvme import NVME_KEYS
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci import dump
 from vfakefs.model.pci.bdf import Bdf
@@ -114,7 +116,47 @@ class _Checker:
         specs = self.device_specs(d.get("device", []), known)
         order = self.tree(specs)
         self.vf_routing_ids(specs)
+        self.declared(d, specs)
         return Topology(self.source, d, tuple(specs), tuple(order))
+
+    def declared(self, d: dict, specs: list[dict]) -> None:
+        """What the topology declares beyond the PCI tree: `[acpi.dmar]` (the firmware's DMAR
+        table, boot.py), `[recorded]` (facts of one real boot the model does not compute:
+        `irq` probe order and vectors, `boot_clock` stage times), and per function its own
+        identity: `mac` (the permanent address) and `nvme` (Identify strings)."""
+        acpi = d.get("acpi", {})
+        if set(acpi) - {"dmar"}:
+            raise self.err("acpi", "must be a table with only `dmar`")
+        dmar = acpi.get("dmar", {})
+        bad = set(dmar) - DMAR_KEYS if isinstance(dmar, dict) else {"(not a table)"}
+        if bad:
+            raise self.err("acpi.dmar", f"unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(DMAR_KEYS))})")
+        for key, value in dmar.items():
+            want = {"oem_id": str, "oem_table_id": str, "creator_id": str, "hpet": bool, "atsr": list}.get(key, int)
+            if not isinstance(value, want) or (want is int and (isinstance(value, bool) or not 0 <= value < 2**64)):
+                raise self.err(f"acpi.dmar.{key}", f"{value!r} is not a valid {want.__name__}")
+            if key == "atsr" and not all(isinstance(a, dict) and set(a) <= {"flags"} for a in value):
+                raise self.err("acpi.dmar.atsr", "each ATSR is a table { flags = N }")
+        rec = d.get("recorded", {})
+        if set(rec) - {"irq", "boot_clock"}:
+            raise self.err("recorded", "must be a table of `irq` and `boot_clock`")
+        for stage, usec in rec.get("boot_clock", {}).items():
+            if stage not in BOOT_STAGES or not isinstance(usec, int) or usec < 0:
+                raise self.err(f"recorded.boot_clock.{stage}",
+                               f"a stage ({', '.join(BOOT_STAGES)}) = microseconds since boot")
+        irq = rec.get("irq", {})
+        if set(irq) - {"probe_order", "vectors"}:
+            raise self.err("recorded.irq", "only `probe_order` and `vectors`")
+        nr_cpus = int(d.get("cpus", 2))
+        for v in irq.get("vectors", []):
+            if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) for x in v)
+                    and 0 <= v[1] <= 0xFF and 0 <= v[2] < nr_cpus):
+                raise self.err("recorded.irq.vectors", f"{v!r} is not [IRTE index, vector, cpu < {nr_cpus}]")
+        for s in specs:
+            nv = s.get("nvme")
+            if nv is not None and (not isinstance(nv, dict) or set(nv) - NVME_KEYS or not all(
+                    isinstance(x, str) and x.isascii() for x in nv.values())):
+                raise self.err(f"{s['where']}.nvme", f"a table of ASCII strings: {', '.join(sorted(NVME_KEYS))}")
 
     # --- each [[device]] ----------------------------------------------------------------------
     def device_specs(self, entries: list, drivers: set) -> list[dict]:

@@ -84,7 +84,7 @@ TABLE = _is(dict, "a table")
 
 TOP_TYPES = {"name": TEXT, "description": TEXT, "kernel": _is((str, int, float), "a kernel version"),
              "cmdline": TEXT, "iommu": TABLE, "drivers": _list(_name(64)), "device": _list(ANY),
-             "cpus": _u(1, 512), "slot_module": _name(64), "root_dirs": _list(_name())}
+             "cpus": _u(1, 512), "slot_module": _name(64), "root_dirs": _list(_name()), "acpi": TABLE, "recorded": TABLE}
 IOMMU_TYPES = {"type": TEXT, "interrupt_remapping": BOOL, "x2apic": BOOL, "cap": U64, "ecap": U64,
                "reg_base": _u(0, (1 << 52) - 1), "version": _list(_u(0, 15)), "iotlb_entries": _u(1, 1 << 16)}
 DEVICE_TYPES = {
@@ -96,7 +96,7 @@ DEVICE_TYPES = {
     "reset_methods": _list(_among(RESET_METHODS)), "aspm": _list(_among(ASPM_ATTRS)),
     "slot": _either(_name(), _u(0, 0xFFFF)), "dma_mask_bits": _u(12, 64), "secondary_bus": U8,
     "subordinate_bus": U8, "aer": BOOL, "ari": BOOL, "extra_dirs": _list(_relpath), "rmrr": _list(_rmrr),
-    "comment": TEXT, "command": U16, "mac": lambda v: None if isinstance(v, str) and _MAC.fullmatch(v) else
+    "comment": TEXT, "command": U16, "nvme": ANY, "mac": lambda v: None if isinstance(v, str) and _MAC.fullmatch(v) else
     f"{v!r} is not a MAC address (xx:xx:xx:xx:xx:xx)"}
 DEVICE_KEYS = set(DEVICE_TYPES)
 SRIOV_TYPES = {"total_vfs": _u(1, 0xFFFF), "offset": _u(1, 0xFFFF), "stride": _u(1, 0xFFFF), "vf_device": U16,

@@ -1,6 +1,7 @@
 """The nvme class devices nvme-bound functions get (drivers/nvme/host/core.c sysfs)."""
 from __future__ import annotations
 
+from vfakefs.model.nvme import identity
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
@@ -12,17 +13,17 @@ NVME_CTRL = AttrGroup((
     Attr("cntrltype", lambda c: "io\n"),
     Attr("dctype", lambda c: "none\n"),
     Attr("dev", lambda c: f"{NVME_MAJOR}:{c.inst}\n"),
-    Attr("firmware_rev", lambda c: "8.0.2   \n"),
+    Attr("firmware_rev", lambda c: c.ident.padded("firmware_rev") + "\n"),
     Attr("kato", lambda c: "0\n"),
-    Attr("model", lambda c: "QEMU NVMe Ctrl                          \n"),
+    Attr("model", lambda c: c.ident.padded("model") + "\n"),
     Attr("numa_node", lambda c: "%d\n" % c.dev.numa_node),
     Attr("queue_count", lambda c: "3\n"),
     Attr("rescan_controller", None, lambda c, t: None, 0o200),
     Attr("reset_controller", None, lambda c, t: None, 0o200),
-    Attr("serial", lambda c: f"{c.dev.name:<20}\n"),
+    Attr("serial", lambda c: c.ident.padded("serial") + "\n"),
     Attr("sqsize", lambda c: "1023\n"),
     Attr("state", lambda c: "live\n"),
-    Attr("subsysnqn", lambda c: f"nqn.2019-08.org.qemu:{c.dev.name}\n"),
+    Attr("subsysnqn", lambda c: c.ident.subsysnqn + "\n"),
     Attr("transport", lambda c: "pcie\n"),
     Attr("uevent", lambda c: f"MAJOR={NVME_MAJOR}\nMINOR={c.inst}\nDEVNAME=nvme{c.inst}\nNVME_TRTYPE=pcie\n",
          uevent_store, 0o644),
@@ -30,11 +31,18 @@ NVME_CTRL = AttrGroup((
 
 
 class Ctrl:
-    """An nvme controller: the function and its instance number."""
+    """An nvme controller: the function, its instance number, and what its Identify
+    Controller data says (model/nvme.py: the topology's `nvme` fields or the defaults)."""
     __slots__ = ("dev", "inst")
 
     def __init__(self, dev, inst: int):
         self.dev, self.inst = dev, inst
+
+    @property
+    def ident(self):
+        m = self.dev.machine
+        hw = getattr(m, "hw", {}).get(self.dev.bdf, {}) if m is not None else {}
+        return identity(self.dev, hw.get("nvme"))
 
 
 def ctrl_entries(v, dev, inst: int) -> dict:

@@ -162,15 +162,35 @@ class DmarUnit:
         return ((self.cap >> 24) & 0x3FF) * 16
 
     # --- domains and context entries ----------------------------------------------------------
+    RESERVED_DIDS = frozenset((0, 1))   # taken at init (iommu_init_domains): see domain_ids_used
+
     def new_domain(self, kind: str) -> Domain:
         if kind == "identity":
-            return self.domains.setdefault(1, Domain(1, "identity", None))
+            # the static identity domain: FLPT_DEFAULT_DID (1) since 6.12, before that an id of
+            # its own the first time a device attaches to it (a profile fact)
+            dom = next((d for d in self.domains.values() if d.type == "identity"), None)
+            if dom is None:
+                reserved = getattr(getattr(self.machine, "profile", None), "identity_flpt_did", True)
+                did = 1 if reserved else self._alloc_did()
+                dom = self.domains[did] = Domain(did, "identity", None)
+            return dom
         from vfakefs.model.intel.pagetable import PageTable   # (numpy's memory: made on first use)
-        did = self._did_next
-        self._did_next += 1
+        did = self._alloc_did()
         table = PageTable(self.mem, self.levels, self.superpage_levels) if kind != "blocked" else None
         dom = self.domains[did] = Domain(did, kind, table)
         return dom
+
+    def _alloc_did(self) -> int:
+        did = self._did_next
+        self._did_next += 1
+        return did
+
+    def domain_ids_used(self) -> int:
+        """bitmap_weight(iommu->domain_ids) (intel-iommu/domains_used): the ids taken at init,
+        0 (invalid translations under caching mode) and 1 (FLPT_DEFAULT_DID; on 6.1 without
+        scalable mode the QEMU captures show it taken as well: the first domain is DID 2),
+        and the id of every domain the unit holds."""
+        return len(self.RESERVED_DIDS | self.domains.keys())
 
     def context_slot(self, rid: int, create: bool = True) -> int | None:
         bus, devfn = rid >> 8, rid & 0xFF

@@ -1,5 +1,12 @@
 """The interrupt remapping table as the kernel leaves it after boot
-(drivers/iommu/intel/irq_remapping.c, arch/x86/kernel/apic/io_apic.c, vector.c)."""
+(drivers/iommu/intel/irq_remapping.c, arch/x86/kernel/apic/io_apic.c, vector.c).
+
+Computed: which IRTEs exist, for whom, their source ids and validation, the blocks
+(alloc_irte), the parked and managed vectors, and each vector and CPU from the matrix
+allocator's rules (irq_remap.VectorMatrix). Recorded: a topology may declare
+`[recorded.irq]` (the probe order and vectors one real boot showed, see qemu-ref.toml);
+they are applied only when the computed table has exactly the recorded entries.
+Nothing here depends on a machine's name."""
 from __future__ import annotations
 
 from vfakefs.model.intel.irq_remap import IrqRemapTable, VectorMatrix
@@ -30,20 +37,16 @@ ADMIN_FIRST = {"nvme"}
 REQUEST_ON_OPEN = {"e1000", "e1000e", "igb", "igbvf", "ixgbe", "ixgbevf", "i40e", "iavf", "ice",
                    "mlx5_core", "bnxt_en"}
 
-# Recorded boots: where a capture shows the exact order asynchronous probes finished in and
-# the vectors the x86 matrix handed out, a machine of that name and shape reproduces them.
-RECORDED = {
-    "qemu-ref": {
-        # capture-dbgkernel-intel_iommu_on (6.1): nvme0's admin vector, virtio-net, e1000e, then
-        # nvme1 (async) enables GSI 21 and takes its admin vector; both nvmes reallocate last.
-        "order": ("0000:01:00.0", "0000:05:00.0", "0000:02:00.0", "0000:06:00.0", "0000:00:05.0"),
-        "vectors": {0: (0x2A, 1), 1: (0x30, 0), 3: (0x2A, 0), 8: (0x21, 1), 11: (0x29, 0), 16: (0x22, 1),
-                    18: (0x22, 0), 20: (0x23, 1), 21: (0x23, 0), 22: (0x24, 1), 23: (0x24, 0),
-                    24: (0x28, 1), 25: (0x25, 0), 26: (0x26, 1), 27: (0x26, 0), 28: (0xEF, 0),
-                    29: (0xEF, 0), 30: (0xEF, 0), 32: (0x29, 1), 33: (0x27, 0), 34: (0x25, 1),
-                    35: (0x28, 0), 36: (0x27, 1)},
-    },
-}
+def recorded_irq(machine) -> dict | None:
+    """The topology's `[recorded.irq]`: what one real boot showed and the rules here do not
+    derive (the order asynchronous probes finished in, the vectors the x86 matrix handed
+    out, which also depend on irqs the table never shows: the DMAR fault irq, the local
+    APIC timer, irqs freed during boot). None when the topology records nothing."""
+    rec = getattr(machine, "recorded", {}).get("irq")
+    if not rec:
+        return None
+    return {"probe_order": tuple(rec.get("probe_order", ())),
+            "vectors": {index: (vector, cpu) for index, vector, cpu in rec.get("vectors", ())}}
 
 
 def _gsi(f) -> int | None:
@@ -59,12 +62,12 @@ def boot_allocate(t: IrqRemapTable, machine) -> None:
     (allocated, never started: not present), then its MSI/MSI-X vectors."""
     for pin in LEGACY_PINS:
         t.alloc_ioapic_pin(pin, requested=pin in LEGACY_STARTED_PINS)
-    rec = RECORDED.get(getattr(machine, "name", ""))
+    rec = recorded_irq(machine)
     bound = [f for f in machine.functions if f.driver is not None and not f.is_virtfn]
     ports = [f for f in bound if f.is_bridge]
     ends = [f for f in bound if not f.is_bridge]
     if rec is not None:
-        rank = {name: i for i, name in enumerate(rec["order"])}
+        rank = {name: i for i, name in enumerate(rec["probe_order"])}
         ends.sort(key=lambda f: rank.get(f.name, len(rank)))
     gsis, later = set(range(16)), []
     for f in ports + ends:

@@ -74,7 +74,8 @@ def detach_device(m, dev, group) -> None:
     for rid in rids(dev):
         u.set_context(rid, None)
     if not group.devices and group.domain is not None:
-        u.domains.pop(group.domain.did, None)
+        if group.domain.type != "identity":        # the static identity domain is shared
+            u.domains.pop(group.domain.did, None)
         group.domain = None
 
 
@@ -88,7 +89,7 @@ def change_domain(m, group) -> None:
     for dev in group.devices:
         for rid in rids(dev):
             u.set_context(rid, group.domain)
-    if old is not None and old.did != 1:
+    if old is not None and old.type != "identity":
         u.domains.pop(old.did, None)
 
 
