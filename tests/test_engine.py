@@ -2,7 +2,8 @@
 simulated time only, so every count is exact and nothing waits for real time.
 
 engine.run(machine, tick=0.01) sleeps one tick, then step()s: each stream issues
-max(1, int(rate * tick)) requests per tick. With autojump_clock, `await
+what rate * time says is due (at most controls.STEP_CAP a step, controls.CHUNK
+between two checkpoints). With autojump_clock, `await
 trio.sleep(T)` in the test lets exactly the ticks that fall within T run.
 """
 from __future__ import annotations
