@@ -2,7 +2,8 @@
 simulated time only, so every count is exact and nothing waits for real time.
 
 engine.run(machine, tick=0.01) sleeps one tick, then step()s: each stream issues
-max(1, int(rate * tick)) requests per tick. With autojump_clock, `await
+what rate * time says is due (at most controls.STEP_CAP a step, controls.CHUNK
+between two checkpoints). With autojump_clock, `await
 trio.sleep(T)` in the test lets exactly the ticks that fall within T run.
 """
 from __future__ import annotations
@@ -218,3 +219,70 @@ def test_delayed_work_runs_when_due():
         "nvme nvme2: Device not ready; aborting initialisation, CSTS=0x2",
         "nvme nvme2: Removing after probe failure status: -19"]
     m.check()
+
+
+# --- a stream that cannot run, bounded steps ------------------------------------------------------
+async def test_a_failing_stream_is_dropped_and_the_machine_goes_on(m, autojump_clock, caplog):
+    """The state the old IOVA allocator left for `ws=8589934592` (a buffer mapped below
+    IOVA 0): the stream's step raises OverflowError. That stream stops with a kernel-log
+    line and a traceback in the daemon's log; the engine task, the other stream and
+    delayed work go on."""
+    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    controls.traffic_command(m, f"start {IXGBE1} rate=1000 ws=8192")
+    bad, good = m.traffic[IXGBE], m.traffic[IXGBE1]
+    bad.iovas = [((1 << 32) - (8 << 30), 8 << 30)]
+    ran = []
+    async with trio.open_nursery() as nursery:
+        await start_engine(nursery, m)
+        await trio.sleep(0.1 + HALF_TICK)
+        assert IXGBE not in m.traffic and bad.requests == 0
+        assert good.requests == 100
+        m.schedule(0.05, lambda: ran.append(m.clock))
+        await trio.sleep(0.1)
+        assert good.requests == 200 and len(ran) == 1          # the engine still runs
+        nursery.cancel_scope.cancel()
+    errors = [(r.level, r.text) for r in m.kmsg.records if r.text.startswith("vfakefs: traffic:")]
+    assert len(errors) == 1 and errors[0][0] == 3
+    assert errors[0][1].startswith(f"vfakefs: traffic: {IXGBE}: stream stopped: OverflowError: ")
+    assert any(r.exc_info and r.exc_info[0] is OverflowError for r in caplog.records)
+    m.check()
+
+
+def test_failing_delayed_work_does_not_stop_the_rest(m):
+    """A work item that fails (a bind of a function removed before it ran: the
+    driver core answers ENODEV) is logged; the items after it run."""
+    from vfakefs.model.base import binding
+    from vfakefs.model.errors import SysfsError
+    m.remove_function(dev(m, "0000:00:1d.0"))                  # the root port above 06:00.0
+    ran = []
+    m.schedule(0.01, lambda: binding.bind(m, m.drivers["nvme"], "0000:06:00.0"))
+    m.schedule(0.01, lambda: ran.append(True))
+    with pytest.raises(SysfsError):
+        m.delayed[0][1]()                                       # what the engine will meet
+    engine.step(m, 0.01)
+    assert ran == [True] and m.delayed == []
+    failed = [(r.level, r.text) for r in m.kmsg.records if r.text.startswith("vfakefs: delayed work:")]
+    assert len(failed) == 1 and failed[0][0] == 3 and "SysfsError" in failed[0][1]
+    m.check()
+
+
+def test_a_step_issues_at_most_the_cap_in_chunks(m):
+    """A stream at the highest rate, stepped over a whole second at once: the step
+    issues STEP_CAP requests, CHUNK at a time (a checkpoint after each), and reports
+    the rest as behind; later steps catch up (10,000 due a tick < STEP_CAP)."""
+    controls.traffic_command(m, f"start {IXGBE} rate={controls.MAX_RATE} ws=65536 pattern=random")
+    t = m.traffic[IXGBE]
+    per_yield = []
+    for _ in engine.steps(m, 1.0):
+        per_yield.append(t.requests - sum(per_yield))
+    assert t.requests == controls.STEP_CAP
+    assert max(per_yield) == controls.CHUNK and len(per_yield) == -(-controls.STEP_CAP // controls.CHUNK)
+    assert t.behind == controls.MAX_RATE - controls.STEP_CAP
+    assert f"behind={t.behind} " in controls.traffic_show(m)
+    steps = 0
+    while t.behind:
+        engine.step(m, TICK)
+        steps += 1
+        assert t.requests - t.issued == 0
+    assert t.requests == controls.MAX_RATE * (1 + steps * TICK) and steps < 200
+    assert controls.MAX_RATE * TICK < controls.STEP_CAP          # run()'s ticks never fall behind

@@ -262,7 +262,9 @@ def test_context_entry_follows_group_type(preset, bdf, aw):
     iommu.store_type(m, g, "DMA\n")
     m.check()
     dom = g.domain
-    assert dom.did not in (1, old, did) and dom.type == "DMA"
+    # a new domain; its id is the lowest free one, the id the old domain gave back
+    # (intel/iommu.c: ida_alloc_range on the unit's domain_ida)
+    assert dom.did == old and dom.type == "DMA" and dom.table.mapped_pages == 0
     assert u.context(rid) == (dom.table.pgd | 1, dom.did << 8 | aw)
     assert u.translate(rid, 0x1234_5678).fault.reason == 0x06
 
@@ -811,3 +813,79 @@ def test_iq_wraps_at_256_entries():
     assert last[:2] == (0x00F2 | 2 << 16, 199 << 12)
     regs = {n: v for n, _, v in u.registers()}
     assert regs["IQT"] == u.iq_tail * 16 and regs["IQA"] == u.iq_base
+
+
+# ================================================================ what removed functions leave behind
+def unit_state(m):
+    """Every count the remapping unit keeps that a VF could grow."""
+    u = m.dmar[0]
+    return {"pages in use": u.mem.allocated, "pages ever": u.mem.used, "memory words": len(u.mem.q),
+            "domains": sorted(u.domains), "next domain id": u.domain_ids.alloc(),
+            "iotlb counters": (len(u.iotlb.hits), len(u.iotlb.misses), len(u.iotlb.invalidations)),
+            "context tables": sorted(u.context_tables),
+            "present context entries": sum(1 for rid in range(1 << 16) if u.context(rid)[0] & 1)}
+
+
+def test_sriov_cycles_leave_the_tables_as_the_first_cycle_did():
+    """`echo 63 > sriov_numvfs; echo 0 > sriov_numvfs` again and again with the tables
+    made: each VF's domain, page tables, IOTLB entries and context entry go with it, so
+    after 20 cycles every count is what one cycle left."""
+    m = topology.load("seed-vtd")
+    u = iommu.unit(m)
+    pf = m.lookup("0000:03:00.0")
+
+    def cycle():
+        sriov.configure(m, pf, 63)
+        for vf in pf.sriov.vfs[:4]:                 # DMA through some VFs: page tables, IOTLB entries
+            iova = iommu.dma_map(m, vf, 3 << 21)
+            assert iommu.dma(m, vf, iova + 0x1000, 4, True).hpa is not None
+        sriov.configure(m, pf, 0)
+        m.check()
+
+    cycle()
+    first = unit_state(m)
+    u.domain_ids.free(first["next domain id"])
+    for _ in range(20):
+        cycle()
+    after = unit_state(m)
+    u.domain_ids.free(after["next domain id"])
+    assert after == first
+    tags = u.iotlb.tags[u.iotlb.tags != np.uint64(2**64 - 1)]
+    assert set((tags >> np.uint64(48)).tolist()) <= set(u.domains)             # no VF domain's entry
+
+
+def test_freeing_a_domain_returns_its_tables():
+    m = topology.load("seed-vtd")
+    u = iommu.unit(m)
+    before = u.mem.allocated
+    dom = u.new_domain("DMA")
+    dom.table.map(0x4000_0000, 0x8000_0000, 3 << 21, superpages=False)     # pgd, L3, L2, 3 L1 tables
+    assert u.mem.allocated == before + 6
+    did = dom.did
+    u.free_domain(dom)
+    assert u.mem.allocated == before and did not in u.domains
+    assert u.new_domain("DMA").did == did                                  # the lowest free id again
+    assert u.mem.allocated == before + 1                                    # its pgd: a freed, zeroed page
+    identity = u.new_domain("identity")
+    u.free_domain(identity)                                                 # the static one lives for ever
+    assert u.domains[1] is identity and 1 not in u.domain_ids
+
+
+# ================================================================ the DMA API's IOVA allocator
+def test_iova_allocator_skips_reserved_regions_reuses_and_falls_back_above_4g():
+    m = topology.load("seed-vtd")
+    iommu.unit(m)
+    f = m.lookup("0000:03:00.0")
+    dom = f.group.domain
+    small = iommu.dma_map(m, f, 16384)
+    assert small == (1 << 32) - 16384                           # top-down below 4 GiB
+    big = iommu.dma_map(m, f, 1 << 30)
+    assert big == 1 << 31                                       # not across the MSI window 0xfee00000
+    assert not any(0xFEE00000 <= iova <= 0xFEEFFFFF or iova < 0xFEE00000 < iova + size
+                   for iova, (_, size, _) in dom.mappings.items())
+    rest = [iommu.dma_map(m, f, 1 << 30) for _ in range(2)]     # [1 GiB, 2 GiB), then [0, 1 GiB) minus page 0
+    assert rest[0] == 1 << 30 and rest[1] >= 1 << 32            # page 0 is never handed out: above 4 GiB
+    iommu.dma_unmap(m, f, big)
+    assert iommu.dma_map(m, f, 1 << 30) == big                  # the freed range is found again
+    # 2 MiB aligned buffers: mapped with superpages, one L2 entry per 2 MiB
+    assert dom.table.entries(big)[-1] & PS

@@ -118,7 +118,7 @@ def test_dma_mapped_by_traffic(mount_preset):
     t = mnt.path / VF / "traffic"
     assert sh(f"echo 'start {IXGBE} rate=1 ws=16384' > {t}").returncode == 0
     try:
-        assert re.fullmatch(rf"{IXGBE} rate=1 mix=0\.70 ws=16384 pattern=sequential requests=\d+ faults=0 "
+        assert re.fullmatch(rf"{IXGBE} rate=1 mix=0\.70 ws=16384 pattern=sequential requests=\d+ faults=0 behind=0 "
                             r"latency=\[(\d+ ){7}\d+\]\n", mnt.read(t))
         base = 0x100000000 - 16384
         answers = ask(mnt, "dma", f"{IXGBE} read {base:#x} 64", f"{IXGBE} write {base + 0x3000:#x} 4096",
@@ -135,6 +135,30 @@ def test_dma_mapped_by_traffic(mount_preset):
     finally:
         sh(f"echo 'stop all' > {t}")
     assert mnt.read(t) == ""
+
+
+def test_traffic_at_the_bounds_runs_and_restart_unmaps(mount_preset):
+    """The largest stream allowed (rate 1,000,000/s, ws 1 GiB) starts, its buffer is
+    mapped below 4 GiB clear of the MSI window, DMA into it translates and the
+    mount keeps answering while it runs; restarting the stream with a small buffer
+    unmaps the big one; stop unmaps the rest."""
+    mnt = mount_preset("seed-vtd")
+    t = mnt.path / VF / "traffic"
+    dom = mnt.path / INTEL / IXGBE / "domain_translation_struct"
+    assert sh(f"echo 'start {IXGBE} rate=1000000 ws=1073741824 pattern=random' > {t}").returncode == 0
+    try:
+        assert mnt.read(t).startswith(f"{IXGBE} rate=1000000 mix=0.70 ws=1073741824 pattern=random ")
+        (a,) = ask(mnt, "dma", f"{IXGBE} read 0x80001000 64")
+        assert re.fullmatch(rf"{IXGBE} read iova 0x80001000 -> hpa 0x[0-9a-f]+( \(iotlb hit\))?", a), a
+        assert mnt.read(mnt.pci / "devices" / IXGBE / "vendor") == "0x8086\n"
+        rows = [r.split(" |")[0] for r in mnt.read(dom).splitlines()[2:]]
+        assert rows == ["0x0000000080000"]          # the first buffer sits at 4 GiB: one 1 GiB superpage
+        assert sh(f"echo 'start {IXGBE} rate=10 ws=8192' > {t}").returncode == 0
+        rows = [r.split(" |")[0] for r in mnt.read(dom).splitlines()[2:]]
+        assert rows == ["0x00000000ffffe", "0x00000000fffff"]
+    finally:
+        sh(f"echo 'stop all' > {t}")
+    assert mnt.read(t) == "" and mnt.read(dom).splitlines()[2:] == []
 
 
 def test_dma_unmapped_read_and_write_fault(mount_preset, kmsg):
@@ -194,6 +218,20 @@ BAD = [
     ("traffic", f"start {NVME} mix=2", "rate must be positive, mix within 0..1, ws at least 4096"),
     ("traffic", f"stop {NVME}", f"no traffic from {NVME}"),
     ("traffic", "stop", "expected 'stop <bdf>|all'"),
+    # bounds (issue 8): what the simulated machine can hold, the state unchanged after
+    ("dma", f"{E1000E} read 0x1000 4097", "length 4097 is more than one request carries (4096)"),
+    ("dma", f"{E1000E} read 0x100000000 4294967296", "length 4294967296 is more than one request carries (4096)"),
+    ("dma", f"{E1000E} read 0xfffffffffffffffe 4", "iova 0xfffffffffffffffe + length 4 is past the 64-bit address space"),
+    ("dma", f"{E1000E} write 0x10000000000000000 4", "iova 0x10000000000000000 + length 4 is past the 64-bit address space"),
+    ("msi", f"{NVME} 0xfee00000 0x100000000", "data 4294967296 is outside 0..4294967295"),
+    ("msi", f"{NVME} 0xfee00000 -1", "data -1 is outside 0..4294967295"),
+    ("traffic", f"start {NVME} rate=1000000000000", "rate 1000000000000 is more than 1000000 requests a second"),
+    ("traffic", f"start {NVME} rate=1000001", "rate 1000001 is more than 1000000 requests a second"),
+    ("traffic", f"start {NVME} ws=8589934592", "ws 8589934592 is more than 1073741824 bytes"),
+    ("traffic", f"start {NVME} ws=1073741825", "ws 1073741825 is more than 1073741824 bytes"),
+    ("traffic", f"start {NVME} mix=nan", "rate must be positive, mix within 0..1, ws at least 4096"),
+    ("traffic", f"start {NVME} mix=inf", "rate must be positive, mix within 0..1, ws at least 4096"),
+    ("fault_threshold", "2147483648", "threshold 2147483648 is more than 2147483647"),
     ("fault_threshold", "abc", "threshold 'abc' is not a number"),
     ("fault_threshold", "0", "threshold must be at least 1"),
     ("fault_threshold", "-3", "threshold must be at least 1"),

@@ -16,9 +16,9 @@ from vfakefs.model.intel.irte import IR_FAULT_REASONS
 from vfakefs.model.kmsg import KERN_WARNING
 
 
-def reject(m, control: str, why: str):
+def reject(m, control: str, why: str, err: int = errno.EINVAL):
     m.kmsg.log(f"vfakefs: {control}: {why}", KERN_WARNING)
-    raise SysfsError(errno.EINVAL, why)
+    raise SysfsError(err, why)
 
 
 def _device(m, control: str, word: str):
@@ -32,16 +32,27 @@ def _device(m, control: str, word: str):
     return dev
 
 
-def _int(m, control: str, word: str, what: str) -> int:
+def _int(m, control: str, word: str, what: str, lo: int | None = None, hi: int | None = None) -> int:
+    """A number in C's notations (0x, 0o, 0b), within [lo, hi] when given."""
     try:
-        return int(word, 0)
+        n = int(word, 0)
     except ValueError:
         reject(m, control, f"{what} {word!r} is not a number")
+    if lo is not None and not lo <= n <= hi:
+        reject(m, control, f"{what} {n} is outside {lo}..{hi}")
+    return n
 
 
 # --- dma: `<bdf> read|write <iova> <length>` -----------------------------------------------------
+MAX_DMA_LENGTH = 4096      # one memory request TLP: Max_Read_Request_Size and Max_Payload_Size top out at 4096
+
+
 def dma_request(m, text: str) -> str:
-    """Issue one DMA request and return what the hardware answered, as a line."""
+    """Issue one DMA request and return what the hardware answered, as a line.
+
+    iova is a 64-bit bus address (0..2^64-1) and the request ends within 2^64;
+    length is 1..4096 bytes, the most one PCIe memory request carries (PCIe r6
+    7.5.3.4: Max_Read_Request_Size and Max_Payload_Size are at most 4096)."""
     words = text.split()
     if len(words) != 4:
         reject(m, "dma", "expected '<bdf> read|write <iova> <length>'")
@@ -51,6 +62,10 @@ def dma_request(m, text: str) -> str:
     iova, length = _int(m, "dma", words[2], "iova"), _int(m, "dma", words[3], "length")
     if length <= 0 or iova < 0:
         reject(m, "dma", "length must be positive and iova not negative")
+    if length > MAX_DMA_LENGTH:
+        reject(m, "dma", f"length {length} is more than one request carries ({MAX_DMA_LENGTH})")
+    if iova + length > 1 << 64:
+        reject(m, "dma", f"iova {iova:#x} + length {length} is past the 64-bit address space")
     t = iommu.dma(m, dev, iova, length, words[1] == "write")
     if t.hpa is not None:
         return f"{dev.name} {words[1]} iova {iova:#x} -> hpa {t.hpa:#x}{' (iotlb hit)' if t.iotlb_hit else ''}\n"
@@ -61,12 +76,16 @@ def dma_request(m, text: str) -> str:
 
 # --- msi: `<bdf> <address> <data>` -------------------------------------------------------------
 def msi(m, text: str) -> str:
-    """A device writes an MSI; the remapping hardware checks it against its IRTE."""
+    """A device writes an MSI; the remapping hardware checks it against its IRTE.
+
+    address is in the interrupt window 0xfee00000-0xfeefffff; data is the 32-bit
+    message data (0..0xffffffff, MSI-X's Message Data width)."""
     words = text.split()
     if len(words) != 3:
         reject(m, "msi", "expected '<bdf> <address> <data>'")
     dev = _device(m, "msi", words[0])
-    address, data = _int(m, "msi", words[1], "address"), _int(m, "msi", words[2], "data")
+    address = _int(m, "msi", words[1], "address")
+    data = _int(m, "msi", words[2], "data", 0, 0xFFFF_FFFF)
     if address >> 20 != 0xFEE:
         reject(m, "msi", f"address {address:#x} is not in the MSI window 0xfee00000-0xfeefffff")
     if m.irq_remap is None:
@@ -89,14 +108,34 @@ def reset(host, text: str) -> None:
 
 
 # --- fault_threshold ---------------------------------------------------------------------------
+MAX_FAULT_THRESHOLD = 2**31 - 1     # a C int, as a kernel module parameter would hold it
+
+
 def set_fault_threshold(m, text: str) -> None:
+    """DMA faults a device may cause before it loses bus mastering: 1..2^31-1."""
     n = _int(m, "fault_threshold", text.strip(), "threshold")
     if n < 1:
         reject(m, "fault_threshold", "threshold must be at least 1")
+    if n > MAX_FAULT_THRESHOLD:
+        reject(m, "fault_threshold", f"threshold {n} is more than {MAX_FAULT_THRESHOLD}")
     m.fault_threshold = n
 
 
-# --- traffic: `start <bdf> [rate=N] [mix=R] [ws=BYTES] [pattern=sequential|random]`, `stop <bdf>|all` ------
+# --- traffic: `start <bdf> [rate=N] [mix=R] [ws=BYTES] [pattern=sequential|random|storm]`, `stop <bdf>|all` ------
+# What one stream may ask of the engine. The engine runs a step every 10 ms of
+# simulated time and issues at most STEP_CAP requests of a stream in one step,
+# CHUNK at a time with a checkpoint between chunks (so a FUSE request waits for
+# one chunk at most): at MAX_RATE a step's share (10,000) is under the cap, so a
+# stream at any allowed rate keeps up with simulated time.
+MAX_RATE = 1_000_000           # requests per second
+STEP_CAP = 16_384              # requests of one stream in one engine step
+CHUNK = 1_024                  # requests between two checkpoints
+# The working set is one dma_map'd buffer: at most 1 GiB, a quarter of the 4 GiB
+# below which iommu-dma places a PCI device's mappings first (beside the MSI window).
+MAX_WS = 1 << 30
+PATTERNS = ("sequential", "random", "storm")
+
+
 @dataclass
 class Traffic:
     """One device's simulated DMA stream, which the engine runs."""
@@ -113,14 +152,24 @@ class Traffic:
     elapsed: float = 0.0          # simulated seconds the engine has run this stream
     issued: int = 0               # requests issued while the device could master the bus
     rng: object = None            # the engine's random generator for this stream
+    behind: int = 0               # requests due that the last step left for later (STEP_CAP)
+    domain: object = None         # the domain its buffer is mapped in (None: no translation)
 
     def describe(self) -> str:
         hist = " ".join(str(c) for c in self.latency)
         return (f"{self.dev.name} rate={self.rate} mix={self.read_share:.2f} ws={self.working_set} "
-                f"pattern={self.pattern} requests={self.requests} faults={self.faults} latency=[{hist}]\n")
+                f"pattern={self.pattern} requests={self.requests} faults={self.faults} "
+                f"behind={self.behind} latency=[{hist}]\n")
 
 
 def traffic_command(m, text: str) -> None:
+    """`start <bdf> [rate=N] [mix=R] [ws=BYTES] [pattern=P]` starts (or restarts) a
+    device's stream; `stop <bdf>|all` ends streams and unmaps their buffers.
+
+    rate: requests per second, 1..MAX_RATE (1,000,000); mix: the share of reads,
+    0..1; ws: the buffer the stream walks, 4096..MAX_WS (1 GiB), mapped with
+    dma_map (ENOMEM when the domain has no IOVA space left for it); pattern:
+    sequential, random or storm (addresses just past the buffer: every request faults)."""
     words = text.split()
     if not words or words[0] not in ("start", "stop"):
         reject(m, "traffic", "expected 'start <bdf> [rate=N] [mix=R] [ws=BYTES] [pattern=P]' or 'stop <bdf>|all'")
@@ -128,11 +177,15 @@ def traffic_command(m, text: str) -> None:
         if len(words) != 2:
             reject(m, "traffic", "expected 'stop <bdf>|all'")
         if words[1] == "all":
+            for t in m.traffic.values():
+                release(m, t)
             m.traffic.clear()
         else:
             dev = _device(m, "traffic", words[1])
-            if m.traffic.pop(dev.name, None) is None:
+            t = m.traffic.pop(dev.name, None)
+            if t is None:
                 reject(m, "traffic", f"no traffic from {dev.name}")
+            release(m, t)
         return
     if len(words) < 2:
         reject(m, "traffic", "expected a device after start")
@@ -149,15 +202,39 @@ def traffic_command(m, text: str) -> None:
                 reject(m, "traffic", f"mix {value!r} is not a fraction")
         elif key == "ws":
             t.working_set = _int(m, "traffic", value, "ws")
-        elif key == "pattern" and value in ("sequential", "random", "storm"):
+        elif key == "pattern" and value in PATTERNS:
             t.pattern = value
         else:
             reject(m, "traffic", f"unknown setting {kv!r}")
     if t.rate <= 0 or not 0 <= t.read_share <= 1 or t.working_set < 4096:
         reject(m, "traffic", "rate must be positive, mix within 0..1, ws at least 4096")
-    t.iovas = [(iommu.dma_map(m, dev, t.working_set), t.working_set)]
+    if t.rate > MAX_RATE:
+        reject(m, "traffic", f"rate {t.rate} is more than {MAX_RATE} requests a second")
+    if t.working_set > MAX_WS:
+        reject(m, "traffic", f"ws {t.working_set} is more than {MAX_WS} bytes")
+    try:
+        t.iovas = [(iommu.dma_map(m, dev, t.working_set), t.working_set)]
+    except SysfsError as e:
+        reject(m, "traffic", f"ws {t.working_set}: {e}", e.errno)
+    u = iommu.unit(m)
+    t.domain = dev.group.domain if u is not None and dev.group is not None else None
     t.latency = [0] * 8
+    old = m.traffic.get(dev.name)
+    if old is not None:
+        release(m, old)                   # a restart: the old stream's buffer is unmapped
     m.traffic[dev.name] = t
+
+
+def release(m, t: Traffic) -> None:
+    """dma_unmap the stream's buffer, if its domain is still the device's (a `type`
+    write or a removal freed the old one, mappings and all)."""
+    dev = t.dev
+    if t.domain is None or t.iovas is None or m.by_bdf.get(dev.bdf) is not dev or \
+            dev.group is None or dev.group.domain is not t.domain:
+        return
+    for iova, _ in t.iovas:
+        iommu.dma_unmap(m, dev, iova)
+    t.iovas = None
 
 
 def traffic_show(m) -> str:

@@ -132,10 +132,11 @@ class Machine:
     def by_rid(self, rid: int, domain: int = 0) -> PciFunction | None:
         return self.by_bdf.get(Bdf.from_rid(domain, rid))
 
-    def alloc_host_memory(self, size: int) -> int:
-        """Pages of simulated system RAM for DMA buffers (never backed: addresses only)."""
-        addr = self._host_next
-        self._host_next += (size + 0xFFF) & ~0xFFF
+    def alloc_host_memory(self, size: int, align: int = 0x1000) -> int:
+        """Pages of simulated system RAM for DMA buffers (never backed: addresses only),
+        aligned to `align` (a power of two)."""
+        addr = (self._host_next + align - 1) & ~(align - 1)
+        self._host_next = addr + ((size + 0xFFF) & ~0xFFF)
         return addr
 
     def lookup(self, name: str) -> PciFunction | None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vfakefs.model.ida import Ida
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
@@ -37,14 +38,28 @@ class Domain:
     did: int
     type: str                     # DMA, DMA-FQ, identity, blocked, unmanaged
     table: PageTable | None       # None for identity (pass-through) and blocked
-    next_iova: int = 1 << 32      # iommu-dma tries below 4 GiB first, top-down
     mappings: dict = field(default_factory=dict)   # iova -> (hpa, size, prot) made by the DMA API
 
-    def alloc_iova(self, size: int) -> int:
-        """alloc_iova(..., size_aligned): pages rounded up to a power of two, aligned to it."""
-        span = 1 << max(12, (size - 1).bit_length())
-        self.next_iova = (self.next_iova - span) & ~(span - 1)
-        return self.next_iova
+    def alloc_iova(self, size: int, limit: int = 1 << 32, reserved=()) -> int | None:
+        """alloc_iova(..., size_aligned): pages rounded up to a power of two, aligned
+        to it, in the highest free gap below limit that avoids the live mappings and
+        the reserved ranges (inclusive (start, end) pairs, iova_reserve_iommu_regions);
+        IOVA page 0 is never handed out (the iova domain's start_pfn is 1). None when
+        nothing fits."""
+        span = _span(size)
+        busy = [(iova, iova + _span(sz)) for iova, (_, sz, _) in self.mappings.items()]
+        busy += [(start, end + 1) for start, end in reserved]
+        top = limit
+        for start, end in sorted(busy, key=lambda r: r[1], reverse=True):
+            if end <= top and (top - span) & ~(span - 1) >= end:
+                break                          # the gap between this range and top fits
+            top = min(top, start)
+        iova = (top - span) & ~(span - 1)
+        return iova if iova >= 4096 else None
+
+
+def _span(size: int) -> int:
+    return 1 << max(12, (size - 1).bit_length())
 
 
 @dataclass
@@ -88,7 +103,9 @@ class DmarUnit:
     def __post_init__(self):
         self.frcd = [None] * self.nfr
         self._next_frcd = 0           # hardware records into the fault registers round-robin
-        self._did_next = 2            # 0 is reserved; 1 is the static identity domain's
+        # the domain-id allocator (intel/iommu.c domain_ida): the lowest free id; 0 is
+        # reserved (caching mode's non-present entries), 1 is the static identity domain's
+        self.domain_ids = Ida(reserved=sorted(self.RESERVED_DIDS))
         self._runs: list[float] = []  # when the fault handler ran (its ratelimit)
         self.materialized = False
         self.on_materialize = None    # called once the tables exist (the IOMMU core programs them)
@@ -171,19 +188,14 @@ class DmarUnit:
             dom = next((d for d in self.domains.values() if d.type == "identity"), None)
             if dom is None:
                 reserved = getattr(getattr(self.machine, "profile", None), "identity_flpt_did", True)
-                did = 1 if reserved else self._alloc_did()
+                did = 1 if reserved else self.domain_ids.alloc()
                 dom = self.domains[did] = Domain(did, "identity", None)
             return dom
         from vfakefs.model.intel.pagetable import PageTable   # (numpy's memory: made on first use)
-        did = self._alloc_did()
+        did = self.domain_ids.alloc()
         table = PageTable(self.mem, self.levels, self.superpage_levels) if kind != "blocked" else None
         dom = self.domains[did] = Domain(did, kind, table)
         return dom
-
-    def _alloc_did(self) -> int:
-        did = self._did_next
-        self._did_next += 1
-        return did
 
     def domain_ids_used(self) -> int:
         """bitmap_weight(iommu->domain_ids) (intel-iommu/domains_used): the ids taken at init,
@@ -191,6 +203,20 @@ class DmarUnit:
         scalable mode the QEMU captures show it taken as well: the first domain is DID 2),
         and the id of every domain the unit holds."""
         return len(self.RESERVED_DIDS | self.domains.keys())
+
+    def free_domain(self, dom: Domain) -> None:
+        """domain_exit() + ida_free of its id, once no context entry names it: its page
+        tables go back to memory, its IOTLB entries and counters go, its id is free
+        for the next domain. The static identity domain lives for ever."""
+        if dom.type == "identity" or self.domains.get(dom.did) is not dom:
+            return
+        del self.domains[dom.did]
+        if dom.table is not None:
+            dom.table.free()
+            dom.table = None
+        dom.mappings.clear()
+        self.iotlb.forget_domain(dom.did)
+        self.domain_ids.free(dom.did)
 
     def context_slot(self, rid: int, create: bool = True) -> int | None:
         bus, devfn = rid >> 8, rid & 0xFF

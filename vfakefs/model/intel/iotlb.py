@@ -77,6 +77,12 @@ class Iotlb:
         tags[sel] = EMPTY
         self.invalidations[did] += 1
 
+    def forget_domain(self, did: int) -> None:
+        """A freed domain id: no entry and no counter of it is left for the id's next owner."""
+        self.tags[(self.tags >> np.uint64(DID_SHIFT)) == np.uint64(did)] = EMPTY
+        for counter in (self.hits, self.misses, self.invalidations):
+            counter.pop(did, None)
+
     def stats(self) -> dict:
         dids = sorted(set(self.hits) | set(self.misses) | {d for d in self.invalidations if d != "global"})
         return {d: (self.hits[d], self.misses[d], self.invalidations[d]) for d in dids}

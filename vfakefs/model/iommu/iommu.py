@@ -3,6 +3,9 @@ intel/iommu.c, dma-iommu.c): each group's default domain, the context entries
 of its members, the DMA API drivers map through, and the fault handler's policy."""
 from __future__ import annotations
 
+import errno
+
+from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault, Translation
 from vfakefs.model.iommu import groups
 from vfakefs.model.iommu.groups import dma_alias_root
@@ -74,8 +77,7 @@ def detach_device(m, dev, group) -> None:
     for rid in rids(dev):
         u.set_context(rid, None)
     if not group.devices and group.domain is not None:
-        if group.domain.type != "identity":        # the static identity domain is shared
-            u.domains.pop(group.domain.did, None)
+        u.free_domain(group.domain)          # iommu_group_release: the default domain goes
         group.domain = None
 
 
@@ -89,8 +91,8 @@ def change_domain(m, group) -> None:
     for dev in group.devices:
         for rid in rids(dev):
             u.set_context(rid, group.domain)
-    if old is not None and old.type != "identity":
-        u.domains.pop(old.did, None)
+    if old is not None:
+        u.free_domain(old)
 
 
 def store_type(m, group, text: str) -> None:
@@ -101,15 +103,26 @@ def store_type(m, group, text: str) -> None:
 
 # --- the DMA API a driver maps through -----------------------------------------------------------
 def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> int:
-    """dma_map_single(): an IOVA for `size` bytes of host memory (identity: the address itself)."""
+    """dma_map_single(): an IOVA for `size` bytes of host memory (identity: the address itself).
+    The IOVA comes from below 4 GiB first, then from the whole width, as
+    iommu_dma_alloc_iova does for a PCI device; ENOMEM when neither has room."""
     size = (size + 0xFFF) & ~0xFFF
-    if hpa is None:
-        hpa = m.alloc_host_memory(size)
     u = unit(m)
     dom = dev.group.domain if u is not None and dev.group is not None else None
-    if dom is None or dom.table is None:
+    iova = None
+    if dom is not None and dom.table is not None:
+        reserved = [(start, end) for start, end, _ in dev.group.reserved_regions()]
+        iova = dom.alloc_iova(size, 1 << 32, reserved)
+        if iova is None:
+            iova = dom.alloc_iova(size, 1 << dom.table.width, reserved)
+        if iova is None:
+            raise SysfsError(errno.ENOMEM, f"no IOVA space for {size} bytes")
+    if hpa is None:
+        # a buffer of 2 MiB or more from the page allocator is 2 MiB aligned, so
+        # intel_iommu maps it with superpages where the unit has them
+        hpa = m.alloc_host_memory(size, align=min(1 << 21, 1 << (size - 1).bit_length()))
+    if iova is None:
         return hpa
-    iova = dom.alloc_iova(size)
     dom.table.map(iova, hpa, size, R | (W if write else 0))
     dom.mappings[iova] = (hpa, size, R | (W if write else 0))
     if u.cap & 0x80:                                  # caching mode: invalidate on map too
