@@ -1,4 +1,4 @@
-"""Parse a reference capture (../shared/reference/kernel-6.1/capture-*.txt).
+"""Parse a reference capture (tests/reference/kernel-6.1/capture-*.txt).
 
 A capture is text a real kernel printed under QEMU. Sections start with a
 `### name` line (between `####...` rules). Inside a section:
@@ -45,15 +45,13 @@ left, so a read-only replay of a fresh mount skips it.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REFERENCE_DIR = Path(os.environ.get(
-    "VFAKEFS_REFERENCE",
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "kernel-6.1"))
+# The captures travel with the tests (tests/reference/README.md says how they were made).
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference" / "kernel-6.1"
 DEFAULT_CAPTURE = REFERENCE_DIR / "capture-stock-intel_iommu_on.txt"
 
 MODE = r"[-dlcbpsD][-rwxsStT]{9}"
