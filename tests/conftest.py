@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fidelity.capture import LSPCI_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
 MOUNT_TIMEOUT = 60
@@ -57,6 +59,13 @@ def run(cmd, *, cwd=None, user: int | None = None, input: str | bytes | None = N
         return subprocess.CompletedProcess(p.args, p.returncode, o.decode(errors="replace"),
                                            e.decode(errors="replace"))
     return subprocess.CompletedProcess(p.args, p.returncode, o, e)
+
+
+def lspci_argv(sysfs_path: str, *args) -> list[str]:
+    """lspci reading the PCI tree at sysfs_path (`sysfs.path=...`, relative to its cwd or
+    not) and only that: -A linux-sysfs never falls back to the host's /proc/bus/pci, and
+    names come from the pinned pci.ids, never the host's udev hwdb (LSPCI_NAMES)."""
+    return ["lspci", "-A", "linux-sysfs", "-O", sysfs_path, *LSPCI_NAMES, *args]
 
 
 def sh(script: str, **kw) -> subprocess.CompletedProcess:
@@ -153,7 +162,7 @@ class Mount:
         return r.stdout
 
     def lspci(self, *args) -> subprocess.CompletedProcess:
-        return run(["lspci", "-A", "linux-sysfs", "-O", f"sysfs.path={self.pci}", *args])
+        return run(lspci_argv(f"sysfs.path={self.pci}", *args))
 
 
 def make_mountpoint(parent: Path) -> Path:

@@ -54,6 +54,14 @@ from pathlib import Path
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference" / "kernel-6.1"
 DEFAULT_CAPTURE = REFERENCE_DIR / "capture-stock-intel_iommu_on.txt"
 
+# lspci names devices from these arguments' sources alone, whatever the host has: the pci.ids
+# the captures' lspci read (a newer one renames devices), never udev's hwdb (with udev
+# installed it names subsystems pci.ids leaves as "Device", e.g. "QEMU PCIe Root port").
+# Its "Kernel modules:" lines come from the host's modules.alias and cannot be pinned:
+# the tests compare lspci output without them.
+PCI_IDS = REFERENCE_DIR.parent / "pci.ids"
+LSPCI_NAMES = ("-O", "hwdb.disable=1", "-i", str(PCI_IDS))
+
 MODE = r"[-dlcbpsD][-rwxsStT]{9}"
 RC_RE = re.compile(r"^\[rc=(-?\d+)\]$")
 STAT_RE = re.compile(rf"^({MODE}) (\d+) (/\S+)$")
