@@ -22,8 +22,21 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.fidelity.capture import LSPCI_NAMES
+
+# Hypothesis: no deadline and no too_slow health check anywhere, so a loaded machine cannot
+# fail a test; in CI (CI set, as .ci/run does) the examples are derandomized as well: the
+# same examples on every run, so a red CI is a real regression, not a new random draw.
+# HYPOTHESIS_PROFILE=<name> picks a profile by hand. The tests' own settings(...) inherit
+# from the profile loaded here (conftest is imported before any test module).
+settings.register_profile("vfakefs", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("vfakefs-ci", settings.get_profile("vfakefs"), derandomize=True,
+                          database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("vfakefs-ci" if os.environ.get("CI") else "vfakefs"))
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
