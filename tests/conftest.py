@@ -22,6 +22,21 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.fidelity.capture import LSPCI_NAMES
+
+# Hypothesis: no deadline and no too_slow health check anywhere, so a loaded machine cannot
+# fail a test; in CI (CI set, as .ci/run does) the examples are derandomized as well: the
+# same examples on every run, so a red CI is a real regression, not a new random draw.
+# HYPOTHESIS_PROFILE=<name> picks a profile by hand. The tests' own settings(...) inherit
+# from the profile loaded here (conftest is imported before any test module).
+settings.register_profile("vfakefs", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("vfakefs-ci", settings.get_profile("vfakefs"), derandomize=True,
+                          database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("vfakefs-ci" if os.environ.get("CI") else "vfakefs"))
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -57,6 +72,13 @@ def run(cmd, *, cwd=None, user: int | None = None, input: str | bytes | None = N
         return subprocess.CompletedProcess(p.args, p.returncode, o.decode(errors="replace"),
                                            e.decode(errors="replace"))
     return subprocess.CompletedProcess(p.args, p.returncode, o, e)
+
+
+def lspci_argv(sysfs_path: str, *args) -> list[str]:
+    """lspci reading the PCI tree at sysfs_path (`sysfs.path=...`, relative to its cwd or
+    not) and only that: -A linux-sysfs never falls back to the host's /proc/bus/pci, and
+    names come from the pinned pci.ids, never the host's udev hwdb (LSPCI_NAMES)."""
+    return ["lspci", "-A", "linux-sysfs", "-O", sysfs_path, *LSPCI_NAMES, *args]
 
 
 def sh(script: str, **kw) -> subprocess.CompletedProcess:
@@ -154,7 +176,7 @@ class Mount:
         return r.stdout
 
     def lspci(self, *args) -> subprocess.CompletedProcess:
-        return run(["lspci", "-A", "linux-sysfs", "-O", f"sysfs.path={self.pci}", *args])
+        return run(lspci_argv(f"sysfs.path={self.pci}", *args))
 
 
 def make_mountpoint(parent: Path) -> Path:

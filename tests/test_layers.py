@@ -1,54 +1,153 @@
-"""Imports only point down: cli -> fuse -> sysfs -> model, and engine -> model."""
+"""Imports only point down: cli -> fuse -> sysfs -> model, and engine -> model; pyfuse3 and
+trio only where the daemon runs (fuse/, engine, cli). The tests keep the same map: tests/model
+reaches the model alone, tests/view the model and its sysfs view.
+
+Every form of import counts: `import vfakefs.x`, `from vfakefs.x import y`, `from vfakefs
+import x`, relative imports (`from . import x`, `from ..sysfs import y`), imports inside
+functions, and what a test reaches through the test helpers it imports (tests.*)."""
+from __future__ import annotations
+
 import ast
 from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parent.parent / "vfakefs"
+REPO = Path(__file__).resolve().parent.parent
+PKG = REPO / "vfakefs"
+TESTS = REPO / "tests"
 # what each layer may import from vfakefs
 ALLOWED = {
     "model": {"model"},
     "sysfs": {"sysfs", "model"},
     "fuse": {"fuse", "sysfs", "model"},
     "engine": {"engine", "model"},
-    "cli": {"cli", "fuse", "sysfs", "model", "engine"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client"},
+    "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
 }
+# the only layers that may import these (the model and the view run without them)
+DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli"}}
+# what a folder of tests may reach of vfakefs, directly or through tests.* helpers
+TESTS_ALLOWED = {"model": {"model"}, "view": {"model", "sysfs"}}
 
 
-def layer_of(path: Path) -> str:
-    rel = path.relative_to(PKG)
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+def module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
 
 
-def imports(path: Path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vfakefs."):
-            yield node.module.split(".")[1]
-        elif isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.startswith("vfakefs."):
-                    yield a.name.split(".")[1]
+def imported(path: Path) -> list[tuple[str, int]]:
+    """(absolute module name, line) of every import in path: for `from P import n`, P.n as
+    well as P (n may be a submodule or a name defined in P)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                assert len(base) >= 1, f"{path}:{node.lineno}: relative import beyond the top"
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            out.append((mod, node.lineno))
+            out += [(f"{mod}.{a.name}", node.lineno) for a in node.names if a.name != "*"]
+    return out
 
 
-@pytest.mark.parametrize("path", sorted(p for p in PKG.rglob("*.py") if p.name != "__main__.py"),
-                         ids=lambda p: str(p.relative_to(PKG)))
+def layer(module: str) -> str | None:
+    """vfakefs.model.pci.bdf -> model; vfakefs.cli -> cli; vfakefs (the package) -> None."""
+    parts = module.split(".")
+    if parts[0] != "vfakefs" or len(parts) == 1:
+        return None
+    return parts[1]
+
+
+def vfakefs_layers(path: Path) -> set[tuple[str, int]]:
+    """The layers path imports, with the line of each import."""
+    out = set()
+    for mod, line in imported(path):
+        lay = layer(mod)
+        if lay is not None and ((PKG / lay).is_dir() or (PKG / f"{lay}.py").is_file()):
+            out.add((lay, line))
+    return out
+
+
+def package_modules():
+    return sorted(p for p in PKG.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(PKG)))
 def test_imports_point_down(path):
-    layer = layer_of(path)
-    if layer in ("__init__",):
+    own = layer(module_name(path))
+    if own is None:                                     # vfakefs/__init__.py imports nothing
+        assert not vfakefs_layers(path), f"{path}: the package's __init__ imports a layer"
         return
-    allowed = ALLOWED.get(layer)
+    allowed = ALLOWED.get(own)
     assert allowed is not None, f"{path}: module outside the known layers"
-    for target in imports(path):
-        assert target in allowed, f"{path.relative_to(PKG)} imports vfakefs.{target}: points up"
+    for target, line in sorted(vfakefs_layers(path)):
+        assert target in allowed, f"vfakefs/{path.relative_to(PKG)}:{line} imports vfakefs.{target}: points up"
 
 
-def test_model_imports_no_fuse():
-    for path in (PKG / "model").rglob("*.py"):
-        text = path.read_text()
-        assert "pyfuse3" not in text and "trio" not in text, f"{path}: the model must not know FUSE or trio"
+@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_pyfuse3_and_trio_only_where_the_daemon_runs(path):
+    own = layer(module_name(path))
+    for mod, line in imported(path):
+        top = mod.split(".")[0]
+        if top in DAEMON_ONLY:
+            assert own in DAEMON_ONLY[top], f"vfakefs/{path.relative_to(PKG)}:{line} imports {mod}"
+
+
+def _reach(path: Path, seen: set[Path]) -> set[tuple[str, str]]:
+    """(layer, where) of vfakefs that path reaches, itself or through the tests.* it imports."""
+    if path in seen:
+        return set()
+    seen.add(path)
+    out = {(lay, f"{path.relative_to(REPO)}:{line}") for lay, line in vfakefs_layers(path)}
+    for mod, _ in imported(path):
+        if mod.split(".")[0] != "tests":
+            continue
+        f = REPO.joinpath(*mod.split(".")).with_suffix(".py")
+        if f.is_file():
+            out |= _reach(f, seen)
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(p for folder in TESTS_ALLOWED for p in (TESTS / folder).rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(TESTS)))
+def test_tests_keep_to_their_layer(path):
+    folder = path.relative_to(TESTS).parts[0]
+    for lay, where in sorted(_reach(path, set())):
+        assert lay in TESTS_ALLOWED[folder], f"tests/{folder} reaches vfakefs.{lay} ({where})"
+
+
+# --- the checker itself, on made-up modules -----------------------------------------------------
+@pytest.mark.parametrize("source, want", [
+    ("import vfakefs.sysfs.tree", {"sysfs"}),
+    ("from vfakefs.sysfs.tree import View", {"sysfs"}),
+    ("from vfakefs import sysfs", {"sysfs"}),
+    ("from vfakefs import engine as e", {"engine"}),
+    ("from ... import sysfs", {"sysfs"}),
+    ("from .. import iommu", {"model"}),
+    ("from ...sysfs.tree import View", {"sysfs"}),
+    ("from . import config", {"model"}),
+    ("def f():\n    from ...fuse import ops\n", {"fuse"}),
+    ("import vfakefs", set()),
+])
+def test_every_import_form_is_seen(tmp_path, monkeypatch, source, want):
+    f = tmp_path / "vfakefs" / "model" / "pci" / "x.py"
+    f.parent.mkdir(parents=True)
+    f.write_text(source + "\n")
+    for d in ("model", "sysfs", "engine", "fuse"):
+        (tmp_path / "vfakefs" / d).mkdir(exist_ok=True)
+    monkeypatch.setitem(globals(), "REPO", tmp_path)
+    monkeypatch.setitem(globals(), "PKG", tmp_path / "vfakefs")
+    assert {lay for lay, _ in vfakefs_layers(f)} == want
 
 
 # model modules may import model modules inside a function only to keep numpy off the

@@ -1,4 +1,4 @@
-"""Parse a reference capture (../shared/reference/kernel-6.1/capture-*.txt).
+"""Parse a reference capture (tests/reference/kernel-6.1/capture-*.txt).
 
 A capture is text a real kernel printed under QEMU. Sections start with a
 `### name` line (between `####...` rules). Inside a section:
@@ -45,16 +45,22 @@ left, so a read-only replay of a fresh mount skips it.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REFERENCE_DIR = Path(os.environ.get(
-    "VFAKEFS_REFERENCE",
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "kernel-6.1"))
+# The captures travel with the tests (tests/reference/README.md says how they were made).
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference" / "kernel-6.1"
 DEFAULT_CAPTURE = REFERENCE_DIR / "capture-stock-intel_iommu_on.txt"
+
+# lspci names devices from these arguments' sources alone, whatever the host has: the pci.ids
+# the captures' lspci read (a newer one renames devices), never udev's hwdb (with udev
+# installed it names subsystems pci.ids leaves as "Device", e.g. "QEMU PCIe Root port").
+# Its "Kernel modules:" lines come from the host's modules.alias and cannot be pinned:
+# the tests compare lspci output without them.
+PCI_IDS = REFERENCE_DIR.parent / "pci.ids"
+LSPCI_NAMES = ("-O", "hwdb.disable=1", "-i", str(PCI_IDS))
 
 MODE = r"[-dlcbpsD][-rwxsStT]{9}"
 RC_RE = re.compile(r"^\[rc=(-?\d+)\]$")

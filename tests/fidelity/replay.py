@@ -10,7 +10,8 @@ programs (ls, cat, readlink, stat, hexdump, lspci), its paths rewritten to the
 mount:
 
     /sys/...    -> $MNT/sys/...          /dev/...  -> $MNT/dev/...
-    lspci ARGS  -> lspci -A linux-sysfs -O sysfs.path=$MNT/sys/bus/pci ARGS
+    lspci ARGS  -> lspci -A linux-sysfs -O sysfs.path=$MNT/sys/bus/pci
+                   -O hwdb.disable=1 -i tests/reference/pci.ids ARGS
                    (-A linux-sysfs: never fall back to the host's /proc/bus/pci)
     ls ARGS     -> ls -C ARGS when ARGS has no -l/-1: the capture's stdout was
                    a terminal (80 columns), so plain `ls` printed columns
@@ -146,8 +147,9 @@ def rewrite(script: str, mnt: str) -> str:
         # ':' or spaces in messages, which would change the stripped output
         raise ValueError(f"mount path must match {SAFE_MNT_RE.pattern}: {mnt!r}")
     out = PATH_RE.sub(lambda m: mnt + m.group(0), script)
-    out = LSPCI_RE.sub(lambda m: f"{m.group(1)}lspci -A linux-sysfs -O sysfs.path={mnt}/sys/bus/pci",
-                       out)
+    lspci = shlex.join(["lspci", "-A", "linux-sysfs", "-O", f"sysfs.path={mnt}/sys/bus/pci",
+                        *cap_mod.LSPCI_NAMES])
+    out = LSPCI_RE.sub(lambda m: m.group(1) + lspci, out)
 
     def ls(m: re.Match) -> str:
         args = m.group(2) or ""
@@ -418,7 +420,7 @@ def environment_notes(writes: bool = False) -> list[str]:
     if shutil.which("lspci"):
         v = subprocess.run(["lspci", "--version"], capture_output=True, text=True).stdout.strip()
         if "3.9.0" not in v:
-            notes.append(f"{v} (the capture used 3.9.0; names come from the host's pci.ids)")
+            notes.append(f"{v} (the capture used 3.9.0)")
     if os.geteuid() != 0:
         notes.append("not root: `sysfsio asuser` items cannot drop to uid 65534 and fail")
     if writes and not shutil.which("busybox"):

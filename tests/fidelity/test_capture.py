@@ -135,7 +135,8 @@ def test_rewrite():
     assert replay.rewrite("cat /sys/bus/pci/x", m) == "cat /tmp/x/mnt/sys/bus/pci/x"
     assert replay.rewrite("ls -la /dev/vfio/", m) == "ls -la /tmp/x/mnt/dev/vfio/"
     assert replay.rewrite("lspci -nn -s 0000:01:00.0", m) == (
-        "lspci -A linux-sysfs -O sysfs.path=/tmp/x/mnt/sys/bus/pci -nn -s 0000:01:00.0")
+        "lspci -A linux-sysfs -O sysfs.path=/tmp/x/mnt/sys/bus/pci -O hwdb.disable=1 "
+        f"-i {capture.PCI_IDS} -nn -s 0000:01:00.0")
     assert replay.rewrite("ls /sys/bus/pci/devices/", m) == "ls -C /tmp/x/mnt/sys/bus/pci/devices/"
     assert replay.rewrite("ls -la /sys/a/ | grep -e virtfn", m) == (
         "ls -la /tmp/x/mnt/sys/a/ | grep -e virtfn")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import time
 
 import pytest
 
@@ -437,11 +436,9 @@ def test_reset_restores_the_initial_state(mount_preset, kmsg):
     changed = snapshot(mnt)
     assert changed != initial and "0000:01:00.1" in changed
     log = kmsg(mnt)
-    t0 = time.monotonic()
     r = sh(f"echo 1 > {v / 'reset'}")
     assert r.returncode == 0, r.stderr
     after = snapshot(mnt)
-    assert time.monotonic() - t0 < 1.0
     assert after == initial
     assert (6, "vfakefs: machine reset to its topology") in log.new()
     assert command_word(mnt, "0000:05:00.0") == 0x0507

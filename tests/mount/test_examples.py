@@ -1,18 +1,35 @@
 """The essay's procedures, as a user runs them: the scripts in mountpoint-examples/
 against a fresh mount, their output compared with the expected output beside them."""
+import os
+import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, run
+from tests.fidelity.capture import LSPCI_NAMES
 
 EXAMPLES = Path(REPO) / "mountpoint-examples"
 
 
+@pytest.fixture(scope="module")
+def pinned_path(tmp_path_factory) -> str:
+    """A PATH whose first `lspci` is the real one with the tests' pinned name sources
+    (capture.LSPCI_NAMES): the scripts run lspci as a user would, and their expected
+    output does not depend on the host's pci.ids or udev hwdb."""
+    real = shutil.which("lspci")
+    assert real, "lspci is not installed (apt-get install pciutils)"
+    d = tmp_path_factory.mktemp("pinned-bin")
+    (d / "lspci").write_text(f'#!/bin/sh\nexec {shlex.join([real, *LSPCI_NAMES])} "$@"\n')
+    (d / "lspci").chmod(0o755)
+    return f"{d}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
 @pytest.mark.parametrize("script", ["passthrough", "sriov"])
-def test_example_script_prints_what_the_kernel_would(mount_preset, script):
+def test_example_script_prints_what_the_kernel_would(mount_preset, pinned_path, script):
     m = mount_preset("seed-vtd")
-    r = run(["bash", str(EXAMPLES / f"{script}.sh"), str(m.path)])
+    r = run(["env", f"PATH={pinned_path}", "bash", str(EXAMPLES / f"{script}.sh"), str(m.path)])
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     assert r.stdout == (EXAMPLES / f"{script}.expected").read_text()

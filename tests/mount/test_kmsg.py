@@ -202,9 +202,11 @@ def test_debug_dmesg_is_the_log_as_dmesg_prints_it(seed_mnt):
 
 # --- util-linux dmesg ----------------------------------------------------------------------------
 def in_namespace(mnt, script: str) -> subprocess.CompletedProcess:
-    """script in a private mount namespace (made here by unshare) where MNT/dev/kmsg
-    is bound over /dev/kmsg."""
+    """script in a private mount namespace (made here by unshare) whose /dev is a tmpfs
+    holding only MNT/dev/kmsg, bound as /dev/kmsg: the same whatever the host's /dev has
+    (a container may have no /dev/kmsg to bind over)."""
     return run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o mode=755 vfakefs-test-dev /dev && : > /dev/kmsg && "
                 f"mount --bind {mnt}/dev/kmsg /dev/kmsg && {script}"])
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.conftest import preset_devices, run
+from tests.conftest import lspci_argv, preset_devices, run
 
 SEED = preset_devices("seed-vtd")
 ACS_DEVICES = sorted(b for b, d in SEED.items() if d.get("acs"))
@@ -176,7 +176,7 @@ def test_lspci_xxxx_prints_extended_config_space(seed_mnt):
 
 
 def test_lspci_x_as_nobody_sees_64_bytes(seed_mnt):
-    r = run(["lspci", "-A", "linux-sysfs", "-O", "sysfs.path=sys/bus/pci", "-s", "03:00.0", "-x"],
+    r = run(lspci_argv("sysfs.path=sys/bus/pci", "-s", "03:00.0", "-x"),
             cwd=seed_mnt.path, user=65534)
     assert r.returncode == 0, r.stderr
     assert len(_hexdump(r.stdout.strip())) == 64

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from tests.model.test_binding import dev, drv, expect_error, gtype, log_lines, ok, show
+from tests.view.test_binding import dev, drv, expect_error, gtype, log_lines, ok, show
 from vfakefs.model import topology
 from vfakefs.sysfs.tree import View
 

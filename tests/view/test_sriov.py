@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from tests.model.test_binding import (dev, driver_of, drv, entries, expect_error, log_lines, ok, resolve, show,
+from tests.view.test_binding import (dev, driver_of, drv, entries, expect_error, log_lines, ok, resolve, show,
                                       snapshot, tree)
 from vfakefs.model import topology
 from vfakefs.sysfs.nodes import Link

@@ -94,9 +94,11 @@ def gtype(gid: int) -> str:
 
 
 # --- the snapshot a failed write must leave unchanged --------------------------------------------
-def snapshot(view: View) -> dict:
+def snapshot(view: View, paths: bool = True) -> dict:
+    """The machine's state, and with paths=True the view's paths below the roots a write
+    can change."""
     m = view.m
-    return {
+    state = {
         "functions": {f.name: (f.driver.name if f.driver else None, f.driver_override,
                                f.group.id if f.group else None, tuple(nd.name for nd in f.netdevs),
                                f.sriov.num_vfs if f.sriov else None,
@@ -108,10 +110,12 @@ def snapshot(view: View) -> dict:
         "netdevs": sorted(m.netdevs),
         "autoprobe": m.drivers_autoprobe,
         "vfio_enable_sriov": m.vfio_enable_sriov,
-        "paths": {root: tree(view, root) for root in
-                  ("sys/bus/pci/devices", "sys/kernel/iommu_groups", "sys/class/net", "sys/bus/pci/drivers")
-                  if exists(view, root)},
     }
+    if paths:
+        state["paths"] = {root: tree(view, root) for root in
+                          ("sys/bus/pci/devices", "sys/kernel/iommu_groups", "sys/class/net", "sys/bus/pci/drivers")
+                          if exists(view, root)}
+    return state
 
 
 def expect_error(view: View, path: str, text: str, err: int) -> None:
