@@ -215,8 +215,9 @@ current_link_speed = Attr("current_link_speed", lambda dev: dev.link_speed(True)
 current_link_width = Attr("current_link_width", lambda dev: "%u\n" % dev.link_width(True))
 max_link_speed = Attr("max_link_speed", lambda dev: dev.link_speed(False))
 max_link_width = Attr("max_link_width", lambda dev: "%u\n" % dev.link_width(False))
-secondary_bus_number = Attr("secondary_bus_number", lambda dev: "%u\n" % dev.secondary)
-subordinate_bus_number = Attr("subordinate_bus_number", lambda dev: "%u\n" % dev.subordinate)
+# secondary_bus_number_show: a live pci_read_config_byte(), not the cached bus number
+secondary_bus_number = Attr("secondary_bus_number", lambda dev: "%u\n" % dev.config.r8(0x19))
+subordinate_bus_number = Attr("subordinate_bus_number", lambda dev: "%u\n" % dev.config.r8(0x1A))
 
 
 def reset_subordinate_store(dev, text: str) -> None:

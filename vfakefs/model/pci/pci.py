@@ -122,6 +122,7 @@ class PciFunction:
     pcie_flags_reg: int = field(default=0, init=False)     # PCIe Capabilities register (pci_pcie_type)
     pme_support: int = field(default=0, init=False)        # PMC bits 15:11 (pci_pm_init)
     reset_supported: tuple = field(default=(), init=False)  # pci_init_reset_methods(): what "default" restores
+    ari_forwarding: bool = field(default=False, init=False)  # pci_configure_ari() sets bridge->ari_enabled
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -135,6 +136,7 @@ class PciFunction:
         pm = self.caps.get(C.CAP_PM)
         self.pme_support = (cfg.r16(pm + 2) >> 11) & 0x1F if pm is not None else 0
         self.reset_supported = tuple(self.reset_methods)
+        self.ari_forwarding = pos is not None and bool(cfg.r16(pos + 0x28) & 0x20)   # DevCtl2 ARI
 
     # --- what the kernel derives from the header -------------------------------
     @property
@@ -183,9 +185,7 @@ class PciFunction:
     def ari_enabled(self) -> int:
         """ARI forwarding on the bridge above (pci_configure_ari sets bus->self->ari_enabled)."""
         up = self.physfn.parent if self.physfn else self.parent
-        if up is None or up.pcie_cap is None:
-            return 0
-        return 1 if up.config.r16(up.pcie_cap + 0x28) & 0x20 else 0
+        return 1 if up is not None and up.ari_forwarding else 0
 
     def config_read(self, off: int, n: int) -> bytes:
         return self.config.read(off, n)
