@@ -260,7 +260,10 @@ class Machine:
             dev.enable_cnt -= 1
 
     def reset_function(self, dev: PciFunction) -> None:
-        """pci_reset_function(): a simulated FLR leaves the function as it was."""
+        """pci_reset_function(): a simulated FLR leaves the function as it was. With
+        every method disabled through reset_method: ENOTTY, as pci_reset_supported()."""
+        if not dev.reset_methods:
+            raise SysfsError(errno.ENOTTY)
         self.kmsg.dev(dev, "resetting")
         self.kmsg.dev(dev, "reset done")
 

@@ -6,7 +6,8 @@ import errno
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.sysfs.parse import kstrtobool, kstrtoul
+from vfakefs.sysfs.parse import kstrtobool
+from vfakefs.sysfs import pci_sysfs
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
 
@@ -20,7 +21,7 @@ def drivers_probe_store(m, text: str) -> None:
 
 
 def bus_rescan_store(m, text: str) -> None:
-    if kstrtoul(text):
+    if pci_sysfs._ul(text):          # rescan_store: any parse failure is EINVAL
         m.rescan()
 
 

@@ -8,6 +8,7 @@ import errno
 from vfakefs.model.iommu import iommu
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, Dir
+from vfakefs.sysfs.parse import kstrtoint
 
 NO_PASID = "-1    \t0x%016x:0x%016x:0x%016x\n" % (0, 0, 0)
 
@@ -100,9 +101,11 @@ def dmar_perf_latency_show(m) -> str:
 
 def dmar_perf_latency_store(m, text: str) -> None:
     """0 disables every counter; 1, 2, 3 enable inv_iotlb, inv_devtlb, inv_iec."""
+    # dmar_perf_latency_write(): the first 63 bytes, kstrtoint (no spaces, one trailing
+    # newline), any failure EINVAL
     try:
-        n = int(text[:63].strip(), 0)
-    except ValueError:
+        n = kstrtoint(text[:63])
+    except SysfsError:
         raise SysfsError(errno.EINVAL) from None
     u = _unit(m)
     if n == 0:

@@ -1,7 +1,9 @@
 """/sys/devices: the PCI hierarchy, one directory per function nested below its bridge."""
 from __future__ import annotations
 
-from vfakefs.sysfs import bus, iov, nvme, pci_sysfs, power
+import weakref
+
+from vfakefs.sysfs import aspm, bus, iov, nvme, pci_sysfs, power
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 # PCIe port services pcieport registers below each port it drives, named as
@@ -26,10 +28,15 @@ def devices_entries(v) -> dict:
     return out
 
 
+_LOOPBACK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def loopback_entries(v) -> dict:
     from vfakefs.sysfs.net import NETDEV
     from vfakefs.model.net import NetDev
-    lo = NetDev("lo", None, 1, "00:00:00:00:00:00")
+    lo = _LOOPBACK.get(v.m)
+    if lo is None:
+        lo = _LOOPBACK[v.m] = NetDev.loopback()   # one per machine: its stores stick
     out = NETDEV.entries(lo)
     out["subsystem"] = Link(rel("devices/virtual/net/lo", "class/net"))
     out["power"] = Dir({})
@@ -115,7 +122,7 @@ def device_entries(v, dev) -> dict:
     if dev.msi_irqs:
         out["msi_irqs"] = Dir(lambda: msi_irqs_entries(dev))
     if dev.aspm:
-        out["link"] = Dir(lambda: {a: Attr(a, lambda o: "0\n", lambda o, t: None, 0o644).bind(dev) for a in dev.aspm})
+        out["link"] = Dir(lambda: aspm.link_entries(dev))
     plain = [nd for nd in dev.netdevs if not nd.subdir]
     if plain:
         from vfakefs.sysfs.net import net_subdir

@@ -6,7 +6,7 @@ import errno
 from vfakefs.model.pci import sriov
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup
-from vfakefs.sysfs.parse import kstrtobool, kstrtoul
+from vfakefs.sysfs.parse import kstrtobool, kstrtoint, kstrtoul
 
 
 def sriov_totalvfs_show(dev) -> str:
@@ -41,13 +41,19 @@ sriov_vf_total_msix = Attr("sriov_vf_total_msix", lambda dev: "0\n")
 
 
 def sriov_vf_msix_count_store(dev, text: str) -> None:
-    n = kstrtoul(text, 31)
+    # sriov_vf_msix_count_store: kstrtoint, any failure (ERANGE included) EINVAL; then < 0 EINVAL
+    try:
+        n = kstrtoint(text)
+    except SysfsError:
+        raise SysfsError(errno.EINVAL) from None
+    if n < 0:
+        raise SysfsError(errno.EINVAL)
     pf = dev.physfn
     if pf.driver is None:
         raise SysfsError(errno.EOPNOTSUPP)
     if dev.driver is not None:
         raise SysfsError(errno.EBUSY)
-    raise SysfsError(errno.EOPNOTSUPP if n >= 0 else errno.EINVAL)
+    raise SysfsError(errno.EOPNOTSUPP)     # no PF driver here has sriov_set_msix_vec_count
 
 
 sriov_vf_msix_count = Attr("sriov_vf_msix_count", None, sriov_vf_msix_count_store, 0o200)

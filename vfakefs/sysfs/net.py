@@ -1,24 +1,57 @@
 """Network interfaces: /sys/class/net and the net/ directory under a device (net/core/net-sysfs.c)."""
 from __future__ import annotations
 
+import errno
+
+from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
+from vfakefs.sysfs.parse import kstrtoul
 from vfakefs.sysfs.pci_sysfs import uevent_store
+
+
+def _netdev_store(setter):
+    """netdev_store(): kstrtoul, whose errno (ERANGE included) passes through, then the
+    change, under rtnl."""
+    def store(nd, text: str) -> None:
+        setter(nd, kstrtoul(text))
+    return store
+
+
+def _c_hex(v: int) -> str:
+    return "%#x\n" % v if v else "0\n"      # C's %#x prints 0 as "0"
+
+
+def carrier_show(nd) -> str:
+    if not nd.running:
+        raise SysfsError(errno.EINVAL)          # carrier_show: only while the device is up
+    return "1\n"
+
+
+def _log(nd, text: str) -> None:
+    # netdev_info(): "<driver> <bus id> <ifname>: ..."
+    dev = nd.dev
+    if dev is None or dev.machine is None:
+        return
+    drv = dev.driver.name if dev.driver is not None else "pci"
+    dev.machine.kmsg.log(f"{drv} {dev.name} {nd.name}: {text}")
+
 
 NETDEV = AttrGroup((
     Attr("addr_assign_type", lambda nd: "0\n"),
     Attr("addr_len", lambda nd: "6\n"),
     Attr("address", lambda nd: nd.mac + "\n"),
     Attr("broadcast", lambda nd: "ff:ff:ff:ff:ff:ff\n"),
-    Attr("carrier", lambda nd: "1\n", lambda nd, t: None, 0o644),
+    Attr("carrier", carrier_show, _netdev_store(lambda nd, v: nd.set_carrier(v)), 0o644),
     Attr("dev_id", lambda nd: "0x0\n"),
     Attr("dev_port", lambda nd: "0\n"),
-    Attr("flags", lambda nd: "0x1003\n", lambda nd, t: None, 0o644),
+    Attr("flags", lambda nd: _c_hex(nd.flags), _netdev_store(lambda nd, v: nd.set_flags(v, _log)), 0o644),
     Attr("ifindex", lambda nd: "%d\n" % nd.ifindex),
     Attr("iflink", lambda nd: "%d\n" % nd.ifindex),
-    Attr("mtu", lambda nd: "1500\n", lambda nd, t: None, 0o644),
-    Attr("operstate", lambda nd: "up\n"),
-    Attr("tx_queue_len", lambda nd: "1000\n", lambda nd, t: None, 0o644),
-    Attr("type", lambda nd: "1\n"),
+    Attr("mtu", lambda nd: "%d\n" % nd.mtu, _netdev_store(lambda nd, v: nd.set_mtu(v)), 0o644),
+    Attr("operstate", lambda nd: nd.operstate + "\n"),
+    Attr("tx_queue_len", lambda nd: "%u\n" % nd.tx_queue_len,
+         _netdev_store(lambda nd, v: nd.set_tx_queue_len(v)), 0o644),
+    Attr("type", lambda nd: "%d\n" % nd.arp_type),
     Attr("uevent", lambda nd: f"INTERFACE={nd.name}\nIFINDEX={nd.ifindex}\n", uevent_store, 0o644),
 ))
 

@@ -5,7 +5,7 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, BinAttr
-from vfakefs.sysfs.parse import kstrtol, kstrtoul
+from vfakefs.sysfs.parse import cstr, kstrtobool, kstrtoint, kstrtoul, sysfs_streq
 
 
 def _hex4(field):
@@ -55,8 +55,20 @@ local_cpus = Attr("local_cpus", lambda dev: _cpumask(dev.nr_cpus))
 local_cpulist = Attr("local_cpulist", lambda dev: ("0-%d\n" % (dev.nr_cpus - 1)) if dev.nr_cpus > 1 else "0\n")
 
 
+def _ul(text: str) -> int:
+    """kstrtoul() as the PCI stores call it: every failure, ERANGE included, is EINVAL
+    (pci-sysfs.c since 5.16: "Return -EINVAL consistently from store functions")."""
+    try:
+        return kstrtoul(text)
+    except SysfsError:
+        raise SysfsError(errno.EINVAL) from None
+
+
 def numa_node_store(dev, text: str) -> None:
-    node = kstrtol(text)
+    try:
+        node = kstrtoint(text)
+    except SysfsError:
+        raise SysfsError(errno.EINVAL) from None
     # a single-node machine: only -1 and 0 are valid nodes (pci-sysfs.c numa_node_store)
     if node < -1 or node > 0:
         raise SysfsError(errno.EINVAL)
@@ -70,15 +82,15 @@ consistent_dma_mask_bits = Attr("consistent_dma_mask_bits", _dec("consistent_dma
 
 # --- simple switches ----------------------------------------------------------------
 def broken_parity_status_store(dev, text: str) -> None:
-    dev.broken_parity = 1 if kstrtoul(text) else 0
+    dev.broken_parity = 1 if _ul(text) else 0
 
 
 def msi_bus_store(dev, text: str) -> None:
-    dev.msi_bus = 1 if kstrtoul(text) else 0
+    dev.msi_bus = 1 if _ul(text) else 0
 
 
 def d3cold_allowed_store(dev, text: str) -> None:
-    dev.d3cold_allowed = 1 if kstrtoul(text) else 0
+    dev.d3cold_allowed = 1 if _ul(text) else 0
 
 
 broken_parity_status = Attr("broken_parity_status", _dec("broken_parity"), broken_parity_status_store, 0o644)
@@ -89,7 +101,7 @@ ari_enabled = Attr("ari_enabled", lambda dev: "%d\n" % dev.ari_enabled)
 
 
 def enable_store(dev, text: str) -> None:
-    dev.machine.pci_enable(dev, kstrtoul(text))
+    dev.machine.pci_enable(dev, _ul(text))
 
 
 enable = Attr("enable", lambda dev: "%u\n" % dev.enable_cnt, enable_store, 0o644)
@@ -133,12 +145,12 @@ uevent = Attr("uevent", uevent_show, uevent_store, 0o644)
 
 
 def remove_store(dev, text: str) -> None:
-    if kstrtoul(text):
+    if _ul(text):
         dev.machine.remove_function(dev)
 
 
 def rescan_store(dev, text: str) -> None:
-    if kstrtoul(text):
+    if _ul(text):
         dev.machine.rescan()
 
 
@@ -147,13 +159,55 @@ rescan = Attr("rescan", None, rescan_store, 0o200)
 
 
 def reset_store(dev, text: str) -> None:
-    if kstrtoul(text) != 1:
+    if _ul(text) != 1:
         raise SysfsError(errno.EINVAL)
     dev.machine.reset_function(dev)
 
 
 reset = Attr("reset", None, reset_store, 0o200)
-reset_method = Attr("reset_method", lambda dev: " ".join(dev.reset_methods) + "\n", None, 0o644)
+
+# pci_reset_fn_methods[] (drivers/pci/pci.c), index 0 unused: at most 7 methods in a list
+RESET_METHOD_NAMES = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")
+
+
+def reset_method_show(dev) -> str:
+    # nothing at all, not even a newline, once every method is disabled
+    return " ".join(dev.reset_methods) + "\n" if dev.reset_methods else ""
+
+
+def reset_method_store(dev, text: str) -> None:
+    """reset_method_store(): "" disables every method, "default" restores what probing
+    found, else names separated by spaces, in priority order. An unknown name, one
+    this device does not support, or too many: EINVAL and the old list stays."""
+    log = dev.machine.kmsg
+    if sysfs_streq(text, ""):
+        dev.reset_methods = ()
+        log.dev(dev, "All device reset methods disabled by user", 4)
+        return
+    if sysfs_streq(text, "default"):
+        dev.reset_methods = dev.reset_supported
+        return
+    chosen = []
+    for name in cstr(text).split(" "):                  # strsep(&options, " ")
+        if sysfs_streq(name, ""):
+            continue
+        name = name.strip(" \t\n\v\f\r")                   # strim()
+        if name not in RESET_METHOD_NAMES:
+            log.dev(dev, f"Invalid reset method '{name}'", 3)
+            raise SysfsError(errno.EINVAL)
+        if name not in dev.reset_supported:             # its probe fails on this device
+            log.dev(dev, f"Unsupported reset method '{name}'", 3)
+            raise SysfsError(errno.EINVAL)
+        if len(chosen) == len(RESET_METHOD_NAMES):
+            log.dev(dev, "Too many reset methods", 3)
+            raise SysfsError(errno.EINVAL)
+        chosen.append(name)
+    if "device_specific" in dev.reset_supported and chosen[:1] != ["device_specific"]:
+        log.dev(dev, "Device-specific reset disabled/de-prioritized by user", 4)
+    dev.reset_methods = tuple(chosen)
+
+
+reset_method = Attr("reset_method", reset_method_show, reset_method_store, 0o644)
 
 
 # --- PCIe link ------------------------------------------------------------------------
@@ -161,9 +215,18 @@ current_link_speed = Attr("current_link_speed", lambda dev: dev.link_speed(True)
 current_link_width = Attr("current_link_width", lambda dev: "%u\n" % dev.link_width(True))
 max_link_speed = Attr("max_link_speed", lambda dev: dev.link_speed(False))
 max_link_width = Attr("max_link_width", lambda dev: "%u\n" % dev.link_width(False))
-secondary_bus_number = Attr("secondary_bus_number", lambda dev: "%u\n" % dev.secondary)
-subordinate_bus_number = Attr("subordinate_bus_number", lambda dev: "%u\n" % dev.subordinate)
-reset_subordinate = Attr("reset_subordinate", None, reset_store, 0o200)
+# secondary_bus_number_show: a live pci_read_config_byte(), not the cached bus number
+secondary_bus_number = Attr("secondary_bus_number", lambda dev: "%u\n" % dev.config.r8(0x19))
+subordinate_bus_number = Attr("subordinate_bus_number", lambda dev: "%u\n" % dev.config.r8(0x1A))
+
+
+def reset_subordinate_store(dev, text: str) -> None:
+    # reset_subordinate_store: nonzero resets the bus below; 0 does nothing. A simulated
+    # secondary bus reset leaves the functions as they were.
+    _ul(text)
+
+
+reset_subordinate = Attr("reset_subordinate", None, reset_subordinate_store, 0o200)
 
 
 # --- AER statistics (drivers/pci/pcie/aer.c) --------------------------------------------
@@ -196,7 +259,7 @@ def config_read(dev, off: int, n: int, privileged: bool) -> bytes:
 
 def config_write(dev, off: int, data: bytes) -> int:
     if off >= dev.config.size:
-        return 0
+        raise SysfsError(errno.EFBIG)   # sysfs_kf_bin_write: at or past the file's size
     data = data[: dev.config.size - off]
     dev.machine.config_write(dev, off, data)
     return len(data)
@@ -217,10 +280,29 @@ RESOURCE_FILES = tuple(resource_n(i) for i in range(6))
 
 
 def rom_read(dev, off: int, n: int, privileged: bool) -> bytes:
-    raise SysfsError(errno.EINVAL)  # reading needs `echo 1 > rom` first
+    """pci_read_rom(): EINVAL until `echo 1 > rom`; EIO when the ROM holds no valid image;
+    else the images' bytes (pci_get_rom_size(), which may be shorter than the BAR)."""
+    if off >= dev.rom.size:
+        return b""                      # sysfs_kf_bin_read, before the attribute is asked
+    if not dev.rom_attr_enabled:
+        raise SysfsError(errno.EINVAL)
+    image = dev.map_rom()
+    if image is None:
+        raise SysfsError(errno.EIO)
+    return image[off:off + min(n, dev.rom.size - off)]
 
 
-rom = BinAttr("rom", rom_read, None, 0o600, lambda dev: dev.rom.size)
+def rom_write(dev, off: int, data: bytes) -> int:
+    """pci_write_rom(): exactly "0" and one more byte at offset 0 disables reading;
+    anything else enables it. Never an error (past the end: EFBIG, from sysfs)."""
+    if off >= dev.rom.size:
+        raise SysfsError(errno.EFBIG)
+    data = data[: dev.rom.size - off]
+    dev.rom_attr_enabled = not (off == 0 and data[:1] == b"0" and len(data) == 2)
+    return len(data)
+
+
+rom = BinAttr("rom", rom_read, rom_write, 0o600, lambda dev: dev.rom.size)
 
 
 # --- groups, with the visibility rules of pci_dev_attr_groups -----------------------------
@@ -233,7 +315,8 @@ PCI_DEV_GROUP = AttrGroup((
     modalias, dma_mask_bits, consistent_dma_mask_bits, enable, broken_parity_status, msi_bus, numa_node,
     d3cold_allowed, driver_override, power_state, ari_enabled, resource, uevent))
 PCI_DEV_REMOVABLE = AttrGroup((remove, rescan), lambda dev: not dev.is_virtfn)
-PCI_DEV_RESET = AttrGroup((reset, reset_method), lambda dev: bool(dev.reset_methods))
+# is_visible runs once, when the device is added: disabling every method later keeps the files
+PCI_DEV_RESET = AttrGroup((reset, reset_method), lambda dev: bool(dev.reset_supported))
 PCIE_DEV_GROUP = AttrGroup((current_link_speed, current_link_width, max_link_speed, max_link_width), _is_pcie)
 PCI_BRIDGE_GROUP = AttrGroup((secondary_bus_number, subordinate_bus_number), lambda dev: dev.is_bridge)
 PCI_BRIDGE_RESET = AttrGroup((reset_subordinate,), lambda dev: dev.is_bridge and dev.kind != "host_bridge")

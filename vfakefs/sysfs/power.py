@@ -5,46 +5,86 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup
+from vfakefs.sysfs.parse import sysfs_streq
 
 
 def autosuspend_delay_ms_show(obj) -> str:
     raise SysfsError(errno.EIO)  # the device does not use autosuspend
 
 
+def autosuspend_delay_ms_store(obj, text: str) -> None:
+    # autosuspend_delay_ms_store: !dev->power.use_autosuspend is EIO before any parsing
+    raise SysfsError(errno.EIO)
+
+
 def _const(text):
     return lambda obj: text
 
 
-def _accept(obj, text: str) -> None:
-    pass
+def async_show(obj) -> str:
+    return "enabled\n" if getattr(obj, "async_suspend", True) else "disabled\n"
 
 
-def control_store(obj, text: str) -> None:
-    if text.removesuffix("\n") not in ("on", "auto"):
+def async_store(obj, text: str) -> None:
+    """async_store: exactly "enabled" or "disabled" (sysfs_streq), else EINVAL."""
+    if sysfs_streq(text, "enabled"):
+        obj.async_suspend = True
+    elif sysfs_streq(text, "disabled"):
+        obj.async_suspend = False
+    else:
         raise SysfsError(errno.EINVAL)
 
 
+def _auto(obj) -> bool:
+    return getattr(obj, "runtime_auto", False)
+
+
+def control_show(obj) -> str:
+    return "auto\n" if _auto(obj) else "on\n"
+
+
+def control_store(obj, text: str) -> None:
+    """control_store: "auto" is pm_runtime_allow(), "on" pm_runtime_forbid(), else EINVAL."""
+    if sysfs_streq(text, "auto"):
+        obj.runtime_auto = True
+    elif sysfs_streq(text, "on"):
+        obj.runtime_auto = False
+    else:
+        raise SysfsError(errno.EINVAL)
+
+
+def runtime_usage_show(obj) -> str:
+    # pm_runtime_forbid() holds one reference (pm_runtime_allow() drops it); pci_device_probe()
+    # takes another while a driver is bound
+    bound = getattr(obj, "driver", True) is not None
+    return "%d\n" % ((0 if _auto(obj) else 1) + (1 if bound else 0))
+
+
 RUNTIME = AttrGroup((
-    Attr("async", _const("enabled\n"), _accept, 0o644),
-    Attr("autosuspend_delay_ms", autosuspend_delay_ms_show, _accept, 0o644),
-    Attr("control", _const("on\n"), control_store, 0o644),
+    Attr("async", async_show, async_store, 0o644),
+    Attr("autosuspend_delay_ms", autosuspend_delay_ms_show, autosuspend_delay_ms_store, 0o644),
+    Attr("control", control_show, control_store, 0o644),
     Attr("runtime_active_kids", _const("0\n")),
     Attr("runtime_active_time", lambda obj: "%d\n" % obj.machine.uptime_ms()),
-    Attr("runtime_enabled", _const("forbidden\n")),
+    Attr("runtime_enabled", lambda obj: "enabled\n" if _auto(obj) else "forbidden\n"),
     Attr("runtime_status", _const("active\n")),
     Attr("runtime_suspended_time", _const("0\n")),
-    # pm_runtime_forbid() holds one reference; pci_device_probe() takes another
-    Attr("runtime_usage", lambda obj: "2\n" if getattr(obj, "driver", True) else "1\n"),
+    Attr("runtime_usage", runtime_usage_show),
 ))
+
+
 def wakeup_show(obj) -> str:
     return "enabled\n" if obj.wakeup_enabled else "disabled\n"
 
 
 def wakeup_store(obj, text: str) -> None:
-    word = text.removesuffix("\n")
-    if word not in ("enabled", "disabled"):
+    # wakeup_store: sysfs_streq against "enabled" / "disabled", else EINVAL
+    if sysfs_streq(text, "enabled"):
+        obj.wakeup_enabled = True
+    elif sysfs_streq(text, "disabled"):
+        obj.wakeup_enabled = False
+    else:
         raise SysfsError(errno.EINVAL)
-    obj.wakeup_enabled = word == "enabled"
 
 
 def wakeup_stat_show(obj) -> str:

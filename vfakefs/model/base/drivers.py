@@ -49,6 +49,7 @@ class Driver:
     instances: dict = field(default_factory=dict)   # device -> instance number (nvme0, nvme1, ...)
     instance_ids: Ida = field(default_factory=Ida)
     dma_bits: int | None = 64          # what probe passes to dma_set_mask_and_coherent (None: never)
+    mtu_range: tuple[int, int] = (68, 1500)   # the netdev's min_mtu, max_mtu as probe sets them
 
     def instance(self, dev) -> int:
         """The driver's own ida: the lowest number no bound device holds."""
@@ -78,20 +79,21 @@ def catalogue() -> dict[str, Driver]:
         Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
                driver_managed_dma=True, dma_bits=None),
         Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
-               sriov_configure=True, net=True, disables_sriov_on_remove=True,
+               sriov_configure=True, net=True, disables_sriov_on_remove=True, mtu_range=(68, 9710),
                probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000")),
-        Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True,
+        Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True, mtu_range=(68, 9710),
                probe_log=("{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function")),
         Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
-               sriov_configure=True, net=True, disables_sriov_on_remove=True,
+               sriov_configure=True, net=True, disables_sriov_on_remove=True, mtu_range=(68, 9216),
                probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({link}) {mac}")),
-        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True),
-        Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True,
+        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True, mtu_range=(68, 9216)),
+        Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True, mtu_range=(46, 16110),
                probe_log=("{dev} {ifname}: (PCI:33MHz:32-bit) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection")),
-        Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True,
+        Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True, mtu_range=(68, 9212),   # 82574: max_hw_frame_size 9234
                probe_log=("{dev} {ifname}: (PCI Express:{link}) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection"),
                device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True),
-        Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio"),
+        Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio",
+               mtu_range=(68, 65535)),   # virtio_net without VIRTIO_NET_F_MTU: ETH_MAX_MTU
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
                sriov_configure=True, device_dirs={"nvme": "nvme"}, probe_log=("nvme{inst}: pci function {name}",),
                probe_log_before_enable=1,

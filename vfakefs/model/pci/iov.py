@@ -26,33 +26,30 @@ class Sriov:
     # the nvme probe succeeds, then its async reset work gives up this many seconds later
     vf_probe_fails_after: float | None = None
 
-    @property
-    def hw_total_vfs(self) -> int:
-        return self._r16(C.SRIOV_TOTAL_VF)
+    # sriov_init() reads these once into struct pci_sriov; sysfs shows the copies, so a
+    # root write over the capability later does not change them (num_VFs counts the VFs
+    # made; offset and stride would be re-read at the next NumVFs write, and stay fixed here)
+    hw_total_vfs: int = field(default=0, init=False)
+    vf_device: int = field(default=0, init=False)
+    offset: int = field(default=0, init=False)
+    stride: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.hw_total_vfs = self._r16(C.SRIOV_TOTAL_VF)
+        self.vf_device = self._r16(C.SRIOV_VF_DID)
+        self.offset = self._r16(C.SRIOV_VF_OFFSET)
+        self.stride = self._r16(C.SRIOV_VF_STRIDE)
 
     def _r16(self, reg: int) -> int:
         return self.pf.config.r16(self.pos + reg)
 
     @property
     def total_vfs(self) -> int:
-        hw = self._r16(C.SRIOV_TOTAL_VF)
-        return hw if self.driver_max_vfs is None else self.driver_max_vfs
+        return self.hw_total_vfs if self.driver_max_vfs is None else self.driver_max_vfs
 
     @property
     def num_vfs(self) -> int:
-        return self._r16(C.SRIOV_NUM_VF)
-
-    @property
-    def offset(self) -> int:
-        return self._r16(C.SRIOV_VF_OFFSET)
-
-    @property
-    def stride(self) -> int:
-        return self._r16(C.SRIOV_VF_STRIDE)
-
-    @property
-    def vf_device(self) -> int:
-        return self._r16(C.SRIOV_VF_DID)
+        return len(self.vfs)
 
     def vf_bus(self, vf_id: int) -> int:
         """pci_iov_virtfn_bus(): the PF's bus plus the carry out of devfn, not cut to
@@ -66,7 +63,7 @@ class Sriov:
 
     def iov_resources(self) -> list[Resource]:
         """IOV BARs as `resource` lines 7-12: each VF BAR times TotalVFs."""
-        total = self._r16(C.SRIOV_TOTAL_VF)
+        total = self.hw_total_vfs
         out = []
         for r in self.vf_bars + [Resource(0, 0, 0)] * (6 - len(self.vf_bars)):
             out.append(Resource(r.start, r.size * total, r.flags) if r.size else r)

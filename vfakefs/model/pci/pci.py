@@ -109,6 +109,34 @@ class PciFunction:
     wakeup_enabled: bool = False               # power/wakeup: a WoL driver enables it at probe
     power_state: str = "D0"                    # "unknown" until pci_enable_device for VFs
     dma_faults: int = 0                        # DMA remapping faults the handler counted
+    rom_image: bytes | None = None             # the expansion ROM's contents (else one is generated)
+    # sysfs-set state (pci_dev fields the stores change)
+    rom_attr_enabled: bool = False             # `echo 1 > rom` (pci_write_rom)
+    async_suspend: bool = True                 # power/async (device_enable_async_suspend)
+    runtime_auto: bool = False                 # power/control "auto" (pm_runtime_allow)
+    aspm_disable: frozenset = frozenset()      # link/*: states the user disabled (link->aspm_disable)
+    # read once at probe, as pci_setup_device()/pci_init_capabilities() cache them in
+    # struct pci_dev: later config writes by root do not move them
+    caps: dict = field(default=None, init=False)           # capability id -> offset (pcie_cap, msi_cap, ...)
+    ext_caps: dict = field(default=None, init=False)       # extended capability id -> offset (acs_cap, ...)
+    pcie_flags_reg: int = field(default=0, init=False)     # PCIe Capabilities register (pci_pcie_type)
+    pme_support: int = field(default=0, init=False)        # PMC bits 15:11 (pci_pm_init)
+    reset_supported: tuple = field(default=(), init=False)  # pci_init_reset_methods(): what "default" restores
+    ari_forwarding: bool = field(default=False, init=False)  # pci_configure_ari() sets bridge->ari_enabled
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.caps, self.ext_caps = {}, {}
+        for cid, pos in cfg.caps():
+            self.caps.setdefault(cid, pos)
+        for cid, pos in cfg.ext_caps():
+            self.ext_caps.setdefault(cid, pos)
+        pos = self.caps.get(C.CAP_PCIE)
+        self.pcie_flags_reg = cfg.r16(pos + 2) if pos is not None else 0
+        pm = self.caps.get(C.CAP_PM)
+        self.pme_support = (cfg.r16(pm + 2) >> 11) & 0x1F if pm is not None else 0
+        self.reset_supported = tuple(self.reset_methods)
+        self.ari_forwarding = pos is not None and bool(cfg.r16(pos + 0x28) & 0x20)   # DevCtl2 ARI
 
     # --- what the kernel derives from the header -------------------------------
     @property
@@ -125,12 +153,11 @@ class PciFunction:
 
     @property
     def pcie_cap(self) -> int | None:
-        return self.config.find_cap(C.CAP_PCIE)
+        return self.caps.get(C.CAP_PCIE)
 
     @property
     def pcie_type(self) -> int | None:
-        pos = self.pcie_cap
-        return None if pos is None else (self.config.r16(pos + 2) >> 4) & 0xF
+        return None if self.pcie_cap is None else (self.pcie_flags_reg >> 4) & 0xF
 
     @property
     def is_virtfn(self) -> bool:
@@ -146,23 +173,19 @@ class PciFunction:
 
     @property
     def has_aer(self) -> bool:
-        return self.config.find_ext_cap(C.EXT_AER) is not None
+        return C.EXT_AER in self.ext_caps
 
     @property
     def wakeup_capable(self) -> bool:
         """device_set_wakeup_capable(): PME support in the PM capability, or an ACPI
         companion that can wake the system (what firmware_node stands for here)."""
-        pm = self.config.find_cap(C.CAP_PM)
-        pme = pm is not None and self.config.r16(pm + 2) & 0xF800
-        return bool(pme) or self.firmware_node is not None
+        return bool(self.pme_support) or self.firmware_node is not None
 
     @property
     def ari_enabled(self) -> int:
         """ARI forwarding on the bridge above (pci_configure_ari sets bus->self->ari_enabled)."""
         up = self.physfn.parent if self.physfn else self.parent
-        if up is None or up.pcie_cap is None:
-            return 0
-        return 1 if up.config.r16(up.pcie_cap + 0x28) & 0x20 else 0
+        return 1 if up is not None and up.ari_forwarding else 0
 
     def config_read(self, off: int, n: int) -> bytes:
         return self.config.read(off, n)
@@ -180,7 +203,7 @@ class PciFunction:
     @property
     def acs_ctrl(self) -> tuple[int, int] | None:
         """(capability, control) of the ACS extended capability, if any."""
-        pos = self.config.find_ext_cap(C.EXT_ACS)
+        pos = self.ext_caps.get(C.EXT_ACS)
         return None if pos is None else (self.config.r16(pos + 4), self.config.r16(pos + 6))
 
     def type_str(self) -> str:
@@ -207,3 +230,52 @@ class PciFunction:
         if self.is_bridge:
             res += self.windows + [EMPTY] * (4 - len(self.windows))
         return "".join(r.line() for r in res)
+
+    # --- expansion ROM (drivers/pci/rom.c) --------------------------------------------
+    def rom_contents(self) -> bytes:
+        """What the ROM BAR decodes: the topology's image, or a generated one (a legacy
+        header 55 AA and a PCIR structure naming this function, the image as long as
+        the BAR, no code, checksummed to zero)."""
+        size = self.rom.size
+        if self.rom_image is not None:
+            return self.rom_image[:size].ljust(size, b"\0")
+        img = bytearray(size)
+        if size < 512:
+            return bytes(img)
+        units = min(size // 512, 0xFFFF)
+        img[0:3] = b"\x55\xaa" + bytes([min(units, 0xFF)])
+        img[0x18:0x1A] = (0x1C).to_bytes(2, "little")
+        pcir = 0x1C
+        img[pcir:pcir + 4] = b"PCIR"
+        img[pcir + 4:pcir + 8] = self.vendor.to_bytes(2, "little") + self.device.to_bytes(2, "little")
+        img[pcir + 0x0A:pcir + 0x0C] = (0x18).to_bytes(2, "little")
+        img[pcir + 0x0D:pcir + 0x10] = self.class_code.to_bytes(3, "little")
+        img[pcir + 0x10:pcir + 0x12] = units.to_bytes(2, "little")
+        img[pcir + 0x15] = 0x80                                   # last image
+        img[units * 512 - 1] = -sum(img) & 0xFF
+        return bytes(img)
+
+    def map_rom(self) -> bytes | None:
+        """pci_map_rom(): the images as pci_get_rom_size() walks them (55 AA, then the
+        PCIR structure; stop at the last image), never longer than the BAR. None (and
+        the kernel's log line) when the first image's header is not valid."""
+        rom = self.rom_contents()
+        pos = 0
+        while True:
+            sig = int.from_bytes(rom[pos:pos + 2], "little")
+            if sig != 0xAA55:
+                self.machine.kmsg.dev(self, "Invalid PCI ROM header signature: expecting 0xaa55, got %#06x" % sig)
+                break
+            pds = pos + int.from_bytes(rom[pos + 24:pos + 26], "little")
+            data_sig = int.from_bytes(rom[pds:pds + 4], "little")
+            if data_sig != 0x52494350:
+                self.machine.kmsg.dev(self, "Invalid PCI ROM data signature: expecting 0x52494350, got %#010x"
+                                      % data_sig)
+                break
+            last = rom[pds + 21] & 0x80 if pds + 21 < len(rom) else 0x80
+            length = int.from_bytes(rom[pds + 16:pds + 18], "little")
+            pos += length * 512
+            if pos >= len(rom) or not length or last:
+                break
+        size = min(pos, len(rom))
+        return rom[:size] if size else None
