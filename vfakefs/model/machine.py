@@ -59,6 +59,7 @@ class Machine:
         self._children: tuple[int, dict] = (-1, {})
         self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
         self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
+        self.module_params: dict = {}           # (module, parameter) -> value set through sysfs
         self.fault_threshold = 100              # DMA faults before a device loses bus mastering
         self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
         self._irq_remap = None                  # irq_remap.IrqRemapTable, made on first use

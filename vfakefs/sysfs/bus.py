@@ -6,7 +6,7 @@ import errno
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.sysfs.parse import kstrtobool
+from vfakefs.sysfs.parse import kstrtobool, kstrtoint
 from vfakefs.sysfs import pci_sysfs
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
@@ -102,21 +102,44 @@ def enable_sriov_store(m, text: str) -> None:
     m.vfio_enable_sriov = kstrtobool(text)
 
 
-# module parameters a test may want to turn (/sys/module/<mod>/parameters/)
+def _param(mod: str, name: str, default, parse, mode: int) -> Attr:
+    """A built-in module's module_param(): param_get_bool prints Y/N, param_get_int the
+    number; param_set_bool/int parse with kstrtobool/kstrtoint (EINVAL)."""
+    def show(m):
+        v = m.module_params.get((mod, name), default)
+        return ("Y" if v else "N") + "\n" if isinstance(v, bool) else f"{v}\n"
+
+    def store(m, text):
+        m.module_params[(mod, name)] = parse(text)
+    return Attr(name, show, store if mode & 0o200 else None, mode)
+
+
+# module parameters (/sys/module/<mod>/parameters/): vfio-pci's, and the hotplug drivers'
+# that register slots (built in: their module directory exists for the parameters alone)
 MODULE_PARAMETERS = {
     "vfio_pci": AttrGroup((Attr("enable_sriov", lambda m: "Y\n" if m.vfio_enable_sriov else "N\n",
                                 enable_sriov_store, 0o644),), name="parameters"),
+    "acpiphp": AttrGroup((_param("acpiphp", "disable", False, kstrtobool, 0o444),), name="parameters"),
+    "pciehp": AttrGroup((_param("pciehp", "pciehp_poll_mode", False, kstrtobool, 0o644),
+                         _param("pciehp", "pciehp_poll_time", 0, kstrtoint, 0o644)), name="parameters"),
 }
 
 
+BUILTIN_MODULES = ("acpiphp", "pciehp")   # CONFIG_HOTPLUG_PCI_ACPI=y, CONFIG_HOTPLUG_PCI_PCIE=y (Debian)
+
+
 def module_entries(v) -> dict:
-    mods: dict[str, list] = {}
+    # built-in drivers with parameters have a directory (param_sysfs_builtin), and each
+    # slot's `module` link names its hotplug driver's
+    mods: dict[str, list] = {mod: [] for mod in BUILTIN_MODULES + tuple(s.module for s in v.m.slots)}
     for drv in v.m.drivers.values():
         mods.setdefault(drv.module_name, []).append(drv)
 
     def module_dir(mod, ds):
-        out = {"drivers": Dir({f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}"))
-                               for d in ds})}
+        out = {}
+        if ds:
+            out["drivers"] = Dir({f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}"))
+                                  for d in ds})
         if mod in MODULE_PARAMETERS:
             out.update(MODULE_PARAMETERS[mod].entries(v.m))
         return out
