@@ -15,14 +15,20 @@ What it does, in order:
       write(2) of "63\\n" to MNT/sys/bus/pci/devices/0000:03:00.0/sriov_numvfs
       timed, `ls MNT/sys/bus/pci/devices` to confirm, "0\\n" to disable;
       repeated, the first enable is reported separately (cold caches).
+    Lazy against eager: the mount's write(2) builds the model, not the view (its
+    nodes are made on first lookup), while tmpfs's create builds every file. So
+    beside the write alone, each side is also timed "+ walk": the first visit of
+    every name tmpfs creates (walk_created: stat, readlink, listdir), the same
+    calls on both; "write + first walk" against "create + walk" is like for like.
  2. A generated topology (TOML in the temp dir): a host bridge, 8 root ports
     with ACS, each with one ixgbe PF (8086:1528, SR-IOV total_vfs 256, offset
     128, stride 1, VF 8086:1515 -> ixgbevf); each root port's bus range covers
     its PF's VFs (PF on bus N, VFs on N and N+1). Enabling 256 VFs on each PF in
     turn, 2,048 in all: model only and through the mount (8 writes), with the
     cumulative time and cost per VF at 256, 512, 1024 and 2048 VFs and the
-    marginal cost per VF of each PF (flat = linear).
- 3. The tmpfs baseline for the same 2,048 VFs (created, and removed).
+    marginal cost per VF of each PF (flat = linear); then the first walk of the
+    created names on the mount (like for like, as in 1).
+ 3. The tmpfs baseline for the same 2,048 VFs (created, walked, and removed).
  4. Resident memory: VmRSS of the daemon before and after enabling the 2,048
     VFs, per VF; and for the model alone, in a fresh child process, the RSS
     delta and the tracemalloc'd bytes still live after enabling, per VF.
@@ -289,6 +295,29 @@ def tmpfs_create(root: Path, pf: str, vfs: list[str], netdev_base: int) -> float
     return time.perf_counter() - t0
 
 
+def walk_created(sysroot: Path, pf: str, vfs: list[str]) -> float:
+    """Visit every name tmpfs_create makes, by the sysfs paths: stat each VF
+    directory and its TMPFS_ATTRS files, readlink physfn and driver, list net/
+    and stat its entry, readlink the PF's virtfnN. The same calls on tmpfs and
+    on the mount, so "create + walk" is like for like: vfakefs builds its view
+    nodes on first lookup (lazily), tmpfs builds them in mkdir/open (eagerly).
+    Returns seconds."""
+    bus = f"{sysroot}/bus/pci/devices"
+    gc.collect()
+    t0 = time.perf_counter()
+    for i, vf in enumerate(vfs):
+        d = f"{bus}/{vf}"
+        os.stat(d)
+        for name in TMPFS_ATTRS:
+            os.stat(f"{d}/{name}")
+        os.readlink(f"{d}/physfn")
+        os.readlink(f"{d}/driver")
+        for e in os.listdir(f"{d}/net"):
+            os.stat(f"{d}/net/{e}")
+        os.readlink(f"{bus}/{pf}/virtfn{i}")
+    return time.perf_counter() - t0
+
+
 def tmpfs_remove(root: Path, pf: str, vfs: list[str]) -> float:
     pfdir = root / "devices/pci0000:00" / pf
     busdir = root / "bus/pci/devices"
@@ -446,12 +475,14 @@ def seed_section(a, work: Path, tmp: Path, rep: dict) -> None:
     vfs = model["vf_names"][0]
     # tmpfs, same 63 VFs, repeated on fresh trees
     tmpfs_prepare(tmp / "seed", [SEED_PF])
-    creates, removes = [], []
+    creates, walks, removes = [], [], []
     for _ in range(a.repeats):
         creates.append(tmpfs_create(tmp / "seed", SEED_PF, vfs, 3))
+        walks.append(walk_created(tmp / "seed", SEED_PF, vfs))
         removes.append(tmpfs_remove(tmp / "seed", SEED_PF, vfs))
     tm = {"create_s": statistics.median(creates), "remove_s": statistics.median(removes),
-          "create_samples": creates, "remove_samples": removes}
+          "walk_s": statistics.median(walks), "create_walk_s": statistics.median(map(sum, zip(creates, walks))),
+          "create_samples": creates, "walk_samples": walks, "remove_samples": removes}
     # through the mount
     mnt = Mount(work / "mnt-seed", SEED_TOPOLOGY, a.cpu, work / "mount-seed.log")
     cycles = []
@@ -462,12 +493,13 @@ def seed_section(a, work: Path, tmp: Path, rep: dict) -> None:
         rss0 = rss_kib(pid) if pid else None
         for i in range(a.mount_repeats):
             en = write_attr(numvfs_path(mnt.mnt, SEED_PF), b"%d\n" % SEED_VFS)
+            walk_s = walk_created(mnt.mnt / "sys", SEED_PF, vfs)
             ls_s, names = ls_devices(mnt.mnt)
             missing = sorted(set(vfs) - set(names))
             rss1 = rss_kib(pid) if pid else None
             dis = write_attr(numvfs_path(mnt.mnt, SEED_PF), b"0\n")
             ls2_s, names2 = ls_devices(mnt.mnt)
-            cycles.append({"enable": en, "ls_s": ls_s, "listed": len(names), "missing": missing,
+            cycles.append({"enable": en, "first_walk_s": walk_s, "ls_s": ls_s, "listed": len(names), "missing": missing,
                            "disable": dis, "ls_after_disable_s": ls2_s, "listed_after_disable": len(names2),
                            "rss_enabled_kib": rss1})
         rep["seed_mount"] = {"mount_s": mount_s, "daemon_pid": pid,
@@ -480,6 +512,9 @@ def seed_section(a, work: Path, tmp: Path, rep: dict) -> None:
                    "vf_first": vfs[0], "vf_last": vfs[-1],
                    "mount_enable_first_write_s": enable_w[0],
                    "mount_enable_median_write_s": statistics.median(enable_w),
+                   "mount_enable_walk_first_s": enable_w[0] + cycles[0]["first_walk_s"],
+                   "mount_enable_walk_median_s": statistics.median(
+                       c["enable"]["write_s"] + c["first_walk_s"] for c in cycles),
                    "mount_disable_median_write_s": statistics.median(c["disable"]["write_s"] for c in cycles)}
 
 
@@ -498,17 +533,20 @@ def scale_section(a, work: Path, tmp: Path, rep: dict) -> None:
         root = tmp / f"scale{r}"
         tmpfs_prepare(root, pf_names)
         c = [tmpfs_create(root, pf, vf_names[i], 100 + i * a.vfs_per_pf) for i, pf in enumerate(pf_names)]
+        w = sum(walk_created(root, pf, vf_names[i]) for i, pf in enumerate(pf_names))
         ls_s = None
         if r == 0:
             ls_s, out, _rc = timed_shell(f"ls -R {root}/bus/pci/devices/ > /dev/null")
         d = [tmpfs_remove(root, pf, vf_names[i]) for i, pf in enumerate(pf_names)]
-        tm_runs.append({"create_per_pf_s": c, "remove_per_pf_s": d, "ls_R_s": ls_s})
+        tm_runs.append({"create_per_pf_s": c, "walk_s": w, "remove_per_pf_s": d, "ls_R_s": ls_s})
         shutil.rmtree(root)
     tmpfs = {"create_per_pf_s": [statistics.median(r["create_per_pf_s"][i] for r in tm_runs)
                                  for i in range(a.pfs)],
              "remove_per_pf_s": [statistics.median(r["remove_per_pf_s"][i] for r in tm_runs)
                                  for i in range(a.pfs)],
              "create_total_s": statistics.median(sum(r["create_per_pf_s"]) for r in tm_runs),
+             "walk_s": statistics.median(r["walk_s"] for r in tm_runs),
+             "create_walk_s": statistics.median(sum(r["create_per_pf_s"]) + r["walk_s"] for r in tm_runs),
              "remove_total_s": statistics.median(sum(r["remove_per_pf_s"]) for r in tm_runs),
              "ls_R_s": tm_runs[0]["ls_R_s"]}
     mem = model_memory_child(str(topo), a.vfs_per_pf, a.cpu)
@@ -529,6 +567,7 @@ def scale_section(a, work: Path, tmp: Path, rep: dict) -> None:
             writes.append(write_attr(numvfs_path(mnt.mnt, pf), b"%d\n" % a.vfs_per_pf))
         res["enable"] = writes
         res["rss_after_enable_kib"] = rss_kib(pid) if pid else None
+        res["first_walk_s"] = sum(walk_created(mnt.mnt / "sys", pf, vf_names[i]) for i, pf in enumerate(pf_names))
         ls_s, names = ls_devices(mnt.mnt)
         want = {v for vs in vf_names for v in vs}
         res["ls_s"], res["listed"] = ls_s, len(names)
@@ -589,6 +628,11 @@ def analyse(a, rep: dict) -> None:
         "seed_mount_median/tmpfs": rep["seed"]["mount_enable_median_write_s"] / rep["seed"]["tmpfs"]["create_s"],
         "seed_mount_disable/tmpfs_remove": rep["seed"]["mount_disable_median_write_s"]
         / rep["seed"]["tmpfs"]["remove_s"],
+        "seed_mount_write+walk/tmpfs_create+walk (first)": rep["seed"]["mount_enable_walk_first_s"]
+        / rep["seed"]["tmpfs"]["create_walk_s"],
+        "seed_mount_write+walk/tmpfs_create+walk (median)": rep["seed"]["mount_enable_walk_median_s"]
+        / rep["seed"]["tmpfs"]["create_walk_s"],
+        "scale_mount_write+walk/tmpfs_create+walk": (wtot + m["first_walk_s"]) / s["tmpfs"]["create_walk_s"],
         "scale_model/tmpfs": mtot / ttot,
         "scale_mount/tmpfs": wtot / ttot,
         "scale_mount/model": wtot / mtot,
@@ -626,6 +670,11 @@ def print_report(a, rep: dict) -> None:
           f"median of {a.repeats} fresh machines, tmpfs of {a.repeats} fresh trees")
     print(f"tmpfs baseline per VF: mkdir + {len(TMPFS_ATTRS)} attribute files (open/write/close) + "
           f"physfn, driver links + net/ethN (2 mkdir) + virtfnN and bus/pci/devices links")
+    print("What each arm measures: tmpfs create = the whole tree built, eagerly, file by file; model = "
+          "sriov.configure, no view; mount write(2) = the model plus invalidations, the view's nodes NOT "
+          "built (vfakefs makes them on first lookup, lazily). Like for like: `+ walk` adds the first "
+          "visit of every name tmpfs created (stat, readlink, listdir by sysfs paths), the same calls on "
+          "both, so both arms end with the tree built and visited once.")
 
     print(f"\n1. {SEED_TOPOLOGY}: {SEED_VFS} VFs on {SEED_PF} (ixgbe -> ixgbevf + netdev each; "
           f"VFs {sd['vf_first']}..{sd['vf_last']})")
@@ -639,6 +688,14 @@ def print_report(a, rep: dict) -> None:
             ("model: sriov.configure(m, pf, 63)", sd["model"]["total_s"]),
             ("mount: write(2) '63', first (cold)", sd["mount_enable_first_write_s"]),
             (f"mount: write(2) '63', median of {a.mount_repeats}", sd["mount_enable_median_write_s"])]
+    tcw = sd["tmpfs"]["create_walk_s"]
+    for label, v in rows:
+        print(f"   {label:<46}{fmt_s(v):>12}{v / SEED_VFS * 1e6:>9.1f} us{v / tmc:>10.2f}")
+    print("   like for like (x tmpfs create + walk):")
+    rows = [("tmpfs: create + walk the 63 VF trees", tcw),
+            ("mount: write(2) '63' + first walk, first", sd["mount_enable_walk_first_s"]),
+            (f"mount: write(2) '63' + first walk, median {a.mount_repeats}", sd["mount_enable_walk_median_s"])]
+    tmc = tcw
     for label, v in rows:
         print(f"   {label:<46}{fmt_s(v):>12}{v / SEED_VFS * 1e6:>9.1f} us{v / tmc:>10.2f}")
     tmr = sd["tmpfs"]["remove_s"]
@@ -677,6 +734,11 @@ def print_report(a, rep: dict) -> None:
     print("     tmpfs  " + " ".join(f"{v * 1e3:7.1f}" for v in sc["tmpfs"]["create_per_pf_s"]))
     print(f"   linearity (cost of the last PF's VFs / the first's; linear if <= {LINEAR_TOLERANCE}): "
           + ", ".join(f"{k} {v['last_pf_over_first_pf']:.2f}" for k, v in cm.items()))
+    tcw = sc["tmpfs"]["create_walk_s"]
+    mw = sum(w["write_s"] for w in m["enable"]) + m["first_walk_s"]
+    print(f"   like for like, all {st['total_vfs']} VFs: tmpfs create + walk {fmt_s(tcw)} (walk "
+          f"{fmt_s(sc['tmpfs']['walk_s'])}); mount writes + first walk {fmt_s(mw)} (walk "
+          f"{fmt_s(m['first_walk_s'])}); ratio {mw / tcw:.2f}")
     print(f"   after enabling: `ls devices` {fmt_s(m['ls_s'])}, {m['listed']} entries, {m['n_missing']} VFs "
           f"missing" + (f" (e.g. {', '.join(m['missing'][:3])})" if m["missing"] else ""))
 
@@ -718,7 +780,7 @@ def print_report(a, rep: dict) -> None:
 
     print("\n6. Ratios (vfakefs time / tmpfs time, same run)")
     for k, v in rep["ratios"].items():
-        print(f"   {k:<36}{v:>10.2f}")
+        print(f"   {k:<52}{v:>10.2f}")
 
     print("\n7. Targets")
     model_tot = sum(sc["model"]["per_pf_s"])

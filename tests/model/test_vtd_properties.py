@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from vfakefs.model.iommu import iommu
 from vfakefs.model import topology
 from vfakefs.model.intel.dmar import DmarUnit
-from vfakefs.model.intel.pagetable import R, W
+from vfakefs.model.intel.pagetable import LEVEL_SHIFT, R, W
 
 KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
 
@@ -56,15 +56,16 @@ def check_isolation(u, rids, all_ranges, probes):
                     t = u.translate(rid, iova, 1, write)
                     u.frcd = [None] * u.nfr
                     u.fsts = 0
-                    ok = want is not None and want[1] & (W if write else R)
-                    if ok:
-                        assert t.fault is None and t.hpa == want[0], (hex(rid), hex(iova))
+                    if want is not None and want[1] & (W if write else R):
+                        assert t.fault is None and t.hpa == want[0], (hex(rid), hex(iova), t)
                         assert int(reason[i]) == 0 and int(h[i]) == want[0], (hex(rid), hex(iova))
                     elif want is not None:
-                        # mapped here without the permission: a fault, or (the known
-                        # translate_batch IOTLB-permission bug, xfail in test_vtd.py) its own page
-                        assert t.fault is not None or t.hpa == want[0], (hex(rid), hex(iova), t)
-                        assert int(reason[i]) != 0 or int(h[i]) == want[0], (hex(rid), hex(iova))
+                        # mapped here without the permission: always the permission fault
+                        # (VT-d 7.1.3: 0x05 write, 0x06 read), never the page, IOTLB or not
+                        perm = 0x05 if write else 0x06
+                        assert t.fault is not None and t.fault.reason == perm and t.hpa is None, \
+                            (hex(rid), hex(iova), write, t)
+                        assert int(reason[i]) == perm, (hex(rid), hex(iova), write, int(reason[i]))
                     else:
                         assert t.fault is not None and t.hpa is None, (hex(rid), hex(iova), t)
                         assert int(reason[i]) != 0, (hex(rid), hex(iova))
@@ -116,6 +117,12 @@ def test_dma_api_mappings_stay_in_their_domain(ops, seed):
     rng = np.random.default_rng(seed)
     probes = probes_for(all_ranges, rng) + [0xDEAD_B000, 0x1_0000_0000, (1 << 48) - 1, 1 << 48]
     check_isolation(u, [d.bdf.rid for d in devs], all_ranges, probes)
+    # dma_unmap every other mapping while the IOTLB holds them: none answers again
+    for i, dev in enumerate(devs):
+        for iova in sorted(live[i])[::2]:
+            iommu.dma_unmap(m, dev, iova)
+            del live[i][iova]
+    check_isolation(u, [d.bdf.rid for d in devs], [list(d.values()) for d in live], probes)
 
 
 # ----------------------------------------------------------------- direct page-table maps
@@ -140,9 +147,15 @@ def table_layouts(draw):
     return layouts
 
 
+def leaf_span(table, iova):
+    """The size of the leaf (4 KiB, 2 MiB or 1 GiB) a walk of iova ends on."""
+    return 1 << LEVEL_SHIFT[table.levels - len(table.entries(iova)) + 1]
+
+
 @SETTINGS
-@given(table_layouts(), st.integers(0, 2**32 - 1))
-def test_page_table_maps_stay_in_their_domain(layouts, seed):
+@given(table_layouts(), st.integers(0, 2**32 - 1), st.integers(0, 2**16), st.integers(0, 1000),
+       st.integers(0, 1000))
+def test_page_table_maps_stay_in_their_domain(layouts, seed, pick, lo, hi):
     u = DmarUnit(0)                                              # seed-vtd's CAP: 4-level, 2M+1G
     rids = [0x0100 + 8 * i for i in range(len(layouts))]
     host = 1 << 40
@@ -160,11 +173,28 @@ def test_page_table_maps_stay_in_their_domain(layouts, seed):
     rng = np.random.default_rng(seed)
     probes = probes_for(all_ranges, rng)
     check_isolation(u, rids, all_ranges, probes)
-    # unmap one range of the first domain: it faults from then on, after invalidation
-    iova, size, _, _ = all_ranges[0][0]
-    dom = u.domains[(u.context(rids[0])[1] >> 8) & 0xFFFF]
-    assert dom.table.unmap(iova, size) == size
-    # domain-selective: DmarUnit.invalidate_pages under-covers unaligned ranges (xfail in test_vtd.py)
-    u.iotlb.invalidate_domain(dom.did)
-    all_ranges[0] = all_ranges[0][1:]
-    check_isolation(u, rids, all_ranges, [iova, iova + size - 1, iova + size // 2 & ~0xFFF])
+
+    # Unmap part of one range, as intel_iommu_unmap does: whole leaves (a superpage
+    # goes entirely), then a page-selective invalidation of what went. Every page of
+    # it was just cached; from now on each one faults, none answers from the IOTLB.
+    d = pick % len(rids)
+    if not all_ranges[d]:
+        return
+    k = (pick // len(rids)) % len(all_ranges[d])
+    iova, size, hpa, prot = all_ranges[d][k]
+    pages = size >> 12
+    a, b = sorted((lo * pages // 1001, hi * pages // 1001))
+    start, end = iova + (a << 12), iova + ((b + 1) << 12)
+    dom = u.domains[(u.context(rids[d])[1] >> 8) & 0xFFFF]
+    start &= ~(leaf_span(dom.table, start) - 1)                 # widened to leaf boundaries
+    end = (end - 1 | leaf_span(dom.table, end - 1) - 1) + 1
+    gone = sorted({start, end - 4096, start + (end - start) // 2 & ~0xFFF}
+                  | {start + int(rng.integers(0, (end - start) >> 12)) * 4096 for _ in range(16)})
+    for write in (False, True):                                  # every probed page cached, R and W
+        u.translate_batch(rids[d], np.array(gone, dtype=np.uint64), write)
+    assert dom.table.unmap(start, end - start) == end - start
+    u.invalidate_pages(dom.did, start, end - start)
+    rest = [r for r in ((iova, start - iova), (end, iova + size - end)) if r[1] > 0]
+    all_ranges[d] = all_ranges[d][:k] + [(s, n, hpa + s - iova, prot) for s, n in rest] + all_ranges[d][k + 1:]
+    edges = [max(start - 1, 0), start, end - 1, end]
+    check_isolation(u, rids, all_ranges, sorted(set(probes + gone + edges)))
