@@ -13,7 +13,7 @@ import pytest
 from vfakefs.model.iommu import groups, iommu
 from vfakefs.model.pci import sriov
 from vfakefs.model import topology
-from vfakefs.model.intel.dmar import DmarUnit, Fault
+from vfakefs.model.intel.dmar import FAULT_LOG_MAX, DmarUnit, Fault
 from vfakefs.model.intel.iotlb import Iotlb
 from vfakefs.model.intel.memory import PhysMem
 from vfakefs.model.intel.pagetable import PS, R, SNP, W, PageTable
@@ -474,6 +474,22 @@ def test_fault_register_fields():
     q = DmarUnit(0, cap=QEMU_CAP)
     assert (q.nfr, q.fro, q.mgaw, q.levels, q.superpage_levels) == (1, 0x220, 39, 3, (2, 3))
     assert q.cap & 0x80 and not u.cap & 0x80
+
+
+def test_a_fault_storm_keeps_only_the_newest_faults():
+    """dmar_table_errors' record is bounded: a storm longer than FAULT_LOG_MAX keeps the
+    newest faults and counts them all (memory stays flat however long it runs)."""
+    m = topology.load("seed-vtd")
+    u = m.dmar[0]
+    m.fault_threshold = 1 << 30
+    dev = m.lookup("0000:02:00.0")
+    n = FAULT_LOG_MAX + 100
+    for i in range(n):
+        assert iommu.dma(m, dev, 0xDEAD_0000 + (i << 12), 4, True).fault is not None
+    assert u.faults_serviced == n == dev.dma_faults
+    assert len(u.fault_log) == FAULT_LOG_MAX
+    assert u.fault_log[-1].addr == 0xDEAD_0000 + ((n - 1) << 12)
+    assert u.fault_log[0].addr == 0xDEAD_0000 + (100 << 12)
 
 
 # ================================================================ the fault threshold

@@ -117,7 +117,7 @@ def dmar_perf_latency_store(m, text: str) -> None:
 
 
 def dmar_table_errors_show(m) -> str:
-    """vfakefs's own file: every DMA fault the handler serviced, as it logged it."""
+    """vfakefs's own file: the DMA faults the handler serviced (the last FAULT_LOG_MAX), as it logged them."""
     return "".join(f.log_line().removeprefix("DMAR: ") + "\n" for f in _unit(m).fault_log)
 
 

@@ -33,6 +33,9 @@ GSTS = 0xC7000000   # TES RTPS QIES IRES IRTPS: translation, root table, QI and 
 IQ_ENTRIES = 256
 
 
+FAULT_LOG_MAX = 4096   # faults dmar_table_errors keeps (like the printk ring, it forgets the oldest)
+
+
 @dataclass
 class Domain:
     did: int
@@ -95,7 +98,8 @@ class DmarUnit:
     iotlb_entries: int = 4096
     frcd: list = field(default_factory=list)           # fault recording registers: Fault or None
     fsts: int = 0
-    fault_log: list = field(default_factory=list)      # every fault the handler serviced
+    fault_log: list = field(default_factory=list)      # the last FAULT_LOG_MAX faults serviced
+    faults_serviced: int = 0                           # all of them, ever
     iq_tail: int = 0
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
@@ -385,6 +389,9 @@ class DmarUnit:
         self.frcd = [None] * self.nfr
         self.fsts = 0
         self.fault_log.extend(pending)
+        self.faults_serviced += len(pending)
+        if len(self.fault_log) > FAULT_LOG_MAX:     # a storm may run for hours: keep the newest
+            del self.fault_log[:-FAULT_LOG_MAX]
         return pending
 
     # --- the register file, as iommu_regset shows it ------------------------------------------
