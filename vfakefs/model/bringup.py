@@ -114,7 +114,7 @@ def _functions(m: Machine, order: tuple, slot_module: str) -> None:
             port = f.parent
             m.slots.append(Slot(str(s["slot"]), "%04x:%02x:%02x" % (f.bdf.domain, f.bdf.bus, f.bdf.dev),
                                 port.link_speed(False).strip() if port and port.kind == "root_port" else "Unknown",
-                                port.link_speed(True).strip() if port else "Unknown", slot_module))
+                                port.link_speed(True).strip() if port else "Unknown", slot_module, port))
     m.by_bdf = {f.bdf: f for f in m.functions}
 
 

@@ -28,6 +28,12 @@ class Slot:
     max_speed: str = "Unknown"
     cur_speed: str = "2.5 GT/s PCIe"
     module: str = "pciehp"
+    port: PciFunction | None = None   # the bridge whose hotplug controller drives it
+    powered: bool = True
+
+    def holds(self, f: PciFunction) -> bool:
+        """f sits in this slot: its domain:bus:device is the slot's address."""
+        return "%04x:%02x:%02x" % (f.bdf.domain, f.bdf.bus, f.bdf.dev) == self.address
 
 
 @dataclass(eq=False)
@@ -316,12 +322,14 @@ class Machine:
                         self.removed.append(f)
             self.changed()
 
-    def rescan(self) -> None:
+    def rescan(self, only=None) -> None:
         """pci_rescan_bus(): removed functions come back in bus order and probe
-        (pci_bus_add_device calls device_attach whatever drivers_autoprobe says)."""
-        if not self.removed:
+        (pci_bus_add_device calls device_attach whatever drivers_autoprobe says).
+        only(f) picks what a narrower scan finds (a slot's functions and what is below)."""
+        back = [f for f in self.removed if only is None or only(f)]
+        if not back:
             return
-        back, self.removed = self.removed, []
+        self.removed = [f for f in self.removed if f not in back]
         with self.batch():
             for f in sorted(back, key=lambda f: f.bdf):
                 self.add_function(f)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 
 from vfakefs.model.base import binding
+from vfakefs.model.pci import hotplug
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 from vfakefs.sysfs.parse import kstrtobool, kstrtoint
@@ -74,18 +75,18 @@ def driver_entries(v, drv) -> dict:
     return out
 
 
-def slot_entries(slot) -> dict:
+def slot_entries(m, slot) -> dict:
     def attention_show(s):
-        raise SysfsError(errno.EINVAL)  # pciehp: no attention indicator
+        raise SysfsError(errno.EINVAL)  # acpiphp: no attention_info registered
     return {
         "adapter": Attr("adapter", lambda s: "1\n").bind(slot),
         "address": Attr("address", lambda s: s.address + "\n").bind(slot),
-        "attention": Attr("attention", attention_show, lambda s, t: None, 0o644).bind(slot),
+        "attention": Attr("attention", attention_show, lambda s, t: hotplug.set_attention(m, s, t), 0o644).bind(slot),
         "cur_bus_speed": Attr("cur_bus_speed", lambda s: s.cur_speed + "\n").bind(slot),
         "latch": Attr("latch", lambda s: "0\n").bind(slot),
         "max_bus_speed": Attr("max_bus_speed", lambda s: s.max_speed + "\n").bind(slot),
         "module": Link(f"../../../../module/{slot.module}"),
-        "power": Attr("power", lambda s: "1\n", lambda s, t: None, 0o644).bind(slot),
+        "power": Attr("power", lambda s: f"{int(s.powered)}\n", lambda s, t: hotplug.set_power(m, s, t), 0o644).bind(slot),
     }
 
 
@@ -94,7 +95,7 @@ def pci_bus_entries(v) -> dict:
     out = BUS_GROUP.entries(m)
     out["devices"] = Dir(lambda: {f.name: Link(rel("bus/pci/devices", v.device_path(f))) for f in m.functions})
     out["drivers"] = Dir(lambda: {name: Dir(lambda d=drv: driver_entries(v, d)) for name, drv in sorted(m.drivers.items())})
-    out["slots"] = Dir(lambda: {s.name: Dir(lambda s=s: slot_entries(s)) for s in m.slots})
+    out["slots"] = Dir(lambda: {s.name: Dir(lambda s=s: slot_entries(m, s)) for s in m.slots})
     return out
 
 
