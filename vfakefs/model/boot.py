@@ -18,7 +18,7 @@ Boot clock (the `[    t]` of each line):
 A topology without recorded anchors is therefore a boot whose lines follow each
 other at that fixed cost; the log never goes back in time.
 
-topology.py adds the `Adding to iommu group` lines and `DMAR: Intel(R)
+bringup.py adds the `Adding to iommu group` lines and `DMAR: Intel(R)
 Virtualization Technology for Directed I/O` after boot_log(); late_boot_log()
 holds what a boot prints after that.
 """
