@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from vfakefs.fuse import state
 from tests.conftest import (daemon_pid, is_mounted, make_mountpoint, mounted, mounts_at, pidfile,
                             run, vfakefs, wait_exit)
 
@@ -26,16 +26,7 @@ def logfile(mnt: Path) -> Path:
 
 def exited(pid: int) -> bool:
     """Whether process pid has exited by now (no waiting)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        return bool(p.poll(0))
-    finally:
-        os.close(fd)
+    return state.wait_exit(pid, 0)
 
 
 def one_line(r) -> str:

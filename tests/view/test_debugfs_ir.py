@@ -5,27 +5,11 @@ import pytest
 
 from vfakefs.model import topology
 from vfakefs.model.intel import irq_boot
-from vfakefs.model.intel.irq_remap import IrqRemapTable
-from vfakefs.model.pci.bdf import Bdf
 from vfakefs.sysfs.debugfs_ir import ir_translation_struct_show
 from tests.fidelity.capture import REFERENCE_DIR
+from tests.model.test_irq_remap import fn, ir, m  # noqa: F401 (m is the fixture)
 
 CAPTURE = REFERENCE_DIR / "capture-dbgkernel-intel_iommu_on.txt"
-
-
-@pytest.fixture
-def m():
-    m = topology.load("qemu-ref")
-    m.irq_remap = irq_boot.build(m)
-    return m
-
-
-def ir(m) -> IrqRemapTable:
-    return m.irq_remap
-
-
-def fn(m, name):
-    return m.by_bdf[Bdf.from_str(name)]
 
 
 def test_qemu_ref_table_is_the_capture(m):

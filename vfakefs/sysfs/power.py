@@ -25,14 +25,18 @@ def async_show(obj) -> str:
     return "enabled\n" if getattr(obj, "async_suspend", True) else "disabled\n"
 
 
+def _one_of(obj, field: str, text: str, words: dict[str, bool]) -> None:
+    """Exactly one of words (sysfs_streq: one trailing newline allowed), else EINVAL."""
+    for word, value in words.items():
+        if sysfs_streq(text, word):
+            setattr(obj, field, value)
+            return
+    raise SysfsError(errno.EINVAL)
+
+
 def async_store(obj, text: str) -> None:
-    """async_store: exactly "enabled" or "disabled" (sysfs_streq), else EINVAL."""
-    if sysfs_streq(text, "enabled"):
-        obj.async_suspend = True
-    elif sysfs_streq(text, "disabled"):
-        obj.async_suspend = False
-    else:
-        raise SysfsError(errno.EINVAL)
+    """async_store: exactly "enabled" or "disabled", else EINVAL."""
+    _one_of(obj, "async_suspend", text, {"enabled": True, "disabled": False})
 
 
 def _auto(obj) -> bool:
@@ -45,12 +49,7 @@ def control_show(obj) -> str:
 
 def control_store(obj, text: str) -> None:
     """control_store: "auto" is pm_runtime_allow(), "on" pm_runtime_forbid(), else EINVAL."""
-    if sysfs_streq(text, "auto"):
-        obj.runtime_auto = True
-    elif sysfs_streq(text, "on"):
-        obj.runtime_auto = False
-    else:
-        raise SysfsError(errno.EINVAL)
+    _one_of(obj, "runtime_auto", text, {"auto": True, "on": False})
 
 
 def runtime_usage_show(obj) -> str:
