@@ -1,7 +1,6 @@
 """debugfs's ir_translation_struct (vfakefs/sysfs/debugfs_ir.py) of the interrupt remapping
 table: against the reference capture, and its remapped/posted sections."""
 
-import pytest
 
 from vfakefs.model import topology
 from vfakefs.model.intel import irq_boot
