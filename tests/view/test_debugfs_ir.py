@@ -1,7 +1,6 @@
 """debugfs's ir_translation_struct (vfakefs/sysfs/debugfs_ir.py) of the interrupt remapping
 table: against the reference capture, and its remapped/posted sections."""
 
-
 from vfakefs.model import topology
 from vfakefs.model.intel import irq_boot
 from vfakefs.sysfs.debugfs_ir import ir_translation_struct_show
