@@ -68,7 +68,7 @@ def enable(m, pf: PciFunction, n: int) -> None:
                 vf.driver_override = "vfio-pci"
                 m.kmsg.dev(pf, f"Captured SR-IOV VF {vf.name} driver_override")
             binding.device_attach(m, vf)
-        m.changed()
+        m.changed(pf)   # the VFs and their groups are noted as they come
 
 
 def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]) -> PciFunction:
@@ -95,4 +95,4 @@ def disable(m, pf: PciFunction) -> None:
         cfg = pf.config
         cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) & ~(C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE))
         cfg.w16(sr.pos + C.SRIOV_NUM_VF, 0)
-        m.changed()
+        m.changed(pf)   # the VFs and their groups are noted as they go
