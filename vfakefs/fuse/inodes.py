@@ -209,16 +209,20 @@ class InodeTable:
     def _drop(self, d: int) -> dict | None:
         """Forget what we cached of directory d, its entries' nodes and attributes, and its
         parent's rows (they carry d's attributes); returns d's old listing."""
+        nodes, attrs, rows, inos = self.nodes, self.attr_cache, self.rows_cache, self.inos
         entries = self.listings.pop(d, None)
-        for cache in (self.nodes, self.attr_cache, self.rows_cache):
-            cache.pop(d, None)
+        nodes.pop(d, None)
+        attrs.pop(d, None)
+        rows.pop(d, None)
         path = self.paths[d]
         if path:
-            self.rows_cache.pop(self.inos.get(path.rpartition("/")[0]), None)
+            rows.pop(inos.get(path.rpartition("/")[0]), None)
+        prefix = f"{path}/" if path else ""
         for name in self.served.get(d, ()):
-            c = self.inos.get(self._join(d, name))
-            for cache in (self.nodes, self.attr_cache, self.rows_cache):
-                cache.pop(c, None)
+            c = inos.get(prefix + name)
+            nodes.pop(c, None)
+            attrs.pop(c, None)
+            rows.pop(c, None)
         return entries
 
     def _compare(self, targets: list[int], old: dict) -> None:

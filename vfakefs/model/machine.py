@@ -77,10 +77,10 @@ class Machine:
     # --- structure -----------------------------------------------------------
     def changed(self, *objs) -> None:
         """Called after every structural change: views rebuild, FUSE invalidates.
-        objs: what changed (functions added, removed, bound or unbound, and their
-        drivers); none: anything may have. Inside batch() the listeners hear of it
-        once, at the end; while they run, `changes` holds what changed since the last
-        time (add_function and remove_one add the groups), None for anything."""
+        objs: what changed (functions bound or unbound, and their drivers); none:
+        anything may have. Inside batch() the listeners hear of it once, at the end;
+        while they run, `changes` holds what changed since the last time, None for
+        anything (add_function and remove_one add the function, its address and group)."""
         self.generation += 1
         if objs:
             self.note(*objs)
@@ -293,7 +293,7 @@ class Machine:
         self.functions.append(f)
         self.by_bdf[f.bdf] = f
         f.machine = self
-        self.note(f)
+        self.note(f, f.bdf)
         self.kmsg.dev(f, f.setup_line(self.profile.pci_setup_type_str),
                       prefix="pci")
         if self.groups is not None:
@@ -309,7 +309,7 @@ class Machine:
             self.kmsg.dev(f, f"Removing from iommu group {group.id}", prefix="pci")
             iommu.detach_device(self, f, group)
             self.note(group)
-        self.note(f)
+        self.note(f, f.bdf)
         self.functions.remove(f)
         del self.by_bdf[f.bdf]
 
