@@ -100,7 +100,7 @@ def cmd_mount(args) -> int:
 
     def start(ready):
         view = View(host)
-        ops = SysfsOps(view.root(), lambda: host.machine.generation)
+        ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
         host.subscribe(ops.publish)
         serve(ops, args.mountpoint, ready=ready,
               background=lambda nursery: nursery.start_soon(engine.run, host))

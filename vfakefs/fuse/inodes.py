@@ -1,9 +1,11 @@
 """Inodes for a view tree, and keeping the kernel's caches of them true.
 
-Inode numbers are stable per path for the life of the mount. Directory listings
-are computed from the view once per Machine generation; after a structural
-change the names the kernel has cached are compared with the new listing and
-what vanished or changed is invalidated, so the next syscall sees it.
+Inode numbers are stable per path for the life of the mount. Directory listings,
+nodes and attributes are computed from the view once and kept; after a structural
+change the directories it may have altered (as the view tells from what the
+Machine says changed) are re-listed, the names the kernel has cached there are
+compared with the new listing, and what vanished or changed is invalidated, so
+the next syscall sees it. The caches of every other directory stay.
 """
 from __future__ import annotations
 
@@ -20,20 +22,26 @@ from vfakefs.sysfs.nodes import Bound, CharDev, Dir, node_type
 
 log = logging.getLogger("vfakefs")
 
+NOTHING = frozenset()
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
 
 
 class InodeTable:
-    def __init__(self, root: Dir, generation):
-        self.generation = generation           # () -> int, bumps on structural change
+    def __init__(self, root: Dir, generation, dirty=None):
+        """generation() -> int bumps on every structural change; dirty() -> the
+        directories the change being published may have altered, as
+        [(path, deep, skip)] (sysfs/dirty.py), or None for any (then all are re-listed)."""
+        self.generation = generation
+        self.dirty = dirty
         self.root = root
         self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: ""}
         self.inos: dict[str, int] = {"": pyfuse3.ROOT_INODE}
         self.next_ino = pyfuse3.ROOT_INODE
-        self.nodes: dict[int, tuple[int, object]] = {}
-        self.listings: dict[int, tuple[int, dict]] = {}
-        self.attr_cache: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
-        self.rows_cache: dict[int, tuple[int, list]] = {}
+        # caches, each kept until a change names the directory (publish) or it goes away
+        self.nodes: dict[int, object] = {}
+        self.listings: dict[int, dict] = {}
+        self.attr_cache: dict[int, pyfuse3.EntryAttributes] = {}
+        self.rows_cache: dict[int, list] = {}
         self.overrides: dict[int, dict] = {}   # chmod/chown by root, kept per inode like kernfs iattrs
         self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
         self.published = generation()
@@ -59,10 +67,9 @@ class InodeTable:
         return path
 
     def node(self, ino: int):
-        gen = self.generation()
-        hit = self.nodes.get(ino)
-        if hit is not None and hit[0] == gen:
-            return hit[1]
+        node = self.nodes.get(ino)
+        if node is not None:
+            return node
         path = self.paths.get(ino)
         if path is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -73,20 +80,19 @@ class InodeTable:
             node = self.listing(self.ino_of(parent)).get(name)
             if node is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-        self.nodes[ino] = (gen, node)
+        self.nodes[ino] = node
         return node
 
     def listing(self, ino: int) -> dict:
-        gen = self.generation()
-        hit = self.listings.get(ino)
-        if hit is not None and hit[0] == gen:
-            return hit[1]
+        entries = self.listings.get(ino)
+        if entries is not None:
+            return entries
         node = self.node(ino)
         if not isinstance(node, Dir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         with kernel_errors():
             entries = node.entries()
-        self.listings[ino] = (gen, entries)
+        self.listings[ino] = entries
         return entries
 
     def child(self, parent: int, name: str):
@@ -95,25 +101,22 @@ class InodeTable:
             raise pyfuse3.FUSEError(errno.ENOENT)
         path = self.path_of(parent)
         ino = self.ino_of(f"{path}/{name}" if path else name)
-        self.nodes[ino] = (self.generation(), node)
+        self.nodes[ino] = node
         self.served.setdefault(parent, {})[name] = node
         return ino, node
 
     # --- attributes -------------------------------------------------------------------
     def attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
-        """Attributes, computed once per generation (a directory's nlink needs its listing)."""
+        """Attributes, kept until a change names the directory (a directory's nlink needs its listing)."""
         if isinstance(node, Bound) and node.stream:
             # a stream's size moves with every record: always fresh, never cached by the
             # kernel either, so that lseek(SEEK_END) asks for it
             a = self._attrs(ino, node)
             a.attr_timeout = 0
             return a
-        gen = self.generation()
-        hit = self.attr_cache.get(ino)
-        if hit is not None and hit[0] == gen:
-            return hit[1]
-        a = self._attrs(ino, node)
-        self.attr_cache[ino] = (gen, a)
+        a = self.attr_cache.get(ino)
+        if a is None:
+            a = self.attr_cache[ino] = self._attrs(ino, node)
         return a
 
     def _attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
@@ -142,52 +145,118 @@ class InodeTable:
         return self.overrides.get(ino, {}).get("mode", node.mode)
 
     def dir_rows(self, ino: int) -> list:
-        """(name, attributes) of ".", ".." and every entry, once per generation.
+        """(name, attributes) of ".", ".." and every entry, kept like the listing.
         READDIRPLUS hands the kernel each entry, so each counts as served."""
-        gen = self.generation()
-        hit = self.rows_cache.get(ino)
-        if hit is not None and hit[0] == gen:
-            return hit[1]
+        rows = self.rows_cache.get(ino)
+        if rows is not None:
+            return rows
         pino = self.ino_of(self.path_of(ino).rpartition("/")[0])
         rows = [(b".", self.attrs(ino, self.node(ino))), (b"..", self.attrs(pino, self.node(pino)))]
         for name in sorted(self.listing(ino)):
             cino, node = self.child(ino, name)
             rows.append((os.fsencode(name), self.attrs(cino, node)))
-        self.rows_cache[ino] = (gen, rows)
+        self.rows_cache[ino] = rows
         return rows
 
     # --- publishing structural changes ------------------------------------------------------
     def publish(self) -> None:
-        """After a change of the Machine's structure: find what the kernel cached that no
-        longer stands, and queue its invalidation (deliver() sends it before the write
-        that made the change is answered)."""
+        """After a change of the Machine's structure: drop what we cached of the directories
+        it may have altered, re-list those the kernel was shown, and queue the invalidation
+        of what the kernel cached that no longer stands (deliver() sends it before the
+        write that made the change is answered). Only the directories dirty() names are
+        looked at, so a change costs what it touches, not what the kernel was ever shown."""
         gen = self.generation()
         if gen == self.published:
             return
         self.published = gen
-        old_listings = self.listings
-        # caches of the old generation go now, so removed functions leave no memory behind
-        self.listings, self.nodes, self.attr_cache, self.rows_cache = {}, {}, {}, {}
-        gone: list[str] = []
-        for dino, served in list(self.served.items()):
-            before = old_listings.get(dino, (0, {}))[1]
-            try:
-                entries = self.listing(dino)
-            except pyfuse3.FUSEError:
-                self.served.pop(dino, None)   # the directory itself went away
-                continue
-            stale = [name for name, old in served.items() if not _same(old, entries.get(name))]
-            for name in stale:
-                del served[name]
-                self.pending.append((dino, os.fsencode(name)))
-                if name not in entries:
-                    gone.append(self._join(dino, name))
-            if before.keys() != entries.keys():
-                self.pending_attrs.add(dino)   # nlink and tmpfs sizes
-        if gone:
-            self.forget_paths(gone)
+        spec = self.dirty() if self.dirty is not None else None
+        if spec is None:
+            self.republish_all()
+        else:
+            self.republish(spec)
         if self.pending or self.pending_attrs:
             self.deliver_soon()
+
+    def republish_all(self) -> None:
+        """A change nobody could map: every directory is re-listed and compared."""
+        old = self.listings
+        targets = list(self.served.keys() | old.keys())
+        self.listings, self.nodes, self.attr_cache, self.rows_cache = {}, {}, {}, {}
+        self._compare(targets, old)
+
+    def republish(self, spec) -> None:
+        """The directories spec names (and below a deep one, those the kernel was shown)."""
+        old: dict[int, dict | None] = {}
+        targets: list[int] = []
+        for path, deep, skip in spec:
+            ino = self.inos.get(path)
+            if ino is None or ino in old:
+                continue   # never shown to the kernel: nothing of it is cached
+            stack = [(ino, skip if deep else None)]
+            while stack:
+                d, sk = stack.pop()
+                if d in old:
+                    continue
+                below = [self._join(d, name) for name in self.served.get(d, ()) if sk is not None and name not in sk]
+                targets.append(d)
+                old[d] = self._drop(d)
+                for cpath in below:
+                    c = self.inos.get(cpath)
+                    if c is not None and (c in self.served or c in self.listings):
+                        stack.append((c, NOTHING))
+        self._compare(targets, old)
+
+    def _drop(self, d: int) -> dict | None:
+        """Forget what we cached of directory d, its entries' nodes and attributes, and its
+        parent's rows (they carry d's attributes); returns d's old listing."""
+        nodes, attrs, rows, inos = self.nodes, self.attr_cache, self.rows_cache, self.inos
+        entries = self.listings.pop(d, None)
+        nodes.pop(d, None)
+        attrs.pop(d, None)
+        rows.pop(d, None)
+        path = self.paths[d]
+        if path:
+            rows.pop(inos.get(path.rpartition("/")[0]), None)
+        prefix = f"{path}/" if path else ""
+        for name in self.served.get(d, ()):
+            c = inos.get(prefix + name)
+            nodes.pop(c, None)
+            attrs.pop(c, None)
+            rows.pop(c, None)
+        return entries
+
+    def _compare(self, targets: list[int], old: dict) -> None:
+        """Re-list each target the kernel was shown; queue the invalidation of what it
+        cached that no longer stands. A target that went away brings its parent in
+        (whose listing then lacks it), so a removed subtree is always forgotten."""
+        gone: list[str] = []
+        work, seen = list(targets), set(targets)
+        for d in work:   # grows as parents come in
+            served, before = self.served.get(d), old.get(d)
+            if served is None and before is None:
+                continue   # the kernel knows nothing that came from its listing
+            try:
+                entries = self.listing(d)
+            except pyfuse3.FUSEError:
+                path = self.paths.get(d)
+                if path:
+                    p = self.inos.get(path.rpartition("/")[0])
+                    if p is not None and p not in seen:
+                        seen.add(p)
+                        old[p] = self._drop(p)
+                        work.append(p)
+                continue
+            if served:
+                stale = [name for name, node in served.items() if not _same(node, entries.get(name))]
+                for name in stale:
+                    del served[name]
+                    self.pending.append((d, os.fsencode(name)))
+                    if name not in entries:
+                        gone.append(self._join(d, name))
+            if before is not None and before.keys() != entries.keys():
+                self.pending_attrs.add(d)   # nlink and tmpfs sizes
+        if gone:
+            self.forget_paths(gone)
 
     def _join(self, dino: int, name: str) -> str:
         path = self.paths[dino]
@@ -225,8 +294,9 @@ class InodeTable:
             await trio.to_thread.run_sync(_notify, entries, attrs)
 
     def forget_paths(self, paths: list[str]) -> None:
-        """Drop the inode numbers of removed subtrees, walking what the kernel was
-        served (numbers are never reused: a path that comes back gets a new one)."""
+        """Drop the inode numbers of removed subtrees and all we cached of them, walking
+        what the kernel was served (numbers are never reused: a path that comes back
+        gets a new one)."""
         stack = list(paths)
         while stack:
             path = stack.pop()
@@ -234,7 +304,8 @@ class InodeTable:
             if ino is None:
                 continue
             del self.paths[ino]
-            self.overrides.pop(ino, None)
+            for cache in (self.nodes, self.listings, self.attr_cache, self.rows_cache, self.overrides):
+                cache.pop(ino, None)
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
 
 
@@ -254,8 +325,21 @@ def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
 
 
 def _same(old, new) -> bool:
-    """Whether a cached entry still stands: a directory stays the same directory;
-    a link must keep its target; an attribute its declaration and object."""
+    """Whether the kernel's cached entry still stands: a directory stays the same
+    directory; a link must keep its target; a device node its numbers; a file its
+    kind, mode and size (what the kernel caches of it: its contents come from
+    whatever object the entry names now, looked up afresh at each open)."""
     if new is None or type(old) is not type(new):
         return False
-    return isinstance(old, Dir) or old == new
+    if isinstance(old, Dir):
+        return old.mode == new.mode
+    if isinstance(old, Bound):
+        if type(old.decl) is not type(new.decl) or old.mode != new.mode:
+            return False
+        if not old.binary:
+            return True
+        try:
+            return old.size == new.size
+        except Exception:   # noqa: BLE001 - a size that cannot be told is not the same
+            return False
+    return old == new

@@ -1,6 +1,6 @@
 """pyfuse3 Operations over a view tree: requests in, errnos out.
 
-The inode side (stable numbers, per-generation listings and attributes, and
+The inode side (stable numbers, cached listings and attributes, and
 invalidation after structural changes) is InodeTable in inodes.py.
 """
 from __future__ import annotations
@@ -45,9 +45,9 @@ class OpenFile:
 class SysfsOps(InodeTable, pyfuse3.Operations):
     supports_dot_lookup = False
 
-    def __init__(self, root: Dir, generation):
+    def __init__(self, root: Dir, generation, dirty=None):
         pyfuse3.Operations.__init__(self)
-        InodeTable.__init__(self, root, generation)
+        InodeTable.__init__(self, root, generation, dirty)
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0

@@ -62,6 +62,8 @@ class Machine:
         self.eth_ids = Ida()
         self._batch = 0
         self._pending = False
+        self._noted: list | None = []           # what changed since the last notification (None: anything)
+        self.changes: list | None = None        # what the listeners being notified are told
         self._children: tuple[int, dict] = (-1, {})
         self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
         self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
@@ -84,15 +86,33 @@ class Machine:
         return self.kmsg.uptime_usec() // 1000
 
     # --- structure -----------------------------------------------------------
-    def changed(self) -> None:
+    def changed(self, *objs) -> None:
         """Called after every structural change: views rebuild, FUSE invalidates.
-        Inside batch() the listeners hear of it once, at the end."""
+        objs: what changed (functions bound or unbound, and their drivers); none:
+        anything may have. Inside batch() the listeners hear of it once, at the end;
+        while they run, `changes` holds what changed since the last time, None for
+        anything (add_function and remove_one add the function, its address and group)."""
         self.generation += 1
+        if objs:
+            self.note(*objs)
+        else:
+            self._noted = None
         if self._batch:
             self._pending = True
             return
+        self._notify()
+
+    def note(self, *objs) -> None:
+        """Record what a change touches, for the next notification (listeners that
+        re-list only what may differ); nothing is kept while nobody listens."""
+        if self._noted is not None and self._listeners:
+            self._noted.extend(objs)
+
+    def _notify(self) -> None:
+        self.changes, self._noted = self._noted, []
         for fn in self._listeners:
             fn()
+        self.changes = None
 
     @contextmanager
     def batch(self):
@@ -104,8 +124,7 @@ class Machine:
             self._batch -= 1
             if not self._batch and self._pending:
                 self._pending = False
-                for fn in self._listeners:
-                    fn()
+                self._notify()
 
     def subscribe(self, fn) -> None:
         self._listeners.append(fn)
@@ -285,6 +304,7 @@ class Machine:
         self.functions.append(f)
         self.by_bdf[f.bdf] = f
         f.machine = self
+        self.note(f, f.bdf)
         self.kmsg.dev(f, f.setup_line(self.profile.pci_setup_type_str),
                       prefix="pci")
         if self.groups is not None:
@@ -299,6 +319,8 @@ class Machine:
             self.groups.remove_device(f)
             self.kmsg.dev(f, f"Removing from iommu group {group.id}", prefix="pci")
             iommu.detach_device(self, f, group)
+            self.note(group)
+        self.note(f, f.bdf)
         self.functions.remove(f)
         del self.by_bdf[f.bdf]
 
@@ -320,7 +342,7 @@ class Machine:
                     self.remove_one(f)
                     if not f.is_virtfn:
                         self.removed.append(f)
-            self.changed()
+            self.changed(*doomed)
 
     def rescan(self, only=None) -> None:
         """pci_rescan_bus(): removed functions come back in bus order and probe
@@ -335,7 +357,7 @@ class Machine:
                 self.add_function(f)
             for f in sorted(back, key=lambda f: f.bdf):
                 binding.device_attach(self, f)
-            self.changed()
+            self.changed(*back)
 
     def _below(self, dev: PciFunction) -> list[PciFunction]:
         out = []

@@ -8,8 +8,8 @@ from __future__ import annotations
 import weakref
 
 from vfakefs.model.host import Host
-from vfakefs.sysfs import (bus, debugfs_intel, devices, iommu, iommu_groups, kmsg, net, nvme, vfakefs_debugfs,
-                           vfio)
+from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, net, nvme,
+                           vfakefs_debugfs, vfio)
 from vfakefs.sysfs.nodes import Dir
 
 
@@ -40,6 +40,11 @@ class View:
     def netdev_path(self, nd) -> str:
         base = self.device_path(nd.dev)
         return f"{base}/{nd.subdir}/net/{nd.name}" if nd.subdir else f"{base}/net/{nd.name}"
+
+    def dirty(self) -> list | None:
+        """While the Machine notifies a change: the directories it may have altered
+        (dirty.py); None: any."""
+        return dirty.dirty(self, self.m.changes)
 
     # --- the tree -------------------------------------------------------------------
     def root(self) -> Dir:

@@ -139,7 +139,7 @@ def release(m, dev) -> None:
     dev.wakeup_enabled = False
     if dev.sriov is not None:
         dev.sriov.driver_max_vfs = None                  # pci_iov_remove
-    m.changed()
+    m.changed(dev, drv)
 
 
 def device_attach(m, dev) -> bool:
@@ -153,7 +153,7 @@ def device_attach(m, dev) -> bool:
                 probe(m, drv, dev)
             except SysfsError:
                 continue
-            m.changed()
+            m.changed(dev, drv)
             return True
     return False
 
@@ -165,7 +165,7 @@ def driver_attach(m, drv: Driver) -> None:
             if dev.driver is None and match(drv, dev):
                 try:
                     probe(m, drv, dev)
-                    m.changed()
+                    m.changed(dev, drv)
                 except SysfsError:
                     pass
 
@@ -183,7 +183,7 @@ def bind(m, drv: Driver, text: str) -> None:
     if dev.driver is not None:
         raise SysfsError(errno.EBUSY)
     probe(m, drv, dev)
-    m.changed()
+    m.changed(dev, drv)
 
 
 def unbind(m, drv: Driver, text: str) -> None:

@@ -68,7 +68,7 @@ def enable(m, pf: PciFunction, n: int) -> None:
                 vf.driver_override = "vfio-pci"
                 m.kmsg.dev(pf, f"Captured SR-IOV VF {vf.name} driver_override")
             binding.device_attach(m, vf)
-        m.changed()
+        m.changed(*vfs)   # (their PF's virtfn links with them; add_function notes their groups)
 
 
 def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]) -> PciFunction:
@@ -87,12 +87,13 @@ def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]
 def disable(m, pf: PciFunction) -> None:
     """sriov_disable(): VFs go in order 0..N-1, each with its driver and group."""
     sr = pf.sriov
+    gone = list(sr.vfs)
     with m.batch():
-        for vf in list(sr.vfs):
+        for vf in gone:
             binding.release(m, vf)
             m.remove_one(vf)
         sr.vfs.clear()
         cfg = pf.config
         cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) & ~(C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE))
         cfg.w16(sr.pos + C.SRIOV_NUM_VF, 0)
-        m.changed()
+        m.changed(*gone) if gone else m.changed(pf)   # (remove_one notes their groups)
