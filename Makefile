@@ -36,7 +36,7 @@ stop:
 	-$(VENV)/bin/vfakefs umount $(MNT)
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 bench: venv
 	taskset -c 0 $(PY) bench/read_rate.py
