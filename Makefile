@@ -42,6 +42,9 @@ bench: venv
 	taskset -c 0 $(PY) bench/read_rate.py
 	taskset -c 0 $(PY) bench/sriov_scale.py --profile never
 	taskset -c 0 $(PY) bench/translate.py
+	taskset -c 0 $(PY) bench/latency_under_traffic.py
+	taskset -c 0 $(PY) bench/walk_under_writes.py
+	taskset -c 0 $(PY) bench/sriov_cycles_memory.py
 
 clean: stop
 	rm -rf $(VENV)
