@@ -12,9 +12,6 @@ from pathlib import Path
 
 from vfakefs.fuse import state
 from vfakefs.fuse.state import FSTYPE, top_mount
-from vfakefs.model import topology
-from vfakefs.model.errors import TopologyError
-from vfakefs.model.host import Host
 
 DEFAULT_TOPOLOGY = "seed-vtd"
 UMOUNT_WAIT = 30      # seconds an unmounted daemon has to exit (a safety net: it takes milliseconds)
@@ -87,6 +84,11 @@ def _prepare_mountpoint(mnt: str) -> None:
 
 
 def cmd_mount(args) -> int:
+    # the model, the view and FUSE are imported by the commands that use them, so that
+    # `umount` and `run` start in a fraction of the time
+    from vfakefs.model import topology
+    from vfakefs.model.errors import TopologyError
+    from vfakefs.model.host import Host
     _prepare_mountpoint(args.mountpoint)
     try:
         host = Host(topology.load(args.topology))
@@ -235,6 +237,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    from vfakefs.model import topology
     for name, desc in topology.presets().items():
         print(f"{name:12} {desc}")
     return 0
