@@ -77,6 +77,7 @@ class Machine:
         self.topology = None                    # the topology.Topology it was booted from
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
+        self.vfio_pins: list = []               # (hpa, size, ProcessMemory, vaddr) VFIO pinned, by hpa
         # what the topology declares beyond the PCI tree (topology._Checker.declared)
         self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
@@ -270,7 +271,8 @@ class Machine:
                     assert not lo & 1, f"{f.name}: blocked but its context entry is present"
                 else:
                     assert lo & 1 and (hi >> 8) & 0xFFFF == dom.did, f"{f.name}: context entry not its group's domain"
-            live = {g.domain.did for g in self.groups.by_id.values()}
+            # (the blocking domain a claimed group waits in has no id: intel's blocking_domain)
+            live = {g.domain.did for g in self.groups.by_id.values() if g.domain.type != "blocked"}
             assert live <= set(unit.domains), "a group's domain is missing from the unit"
 
     # --- PCI core operations ------------------------------------------------------------

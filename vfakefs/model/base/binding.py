@@ -43,6 +43,9 @@ def probe(m, drv: Driver, dev) -> None:
     """pci_device_probe() and the driver's own probe; raises the probe's errno."""
     if not can_probe(dev):
         raise SysfsError(errno.ENODEV)
+    if not drv.driver_managed_dma and dev.group is not None and dev.group.owner is not None:
+        # pci_dma_configure -> iommu_device_use_default_domain(): the group is claimed
+        _probe_failed(m, drv, dev, errno.EBUSY)
     if drv.name == "vfio-pci":
         # vfio_pci_probe: normal headers only, no IOMMU group no VFIO, PF without VFs
         if dev.header_type != 0 or dev.group is None:

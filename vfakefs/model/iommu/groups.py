@@ -22,6 +22,8 @@ class IommuGroup:
     devices: list = field(default_factory=list)
     machine: object = None
     domain_: object = None            # the remapping unit's Domain: see `domain`
+    owner: object = None              # iommu_group_claim_dma_owner(): the VFIO group holding it
+    vfio: object = None               # the open /dev/vfio/<N> (vfio_group_fops_open: one opener)
 
     @property
     def domain(self):
@@ -143,8 +145,10 @@ TYPE_NAMES = {"identity": "identity", "DMA": "DMA", "DMA-FQ": "DMA-FQ", "auto": 
 
 def owned(group: IommuGroup) -> bool:
     """owner_cnt != 0: a member bound to a driver that uses the kernel DMA API
-    (anything but driver_managed_dma drivers such as vfio-pci, pci-stub, pcieport)."""
-    return any(d.driver is not None and not d.driver.driver_managed_dma for d in group.devices)
+    (anything but driver_managed_dma drivers such as vfio-pci, pci-stub, pcieport),
+    or an explicit owner (VFIO) claimed it."""
+    return group.owner is not None or \
+        any(d.driver is not None and not d.driver.driver_managed_dma for d in group.devices)
 
 
 def set_type(m, group: IommuGroup, text: str) -> bool:

@@ -87,12 +87,18 @@ def change_domain(m, group) -> None:
     if u is None:
         return
     old = group.domain
-    group.domain = new_default_domain(u, group)
-    for dev in group.devices:
-        for rid in rids(dev):
-            u.set_context(rid, group.domain)
+    set_group_domain(u, group, new_default_domain(u, group))
     if old is not None:
         u.free_domain(old)
+
+
+def set_group_domain(u, group, dom) -> None:
+    """__iommu_group_set_domain(): every member's context entries re-programmed for dom
+    (the unit flushes the context cache and the old domain's IOTLB as it goes)."""
+    group.domain = dom
+    for dev in group.devices:
+        for rid in rids(dev):
+            u.set_context(rid, dom)
 
 
 def store_type(m, group, text: str) -> None:
