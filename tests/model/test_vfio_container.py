@@ -8,6 +8,8 @@ from vfakefs.model import topology
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.iommu import iommu
+from vfakefs.model.pci import sriov
+from vfakefs.model.profile import PROFILES
 from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.device import VfioPciDevice
@@ -449,4 +451,58 @@ def test_get_info_capabilities(m):
     nr = struct.unpack_from("<I", buf, off + 8)[0]
     ranges = [struct.unpack_from("<QQ", buf, off + 16 + 16 * i) for i in range(nr)]
     assert ranges == [(0, 0xFEDFFFFF), (0xFEF00000, (1 << 48) - 1)]
+    m.check()
+
+
+def test_vf_token_rules():
+    m = topology.load("seed-vtd")
+    m.vfio_enable_sriov = True
+    pf = m.lookup("0000:03:00.0")
+    to_vfio(m, pf.name)
+    sriov.configure(m, pf, 2)
+    vf = next(f for f in m.functions if f.is_virtfn and f.physfn is pf)
+    to_vfio(m, vf.name)
+    g = VfioGroup.open(m, vf.group.id)
+    c = VfioContainer(m)
+    g.set_container(c)
+    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
+    assert errno_of(g.get_device_fd, vf.name) == errno.EACCES
+    assert m.kmsg.records[-1].text == f"vfio-pci {vf.name}: VF token required to access device"
+    wrong = " vf_token=11111111-2222-3333-4444-555555555555"
+    assert errno_of(g.get_device_fd, vf.name + wrong) == errno.EACCES
+    assert m.kmsg.records[-1].text == f"vfio-pci {vf.name}: Incorrect VF token provided for device"
+    assert g.devices == []
+    # the PF's token starts as the null UUID, until the PF's user sets one
+    assert g.get_device_fd(vf.name + " vf_token=00000000-0000-0000-0000-000000000000").dev is vf
+    m.check()
+
+
+def test_vf_token_with_the_pf_on_another_driver_is_einval():
+    m = topology.load("seed-vtd")
+    pf = m.lookup("0000:03:00.0")
+    sriov.configure(m, pf, 1)                               # ixgbe keeps the PF
+    vf = next(f for f in m.functions if f.is_virtfn and f.physfn is pf)
+    to_vfio(m, vf.name)
+    g = VfioGroup.open(m, vf.group.id)
+    c = VfioContainer(m)
+    g.set_container(c)
+    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
+    tok = " vf_token=00000000-0000-0000-0000-000000000000"
+    assert errno_of(g.get_device_fd, vf.name + tok) == errno.EINVAL
+    assert m.kmsg.records[-1].text == f"vfio-pci {vf.name}: VF token incorrectly provided, PF not bound to vfio-pci"
+    assert g.get_device_fd(vf.name).dev is vf
+    m.check()
+
+
+def test_kernel_6_1_differences(m):
+    m.profile = PROFILES["6.1"]
+    g = VfioGroup.open(m, 42)
+    assert errno_of(g.set_container, object()) == errno.EINVAL     # vfio_group_set_container: not vfio_fops
+    assert g.group.owner is None
+    c = VfioContainer(m, memory=BytesMemory(VBASE, 4 * MiB))
+    g.set_container(c)
+    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
+    assert struct.unpack_from("<Q", c.get_info(16), 8)[0] == 0x1000   # intel_iommu_ops: SZ_4K
+    c.map_dma(VBASE, 0, 2 * MiB)
+    assert [lv for _, lv, _ in c.iommu.domain.table.leaves()] == [2]  # map_pages still builds a superpage
     m.check()

@@ -34,6 +34,12 @@ class KernelProfile:
     # VT-d's static identity domain uses the reserved FLPT_DEFAULT_DID (1) in legacy mode
     # (6.12, "iommu/vt-d: Reserve a static domain ID"); 6.1 gives it a domain id of its own
     identity_flpt_did: bool = True
+    # VFIO_GROUP_SET_CONTAINER with a fd that is no container: EBADFD since the group path
+    # also takes iommufd (6.2); 6.1's vfio_group_set_container answered EINVAL
+    vfio_set_container_ebadfd: bool = True
+    # a VT-d paging domain's pgsize_bitmap has the superpages CAP.SLLPS has
+    # (domain_super_pgsize_bitmap); 6.1 advertises SZ_4K only and builds superpages inside map_pages
+    vtd_superpage_pgsizes: bool = True
 
 
 PROFILES = {
@@ -41,7 +47,7 @@ PROFILES = {
         "6.1", "6.1.0-56-amd64", False, False, False, True, True, True,
         "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
         "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
-        identity_flpt_did=False),
+        identity_flpt_did=False, vfio_set_container_ebadfd=False, vtd_superpage_pgsizes=False),
     "6.12": KernelProfile(
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "

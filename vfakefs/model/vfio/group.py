@@ -71,13 +71,13 @@ class VfioGroup:
 
     # --- VFIO_GROUP_SET_CONTAINER / UNSET_CONTAINER ------------------------------------------------
     def set_container(self, container) -> None:
-        """vfio_group_ioctl_set_container(): EINVAL when set, EBADFD for a fd that is no
-        container, EPERM when a DMA-API driver owns a member, EINVAL (and the warning) for
+        """vfio_group_ioctl_set_container(): EINVAL when set, EBADFD (6.1: EINVAL) for a fd
+        that is no container, EPERM when a DMA-API driver owns a member, EINVAL (and the warning) for
         a member that needs its firmware 1:1 mapping; the backend's attach errors undo."""
         if self.container is not None:
             raise SysfsError(errno.EINVAL)
         if not isinstance(container, VfioContainer):
-            raise SysfsError(errno.EBADFD)
+            raise SysfsError(errno.EBADFD if self.m.profile.vfio_set_container_ebadfd else errno.EINVAL)
         if iommu_groups.owned(self.group):
             raise SysfsError(errno.EPERM)
         for dev in self.group.devices:

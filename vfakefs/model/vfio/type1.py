@@ -252,8 +252,11 @@ class VfioIommuType1:
     # --- IOMMU_GET_INFO ----------------------------------------------------------------------------
     @property
     def pgsize_bitmap(self) -> int:
-        """The domain's page sizes: 4 KiB plus the superpages CAP.SLLPS has (intel/iommu.c)."""
+        """The domain's page sizes: 4 KiB plus the superpages CAP.SLLPS has (intel/iommu.c
+        domain_super_pgsize_bitmap; 6.1: 4 KiB only)."""
         sizes = PAGE
+        if not self.m.profile.vtd_superpage_pgsizes:
+            return sizes
         for level in self.unit.superpage_levels:
             sizes |= 1 << (12 + 9 * (level - 1))
         return sizes
