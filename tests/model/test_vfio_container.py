@@ -506,3 +506,41 @@ def test_kernel_6_1_differences(m):
     c.map_dma(VBASE, 0, 2 * MiB)
     assert [lv for _, lv, _ in c.iommu.domain.table.leaves()] == [2]  # map_pages still builds a superpage
     m.check()
+
+
+def test_two_groups_share_the_containers_domain(m):
+    NIC = "0000:02:00.0"
+    to_vfio(m, NIC)
+    c, g = ready(m)
+    did = c.iommu.domain.did
+    nic_default = m.lookup(NIC).group.domain
+    c.map_dma(VBASE, 0, 0x4000)
+    g2 = VfioGroup.open(m, m.lookup(NIC).group.id)
+    assert errno_of(g2.unknown_ioctl) == errno.ENOTTY
+    g2.set_container(c)                                     # backend set: attached at once
+    assert ctx_did(m, NIC) == did and len(c.groups) == 2
+    hpa = c.iommu.dma_list[0].hpa
+    assert m.iommu_unit().translate(rid(m, NIC), 0x2000).hpa == hpa + 0x2000
+    m.check()
+    g.close()                                               # one group leaves: the mappings stay
+    assert ctx_did(m) == m.lookup(GPU).group.domain.did
+    assert c.iommu.domain.did == did and m.iommu_unit().translate(rid(m, NIC), 0x2000).hpa == hpa + 0x2000
+    m.check()
+    g2.unset_container()                                    # the last one: backend and domain go
+    assert c.iommu is None and did not in m.iommu_unit().domains and m.vfio_pins == []
+    assert m.lookup(NIC).group.domain is nic_default and ctx_did(m, NIC) == nic_default.did
+    m.check()
+
+
+def test_joining_a_set_container_undoes_the_claim_on_attach_failure(m):
+    NIC = "0000:02:00.0"
+    to_vfio(m, NIC)
+    c, g = ready(m)
+    m.interrupt_remapping = False
+    g2 = VfioGroup.open(m, m.lookup(NIC).group.id)
+    nic_did = ctx_did(m, NIC)
+    assert errno_of(g2.set_container, c) == errno.EPERM
+    assert m.kmsg.records[-1].text == type1.IR_WARNING
+    assert g2.container is None and g2.group.owner is None and ctx_did(m, NIC) == nic_did
+    assert c.groups == [g] and c.iommu.groups == [g]
+    m.check()

@@ -61,6 +61,10 @@ class VfioGroup:
         self.group.vfio = None
         self.closed = True
 
+    def unknown_ioctl(self) -> None:
+        """vfio_group_fops_unl_ioctl's default."""
+        raise SysfsError(errno.ENOTTY)
+
     # --- VFIO_GROUP_GET_STATUS ------------------------------------------------------------------
     def get_status(self, argsz: int = STATUS_MINSZ) -> int:
         if argsz < STATUS_MINSZ:
