@@ -415,3 +415,41 @@ def test_qemu_ref_e1000e_msix_through_remapping():
     assert vd.raise_vector(n - 1).delivered and efds[n - 1].count == 1
     vd.set_irqs(MSIX, 0, 0, TRIGGER_NONE)
     assert m.irq_remap.indices(vd.dev) == []
+
+
+def test_device_reset_logs_the_function_reset(gpu):
+    gpu.reset()
+    text = gpu.m.kmsg.text()
+    assert "0000:01:00.0: resetting" in text and "0000:01:00.0: reset done" in text
+
+
+def test_msi_flags_write_cannot_enable_msi_without_set_irqs(gpu):
+    f = gpu.dev
+    pos = f.caps[0x05]
+    gpu.write(CONFIG | (pos + 2), b"\x71")          # enable, 8 vectors
+    assert not f.config.r16(pos + 2) & 0x71           # the device: still off, one vector
+    assert gpu.read(CONFIG | (pos + 2), 1)[0] & 0x71 == 0
+    gpu.set_irqs(MSI, 0, 1, TRIGGER_EVENTFD, [Counter()])
+    gpu.write(CONFIG | (pos + 2), b"\x71")
+    assert f.config.r16(pos + 2) & 0x71 == 0x01       # enabled, queue size clamped to what was allocated
+
+
+def test_multiple_msi_shares_one_aligned_block(seed):
+    f = seed.lookup("0000:01:00.0")
+    pos = f.caps[0x05]
+    f.config.w16(pos + 2, f.config.r16(pos + 2) & ~0x0E | 2 << 1)   # the hardware offers 4 vectors
+    vd = vfio_open(seed, f.name)
+    assert vd.get_irq_info(MSI).count == 4
+    efds = [Counter() for _ in range(3)]
+    vd.set_irqs(MSI, 0, 3, TRIGGER_EVENTFD, efds)
+    t = seed.irq_remap
+    idx = t.indices(f)
+    assert idx == list(range(idx[0], idx[0] + 3)) and idx[0] % 4 == 0
+    assert t.bitmap[idx[0] + 3]                       # the block is rounded up to 4 (alloc_irte)
+    assert (f.config.r16(pos + 2) >> 4) & 7 == 2      # MME: 4 messages
+    vd.write(CONFIG | 4, (int.from_bytes(vd.read(CONFIG | 4, 2), "little") | 0x4).to_bytes(2, "little"))
+    r = vd.raise_vector(2)
+    assert r.delivered and r.index == idx[2] and [e.count for e in efds] == [0, 0, 1]
+    err(errno.EINVAL, vd.raise_vector, 3)              # allocated for alignment, never enabled
+    vd.set_irqs(MSI, 0, 0, TRIGGER_NONE)
+    assert t.indices(f) == [] and not any(t[i].present for i in idx) and not t.bitmap[idx[0] + 3]

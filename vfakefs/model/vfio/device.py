@@ -204,7 +204,7 @@ class VfioPciDevice:
             self._perm(pos, 2, 0xFFFF, 0)                                # id and next: virtualized
             if cid == C.CAP_MSI:                                         # init_pci_cap_msi_perm()
                 flags = cfg.r16(pos + 2)
-                self._perm(pos + 2, 2, 0xFFFF, 0x0070 | 0x0001)          # QSIZE | ENABLE
+                self._perm(pos + 2, 1, 0xFF, 0xFF)                       # flags, low byte only
                 self._perm(pos + 4, 4, 0xFFFFFFFF, 0xFFFFFFFF)           # address
                 data = pos + 8
                 if flags & 0x80:
@@ -277,9 +277,23 @@ class VfioPciDevice:
                 phys_changes[o] = (cur & ~(w & ~v) & 0xFF) | (b & w & ~v)
         for o, b in sorted(phys_changes.items()):
             self.m.config_write(self.dev, o, bytes([b]))
+        msi = self.dev.caps.get(C.CAP_MSI)
+        if msi is not None and pos <= msi + 2 < pos + len(data):
+            self._msi_flags_written(msi)
         if pos < 0x34 and pos + len(data) > 0x10:
             self.bardirty = True                       # a BAR was written: size it on next read
         return len(data)
+
+    def _msi_flags_written(self, msi: int) -> None:
+        """vfio_msi_config_write(): enable only while MSI is on through SET_IRQS, the queue
+        size at most what SET_IRQS allocated; the result goes to vconfig and the device."""
+        flags = self.vconfig[msi + 2] | self.vconfig[msi + 3] << 8
+        if self.irqs.irq_type != 1:                    # VFIO_PCI_MSI_IRQ_INDEX: MSI is enabled via ioctl
+            flags &= ~0x1
+        if (flags & 0x70) >> 4 > self.irqs.msi_qmax:
+            flags = flags & ~0x70 | self.irqs.msi_qmax << 4
+        self.vconfig[msi + 2:msi + 4] = flags.to_bytes(2, "little")
+        self.m.config_write(self.dev, msi + 2, flags.to_bytes(2, "little"))
 
     def _bar_fixup(self) -> None:
         """vfio_bar_fixup(): each BAR reads back as what was written, masked to its size,

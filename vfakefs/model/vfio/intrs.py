@@ -67,6 +67,7 @@ class VfioIrqs:
         self.intx_masked = False
         self.intx_unmask_fd = None
         self.err_trigger = self.req_trigger = None
+        self.msi_qmax = 0                        # log2 of the MSI vectors SET_IRQS allocated
 
     @property
     def num_ctx(self) -> int:
@@ -236,6 +237,7 @@ class VfioIrqs:
                 cfg.w16(pos + 8, data)
             mme = (nvec - 1).bit_length()
             cfg.w16(pos + 2, (flags & ~PCI_MSI_FLAGS_QSIZE) | mme << 4 | PCI_MSI_FLAGS_ENABLE)
+            self.msi_qmax = mme
         self.irq_type = VFIO_PCI_MSIX_IRQ_INDEX if msix else VFIO_PCI_MSI_IRQ_INDEX
         self.ctx = [None] * nvec
 
