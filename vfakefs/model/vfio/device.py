@@ -212,7 +212,13 @@ class VfioPciDevice:
                     data = pos + 12
                 self._perm(data, 2, 0xFFFF, 0xFFFF)
                 if flags & 0x100:
-                    self._perm(data + 4, 4, 0, 0xFFFFFFFF)               # mask bits: the device's
+                    self._perm(data + 4, 8, 0, 2**64 - 1)                # mask and pending: the device's
+            elif cid == C.CAP_PM:                                        # init_pci_cap_pm_perm()
+                self._perm(pos + 4, 4, 0, ~0x3 & 0xFFFFFFFF)             # PMCSR, but the power state
+            elif cid == C.CAP_PCIE:                                      # init_pci_cap_exp_perm()
+                # DevCtl: FLR, max payload and read request virtualized, phantom functions never
+                self._perm(pos + 8, 2, 0x8000 | 0x00E0 | 0x7000, ~0x0200 & 0xFFFF)
+                self._perm(pos + 0x28, 2, 0, ~0x0020 & 0xFFFF)           # DevCtl2, but ARI forwarding
             elif cid == C.CAP_MSIX:                                      # init_pci_cap_msix_perm()
                 self._perm(pos + 2, 2, 0xC000, 0xC000)                   # MASKALL | ENABLE
         for cid, pos in cfg.ext_caps():
@@ -280,6 +286,12 @@ class VfioPciDevice:
         msi = self.dev.caps.get(C.CAP_MSI)
         if msi is not None and pos <= msi + 2 < pos + len(data):
             self._msi_flags_written(msi)
+        exp = self.dev.pcie_cap
+        if exp is not None and pos <= exp + 9 < pos + len(data) and self.vconfig[exp + 9] & 0x80:
+            # vfio_exp_config_write(): Initiate FLR is virtual; with FLR support it resets
+            self.vconfig[exp + 9] &= 0x7F
+            if self.dev.config.r32(exp + 4) & 1 << 28:                  # DevCap: FLR capable
+                self.m.reset_function(self.dev)
         if pos < 0x34 and pos + len(data) > 0x10:
             self.bardirty = True                       # a BAR was written: size it on next read
         return len(data)

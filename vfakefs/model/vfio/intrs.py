@@ -80,7 +80,7 @@ class VfioIrqs:
     def irq_count(self, index: int) -> int:
         dev, cfg = self.dev, self.dev.config
         if index == VFIO_PCI_INTX_IRQ_INDEX:
-            return 1 if dev.irq and cfg.r8(0x3D) else 0
+            return 1 if dev.irq and cfg.r8(0x3D) and not dev.is_virtfn else 0   # VFs have no INTx
         if index == VFIO_PCI_MSI_IRQ_INDEX:
             pos = dev.caps.get(C.CAP_MSI)
             return 1 << ((cfg.r16(pos + 2) & PCI_MSI_FLAGS_QMASK) >> 1) if pos is not None else 0
