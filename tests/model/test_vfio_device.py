@@ -494,3 +494,24 @@ def test_a_vf_offers_no_intx(seed):
     vd = vfio_open(seed, vf.name)
     assert vd.get_irq_info(INTX).count == 0
     assert vd.get_irq_info(MSIX).count >= 1
+
+
+def test_close_frees_the_irtes_stops_dma_and_restores_config(seed, nic):
+    t, f = seed.irq_remap, nic.dev
+    present = set(map(int, t.present()))
+    at_open = bytes(f.config.bytes)
+    efds = [Counter() for _ in range(5)]
+    nic.set_irqs(MSIX, 0, 5, TRIGGER_EVENTFD, efds)
+    nic.set_irqs(REQ, 0, 1, TRIGGER_EVENTFD, [Counter()])
+    cmd = int.from_bytes(nic.read(CONFIG | 4, 2), "little")
+    nic.write(CONFIG | 4, (cmd | 0x4).to_bytes(2, "little"))
+    devctl = f.pcie_cap + 8
+    nic.write(CONFIG | devctl, (f.config.r16(devctl) ^ 0x0010).to_bytes(2, "little"))   # written through
+    assert f.config.r16(devctl) != int.from_bytes(at_open[devctl:devctl + 2], "little")
+    nic.close()
+    assert t.indices(f) == [] and set(map(int, t.present())) == present
+    assert not f.config.r16(4) & 0x4
+    assert bytes(f.config.bytes) == bytes(at_open[:4]) + (int.from_bytes(at_open[4:6], "little") & ~0x4).to_bytes(
+        2, "little") + at_open[6:]
+    assert nic.irqs.is_none() and nic.irqs.req_trigger is None
+    nic.close()                                              # the last close happens once

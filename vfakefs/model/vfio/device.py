@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci.pci import IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH
-from vfakefs.model.vfio.intrs import VfioIrqs
+from vfakefs.model.vfio.intrs import VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE, VfioIrqs
 
 # uapi/linux/vfio.h
 VFIO_DEVICE_FLAGS_RESET, VFIO_DEVICE_FLAGS_PCI = 1 << 0, 1 << 1
@@ -74,7 +74,26 @@ class VfioPciDevice:
         self.msix_bar = self._msix_bar()
         self.bar_mmap_supported = [self._mmap_ok(i) for i in range(6)]
         self._init_config()
+        self.saved_state = bytes(dev.config.bytes)   # pci_save_state() at open, restored at close
         self.irqs = VfioIrqs(self)
+        self.closed = False
+
+    def close(self) -> None:
+        """vfio_pci_core_close_device() / vfio_pci_core_disable(): bus mastering off, the
+        active interrupts disabled (their IRTEs freed), ERR/REQ eventfds dropped, the
+        config state saved at open restored, then pci_disable_device() clears the master
+        bit again. Idempotent: the last close of the device fd calls it once."""
+        if self.closed:
+            return
+        self.closed = True
+        cfg = self.dev.config
+        cfg.w16(0x04, cfg.r16(0x04) & ~0x4)                       # pci_clear_master()
+        irqs = self.irqs
+        if not irqs.is_none():
+            irqs.set_irqs(irqs.irq_type, 0, 0, VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER)
+        irqs.err_trigger = irqs.req_trigger = None
+        cfg.bytes[:] = self.saved_state                            # pci_restore_state()
+        cfg.w16(0x04, cfg.r16(0x04) & ~0x4)                       # pci_disable_device()
 
     # --- DEVICE_GET_INFO / GET_REGION_INFO (vfio_pci_ioctl_get_info, _get_region_info) ---------------
     def get_info(self, argsz: int = 24) -> DeviceInfo:
