@@ -216,7 +216,8 @@ def test_unset_container_restores_and_device_fds_hold_it(m):
     assert isinstance(fd, VfioPciDevice) and fd.dev is m.lookup(GPU) and fd.group is g and fd.m is m
     assert errno_of(g.unset_container) == errno.EBUSY
     assert g.container is c
-    g.devices.clear()                                      # (the device fd closed)
+    fd.close()                                             # the device fd's last close
+    assert g.devices == [] and not m.lookup(GPU).config.r16(0x04) & 0x4
     g.unset_container()
     assert g.container is None and c.groups == [] and c.iommu is None
     assert ctx_did(m) == m.lookup(GPU).group.domain.did

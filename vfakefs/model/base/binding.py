@@ -80,7 +80,8 @@ def attach(m, dev, drv: Driver) -> None:
     dev.wakeup_enabled = drv.wakeup
     if drv.net:
         m.add_netdev(dev, drv)
-    if dev.msi_irqs and m.irq_remap is not None:       # (asking builds the table: only when needed)
+    # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
+    if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
     pf_sriov = dev.physfn.sriov if dev.is_virtfn else None

@@ -198,6 +198,22 @@ class IrqRemapTable:
                 vector, cpu = self.matrix.alloc()
                 self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
 
+    def request_irq(self, index: int) -> None:
+        """request_irq() of one parked vector: it gets a CPU and vector from the matrix."""
+        e = self[index]
+        if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
+            vector, cpu = self.matrix.alloc()
+            self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
+
+    def free_irq(self, index: int) -> None:
+        """free_irq(): the vector goes back to the matrix; the entry stays allocated, parked
+        on MANAGED_IRQ_SHUTDOWN_VECTOR (reservation mode) until the vectors are freed."""
+        e = self[index]
+        if e.present and not e.im and e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR:
+            for cpu in dest_cpus(e, self.x2apic):
+                self.matrix.free(e.vector, cpu)
+            self.write(index, self._remapped(MANAGED_IRQ_SHUTDOWN_VECTOR, 0, e.svt, e.sq, e.sid))
+
     def free_msi(self, dev) -> None:
         """pci_free_irq_vectors(): every IRTE of the function is cleared and freed."""
         for base, count in self.allocs.pop(dev.bdf, []):

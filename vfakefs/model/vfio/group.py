@@ -134,6 +134,11 @@ class VfioGroup:
         self.devices.append(fd)
         return fd
 
+    def device_closed(self, fd: VfioPciDevice) -> None:
+        """The last close of a device fd: it no longer holds the container (EBUSY above)."""
+        if fd in self.devices:
+            self.devices.remove(fd)
+
     def _match(self, name: str):
         for dev in self.group.devices:
             if not vfio_bound(dev) or not name.startswith(dev.name):
