@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from vfakefs.model.base import binding
-from vfakefs.model.base.drivers import Driver
+from vfakefs.model.base.drivers import Driver, vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.ida import Ida
 from vfakefs.model.intel.dmar import DmarUnit
@@ -209,7 +209,7 @@ class Machine:
         live = set()
         if self.groups is not None:
             live = {gid for gid, g in self.groups.by_id.items()
-                    if any(d.driver is not None and d.driver.name.startswith("vfio") for d in g.devices)}
+                    if any(vfio_bound(d) for d in g.devices)}
         for gid in list(self.vfio_minors):
             if gid not in live:
                 del self.vfio_minors[gid]

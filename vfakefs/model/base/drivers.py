@@ -73,6 +73,12 @@ def _ids(*pairs: tuple[int, int]) -> list[PciDeviceId]:
     return [PciDeviceId(v, d) for v, d in pairs]
 
 
+def vfio_bound(dev) -> bool:
+    """dev is bound to a VFIO driver (vfio-pci or a variant): its group then has a
+    /dev/vfio/<N> node and may be opened."""
+    return dev.driver is not None and dev.driver.name.startswith("vfio")
+
+
 def catalogue() -> dict[str, Driver]:
     """A fresh set of drivers (each machine owns its own: dynamic ids are state)."""
     drivers = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import re
 
+from vfakefs.model.base.drivers import vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.iommu import groups as iommu_groups
 from vfakefs.model.iommu import iommu
@@ -26,10 +27,6 @@ def require_direct(dev) -> bool:
     """dev->iommu->require_direct: an RMRR that is not relaxable (not a GPU's or USB's)."""
     relax = dev.class_code >> 16 == 0x03 or dev.class_code >> 8 == 0x0C03
     return bool(dev.rmrrs) and not relax
-
-
-def vfio_bound(dev) -> bool:
-    return dev.driver is not None and dev.driver.name.startswith("vfio")
 
 
 class VfioGroup:
