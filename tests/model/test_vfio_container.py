@@ -455,18 +455,24 @@ def test_get_info_capabilities(m):
     m.check()
 
 
-def test_vf_token_rules():
-    m = topology.load("seed-vtd")
-    m.vfio_enable_sriov = True
-    pf = m.lookup("0000:03:00.0")
-    to_vfio(m, pf.name)
-    sriov.configure(m, pf, 2)
+def _vf_in_a_container(m, pf, n: int):
+    """n VFs on pf; the first on vfio-pci, its group in a type1v2 container."""
+    sriov.configure(m, pf, n)
     vf = next(f for f in m.functions if f.is_virtfn and f.physfn is pf)
     to_vfio(m, vf.name)
     g = VfioGroup.open(m, vf.group.id)
     c = VfioContainer(m)
     g.set_container(c)
     c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
+    return vf, g
+
+
+def test_vf_token_rules():
+    m = topology.load("seed-vtd")
+    m.vfio_enable_sriov = True
+    pf = m.lookup("0000:03:00.0")
+    to_vfio(m, pf.name)
+    vf, g = _vf_in_a_container(m, pf, 2)
     assert errno_of(g.get_device_fd, vf.name) == errno.EACCES
     assert m.kmsg.records[-1].text == f"vfio-pci {vf.name}: VF token required to access device"
     wrong = " vf_token=11111111-2222-3333-4444-555555555555"
@@ -481,13 +487,7 @@ def test_vf_token_rules():
 def test_vf_token_with_the_pf_on_another_driver_is_einval():
     m = topology.load("seed-vtd")
     pf = m.lookup("0000:03:00.0")
-    sriov.configure(m, pf, 1)                               # ixgbe keeps the PF
-    vf = next(f for f in m.functions if f.is_virtfn and f.physfn is pf)
-    to_vfio(m, vf.name)
-    g = VfioGroup.open(m, vf.group.id)
-    c = VfioContainer(m)
-    g.set_container(c)
-    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
+    vf, g = _vf_in_a_container(m, pf, 1)                    # ixgbe keeps the PF
     tok = " vf_token=00000000-0000-0000-0000-000000000000"
     assert errno_of(g.get_device_fd, vf.name + tok) == errno.EINVAL
     assert m.kmsg.records[-1].text == f"vfio-pci {vf.name}: VF token incorrectly provided, PF not bound to vfio-pci"
