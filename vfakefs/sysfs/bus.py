@@ -7,7 +7,7 @@ from vfakefs.model.base import binding
 from vfakefs.model.pci import hotplug
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.sysfs.parse import kstrtobool, kstrtoint
+from vfakefs.sysfs.parse import kstrtobool, kstrtoint, simple_strtoul10
 from vfakefs.sysfs import pci_sysfs
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
@@ -75,19 +75,38 @@ def driver_entries(v, drv) -> dict:
     return out
 
 
+# --- a hotplug slot's files (pci_hotplug_core.c); the slot is bound with its Machine --------
+def attention_show(ms):
+    raise SysfsError(errno.EINVAL)  # acpiphp: no attention_info registered
+
+
+def attention_store(ms, text: str) -> None:
+    hotplug.set_attention(*ms, simple_strtoul10(text))
+
+
+def power_show(ms) -> str:
+    return f"{int(ms[1].powered)}\n"
+
+
+def power_store(ms, text: str) -> None:
+    hotplug.set_power(*ms, simple_strtoul10(text))
+
+
+SLOT_GROUP = AttrGroup((
+    Attr("adapter", lambda ms: "1\n"),
+    Attr("address", lambda ms: ms[1].address + "\n"),
+    Attr("attention", attention_show, attention_store, 0o644),
+    Attr("cur_bus_speed", lambda ms: ms[1].cur_speed + "\n"),
+    Attr("latch", lambda ms: "0\n"),
+    Attr("max_bus_speed", lambda ms: ms[1].max_speed + "\n"),
+    Attr("power", power_show, power_store, 0o644),
+))
+
+
 def slot_entries(m, slot) -> dict:
-    def attention_show(s):
-        raise SysfsError(errno.EINVAL)  # acpiphp: no attention_info registered
-    return {
-        "adapter": Attr("adapter", lambda s: "1\n").bind(slot),
-        "address": Attr("address", lambda s: s.address + "\n").bind(slot),
-        "attention": Attr("attention", attention_show, lambda s, t: hotplug.set_attention(m, s, t), 0o644).bind(slot),
-        "cur_bus_speed": Attr("cur_bus_speed", lambda s: s.cur_speed + "\n").bind(slot),
-        "latch": Attr("latch", lambda s: "0\n").bind(slot),
-        "max_bus_speed": Attr("max_bus_speed", lambda s: s.max_speed + "\n").bind(slot),
-        "module": Link(f"../../../../module/{slot.module}"),
-        "power": Attr("power", lambda s: f"{int(s.powered)}\n", lambda s, t: hotplug.set_power(m, s, t), 0o644).bind(slot),
-    }
+    out = SLOT_GROUP.entries((m, slot))
+    out["module"] = Link(f"../../../../module/{slot.module}")
+    return out
 
 
 def pci_bus_entries(v) -> dict:

@@ -90,6 +90,17 @@ def kstrtobool(text: str) -> bool:
     raise SysfsError(errno.EINVAL)
 
 
+def simple_strtoul10(text: str) -> int:
+    """simple_strtoul(buf, NULL, 10): the leading decimal digits, 0 when there are none
+    (no sign, no whitespace skipped, never an error: `garbage` is 0)."""
+    digits = ""
+    for ch in cstr(text):
+        if not ("0" <= ch <= "9"):
+            break
+        digits += ch
+    return int(digits) if digits else 0
+
+
 def sysfs_streq(text: str, word: str) -> bool:
     """sysfs_streq(): equal as C strings, either side may end in one newline."""
     return cstr(text).removesuffix("\n") == word

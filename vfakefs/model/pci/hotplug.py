@@ -9,21 +9,10 @@ from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_ERR
 
 
-def simple_strtoul10(text: str) -> int:
-    """simple_strtoul(buf, NULL, 10): the leading decimal digits, 0 when there are none
-    (no sign, no whitespace skipped, no error: `garbage` is 0)."""
-    digits = ""
-    for ch in text:
-        if not ch.isdigit() or not ch.isascii():
-            break
-        digits += ch
-    return int(digits) if digits else 0
-
-
-def set_power(m, slot, text: str) -> None:
-    """power_write_file(): the low byte decides; 0 disables the slot (its functions are
-    removed), 1 enables it (they are scanned again), anything else EINVAL."""
-    power = simple_strtoul10(text) & 0xFF
+def set_power(m, slot, value: int) -> None:
+    """power_write_file() after simple_strtoul: the low byte decides; 0 disables the slot
+    (its functions are removed), 1 enables it (they are scanned again), anything else EINVAL."""
+    power = value & 0xFF
     if power not in (0, 1):
         m.kmsg.log("pci_hotplug: Illegal value specified for power", KERN_ERR)
         raise SysfsError(errno.EINVAL)
@@ -42,10 +31,9 @@ def set_power(m, slot, text: str) -> None:
     slot.powered = on
 
 
-def set_attention(m, slot, text: str) -> None:
+def set_attention(m, slot, value: int) -> None:
     """attention_write_file(): the value goes to the driver's set_attention_status;
     acpiphp has none registered (no attention_info): ENODEV."""
-    simple_strtoul10(text)
     raise SysfsError(errno.ENODEV)
 
 
