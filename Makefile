@@ -45,6 +45,7 @@ bench: venv
 	taskset -c 0 $(PY) bench/latency_under_traffic.py
 	taskset -c 0 $(PY) bench/walk_under_writes.py
 	taskset -c 0 $(PY) bench/sriov_cycles_memory.py
+	taskset -c 0 $(PY) bench/vfio.py
 
 clean: stop
 	rm -rf $(VENV)
