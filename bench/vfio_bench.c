@@ -106,6 +106,17 @@ static void emulated(uint64_t *t, long n)
 	}
 }
 
+/* Bus Master Enable through the config region, as a device's driver sets it before DMA */
+static void bus_master(int device)
+{
+	struct vfio_region_info reg = { .argsz = sizeof(reg), .index = VFIO_PCI_CONFIG_REGION_INDEX };
+	uint16_t cmd;
+	must("GET_REGION_INFO", ioctl(device, VFIO_DEVICE_GET_REGION_INFO, &reg));
+	must("pread config", pread(device, &cmd, 2, reg.offset + 4));
+	cmd |= 0x4;
+	must("pwrite config", pwrite(device, &cmd, 2, reg.offset + 4));
+}
+
 static void wait_line(void)
 {
 	char line[64];
@@ -146,9 +157,10 @@ int main(int argc, char **argv)
 		must("UNMAP_DMA", ioctl(container, VFIO_IOMMU_UNMAP_DMA, &u));
 		printf("unmap_ns %llu\nunmapped %llu\n", (unsigned long long)(now() - t0), (unsigned long long)u.size);
 	} else if (!strcmp(mode, "dmabuf") && argc == 5) {
-		setup(argv[3], argv[4], NULL);
+		int device = setup(argv[3], argv[4], NULL);
 		char *mem = guest_memory(n);
 		map(mem, 0, n);
+		bus_master(device);
 		wait_line();
 		long differ = 0;
 		for (long i = 0; i < n; i++)

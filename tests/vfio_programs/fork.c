@@ -3,7 +3,8 @@
  * registers is its own. The child's exit closes only its copies: the parent still holds
  * the group afterwards.
  *
- * Parent: the essay's set-up with 1 MiB at IOVA 0, then fork and wait.
+ * Parent: the essay's set-up with 1 MiB at IOVA 0, bus mastering on through the config
+ *         region, then fork and wait.
  * Child:  ioctls on every inherited fd, 1 MiB of its own at IOVA 0x100000, MSI vector 0
  *         bound to its eventfd; "child ready"; after the test's line, its memory at
  *         IOVA 0x101000 and its eventfd; unmap and exit.
@@ -58,6 +59,7 @@ int main(void)
 {
 	struct vfio_setup s = vfio_setup("/dev/vfio/42", "0000:01:00.0", VFIO_TYPE1v2_IOMMU, MiB);
 	say("parent: set up");
+	result("parent: bus master on (config region)", enable_bus_master(s.device));
 	pid_t pid = fork();
 	if (pid == 0)
 		child(s);

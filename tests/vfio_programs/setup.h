@@ -39,4 +39,17 @@ static inline struct vfio_setup vfio_setup(const char *group_path, const char *n
 	}
 	return s;
 }
+/* What a device's driver does before the device may DMA: set Bus Master Enable in the
+ * command register, through the device fd's config region (pread/pwrite at its offset). */
+static inline struct outcome enable_bus_master(int device)
+{
+	struct vfio_region_info reg = { .argsz = sizeof(reg), .index = VFIO_PCI_CONFIG_REGION_INDEX };
+	uint16_t cmd;
+	if (ioctl(device, VFIO_DEVICE_GET_REGION_INFO, &reg) < 0)
+		return (struct outcome){ -1, errno };
+	if (pread(device, &cmd, 2, reg.offset + 4) != 2)
+		return (struct outcome){ -1, errno };
+	cmd |= 0x4;                                          /* PCI_COMMAND_MASTER */
+	return CALL(pwrite(device, &cmd, 2, reg.offset + 4));
+}
 #endif
