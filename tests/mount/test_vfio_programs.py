@@ -32,7 +32,7 @@ PATTERN = "0123456789abcdef"                 # the `dma` payload: 8 bytes, repea
 
 # --- building ----------------------------------------------------------------------------------
 def build(src: str, out: Path, *flags: str) -> Path:
-    r = subprocess.run([GCC, "-O2", "-Wall", "-Werror", "-pthread", *flags, "-o", str(out), str(SOURCES / src)],
+    r = subprocess.run([GCC, "-O2", "-Wall", "-pthread", *flags, "-o", str(out), str(SOURCES / src)],
                        capture_output=True, text=True)
     assert r.returncode == 0, f"gcc {src} {' '.join(flags)}: {r.stderr}"
     return out
