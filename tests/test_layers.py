@@ -21,13 +21,14 @@ ALLOWED = {
     "sysfs": {"sysfs", "model"},
     "fuse": {"fuse", "sysfs", "model"},
     "engine": {"engine", "model"},
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client"},
+    "syscall": {"syscall", "model"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
 }
 # the only layers that may import these (the model and the view run without them)
-DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli"}}
+DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli", "syscall"}}
 # what a folder of tests may reach of vfakefs, directly or through tests.* helpers
 TESTS_ALLOWED = {"model": {"model"}, "view": {"model", "sysfs"}}
 
