@@ -1,0 +1,101 @@
+"""A device's DMA with its payload: bytes written to or read from host memory through
+the remapping unit, of any length.
+
+PCIe splits a device's transfer into requests that never cross a 4 KiB boundary
+(PCIe r6 2.2.7), so the unit translates the transfer page by page (the IOTLB first,
+then a walk, as translate() does; superpages are still cached per 4 KiB page). The
+device stops at the first page that faults: that fault is recorded and serviced like
+any other DMA fault (dmar_fault's log line, the device's fault count, the bus-master
+threshold), the pages before it have been transferred, nothing at or after it is.
+
+Where the bytes land is model/ram.py's business: in the program's own memory when the
+host page is one VFIO pinned (a device in a VFIO container translates through the
+container's domain, whose page tables MAP_DMA filled), else in the simulated system
+RAM. Physically contiguous pages are moved with one ProcessMemory call, so a 1 MiB
+write into a program's buffer is one process_vm_writev.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from vfakefs.model import ram
+from vfakefs.model.errors import SysfsError
+from vfakefs.model.intel.dmar import Fault
+from vfakefs.model.iommu import iommu
+
+PAGE = 4096
+PCI_COMMAND_MASTER = 0x4
+
+
+@dataclass
+class DmaResult:
+    """What a device's transfer did."""
+    issued: bool                 # False: bus mastering is off, the device sent nothing
+    done: int = 0                # bytes transferred: the whole length, or those before the fault
+    hpa: int | None = None       # host address of the first byte, when its page translated
+    fault: Fault | None = None   # the fault that stopped the transfer
+    iotlb_hit: bool = False      # every page's translation came from the IOTLB
+    data: bytes = b""            # for a read: the `done` bytes read
+
+
+def dma_write(m, dev, iova: int, data) -> DmaResult:
+    """Device `dev` writes `data` (any bytes-like object, any length) at bus address iova."""
+    return _transfer(m, dev, iova, len(data), True, data)
+
+
+def dma_read(m, dev, iova: int, length: int) -> DmaResult:
+    """Device `dev` reads `length` bytes at bus address iova; DmaResult.data holds them."""
+    return _transfer(m, dev, iova, length, False, None)
+
+
+def _transfer(m, dev, iova: int, length: int, write: bool, data) -> DmaResult:
+    if iova < 0 or length < 0 or iova + length > 1 << 64:
+        raise SysfsError(errno.EINVAL, f"iova {iova:#x} + length {length} is outside the 64-bit bus")
+    if not dev.config.r16(0x04) & PCI_COMMAND_MASTER:
+        return DmaResult(issued=False)
+    if not length:
+        return DmaResult(issued=True)
+    runs, fault, hit = _translate(m, dev, iova, length, write)
+    done, parts = 0, []
+    for hpa, n in runs:
+        if write:
+            ram.write(m, hpa, data if n == length else memoryview(data)[done:done + n])
+        else:
+            parts.append(ram.read(m, hpa, n))
+        done += n
+    if fault is not None:
+        iommu.handle_faults(m)
+    out = parts[0] if len(parts) == 1 else b"".join(parts)
+    return DmaResult(True, done, runs[0][0] if runs else None, fault, hit and fault is None, out)
+
+
+def _translate(m, dev, iova: int, length: int, write: bool):
+    """([(hpa, bytes)] physically contiguous runs up to the first fault, the fault
+    recorded in the unit or None, whether every page hit the IOTLB)."""
+    u = iommu.unit(m)
+    if u is None:
+        return [(iova, length)], None, False          # no remapping: bus address = host address
+    import numpy as np                                # (as translate_batch: off the mount's start-up path)
+    first = iova & ~(PAGE - 1)
+    npages = (iova + length - 1 - first) // PAGE + 1
+    pages = np.uint64(first) + (np.arange(npages, dtype=np.uint64) << np.uint64(12))
+    hits_before = sum(u.iotlb.hits.values())
+    hpa, reason = u.translate_batch(dev.bdf.rid, pages, write)
+    hit = sum(u.iotlb.hits.values()) - hits_before == npages
+    bad = np.flatnonzero(reason)
+    good = int(bad[0]) if len(bad) else npages
+    fault = None
+    if good < npages:
+        fault = Fault(dev.bdf.rid, int(pages[good]), int(reason[good]), not write)
+        u.record_fault(fault)
+    runs = []
+    if good:
+        hp = hpa[:good]
+        starts = [0, *(np.flatnonzero(np.diff(hp) != np.uint64(PAGE)) + 1).tolist()]
+        off = iova - first
+        for a, b in zip(starts, starts[1:] + [good]):
+            lo = max(a * PAGE - off, 0)
+            hi = min(b * PAGE - off, length)
+            runs.append((int(hp[a]) + (off if a == 0 else 0), hi - lo))
+    return runs, fault, hit
