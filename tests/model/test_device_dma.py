@@ -124,6 +124,23 @@ def test_stops_at_the_first_page_that_faults(m, vfio):
     assert r.data == b"\x55\x55" and r.fault.reason == 0x06 and r.fault.read
 
 
+@pytest.mark.parametrize("pages", [2, 16, 17, 300])      # walked one by one up to 16 pages, batched above
+def test_both_walks_stop_at_the_same_place(m, vfio, pages):
+    c, vd, mem = vfio
+    c.map_dma(VBASE, 0, (pages - 1) * 0x1000)                       # the last page of the request: a hole
+    errors = len(faults(m))
+    r = dma_write(m, vd.dev, 0x10, b"\x77" * (pages * 0x1000 - 0x20))
+    end = (pages - 1) * 0x1000
+    assert r.done == end - 0x10 and (r.fault.addr, r.fault.reason) == (end, 0x05)
+    assert mem.buf[0x10:end] == b"\x77" * (end - 0x10) and mem.buf[end:end + 0x1000] == bytes(0x1000)
+    assert faults(m)[errors:] == [r.fault]                         # one fault, serviced and logged
+    assert f"fault addr {end:#x} [fault reason 0x05]" in m.kmsg.text()
+    r = dma_read(m, vd.dev, 0, pages * 0x1000)
+    assert r.done == end and r.data[0x10:end] == b"\x77" * (end - 0x10) and r.fault.read
+    again = dma_read(m, vd.dev, 0, end)
+    assert again.iotlb_hit and again.fault is None and again.data == r.data
+
+
 def test_read_only_mapping_reads_and_refuses_writes(m, vfio):
     c, vd, mem = vfio
     c.map_dma(VBASE, 0, 0x1000, flags=R)

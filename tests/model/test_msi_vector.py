@@ -191,3 +191,25 @@ def test_kernel_driver_vectors_are_delivered_without_an_eventfd():
         assert controls.msi(m, f"{nvme.name} vector {n}").startswith(
             f"{nvme.name}: index {index:#x}: delivered vector {e.vector:#04x} to cpu ")
     assert m.irq_remap.handlers == {}
+
+
+def test_without_interrupt_remapping_the_vector_reaches_its_eventfd(efds):
+    """allow_unsafe_interrupts on a machine without remapping: vfio-pci programs
+    compatibility-format messages, which go straight to their CPU vector; the program's
+    eventfd for that vector is signalled."""
+    m = topology.load("seed-vtd")
+    to_vfio(m, GPU)
+    to_vfio(m, AUDIO)
+    m.interrupt_remapping, m.irq_remap_args, m.irq_remap = False, None, None
+    c = VfioContainer(m, allow_unsafe_interrupts=True)
+    g = VfioGroup.open(m, 42)
+    g.set_container(c)
+    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
+    vd = g.get_device_fd(GPU)
+    bus_master(vd)
+    (efd,) = efds()
+    vd.set_irqs(MSI, 0, 1, TRIGGER_EVENTFD, [efd])
+    assert controls.msi(m, f"{GPU} vector 0") == f"{GPU}: delivered without remapping (vector 0x21)\n"
+    assert efd.count() == 1
+    rejected(m, f"{GPU} vector 1", f"vector 1 is not enabled: {GPU} has 1 MSI vector enabled")
+    assert efd.count() == 0

@@ -76,26 +76,49 @@ def _translate(m, dev, iova: int, length: int, write: bool):
     u = iommu.unit(m)
     if u is None:
         return [(iova, length)], None, False          # no remapping: bus address = host address
-    import numpy as np                                # (as translate_batch: off the mount's start-up path)
     first = iova & ~(PAGE - 1)
     npages = (iova + length - 1 - first) // PAGE + 1
-    pages = np.uint64(first) + (np.arange(npages, dtype=np.uint64) << np.uint64(12))
-    hits_before = sum(u.iotlb.hits.values())
-    hpa, reason = u.translate_batch(dev.bdf.rid, pages, write)
-    hit = sum(u.iotlb.hits.values()) - hits_before == npages
-    bad = np.flatnonzero(reason)
-    good = int(bad[0]) if len(bad) else npages
-    fault = None
-    if good < npages:
-        fault = Fault(dev.bdf.rid, int(pages[good]), int(reason[good]), not write)
-        u.record_fault(fault)
-    runs = []
-    if good:
-        hp = hpa[:good]
+    if npages <= SMALL:
+        hp, fault, hit = _walk_pages(u, dev.bdf.rid, first, npages, write)
+        starts = [0] + [i for i in range(1, len(hp)) if hp[i] != hp[i - 1] + PAGE]
+    else:
+        hp, fault, hit = _walk_batch(u, dev.bdf.rid, first, npages, write)
+        import numpy as np                            # (as translate_batch: off the mount's start-up path)
         starts = [0, *(np.flatnonzero(np.diff(hp) != np.uint64(PAGE)) + 1).tolist()]
-        off = iova - first
+    runs, good, off = [], len(hp), iova - first
+    if good:
         for a, b in zip(starts, starts[1:] + [good]):
-            lo = max(a * PAGE - off, 0)
-            hi = min(b * PAGE - off, length)
+            lo, hi = max(a * PAGE - off, 0), min(b * PAGE - off, length)
             runs.append((int(hp[a]) + (off if a == 0 else 0), hi - lo))
     return runs, fault, hit
+
+
+SMALL = 16      # pages walked one by one (a control's request); more go through translate_batch
+
+
+def _walk_pages(u, rid: int, first: int, npages: int, write: bool):
+    """translate() page by page: (host page addresses up to the fault, the fault, all hit)."""
+    hp, hit = [], True
+    for k in range(npages):
+        t = u.translate(rid, first + k * PAGE, 1, write)      # records its fault itself
+        if t.fault is not None:
+            return hp, t.fault, False
+        hp.append(t.hpa)
+        hit &= t.iotlb_hit
+    return hp, None, hit
+
+
+def _walk_batch(u, rid: int, first: int, npages: int, write: bool):
+    """The same as one vectorised batch (intel/walk.py); the first fault is recorded."""
+    import numpy as np
+    pages = np.uint64(first) + (np.arange(npages, dtype=np.uint64) << np.uint64(12))
+    hits_before = sum(u.iotlb.hits.values())
+    hpa, reason = u.translate_batch(rid, pages, write)
+    hit = sum(u.iotlb.hits.values()) - hits_before == npages
+    bad = np.flatnonzero(reason)
+    if not len(bad):
+        return hpa, None, hit
+    good = int(bad[0])
+    fault = Fault(rid, int(pages[good]), int(reason[good]), not write)
+    u.record_fault(fault)
+    return hpa[:good], fault, False
