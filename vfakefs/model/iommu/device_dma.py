@@ -40,12 +40,20 @@ class DmaResult:
 
 
 def dma_write(m, dev, iova: int, data) -> DmaResult:
-    """Device `dev` writes `data` (any bytes-like object, any length) at bus address iova."""
+    """Device `dev` (a PciFunction: m.lookup("0000:01:00.0"), or a VFIO device fd's .dev)
+    writes `data` (any bytes-like object, any length) at bus address iova, as its DMA
+    engine would: nothing when its command register's Bus Master Enable is clear; else
+    translated page by page through the domain its context entry points at (the VFIO
+    container's, for a device of a claimed group) and written up to the first page that
+    faults. Each physically contiguous run is one ProcessMemory.write, so a 1 MiB write
+    into a program buffer mapped by one MAP_DMA is one call. EINVAL for a range outside
+    the 64-bit bus."""
     return _transfer(m, dev, iova, len(data), True, data)
 
 
 def dma_read(m, dev, iova: int, length: int) -> DmaResult:
-    """Device `dev` reads `length` bytes at bus address iova; DmaResult.data holds them."""
+    """Device `dev` reads `length` bytes at bus address iova, as dma_write() writes;
+    DmaResult.data holds the bytes read (`done` of them: fewer when a page faulted)."""
     return _transfer(m, dev, iova, length, False, None)
 
 
