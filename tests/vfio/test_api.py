@@ -83,7 +83,7 @@ def test_the_essay_sequence_then_dma_and_msi_reach_the_program(m):
                 assert select.select([efd], [], [], 0)[0] == [efd]
                 assert os.eventfd_read(efd.fileno()) == 1
     # every fd closed, in the kernel's order: the default domain is back, the pages unpinned
-    assert context_did(m) == default_did and m.vfio_pins == [] and vfio.process(m).locked_vm == 0
+    assert context_did(m) == default_did and m.vfio_pins == [] and vfio.this_process(m).locked_vm == 0
     assert m.lookup(GPU).group.owner is None
     vfio.Group(m, 42).close()                             # the node opens again
 
@@ -151,7 +151,7 @@ def test_overlapping_map_is_eexist(ready):
 def test_misaligned_or_empty_map_is_einval(ready, vaddr_off, iova, size):
     c, g = ready
     buf = mmap.mmap(-1, 0x4000)
-    vaddr = vfio.process(c.machine).register(buf) + vaddr_off
+    vaddr = vfio.this_process(c.machine).register(buf) + vaddr_off
     assert oserr(c.map_dma, vaddr, iova, size) == errno.EINVAL
     assert c.model.iommu.dma_list == [] and c.process.locked_vm == 0
 
@@ -159,7 +159,7 @@ def test_misaligned_or_empty_map_is_einval(ready, vaddr_off, iova, size):
 def test_unaligned_python_buffer_is_einval_as_in_c(ready):
     c, g = ready
     buf = bytearray(0x3000)
-    if vfio.process(c.machine).register(buf) % 4096 == 0:
+    if vfio.this_process(c.machine).register(buf) % 4096 == 0:
         pytest.skip("this bytearray happens to be page-aligned")
     assert oserr(c.map_dma, buf, 0, 0x2000) == errno.EINVAL
 
@@ -331,3 +331,29 @@ def oserr_model(fn, *args):
     with pytest.raises(SysfsError) as e:
         fn(*args)
     return e.value.errno
+
+
+# --- the rest of the device fd -----------------------------------------------------------------------------
+def test_device_regions_config_reset_and_irqs(ready, m):
+    c, g = ready
+    dev = g.get_device_fd(GPU)
+    cfg = dev.get_region_info(vfio.VFIO_PCI_CONFIG_REGION_INDEX)
+    assert cfg.offset == vfio.VFIO_PCI_INDEX_TO_OFFSET(7) == 7 << 40 and cfg.size == m.lookup(GPU).config.size
+    assert cfg.flags == vfio.VFIO_REGION_INFO_FLAG_READ | vfio.VFIO_REGION_INFO_FLAG_WRITE
+    ids = m.lookup(GPU).config.bytes[:4]
+    assert dev.read(cfg.offset, 4) == dev.read_config(0, 4) == bytes(ids)
+    assert oserr(dev.read, cfg.offset + cfg.size - 2, 4) == errno.EFAULT
+    assert oserr(dev.get_region_info, 9) == errno.EINVAL
+    msi = dev.get_irq_info(vfio.VFIO_PCI_MSI_IRQ_INDEX)
+    assert msi.count >= 1 and msi.flags & vfio.VFIO_IRQ_INFO_EVENTFD
+    dev.reset()
+    with vfio.EventFd() as efd:
+        dev.set_irqs(vfio.VFIO_PCI_MSI_IRQ_INDEX, 0, 1, TRIGGER_EVENTFD, [efd])
+        dev.set_irqs(vfio.VFIO_PCI_MSI_IRQ_INDEX, 0, 1,
+                     vfio.VFIO_IRQ_SET_DATA_BOOL | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, [True])   # loopback
+        assert efd.read() == 1
+    assert oserr(g.unset_container) == errno.EBUSY          # a device fd is open
+    dev.close()
+    assert oserr(dev.get_info) == errno.EBADF
+    g.unset_container()
+    assert g.get_status() == vfio.VFIO_GROUP_FLAGS_VIABLE and m.lookup(GPU).group.owner is None

@@ -42,7 +42,7 @@ def kernel_errors():
         raise oserror(e.errno) from None
 
 
-def process(machine) -> Process:
+def this_process(machine) -> Process:
     """This process's mm on that machine: what a Container uses unless given another."""
     p = _processes.get(machine)
     if p is None:
@@ -102,10 +102,10 @@ class Container(_Fd):
     """open("/dev/vfio/vfio"). process: whose memory and memlock the mappings use
     (default: this process, one Process per machine, shared by its containers)."""
 
-    def __init__(self, machine, process_: Process | None = None, *, allow_unsafe_interrupts: bool = False,
+    def __init__(self, machine, process: Process | None = None, *, allow_unsafe_interrupts: bool = False,
                  dma_entry_limit: int = type1.DMA_ENTRY_LIMIT):
         self.machine = machine
-        self.process = process_ if process_ is not None else process(machine)
+        self.process = process if process is not None else this_process(machine)
         self.model = VfioContainer(machine, mm=self.process, allow_unsafe_interrupts=allow_unsafe_interrupts,
                                    dma_entry_limit=dma_entry_limit)
 

@@ -9,7 +9,9 @@ from vfakefs.model.errors import SysfsError
 
 
 class ProcessMemory(Protocol):
-    """A process's address space (the seccomp adapter backs it with process_vm_readv/writev)."""
+    """A process's address space (the seccomp adapter backs it with process_vm_readv/writev).
+    Either raises SysfsError(EFAULT) for an address the process has not mapped. It may also
+    have fault_in(vaddr, size, write) to check a whole range for MAP_DMA (type1.fault_in)."""
 
     def read(self, vaddr: int, n: int) -> bytes: ...
 
