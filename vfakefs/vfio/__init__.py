@@ -4,7 +4,7 @@ the kernel's errno.
 
     import mmap
     from vfakefs import vfio
-    m = vfio.boot("seed-vtd")
+    m = vfio.boot(preset)                          # the essay's machine: the VT-d seed preset
     vfio.bind_vfio_pci(m, "0000:01:00.0"); vfio.bind_vfio_pci(m, "0000:01:00.1")
     with vfio.Container(m) as c, vfio.Group(m, 42) as g:
         c.check_extension(vfio.VFIO_TYPE1_IOMMU)

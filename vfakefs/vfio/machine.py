@@ -10,7 +10,7 @@ from vfakefs.vfio.api import kernel_errors, oserror
 
 
 def boot(name_or_path: str):
-    """A freshly booted Machine from a preset name ("seed-vtd") or a topology file."""
+    """A freshly booted Machine from a preset's name or a topology file (topology.load)."""
     return topology.load(name_or_path)
 
 
