@@ -26,6 +26,14 @@ for _f in (_vm_readv, _vm_writev):
     _f.restype = ctypes.c_ssize_t
 
 
+# one daemon thread does all transfers: one scratch buffer and one iovec pair serve them
+SCRATCH = 65536
+_scratch = ctypes.create_string_buffer(SCRATCH)
+_scratch_addr = ctypes.addressof(_scratch)
+_local, _remote = _iovec(), _iovec()
+_local_p, _remote_p = ctypes.byref(_local), ctypes.byref(_remote)
+
+
 class ProcMemory:
     """One process's address space (model/vfio/memory.py's ProcessMemory): what MAP_DMA
     pins and device DMA reaches. A range that is not mapped there is EFAULT."""
@@ -33,23 +41,30 @@ class ProcMemory:
     def __init__(self, pid: int):
         self.pid = pid
 
-    def _xfer(self, fn, vaddr: int, buf, n: int) -> None:
-        local, remote = _iovec(ctypes.addressof(buf), n), _iovec(vaddr, n)
-        done = fn(self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-        if done != n:
+    def _xfer(self, fn, vaddr: int, addr: int, n: int) -> None:
+        _local.base, _local.len, _remote.base, _remote.len = addr, n, vaddr, n
+        if fn(self.pid, _local_p, 1, _remote_p, 1, 0) != n:
             raise SysfsError(errno.EFAULT)
 
     def read(self, vaddr: int, n: int) -> bytes:
         if n == 0:
             return b""
+        if n <= SCRATCH:                       # the ioctls' structs: no allocation per call
+            self._xfer(_vm_readv, vaddr, _scratch_addr, n)
+            return ctypes.string_at(_scratch_addr, n)
         buf = ctypes.create_string_buffer(n)
-        self._xfer(_vm_readv, vaddr, buf, n)
+        self._xfer(_vm_readv, vaddr, ctypes.addressof(buf), n)
         return buf.raw
 
     def write(self, vaddr: int, data: bytes) -> None:
         if data:
-            buf = (ctypes.c_char * len(data)).from_buffer_copy(data)
-            self._xfer(_vm_writev, vaddr, buf, len(data))
+            n = len(data)
+            if n <= SCRATCH:
+                ctypes.memmove(_scratch_addr, data, n)
+                self._xfer(_vm_writev, vaddr, _scratch_addr, n)
+                return
+            buf = (ctypes.c_char * n).from_buffer_copy(data)
+            self._xfer(_vm_writev, vaddr, ctypes.addressof(buf), n)
 
     def read_string(self, addr: int, limit: int = 4096) -> bytes:
         """A NUL-terminated string, read page by page (the next page may be unmapped);
@@ -72,6 +87,12 @@ def tgid(tid: int) -> int:
             if line.startswith(b"Tgid:"):
                 return int(line.split()[1])
     raise ProcessLookupError(tid)
+
+
+def identity(pid: int) -> tuple[int, int]:
+    """(pid, start time): a process, even after its pid is reused."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return pid, int(f.read().rpartition(b")")[2].split()[19])
 
 
 def memlock(pid: int) -> tuple[int | None, bool]:

@@ -19,7 +19,7 @@ import trio
 from vfakefs.model.errors import SysfsError
 from vfakefs.syscall import seccomp
 from vfakefs.syscall.files import Files
-from vfakefs.syscall.process import ProcMemory, tgid
+from vfakefs.syscall.process import ProcMemory
 from vfakefs.syscall.vfio import Call, Vfio
 
 log = logging.getLogger("vfakefs")
@@ -111,7 +111,6 @@ class SyscallServer:
         n = lis.recv()
         if n is None:
             return
-        self.files.closes()          # a close the program made before this call counts first
         answered = []
 
         def give(fd: int, cloexec: bool) -> int:
@@ -141,12 +140,12 @@ class SyscallServer:
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
                 return None
-            return self.vfio.ioctl(Call(n.tid, tgid(n.tid), give), f, a[1] & 0xFFFF_FFFF, a[2])
+            return self.vfio.ioctl(Call(n.tid, give), f, a[1] & 0xFFFF_FFFF, a[2])
         if n.nr in (seccomp.NR_pread64, seccomp.NR_pwrite64):
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
                 return None
-            return self.vfio.region_io(Call(n.tid, tgid(n.tid), give), f, a[1], a[2], _off(a[3]),
+            return self.vfio.region_io(Call(n.tid, give), f, a[1], a[2], _off(a[3]),
                                        n.nr == seccomp.NR_pwrite64)
         return self._open(n, give)
 
@@ -165,7 +164,8 @@ class SyscallServer:
         path = self._resolve(n.tid, dirfd, os.fsdecode(raw))
         if path is None or not path.startswith("/dev/vfio/"):
             return None
-        return self.vfio.open(Call(n.tid, tgid(n.tid), give), path, bool(flags & O_CLOEXEC))
+        self.files.closes()          # a close the program made before this open counts first
+        return self.vfio.open(Call(n.tid, give), path, bool(flags & O_CLOEXEC))
 
     @staticmethod
     def _resolve(tid: int, dirfd: int, path: str) -> str | None:

@@ -17,6 +17,7 @@ from vfakefs.model.vfio.device import (VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_NUM_
                                        VFIO_PCI_OFFSET_SHIFT)
 from vfakefs.model.vfio.group import VfioGroup, vfio_bound
 from vfakefs.model.vfio.intrs import VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_TYPE_MASK
+from vfakefs.model.vfio.memory import Mm
 from vfakefs.syscall import process
 from vfakefs.syscall.files import File, Files
 
@@ -52,11 +53,19 @@ def _is_eventfd(fd: int) -> bool:
 
 
 class Call:
-    """One trapped call: its thread, its process's memory, and how to hand it a file."""
-    __slots__ = ("tid", "pid", "mem", "give")
+    """One trapped call: its thread, its process's memory (a thread reaches the same mm),
+    and how to hand it a file."""
+    __slots__ = ("tid", "_pid", "mem", "give")
 
-    def __init__(self, tid: int, pid: int, give):
-        self.tid, self.pid, self.mem, self.give = tid, pid, process.ProcMemory(pid), give
+    def __init__(self, tid: int, give):
+        self.tid, self._pid, self.mem, self.give = tid, None, process.ProcMemory(tid), give
+
+    @property
+    def pid(self) -> int:
+        """The thread's process (looked up only by the calls that need it)."""
+        if self._pid is None:
+            self._pid = process.tgid(self.tid)
+        return self._pid
 
     def arg(self, addr: int, fmt: str) -> tuple:
         return struct.unpack(fmt, self.mem.read(addr, struct.calcsize(fmt)))
@@ -68,20 +77,33 @@ class Vfio:
     def __init__(self, host, files: Files):
         self.host, self.files = host, files
         self.closing_groups: set = set()      # group files closed while their devices are open
+        self.mms: dict[tuple[int, int], Mm] = {}
 
     @property
     def m(self):
         return self.host.machine
 
+    def mm(self, call: Call) -> Mm:
+        """The calling process's mm (one per process, shared by its containers: locked_vm
+        is per mm), with RLIMIT_MEMLOCK and CAP_IPC_LOCK as they are now."""
+        key = process.identity(call.pid)
+        mm = self.mms.get(key)
+        if mm is None:
+            for k in [k for k, v in self.mms.items() if not v.locked_vm]:
+                del self.mms[k]               # processes gone or holding nothing
+            mm = self.mms[key] = Mm(call.mem)
+        mm.memlock_limit, mm.cap_ipc_lock = process.memlock(call.pid)
+        return mm
+
     # --- open ---------------------------------------------------------------------------------------
     def open(self, call: Call, path: str, cloexec: bool) -> int | None:
         """None for paths that are not ours (the call proceeds natively)."""
         if path == "/dev/vfio/vfio":
-            limit, cap = process.memlock(call.pid)
             params = self.m.module_params
-            c = VfioContainer(self.m, call.mem, limit, cap,
-                              bool(params.get(("vfio_iommu_type1", "allow_unsafe_interrupts"), False)),
-                              int(params.get(("vfio_iommu_type1", "dma_entry_limit"), type1.DMA_ENTRY_LIMIT)))
+            c = VfioContainer(self.m, allow_unsafe_interrupts=bool(
+                params.get(("vfio_iommu_type1", "allow_unsafe_interrupts"), False)),
+                dma_entry_limit=int(params.get(("vfio_iommu_type1", "dma_entry_limit"), type1.DMA_ENTRY_LIMIT)),
+                mm=self.mm(call))
             return File(self.files, "container", c, lambda c: None).hand_out(lambda fd: call.give(fd, cloexec))
         name = path.removeprefix("/dev/vfio/")
         if name == path or not name.isdigit() or name != str(int(name)):
@@ -130,8 +152,7 @@ class Vfio:
             return 0
         if cmd == IOMMU_MAP_DMA:
             argsz, flags, vaddr, iova, size = call.arg(arg, "<IIQQQ")
-            c.memory = call.mem                # the pages are the caller's (current->mm)
-            c.map_dma(vaddr, iova, size, flags, argsz)
+            c.map_dma(vaddr, iova, size, flags, argsz, mm=self.mm(call))   # charged to current->mm
             return 0
         if cmd == IOMMU_UNMAP_DMA:
             argsz, flags, iova, size = call.arg(arg, "<IIQQ")
