@@ -1,4 +1,4 @@
-"""Imports only point down: cli -> fuse -> sysfs -> model, and engine -> model; pyfuse3 and
+"""Imports only point down: cli -> fuse -> sysfs -> model, engine -> model, vfio -> model; pyfuse3 and
 trio only where the daemon runs (fuse/, engine, cli). The tests keep the same map: tests/model
 reaches the model alone, tests/view the model and its sysfs view.
 
@@ -21,15 +21,18 @@ ALLOWED = {
     "sysfs": {"sysfs", "model"},
     "fuse": {"fuse", "sysfs", "model"},
     "engine": {"engine", "model"},
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client"},
+    "syscall": {"syscall", "model"},
+    "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
 }
 # the only layers that may import these (the model and the view run without them)
-DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli"}}
+DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli", "syscall"}}
 # what a folder of tests may reach of vfakefs, directly or through tests.* helpers
-TESTS_ALLOWED = {"model": {"model"}, "view": {"model", "sysfs"}}
+TESTS_ALLOWED = {"model": {"model"}, "view": {"model", "sysfs"}, "vfio": {"model", "vfio"},
+                 "syscall": {"model", "syscall"}}
 
 
 def module_name(path: Path) -> str:

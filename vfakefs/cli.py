@@ -40,6 +40,11 @@ def _logfile(mnt: str) -> Path:
     return _state_dir() / (_state_name(mnt) + ".log")
 
 
+def _sockfile(mnt: str) -> Path:
+    """Where the daemon takes `vfakefs run`'s seccomp listeners (syscall/server.py)."""
+    return _state_dir() / (_state_name(mnt) + ".sock")
+
+
 def _mount_type(mnt: str) -> str | None:
     """The filesystem type mounted on top at mnt, per /proc/self/mountinfo."""
     top = top_mount(os.path.realpath(mnt))
@@ -98,14 +103,20 @@ def cmd_mount(args) -> int:
     from vfakefs import engine
     from vfakefs.fuse.mount import serve
     from vfakefs.fuse.ops import SysfsOps
+    from vfakefs.syscall.server import SyscallServer
     from vfakefs.sysfs.tree import View
+
+    sock = str(_sockfile(args.mountpoint))     # now: realpath stats the mountpoint, ours once mounted
+
+    def background(nursery):
+        nursery.start_soon(engine.run, host)
+        nursery.start_soon(SyscallServer(host, sock).serve)
 
     def start(ready):
         view = View(host)
         ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
         host.subscribe(ops.publish)
-        serve(ops, args.mountpoint, ready=ready,
-              background=lambda nursery: nursery.start_soon(engine.run, host))
+        serve(ops, args.mountpoint, ready=ready, background=background)
 
     if args.foreground:
         with state.daemon_state(_pidfile(args.mountpoint), None) as written:
@@ -232,8 +243,13 @@ def cmd_run(args) -> int:
     stage = _state_dir() / "ns-stage"
     stage.mkdir(exist_ok=True)
     script = _namespace_script(mnt, str(stage)) + '\nexec "$@"'
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "vfakefs-run",
-                           *cmd]).returncode
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "vfakefs-run", *cmd]
+    sock = _sockfile(mnt)
+    if sock.exists():
+        # the program's /dev/vfio opens and VFIO ioctls go to the daemon (seccomp)
+        from vfakefs.syscall import trap
+        return trap.run(argv, str(sock))
+    return subprocess.run(argv).returncode
 
 
 def cmd_presets(args) -> int:

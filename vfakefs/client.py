@@ -4,7 +4,10 @@ and its kernel log, for test suites that would rather not shell out:
     from vfakefs.client import Controls
     c = Controls("/mnt/vfakefs")
     c.dma("0000:03:10.0", "write", 0x1000, 64)   # -> "... fault: [DMA Write NO_PASID] ..."
+    c.dma("0000:03:10.0", "write", 0x1000, 64, data=b"ab")   # "ab" 32 times
+    c.dma_read("0000:03:10.0", 0x1000, 64)        # -> the 64 bytes the device read
     c.msi("0000:00:03.0", 0xfee00010, 0)
+    c.msi_vector("0000:01:00.0", 0)               # the vector's programmed message
     c.traffic_start("0000:03:00.0", rate=100_000, pattern="random")
     c.fault_threshold = 10
     c.dmesg()                                     # the log as dmesg prints it
@@ -26,11 +29,15 @@ class Controls:
         self.dir = self.root / "sys/kernel/debug/vfakefs"
 
     def _ask(self, name: str, request: str) -> str:
-        """Write a request and read the answer on the same open file."""
+        """Write a request and read the answer on the same open file. A request must fit
+        one write of a sysfs file (4096 bytes): a longer one is cut there, as by the kernel,
+        so it is refused here (a dma write's data= holds at most about 2000 bytes)."""
+        if len(request.encode()) > 4096:
+            raise ValueError(f"a {name} request is at most 4096 bytes, not {len(request.encode())}")
         fd = os.open(self.dir / name, os.O_RDWR)
         try:
             os.write(fd, request.encode())
-            return os.pread(fd, 65536, 0).decode()
+            return os.pread(fd, 1 << 16, 0).decode()
         finally:
             os.close(fd)
 
@@ -41,11 +48,30 @@ class Controls:
         finally:
             os.close(fd)
 
-    def dma(self, bdf: str, direction: str, iova: int, length: int) -> str:
-        return self._ask("dma", f"{bdf} {direction} {iova:#x} {length}")
+    def dma(self, bdf: str, direction: str, iova: int, length: int, data: bytes | None = None) -> str:
+        """One DMA request (1..4096 bytes); the control's answer. A write carries `data`
+        (repeated to the length, cut when longer) or zeros; a read's answer has a second
+        line `data <hex>` with the bytes read (dma_read() returns them)."""
+        request = f"{bdf} {direction} {iova:#x} {length}"
+        if data is not None:
+            request += f" data={bytes(data).hex()}"
+        return self._ask("dma", request)
+
+    def dma_read(self, bdf: str, iova: int, length: int) -> bytes:
+        """The bytes the device read: all `length`, fewer when a fault stopped it (the
+        fault is in dmesg and dmar_table_errors), none when bus mastering is off."""
+        for line in self.dma(bdf, "read", iova, length).splitlines()[1:]:
+            if line.startswith("data "):
+                return bytes.fromhex(line[5:])
+        return b""
 
     def msi(self, bdf: str, address: int, data: int) -> str:
         return self._ask("msi", f"{bdf} {address:#x} {data:#x}")
+
+    def msi_vector(self, bdf: str, n: int) -> str:
+        """The device raises its MSI/MSI-X vector n with the message it has programmed
+        (OSError EINVAL when that vector is not enabled)."""
+        return self._ask("msi", f"{bdf} vector {n}")
 
     def traffic_start(self, bdf: str, rate: int = 100_000, mix: float = 0.7, ws: int = 1 << 20,
                       pattern: str = "sequential") -> None:

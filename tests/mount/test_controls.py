@@ -101,8 +101,9 @@ def test_dma_mapped_through_the_isa_window(mount_preset):
     assert command_word(mnt, AHCI) & 0x4                           # bus master enable
     first, again, write = ask(mnt, "dma", f"{AHCI} read 0x1000 64", f"{AHCI} read 0x1000 64",
                               f"{AHCI} write 0xfff000 4096")
-    assert first == f"{AHCI} read iova 0x1000 -> hpa 0x1000"      # a walk fills the IOTLB...
-    assert again == f"{AHCI} read iova 0x1000 -> hpa 0x1000 (iotlb hit)"   # ...the next one hits
+    zeros = "00" * 64                                            # host RAM nobody wrote yet
+    assert first == f"{AHCI} read iova 0x1000 -> hpa 0x1000\ndata {zeros}"     # a walk fills the IOTLB...
+    assert again == f"{AHCI} read iova 0x1000 -> hpa 0x1000 (iotlb hit)\ndata {zeros}"   # ...the next one hits
     assert write == f"{AHCI} write iova 0xfff000 -> hpa 0xfff000"
     assert dmar_table_errors(mnt) == []
     assert ask(mnt, "dma", f"{AHCI} read 0x1000000 4") == [     # one page past the window
@@ -122,7 +123,8 @@ def test_dma_mapped_by_traffic(mount_preset):
         base = 0x100000000 - 16384
         answers = ask(mnt, "dma", f"{IXGBE} read {base:#x} 64", f"{IXGBE} write {base + 0x3000:#x} 4096",
                       f"{IXGBE} read 0x100000000 4")
-        assert re.fullmatch(rf"{IXGBE} read iova {base:#x} -> hpa 0x[0-9a-f]+( \(iotlb hit\))?", answers[0])
+        assert re.fullmatch(rf"{IXGBE} read iova {base:#x} -> hpa 0x[0-9a-f]+( \(iotlb hit\))?\ndata (00){{64}}",
+                            answers[0])
         hpa = int(answers[0].split("hpa ")[1].split()[0], 16)
         assert re.fullmatch(rf"{IXGBE} write iova {base + 0x3000:#x} -> hpa {hpa + 0x3000:#x}( \(iotlb hit\))?",
                             answers[1])
@@ -148,7 +150,7 @@ def test_traffic_at_the_bounds_runs_and_restart_unmaps(mount_preset):
     try:
         assert mnt.read(t).startswith(f"{IXGBE} rate=1000000 mix=0.70 ws=1073741824 pattern=random ")
         (a,) = ask(mnt, "dma", f"{IXGBE} read 0x80001000 64")
-        assert re.fullmatch(rf"{IXGBE} read iova 0x80001000 -> hpa 0x[0-9a-f]+( \(iotlb hit\))?", a), a
+        assert re.fullmatch(rf"{IXGBE} read iova 0x80001000 -> hpa 0x[0-9a-f]+( \(iotlb hit\))?\ndata (00){{64}}", a), a
         assert mnt.read(mnt.pci / "devices" / IXGBE / "vendor") == "0x8086\n"
         rows = [r.split(" |")[0] for r in mnt.read(dom).splitlines()[2:]]
         assert rows == ["0x0000000080000"]          # the first buffer sits at 4 GiB: one 1 GiB superpage
@@ -186,7 +188,7 @@ def test_dma_answer_belongs_to_its_open_file(mount_preset):
         os.write(a, f"{AHCI} read 0x2000 4\n".encode())
         os.write(b, f"{E1000E} read 0x2000 4\n".encode())
         assert os.pread(b, 4096, 0).decode().startswith(f"{E1000E} read iova 0x2000: fault: ")
-        assert os.pread(a, 4096, 0).decode() == f"{AHCI} read iova 0x2000 -> hpa 0x2000\n"
+        assert os.pread(a, 4096, 0).decode() == f"{AHCI} read iova 0x2000 -> hpa 0x2000\ndata 00000000\n"
         c = os.open(mnt.path / VF / "dma", os.O_RDONLY)
         try:
             assert os.read(c, 4096) == b""                      # a fresh open has asked nothing
@@ -197,15 +199,114 @@ def test_dma_answer_belongs_to_its_open_file(mount_preset):
         os.close(b)
 
 
+# --- DMA with a payload: the bytes land in host memory and read back ------------------------------
+def test_dma_write_data_lands_and_reads_back(mount_preset):
+    """qemu-ref's ISA window maps 0-16 MiB 1:1, so AHCI's DMA reaches host RAM the kernel
+    owns (not a program's): the model keeps what devices write there. data= is repeated
+    to the length; a write without data= writes zeros; a request crossing a page is two
+    pages translated, both in the answer's IOTLB flag."""
+    mnt = mount_preset("qemu-ref")
+    w, r, w0, r0 = ask(mnt, "dma", f"{AHCI} write 0x1ffe 8 data=c0ffee", f"{AHCI} read 0x1ffc 12",
+                       f"{AHCI} write 0x1ffe 2", f"{AHCI} read 0x1ffe 4")
+    assert w == f"{AHCI} write iova 0x1ffe -> hpa 0x1ffe"
+    assert r == f"{AHCI} read iova 0x1ffc -> hpa 0x1ffc (iotlb hit)\ndata 0000c0ffeec0ffeec0ff0000"
+    assert w0 == f"{AHCI} write iova 0x1ffe -> hpa 0x1ffe (iotlb hit)"
+    assert r0 == f"{AHCI} read iova 0x1ffe -> hpa 0x1ffe (iotlb hit)\ndata 0000eec0"
+    (big,) = ask(mnt, "dma", f"{AHCI} read 0x1004 4096")              # the longest request: 2 hex a byte
+    assert big.splitlines()[1] == "data " + "00" * (0x1FFE - 0x1004) + "0000" + "eec0ffee"
+    assert dmar_table_errors(mnt) == []
+
+
+def test_dma_stops_at_the_page_that_faults(mount_preset, kmsg):
+    """The window ends at 16 MiB: a request across its end moves the bytes before the
+    page that faults and nothing from there on; the fault is logged as any other."""
+    mnt = mount_preset("qemu-ref")
+    log = kmsg(mnt)
+    w, r = ask(mnt, "dma", f"{AHCI} write 0xfffffe 4 data=aabb", f"{AHCI} read 0xfffffc 8")
+    w_line = fault("DMA Write", "00:1f.2", 0x1000000, 0x05, "PTE Write access is not set")
+    r_line = fault("DMA Read", "00:1f.2", 0x1000000, 0x06, "PTE Read access is not set")
+    assert w == f"{AHCI} write iova 0xfffffe: fault: {w_line}\nwrote 2 of 4 bytes"
+    assert r == f"{AHCI} read iova 0xfffffc: fault: {r_line}\ndata 0000aabb"
+    assert log.new() == [(3, "DMAR: DRHD: handling fault status reg 2"), (3, "DMAR: " + w_line),
+                         (3, "DMAR: DRHD: handling fault status reg 2"), (3, "DMAR: " + r_line)]
+    assert dmar_table_errors(mnt) == [w_line, r_line]
+    (a,) = ask(mnt, "dma", f"{AHCI} read 0x1000000 4")                 # the first page faults: no data
+    assert a == f"{AHCI} read iova 0x1000000: fault: {r_line}"
+
+
+BAD_PAYLOADS = [
+    (f"{AHCI} write 0x1000 4 data=", "data= is empty"),
+    (f"{AHCI} write 0x1000 4 data=abc", "data= has 3 hex digits, not whole bytes"),
+    (f"{AHCI} write 0x1000 4 data=zz", "data= holds 'z', not a hex digit"),
+    (f"{AHCI} write 0x1000 4 data=0x12", "data= holds 'x', not a hex digit"),
+    (f"{AHCI} read 0x1000 4 data=00", "data= is for writes only"),
+    (f"{AHCI} write 0x1000 4 bytes=00", "unknown setting 'bytes=00'"),
+    (f"{AHCI} write 0x1000 4 data=00 data=11",
+     "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"),
+    (f"{AHCI} write 0x1000 4097 data=00", "length 4097 is more than one request carries (4096)"),
+]
+
+
+def test_bad_payload_writes_nothing(mount_preset, kmsg):
+    """A refused write moves no byte: memory, IOTLB counters and fault log as before."""
+    mnt = mount_preset("qemu-ref")
+    (w,) = ask(mnt, "dma", f"{AHCI} write 0x1000 4 data=01020304")
+    assert w == f"{AHCI} write iova 0x1000 -> hpa 0x1000"
+    stats = mnt.read(mnt.path / INTEL / "iotlb_stats")
+    log = kmsg(mnt)
+    fd = os.open(mnt.path / VF / "dma", os.O_RDWR)
+    try:
+        for text, why in BAD_PAYLOADS:
+            with pytest.raises(OSError) as e:
+                os.write(fd, text.encode() + b"\n")
+            assert e.value.errno == errno.EINVAL, text
+            assert log.new() == [(4, f"vfakefs: dma: {why}")], text
+    finally:
+        os.close(fd)
+    assert mnt.read(mnt.path / INTEL / "iotlb_stats") == stats and dmar_table_errors(mnt) == []
+    assert ask(mnt, "dma", f"{AHCI} read 0x1000 4") == [f"{AHCI} read iova 0x1000 -> hpa 0x1000 (iotlb hit)"
+                                                        "\ndata 01020304"]
+
+
+# --- MSI: a device's programmed vectors -----------------------------------------------------------
+def test_msi_vector_sends_the_programmed_message(mount_preset):
+    """`<bdf> vector <n>` sends what the function's MSI capability (config space) or MSI-X
+    table (the IRTEs the kernel allocated for it) holds: the same answer as the raw form
+    with that address and data."""
+    mnt = mount_preset("qemu-ref")
+    nvme = [i for i, sid, _, _ in ir_entries(mnt) if sid == "01:00.0"]
+    assert len(nvme) == 3
+    for n, index in enumerate(nvme):
+        address, data = remappable_msi(index)
+        vec, raw = ask(mnt, "msi", f"{NVME} vector {n}", f"{NVME} {address:#x} {data}")
+        assert vec == raw and vec.startswith(f"{NVME}: index {index:#x}: delivered vector 0x"), (vec, raw)
+    # the bridge 03:00.0 uses MSI: its message is in config space, where lspci reads it
+    r = mnt.lspci("-vv", "-s", "03:00.0")
+    address, data = re.search(r"MSI: Enable\+ .*\n\s+Address: ([0-9a-f]+)  Data: ([0-9a-f]+)", r.stdout).groups()
+    vec, raw = ask(mnt, "msi", "0000:03:00.0 vector 0", f"0000:03:00.0 0x{address} 0x{data}")
+    assert vec == raw and vec.startswith("0000:03:00.0: index 0x15: delivered vector"), (vec, raw)
+
+
+BAD_VECTORS = [
+    (f"{NVME} vector 3", f"vector 3 is not enabled: {NVME}'s MSI-X table entry 3 was never programmed"),
+    (f"{NVME} vector 61", f"vector 61 is past {NVME}'s MSI-X table (61 entries)"),
+    (f"{NVME} vector x", "vector 'x' is not a number"),
+    (f"{NVME} vector 2048", "vector 2048 is outside 0..2047"),
+    (f"{NVME} vector -1", "vector -1 is outside 0..2047"),
+    (f"{AHCI} vector 0", f"{AHCI} has neither MSI nor MSI-X enabled"),
+    ("0000:03:00.0 vector 1", "vector 1 is not enabled: 0000:03:00.0 has 1 MSI vector enabled"),
+]
+
+
 # --- bad input: EINVAL, a `vfakefs: <control>: <why>` line, nothing changed -------------------------
 BAD = [
-    ("dma", "garbage", "expected '<bdf> read|write <iova> <length>'"),
+    ("dma", "garbage", "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"),
     ("dma", f"{E1000E} sideways 0x1000 4", "direction 'sideways' is not read or write"),
     ("dma", f"{E1000E} read zz 4", "iova 'zz' is not a number"),
     ("dma", f"{E1000E} read 0x1000 0", "length must be positive and iova not negative"),
     ("dma", "zz read 0x1000 4", "malformed device 'zz'"),
     ("dma", "0000:0f:00.0 read 0x1000 4", "no device 0000:0f:00.0"),
-    ("msi", f"{NVME} 0xfee00318", "expected '<bdf> <address> <data>'"),
+    ("msi", f"{NVME} 0xfee00318", "expected '<bdf> <address> <data>' or '<bdf> vector <n>'"),
     ("msi", f"{NVME} 0x12345678 0", "address 0x12345678 is not in the MSI window 0xfee00000-0xfeefffff"),
     ("msi", f"{NVME} zz 0", "address 'zz' is not a number"),
     ("traffic", "bogus", "expected 'start <bdf> [rate=N] [mix=R] [ws=BYTES] [pattern=P]' or 'stop <bdf>|all'"),
@@ -234,6 +335,8 @@ BAD = [
     ("fault_threshold", "abc", "threshold 'abc' is not a number"),
     ("fault_threshold", "0", "threshold must be at least 1"),
     ("fault_threshold", "-3", "threshold must be at least 1"),
+    *(("dma", text, why) for text, why in BAD_PAYLOADS),
+    *(("msi", text, why) for text, why in BAD_VECTORS),
 ]
 
 
@@ -385,7 +488,7 @@ def test_fault_threshold_disables_bus_mastering(mount_preset, kmsg):
     assert len(dmar_table_errors(mnt)) == 5                      # nothing more reached the IOMMU
     assert log.new() == []
     # other devices are not affected
-    assert ask(mnt, "dma", f"{AHCI} read 0x1000 4") == [f"{AHCI} read iova 0x1000 -> hpa 0x1000"]
+    assert ask(mnt, "dma", f"{AHCI} read 0x1000 4") == [f"{AHCI} read iova 0x1000 -> hpa 0x1000\ndata 00000000"]
 
 
 def test_fault_threshold_line_is_a_warning(mount_preset, kmsg):
@@ -454,7 +557,7 @@ def test_client_against_a_mount(mount_preset):
     assert "DMAR: " + r_line in c.dmesg()
     c.traffic_start(IXGBE, rate=1000, ws=16384)
     assert c.traffic().startswith(f"{IXGBE} rate=1000 mix=0.70 ws=16384 pattern=sequential ")
-    assert re.fullmatch(rf"{IXGBE} read iova 0xffffc000 -> hpa 0x[0-9a-f]+( \(iotlb hit\))?\n",
+    assert re.fullmatch(rf"{IXGBE} read iova 0xffffc000 -> hpa 0x[0-9a-f]+( \(iotlb hit\))?\ndata (00){{64}}\n",
                         c.dma(IXGBE, "read", 0xFFFFC000, 64))
     c.traffic_stop(IXGBE)
     assert c.traffic() == ""

@@ -10,10 +10,12 @@ import errno
 from dataclasses import dataclass
 
 from vfakefs.model.iommu import iommu
+from vfakefs.model.iommu.device_dma import dma_read, dma_write
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.irte import IR_FAULT_REASONS
 from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.vfio import msihandler
 
 
 def reject(m, control: str, why: str, err: int = errno.EINVAL):
@@ -43,22 +45,31 @@ def _int(m, control: str, word: str, what: str, lo: int | None = None, hi: int |
     return n
 
 
-# --- dma: `<bdf> read|write <iova> <length>` -----------------------------------------------------
+# --- dma: `<bdf> read <iova> <length>`, `<bdf> write <iova> <length> [data=<hex>]` -----------------
 MAX_DMA_LENGTH = 4096      # one memory request TLP: Max_Read_Request_Size and Max_Payload_Size top out at 4096
+DMA_USAGE = "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"
 
 
 def dma_request(m, text: str) -> str:
-    """Issue one DMA request and return what the hardware answered, as a line.
+    """Issue one DMA request and return what the hardware answered.
 
     iova is a 64-bit bus address (0..2^64-1) and the request ends within 2^64;
     length is 1..4096 bytes, the most one PCIe memory request carries (PCIe r6
-    7.5.3.4: Max_Read_Request_Size and Max_Payload_Size are at most 4096)."""
+    7.5.3.4: Max_Read_Request_Size and Max_Payload_Size are at most 4096). A write
+    carries `data=<hex>` (whole bytes in hex, repeated to fill the length, cut at the
+    length when longer) or, without it, zeros. The bytes move through
+    iommu/device_dma.py: page by page, up to the first page that faults.
+
+    The first line is the translation (`-> hpa`, `not issued`, or `fault: `); a read
+    adds `data <hex>` with the bytes it read (all of them, or those before the fault),
+    a write cut short by a fault adds `wrote <n> of <length> bytes`."""
     words = text.split()
-    if len(words) != 4:
-        reject(m, "dma", "expected '<bdf> read|write <iova> <length>'")
+    if len(words) not in (4, 5):
+        reject(m, "dma", DMA_USAGE)
     dev = _device(m, "dma", words[0])
     if words[1] not in ("read", "write"):
         reject(m, "dma", f"direction {words[1]!r} is not read or write")
+    write = words[1] == "write"
     iova, length = _int(m, "dma", words[2], "iova"), _int(m, "dma", words[3], "length")
     if length <= 0 or iova < 0:
         reject(m, "dma", "length must be positive and iova not negative")
@@ -66,31 +77,83 @@ def dma_request(m, text: str) -> str:
         reject(m, "dma", f"length {length} is more than one request carries ({MAX_DMA_LENGTH})")
     if iova + length > 1 << 64:
         reject(m, "dma", f"iova {iova:#x} + length {length} is past the 64-bit address space")
-    t = iommu.dma(m, dev, iova, length, words[1] == "write")
-    if t.hpa is not None:
-        return f"{dev.name} {words[1]} iova {iova:#x} -> hpa {t.hpa:#x}{' (iotlb hit)' if t.iotlb_hit else ''}\n"
+    payload = bytes(length)
+    if len(words) == 5:
+        if not words[4].startswith("data="):
+            reject(m, "dma", f"unknown setting {words[4][:32]!r}")
+        if not write:
+            reject(m, "dma", "data= is for writes only")
+        pattern = _hex(m, words[4].removeprefix("data="))
+        payload = (pattern * -(-length // len(pattern)))[:length]
+    t = dma_write(m, dev, iova, payload) if write else dma_read(m, dev, iova, length)
+    head = f"{dev.name} {words[1]} iova {iova:#x}"
+    if not t.issued:
+        return f"{head}: not issued (bus mastering disabled)\n"
     if t.fault is None:
-        return f"{dev.name} {words[1]} iova {iova:#x}: not issued (bus mastering disabled)\n"
-    return f"{dev.name} {words[1]} iova {iova:#x}: fault: {t.fault.log_line().removeprefix('DMAR: ')}\n"
+        line = f"{head} -> hpa {t.hpa:#x}{' (iotlb hit)' if t.iotlb_hit else ''}\n"
+    else:
+        line = f"{head}: fault: {t.fault.log_line().removeprefix('DMAR: ')}\n"
+    if not write and t.done:
+        line += f"data {t.data.hex()}\n"
+    elif write and t.fault is not None and t.done:
+        line += f"wrote {t.done} of {length} bytes\n"
+    return line
 
 
-# --- msi: `<bdf> <address> <data>` -------------------------------------------------------------
+def _hex(m, text: str) -> bytes:
+    """data=: hex digits, two to a byte, nothing else."""
+    if not text:
+        reject(m, "dma", "data= is empty")
+    bad = next((c for c in text if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        reject(m, "dma", f"data= holds {bad!r}, not a hex digit")
+    if len(text) % 2:
+        reject(m, "dma", f"data= has {len(text)} hex digits, not whole bytes")
+    return bytes.fromhex(text)
+
+
+# --- msi: `<bdf> <address> <data>`, `<bdf> vector <n>` -------------------------------------------
+MSI_USAGE = "expected '<bdf> <address> <data>' or '<bdf> vector <n>'"
+MAX_VECTOR = 2047          # MSI-X: at most 2048 table entries (Table Size is 11 bits)
+
+
 def msi(m, text: str) -> str:
     """A device writes an MSI; the remapping hardware checks it against its IRTE.
 
-    address is in the interrupt window 0xfee00000-0xfeefffff; data is the 32-bit
-    message data (0..0xffffffff, MSI-X's Message Data width)."""
+    Raw form: address is in the interrupt window 0xfee00000-0xfeefffff; data is the
+    32-bit message data (0..0xffffffff, MSI-X's Message Data width). Vector form: the
+    device raises its MSI or MSI-X vector n (0..2047) with the message programmed in
+    its capability or MSI-X table (pci/msi.py); EINVAL when that vector is not enabled,
+    since a function cannot send it. Either way, a message delivered to an IRTE whose
+    irq a VFIO device requested signals the eventfd its program registered."""
     words = text.split()
     if len(words) != 3:
-        reject(m, "msi", "expected '<bdf> <address> <data>'")
+        reject(m, "msi", MSI_USAGE)
     dev = _device(m, "msi", words[0])
+    if words[1] == "vector":
+        return _msi_vector(m, dev, _int(m, "msi", words[2], "vector", 0, MAX_VECTOR))
     address = _int(m, "msi", words[1], "address")
     data = _int(m, "msi", words[2], "data", 0, 0xFFFF_FFFF)
     if address >> 20 != 0xFEE:
         reject(m, "msi", f"address {address:#x} is not in the MSI window 0xfee00000-0xfeefffff")
     if m.irq_remap is None:
         return f"{dev.name}: delivered without remapping (vector {data & 0xFF:#x})\n"
-    r = m.irq_remap.deliver_msi(dev, address, data)
+    return _msi_answer(dev, msihandler.deliver(m, dev, address, data))
+
+
+def _msi_vector(m, dev, n: int) -> str:
+    try:
+        msg, r = msihandler.raise_vector(m, dev, n)
+    except SysfsError as e:
+        reject(m, "msi", str(e))
+    if msg.held is not None:
+        return f"{dev.name}: vector {n}: not issued ({msg.held})\n"
+    if r is None:
+        return f"{dev.name}: delivered without remapping (vector {msg.data & 0xFF:#x})\n"
+    return _msi_answer(dev, r)
+
+
+def _msi_answer(dev, r) -> str:
     index = "compatibility format" if r.index is None else f"index {r.index:#x}"
     if r.blocked:
         return f"{dev.name}: {index}: blocked: [fault reason {r.reason:#04x}] {IR_FAULT_REASONS.get(r.reason, '')}\n"

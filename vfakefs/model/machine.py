@@ -18,6 +18,7 @@ from vfakefs.model.pci import sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
+from vfakefs.model.ram import SystemRam
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Machine:
         self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
         self.vfio_pins: list = []               # (hpa, size, ProcessMemory, vaddr) VFIO pinned, by hpa
+        self.ram = SystemRam()                  # other host pages device DMA wrote (model/ram.py)
         # what the topology declares beyond the PCI tree (topology._Checker.declared)
         self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)

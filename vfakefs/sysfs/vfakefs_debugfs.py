@@ -2,7 +2,14 @@
 debugfs knobs (model/controls.py holds what they do).
 
 `dma` and `msi` answer per open file: write a request, then read the answer
-of the last request made on that same file descriptor."""
+of the last request made on that same file descriptor:
+
+    dma  <bdf> read <iova> <length>                 translation line, then `data <hex>`
+    dma  <bdf> write <iova> <length> [data=<hex>]   translation line (+ `wrote <n> of <length> bytes`)
+    msi  <bdf> <address> <data>                     what interrupt remapping did with it
+    msi  <bdf> vector <n>                           the same, for the message vector n has programmed
+
+A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
 from vfakefs.model import controls

@@ -93,6 +93,7 @@ class IrqRemapTable:
         self.matrix = VectorMatrix(nr_cpus)
         self.descriptors: dict[int, PostedDescriptor] = {}
         self.saved: dict[int, tuple[int, int]] = {}           # remapped IRTE kept while posted
+        self.handlers: dict = {}                               # IRTE -> the handler request_irq gave
         self.deliveries: Counter = Counter()                   # (vector, cpu) -> count
         self.by_device: Counter = Counter()                    # requester id -> delivered count
         self.faults: list[IrFault] = []
@@ -146,6 +147,7 @@ class IrqRemapTable:
                     self.matrix.free(e.vector, cpu)
             self.descriptors.pop(i, None)
             self.saved.pop(i, None)
+            self.handlers.pop(i, None)
         self.clear(index, span)
         self.bitmap[index:index + span] = False
 
@@ -198,8 +200,11 @@ class IrqRemapTable:
                 vector, cpu = self.matrix.alloc()
                 self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
 
-    def request_irq(self, index: int) -> None:
-        """request_irq() of one parked vector: it gets a CPU and vector from the matrix."""
+    def request_irq(self, index: int, handler=None) -> None:
+        """request_irq() of one parked vector: it gets a CPU and vector from the matrix;
+        handler() runs for each message delivered to it (handle())."""
+        if handler is not None:
+            self.handlers[index] = handler
         e = self[index]
         if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
             vector, cpu = self.matrix.alloc()
@@ -208,6 +213,7 @@ class IrqRemapTable:
     def free_irq(self, index: int) -> None:
         """free_irq(): the vector goes back to the matrix; the entry stays allocated, parked
         on MANAGED_IRQ_SHUTDOWN_VECTOR (reservation mode) until the vectors are freed."""
+        self.handlers.pop(index, None)
         e = self[index]
         if e.present and not e.im and e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR:
             for cpu in dest_cpus(e, self.x2apic):
@@ -293,6 +299,18 @@ class IrqRemapTable:
             self.by_device[rid] += 1
             return MsiResult(rid, index, vector=e.vector, cpus=(desc.ndst,), posted=True, notified=notified)
         return self._deliver(rid, index, e.vector, dest_cpus(e, self.x2apic))
+
+    def handle(self, result: MsiResult) -> bool:
+        """The kernel's side of a message delivered to an IRTE (not posted: that goes to a
+        vCPU): the handler request_irq() gave it runs (vfio_msihandler signals the
+        program's eventfd). True when a handler ran."""
+        if not result.delivered or result.posted or result.index is None:
+            return False
+        handler = self.handlers.get(result.index)
+        if handler is None:
+            return False
+        handler()
+        return True
 
     @staticmethod
     def source_ok(e: Irte, rid: int) -> bool:

@@ -7,25 +7,44 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.vfio import type1
-from vfakefs.model.vfio.memory import ProcessMemory
+from vfakefs.model.vfio.memory import Mm, ProcessMemory
 
 VFIO_API_VERSION = 0
 
 
 class VfioContainer:
-    """struct vfio_container, plus what the opening process brings: its memory (for
-    MAP_DMA), RLIMIT_MEMLOCK in bytes (None: unlimited), CAP_IPC_LOCK, and the type1
-    module parameters allow_unsafe_interrupts and dma_entry_limit."""
+    """struct vfio_container, plus what the opening process brings: its mm (memory for
+    MAP_DMA, locked_vm, RLIMIT_MEMLOCK in bytes (None: unlimited), CAP_IPC_LOCK), and the
+    type1 module parameters allow_unsafe_interrupts and dma_entry_limit. Give `mm` to share
+    one process's accounting between containers; without it the container makes its own
+    Mm from memory, memlock_limit and cap_ipc_lock."""
 
     def __init__(self, m, memory: ProcessMemory | None = None, memlock_limit: int | None = None,
                  cap_ipc_lock: bool = False, allow_unsafe_interrupts: bool = False,
-                 dma_entry_limit: int = type1.DMA_ENTRY_LIMIT):
-        self.m, self.memory = m, memory
-        self.memlock_limit, self.cap_ipc_lock = memlock_limit, cap_ipc_lock
+                 dma_entry_limit: int = type1.DMA_ENTRY_LIMIT, mm: Mm | None = None):
+        self.m = m
+        self.mm = mm if mm is not None else Mm(memory, memlock_limit, cap_ipc_lock)
         self.allow_unsafe_interrupts, self.dma_entry_limit = allow_unsafe_interrupts, dma_entry_limit
-        self.locked_vm = 0                     # mm->locked_vm: pages pinned, in pages
         self.groups: list = []                 # VfioGroups, in the order they joined
         self.iommu: type1.VfioIommuType1 | None = None
+
+    # the opener's mm, as the attributes they were before Mm existed
+    @property
+    def memory(self) -> ProcessMemory | None:
+        return self.mm.memory
+
+    @property
+    def memlock_limit(self) -> int | None:
+        return self.mm.memlock_limit
+
+    @property
+    def cap_ipc_lock(self) -> bool:
+        return self.mm.cap_ipc_lock
+
+    @property
+    def locked_vm(self) -> int:
+        """mm->locked_vm of the opening process, in pages."""
+        return self.mm.locked_vm
 
     # --- VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_SET_IOMMU ---------------------------
     def get_api_version(self) -> int:
@@ -74,8 +93,11 @@ class VfioContainer:
     def get_info(self, argsz: int = type1.INFO_SIZE) -> bytes:
         return self._backend().get_info(argsz)
 
-    def map_dma(self, vaddr: int, iova: int, size: int, flags: int = 3, argsz: int = type1.MAP_MINSZ) -> None:
-        self._backend().map_dma(vaddr, iova, size, flags, argsz)
+    def map_dma(self, vaddr: int, iova: int, size: int, flags: int = 3, argsz: int = type1.MAP_MINSZ,
+                mm: Mm | None = None) -> None:
+        """mm: the calling process's, when it is not the opener (a forked child, an exec'd
+        successor giving a new vaddr); the mapping is charged to it."""
+        self._backend().map_dma(vaddr, iova, size, flags, argsz, mm=mm)
 
     def unmap_dma(self, iova: int, size: int, flags: int = 0, argsz: int = type1.UNMAP_MINSZ) -> int:
         return self._backend().unmap_dma(iova, size, flags, argsz)

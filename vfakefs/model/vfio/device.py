@@ -76,14 +76,19 @@ class VfioPciDevice:
         self._init_config()
         self.saved_state = bytes(dev.config.bytes)   # pci_save_state() at open, restored at close
         self.irqs = VfioIrqs(self)
+        self.opens = 1                 # device->open_count: GET_DEVICE_FD again shares this state
         self.closed = False
 
     def close(self) -> None:
         """vfio_pci_core_close_device() / vfio_pci_core_disable(): bus mastering off, the
         active interrupts disabled (their IRTEs freed), ERR/REQ eventfds dropped, the
         config state saved at open restored, then pci_disable_device() clears the master
-        bit again. Idempotent: the last close of the device fd calls it once."""
+        bit again. Idempotent: the last close of the device fd calls it once; with
+        several opens, the last of them."""
         if self.closed:
+            return
+        self.opens -= 1
+        if self.opens > 0:
             return
         self.closed = True
         cfg = self.dev.config

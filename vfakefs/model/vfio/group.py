@@ -127,6 +127,10 @@ class VfioGroup:
         dev = self._match(name)
         if self.container is None or self.container.iommu is None:
             raise SysfsError(errno.EINVAL)
+        for fd in self.devices:                 # vfio_df_open: only the first open enables it
+            if fd.dev is dev:
+                fd.opens += 1
+                return fd
         fd = VfioPciDevice(self.m, dev, self)
         self.devices.append(fd)
         return fd

@@ -265,7 +265,7 @@ class VfioIrqs:
         if trigger is None:
             return
         if t is not None and self.irte:
-            t.request_irq(self.irte[vector])
+            t.request_irq(self.irte[vector], trigger.signal)     # vfio_msihandler signals it
         self.ctx[vector] = trigger
 
     def _msi_disable(self, msix: bool) -> None:
@@ -356,6 +356,5 @@ class VfioIrqs:
             self._signal(n)
             return None
         result = t.deliver_msi(self.dev if source is None else source, *msg)
-        if result.delivered and not result.posted and result.index in self.irte:
-            self._signal(self.irte.index(result.index))
+        t.handle(result)
         return result

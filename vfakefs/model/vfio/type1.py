@@ -18,6 +18,7 @@ from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Domain
 from vfakefs.model.iommu import iommu
 from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.vfio.memory import Mm
 
 PAGE = 4096
 U64 = (1 << 64) - 1
@@ -65,6 +66,18 @@ def pinned(m, hpa: int):
     return None
 
 
+def fault_in(mem, vaddr: int, size: int, write: bool) -> None:
+    """pin_user_pages(FOLL_WRITE when the device writes): EFAULT unless every page of
+    [vaddr, vaddr+size) is mapped (and writable). A memory without its own check is asked
+    for the first and last byte."""
+    check = getattr(mem, "fault_in", None)
+    if check is not None:
+        check(vaddr, size, write)
+    else:
+        mem.read(vaddr, 1)
+        mem.read(vaddr + size - 1, 1)
+
+
 def _align(iova: int, size: int) -> int:
     """The alignment pinned pages get: hugepage-backed memory is physically aligned
     like its IOVA, so superpages fit where IOVA and size allow them."""
@@ -81,6 +94,9 @@ class VfioDma:
     size: int
     prot: int
     hpa: int
+    mm: Mm | None = None              # the process charged for the pages (dma->mm)
+    lock_cap: bool = False            # its CAP_IPC_LOCK when it mapped (dma->lock_cap)
+    vaddr_invalid: bool = False       # UNMAP_DMA(VADDR) took the vaddr away; MAP_DMA(VADDR) gives one
 
 
 class VfioIommuType1:
@@ -95,6 +111,7 @@ class VfioIommuType1:
         self.groups: list = []
         self.dma_list: list[VfioDma] = []          # by iova (the kernel's rb-tree)
         self.dma_avail = container.dma_entry_limit
+        self.vaddr_invalid_count = 0
 
     def check_extension(self, ext: int) -> int:
         return check_extension(self, ext)
@@ -102,7 +119,10 @@ class VfioIommuType1:
     # --- groups ------------------------------------------------------------------------------
     def attach_group(self, vgroup) -> None:
         """vfio_iommu_type1_attach_group(): refused (state unchanged) without interrupt
-        remapping; else the group moves from its blocking domain into the VFIO domain."""
+        remapping; else the group moves from its blocking domain into the VFIO domain.
+        EBUSY while a mapping has no vaddr: the attach could have to pin pages."""
+        if self.vaddr_invalid_count:
+            raise SysfsError(errno.EBUSY)
         if self.unit is None:
             raise SysfsError(errno.ENODEV)
         if not self.container.allow_unsafe_interrupts and not self.m.interrupt_remapping:
@@ -155,8 +175,11 @@ class VfioIommuType1:
 
     # --- MAP_DMA ---------------------------------------------------------------------------------
     def map_dma(self, vaddr: int, iova: int, size: int,
-                flags: int = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE, argsz: int = MAP_MINSZ) -> None:
-        """vfio_iommu_type1_map_dma() + vfio_dma_do_map(), checks in the kernel's order."""
+                flags: int = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE, argsz: int = MAP_MINSZ,
+                mm: Mm | None = None) -> None:
+        """vfio_iommu_type1_map_dma() + vfio_dma_do_map(), checks in the kernel's order.
+        mm is the calling process's (default: the container's opener): it pays for the pages."""
+        mm = mm if mm is not None else self.container.mm
         mask = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR
         if argsz < MAP_MINSZ or flags & ~mask:
             raise SysfsError(errno.EINVAL)
@@ -170,39 +193,57 @@ class VfioIommuType1:
             raise SysfsError(errno.EINVAL)
         dma = self.find_dma(iova, size)
         if set_vaddr:
-            # only a mapping whose vaddr was invalidated may take a new one (not modelled)
-            raise SysfsError(errno.ENOENT if dma is None else errno.EINVAL)
+            self._set_vaddr(dma, vaddr, iova, size, mm)
+            return
         if dma is not None:
             raise SysfsError(errno.EEXIST)
         if not self.dma_avail:
             raise SysfsError(errno.ENOSPC)
         if not self._iova_valid(iova, iova + size - 1):
             raise SysfsError(errno.EINVAL)
-        hpa = self._pin_pages(vaddr, iova, size)
-        self.domain.table.map(iova, hpa, size, prot)
+        dma = VfioDma(iova, vaddr, size, prot, 0, mm, mm.cap_ipc_lock)   # capable(CAP_IPC_LOCK) now
+        dma.hpa = self._pin_pages(dma)
+        self.domain.table.map(iova, dma.hpa, size, prot)
         if self.unit.cap & 0x80:                     # caching mode: non-present entries are cached
             self.unit.invalidate_pages(self.domain.did, iova, size)
-        dma = VfioDma(iova, vaddr, size, prot, hpa)
         bisect.insort(self.dma_list, dma, key=lambda d: d.iova)
-        bisect.insort(self.m.vfio_pins, (hpa, size, self.container.memory, vaddr), key=lambda p: p[0])
+        bisect.insort(self.m.vfio_pins, (dma.hpa, size, mm.memory, vaddr), key=lambda p: p[0])
         self.dma_avail -= 1
 
-    def _pin_pages(self, vaddr: int, iova: int, size: int) -> int:
-        """vfio_pin_pages_remote(): the pages must exist (EFAULT) and fit RLIMIT_MEMLOCK
-        unless CAP_IPC_LOCK (ENOMEM, logged); the host addresses the pages have."""
-        c = self.container
-        mem = c.memory
-        if mem is not None:
-            mem.read(vaddr, 1)                       # get_user_pages faults the range in
-            mem.read(vaddr + size - 1, 1)
-        npage = size // PAGE
-        if c.memlock_limit is not None and not c.cap_ipc_lock:
-            limit = c.memlock_limit // PAGE
-            if c.locked_vm + npage > limit:
-                self.m.kmsg.log(f"vfio_pin_pages_remote: RLIMIT_MEMLOCK ({limit * PAGE}) exceeded", KERN_WARNING)
-                raise SysfsError(errno.ENOMEM)
-        c.locked_vm += npage
-        return self.m.alloc_host_memory(size, align=_align(iova, size))
+    def _pin_pages(self, dma: VfioDma) -> int:
+        """vfio_pin_pages_remote(): the pages must exist, and be writable for a mapping the
+        device writes (EFAULT), and fit the mm's RLIMIT_MEMLOCK unless CAP_IPC_LOCK (ENOMEM,
+        logged); then vfio_lock_acct() charges them. The host addresses the pages have."""
+        mm = dma.mm
+        if mm.memory is not None:
+            fault_in(mm.memory, dma.vaddr, dma.size, bool(dma.prot & VFIO_DMA_MAP_FLAG_WRITE))
+        npage = dma.size // PAGE
+        limit = mm.limit_pages()
+        if not dma.lock_cap and limit is not None and mm.locked_vm + npage > limit:
+            self.m.kmsg.log(f"vfio_pin_pages_remote: RLIMIT_MEMLOCK ({limit * PAGE}) exceeded", KERN_WARNING)
+            raise SysfsError(errno.ENOMEM)
+        mm.account(npage, dma.lock_cap)
+        return self.m.alloc_host_memory(dma.size, align=_align(dma.iova, dma.size))
+
+    def _set_vaddr(self, dma: VfioDma | None, vaddr: int, iova: int, size: int, mm: Mm) -> None:
+        """vfio_dma_do_map()'s VFIO_DMA_MAP_FLAG_VADDR: only a mapping whose vaddr was
+        invalidated, given exactly (ENOENT for none, EINVAL otherwise), takes the new vaddr;
+        from another process, vfio_change_dma_owner() first moves the charge to its mm (its
+        ENOMEM changes nothing). The IOMMU mapping and the pinned pages stay as they were:
+        the caller promises the new vaddr maps the same memory, so device DMA goes there."""
+        if dma is None:
+            raise SysfsError(errno.ENOENT)
+        if not dma.vaddr_invalid or dma.iova != iova or dma.size != size:
+            raise SysfsError(errno.EINVAL)
+        if mm is not dma.mm:
+            npage = dma.size // PAGE
+            mm.account(npage, mm.cap_ipc_lock)
+            dma.mm.account(-npage, dma.lock_cap)
+            dma.mm, dma.lock_cap = mm, mm.cap_ipc_lock
+        dma.vaddr, dma.vaddr_invalid = vaddr, False
+        self.vaddr_invalid_count -= 1
+        i = next(i for i, p in enumerate(self.m.vfio_pins) if p[0] == dma.hpa)
+        self.m.vfio_pins[i] = (dma.hpa, dma.size, mm.memory, vaddr)
 
     # --- UNMAP_DMA --------------------------------------------------------------------------------
     def unmap_dma(self, iova: int, size: int, flags: int = 0, argsz: int = UNMAP_MINSZ) -> int:
@@ -212,8 +253,7 @@ class VfioIommuType1:
             raise SysfsError(errno.EINVAL)
         if flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP:
             raise SysfsError(errno.EINVAL)           # dirty tracking is never started here
-        if flags & VFIO_DMA_UNMAP_FLAG_VADDR:
-            raise SysfsError(errno.EINVAL)           # vaddr invalidation: not modelled
+        invalidate_vaddr = bool(flags & VFIO_DMA_UNMAP_FLAG_VADDR)
         unmap_all = bool(flags & VFIO_DMA_UNMAP_FLAG_ALL)
         if unmap_all:
             if iova or size:
@@ -230,10 +270,23 @@ class VfioIommuType1:
             if (first is not None and first.iova != iova) or \
                     (last is not None and last.iova + last.size != iova + size):
                 raise SysfsError(errno.EINVAL)
-        unmapped = 0
+        unmapped, invalidated = 0, []
         for dma in [d for d in self.dma_list if d.iova < iova + size and iova < d.iova + d.size]:
             if not self.v2 and iova > dma.iova:      # v1: a range starting inside unmaps nothing
                 break
+            if invalidate_vaddr:
+                # the mapping stays (IOMMU entries, pinned pages, charge); only its vaddr goes.
+                # One already invalid undoes this call's invalidations: EINVAL, nothing changed
+                if dma.vaddr_invalid:
+                    for d in invalidated:
+                        d.vaddr_invalid = False
+                    self.vaddr_invalid_count -= len(invalidated)
+                    raise SysfsError(errno.EINVAL)
+                dma.vaddr_invalid = True
+                self.vaddr_invalid_count += 1
+                invalidated.append(dma)
+                unmapped += dma.size
+                continue
             unmapped += dma.size
             self._remove_dma(dma)
         return unmapped
@@ -246,7 +299,9 @@ class VfioIommuType1:
             self.unit.invalidate_pages(self.domain.did, dma.iova, dma.size)
         self.dma_list.remove(dma)
         self.m.vfio_pins.remove(next(p for p in self.m.vfio_pins if p[0] == dma.hpa))
-        self.container.locked_vm -= dma.size // PAGE
+        dma.mm.account(-(dma.size // PAGE), dma.lock_cap)    # vfio_lock_acct() to dma->mm
+        if dma.vaddr_invalid:
+            self.vaddr_invalid_count -= 1
         self.dma_avail += 1
 
     # --- IOMMU_GET_INFO ----------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""A trapped program as the daemon reaches it: its memory (process_vm_readv/writev,
+which need no /proc/PID/mem open per access), its files (pidfd_getfd), its limits."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import resource
+
+from vfakefs.model.errors import SysfsError
+
+_libc = ctypes.CDLL(None, use_errno=True)
+NR_pidfd_open, NR_pidfd_getfd = 434, 438
+CAP_IPC_LOCK = 14
+PAGE = 4096
+
+
+class _iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_vm_readv, _vm_writev = _libc.process_vm_readv, _libc.process_vm_writev
+for _f in (_vm_readv, _vm_writev):
+    _f.argtypes = [ctypes.c_int, ctypes.POINTER(_iovec), ctypes.c_ulong,
+                   ctypes.POINTER(_iovec), ctypes.c_ulong, ctypes.c_ulong]
+    _f.restype = ctypes.c_ssize_t
+
+
+# one daemon thread does all transfers: one scratch buffer and one iovec pair serve them
+SCRATCH = 65536
+_scratch = ctypes.create_string_buffer(SCRATCH)
+_scratch_addr = ctypes.addressof(_scratch)
+_local, _remote = _iovec(), _iovec()
+_local_p, _remote_p = ctypes.byref(_local), ctypes.byref(_remote)
+
+
+class ProcMemory:
+    """One process's address space (model/vfio/memory.py's ProcessMemory): what MAP_DMA
+    pins and device DMA reaches. A range that is not mapped there is EFAULT."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def _xfer(self, fn, vaddr: int, addr: int, n: int) -> None:
+        _local.base, _local.len, _remote.base, _remote.len = addr, n, vaddr, n
+        if fn(self.pid, _local_p, 1, _remote_p, 1, 0) != n:
+            raise SysfsError(errno.EFAULT)
+
+    def read(self, vaddr: int, n: int) -> bytes:
+        if n == 0:
+            return b""
+        if n <= SCRATCH:                       # the ioctls' structs: no allocation per call
+            self._xfer(_vm_readv, vaddr, _scratch_addr, n)
+            return ctypes.string_at(_scratch_addr, n)
+        buf = ctypes.create_string_buffer(n)
+        self._xfer(_vm_readv, vaddr, ctypes.addressof(buf), n)
+        return buf.raw
+
+    def write(self, vaddr: int, data: bytes) -> None:
+        if data:
+            n = len(data)
+            if n <= SCRATCH:
+                ctypes.memmove(_scratch_addr, data, n)
+                self._xfer(_vm_writev, vaddr, _scratch_addr, n)
+                return
+            buf = (ctypes.c_char * n).from_buffer_copy(data)
+            self._xfer(_vm_writev, vaddr, ctypes.addressof(buf), n)
+
+    def read_string(self, addr: int, limit: int = 4096) -> bytes:
+        """A NUL-terminated string, read page by page (the next page may be unmapped);
+        EFAULT past the mapping, ENAMETOOLONG without a NUL within limit."""
+        out = b""
+        while len(out) < limit:
+            chunk = PAGE - (addr + len(out)) % PAGE
+            part = self.read(addr + len(out), min(chunk, limit - len(out)))
+            end = part.find(b"\0")
+            if end >= 0:
+                return out + part[:end]
+            out += part
+        raise SysfsError(errno.ENAMETOOLONG)
+
+
+def tgid(tid: int) -> int:
+    """The process a trapped thread belongs to (memory, limits and files are its)."""
+    with open(f"/proc/{tid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Tgid:"):
+                return int(line.split()[1])
+    raise ProcessLookupError(tid)
+
+
+def identity(pid: int) -> tuple[int, int]:
+    """(pid, start time): a process, even after its pid is reused."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return pid, int(f.read().rpartition(b")")[2].split()[19])
+
+
+def memlock(pid: int) -> tuple[int | None, bool]:
+    """(RLIMIT_MEMLOCK in bytes or None when unlimited, whether it has CAP_IPC_LOCK):
+    what vfio_pin_pages_remote() checks."""
+    soft, _hard = resource.prlimit(pid, resource.RLIMIT_MEMLOCK)
+    cap = False
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapEff:"):
+                cap = bool(int(line.split()[1], 16) >> CAP_IPC_LOCK & 1)
+    return (None if soft == resource.RLIM_INFINITY else soft), cap
+
+
+def fetch_fd(pid: int, fd: int) -> int:
+    """A copy of the process's file fd in the daemon (pidfd_getfd): EBADF if not open."""
+    pidfd = _libc.syscall(NR_pidfd_open, pid, 0)
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open")
+    try:
+        mine = _libc.syscall(NR_pidfd_getfd, pidfd, fd, 0)
+        if mine < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        return mine
+    finally:
+        os.close(pidfd)

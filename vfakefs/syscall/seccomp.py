@@ -1,0 +1,161 @@
+"""seccomp user notification (include/uapi/linux/seccomp.h, kernel/seccomp.c): the
+filter `vfakefs run` installs in the program it starts, and the listener the daemon
+answers on.
+
+What the filter sends to the daemon, and only that (the rest runs natively, at the
+cost of one BPF program per system call):
+- open, openat, openat2: every open (the daemon reads the path and lets all but
+  /dev/vfio/* continue);
+- ioctl whose command's type byte is ';' (VFIO's);
+- pread64 and pwrite64 at offsets of 1 TiB and more: a VFIO device's regions other
+  than BAR0 (index << 40, vfio_pci_private.h's VFIO_PCI_OFFSET_SHIFT).
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+
+# x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
+NR_open, NR_openat, NR_openat2 = 2, 257, 437
+NR_ioctl, NR_pread64, NR_pwrite64 = 16, 17, 18
+NR_seccomp = 317
+AUDIT_ARCH_X86_64 = 0xC000003E
+
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5     # 5.19+: no EINTR once the daemon has it
+SECCOMP_RET_USER_NOTIF, SECCOMP_RET_ALLOW = 0x7FC00000, 0x7FFF0000
+PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
+
+# the listener's ioctls: SECCOMP_IOWR/IOW('!', n, ...)
+NOTIF_RECV, NOTIF_SEND, NOTIF_ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
+NOTIF_ADDFD, NOTIF_SET_FLAGS = 0x40182103, 0x40082104
+USER_NOTIF_FLAG_CONTINUE = 1 << 0
+ADDFD_FLAG_SEND = 1 << 1
+USER_NOTIF_FD_SYNC_WAKE_UP = 1 << 0                  # 6.6+: the woken task runs next, here
+
+VFIO_TYPE = ord(";")
+REGION_OFFSET_MIN = 1 << 40
+
+# struct seccomp_data: nr, arch, instruction_pointer, args[6]
+_NR, _ARCH, _ARG = 0, 4, lambda i, hi=False: 16 + 8 * i + (4 if hi else 0)
+# classic BPF opcodes
+_LD_ABS, _JEQ, _JGE, _AND, _RET = 0x20, 0x15, 0x35, 0x54, 0x06
+
+
+def _assemble(prog: list) -> bytes:
+    """(code, jt, jf, k) with jt/jf as labels (str) or 0; a str alone names the next line."""
+    labels, lines = {}, []
+    for item in prog:
+        if isinstance(item, str):
+            labels[item] = len(lines)
+        else:
+            lines.append(item)
+    out = b""
+    for i, (code, jt, jf, k) in enumerate(lines):
+        rel = [labels[j] - i - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        out += struct.pack("<HBBI", code, rel[0], rel[1], k)
+    return out
+
+
+def filter_program() -> bytes:
+    return _assemble([
+        (_LD_ABS, 0, 0, _ARCH),
+        (_JEQ, 0, "allow", AUDIT_ARCH_X86_64),
+        (_LD_ABS, 0, 0, _NR),
+        (_JEQ, "notify", 0, NR_open),
+        (_JEQ, "notify", 0, NR_openat),
+        (_JEQ, "notify", 0, NR_openat2),
+        (_JEQ, "ioctl", 0, NR_ioctl),
+        (_JEQ, "offset", 0, NR_pread64),
+        (_JEQ, "offset", "allow", NR_pwrite64),
+        "ioctl",
+        (_LD_ABS, 0, 0, _ARG(1)),
+        (_AND, 0, 0, 0xFF00),
+        (_JEQ, "notify", "allow", VFIO_TYPE << 8),
+        "offset",
+        (_LD_ABS, 0, 0, _ARG(3, hi=True)),
+        (_JGE, "notify", "allow", REGION_OFFSET_MIN >> 32),
+        "notify",
+        (_RET, 0, 0, SECCOMP_RET_USER_NOTIF),
+        "allow",
+        (_RET, 0, 0, SECCOMP_RET_ALLOW),
+    ])
+
+
+def install_filter() -> int:
+    """In the program's process, before exec: no_new_privs (what lets an unprivileged
+    process install a filter), then the filter; returns the listener fd."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    code = filter_program()
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("<HxxxxxxQ", len(code) // 8, ctypes.addressof(buf))
+    fbuf = ctypes.create_string_buffer(fprog, len(fprog))
+    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+    fd = libc.syscall(NR_seccomp, SECCOMP_SET_MODE_FILTER, flags, fbuf)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER)")
+    return fd
+
+
+class Notification:
+    """struct seccomp_notif: id, the trapped thread (tid), the call and its arguments."""
+    __slots__ = ("id", "tid", "nr", "args")
+
+    def __init__(self, raw: bytes):
+        self.id, self.tid, _flags, self.nr, _arch, _ip = struct.unpack_from("<QIIiIQ", raw)
+        self.args = struct.unpack_from("<6Q", raw, 32)
+
+
+class Listener:
+    """The daemon's end: receive one notification, answer it exactly once."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._buf = bytearray(80)
+        try:
+            fcntl.ioctl(fd, NOTIF_SET_FLAGS, USER_NOTIF_FD_SYNC_WAKE_UP)
+        except OSError:
+            pass              # before 6.6: the same answers, only slower
+
+    def recv(self) -> Notification | None:
+        """None when the notification went away (its thread was killed) before we took it."""
+        self._buf[:] = bytes(80)
+        try:
+            fcntl.ioctl(self.fd, NOTIF_RECV, self._buf)
+        except OSError as e:
+            if e.errno in (2, 4):     # ENOENT, EINTR
+                return None
+            raise
+        return Notification(self._buf)
+
+    def _send(self, nid: int, val: int, error: int, flags: int) -> None:
+        try:
+            fcntl.ioctl(self.fd, NOTIF_SEND, bytearray(struct.pack("<QqiI", nid, val, error, flags)))
+        except OSError as e:
+            if e.errno != 2:          # ENOENT: the thread died meanwhile; nobody to answer
+                raise
+
+    def reply(self, nid: int, val: int) -> None:
+        self._send(nid, val, 0, 0)
+
+    def fail(self, nid: int, errno_: int) -> None:
+        self._send(nid, 0, -errno_, 0)
+
+    def proceed(self, nid: int) -> None:
+        """Let the call run as if no filter were there (SECCOMP_USER_NOTIF_FLAG_CONTINUE)."""
+        self._send(nid, 0, 0, USER_NOTIF_FLAG_CONTINUE)
+
+    def addfd_send(self, nid: int, srcfd: int, cloexec: bool) -> int:
+        """Install srcfd's file in the thread's table and make it the call's return value
+        at once (SECCOMP_ADDFD_FLAG_SEND): the number it got there."""
+        flags = os.O_CLOEXEC if cloexec else 0
+        # a mutable buffer: fcntl.ioctl then returns the call's result, not the buffer
+        return fcntl.ioctl(self.fd, NOTIF_ADDFD, bytearray(struct.pack("<QIIII", nid, ADDFD_FLAG_SEND, srcfd, 0, flags)))
+
+    def close(self) -> None:
+        os.close(self.fd)

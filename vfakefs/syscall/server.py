@@ -1,0 +1,179 @@
+"""The daemon's side: a Unix socket where `vfakefs run` hands over seccomp listeners,
+and a task per listener answering what it traps (open of /dev/vfio/*, VFIO ioctls,
+region pread/pwrite) from the model. Everything else continues natively.
+
+Every notification is answered exactly once: a trapped call whose handler raised
+fails EIO (logged), never hangs, and never runs natively by mistake.
+"""
+from __future__ import annotations
+
+import array
+import errno
+import logging
+import os
+import select
+import socket
+
+import trio
+
+from vfakefs.model.errors import SysfsError
+from vfakefs.syscall import seccomp
+from vfakefs.syscall.files import Files
+from vfakefs.syscall.process import ProcMemory
+from vfakefs.syscall.vfio import Call, Vfio
+
+log = logging.getLogger("vfakefs")
+AT_FDCWD = -100
+O_CLOEXEC = os.O_CLOEXEC
+HELLO, READY = b"listener\n", b"ok\n"
+
+
+def _int(v: int) -> int:
+    """A 32-bit int argument (fds, dirfds) from its 64-bit register."""
+    v &= 0xFFFF_FFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def _off(v: int) -> int:
+    return v - (1 << 64) if v >> 63 else v
+
+
+class SyscallServer:
+    def __init__(self, host, sockpath: str):
+        self.sockpath = sockpath
+        self.files = Files()
+        self.vfio = Vfio(host, self.files)
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(self.sockpath)          # a killed daemon's
+        except FileNotFoundError:
+            pass
+        await sock.bind(self.sockpath)
+        os.chmod(self.sockpath, 0o600)
+        sock.listen(16)
+        task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._closes)
+                while True:
+                    conn, _ = await sock.accept()
+                    nursery.start_soon(self._accept, conn, nursery)
+        finally:
+            sock.close()
+            try:
+                os.unlink(self.sockpath)
+            except FileNotFoundError:
+                pass
+            self.files.close()
+
+    async def _accept(self, conn, nursery) -> None:
+        """One `vfakefs run`: its listener (SCM_RIGHTS), acknowledged once we hold it."""
+        with conn:
+            fds = array.array("i")
+            msg, anc, _flags, _addr = await conn.recvmsg(64, socket.CMSG_SPACE(fds.itemsize))
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+            if msg != HELLO or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                return
+            nursery.start_soon(self._listen, seccomp.Listener(fds[0]))
+            await conn.send(READY)
+
+    async def _closes(self) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(self.files.fd)
+            self.files.closes()
+
+    async def _listen(self, lis: seccomp.Listener) -> None:
+        """Until every trapped process is gone (the listener hangs up)."""
+        p = select.poll()
+        p.register(lis.fd, select.POLLIN)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(lis.fd)
+                while True:
+                    ev = p.poll(0)
+                    ev = ev[0][1] if ev else 0
+                    if ev & select.POLLIN:
+                        self._one(lis)
+                    elif ev & (select.POLLHUP | select.POLLERR):
+                        return
+                    else:
+                        break
+        finally:
+            lis.close()
+
+    def _one(self, lis: seccomp.Listener) -> None:
+        n = lis.recv()
+        if n is None:
+            return
+        answered = []
+
+        def give(fd: int, cloexec: bool) -> int:
+            newfd = lis.addfd_send(n.id, fd, cloexec)
+            answered.append(newfd)
+            return newfd
+        try:
+            val = self._dispatch(n, give)
+        except SysfsError as e:
+            lis.fail(n.id, e.errno)
+        except OSError as e:
+            # the process went away (ESRCH) or its memory is not there (EFAULT)
+            lis.fail(n.id, e.errno if e.errno in (errno.EFAULT, errno.ESRCH, errno.ENOENT) else errno.EIO)
+        except Exception:     # noqa: BLE001 - answered and logged, the daemon goes on
+            log.exception("system call %d of thread %d", n.nr, n.tid)
+            lis.fail(n.id, errno.EIO)
+        else:
+            if val is None:
+                lis.proceed(n.id)
+            elif not answered:
+                lis.reply(n.id, val)
+
+    def _dispatch(self, n: seccomp.Notification, give) -> int | None:
+        """The call's result, or None to let it run natively."""
+        a = n.args
+        if n.nr == seccomp.NR_ioctl:
+            f = self.files.of(n.tid, _int(a[0]))
+            if f is None:
+                return None
+            return self.vfio.ioctl(Call(n.tid, give), f, a[1] & 0xFFFF_FFFF, a[2])
+        if n.nr in (seccomp.NR_pread64, seccomp.NR_pwrite64):
+            f = self.files.of(n.tid, _int(a[0]))
+            if f is None:
+                return None
+            return self.vfio.region_io(Call(n.tid, give), f, a[1], a[2], _off(a[3]),
+                                       n.nr == seccomp.NR_pwrite64)
+        return self._open(n, give)
+
+    def _open(self, n: seccomp.Notification, give) -> int | None:
+        a = n.args
+        if n.nr == seccomp.NR_open:
+            dirfd, ptr, flags = AT_FDCWD, a[0], a[1]
+        elif n.nr == seccomp.NR_openat:
+            dirfd, ptr, flags = _int(a[0]), a[1], a[2]
+        else:                                  # openat2: struct open_how { u64 flags; ... }
+            dirfd, ptr = _int(a[0]), a[1]
+            flags = int.from_bytes(ProcMemory(n.tid).read(a[2], 8), "little")
+        raw = ProcMemory(n.tid).read_string(ptr)
+        if raw.startswith(b"/") and not raw.startswith(b"/dev/vfio/"):
+            return None                       # the common case, decided without a lookup
+        path = self._resolve(n.tid, dirfd, os.fsdecode(raw))
+        if path is None or not path.startswith("/dev/vfio/"):
+            return None
+        self.files.closes()          # a close the program made before this open counts first
+        return self.vfio.open(Call(n.tid, give), path, bool(flags & O_CLOEXEC))
+
+    @staticmethod
+    def _resolve(tid: int, dirfd: int, path: str) -> str | None:
+        """The absolute path a relative one names (from the cwd or dirfd), normalised."""
+        if not path.startswith("/"):
+            where = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
+            try:
+                path = os.readlink(f"/proc/{tid}/{where}") + "/" + path
+            except OSError:
+                return None
+        return os.path.normpath(path).replace("//", "/")
