@@ -20,7 +20,7 @@ from vfakefs.model.errors import SysfsError
 from vfakefs.syscall import seccomp
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.process import ProcMemory
-from vfakefs.syscall.vfio import Call, Vfio
+from vfakefs.syscall.vfio import GROUP_GET_DEVICE_FD, GROUP_UNSET_CONTAINER, Call, Vfio
 
 log = logging.getLogger("vfakefs")
 AT_FDCWD = -100
@@ -140,7 +140,10 @@ class SyscallServer:
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
                 return None
-            return self.vfio.ioctl(Call(n.tid, give), f, a[1] & 0xFFFF_FFFF, a[2])
+            cmd = a[1] & 0xFFFF_FFFF
+            if cmd in (GROUP_UNSET_CONTAINER, GROUP_GET_DEVICE_FD):
+                self.files.closes()      # their answers count open device fds: a close made before counts
+            return self.vfio.ioctl(Call(n.tid, give), f, cmd, a[2])
         if n.nr in (seccomp.NR_pread64, seccomp.NR_pwrite64):
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
