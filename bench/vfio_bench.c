@@ -2,11 +2,14 @@
  *
  *   vfio_bench unrelated N                       N FIONREADs on a pipe (no VFIO at all)
  *   vfio_bench ioctl N GROUP BDF                 N emulated GROUP_GET_STATUS and N FIONREADs
- *   vfio_bench map SIZE GROUP BDF                one MAP_DMA of SIZE bytes (MAP_NORESERVE), and its UNMAP
+ *   vfio_bench map SIZE GROUP BDF [IOVA]         one MAP_DMA of SIZE bytes (MAP_NORESERVE) at IOVA (1 GiB),
+ *                                                and its UNMAP
  *   vfio_bench dmabuf SIZE GROUP BDF             SIZE bytes mapped at IOVA 0; "ready"; after a line
  *                                                on stdin, the bytes that differ from byte 0
- *   vfio_bench hold N GROUP BDF BDF2             both devices, 64 MiB mapped; "ready"; after a line,
- *                                                N GROUP_GET_STATUS timed
+ *   vfio_bench buffer SIZE                       SIZE bytes, no VFIO: "addr 0x..." and "ready"; after a
+ *                                                line, the bytes that differ from byte 0
+ *   vfio_bench hold N GROUP BDF BDF2             both devices, 64 MiB mapped (setup_ns: how long that
+ *                                                took); "ready"; after a line, N GROUP_GET_STATUS timed
  * Timings in nanoseconds (CLOCK_MONOTONIC around each call); medians and p90 over N. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -146,13 +149,14 @@ int main(int argc, char **argv)
 		stats("emulated", t, n);
 		unrelated(t, n);
 		stats("unrelated", t, n);
-	} else if (!strcmp(mode, "map") && argc == 5) {
+	} else if (!strcmp(mode, "map") && (argc == 5 || argc == 6)) {
+		uint64_t iova = argc == 6 ? strtoull(argv[5], NULL, 0) : 1UL << 30;
 		setup(argv[3], argv[4], NULL);
 		char *mem = guest_memory(n);
 		uint64_t t0 = now();
-		map(mem, 1UL << 30, n);
+		map(mem, iova, n);
 		printf("map_ns %llu\n", (unsigned long long)(now() - t0));
-		struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = 1UL << 30, .size = n };
+		struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = n };
 		t0 = now();
 		must("UNMAP_DMA", ioctl(container, VFIO_IOMMU_UNMAP_DMA, &u));
 		printf("unmap_ns %llu\nunmapped %llu\n", (unsigned long long)(now() - t0), (unsigned long long)u.size);
@@ -166,9 +170,19 @@ int main(int argc, char **argv)
 		for (long i = 0; i < n; i++)
 			differ += mem[i] != mem[0];
 		printf("byte0 %#x\ndiffer %ld\n", (unsigned char)mem[0], differ);
+	} else if (!strcmp(mode, "buffer")) {
+		char *mem = guest_memory(n);
+		printf("addr %#llx\n", (unsigned long long)(uintptr_t)mem);
+		wait_line();
+		long differ = 0;
+		for (long i = 0; i < n; i++)
+			differ += mem[i] != mem[0];
+		printf("byte0 %#x\ndiffer %ld\n", (unsigned char)mem[0], differ);
 	} else if (!strcmp(mode, "hold") && argc == 6) {
+		uint64_t t0 = now();
 		setup(argv[3], argv[4], argv[5]);
 		map(guest_memory(64 << 20), 0, 64 << 20);
+		printf("setup_ns %llu\n", (unsigned long long)(now() - t0));
 		wait_line();
 		emulated(t, n);
 		stats("emulated", t, n);
