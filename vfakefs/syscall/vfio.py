@@ -171,7 +171,7 @@ class Vfio:
         if cmd == GROUP_SET_CONTAINER:
             fd, = call.arg(arg, "<i")
             try:
-                os.stat(f"/proc/{call.tid}/fd/{fd}")
+                os.lstat(f"/proc/{call.tid}/fd/{fd}")     # the link exists while the fd is open
             except OSError:
                 raise SysfsError(errno.EBADF) from None
             other = self.files.of(call.tid, fd)
