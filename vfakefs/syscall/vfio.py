@@ -146,6 +146,8 @@ class Vfio:
         if cmd == SET_IOMMU:
             c.set_iommu(arg)
             return 0
+        if c.iommu is None:
+            c.unknown_ioctl()                  # the backend's ioctls: EINVAL before SET_IOMMU, memory untouched
         if cmd == IOMMU_GET_INFO:
             argsz, = call.arg(arg, "<I")
             call.mem.write(arg, c.get_info(argsz))
