@@ -7,6 +7,7 @@ import pytest
 from tests.model.test_vfio_container import GPU, MiB, VBASE, errno_of, rid, snapshot, to_vfio
 from vfakefs.model import topology
 from vfakefs.model.errors import SysfsError
+from vfakefs.model.iommu import device_dma
 from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.group import VfioGroup
@@ -36,12 +37,12 @@ def ready(m, mm=None, kind=type1.VFIO_TYPE1v2_IOMMU, **kw):
 
 
 def dma_write(m, iova, data, name=GPU):
-    """The device writes through the VFIO domain into whatever memory the pin points at.
-    (Seam: h21's model function for device DMA with a payload replaces this.)"""
-    t = m.iommu_unit().translate(rid(m, name), iova, len(data), write=True)
-    assert t.fault is None
-    mem, vaddr = type1.pinned(m, t.hpa)
-    mem.write(vaddr, data)
+    """The device (bus mastering on) writes through the VFIO domain into whatever memory
+    the pin points at, as the `dma` control does."""
+    dev = m.lookup(name)
+    dev.config.w16(0x04, dev.config.r16(0x04) | 0x4)
+    r = device_dma.dma_write(m, dev, iova, data)
+    assert r.fault is None and r.done == len(data)
 
 
 def state(c):

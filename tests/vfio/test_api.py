@@ -10,8 +10,6 @@ import pytest
 
 from vfakefs import vfio
 from vfakefs.model.errors import SysfsError
-from vfakefs.model.iommu import iommu
-from vfakefs.model.vfio import type1
 
 GPU, AUDIO, NIC = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"
 MiB = 1 << 20
@@ -28,13 +26,9 @@ def m():
 
 
 def device_dma_write(m, bdf, iova, data):
-    """The device writes `data` at `iova`: the VT-d unit translates, the bytes land in the
-    pinned memory. (Seam: h21's model function for device DMA with a payload, which the
-    `dma` control also uses, replaces these lines.)"""
-    t = iommu.dma(m, m.lookup(bdf), iova, len(data), write=True)
-    assert t.fault is None and t.hpa is not None
-    mem, vaddr = type1.pinned(m, t.hpa)
-    mem.write(vaddr, data)
+    """The device writes `data` at `iova` (what the `dma` control does): the VT-d unit
+    translates, the bytes land in the pinned memory."""
+    assert vfio.dma_write(m, bdf, iova, data) == len(data)
 
 
 def set_bus_master(dev):
@@ -78,7 +72,7 @@ def test_the_essay_sequence_then_dma_and_msi_reach_the_program(m):
                 device_dma_write(m, GPU, 0x1000, b"\xde\xad\xbe\xef" * 4)
                 assert guest[0x1000:0x1010] == b"\xde\xad\xbe\xef" * 4 and guest[:0x1000] == bytes(0x1000)
                 assert select.select([efd], [], [], 0)[0] == []
-                result = device.model.raise_vector(0)     # seam: h21's `msi <bdf> vector 0`
+                result = vfio.raise_vector(m, GPU, 0)        # what `msi <bdf> vector 0` does
                 assert result.delivered
                 assert select.select([efd], [], [], 0)[0] == [efd]
                 assert os.eventfd_read(efd.fileno()) == 1

@@ -16,6 +16,8 @@ import struct
 _libc = ctypes.CDLL(None, use_errno=True)
 IN_CLOSE_WRITE, IN_CLOSE_NOWRITE, IN_IGNORED, IN_Q_OVERFLOW = 0x8, 0x10, 0x8000, 0x4000
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+MEMFD_NAME = "vfakefs-vfio-"
+MEMFD_PREFIX = "/memfd:" + MEMFD_NAME      # what /proc/PID/fd/N reads for one of ours
 _EVENT = struct.Struct("iIII")     # struct inotify_event: wd, mask, cookie, len (then name)
 
 
@@ -25,7 +27,7 @@ class File:
 
     def __init__(self, files: "Files", kind: str, obj, release, size: int = 0):
         self.files, self.kind, self.obj, self._release = files, kind, obj, release
-        self.held = os.memfd_create(f"vfakefs-vfio-{kind}", os.MFD_CLOEXEC)
+        self.held = os.memfd_create(f"{MEMFD_NAME}{kind}", os.MFD_CLOEXEC)
         if size:
             os.ftruncate(self.held, size)      # sparse: no page is allocated until written
         st = os.fstat(self.held)
@@ -79,9 +81,14 @@ class Files:
         return self.by_id.get(id(obj))
 
     def of(self, tid: int, fd: int) -> File | None:
-        """The object behind the program's fd, or None (not ours, or not open)."""
+        """The object behind the program's fd, or None (not ours, or not open). The
+        link's text is read first: a stat through it would reach the file's own
+        filesystem, and a file on our own FUSE mount would then wait for us."""
+        link = f"/proc/{tid}/fd/{fd}"
         try:
-            st = os.stat(f"/proc/{tid}/fd/{fd}")
+            if not os.readlink(link).startswith(MEMFD_PREFIX):
+                return None
+            st = os.stat(link)
         except OSError:
             return None
         return self.by_key.get((st.st_dev, st.st_ino))

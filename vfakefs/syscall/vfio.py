@@ -146,6 +146,8 @@ class Vfio:
         if cmd == SET_IOMMU:
             c.set_iommu(arg)
             return 0
+        if c.iommu is None:
+            c.unknown_ioctl()                  # the backend's ioctls: EINVAL before SET_IOMMU, memory untouched
         if cmd == IOMMU_GET_INFO:
             argsz, = call.arg(arg, "<I")
             call.mem.write(arg, c.get_info(argsz))
@@ -171,7 +173,7 @@ class Vfio:
         if cmd == GROUP_SET_CONTAINER:
             fd, = call.arg(arg, "<i")
             try:
-                os.stat(f"/proc/{call.tid}/fd/{fd}")
+                os.lstat(f"/proc/{call.tid}/fd/{fd}")     # the link exists while the fd is open
             except OSError:
                 raise SysfsError(errno.EBADF) from None
             other = self.files.of(call.tid, fd)

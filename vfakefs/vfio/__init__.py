@@ -16,15 +16,19 @@ the kernel's errno.
         efd = vfio.EventFd()
         dev.set_irqs(vfio.VFIO_PCI_MSI_IRQ_INDEX, 0, 1,
                      vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, [efd])
+        # the device's side, as the `dma` and `msi` controls: it needs bus mastering
+        dev.write_config(4, (int.from_bytes(dev.read_config(4, 2), "little") | 4).to_bytes(2, "little"))
+        vfio.dma_write(m, "0000:01:00.0", 0x1000, b"\xab\xcd")   # lands in buf[0x1000:0x1002]
+        vfio.raise_vector(m, "0000:01:00.0", 0)                # efd becomes readable
 """
 from vfakefs.vfio.api import Container, Device, Group, IommuInfo, kernel_errors, this_process
 from vfakefs.vfio.constants import *  # noqa: F401,F403 (the uapi names)
 from vfakefs.vfio.constants import __all__ as _CONSTANTS
 from vfakefs.vfio.eventfd import EventFd
-from vfakefs.vfio.machine import (bind_vfio_pci, boot, driver_bind, driver_unbind, drivers_probe,
-                                  set_driver_override)
+from vfakefs.vfio.machine import (bind_vfio_pci, boot, dma_read, dma_write, driver_bind, driver_unbind,
+                                  drivers_probe, raise_vector, set_driver_override)
 from vfakefs.vfio.memory import FROM_PROCESS, Process, SelfMemory
 
 __all__ = ["Container", "Device", "EventFd", "FROM_PROCESS", "Group", "IommuInfo", "Process", "SelfMemory",
-           "bind_vfio_pci", "boot", "driver_bind", "driver_unbind", "drivers_probe", "kernel_errors",
-           "set_driver_override", "this_process", *_CONSTANTS]
+           "bind_vfio_pci", "boot", "dma_read", "dma_write", "driver_bind", "driver_unbind", "drivers_probe",
+           "kernel_errors", "raise_vector", "set_driver_override", "this_process", *_CONSTANTS]

@@ -6,6 +6,8 @@ import errno
 
 from vfakefs.model import topology
 from vfakefs.model.base import binding
+from vfakefs.model.iommu import device_dma
+from vfakefs.model.vfio import msihandler
 from vfakefs.vfio.api import kernel_errors, oserror
 
 
@@ -58,3 +60,25 @@ def bind_vfio_pci(m, bdf: str) -> str | None:
     drivers_probe(m, bdf)
     drv = _device(m, bdf).driver
     return drv.name if drv is not None else None
+
+
+# --- the device's side: what the `dma` and `msi ... vector` controls do ---------------------------
+@kernel_errors()
+def dma_write(m, bdf: str, iova: int, data) -> int:
+    """Device bdf writes data at bus address iova (model/iommu/device_dma.py): the bytes
+    written, fewer when a page faulted, 0 while its bus mastering is off."""
+    return device_dma.dma_write(m, _device(m, bdf), iova, data).done
+
+
+@kernel_errors()
+def dma_read(m, bdf: str, iova: int, length: int) -> bytes:
+    """Device bdf reads length bytes at bus address iova: those before any fault."""
+    return device_dma.dma_read(m, _device(m, bdf), iova, length).data
+
+
+@kernel_errors()
+def raise_vector(m, bdf: str, n: int):
+    """Device bdf raises its MSI/MSI-X vector n with the message programmed for it; a
+    delivered message signals the eventfd a program registered for it. The MsiResult
+    (None when nothing reached remapping); EINVAL when vector n is not enabled."""
+    return msihandler.raise_vector(m, _device(m, bdf), n)[1]
