@@ -402,17 +402,24 @@ def test_two_threads_at_once(mount_preset, progs):
 
 def test_kill_9_releases_the_group(mount_preset, progs):
     """SIGKILL closes the program's fds: the group leaves its container, the GPU's context
-    entry gets its default domain (DID and all) back, and the next program opens the node."""
+    entry gets its default domain (DID and all) back, the IRTE its MSI had is freed, and
+    the next program opens the node."""
     m = mount_preset("seed-vtd")
     bind_gpu(m)
     bind_audio(m)
     default_did = context_did(m)
+    debugfs = m.sys / "kernel/debug/iommu/intel"
+    irtes = (debugfs / "ir_translation_struct").read_text()
+    group_type = (m.sys / "kernel/iommu_groups/42/type").read_text()
     exe = progs / "essay"
     with program(m.path, exe) as p:
         assert p.until("ready") == ESSAY_SETUP
         assert context_did(m) not in (None, default_did)
+        assert (debugfs / "ir_translation_struct").read_text() != irtes      # MSI vector 0's IRTE
         [pid] = pids_running(exe)
         os.kill(pid, signal.SIGKILL)
-        assert p.p.wait(CMD_TIMEOUT) != 0
+        assert p.p.wait(CMD_TIMEOUT) == 128 + signal.SIGKILL
     assert released(m, default_did)
+    assert (debugfs / "ir_translation_struct").read_text() == irtes
+    assert (m.sys / "kernel/iommu_groups/42/type").read_text() == group_type
     assert run_to_end(m.path, exe, stdin="\n")[:len(ESSAY_SETUP)] == ESSAY_SETUP
