@@ -9,10 +9,15 @@ What it does (daemon and programs pinned to one CPU, as DESIGN.md's performance 
     under `vfakefs run`. Unrelated ioctl: median of N FIONREAD on a pipe in the same
     program under the filter, against the same program's FIONREAD run without
     `vfakefs run` (no filter), rounds alternating.
- 3. MAP_DMA of 1 GiB (MAP_NORESERVE memory, IOVA 1 GiB), timed inside the program, and
-    its UNMAP_DMA.
- 4. A 1 MiB device write into the program's mapped buffer, through the daemon (the
-    `dma` control, see device_write() for the path used); the program checks every byte.
+ 3. MAP_DMA of 1 GiB (MAP_NORESERVE memory, 1 GiB aligned), timed inside the program,
+    and its UNMAP_DMA: at IOVA 1 GiB (type1 can use one 1 GiB page) and at 1 GiB + 4 KiB
+    (4 KiB pages only).
+ 4. A 1 MiB device write into the program's mapped buffer, through the daemon: the only
+    way into it is the `dma` control, 4 KiB (one PCIe request) per write (device_write());
+    the program checks every byte. Beside it, the daemon's own code path for the same
+    write (device_dma.dma_write through the VFIO domain, one process_vm_writev) timed
+    in this process on a Machine of its own (model_device_write()), to show where the
+    time goes.
  5. Remounts bench/vfio-8x2.toml (8 groups of 2 functions on vfio-pci) and holds 8
     containers with 2 devices each at once: the time until all 8 are set up, and their
     emulated-ioctl medians while all 8 ask at the same time.
@@ -68,7 +73,7 @@ def bind_group_42(mnt: Path) -> None:
     write(pci / "drivers_probe", AUDIO)
 
 
-def in_run(mnt: Path, src: Path, *argv) -> list[str]:
+def in_run(mnt: Path, *argv) -> list[str]:
     return [sys.executable, "-m", "vfakefs", "run", "--mnt", str(mnt), "--", *map(str, argv)]
 
 
@@ -109,8 +114,9 @@ def device_write(mnt: Path, size: int) -> float:
 def model_device_write(exe: Path, size: int, rounds: int = 5) -> tuple[float, dict]:
     """The same write without the control in front: the daemon's code path (device_dma's
     dma_write through the VFIO domain into a program's buffer with process_vm_writev)
-    called in this process on a Machine of its own, the buffer in a plain program
-    (`vfio_bench buffer`). Median seconds, and what the program found in its buffer."""
+    called in this process on a Machine of its own (this checkout's model), the buffer
+    in a plain program (`vfio_bench buffer`). Median seconds, and what the program found
+    in its buffer."""
     sys.path.insert(0, str(REPO))
     from vfakefs.model import topology
     from vfakefs.model.base import binding
@@ -159,7 +165,7 @@ def hold_eight(mnt: Path, src: Path, exe: Path, n: int) -> tuple[int, float, lis
         groups.append((gid, dev, f"0000:{bus:02x}:00.1"))
     env = dict(os.environ, PYTHONPATH=str(src))
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(in_run(mnt, src, exe, "hold", n, *g), cwd=src, env=env, stdin=subprocess.PIPE,
+    procs = [subprocess.Popen(in_run(mnt, exe, "hold", n, *g), cwd=src, env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for g in groups]
     ready, inside = 0, []
     try:
@@ -219,21 +225,26 @@ def main() -> int:
             try:
                 bind_group_42(mnt)
                 for _ in range(args.rounds):
-                    f = run(in_run(mnt, src, exe, "ioctl", args.n, 42, GPU), src)
+                    f = run(in_run(mnt, exe, "ioctl", args.n, 42, GPU), src)
                     emulated.append(f["emulated_p50_ns"] / 1000)
                     under.append(f["unrelated_p50_ns"] / 1000)
                     native.append(run([exe, "unrelated", args.n], src)["unrelated_p50_ns"] / 1000)
-                f = run(in_run(mnt, src, exe, "map", GiB, 42, GPU), src)
+                f = run(in_run(mnt, exe, "map", GiB, 42, GPU), src)
                 map_ms, unmap_ms = f["map_ns"] / 1e6, f["unmap_ns"] / 1e6
-                f = run(in_run(mnt, src, exe, "map", GiB, 42, GPU, GiB + 4096), src)
+                f = run(in_run(mnt, exe, "map", GiB, 42, GPU, GiB + 4096), src)
                 map4k_ms, unmap4k_ms = f["map_ns"] / 1e6, f["unmap_ns"] / 1e6
                 env = dict(os.environ, PYTHONPATH=str(src))
-                p = subprocess.Popen(in_run(mnt, src, exe, "dmabuf", MiB, 42, GPU), cwd=src, env=env,
+                p = subprocess.Popen(in_run(mnt, exe, "dmabuf", MiB, 42, GPU), cwd=src, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                assert p.stdout.readline().strip() == "ready"
-                seconds = device_write(mnt, MiB)
-                out, _ = p.communicate("go\n", timeout=600)
-                landed = figures(out)
+                try:
+                    assert p.stdout.readline().strip() == "ready", "dmabuf did not start"
+                    seconds = device_write(mnt, MiB)
+                    out, _ = p.communicate("go\n", timeout=600)
+                    landed = figures(out)
+                finally:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
                 model_seconds, model_landed = model_device_write(exe, MiB)
             finally:
                 unmount(mnt, proc)
