@@ -55,12 +55,14 @@ def static_essay(progs) -> Path:
 
 # --- running a program under `vfakefs run`, talking to it -------------------------------------
 class Program:
-    """`python -m vfakefs run --mnt MNT -- argv`, its stdout read line by line as it comes."""
+    """`python -m vfakefs run --mnt MNT -- argv` (no argv: `vfakefs shell --mnt MNT`, bash),
+    its stdout read line by line as it comes."""
 
     def __init__(self, mnt: Path, argv: list):
         self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen([sys.executable, "-m", "vfakefs", "run", "--mnt", str(mnt), "--", *map(str, argv)],
-                                  cwd=REPO, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        cmd = ["run", "--mnt", str(mnt), "--", *map(str, argv)] if argv else ["shell", "--mnt", str(mnt)]
+        self.p = subprocess.Popen([sys.executable, "-m", "vfakefs", *cmd], cwd=REPO, env=dict(ENV, SHELL="/bin/bash"),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
         self.buf = b""
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.p.stdout, selectors.EVENT_READ)
@@ -254,6 +256,22 @@ def test_essay_program_runs_unmodified(mount_preset, progs, build_kind, request)
             "eventfd: readable count=1",
         ]
     assert released(m, default_did)                              # exit released the group
+
+
+def test_essay_program_in_vfakefs_shell(mount_preset, progs):
+    """The same program started from the shell `vfakefs shell` gives (bash reading the
+    commands from a pipe, the program reading its line after them)."""
+    m = mount_preset("seed-vtd")
+    bind_gpu(m)
+    bind_audio(m)
+    bus_master_on(m)
+    with program(m.path) as p:
+        p.send(f"exec {progs / 'essay'}\n")
+        assert p.until("ready") == ESSAY_SETUP
+        device_writes(m, 0x1000, 16, PATTERN)
+        control(m, "msi", f"{GPU} vector 0")
+        p.send()
+        assert p.finish() == [f"guest 0x1000: {PATTERN * 2} {'0' * 32}", "eventfd: readable count=1"]
 
 
 # --- every error path --------------------------------------------------------------------------
