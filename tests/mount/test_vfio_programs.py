@@ -105,7 +105,7 @@ class Program:
 
     def close(self) -> None:
         if self.p.poll() is None:
-            self.p.kill()                    # the `vfakefs run` we started; closing stdin below ends a program left waiting
+            self.p.kill()        # the `vfakefs run` we started: its program dies with it (PDEATHSIG)
             self.p.wait()
         self.p.stdin.close()
         self.p.stdout.close()
