@@ -1,5 +1,5 @@
-"""Traffic streams and VFIO (no mount): seed-vtd's group 42 (01:00.0 and 01:00.1 on
-vfio-pci) in a container. A stream on a claimed device walks the program's mappings
+"""Traffic streams and VFIO (no mount; beside test_engine.py, as it steps the engine):
+seed-vtd's group 42 (01:00.0 and 01:00.1 on vfio-pci) in a container. A stream on a claimed device walks the program's mappings
 (type1's dma_list) through the VFIO domain and maps nothing of its own; a DMA-API stream
 ends when its group is claimed, its buffer unmapped from the default domain. The engine
 is stepped with engine.step(), as tests/test_engine.py does."""
