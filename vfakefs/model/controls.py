@@ -223,9 +223,6 @@ class Traffic:
     vfio: object = None           # a VFIO stream: the type1 backend whose mappings it walks
     past: int | None = None       # the first address past everything the stream may reach (storm's)
     walk: object = None           # the engine's page index over iovas, when they are several runs
-    vfio: object = None           # a VFIO stream: the type1 backend whose mappings it walks
-    past: int | None = None       # the first address past everything the stream may reach (storm's)
-    walk: object = None           # the engine's page index over iovas, when they are several runs
 
     def describe(self) -> str:
         hist = " ".join(str(c) for c in self.latency)
