@@ -151,17 +151,27 @@ def _rng(t):
 
 
 def _addresses(t, n: int):
+    """n addresses of the stream's pattern over its pages: the pages of t.iovas in order
+    (one dma_map'd buffer, or a VFIO stream's mappings one after the other)."""
     import numpy as np
-    base, size = t.iovas[0]
-    pages = size >> 12
     if t.pattern == "storm":                     # addresses nothing maps: every request faults
-        return np.uint64(base + size) + (np.arange(n, dtype=np.uint64) << np.uint64(12))
+        base, size = t.iovas[0]
+        past = t.past if t.past is not None else base + size
+        return np.uint64(past) + (np.arange(n, dtype=np.uint64) << np.uint64(12))
+    pages = sum(size >> 12 for _, size in t.iovas) if len(t.iovas) > 1 else t.iovas[0][1] >> 12
     if t.pattern == "random":
-        offs = _rng(t).integers(0, pages, n, dtype=np.uint64) << np.uint64(12)
+        idx = _rng(t).integers(0, pages, n, dtype=np.uint64)
     else:
-        offs = ((np.arange(n, dtype=np.uint64) + np.uint64(t.cursor)) % np.uint64(pages)) << np.uint64(12)
+        idx = (np.arange(n, dtype=np.uint64) + np.uint64(t.cursor)) % np.uint64(pages)
         t.cursor = (t.cursor + n) % pages
-    return np.uint64(base) + offs
+    if len(t.iovas) == 1:
+        return np.uint64(t.iovas[0][0]) + (idx << np.uint64(12))
+    if t.walk is None:                           # the first page index of each run, and its iova
+        sizes = np.array([size >> 12 for _, size in t.iovas], dtype=np.uint64)
+        t.walk = (np.cumsum(sizes) - sizes, np.array([iova for iova, _ in t.iovas], dtype=np.uint64))
+    first, start = t.walk
+    run = np.searchsorted(first, idx, side="right") - 1
+    return start[run] + ((idx - first[run]) << np.uint64(12))
 
 
 def _latency(t, u, n: int, hits: int) -> None:

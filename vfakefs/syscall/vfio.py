@@ -11,7 +11,6 @@ import os
 import struct
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.device import (VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_NUM_REGIONS, VFIO_PCI_OFFSET_MASK,
                                        VFIO_PCI_OFFSET_SHIFT)
@@ -99,11 +98,8 @@ class Vfio:
     def open(self, call: Call, path: str, cloexec: bool) -> int | None:
         """None for paths that are not ours (the call proceeds natively)."""
         if path == "/dev/vfio/vfio":
-            params = self.m.module_params
-            c = VfioContainer(self.m, allow_unsafe_interrupts=bool(
-                params.get(("vfio_iommu_type1", "allow_unsafe_interrupts"), False)),
-                dma_entry_limit=int(params.get(("vfio_iommu_type1", "dma_entry_limit"), type1.DMA_ENTRY_LIMIT)),
-                mm=self.mm(call))
+            # vfio_iommu_type1's parameters are read by the model when the kernel reads them
+            c = VfioContainer(self.m, mm=self.mm(call))
             return File(self.files, "container", c, lambda c: None).hand_out(lambda fd: call.give(fd, cloexec))
         name = path.removeprefix("/dev/vfio/")
         if name == path or not name.isdigit() or name != str(int(name)):

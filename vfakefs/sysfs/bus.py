@@ -7,7 +7,8 @@ from vfakefs.model.base import binding
 from vfakefs.model.pci import hotplug
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.sysfs.parse import kstrtobool, kstrtoint, simple_strtoul10
+from vfakefs.model.vfio import type1
+from vfakefs.sysfs.parse import kstrtobool, kstrtoint, kstrtoul, simple_strtoul10
 from vfakefs.sysfs import pci_sysfs
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
@@ -123,8 +124,9 @@ def enable_sriov_store(m, text: str) -> None:
 
 
 def _param(mod: str, name: str, default, parse, mode: int) -> Attr:
-    """A built-in module's module_param(): param_get_bool prints Y/N, param_get_int the
-    number; param_set_bool/int parse with kstrtobool/kstrtoint (EINVAL)."""
+    """A module's module_param(): param_get_bool prints Y/N, param_get_int/uint the
+    number; param_set_bool/int/uint parse with kstrtobool/kstrtoint/kstrtouint (EINVAL,
+    ERANGE past the type)."""
     def show(m):
         v = m.module_params.get((mod, name), default)
         return ("Y" if v else "N") + "\n" if isinstance(v, bool) else f"{v}\n"
@@ -134,11 +136,24 @@ def _param(mod: str, name: str, default, parse, mode: int) -> Attr:
     return Attr(name, show, store if mode & 0o200 else None, mode)
 
 
-# module parameters (/sys/module/<mod>/parameters/): vfio-pci's, and the hotplug drivers'
-# that register slots (built in: their module directory exists for the parameters alone)
+def kstrtouint(text: str) -> int:
+    """param_set_uint: kstrtouint(val, 0)."""
+    return kstrtoul(text, 32)
+
+
+# vfio_iommu_type1.c: module_param_named(allow_unsafe_interrupts, ..., bool, S_IRUGO | S_IWUSR),
+# the same for disable_hugepages, and dma_entry_limit as uint 0644 (U16_MAX); type1.py reads them
+TYPE1_PARAMETERS = {"allow_unsafe_interrupts": kstrtobool, "disable_hugepages": kstrtobool,
+                    "dma_entry_limit": kstrtouint}
+
+# module parameters (/sys/module/<mod>/parameters/): vfio-pci's, vfio_iommu_type1's, and the
+# hotplug drivers' that register slots (built in: their module directory exists for the
+# parameters alone)
 MODULE_PARAMETERS = {
     "vfio_pci": AttrGroup((Attr("enable_sriov", lambda m: "Y\n" if m.vfio_enable_sriov else "N\n",
                                 enable_sriov_store, 0o644),), name="parameters"),
+    type1.MODULE: AttrGroup(tuple(_param(type1.MODULE, name, type1.PARAMETERS[name], parse, 0o644)
+                                  for name, parse in TYPE1_PARAMETERS.items()), name="parameters"),
     "acpiphp": AttrGroup((_param("acpiphp", "disable", False, kstrtobool, 0o444),), name="parameters"),
     "pciehp": AttrGroup((_param("pciehp", "pciehp_poll_mode", False, kstrtobool, 0o644),
                          _param("pciehp", "pciehp_poll_time", 0, kstrtoint, 0o644)), name="parameters"),
@@ -152,6 +167,10 @@ def module_entries(v) -> dict:
     # built-in drivers with parameters have a directory (param_sysfs_builtin), and each
     # slot's `module` link names its hotplug driver's
     mods: dict[str, list] = {mod: [] for mod in BUILTIN_MODULES + tuple(s.module for s in v.m.slots)}
+    if "vfio-pci" in v.m.drivers:
+        # vfio's MODULE_SOFTDEP("post: vfio_iommu_type1 ...") loads type1 beside it: the
+        # reference captures' /proc/modules list it (`vfio 3 vfio_pci,vfio_pci_core,vfio_iommu_type1`)
+        mods[type1.MODULE] = []
     for drv in v.m.drivers.values():
         mods.setdefault(drv.module_name, []).append(drv)
 

@@ -100,10 +100,12 @@ class IommuInfo:
 # --- /dev/vfio/vfio ----------------------------------------------------------------------------------
 class Container(_Fd):
     """open("/dev/vfio/vfio"). process: whose memory and memlock the mappings use
-    (default: this process, one Process per machine, shared by its containers)."""
+    (default: this process, one Process per machine, shared by its containers).
+    allow_unsafe_interrupts, dma_entry_limit: None follows the machine's vfio_iommu_type1
+    module parameters (/sys/module/vfio_iommu_type1/parameters/), a value overrides them."""
 
-    def __init__(self, machine, process: Process | None = None, *, allow_unsafe_interrupts: bool = False,
-                 dma_entry_limit: int = type1.DMA_ENTRY_LIMIT):
+    def __init__(self, machine, process: Process | None = None, *, allow_unsafe_interrupts: bool | None = None,
+                 dma_entry_limit: int | None = None):
         self.machine = machine
         self.process = process if process is not None else this_process(machine)
         self.model = VfioContainer(machine, mm=self.process, allow_unsafe_interrupts=allow_unsafe_interrupts,

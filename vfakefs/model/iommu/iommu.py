@@ -108,13 +108,20 @@ def store_type(m, group, text: str) -> None:
 
 
 # --- the DMA API a driver maps through -----------------------------------------------------------
+def dma_domain(group):
+    """iommu_get_dma_domain(): the DMA API maps in the group's default domain, also while a
+    DMA owner (a VFIO group, group.owner) has displaced it; it comes back, mappings and all."""
+    owner = group.owner
+    return owner.default_domain if owner is not None else group.domain
+
+
 def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> int:
     """dma_map_single(): an IOVA for `size` bytes of host memory (identity: the address itself).
     The IOVA comes from below 4 GiB first, then from the whole width, as
     iommu_dma_alloc_iova does for a PCI device; ENOMEM when neither has room."""
     size = (size + 0xFFF) & ~0xFFF
     u = unit(m)
-    dom = dev.group.domain if u is not None and dev.group is not None else None
+    dom = dma_domain(dev.group) if u is not None and dev.group is not None else None
     iova = None
     if dom is not None and dom.table is not None:
         reserved = [(start, end) for start, end, _ in dev.group.reserved_regions()]
@@ -138,7 +145,7 @@ def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> in
 
 def dma_unmap(m, dev, iova: int) -> None:
     u = unit(m)
-    dom = dev.group.domain if u is not None and dev.group is not None else None
+    dom = dma_domain(dev.group) if u is not None and dev.group is not None else None
     if dom is None or dom.table is None or iova not in dom.mappings:
         return
     _, size, _ = dom.mappings.pop(iova)

@@ -15,13 +15,15 @@ VFIO_API_VERSION = 0
 class VfioContainer:
     """struct vfio_container, plus what the opening process brings: its mm (memory for
     MAP_DMA, locked_vm, RLIMIT_MEMLOCK in bytes (None: unlimited), CAP_IPC_LOCK), and the
-    type1 module parameters allow_unsafe_interrupts and dma_entry_limit. Give `mm` to share
+    type1 module parameters allow_unsafe_interrupts and dma_entry_limit (None: the machine's
+    /sys/module/vfio_iommu_type1/parameters/ values when the kernel reads them, type1.module_param;
+    a value: that value for this container). Give `mm` to share
     one process's accounting between containers; without it the container makes its own
     Mm from memory, memlock_limit and cap_ipc_lock."""
 
     def __init__(self, m, memory: ProcessMemory | None = None, memlock_limit: int | None = None,
-                 cap_ipc_lock: bool = False, allow_unsafe_interrupts: bool = False,
-                 dma_entry_limit: int = type1.DMA_ENTRY_LIMIT, mm: Mm | None = None):
+                 cap_ipc_lock: bool = False, allow_unsafe_interrupts: bool | None = None,
+                 dma_entry_limit: int | None = None, mm: Mm | None = None):
         self.m = m
         self.mm = mm if mm is not None else Mm(memory, memlock_limit, cap_ipc_lock)
         self.allow_unsafe_interrupts, self.dma_entry_limit = allow_unsafe_interrupts, dma_entry_limit

@@ -23,6 +23,16 @@ from vfakefs.model.vfio.memory import Mm
 PAGE = 4096
 U64 = (1 << 64) - 1
 DMA_ENTRY_LIMIT = 65535                # the dma_entry_limit module parameter (U16_MAX)
+# vfio_iommu_type1's module parameters and their defaults (all 0644 in sysfs): the kernel reads
+# allow_unsafe_interrupts at each group attach, dma_entry_limit at SET_IOMMU
+# (vfio_iommu_type1_open) and disable_hugepages at each MAP_DMA's pinning
+MODULE = "vfio_iommu_type1"
+PARAMETERS = {"allow_unsafe_interrupts": False, "disable_hugepages": False, "dma_entry_limit": DMA_ENTRY_LIMIT}
+
+
+def module_param(m, name: str):
+    """A vfio_iommu_type1 parameter as it is now (/sys/module/vfio_iommu_type1/parameters/)."""
+    return m.module_params.get((MODULE, name), PARAMETERS[name])
 
 # uapi/linux/vfio.h
 VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU, VFIO_DMA_CC_IOMMU = 1, 3, 4
@@ -110,7 +120,8 @@ class VfioIommuType1:
         self.domain: Domain | None = None
         self.groups: list = []
         self.dma_list: list[VfioDma] = []          # by iova (the kernel's rb-tree)
-        self.dma_avail = container.dma_entry_limit
+        self.dma_avail = container.dma_entry_limit if container.dma_entry_limit is not None else \
+            module_param(self.m, "dma_entry_limit")
         self.vaddr_invalid_count = 0
 
     def check_extension(self, ext: int) -> int:
@@ -125,7 +136,10 @@ class VfioIommuType1:
             raise SysfsError(errno.EBUSY)
         if self.unit is None:
             raise SysfsError(errno.ENODEV)
-        if not self.container.allow_unsafe_interrupts and not self.m.interrupt_remapping:
+        unsafe = self.container.allow_unsafe_interrupts
+        if unsafe is None:
+            unsafe = module_param(self.m, "allow_unsafe_interrupts")
+        if not unsafe and not self.m.interrupt_remapping:
             self.m.kmsg.log(IR_WARNING, KERN_WARNING)
             raise SysfsError(errno.EPERM)
         if self.domain is None:
@@ -203,7 +217,9 @@ class VfioIommuType1:
             raise SysfsError(errno.EINVAL)
         dma = VfioDma(iova, vaddr, size, prot, 0, mm, mm.cap_ipc_lock)   # capable(CAP_IPC_LOCK) now
         dma.hpa = self._pin_pages(dma)
-        self.domain.table.map(iova, dma.hpa, size, prot)
+        # disable_hugepages: vfio_pin_pages_remote pins one page at a time, so each
+        # iommu_map is 4 KiB and the domain gets no superpage
+        self.domain.table.map(iova, dma.hpa, size, prot, superpages=not module_param(self.m, "disable_hugepages"))
         if self.unit.cap & 0x80:                     # caching mode: non-present entries are cached
             self.unit.invalidate_pages(self.domain.did, iova, size)
         bisect.insort(self.dma_list, dma, key=lambda d: d.iova)
