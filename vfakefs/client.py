@@ -49,7 +49,7 @@ class Controls:
             os.close(fd)
 
     def dma(self, bdf: str, direction: str, iova: int, length: int, data: bytes | None = None) -> str:
-        """One DMA request (1..4096 bytes); the control's answer. A write carries `data`
+        """One DMA request (a read 1..4096 bytes, a write 1..1 MiB); the control's answer. A write carries `data`
         (repeated to the length, cut when longer) or zeros; a read's answer has a second
         line `data <hex>` with the bytes read (dma_read() returns them)."""
         request = f"{bdf} {direction} {iova:#x} {length}"

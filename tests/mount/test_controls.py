@@ -217,6 +217,19 @@ def test_dma_write_data_lands_and_reads_back(mount_preset):
     assert dmar_table_errors(mnt) == []
 
 
+def test_a_long_write_is_one_transfer_of_many_pages(mount_preset):
+    """A write moves up to 1 MiB at once (a DMA engine's transfer, 4 KiB requests on the
+    bus): every page gets the pattern, the pages around it nothing."""
+    mnt = mount_preset("qemu-ref")
+    (w,) = ask(mnt, "dma", f"{AHCI} write 0x100000 1048576 data=5a")
+    assert w == f"{AHCI} write iova 0x100000 -> hpa 0x100000"
+    first, last, before, after = ask(mnt, "dma", f"{AHCI} read 0x100000 4096", f"{AHCI} read 0x1ff000 4096",
+                                     f"{AHCI} read 0xff000 4096", f"{AHCI} read 0x200000 4096")
+    assert [a.splitlines()[1] for a in (first, last)] == ["data " + "5a" * 4096] * 2
+    assert [a.splitlines()[1] for a in (before, after)] == ["data " + "00" * 4096] * 2
+    assert dmar_table_errors(mnt) == []
+
+
 def test_dma_stops_at_the_page_that_faults(mount_preset, kmsg):
     """The window ends at 16 MiB: a request across its end moves the bytes before the
     page that faults and nothing from there on; the fault is logged as any other."""
@@ -243,7 +256,7 @@ BAD_PAYLOADS = [
     (f"{AHCI} write 0x1000 4 bytes=00", "unknown setting 'bytes=00'"),
     (f"{AHCI} write 0x1000 4 data=00 data=11",
      "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"),
-    (f"{AHCI} write 0x1000 4097 data=00", "length 4097 is more than one request carries (4096)"),
+    (f"{AHCI} write 0x1000 1048577 data=00", "length 1048577 is more than one write transfers (1048576)"),
 ]
 
 
@@ -319,8 +332,9 @@ BAD = [
     ("traffic", f"stop {NVME}", f"no traffic from {NVME}"),
     ("traffic", "stop", "expected 'stop <bdf>|all'"),
     # bounds (issue 8): what the simulated machine can hold, the state unchanged after
-    ("dma", f"{E1000E} read 0x1000 4097", "length 4097 is more than one request carries (4096)"),
-    ("dma", f"{E1000E} read 0x100000000 4294967296", "length 4294967296 is more than one request carries (4096)"),
+    ("dma", f"{E1000E} read 0x1000 4097", "length 4097 is more than one read answers (4096)"),
+    ("dma", f"{E1000E} read 0x100000000 4294967296", "length 4294967296 is more than one read answers (4096)"),
+    ("dma", f"{E1000E} write 0x100000000 4294967296", "length 4294967296 is more than one write transfers (1048576)"),
     ("dma", f"{E1000E} read 0xfffffffffffffffe 4", "iova 0xfffffffffffffffe + length 4 is past the 64-bit address space"),
     ("dma", f"{E1000E} write 0x10000000000000000 4", "iova 0x10000000000000000 + length 4 is past the 64-bit address space"),
     ("msi", f"{NVME} 0xfee00000 0x100000000", "data 4294967296 is outside 0..4294967295"),

@@ -46,7 +46,9 @@ def _int(m, control: str, word: str, what: str, lo: int | None = None, hi: int |
 
 
 # --- dma: `<bdf> read <iova> <length>`, `<bdf> write <iova> <length> [data=<hex>]` -----------------
-MAX_DMA_LENGTH = 4096      # one memory request TLP: Max_Read_Request_Size and Max_Payload_Size top out at 4096
+MAX_DMA_LENGTH = 4096      # a read: its bytes come back in the answer, which is one page as any show
+MAX_DMA_WRITE = 1 << 20    # a write: one transfer of a device's DMA engine, sent as requests of at
+                           # most 4096 bytes that never cross a 4 KiB boundary (device_dma.py)
 DMA_USAGE = "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"
 
 
@@ -54,8 +56,10 @@ def dma_request(m, text: str) -> str:
     """Issue one DMA request and return what the hardware answered.
 
     iova is a 64-bit bus address (0..2^64-1) and the request ends within 2^64;
-    length is 1..4096 bytes, the most one PCIe memory request carries (PCIe r6
-    7.5.3.4: Max_Read_Request_Size and Max_Payload_Size are at most 4096). A write
+    a read's length is 1..4096 bytes (they come back in the answer: one page), a
+    write's 1..1 MiB: one transfer of the device's DMA engine, which the bus carries
+    as requests of at most 4096 bytes (PCIe r6 7.5.3.4: Max_Payload_Size tops out at
+    4096) never crossing a 4 KiB boundary. A write
     carries `data=<hex>` (whole bytes in hex, repeated to fill the length, cut at the
     length when longer) or, without it, zeros. The bytes move through
     iommu/device_dma.py: page by page, up to the first page that faults.
@@ -73,8 +77,10 @@ def dma_request(m, text: str) -> str:
     iova, length = _int(m, "dma", words[2], "iova"), _int(m, "dma", words[3], "length")
     if length <= 0 or iova < 0:
         reject(m, "dma", "length must be positive and iova not negative")
-    if length > MAX_DMA_LENGTH:
-        reject(m, "dma", f"length {length} is more than one request carries ({MAX_DMA_LENGTH})")
+    if not write and length > MAX_DMA_LENGTH:
+        reject(m, "dma", f"length {length} is more than one read answers ({MAX_DMA_LENGTH})")
+    if write and length > MAX_DMA_WRITE:
+        reject(m, "dma", f"length {length} is more than one write transfers ({MAX_DMA_WRITE})")
     if iova + length > 1 << 64:
         reject(m, "dma", f"iova {iova:#x} + length {length} is past the 64-bit address space")
     payload = bytes(length)

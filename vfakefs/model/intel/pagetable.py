@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from vfakefs.model.intel.memory import PhysMem
 
@@ -45,10 +47,19 @@ class PageTable:
                 if superpages and lv in self.superpages and not (iova | hpa) & (span - 1) and iova + span <= end:
                     level = lv
                     break
-            span = 1 << LEVEL_SHIFT[level]
             table = self._table_for(iova, level)
-            leaf = (hpa & ADDR) | prot | (SNP if snoop else 0) | (PS if level > 1 else 0)
-            self.mem.write(table + 8 * idx(iova, level), leaf)
+            flags = prot | (SNP if snoop else 0)
+            if level == 1:
+                # 4 KiB pages: the rest of this leaf table in one store (a 1 GiB map of
+                # small pages is 512 of these, not 262,144 single writes)
+                n = min((end - iova) // PAGE, 512 - idx(iova, 1))
+                first = self.mem.index(table + 8 * idx(iova, 1))
+                self.mem.q[first: first + n] = (np.arange(n, dtype=np.uint64) * np.uint64(PAGE)
+                                                + np.uint64(hpa & ADDR)) | np.uint64(flags)
+                span = n * PAGE
+            else:
+                span = 1 << LEVEL_SHIFT[level]
+                self.mem.write(table + 8 * idx(iova, level), (hpa & ADDR) | flags | PS)
             self.mapped_pages += span // PAGE
             iova += span
             hpa += span
@@ -58,6 +69,17 @@ class PageTable:
         end, done = iova + size, 0
         while iova < end:
             entry_addr, level = self._leaf(iova)
+            if entry_addr is not None and level == 1:
+                # the run of 4 KiB leaves in this table, cleared at once
+                n = min(-(-(end - iova) // PAGE), 512 - idx(iova, 1))
+                first = self.mem.index(entry_addr)
+                run = self.mem.q[first: first + n]
+                present = int(np.count_nonzero(run & np.uint64(R | W)))
+                run[:] = 0
+                self.mapped_pages -= present
+                done += present * PAGE
+                iova = (iova & ~(PAGE - 1)) + n * PAGE
+                continue
             span = 1 << LEVEL_SHIFT[level]
             if entry_addr is not None:
                 self.mem.write(entry_addr, 0)
@@ -95,7 +117,6 @@ class PageTable:
     def free(self) -> None:
         """domain_exit(): every table page of the domain back to memory, leaves first
         (the pages mapped are the DMA buffers': they are not the tables' to free)."""
-        import numpy as np
 
         def tables(table, lv):
             if lv > 1:
@@ -121,7 +142,6 @@ class PageTable:
 
     def leaves(self):
         """(iova, level, entries top-down) of every present leaf, in IOVA order."""
-        import numpy as np
 
         def walk(table, lv, base, path):
             q = self.mem.q[self.mem.index(table): self.mem.index(table) + 512]
