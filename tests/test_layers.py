@@ -23,7 +23,8 @@ ALLOWED = {
     "engine": {"engine", "model"},
     "syscall": {"syscall", "model"},
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall"},
+    "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only

@@ -192,64 +192,23 @@ def cmd_umount(args) -> int:
     return 0
 
 
-def _namespace_script(mnt: str, stage: str) -> str:
-    """Shell lines that, inside a fresh private mount namespace, put the mount's
-    trees over /sys, /dev/vfio and /dev/kmsg. Where the host has no /dev/vfio the
-    namespace gets its own /dev (a tmpfs with every host entry bind-mounted back),
-    so nothing is ever created in the host's /dev.
-
-    /dev/ptmx is the exception: opening it finds its devpts instance by the name
-    "pts" beside it in the same mount (the kernel's devpts_acquire/path_pts), which a
-    bind of the host's node alone lacks (every pty would fail ENOENT). So the private
-    /dev gets the host's devpts at pts (bound) and a ptmx node of its own beside it,
-    as the host's /dev has them: the same ptys, the caller's terminal still /dev/pts/N.
-    A host whose ptmx is a symlink to pts/ptmx (a container) keeps the symlink."""
-    real = os.path.realpath(mnt)
-    lines = ["set -e", "mount --make-rprivate /", f"mount --rbind {real}/sys /sys"]
-    if os.path.isdir(f"{real}/dev/vfio") and not os.path.isdir("/dev/vfio"):
-        lines += [
-            f"mount --rbind /dev {stage}",
-            "mount -t tmpfs -o mode=755,nosuid vfakefs-dev /dev",
-            f"for e in {stage}/* {stage}/.[!.]*; do",
-            '  [ -e "$e" ] || [ -L "$e" ] || continue; n=/dev/${e##*/}',
-            '  if [ -L "$e" ]; then cp -P "$e" "$n"',
-            '  elif [ "$n" = /dev/ptmx ] && [ -c "$e" ]; then',
-            '    mknod -m "$(stat -c %a "$e")" "$n" c "0x$(stat -c %t "$e")" "0x$(stat -c %T "$e")"',
-            '    chown --reference="$e" "$n"',
-            '  elif [ -d "$e" ]; then mkdir "$n"; mount --rbind "$e" "$n"',
-            '  else touch "$n"; mount --bind "$e" "$n"; fi',
-            "done",
-            "mkdir /dev/vfio",
-            f"umount -l {stage}",
-        ]
-    if os.path.isdir(f"{real}/dev/vfio"):
-        lines.append(f"mount --bind {real}/dev/vfio /dev/vfio")
-    if os.path.exists(f"{real}/dev/kmsg"):
-        lines.append(f"mount --bind {real}/dev/kmsg /dev/kmsg")
-    return "\n".join(lines)
-
-
 def cmd_run(args) -> int:
     """Run a command where /sys is the simulated machine: a private mount namespace
-    made by unshare(1), so the host's real /sys is never touched."""
+    (namespace.py), so the host's real /sys is never touched; with the daemon's
+    socket there, under the seccomp filter whose calls the daemon answers (VFIO)."""
     mnt = args.mnt
     if _mount_type(mnt) is None:
         print(f"vfakefs: {mnt} is not mounted (vfakefs mount {mnt} first)", file=sys.stderr)
         return 1
-    cmd = [c for c in args.command if c != "--"][:1] + args.command[1:] if args.command else []
-    if args.command and args.command[0] == "--":
-        cmd = args.command[1:]
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     cmd = cmd or [os.environ.get("SHELL", "/bin/bash")]
     stage = _state_dir() / "ns-stage"
     stage.mkdir(exist_ok=True)
-    script = _namespace_script(mnt, str(stage)) + '\nexec "$@"'
-    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "vfakefs-run", *cmd]
+    from vfakefs import namespace
+    from vfakefs.syscall import trap
     sock = _sockfile(mnt)
-    if sock.exists():
-        # the program's /dev/vfio opens and VFIO ioctls go to the daemon (seccomp)
-        from vfakefs.syscall import trap
-        return trap.run(argv, str(sock))
-    return subprocess.run(argv).returncode
+    return trap.run(cmd, str(sock) if sock.exists() else None,
+                    prepare=lambda: namespace.enter(mnt, str(stage)))
 
 
 def cmd_presets(args) -> int:

@@ -33,16 +33,24 @@ def _attach(sockpath: str) -> None:
             raise ConnectionError("the daemon did not take the listener")
 
 
-def run(argv: list[str], sockpath: str) -> int:
-    """Run argv trapped; its exit status as a shell reports it (128 + signal)."""
+def run(argv: list[str], sockpath: str | None, prepare=None) -> int:
+    """Run argv, trapped when sockpath names the daemon's socket (else plainly), after
+    prepare() in the child (the mount namespace); its exit status as a shell reports
+    it (128 + signal; 127 when it could not be started)."""
     pid = os.fork()
     if pid == 0:
         try:
-            _attach(sockpath)
-            os.execvp(argv[0], argv)
+            if prepare is not None:
+                prepare()
+            if sockpath is not None:
+                _attach(sockpath)
+            try:
+                os.execvp(argv[0], argv)
+            except OSError as e:
+                print(f"vfakefs: run: {argv[0]}: {e.strerror}", file=sys.stderr)
         except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
             print(f"vfakefs: run: {e}", file=sys.stderr)
-            os._exit(127)
+        os._exit(127)
     # like system(3): the terminal's ^C and ^\ are for the program, not for us
     old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)]
     try:
