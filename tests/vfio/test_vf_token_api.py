@@ -30,7 +30,8 @@ def test_the_pf_user_sets_the_token_the_vf_user_gives(m):
         c.set_iommu(vfio.VFIO_TYPE1v2_IOMMU)
         gvf.set_container(c)
         pf = gpf.get_device_fd(PF)
-        pf.feature(vfio.VFIO_DEVICE_FEATURE_PROBE | vfio.VFIO_DEVICE_FEATURE_SET | vfio.VFIO_DEVICE_FEATURE_PCI_VF_TOKEN)
+        probe = vfio.VFIO_DEVICE_FEATURE_PROBE | vfio.VFIO_DEVICE_FEATURE_SET
+        pf.feature(probe | vfio.VFIO_DEVICE_FEATURE_PCI_VF_TOKEN)
         with pytest.raises(OSError) as e:
             pf.feature(vfio.VFIO_DEVICE_FEATURE_GET | vfio.VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, bytes(16))
         assert e.value.errno == errno.EINVAL
