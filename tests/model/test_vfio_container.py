@@ -13,6 +13,7 @@ from vfakefs.model.profile import PROFILES
 from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.device import VfioPciDevice
+from vfakefs.model.vfio.feature import VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, VFIO_DEVICE_FEATURE_SET
 from vfakefs.model.vfio.group import VFIO_GROUP_FLAGS_VIABLE, VfioGroup
 from vfakefs.model.vfio.memory import BytesMemory
 
@@ -479,8 +480,12 @@ def test_vf_token_rules():
     assert errno_of(g.get_device_fd, vf.name + wrong) == errno.EACCES
     assert m.kmsg.records[-1].text == f"vfio-pci {vf.name}: Incorrect VF token provided for device"
     assert g.devices == []
-    # the PF's token starts as the null UUID, until the PF's user sets one
-    assert g.get_device_fd(vf.name + " vf_token=00000000-0000-0000-0000-000000000000").dev is vf
+    # the PF's token is random (vfio_pci_vf_init) until the PF's user sets one: VFIO_DEVICE_FEATURE
+    gpf = VfioGroup.open(m, pf.group.id)
+    gpf.set_container(g.container)
+    gpf.get_device_fd(pf.name).feature(VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PCI_VF_TOKEN,
+                                       data=bytes.fromhex("11111111222233334444555555555555"))
+    assert g.get_device_fd(vf.name + wrong).dev is vf
     m.check()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -84,6 +85,7 @@ class Machine:
         self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
         self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
+        self.rng = random.Random()              # get_random_bytes(): random, unless a test seeds it
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000

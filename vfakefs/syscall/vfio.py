@@ -27,6 +27,7 @@ MAX_REGION_IO = 1 << 20
 (GET_API_VERSION, CHECK_EXTENSION, SET_IOMMU, GROUP_GET_STATUS, GROUP_SET_CONTAINER, GROUP_UNSET_CONTAINER,
  GROUP_GET_DEVICE_FD, DEVICE_GET_INFO, DEVICE_GET_REGION_INFO, DEVICE_GET_IRQ_INFO, DEVICE_SET_IRQS,
  DEVICE_RESET, IOMMU_GET_INFO, IOMMU_MAP_DMA, IOMMU_UNMAP_DMA) = (0x3B64 + n for n in range(15))
+DEVICE_FEATURE = 0x3B64 + 17
 
 
 class EventFd:
@@ -223,6 +224,10 @@ class Vfio:
         if cmd == DEVICE_RESET:
             vdev.reset()
             return 0
+        if cmd == DEVICE_FEATURE:
+            argsz, flags = call.arg(arg, "<II")     # data[] read only as far as the feature needs
+            vdev.feature(flags, argsz, lambda n: call.mem.read(arg + 8, n), lambda fd: self._eventfd(call, fd))
+            return 0
         raise SysfsError(errno.ENOTTY)
 
     def _irq_data(self, call: Call, addr: int, argsz: int, flags: int, count: int):
@@ -234,22 +239,21 @@ class Vfio:
         raw = call.mem.read(addr, count * size)
         if kind == VFIO_IRQ_SET_DATA_BOOL:
             return list(raw)
-        out = []
-        for fd in struct.unpack(f"<{count}i", raw):
-            if fd < 0:
-                out.append(fd)
-                continue
-            try:
-                mine = process.fetch_fd(call.pid, fd)
-            except OSError:
-                out.append(fd)                 # not open there: the model's EBADF
-                continue
-            if _is_eventfd(mine):
-                out.append(EventFd(mine))
-            else:
-                os.close(mine)
-                out.append(NotEventFd())
-        return out
+        return [self._eventfd(call, fd) for fd in struct.unpack(f"<{count}i", raw)]
+
+    @staticmethod
+    def _eventfd(call: Call, fd: int):
+        """The program's fd as the model takes an eventfd: the daemon's copy of it."""
+        if fd < 0:
+            return fd
+        try:
+            mine = process.fetch_fd(call.pid, fd)
+        except OSError:
+            return fd                          # not open there: the model's EBADF
+        if _is_eventfd(mine):
+            return EventFd(mine)
+        os.close(mine)
+        return NotEventFd()
 
     # --- pread64 / pwrite64 of a device's regions -------------------------------------------------------
     def region_io(self, call: Call, f: File, buf: int, count: int, offset: int, write: bool) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import uuid
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from vfakefs.model.errors import SysfsError
 from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.device import VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_INDEX_TO_OFFSET
+from vfakefs.model.vfio.feature import VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, VFIO_DEVICE_FEATURE_SET
 from vfakefs.model.vfio.group import VfioGroup
 from vfakefs.model.vfio.intrs import VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_TYPE_MASK
 from vfakefs.vfio.eventfd import eventfd_arg
@@ -205,7 +207,8 @@ class Group(_Fd):
 
     @kernel_errors()
     def get_device_fd(self, name: str | bytes) -> "Device":
-        """GROUP_GET_DEVICE_FD(name): the name exactly, optionally ` vf_token=<uuid>`."""
+        """GROUP_GET_DEVICE_FD(name): the name exactly, optionally ` vf_token=<uuid>`
+        (a VF of a vfio-pci PF needs it; so does the PF while its VFs are open)."""
         self._check()
         if isinstance(name, bytes):
             name = name.split(b"\0", 1)[0].decode()
@@ -267,6 +270,20 @@ class Device(_Fd):
     def get_irq_info(self, index: int):
         self._check()
         return self.model.get_irq_info(index)
+
+    @kernel_errors()
+    def feature(self, flags: int, data: bytes = b"", argsz: int | None = None) -> None:
+        """VFIO_DEVICE_FEATURE: flags is the feature | GET/SET/PROBE, data its data[]
+        (argsz defaults to 8 + len(data)). An fd in data[] (LOW_POWER_ENTRY_WITH_WAKEUP)
+        is one of this process's."""
+        self._check()
+        self.model.feature(flags, argsz, bytes(data), fdget=eventfd_arg)
+
+    def set_vf_token(self, token) -> None:
+        """VFIO_DEVICE_FEATURE(SET | PCI_VF_TOKEN) on a PF: the UUID (a uuid.UUID or its
+        string) its VFs' users must then give as ` vf_token=<uuid>`."""
+        token = token if isinstance(token, uuid.UUID) else uuid.UUID(str(token))
+        self.feature(VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, token.bytes)
 
     @kernel_errors()
     def set_irqs(self, index: int, start: int, count: int, flags: int, data=None) -> None:

@@ -8,6 +8,14 @@ from vfakefs.model.vfio.device import (VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_
                                        VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_FLAG_CAPS,
                                        VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
                                        VFIO_REGION_INFO_FLAG_WRITE)
+from vfakefs.model.vfio.feature import (VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+                                        VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP, VFIO_DEVICE_FEATURE_GET,
+                                        VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY,
+                                        VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
+                                        VFIO_DEVICE_FEATURE_LOW_POWER_EXIT, VFIO_DEVICE_FEATURE_MASK,
+                                        VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+                                        VFIO_DEVICE_FEATURE_MIGRATION, VFIO_DEVICE_FEATURE_PCI_VF_TOKEN,
+                                        VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET)
 from vfakefs.model.vfio.group import VFIO_GROUP_FLAGS_CONTAINER_SET, VFIO_GROUP_FLAGS_VIABLE
 from vfakefs.model.vfio.intrs import (VFIO_IRQ_INFO_AUTOMASKED, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE,
                                       VFIO_IRQ_INFO_NORESIZE, VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER,

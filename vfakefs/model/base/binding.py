@@ -10,9 +10,10 @@ from __future__ import annotations
 import errno
 import re
 
-from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
+from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.vfio import vf_token
 
 _HEX = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)")
 
@@ -83,6 +84,8 @@ def attach(m, dev, drv: Driver) -> None:
     # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
     if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
+    if vfio_bound(dev):
+        vf_token.vf_init(m, dev)                         # vfio_pci_core_register_device
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
     pf_sriov = dev.physfn.sriov if dev.is_virtfn else None
     if pf_sriov is not None and pf_sriov.vf_probe_fails_after is not None and drv.name == "nvme":
@@ -133,6 +136,7 @@ def release(m, dev) -> None:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
     for nd in list(dev.netdevs):
         m.remove_netdev(nd)
+    vf_token.vf_uninit(dev)                              # vfio_pci_core_unregister_device
     if dev.msi_irqs and m.irq_remap is not None:
         m.irq_remap.free_msi(dev)
     drv.devices.remove(dev)

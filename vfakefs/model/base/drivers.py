@@ -110,7 +110,8 @@ def catalogue() -> dict[str, Driver]:
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
         Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
         Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)], sriov_configure=True,
-               driver_managed_dma=True, dma_bits=None, enables_device=False),
+               driver_managed_dma=True, dma_bits=None, enables_device=False,
+               disables_sriov_on_remove=True),   # vfio_pci_core_unregister_device: sriov_configure(0)
         Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None, enables_device=False),
     ]
     return {d.name: d for d in drivers}

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci.pci import IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH
+from vfakefs.model.vfio import vf_token
+from vfakefs.model.vfio.feature import FEATURE_MINSZ, device_feature
 from vfakefs.model.vfio.intrs import VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE, VfioIrqs
 
 # uapi/linux/vfio.h
@@ -78,6 +80,11 @@ class VfioPciDevice:
         self.irqs = VfioIrqs(self)
         self.opens = 1                 # device->open_count: GET_DEVICE_FD again shares this state
         self.closed = False
+        self.pm_runtime_engaged, self.pm_wake_eventfd = False, None     # low power (feature.py)
+        # vfio_pci_core_finish_enable(): a VF of a vfio-pci PF is one more user of its token
+        self.sriov_pf = vf_token.sriov_pf_core_dev(dev)
+        if self.sriov_pf is not None:
+            self.sriov_pf.vf_token.users += 1
 
     def close(self) -> None:
         """vfio_pci_core_close_device() / vfio_pci_core_disable(): bus mastering off, the
@@ -91,6 +98,9 @@ class VfioPciDevice:
         if self.opens > 0:
             return
         self.closed = True
+        if self.sriov_pf is not None and self.sriov_pf.vf_token is not None:
+            self.sriov_pf.vf_token.users -= 1                      # vfio_pci_core_close_device()
+        self.runtime_pm_exit()                                     # vfio_pci_core_disable()
         cfg = self.dev.config
         cfg.w16(0x04, cfg.r16(0x04) & ~0x4)                       # pci_clear_master()
         irqs = self.irqs
@@ -174,6 +184,25 @@ class VfioPciDevice:
 
     def raise_vector(self, n: int, source=None):
         return self.irqs.raise_vector(n, source)
+
+    # --- VFIO_DEVICE_FEATURE (feature.py) ---------------------------------------------------------------
+    def feature(self, flags: int, argsz: int | None = None, data=b"", fdget=None) -> None:
+        """VFIO_DEVICE_FEATURE: flags names the feature and GET/SET/PROBE; data is data[]
+        (bytes or a reader); argsz defaults to the header and data."""
+        if argsz is None:
+            argsz = FEATURE_MINSZ + (0 if callable(data) else len(data))
+        device_feature(self, flags, argsz, data, fdget)
+
+    def runtime_resume(self) -> None:
+        """vfio_pci_core_runtime_resume(): with a wake-up eventfd, signal it and leave low power."""
+        if self.pm_wake_eventfd is not None:
+            efd = self.pm_wake_eventfd
+            self.runtime_pm_exit()
+            efd.signal()
+
+    def runtime_pm_exit(self) -> None:
+        """__vfio_pci_runtime_pm_exit(): low power off, the wake-up eventfd dropped."""
+        self.pm_runtime_engaged, self.pm_wake_eventfd = False, None
 
     # --- region read/write (vfio_pci_rw) ------------------------------------------------------------------
     def read(self, offset: int, count: int) -> bytes:

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import errno
 import re
+import uuid
 
 from vfakefs.model import controls
 from vfakefs.model.base.drivers import vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.iommu import groups as iommu_groups
 from vfakefs.model.iommu import iommu
-from vfakefs.model.kmsg import KERN_INFO, KERN_WARNING
+from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.device import VfioPciDevice
+from vfakefs.model.vfio import vf_token
 from vfakefs.model.vfio.type1 import blocking_domain
 
 VFIO_GROUP_FLAGS_VIABLE, VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 0, 1 << 1
@@ -155,7 +157,7 @@ class VfioGroup:
         raise SysfsError(errno.ENODEV)
 
     @staticmethod
-    def _parse_options(rest: str) -> str | None:
+    def _parse_options(rest: str) -> uuid.UUID | None:
         """vfio_pci_core_match's options: spaces and one `vf_token=<uuid>`; anything else EINVAL."""
         token, i = None, 0
         while i < len(rest):
@@ -165,27 +167,11 @@ class VfioGroup:
                 u = UUID.match(rest, i + 9)
                 if u is None:
                     raise SysfsError(errno.EINVAL)
-                token, i = u.group(0).lower(), u.end()
+                token, i = uuid.UUID(u.group(0)), u.end()          # uuid_parse: either case
             else:
                 raise SysfsError(errno.EINVAL)
         return token
 
-    def _validate_vf_token(self, dev, token: str | None) -> None:
-        """vfio_pci_validate_vf_token() for a VF: its PF on vfio-pci shares a token (all
-        zeros until the PF's user sets one, vf_token_uuid). PF-side rules: not modelled."""
-        if dev.is_virtfn:
-            pf = dev.physfn
-            if pf.driver is None or pf.driver.name != "vfio-pci":
-                if token is not None:
-                    self.m.kmsg.dev(dev, "VF token incorrectly provided, PF not bound to vfio-pci", KERN_INFO)
-                    raise SysfsError(errno.EINVAL)
-                return
-            if token is None:
-                self.m.kmsg.dev(dev, "VF token required to access device", KERN_INFO)
-                raise SysfsError(errno.EACCES)
-            if token != getattr(pf, "vf_token_uuid", "00000000-0000-0000-0000-000000000000"):
-                self.m.kmsg.dev(dev, "Incorrect VF token provided for device", KERN_INFO)
-                raise SysfsError(errno.EACCES)
-        elif token is not None and dev.sriov is None:
-            self.m.kmsg.dev(dev, "VF token incorrectly provided, not a PF or VF", KERN_INFO)
-            raise SysfsError(errno.EINVAL)
+    def _validate_vf_token(self, dev, token: uuid.UUID | None) -> None:
+        """vfio_pci_validate_vf_token() (vf_token.py)."""
+        vf_token.validate(self.m, dev, token)
