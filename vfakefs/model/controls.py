@@ -83,7 +83,7 @@ def dma_request(m, text: str) -> str:
         reject(m, "dma", f"length {length} is more than one write transfers ({MAX_DMA_WRITE})")
     if iova + length > 1 << 64:
         reject(m, "dma", f"iova {iova:#x} + length {length} is past the 64-bit address space")
-    payload = bytes(length)
+    payload = None
     if len(words) == 5:
         if not words[4].startswith("data="):
             reject(m, "dma", f"unknown setting {words[4][:32]!r}")
@@ -91,6 +91,8 @@ def dma_request(m, text: str) -> str:
             reject(m, "dma", "data= is for writes only")
         pattern = _hex(m, words[4].removeprefix("data="))
         payload = (pattern * -(-length // len(pattern)))[:length]
+    elif write:
+        payload = bytes(length)
     t = dma_write(m, dev, iova, payload) if write else dma_read(m, dev, iova, length)
     head = f"{dev.name} {words[1]} iova {iova:#x}"
     if not t.issued:

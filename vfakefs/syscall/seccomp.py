@@ -102,13 +102,18 @@ def install_filter() -> int:
     return fd
 
 
+_NOTIF = struct.Struct("<QIIiIQ6Q")      # struct seccomp_notif (80 bytes)
+_RESP = struct.Struct("<QqiI")           # struct seccomp_notif_resp (24 bytes)
+_ZERO = bytes(_NOTIF.size)
+
+
 class Notification:
     """struct seccomp_notif: id, the trapped thread (tid), the call and its arguments."""
     __slots__ = ("id", "tid", "nr", "args")
 
     def __init__(self, raw: bytes):
-        self.id, self.tid, _flags, self.nr, _arch, _ip = struct.unpack_from("<QIIiIQ", raw)
-        self.args = struct.unpack_from("<6Q", raw, 32)
+        f = _NOTIF.unpack(raw)
+        self.id, self.tid, self.nr, self.args = f[0], f[1], f[3], f[6:]
 
 
 class Listener:
@@ -116,7 +121,7 @@ class Listener:
 
     def __init__(self, fd: int):
         self.fd = fd
-        self._buf = bytearray(80)
+        self._buf, self._resp = bytearray(_NOTIF.size), bytearray(_RESP.size)
         try:
             fcntl.ioctl(fd, NOTIF_SET_FLAGS, USER_NOTIF_FD_SYNC_WAKE_UP)
         except OSError:
@@ -124,7 +129,7 @@ class Listener:
 
     def recv(self) -> Notification | None:
         """None when the notification went away (its thread was killed) before we took it."""
-        self._buf[:] = bytes(80)
+        self._buf[:] = _ZERO                   # RECV wants a zeroed struct (EINVAL otherwise)
         try:
             fcntl.ioctl(self.fd, NOTIF_RECV, self._buf)
         except OSError as e:
@@ -135,7 +140,8 @@ class Listener:
 
     def _send(self, nid: int, val: int, error: int, flags: int) -> None:
         try:
-            fcntl.ioctl(self.fd, NOTIF_SEND, bytearray(struct.pack("<QqiI", nid, val, error, flags)))
+            _RESP.pack_into(self._resp, 0, nid, val, error, flags)
+            fcntl.ioctl(self.fd, NOTIF_SEND, self._resp)
         except OSError as e:
             if e.errno != 2:          # ENOENT: the thread died meanwhile; nobody to answer
                 raise
