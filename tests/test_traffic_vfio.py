@@ -11,13 +11,13 @@ import pytest
 
 from vfakefs import engine
 from vfakefs.model import controls, topology
-from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_INFO, KERN_WARNING
 from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.group import VfioGroup
 from vfakefs.model.vfio.memory import BytesMemory
+from tests.model.vfio_machine import group42_machine, to_vfio
 
 GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
 MiB = 1 << 20
@@ -37,19 +37,9 @@ def short_reprs(monkeypatch):
     monkeypatch.setattr(Machine, "__repr__", lambda mm: "<Machine>")
 
 
-def to_vfio(m, name):
-    dev = m.lookup(name)
-    if dev.driver is not None:
-        binding.unbind(m, dev.driver, name)
-    dev.driver_override = "vfio-pci"
-    binding.bind(m, m.drivers["vfio-pci"], name)
-
-
 @pytest.fixture
 def m():
-    m = topology.load("seed-vtd")
-    to_vfio(m, GPU)
-    to_vfio(m, AUDIO)
+    m = group42_machine()
     return m
 
 

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from vfakefs.model import controls, topology
-from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.device_dma import dma_read, dma_write
@@ -20,6 +19,7 @@ from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.group import VfioGroup
 from vfakefs.model.vfio.memory import BytesMemory
+from tests.model.vfio_machine import group42_machine
 
 GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
 MiB = 1 << 20
@@ -44,19 +44,9 @@ class CountingMemory(BytesMemory):
         return super().read(vaddr, n)
 
 
-def to_vfio(m, name):
-    dev = m.lookup(name)
-    if dev.driver is not None:
-        binding.unbind(m, dev.driver, name)
-    dev.driver_override = "vfio-pci"
-    binding.bind(m, m.drivers["vfio-pci"], name)
-
-
 @pytest.fixture
 def m():
-    m = topology.load("seed-vtd")
-    to_vfio(m, GPU)
-    to_vfio(m, AUDIO)
+    m = group42_machine()
     return m
 
 
@@ -274,9 +264,7 @@ def test_transfers_match_a_byte_by_byte_reference(data):
     """Whatever is mapped where (pages of the IOVA space to scattered program pages, in
     runs of MAP_DMAs), a write lands byte for byte where the mappings say, up to the
     first unmapped page, and a read returns what the program holds there."""
-    m = topology.load("seed-vtd")
-    to_vfio(m, GPU)
-    to_vfio(m, AUDIO)
+    m = group42_machine()
     mem = CountingMemory(VBASE, 2 * PAGES * 4096)
     c = VfioContainer(m, memory=mem)
     g = VfioGroup.open(m, 42)

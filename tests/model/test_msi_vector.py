@@ -9,7 +9,6 @@ import os
 import pytest
 
 from vfakefs.model import controls, topology
-from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.msi import vector_message
 from vfakefs.model.vfio import type1
@@ -18,6 +17,7 @@ from vfakefs.model.vfio.device import VfioPciDevice
 from vfakefs.model.vfio.group import VfioGroup
 from vfakefs.model.vfio.intrs import VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE
 from vfakefs.model.vfio.memory import BytesMemory
+from tests.model.vfio_machine import group42_machine, to_vfio
 
 GPU, AUDIO, NIC = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"
 MSI, MSIX = 1, 2
@@ -59,14 +59,6 @@ def efds():
         e.close()
 
 
-def to_vfio(m, name):
-    dev = m.lookup(name)
-    if dev.driver is not None:
-        binding.unbind(m, dev.driver, name)
-    dev.driver_override = "vfio-pci"
-    binding.bind(m, m.drivers["vfio-pci"], name)
-
-
 def bus_master(vd, on=True):
     cmd = int.from_bytes(vd.read(CONFIG | 4, 2), "little")
     vd.write(CONFIG | 4, (cmd | 0x4 if on else cmd & ~0x4).to_bytes(2, "little"))
@@ -74,9 +66,7 @@ def bus_master(vd, on=True):
 
 @pytest.fixture
 def m():
-    m = topology.load("seed-vtd")
-    to_vfio(m, GPU)
-    to_vfio(m, AUDIO)
+    m = group42_machine()
     return m
 
 
@@ -197,9 +187,7 @@ def test_without_interrupt_remapping_the_vector_reaches_its_eventfd(efds):
     """allow_unsafe_interrupts on a machine without remapping: vfio-pci programs
     compatibility-format messages, which go straight to their CPU vector; the program's
     eventfd for that vector is signalled."""
-    m = topology.load("seed-vtd")
-    to_vfio(m, GPU)
-    to_vfio(m, AUDIO)
+    m = group42_machine()
     m.interrupt_remapping, m.irq_remap_args, m.irq_remap = False, None, None
     c = VfioContainer(m, allow_unsafe_interrupts=True)
     g = VfioGroup.open(m, 42)

@@ -16,6 +16,7 @@ from vfakefs.model.vfio.device import VfioPciDevice
 from vfakefs.model.vfio.feature import VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, VFIO_DEVICE_FEATURE_SET
 from vfakefs.model.vfio.group import VFIO_GROUP_FLAGS_VIABLE, VfioGroup
 from vfakefs.model.vfio.memory import BytesMemory
+from tests.model.vfio_machine import group42_machine, to_vfio
 
 GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
 MiB, GiB = 1 << 20, 1 << 30
@@ -23,19 +24,9 @@ VBASE = 0x7F00_0000_0000          # the program's buffer (2 MiB aligned)
 R, W = type1.VFIO_DMA_MAP_FLAG_READ, type1.VFIO_DMA_MAP_FLAG_WRITE
 
 
-def to_vfio(m, name):
-    dev = m.lookup(name)
-    if dev.driver is not None:
-        binding.unbind(m, dev.driver, name)
-    dev.driver_override = "vfio-pci"
-    binding.bind(m, m.drivers["vfio-pci"], name)
-
-
 @pytest.fixture
 def m():
-    m = topology.load("seed-vtd")
-    to_vfio(m, GPU)
-    to_vfio(m, AUDIO)
+    m = group42_machine()
     m.check()
     return m
 

@@ -21,20 +21,13 @@ from vfakefs.model.vfio.feature import (VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, 
                                         VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, VFIO_DEVICE_FEATURE_PROBE,
                                         VFIO_DEVICE_FEATURE_SET)
 from vfakefs.model.vfio.group import VfioGroup
+from tests.model.vfio_machine import to_vfio
 
 PF, GPU = "0000:03:00.0", "0000:01:00.0"
 GET, SET, PROBE = VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_SET, VFIO_DEVICE_FEATURE_PROBE
 TOKEN = VFIO_DEVICE_FEATURE_PCI_VF_TOKEN
 T1 = uuid.UUID("bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3")
 T2 = uuid.UUID("11111111-2222-3333-4444-555555555555")
-
-
-def to_vfio(m, name):
-    dev = m.lookup(name)
-    if dev.driver is not None:
-        binding.unbind(m, dev.driver, name)
-    dev.driver_override = "vfio-pci"
-    binding.bind(m, m.drivers["vfio-pci"], name)
 
 
 def errno_of(fn, *args, **kw):
