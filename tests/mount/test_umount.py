@@ -39,6 +39,7 @@ def one_line(r) -> str:
 def assert_no_state(mnt: Path) -> None:
     assert not pidfile(mnt).exists()
     assert not logfile(mnt).exists() and not Path(f"{logfile(mnt)}.1").exists()
+    assert not pidfile(mnt).with_suffix(".sock").exists()     # `vfakefs run`'s way to the daemon
 
 
 def test_umount_waits_for_the_daemon_and_leaves_no_state(tmp_path):
@@ -78,6 +79,7 @@ def test_umount_recovers_a_sigkilled_daemons_mount_and_state(tmp_path):
         os.kill(pid, signal.SIGKILL)
         wait_exit(pid)
         assert pidfile(mnt).exists() and mounts_at(mnt) == ["fuse.vfakefs"]   # what SIGKILL leaves
+        assert pidfile(mnt).with_suffix(".sock").exists()
         r = vfakefs("umount", mnt)
         assert r.returncode == 0, r.stderr
         assert not is_mounted(mnt)

@@ -1,7 +1,8 @@
 """A daemon's state on disk (its pidfile and its log) and what is mounted where.
 
-The pidfile and the log lie beside each other in the state directory (/run/vfakefs,
-else /tmp/vfakefs-UID), named after the mountpoint's path ('/' -> '_').
+The pidfile, the log and the daemon's socket (syscall/server.py: where `vfakefs run`
+hands over its seccomp listener) lie beside each other in the state directory
+(/run/vfakefs, else /tmp/vfakefs-UID), named after the mountpoint's path ('/' -> '_').
 
 - The daemon writes its pidfile once the mount answers and removes it when it
   exits: unmounted, SIGTERM, SIGINT, SIGHUP, or an error. Only SIGKILL leaves one;
@@ -112,11 +113,13 @@ def wait_exit(pid: int, timeout: float) -> bool:
 
 
 def forget(pidfile: Path, logfile: Path) -> None:
-    """Remove what a killed daemon left: its pidfile, and its log if empty."""
+    """Remove what a killed daemon left: its pidfile, its socket (`vfakefs run`'s way
+    to it, beside the pidfile), and its log if empty."""
     if daemon_pid(pidfile) is not None:
         return
-    with contextlib.suppress(FileNotFoundError):
-        pidfile.unlink()
+    for left in (pidfile, pidfile.with_suffix(".sock")):
+        with contextlib.suppress(FileNotFoundError):
+            left.unlink()
     if all(not p.exists() or p.stat().st_size == 0 for p in (logfile, Path(f"{logfile}.1"))):
         _remove_log(logfile)
 
