@@ -317,7 +317,8 @@ BAD_VECTORS = [
 
 # --- bad input: EINVAL, a `vfakefs: <control>: <why>` line, nothing changed -------------------------
 BAD = [
-    ("dma", "garbage", "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"),
+    ("dma", "garbage", "expected '<bdf> read <iova> <length> [at=translated]' or "
+                       "'<bdf> write <iova> <length> [data=<hex>] [at=translated]'"),
     ("dma", f"{E1000E} sideways 0x1000 4", "direction 'sideways' is not read or write"),
     ("dma", f"{E1000E} read zz 4", "iova 'zz' is not a number"),
     ("dma", f"{E1000E} read 0x1000 0", "length must be positive and iova not negative"),
