@@ -1,9 +1,10 @@
 """A VT-d DMA-remapping unit (VT-d spec ch. 3, 6, 7, 9; drivers/iommu/intel/).
 
 Root table -> context tables -> second-level page tables live in simulated
-physical memory; translate() is the hardware's staged walk, answered from the
-IOTLB where it can; every fault goes through record_fault(), and service_faults()
-is the kernel's handler (dmar_fault) with its log lines.
+physical memory; translate() is the hardware's staged walk (the checks of each
+entry and their fault reasons: entries.py), answered from the IOTLB where it can;
+every fault goes through record_fault(), and service_faults() is the kernel's
+handler (dmar_fault) with its log lines (both in faults.py, with FSTS and FECTL).
 """
 from __future__ import annotations
 
