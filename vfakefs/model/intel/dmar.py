@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from vfakefs.model.ida import Ida
 from vfakefs.model.intel.entries import AT_TRANSLATED, AT_UNTRANSLATED, TT_PASS_THROUGH, context_walk, \
-    pte_reserved, width
+    masks, width
 from vfakefs.model.intel.faults import FSTS_PFO, FSTS_PPF, FaultRecording   # noqa: F401 (FSTS_*: ours to export)
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
@@ -340,11 +340,11 @@ class DmarUnit(FaultRecording):
         cached = self.iotlb.lookup(did, vpfn)
         if cached is not None and cached & need:
             return cached & ADDR, True, 0
-        table, iova = pgd, vpfn << 12
+        table, iova, mk = pgd, vpfn << 12, masks(self)
         for lv in range(levels, 0, -1):
             e = self.mem.read(table + 8 * ((iova >> LEVEL_SHIFT[lv]) & 511))
-            superpage = lv in self.superpage_levels and bool(e & PS)
-            if e & (R | W) and e & pte_reserved(self, lv, superpage):
+            superpage = lv in mk.superpage_levels and bool(e & PS)
+            if e & (R | W) and e & mk.pte[lv, superpage]:
                 return None, False, 0x0c
             if not e & need:
                 return None, False, 0x05 if write else 0x06

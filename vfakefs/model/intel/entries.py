@@ -26,21 +26,38 @@ CTX_HI_RSVD = 0xFFFF_FFFF_FF00_0080       # bit 7 and bits 63:24
 ECAP_DT, ECAP_PT, ECAP_SC = 0x4, 0x40, 0x80
 
 
-def above_haw(u) -> int:
-    """Address bits 63:HAW of a root or context entry's pointer (reserved)."""
-    return ~((1 << u.haw) - 1) & ((1 << 64) - 1)
+class Masks:
+    """What the checks need from CAP and ECAP, computed once per (cap, ecap): the walk
+    runs them for every request."""
+
+    def __init__(self, u):
+        self.above_haw = ~((1 << u.haw) - 1) & ((1 << 64) - 1)     # bits 63:HAW of a pointer
+        self.sagaw = (u.cap >> 8) & 0x1F
+        self.superpage_levels = frozenset(u.superpage_levels)
+        self.pte = {(lv, sp): _pte_reserved(u, lv, sp) for lv in range(1, 6) for sp in (False, True)}
+
+
+_MASKS: dict = {}
+
+
+def masks(u) -> Masks:
+    key = (u.cap, u.ecap)
+    got = _MASKS.get(key)
+    if got is None:
+        got = _MASKS[key] = Masks(u)
+    return got
 
 
 def context_walk(u, rid: int, at: int = AT_UNTRANSLATED):
     """(fault reason, None) or (0, (tt, did, pgd, levels)) for a request from rid."""
-    mem = u.mem
+    mem, mk = u.mem, masks(u)
     if not mem.owns(u.rtaddr):
         return 0x08, None
     root = u.rtaddr + 16 * (rid >> 8)
     lo, hi = mem.read(root), mem.read(root + 8)
     if not lo & 1:
         return 0x01, None
-    if lo & (ROOT_LO_RSVD | above_haw(u)) or hi:
+    if lo & (ROOT_LO_RSVD | mk.above_haw) or hi:
         return 0x0a, None
     ctp = lo & ~0xFFF
     if not mem.owns(ctp):
@@ -49,13 +66,13 @@ def context_walk(u, rid: int, at: int = AT_UNTRANSLATED):
     lo, hi = mem.read(slot), mem.read(slot + 8)
     if not lo & 1:
         return 0x02, None
-    if lo & (CTX_LO_RSVD | above_haw(u)) or hi & CTX_HI_RSVD:
+    if lo & (CTX_LO_RSVD | mk.above_haw) or hi & CTX_HI_RSVD:
         return 0x0b, None
     tt, aw = (lo >> 2) & 3, hi & 7
     if tt == 3 or (tt == TT_DEV_IOTLB and not u.ecap & ECAP_DT) or \
             (tt == TT_PASS_THROUGH and not u.ecap & ECAP_PT):
         return 0x03, None
-    if tt != TT_PASS_THROUGH and not (u.cap >> 8) & 0x1F & (1 << aw):
+    if tt != TT_PASS_THROUGH and not mk.sagaw & (1 << aw):
         return 0x03, None
     if at != AT_UNTRANSLATED and tt != TT_DEV_IOTLB:
         return 0x0d, None
@@ -68,6 +85,10 @@ def width(u, levels: int) -> int:
 
 
 def pte_reserved(u, lv: int, superpage: bool) -> int:
+    return masks(u).pte[lv, superpage]
+
+
+def _pte_reserved(u, lv: int, superpage: bool) -> int:
     """Reserved bits of a present second-level entry at level lv (VT-d 9.8): address bits
     51:HAW everywhere; PS at levels 4 and 5, and at 2 or 3 where CAP.SLLPS lacks that size;
     a superpage's address bits below its size; SNP in a leaf without ECAP.SC."""
