@@ -10,7 +10,10 @@ of the last request made on that same file descriptor:
     msi  <bdf> vector <n>                           the same, for the message vector n has programmed
     physmem <hpa> <qword>... | dump <hpa> [<n>]     the qwords of that range (model/vtd_controls.py)
 
-A request is one write of at most 4096 bytes, as any sysfs store."""
+A request is one write of at most 4096 bytes, as any sysfs store.
+
+`fpd` (`<bdf> 1|0`) and `regset` (`<register> <value>`) act on the VT-d unit and read
+back its state; all three VT-d controls are root only (0600)."""
 from __future__ import annotations
 
 from vfakefs.model import controls, vtd_controls
