@@ -254,8 +254,12 @@ BAD_PAYLOADS = [
     (f"{AHCI} write 0x1000 4 data=0x12", "data= holds 'x', not a hex digit"),
     (f"{AHCI} read 0x1000 4 data=00", "data= is for writes only"),
     (f"{AHCI} write 0x1000 4 bytes=00", "unknown setting 'bytes=00'"),
-    (f"{AHCI} write 0x1000 4 data=00 data=11",
-     "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"),
+    (f"{AHCI} write 0x1000 4 data=00 data=11", "repeated setting 'data=11'"),
+    (f"{AHCI} read 0x1000 4 at=translated at=translated", "repeated setting 'at=translated'"),
+    (f"{AHCI} read 0x1000 4 at=untranslated", "unknown setting 'at=untranslated'"),
+    (f"{AHCI} write 0x1000 4 data=00 at=translated x=1",
+     "expected '<bdf> read <iova> <length> [at=translated]' or "
+     "'<bdf> write <iova> <length> [data=<hex>] [at=translated]'"),
     (f"{AHCI} write 0x1000 1048577 data=00", "length 1048577 is more than one write transfers (1048576)"),
 ]
 
@@ -313,7 +317,8 @@ BAD_VECTORS = [
 
 # --- bad input: EINVAL, a `vfakefs: <control>: <why>` line, nothing changed -------------------------
 BAD = [
-    ("dma", "garbage", "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"),
+    ("dma", "garbage", "expected '<bdf> read <iova> <length> [at=translated]' or "
+                       "'<bdf> write <iova> <length> [data=<hex>] [at=translated]'"),
     ("dma", f"{E1000E} sideways 0x1000 4", "direction 'sideways' is not read or write"),
     ("dma", f"{E1000E} read zz 4", "iova 'zz' is not a number"),
     ("dma", f"{E1000E} read 0x1000 0", "length must be positive and iova not negative"),

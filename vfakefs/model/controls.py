@@ -49,7 +49,8 @@ def _int(m, control: str, word: str, what: str, lo: int | None = None, hi: int |
 MAX_DMA_LENGTH = 4096      # a read: its bytes come back in the answer, which is one page as any show
 MAX_DMA_WRITE = 1 << 20    # a write: one transfer of a device's DMA engine, sent as requests of at
                            # most 4096 bytes that never cross a 4 KiB boundary (device_dma.py)
-DMA_USAGE = "expected '<bdf> read <iova> <length>' or '<bdf> write <iova> <length> [data=<hex>]'"
+DMA_USAGE = ("expected '<bdf> read <iova> <length> [at=translated]' or "
+             "'<bdf> write <iova> <length> [data=<hex>] [at=translated]'")
 
 
 def dma_request(m, text: str) -> str:
@@ -64,11 +65,15 @@ def dma_request(m, text: str) -> str:
     length when longer) or, without it, zeros. The bytes move through
     iommu/device_dma.py: page by page, up to the first page that faults.
 
+    `at=translated` sends the requests as translated (PCIe AT 10b: the device claims iova is
+    a host address, as a device with an ATC would): the unit passes them untranslated only
+    through a device-TLB context entry (TT 01b) and blocks them otherwise (fault reason 0x0d).
+
     The first line is the translation (`-> hpa`, `not issued`, or `fault: `); a read
     adds `data <hex>` with the bytes it read (all of them, or those before the fault),
     a write cut short by a fault adds `wrote <n> of <length> bytes`."""
     words = text.split()
-    if len(words) not in (4, 5):
+    if len(words) not in (4, 5, 6):
         reject(m, "dma", DMA_USAGE)
     dev = _device(m, "dma", words[0])
     if words[1] not in ("read", "write"):
@@ -83,17 +88,22 @@ def dma_request(m, text: str) -> str:
         reject(m, "dma", f"length {length} is more than one write transfers ({MAX_DMA_WRITE})")
     if iova + length > 1 << 64:
         reject(m, "dma", f"iova {iova:#x} + length {length} is past the 64-bit address space")
-    payload = None
-    if len(words) == 5:
-        if not words[4].startswith("data="):
-            reject(m, "dma", f"unknown setting {words[4][:32]!r}")
-        if not write:
-            reject(m, "dma", "data= is for writes only")
-        pattern = _hex(m, words[4].removeprefix("data="))
-        payload = (pattern * -(-length // len(pattern)))[:length]
-    elif write:
+    payload, at = None, 0
+    for word in words[4:]:
+        if word == "at=translated" and not at:
+            at = 2            # AT 10b (entries.AT_TRANSLATED): the device sends a host address
+        elif word.startswith("data=") and payload is None:
+            if not write:
+                reject(m, "dma", "data= is for writes only")
+            pattern = _hex(m, word.removeprefix("data="))
+            payload = (pattern * -(-length // len(pattern)))[:length]
+        elif word == "at=translated" or word.startswith("data="):
+            reject(m, "dma", f"repeated setting {word[:32]!r}")
+        else:
+            reject(m, "dma", f"unknown setting {word[:32]!r}")
+    if write and payload is None:
         payload = bytes(length)
-    t = dma_write(m, dev, iova, payload) if write else dma_read(m, dev, iova, length)
+    t = dma_write(m, dev, iova, payload, at) if write else dma_read(m, dev, iova, length, at)
     head = f"{dev.name} {words[1]} iova {iova:#x}"
     if not t.issued:
         return f"{head}: not issued (bus mastering disabled)\n"

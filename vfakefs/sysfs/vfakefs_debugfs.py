@@ -8,11 +8,15 @@ of the last request made on that same file descriptor:
     dma  <bdf> write <iova> <length> [data=<hex>]   translation line (+ `wrote <n> of <length> bytes`)
     msi  <bdf> <address> <data>                     what interrupt remapping did with it
     msi  <bdf> vector <n>                           the same, for the message vector n has programmed
+    physmem <hpa> <qword>... | dump <hpa> [<n>]     the qwords of that range (model/vtd_controls.py)
 
-A request is one write of at most 4096 bytes, as any sysfs store."""
+A request is one write of at most 4096 bytes, as any sysfs store.
+
+`fpd` (`<bdf> 1|0`) and `regset` (`<register> <value>`) act on the VT-d unit and read
+back its state; all three VT-d controls are root only (0600)."""
 from __future__ import annotations
 
-from vfakefs.model import controls
+from vfakefs.model import controls, vtd_controls
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -28,11 +32,22 @@ def msi_store(m, text: str, state) -> None:
     state["answer"] = controls.msi(m, text)
 
 
+def physmem_show(m, state) -> str:
+    return state["answer"] if "answer" in state else vtd_controls.physmem_show(m)
+
+
+def physmem_store(m, text: str, state) -> None:
+    state["answer"] = vtd_controls.physmem_request(m, text)
+
+
 CONTROLS = (
     Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
+    Attr("fpd", vtd_controls.fpd_show, vtd_controls.fpd_store, 0o600),
+    Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),
+    Attr("regset", vtd_controls.regset_show, vtd_controls.regset_store, 0o600),
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 

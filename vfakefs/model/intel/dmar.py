@@ -1,9 +1,10 @@
 """A VT-d DMA-remapping unit (VT-d spec ch. 3, 6, 7, 9; drivers/iommu/intel/).
 
 Root table -> context tables -> second-level page tables live in simulated
-physical memory; translate() is the hardware's staged walk, answered from the
-IOTLB where it can; every fault goes through record_fault(), and service_faults()
-is the kernel's handler (dmar_fault) with its log lines.
+physical memory; translate() is the hardware's staged walk (the checks of each
+entry and their fault reasons: entries.py), answered from the IOTLB where it can;
+every fault goes through record_fault(), and service_faults() is the kernel's
+handler (dmar_fault) with its log lines (both in faults.py, with FSTS and FECTL).
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vfakefs.model.ida import Ida
+from vfakefs.model.intel.entries import AT_TRANSLATED, AT_UNTRANSLATED, TT_PASS_THROUGH, context_walk, \
+    masks, width
+from vfakefs.model.intel.faults import FSTS_PFO, FSTS_PPF, FaultRecording   # noqa: F401 (FSTS_*: ours to export)
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
@@ -27,8 +31,7 @@ FAULT_REASONS = {
     0x0b: "non-zero reserved fields in CTP", 0x0c: "non-zero reserved fields in PTE",
     0x0d: "PCE for translation request specifies blocking",
 }
-TT_MULTI_LEVEL, TT_PASS_THROUGH = 0, 2
-FSTS_PFO, FSTS_PPF = 0x1, 0x2
+TT_MULTI_LEVEL = 0
 GSTS = 0xC7000000   # TES RTPS QIES IRES IRTPS: translation, root table, QI and IR enabled
 IQ_ENTRIES = 256
 
@@ -71,6 +74,7 @@ class Fault:
     addr: int
     reason: int
     read: bool
+    at: int = AT_UNTRANSLATED     # the request's address type (FRCD.AT)
 
     def log_line(self) -> str:
         kind = "DMA Read" if self.read else "DMA Write"
@@ -88,7 +92,7 @@ class Translation:
 
 
 @dataclass
-class DmarUnit:
+class DmarUnit(FaultRecording):
     seq_id: int
     reg_base: int = 0xFED90000
     version: tuple[int, int] = (1, 0)
@@ -96,17 +100,16 @@ class DmarUnit:
     ecap: int = 0xF050DA
     machine: object = None
     iotlb_entries: int = 4096
-    frcd: list = field(default_factory=list)           # fault recording registers: Fault or None
-    fsts: int = 0
     fault_log: list = field(default_factory=list)      # the last FAULT_LOG_MAX faults serviced
     faults_serviced: int = 0                           # all of them, ever
     iq_tail: int = 0
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
 
+    FAULT_LOG_MAX = FAULT_LOG_MAX
+
     def __post_init__(self):
-        self.frcd = [None] * self.nfr
-        self._next_frcd = 0           # hardware records into the fault registers round-robin
+        self._init_faults()           # FRCD, FSTS, FECTL (faults.py)
         # the domain-id allocator (intel/iommu.c domain_ida): the lowest free id; 0 is
         # reserved (caching mode's non-present entries), 1 is the static identity domain's
         self.domain_ids = Ida(reserved=sorted(self.RESERVED_DIDS))
@@ -116,7 +119,7 @@ class DmarUnit:
 
     # The tables live in numpy arrays. They are made on first use, not at mount:
     # importing numpy would cost `vfakefs mount` a sixth of its time.
-    LAZY = frozenset(("mem", "iotlb", "root", "iq_base", "iq_status", "iq", "context_tables", "domains"))
+    LAZY = frozenset(("mem", "iotlb", "root", "rtaddr", "iq_base", "iq_status", "iq", "context_tables", "domains"))
 
     def __getattr__(self, name):
         if name in DmarUnit.LAZY and not self.__dict__.get("materialized", True):
@@ -138,6 +141,7 @@ class DmarUnit:
         self.mem = PhysMem()
         self.iotlb = Iotlb(self.iotlb_entries)
         self.root = self.mem.alloc_page()
+        self.rtaddr = self.root       # RTADDR_REG as the hardware latched it (SRTP); the walk starts here
         self.iq_base = self.mem.alloc_page()
         self.iq_status = self.mem.alloc_page()
         if self.on_materialize is not None:
@@ -159,6 +163,11 @@ class DmarUnit:
     @property
     def mgaw(self) -> int:
         return ((self.cap >> 16) & 0x3F) + 1
+
+    @property
+    def haw(self) -> int:
+        """Host address width: the boot log's (boot.py prints MGAW as the DMAR table's HAW)."""
+        return self.mgaw
 
     @property
     def levels(self) -> int:
@@ -300,109 +309,74 @@ class DmarUnit:
         counts[9] = int((counts[9] * (n - 1) + us) / n)
 
     # --- translation (VT-d spec 3.6, 3.7) -------------------------------------------------------
-    def translate(self, rid: int, iova: int, size: int = 1, write: bool = False) -> Translation:
-        """Walk root -> context -> page table for every page of [iova, iova+size);
-        the first page that cannot be accessed is the fault."""
-        root = self.mem.read(self.root + 16 * (rid >> 8))
-        if not root & 1:
-            return self._fault(rid, iova, 0x01, write)
-        lo, hi = self.context(rid)
-        if not lo & 1:
-            return self._fault(rid, iova, 0x02, write)
-        tt = (lo >> 2) & 3
-        if tt == TT_PASS_THROUGH:
+    def translate(self, rid: int, iova: int, size: int = 1, write: bool = False,
+                  at: int = AT_UNTRANSLATED) -> Translation:
+        """Check root and context entry (entries.py), then walk the page table for every
+        page of [iova, iova+size); the first page that cannot be accessed is the fault.
+        at: the request's address type (AT_TRANSLATED: the device sends a host address)."""
+        reason, ctx = context_walk(self, rid, at)
+        if reason:
+            return self._fault(rid, iova, reason, write, at)
+        tt, did, pgd, levels = ctx
+        if tt == TT_PASS_THROUGH or at == AT_TRANSLATED:
             return Translation(hpa=iova)
-        if tt != TT_MULTI_LEVEL or (hi & 7) != self.levels - 2:
-            return self._fault(rid, iova, 0x03, write)
-        if iova + size > 1 << (12 + 9 * self.levels):
-            return self._fault(rid, iova, 0x04, write)
-        did, pgd = (hi >> 8) & 0xFFFF, lo & ADDR
+        if iova + size > 1 << width(self, levels):
+            return self._fault(rid, iova, 0x04, write, at)
+        if not self.mem.owns(pgd):
+            return self._fault(rid, iova, 0x03, write, at)       # SLPTPTR cannot be read
         first, hit_all = None, True
         for page in range(iova >> 12, ((iova + max(size, 1) - 1) >> 12) + 1):
-            hpa, hit, fault = self._page(did, pgd, page, write, rid)
-            if fault is not None:
-                return Translation(fault=fault)
+            hpa, hit, reason = self._page(did, pgd, levels, page, write)
+            if reason:
+                return self._fault(rid, page << 12, reason, write, at)
             hit_all &= hit
             if first is None:
                 first = hpa | (iova & 0xFFF)
         return Translation(hpa=first, iotlb_hit=hit_all)
 
-    def _page(self, did: int, pgd: int, vpfn: int, write: bool, rid: int):
+    def _page(self, did: int, pgd: int, levels: int, vpfn: int, write: bool):
+        """(hpa, IOTLB hit, 0) or (None, False, fault reason) for one page."""
         need = W if write else R
         cached = self.iotlb.lookup(did, vpfn)
         if cached is not None and cached & need:
-            return cached & ADDR, True, None
-        table, iova = pgd, vpfn << 12
-        if not self.mem.owns(table):
-            return None, False, self._fault(rid, iova, 0x07, write).fault
-        for lv in range(self.levels, 0, -1):
+            return cached & ADDR, True, 0
+        table, iova, mk = pgd, vpfn << 12, masks(self)
+        for lv in range(levels, 0, -1):
             e = self.mem.read(table + 8 * ((iova >> LEVEL_SHIFT[lv]) & 511))
+            superpage = lv in mk.superpage_levels and bool(e & PS)
+            if e & (R | W) and e & mk.pte[lv, superpage]:
+                return None, False, 0x0c
             if not e & need:
-                return None, False, self._fault(rid, iova, 0x05 if write else 0x06, write).fault
-            if lv == 1 or e & PS:
+                return None, False, 0x05 if write else 0x06
+            if lv == 1 or superpage:
                 hpa = (e & ADDR & ~((1 << LEVEL_SHIFT[lv]) - 1)) | (iova & ((1 << LEVEL_SHIFT[lv]) - 1) & ~0xFFF)
                 self.iotlb.fill(did, vpfn, hpa | (e & (R | W)))
-                return hpa, False, None
+                return hpa, False, 0
             table = e & ADDR
             if not self.mem.owns(table):
-                break
-        return None, False, self._fault(rid, iova, 0x07, write).fault
+                return None, False, 0x07
+        return None, False, 0x07
 
     def translate_batch(self, rid: int, iovas, write: bool = False):
         """Vectorised translate of many IOVAs from one source (model/walk.py)."""
         from vfakefs.model.intel.walk import translate_batch   # numpy: off the mount path
         return translate_batch(self, rid, iovas, write)
 
-    # --- fault recording (VT-d spec 7.2) and the kernel's handler -------------------------------
-    def _fault(self, rid: int, iova: int, reason: int, write: bool) -> Translation:
-        f = Fault(rid, iova & ~0xFFF, reason, not write)
+    # --- fault recording (VT-d spec 7.2; record_fault and the kernel's handler: faults.py) ------
+    def _fault(self, rid: int, iova: int, reason: int, write: bool, at: int = AT_UNTRANSLATED) -> Translation:
+        f = Fault(rid, iova & ~0xFFF, reason, not write, at)
         self.record_fault(f)
         return Translation(fault=f)
-
-    def record_fault(self, f: Fault) -> None:
-        """Primary fault logging (VT-d 7.2.1): into the next recording register in
-        turn; if that one still holds an unserviced fault, overflow and lose it."""
-        i = self._next_frcd
-        if self.frcd[i] is not None:
-            self.fsts |= FSTS_PFO
-            return
-        self.frcd[i] = f
-        if not self.fsts & FSTS_PPF:
-            self.fsts = (self.fsts & ~0xFF00) | i << 8        # FRI: where the pending faults start
-        self.fsts |= FSTS_PPF
-        self._next_frcd = (i + 1) % self.nfr
-
-    def service_faults(self, log, now: float = 0.0) -> list[Fault]:
-        """dmar_fault(): from FRI on, log each recorded fault and clear its F bit,
-        then clear FSTS. Like the kernel it prints only within its ratelimit (10
-        runs per 5 s); the faults are cleared and counted all the same."""
-        if not any(self.frcd) and not self.fsts:
-            return []
-        start = (self.fsts >> 8) & 0xFF
-        order = [(start + k) % self.nfr for k in range(self.nfr)]
-        pending = [self.frcd[i] for i in order if self.frcd[i] is not None]
-        self._runs = [t for t in self._runs if now - t < 5.0] + [now]
-        if len(self._runs) <= 10:
-            log(f"DMAR: DRHD: handling fault status reg {self.fsts:x}", 3)
-            for f in pending:
-                log(f.log_line(), 3)
-        self.frcd = [None] * self.nfr
-        self.fsts = 0
-        self.fault_log.extend(pending)
-        self.faults_serviced += len(pending)
-        if len(self.fault_log) > FAULT_LOG_MAX:     # a storm may run for hours: keep the newest
-            del self.fault_log[:-FAULT_LOG_MAX]
-        return pending
 
     # --- the register file, as iommu_regset shows it ------------------------------------------
     def registers(self) -> list[tuple[str, int, int]]:
         iqh = iqt = (self.iq_tail * 16)
         regs32 = [("VER", 0x00, self.version[0] << 4 | self.version[1]), ("GCMD", 0x18, 0), ("GSTS", 0x1C, GSTS),
-                  ("FSTS", 0x34, self.fsts), ("FECTL", 0x38, 0), ("FEDATA", 0x3C, 0x21),
+                  ("FSTS", 0x34, self.fsts), ("FECTL", 0x38, self.fectl), ("FEDATA", 0x3C, 0x21),
                   ("FEADDR", 0x40, 0xFEE01004), ("FEUADDR", 0x44, 0), ("PMEN", 0x64, 0), ("PLMBASE", 0x68, 0),
                   ("PLMLIMIT", 0x6C, 0), ("ICS", 0x9C, 0), ("PRS", 0xDC, 0), ("PECTL", 0xE0, 0),
                   ("PEDATA", 0xE4, 0), ("PEADDR", 0xE8, 0), ("PEUADDR", 0xEC, 0)]
-        regs64 = [("CAP", 0x08, self.cap), ("ECAP", 0x10, self.ecap), ("RTADDR", 0x20, self.root), ("CCMD", 0x28, 0),
+        regs64 = [("CAP", 0x08, self.cap), ("ECAP", 0x10, self.ecap), ("RTADDR", 0x20, self.rtaddr), ("CCMD", 0x28, 0),
                   ("AFLOG", 0x58, 0), ("PHMBASE", 0x70, 0), ("PHMLIMIT", 0x78, 0), ("IQH", 0x80, iqh),
                   ("IQT", 0x88, iqt), ("IQA", 0x90, self.iq_base), ("IRTA", 0xB8, self.irta),
                   ("PQH", 0xC0, 0), ("PQT", 0xC8, 0), ("PQA", 0xD0, 0), ("MTRRCAP", 0x100, 0), ("MTRRDEF", 0x108, 0)]

@@ -338,7 +338,7 @@ class IrqRemapTable:
         unit = self.unit
         if unit is not None and hasattr(unit, "record_fault"):
             unit.record_fault(f)
-            if self.kmsg is not None:
+            if self.kmsg is not None and unit.take_fault_irq():     # issued unless FECTL.IM
                 unit.service_faults(self.kmsg.log, self.kmsg.uptime_usec() / 1e6)
         elif self.kmsg is not None:
             self.kmsg.log("DMAR: DRHD: handling fault status reg 2", 3)

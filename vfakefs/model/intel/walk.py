@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from vfakefs.model.intel.entries import TT_PASS_THROUGH, context_walk, pte_reserved, width
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 CHUNK = 16384
-TT_MULTI_LEVEL, TT_PASS_THROUGH = 0, 2
 
 
 def translate_batch(u, rid: int, iovas, write: bool = False):
@@ -18,27 +18,20 @@ def translate_batch(u, rid: int, iovas, write: bool = False):
     iovas = np.asarray(iovas, dtype=np.uint64)
     hpa = np.zeros(len(iovas), dtype=np.uint64)
     reason = np.zeros(len(iovas), dtype=np.uint8)
-    if not u.mem.read(u.root + 16 * (rid >> 8)) & 1:
-        reason[:] = 0x01
+    fr, ctx = context_walk(u, rid)
+    if fr:
+        reason[:] = fr
         return hpa, reason
-    lo, hi = u.context(rid)
-    if not lo & 1:
-        reason[:] = 0x02
-        return hpa, reason
-    tt = (lo >> 2) & 3
+    tt, did, pgd, levels = ctx
     if tt == TT_PASS_THROUGH:
         return iovas.copy(), reason
-    if tt != TT_MULTI_LEVEL or (hi & 7) != u.levels - 2:
-        reason[:] = 0x03
-        return hpa, reason
-    did, pgd = (hi >> 8) & 0xFFFF, lo & ADDR
     for start in range(0, len(iovas), CHUNK):
         sl = slice(start, start + CHUNK)
-        hpa[sl], reason[sl] = _chunk(u, did, pgd, iovas[sl], write)
+        hpa[sl], reason[sl] = _chunk(u, did, pgd, levels, iovas[sl], write)
     return hpa, reason
 
 
-def _chunk(u, did: int, pgd: int, iovas: np.ndarray, write: bool):
+def _chunk(u, did: int, pgd: int, levels: int, iovas: np.ndarray, write: bool):
     n = len(iovas)
     hpa = np.zeros(n, dtype=np.uint64)
     reason = np.zeros(n, dtype=np.uint8)
@@ -54,20 +47,26 @@ def _chunk(u, did: int, pgd: int, iovas: np.ndarray, write: bool):
     m_iova = iovas[miss]
     out = np.zeros(len(miss), dtype=np.uint64)
     perm = np.zeros(len(miss), dtype=np.uint64)
-    fr = np.where(m_iova >= np.uint64(1 << (12 + 9 * u.levels)), 0x04, 0).astype(np.uint8)
+    fr = np.where(m_iova >= np.uint64(1 << width(u, levels)), 0x04, 0).astype(np.uint8)
+    if not u.mem.owns(pgd):
+        fr[fr == 0] = 0x03                                           # SLPTPTR cannot be read
     live = np.nonzero(fr == 0)[0]                                   # lanes still walking
     cur = m_iova[live]                                               # their IOVAs, kept compacted
     mem, base, words = u.mem.q, u.mem.base, u.mem.used * 512
     table = np.full(len(live), (pgd - base) >> 3, dtype=np.int64)      # word index of each lane's table
-    for lv in range(u.levels, 0, -1):
+    for lv in range(levels, 0, -1):
         if not len(live):
             break
         shift = np.uint64(LEVEL_SHIFT[lv])
         e = mem[table + ((cur >> shift) & np.uint64(511)).astype(np.int64)]
-        absent = (e & need) == 0
-        leaf = ~absent & (((e & np.uint64(PS)) != 0) if lv > 1 else True)
+        sp = ((e & np.uint64(PS)) != 0) if lv in u.superpage_levels else np.zeros(len(e), dtype=bool)
+        present = (e & np.uint64(R | W)) != 0
+        rsvd = present & (((e & np.uint64(pte_reserved(u, lv, True))) != 0) & sp |
+                          ((e & np.uint64(pte_reserved(u, lv, False))) != 0) & ~sp)
+        absent = rsvd | ((e & need) == 0)
+        leaf = ~absent & (sp if lv > 1 else True)
         if absent.any():
-            fr[live[absent]] = 0x05 if write else 0x06
+            fr[live[absent]] = np.where(rsvd[absent], 0x0c, 0x05 if write else 0x06)
         if leaf.any():
             span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
             lanes = live[leaf]

@@ -39,7 +39,7 @@ class DmaResult:
     data: bytes = b""            # for a read: the `done` bytes read
 
 
-def dma_write(m, dev, iova: int, data) -> DmaResult:
+def dma_write(m, dev, iova: int, data, at: int = 0) -> DmaResult:
     """Device `dev` (a PciFunction: m.lookup("0000:01:00.0"), or a VFIO device fd's .dev)
     writes `data` (any bytes-like object, any length) at bus address iova, as its DMA
     engine would: nothing when its command register's Bus Master Enable is clear; else
@@ -47,24 +47,25 @@ def dma_write(m, dev, iova: int, data) -> DmaResult:
     container's, for a device of a claimed group) and written up to the first page that
     faults. Each physically contiguous run is one ProcessMemory.write, so a 1 MiB write
     into a program buffer mapped by one MAP_DMA is one call. EINVAL for a range outside
-    the 64-bit bus."""
-    return _transfer(m, dev, iova, len(data), True, data)
+    the 64-bit bus. at: the requests' address type (entries.AT_TRANSLATED: the device
+    claims iova is already a host address, which only a device-TLB context allows)."""
+    return _transfer(m, dev, iova, len(data), True, data, at)
 
 
-def dma_read(m, dev, iova: int, length: int) -> DmaResult:
+def dma_read(m, dev, iova: int, length: int, at: int = 0) -> DmaResult:
     """Device `dev` reads `length` bytes at bus address iova, as dma_write() writes;
     DmaResult.data holds the bytes read (`done` of them: fewer when a page faulted)."""
-    return _transfer(m, dev, iova, length, False, None)
+    return _transfer(m, dev, iova, length, False, None, at)
 
 
-def _transfer(m, dev, iova: int, length: int, write: bool, data) -> DmaResult:
+def _transfer(m, dev, iova: int, length: int, write: bool, data, at: int = 0) -> DmaResult:
     if iova < 0 or length < 0 or iova + length > 1 << 64:
         raise SysfsError(errno.EINVAL, f"iova {iova:#x} + length {length} is outside the 64-bit bus")
     if not dev.config.r16(0x04) & PCI_COMMAND_MASTER:
         return DmaResult(issued=False)
     if not length:
         return DmaResult(issued=True)
-    runs, fault, hit = _translate(m, dev, iova, length, write)
+    runs, fault, hit = _translate(m, dev, iova, length, write, at)
     done, parts = 0, []
     for hpa, n in runs:
         if write:
@@ -78,7 +79,7 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data) -> DmaResult:
     return DmaResult(True, done, runs[0][0] if runs else None, fault, hit and fault is None, out)
 
 
-def _translate(m, dev, iova: int, length: int, write: bool):
+def _translate(m, dev, iova: int, length: int, write: bool, at: int = 0):
     """([(hpa, bytes)] physically contiguous runs up to the first fault, the fault
     recorded in the unit or None, whether every page hit the IOTLB)."""
     u = iommu.unit(m)
@@ -86,8 +87,8 @@ def _translate(m, dev, iova: int, length: int, write: bool):
         return [(iova, length)], None, False          # no remapping: bus address = host address
     first = iova & ~(PAGE - 1)
     npages = (iova + length - 1 - first) // PAGE + 1
-    if npages <= SMALL:
-        hp, fault, hit = _walk_pages(u, dev.bdf.rid, first, npages, write)
+    if npages <= SMALL or at:
+        hp, fault, hit = _walk_pages(u, dev.bdf.rid, first, npages, write, at)
         starts = [0] + [i for i in range(1, len(hp)) if hp[i] != hp[i - 1] + PAGE]
     else:
         hp, fault, hit = _walk_batch(u, dev.bdf.rid, first, npages, write)
@@ -104,11 +105,11 @@ def _translate(m, dev, iova: int, length: int, write: bool):
 SMALL = 16      # pages walked one by one (a control's request); more go through translate_batch
 
 
-def _walk_pages(u, rid: int, first: int, npages: int, write: bool):
+def _walk_pages(u, rid: int, first: int, npages: int, write: bool, at: int = 0):
     """translate() page by page: (host page addresses up to the fault, the fault, all hit)."""
     hp, hit = [], True
     for k in range(npages):
-        t = u.translate(rid, first + k * PAGE, 1, write)      # records its fault itself
+        t = u.translate(rid, first + k * PAGE, 1, write, at)  # records its fault itself
         if t.fault is not None:
             return hp, t.fault, False
         hp.append(t.hpa)

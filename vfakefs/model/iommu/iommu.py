@@ -168,10 +168,11 @@ def dma(m, dev, iova: int, size: int, write: bool) -> Translation:
 
 
 def handle_faults(m) -> list[Fault]:
-    """dmar_fault() plus vfakefs's policy: count faults per device and, past the
-    threshold, disable the device's bus mastering (the essay's FAULT_THRESHOLD)."""
+    """dmar_fault(), when the unit issued its fault event interrupt, plus vfakefs's policy:
+    count faults per device and, past the threshold, disable the device's bus mastering
+    (the essay's FAULT_THRESHOLD)."""
     u = unit(m)
-    if u is None:
+    if u is None or not u.take_fault_irq():     # no fault event issued (none recorded, or FECTL.IM)
         return []
     faults = u.service_faults(m.kmsg.log, m.kmsg.uptime_usec() / 1e6)
     for f in faults:
