@@ -614,8 +614,9 @@ def test_stale_iotlb_entry_not_used_after_dma_unmap():
         assert u.translate(0x0200, iova + p * 4096).hpa == hpa + p * 4096
     assert u.translate(0x0200, iova + 4096).iotlb_hit
     iommu.dma_unmap(m, dev, iova)
-    # the unmap queued a page-selective invalidation, am = 2 for 3 pages
-    assert u.iq[(u.iq_tail - 2) % 256][:2] == (0x2 | 3 << 4 | 3 << 6 | did << 16, iova | 2)
+    # the unmap queued a page-selective invalidation, am = 2 for 3 pages, IH (6.12: no
+    # page-table page was freed, only leaves changed)
+    assert u.iq[(u.iq_tail - 2) % 256][:2] == (0x2 | 3 << 4 | 3 << 6 | did << 16, iova | 1 << 6 | 2)
     for p in range(3):
         t = u.translate(0x0200, iova + p * 4096)
         assert t.fault is not None and t.fault.reason == 0x06 and not t.iotlb_hit
@@ -647,7 +648,7 @@ def test_superpage_dma_unmap_invalidates_all_512_pages():
     h, r = u.translate_batch(0x0200, probes)
     assert (r == 0).all() and (h == probes - np.uint64(iova) + np.uint64(hpa)).all()
     iommu.dma_unmap(m, dev, iova)
-    assert u.iq[(u.iq_tail - 2) % 256][1] == iova | 9
+    assert u.iq[(u.iq_tail - 2) % 256][1] == iova | 1 << 6 | 9        # the PS leaf only: IH
     h, r = u.translate_batch(0x0200, probes)
     assert (r == 6).all()
 
@@ -761,7 +762,7 @@ def test_iq_page_selective_descriptor_on_unmap():
     qw0, qw1, status = got[0]
     # type 2 (IOTLB), granularity 3 (page-selective) bits 5:4, DW bit 6, DR bit 7, DID 31:16
     assert qw0 == 0x00F2 | did << 16
-    assert qw1 == iova | 0                  # ADDR 63:12, IH bit 6 = 0, AM 5:0 = 0
+    assert qw1 == iova | 1 << 6             # ADDR 63:12, IH bit 6 (leaves only, 6.12), AM 5:0 = 0
     assert got[1][0] & 0xF == 0x5 and got[1][0] & 1 << 5    # an invalidation wait follows, SW set
 
 
@@ -796,7 +797,8 @@ def test_iq_context_descriptor_fields():
     u = m.dmar[0]
     ccs = [qw0 for qw0, _, _ in u.iq if qw0 & 0xF == 1]
     assert ccs
-    for qw0 in ccs:
+    assert [qw0 for qw0 in ccs if (qw0 >> 4) & 3 != 3] == [0x11]   # boot's global one (set_root_entry)
+    for qw0 in ccs[1:]:
         assert (qw0 >> 4) & 3 == 3           # device-selective
         assert (qw0 >> 48) & 3 == 0          # FM: no function mask
     sids = {(qw0 >> 32) & 0xFFFF for qw0 in ccs}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vfakefs.model.ida import Ida
+from vfakefs.model.intel import qi
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ FAULT_REASONS = {
 TT_MULTI_LEVEL, TT_PASS_THROUGH = 0, 2
 FSTS_PFO, FSTS_PPF = 0x1, 0x2
 GSTS = 0xC7000000   # TES RTPS QIES IRES IRTPS: translation, root table, QI and IR enabled
-IQ_ENTRIES = 256
+IQ_ENTRIES = qi.IQ_ENTRIES
 
 
 FAULT_LOG_MAX = 4096   # faults dmar_table_errors keeps (like the printk ring, it forgets the oldest)
@@ -101,6 +102,7 @@ class DmarUnit:
     fault_log: list = field(default_factory=list)      # the last FAULT_LOG_MAX faults serviced
     faults_serviced: int = 0                           # all of them, ever
     iq_tail: int = 0
+    qi_submissions: int = 0                            # qi_submit_sync calls, ever
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
 
@@ -140,6 +142,7 @@ class DmarUnit:
         self.root = self.mem.alloc_page()
         self.iq_base = self.mem.alloc_page()
         self.iq_status = self.mem.alloc_page()
+        self.init_flush()
         if self.on_materialize is not None:
             self.on_materialize()
 
@@ -253,8 +256,10 @@ class DmarUnit:
             cc_did, did = 0, (hi >> 8) & 0xFFFF
         else:
             return                                # not-present to present: a write-buffer flush only
-        self.queue_invalidation(0x1 | 3 << 4 | cc_did << 16 | rid << 32, 0)  # context cache, device
-        self.queue_invalidation(0x2 | 2 << 4 | 3 << 6 | did << 16, 0)        # IOTLB, domain, DR DW
+        # domain_context_clear_one / domain_context_mapping_one: device-selective context
+        # cache (FM 0), then the domain's IOTLB, each its own submission
+        qi.submit(self, [qi.cc_desc(qi.DEVICE, cc_did, rid)])
+        qi.submit(self, [qi.iotlb_desc(self.cap, qi.DOMAIN, did)])
         with self.timed(1):
             self.iotlb.invalidate_domain(did)
 
@@ -264,24 +269,72 @@ class DmarUnit:
             return 0, 0
         return self.mem.read(slot), self.mem.read(slot + 8)
 
-    # --- invalidation queue (VT-d spec 6.5.2) ------------------------------------------------
+    # --- invalidation queue (VT-d spec 6.5.2; model/intel/qi.py) -------------------------------
     def queue_invalidation(self, qw0: int, qw1: int) -> None:
-        """Submit a descriptor followed by a wait descriptor, as qi_submit_sync does."""
-        self.iq[self.iq_tail] = (qw0, qw1, 0)
-        self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
-        # wait descriptor: SW, status data QI_DONE (2), written to this slot's desc_status word
-        self.iq[self.iq_tail] = (0x5 | 1 << 5 | 2 << 32, self.iq_status + 4 * self.iq_tail, 0)
-        self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
+        """Submit one descriptor, followed by a wait descriptor, as qi_submit_sync does."""
+        qi.submit(self, [(qw0, qw1)])
 
-    def invalidate_pages(self, did: int, iova: int, size: int) -> None:
-        """Page-selective IOTLB invalidation with the address mask covering size."""
-        first, last = iova >> 12, (iova + max(size, 1) - 1) >> 12
-        am = 0
-        while first >> am != last >> am:      # widen until one aligned window covers the range
-            am += 1
-        self.queue_invalidation(0x2 | 3 << 4 | 3 << 6 | did << 16, (iova & ~((1 << (12 + am)) - 1)) | am)
+    def init_flush(self) -> None:
+        """What boot queues before any device is attached: interrupt remapping's setup first
+        (iommu_set_irq_remapping: a global IEC flush, then modify_irte's index flush of each
+        entry boot programmed), then iommu_set_root_entry's global context-cache and global
+        IOTLB invalidations (skipped when CAP.ESRTPS says SRTP flushes them itself)."""
+        ir = getattr(self.machine, "irq_remap", None) if self.ir_supported else None
+        if ir is not None and getattr(ir, "unit", None) is self and ir.enabled:
+            qi.submit(self, [qi.iec_desc()])
+            for index in ir.present().tolist():
+                qi.submit(self, [qi.iec_desc(int(index))])
+        if not self.cap >> 63 & 1:
+            qi.submit(self, [qi.cc_desc(qi.GLOBAL)])
+            qi.submit(self, [qi.iotlb_desc(self.cap, qi.GLOBAL)])
+            self.iotlb.invalidate_global()
+
+    def flush_iec(self, index: int, mask: int = 0) -> None:
+        """qi_flush_iec(): an IRTE changed (modify_irte) or a block of 2^mask went (clear_entries).
+        Only once the queue exists: before that, init_flush covers what boot programmed."""
+        if self.__dict__.get("materialized"):
+            qi.submit(self, [qi.iec_desc(index, mask)])
+
+    def dev_iotlb_descs(self, did: int, addr: int, mask: int) -> list[tuple[int, int]]:
+        """Device-IOTLB (type 3) descriptors for the ATS-enabled devices of domain did
+        (iommu_flush_dev_iotlb / cache tags of type DEVTLB), submitted after the domain's
+        IOTLB descriptor. None until ATS is modelled (see model/intel/ats: h31's part)."""
+        return []
+
+    def invalidate_pages(self, did: int, iova: int, size: int, ih: bool = False) -> None:
+        """intel_iommu_tlb_sync() for [iova, iova+size) of domain did: page-selective IOTLB
+        invalidation with the address mask of the aligned window covering it, or
+        domain-selective when the unit has no PSI (CAP.PSI) or the mask is beyond CAP.MAMV;
+        then the device IOTLBs. ih (only leaves changed: no page-table page freed) reaches
+        the descriptor only where the kernel keeps it (profile.qi_iotlb_ih; 6.1's
+        QI_IOTLB_ADDR masks it away). 6.12 batches the descriptors into one submission
+        (cache.c qi_batch); 6.1 submits each on its own."""
+        addr, mask = qi.psi_mask(iova, size)
+        prof = getattr(self.machine, "profile", None)
+        if not self.cap >> 39 & 1 or mask > (self.cap >> 48 & 0x3F):
+            descs = [qi.iotlb_desc(self.cap, qi.DOMAIN, did)]
+            flush = lambda: self.iotlb.invalidate_domain(did)     # noqa: E731
+        else:
+            keep_ih = ih and getattr(prof, "qi_iotlb_ih", True)
+            descs = [qi.iotlb_desc(self.cap, qi.PAGE, did, addr, mask, int(keep_ih))]
+            flush = lambda: self.iotlb.invalidate_pages(did, addr, mask)   # noqa: E731
+        descs += self.dev_iotlb_descs(did, addr, mask)
+        if getattr(prof, "qi_batch", True):
+            qi.submit(self, descs)
+        else:
+            for d in descs:
+                qi.submit(self, [d])
         with self.timed(1):
-            self.iotlb.invalidate_pages(did, iova, am)
+            flush()
+
+    def unmap_pages(self, dom: Domain, iova: int, size: int, flush: bool = True) -> int:
+        """intel_iommu_unmap() + tlb_sync: clear the range (freeing the page-table pages it
+        wholly covers, dma_pte_clear_level) and invalidate it. Returns bytes unmapped."""
+        before = self.mem.allocated
+        done = dom.table.unmap(iova, size)
+        if flush:
+            self.invalidate_pages(dom.did, iova, size, ih=self.mem.allocated == before)
+        return done
 
     @contextmanager
     def timed(self, kind: int):

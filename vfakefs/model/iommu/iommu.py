@@ -149,8 +149,7 @@ def dma_unmap(m, dev, iova: int) -> None:
     if dom is None or dom.table is None or iova not in dom.mappings:
         return
     _, size, _ = dom.mappings.pop(iova)
-    dom.table.unmap(iova, size)
-    u.invalidate_pages(dom.did, iova, size)           # strict mode; DMA-FQ would batch these
+    u.unmap_pages(dom, iova, size)       # strict: flushed now (DMA-FQ would defer it to the flush queue)
 
 
 # --- DMA from a device, and what the kernel does with faults ---------------------------------------

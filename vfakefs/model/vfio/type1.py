@@ -310,9 +310,7 @@ class VfioIommuType1:
     def _remove_dma(self, dma: VfioDma, flush: bool = True) -> None:
         """vfio_remove_dma(): clear the tables, flush the IOTLB range (intel_iommu_tlb_sync's
         page-selective invalidation), unpin and un-account the pages."""
-        self.domain.table.unmap(dma.iova, dma.size)
-        if flush:
-            self.unit.invalidate_pages(self.domain.did, dma.iova, dma.size)
+        self.unit.unmap_pages(self.domain, dma.iova, dma.size, flush)
         self.dma_list.remove(dma)
         self.m.vfio_pins.remove(next(p for p in self.m.vfio_pins if p[0] == dma.hpa))
         dma.mm.account(-(dma.size // PAGE), dma.lock_cap)    # vfio_lock_acct() to dma->mm
