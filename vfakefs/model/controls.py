@@ -231,6 +231,7 @@ class Traffic:
     vfio: object = None           # a VFIO stream: the type1 backend whose mappings it walks
     past: int | None = None       # the first address past everything the stream may reach (storm's)
     walk: object = None           # the engine's page index over iovas, when they are several runs
+    hpa: int | None = None        # a DMA-API stream's buffer in host memory
 
     def describe(self) -> str:
         hist = " ".join(str(c) for c in self.latency)
@@ -317,6 +318,8 @@ def traffic_command(m, text: str) -> None:
         u = iommu.unit(m)
         t.domain = iommu.dma_domain(dev.group) if u is not None and dev.group is not None else None
         t.past = t.iovas[0][0] + t.working_set
+        mapped = t.domain.mappings.get(t.iovas[0][0]) if t.domain is not None else None
+        t.hpa = mapped[0] if mapped is not None else t.iovas[0][0]
     t.latency = [0] * 8
     old = m.traffic.get(dev.name)
     if old is not None:
@@ -360,15 +363,20 @@ def dma_owner_claimed(m, group) -> None:
 
 
 def release(m, t: Traffic) -> None:
-    """dma_unmap the stream's buffer, if its domain is still the device's default one (a
-    `type` write or a removal freed the old one, mappings and all). A VFIO stream mapped
-    nothing: the program's mappings are the program's, and the default domain is not its."""
+    """dma_unmap the stream's buffer (page-selective invalidations queued; its IOVA range,
+    emptied page-table pages and host pages go back), if its domain is still the device's
+    DMA domain; when a `type` write or a removal freed that domain, mappings and all, only
+    the host pages are left to give back. A VFIO stream mapped nothing: the program's
+    mappings are the program's, and the default domain is not its."""
     dev = t.dev
-    if t.vfio is not None or t.domain is None or t.iovas is None or m.by_bdf.get(dev.bdf) is not dev or \
-            dev.group is None or iommu.dma_domain(dev.group) is not t.domain:
+    if t.vfio is not None or t.iovas is None:
         return
-    for iova, _ in t.iovas:
-        iommu.dma_unmap(m, dev, iova)
+    if m.by_bdf.get(dev.bdf) is dev and dev.group is not None and \
+            (t.domain is None or iommu.dma_domain(dev.group) is t.domain):
+        for iova, _ in t.iovas:
+            iommu.dma_unmap(m, dev, iova)
+    elif t.hpa is not None and m.host_memory.owner(t.hpa) == iommu.DMA_BUFFER:
+        m.free_host_memory(t.hpa)
     t.iovas = None
 
 

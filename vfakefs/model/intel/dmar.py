@@ -103,6 +103,7 @@ class DmarUnit:
     faults_serviced: int = 0                           # all of them, ever
     iq_tail: int = 0
     qi_submissions: int = 0                            # qi_submit_sync calls, ever
+    qi_live: bool = False                              # init_flush has run: IRTE changes are flushed
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
 
@@ -279,6 +280,8 @@ class DmarUnit:
         (iommu_set_irq_remapping: a global IEC flush, then modify_irte's index flush of each
         entry boot programmed), then iommu_set_root_entry's global context-cache and global
         IOTLB invalidations (skipped when CAP.ESRTPS says SRTP flushes them itself)."""
+        # the table (made on first use, perhaps just now) is replayed as boot left it: its
+        # entries in table order, as one flush each, before the DMA-remapping flushes
         ir = getattr(self.machine, "irq_remap", None) if self.ir_supported else None
         if ir is not None and getattr(ir, "unit", None) is self and ir.enabled:
             qi.submit(self, [qi.iec_desc()])
@@ -288,11 +291,12 @@ class DmarUnit:
             qi.submit(self, [qi.cc_desc(qi.GLOBAL)])
             qi.submit(self, [qi.iotlb_desc(self.cap, qi.GLOBAL)])
             self.iotlb.invalidate_global()
+        self.qi_live = True
 
     def flush_iec(self, index: int, mask: int = 0) -> None:
         """qi_flush_iec(): an IRTE changed (modify_irte) or a block of 2^mask went (clear_entries).
         Only once the queue exists: before that, init_flush covers what boot programmed."""
-        if self.__dict__.get("materialized"):
+        if self.qi_live:
             qi.submit(self, [qi.iec_desc(index, mask)])
 
     def dev_iotlb_descs(self, did: int, addr: int, mask: int) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
 
 DEFAULT_FAULT_THRESHOLD = 100
+DMA_BUFFER = "dma_map"      # host memory dma_map allocated itself: dma_unmap frees it
 
 
 def unit(m):
@@ -133,7 +134,7 @@ def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> in
     if hpa is None:
         # a buffer of 2 MiB or more from the page allocator is 2 MiB aligned, so
         # intel_iommu maps it with superpages where the unit has them
-        hpa = m.alloc_host_memory(size, align=min(1 << 21, 1 << (size - 1).bit_length()))
+        hpa = m.alloc_host_memory(size, align=min(1 << 21, 1 << (size - 1).bit_length()), owner=DMA_BUFFER)
     if iova is None:
         return hpa
     dom.table.map(iova, hpa, size, R | (W if write else 0))
@@ -144,12 +145,21 @@ def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> in
 
 
 def dma_unmap(m, dev, iova: int) -> None:
+    """dma_unmap_single(), and the buffer dma_map allocated goes back (dma_free_coherent):
+    its IOVA range (iommu_dma_free_iova), the page-table pages the unmap emptied, and the
+    host pages. Translated: the range is cleared and invalidated (strict mode; DMA-FQ would
+    defer the flush to its queue). Identity or no IOMMU: the bus address is the buffer."""
     u = unit(m)
     dom = dma_domain(dev.group) if u is not None and dev.group is not None else None
-    if dom is None or dom.table is None or iova not in dom.mappings:
-        return
-    _, size, _ = dom.mappings.pop(iova)
-    u.unmap_pages(dom, iova, size)       # strict: flushed now (DMA-FQ would defer it to the flush queue)
+    if dom is not None and dom.table is not None:
+        if iova not in dom.mappings:
+            return
+        hpa, size, _ = dom.mappings.pop(iova)
+        u.unmap_pages(dom, iova, size)
+    else:
+        hpa = iova
+    if m.host_memory.owner(hpa) == DMA_BUFFER:
+        m.free_host_memory(hpa)
 
 
 # --- DMA from a device, and what the kernel does with faults ---------------------------------------
