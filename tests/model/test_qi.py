@@ -18,6 +18,14 @@ WAIT = 0x5 | 1 << 5 | qi.QI_DONE << 32
 IH = 1 << 6
 
 
+def strict(m, dev):
+    """The device's group in a strict DMA domain (seed-vtd's are DMA-FQ, whose unmaps wait
+    for the flush queue): what a `type` write of DMA does after its checks."""
+    dev.group.default_domain = "DMA"
+    iommu.change_domain(m, dev.group)
+    return dev
+
+
 def entries(u, start):
     """(qw0, qw1) of the slots from start up to the tail, the ring unwrapped."""
     end = u.iq_tail if u.iq_tail >= start else u.iq_tail + qi.IQ_ENTRIES
@@ -125,7 +133,7 @@ def test_6_1_drops_ih_and_submits_each_descriptor():
         m = topology.load(preset)
         assert m.profile.qi_batch is batched
         u = iommu.unit(m)
-        dev = m.lookup(E1000E)
+        dev = strict(m, m.lookup(E1000E))
         did = dev.group.domain.did
         iova = iommu.dma_map(m, dev, 4096)
         u.dev_iotlb_descs = lambda did, addr, mask: [(0x3 | 0x0200 << 32, addr)]   # h31's hook: one ATS device
@@ -142,12 +150,12 @@ def test_6_1_drops_ih_and_submits_each_descriptor():
 def test_the_ring_wraps_and_head_follows_tail():
     m = topology.load("seed-vtd")
     u = iommu.unit(m)
-    dev = m.lookup(E1000E)
-    before = u.qi_submissions
+    dev = strict(m, m.lookup(E1000E))
+    before, tail = u.qi_submissions, u.iq_tail
     for _ in range(200):
         iommu.dma_unmap(m, dev, iommu.dma_map(m, dev, 4096))
     assert u.qi_submissions == before + 200
-    assert u.iq_tail == (16 + 400) % 256
+    assert u.iq_tail == (tail + 400) % 256
     regs = {name: value for name, _, value in u.registers()}
     assert regs["IQH"] == regs["IQT"] == u.iq_tail * 16
     descriptors(u, u.iq_tail)                           # the whole ring: every wait in its own slot
@@ -190,7 +198,7 @@ def test_traffic_start_stop_for_ever_leaks_nothing():
     memory come back to where the first cycle left them."""
     m = topology.load("seed-vtd")
     u = iommu.unit(m)
-    dev = m.lookup(E1000E)
+    dev = strict(m, m.lookup(E1000E))
     did = dev.group.domain.did
     sizes = [12345, 1 << 20, (4 << 20) + 4096]
     seen = {}
@@ -216,19 +224,63 @@ def test_traffic_start_stop_for_ever_leaks_nothing():
     assert dev.group.domain.mappings == {} and not m.traffic
 
 
+def test_dma_fq_stop_waits_for_the_flush_queue():
+    """seed-vtd's groups are DMA-FQ: stop clears the page-table entries at once but the IOTLB
+    keeps the translation (and the IOVA stays taken) until the flush queue's timer, 10 ms
+    later, queues one domain-selective flush; then the IOVA is reused. Without the timer
+    (no engine steps), the queue flushes itself every 255 unmaps: nothing runs out."""
+    m = topology.load("seed-vtd")
+    u = iommu.unit(m)
+    dev = m.lookup(E1000E)
+    dom = dev.group.domain
+    assert dom.type == "DMA-FQ"
+    controls.traffic_command(m, f"start {dev.name} ws=16384")
+    iova = m.traffic[dev.name].iovas[0][0]
+    assert u.translate(dev.bdf.rid, iova).hpa is not None          # now in the IOTLB
+    start = u.iq_tail
+    controls.traffic_command(m, f"stop {dev.name}")
+    assert entries(u, start) == [] and dom.fq == [(iova, 16384)]
+    assert u.translate(dev.bdf.rid, iova).iotlb_hit                 # stale, until the flush
+    assert dom.alloc_iova(16384) != iova
+    engine.step(m, 0.011)
+    assert descriptors(u, start) == [(0xE2 | dom.did << 16, 0)] and dom.fq == []
+    assert u.translate(dev.bdf.rid, iova).fault.reason == 0x06
+    assert dom.alloc_iova(16384) == iova
+    assert m.host_memory.allocated == 0
+    rounds = []
+    for i in range(3000):                                           # no engine: the ring fills
+        controls.traffic_command(m, f"start {dev.name} ws=16384")
+        controls.traffic_command(m, f"stop {dev.name}")
+        assert len(dom.fq) <= 255
+        if len(dom.fq) == 1:                                        # just flushed itself
+            rounds.append(state(m, dev))
+    # the first round made the page tables one ring's worth of IOVA spans; then nothing grows
+    assert len(rounds) >= 10 and all(r == rounds[1] for r in rounds[1:])
+    engine.step(m, 0.011)
+    assert dom.fq == [] and dom.mappings == {} and m.host_memory.allocated == 0
+    assert dom.alloc_iova(16384) == iova
+
+
 def test_restart_and_stop_all_give_back_every_buffer():
     m = topology.load("seed-vtd")
     u = iommu.unit(m)
     a, b = m.lookup(E1000E), m.lookup(IXGBE)
-    before = (m.host_memory.allocated, u.mem.allocated)
-    for _ in range(500):
-        controls.traffic_command(m, f"start {a.name} ws=65536")
-        controls.traffic_command(m, f"start {a.name} ws=8192")          # a restart unmaps the old buffer
-        controls.traffic_command(m, f"start {b.name} ws=1048576")
-        controls.traffic_command(m, "stop all")
-    assert m.host_memory.allocated == before[0] == 0
-    assert u.mem.allocated <= before[1] + 2 * (u.levels - 1)             # at most the tables the first cycle made
-    assert a.group.domain.mappings == {} and b.group.domain.mappings == {}
+    assert m.host_memory.allocated == 0
+    tables = []
+    for _ in range(3):
+        for i in range(300):
+            controls.traffic_command(m, f"start {a.name} ws=65536")
+            controls.traffic_command(m, f"start {a.name} ws=8192")      # a restart unmaps the old buffer
+            controls.traffic_command(m, f"start {b.name} ws=1048576")
+            controls.traffic_command(m, "stop all")
+            if i % 7 == 0:
+                engine.step(m, 0.011)                                   # the flush queues' timers
+        engine.step(m, 0.011)
+        assert m.host_memory.allocated == 0 and m.host_memory.in_use == {}
+        assert a.group.domain.mappings == {} == b.group.domain.mappings
+        assert a.group.domain.fq == [] == b.group.domain.fq
+        tables.append(u.mem.allocated)
+    assert tables[0] == tables[1] == tables[2]                           # page-table pages: no growth
 
 
 def test_a_stream_whose_domain_went_frees_its_host_buffer():

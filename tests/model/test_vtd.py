@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vfakefs import engine
 from vfakefs.model.iommu import groups, iommu
 from vfakefs.model.pci import sriov
 from vfakefs.model import topology
@@ -602,10 +603,18 @@ def test_iotlb_page_invalidation_with_address_mask(addr, am, gone):
     assert present(t, 6) == list(range(16))
 
 
+def strict(m, dev):
+    """The device's group in a strict DMA domain (seed-vtd's are DMA-FQ, whose unmaps wait
+    for the flush queue): what a `type` write of DMA does after its checks."""
+    dev.group.default_domain = "DMA"
+    iommu.change_domain(m, dev.group)
+    return dev
+
+
 def test_stale_iotlb_entry_not_used_after_dma_unmap():
     m = topology.load("seed-vtd")
     u = m.dmar[0]
-    dev = m.lookup("0000:02:00.0")
+    dev = strict(m, m.lookup("0000:02:00.0"))
     did = dev.group.domain.did
     iova = iommu.dma_map(m, dev, 3 * 4096)
     assert iova == 0xFFFF_C000                                    # 4 pages (size_aligned) below 4 GiB
@@ -639,7 +648,7 @@ def test_invalidate_pages_covers_an_unaligned_range():
 def test_superpage_dma_unmap_invalidates_all_512_pages():
     m = topology.load("seed-vtd")
     u = m.dmar[0]
-    dev = m.lookup("0000:02:00.0")
+    dev = strict(m, m.lookup("0000:02:00.0"))
     hpa = 0x2_0000_0000                                          # 2 MiB aligned host buffer
     iova = iommu.dma_map(m, dev, MB2, hpa=hpa)
     assert iova % MB2 == 0
@@ -752,7 +761,7 @@ def iq_entries(u, start):
 def test_iq_page_selective_descriptor_on_unmap():
     m = topology.load("seed-vtd")
     u = m.dmar[0]
-    dev = m.lookup("0000:02:00.0")
+    dev = strict(m, m.lookup("0000:02:00.0"))
     did = dev.group.domain.did
     iova = iommu.dma_map(m, dev, 4096)
     start = u.iq_tail                       # seed-vtd is not caching mode: map queues nothing
@@ -904,6 +913,8 @@ def test_iova_allocator_skips_reserved_regions_reuses_and_falls_back_above_4g():
     rest = [iommu.dma_map(m, f, 1 << 30) for _ in range(2)]     # [1 GiB, 2 GiB), then [0, 1 GiB) minus page 0
     assert rest[0] == 1 << 30 and rest[1] >= 1 << 32            # page 0 is never handed out: above 4 GiB
     iommu.dma_unmap(m, f, big)
+    assert dom.fq == [(big, 1 << 30)]                           # DMA-FQ: not free before the flush
+    engine.step(m, 0.011)                                       # the flush queue's timer: flushed, freed
     assert iommu.dma_map(m, f, 1 << 30) == big                  # the freed range is found again
     # 2 MiB aligned buffers: mapped with superpages, one L2 entry per 2 MiB
     assert dom.table.entries(big)[-1] & PS

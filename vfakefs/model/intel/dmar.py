@@ -43,6 +43,8 @@ class Domain:
     type: str                     # DMA, DMA-FQ, identity, blocked, unmanaged
     table: PageTable | None       # None for identity (pass-through) and blocked
     mappings: dict = field(default_factory=dict)   # iova -> (hpa, size, prot) made by the DMA API
+    fq: list = field(default_factory=list)         # DMA-FQ: (iova, size) unmapped, awaiting the flush
+    fq_timer: bool = False                         # the flush queue's timer is armed
 
     def alloc_iova(self, size: int, limit: int = 1 << 32, reserved=()) -> int | None:
         """alloc_iova(..., size_aligned): pages rounded up to a power of two, aligned
@@ -52,6 +54,7 @@ class Domain:
         nothing fits."""
         span = _span(size)
         busy = [(iova, iova + _span(sz)) for iova, (_, sz, _) in self.mappings.items()]
+        busy += [(iova, iova + _span(sz)) for iova, sz in self.fq]     # not free until flushed
         busy += [(start, end + 1) for start, end in reserved]
         top = limit
         for start, end in sorted(busy, key=lambda r: r[1], reverse=True):
@@ -223,6 +226,7 @@ class DmarUnit:
             dom.table.free()
             dom.table = None
         dom.mappings.clear()
+        dom.fq.clear()
         self.iotlb.forget_domain(dom.did)
         self.domain_ids.free(dom.did)
 
@@ -331,11 +335,23 @@ class DmarUnit:
         with self.timed(1):
             flush()
 
+    def flush_iotlb_all(self, did: int) -> None:
+        """intel_flush_iotlb_all() (cache_tag_flush_all): the domain's IOTLB, domain-selective,
+        and its device IOTLBs whole (MAX_AGAW_PFN_WIDTH, 52), batched as invalidate_pages does."""
+        descs = [qi.iotlb_desc(self.cap, qi.DOMAIN, did)] + self.dev_iotlb_descs(did, 0, 52)
+        if getattr(getattr(self.machine, "profile", None), "qi_batch", True):
+            qi.submit(self, descs)
+        else:
+            for d in descs:
+                qi.submit(self, [d])
+        with self.timed(1):
+            self.iotlb.invalidate_domain(did)
+
     def unmap_pages(self, dom: Domain, iova: int, size: int, flush: bool = True) -> int:
         """intel_iommu_unmap() + tlb_sync: clear the range (freeing the page-table pages it
         wholly covers, dma_pte_clear_level) and invalidate it. Returns bytes unmapped."""
         before = self.mem.allocated
-        done = dom.table.unmap(iova, size)
+        done = dom.table.unmap(iova, size)        # (DMA-FQ: iommu_unmap_fast, flush=False)
         if flush:
             self.invalidate_pages(dom.did, iova, size, ih=self.mem.allocated == before)
         return done

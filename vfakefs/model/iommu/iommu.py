@@ -7,7 +7,7 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault, Translation
-from vfakefs.model.iommu import groups
+from vfakefs.model.iommu import flush_queue, groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
@@ -147,15 +147,20 @@ def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> in
 def dma_unmap(m, dev, iova: int) -> None:
     """dma_unmap_single(), and the buffer dma_map allocated goes back (dma_free_coherent):
     its IOVA range (iommu_dma_free_iova), the page-table pages the unmap emptied, and the
-    host pages. Translated: the range is cleared and invalidated (strict mode; DMA-FQ would
-    defer the flush to its queue). Identity or no IOMMU: the bus address is the buffer."""
+    host pages. Translated: the range is cleared, then invalidated at once (DMA, strict) or
+    queued for the flush queue's domain-wide flush, which frees the IOVA (DMA-FQ,
+    flush_queue.py). Identity or no IOMMU: the bus address is the buffer."""
     u = unit(m)
     dom = dma_domain(dev.group) if u is not None and dev.group is not None else None
     if dom is not None and dom.table is not None:
         if iova not in dom.mappings:
             return
         hpa, size, _ = dom.mappings.pop(iova)
-        u.unmap_pages(dom, iova, size)
+        if dom.type == "DMA-FQ":                  # deferred: the flush queue flushes and frees the IOVA
+            u.unmap_pages(dom, iova, size, flush=False)
+            flush_queue.queue_iova(m, u, dom, iova, size)
+        else:
+            u.unmap_pages(dom, iova, size)
     else:
         hpa = iova
     if m.host_memory.owner(hpa) == DMA_BUFFER:
