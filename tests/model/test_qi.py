@@ -304,3 +304,25 @@ def test_identity_stream_frees_its_buffer():
         assert m.traffic[dev.name].iovas[0][0] == m.traffic[dev.name].hpa == m.host_memory.base
         controls.traffic_command(m, f"stop {dev.name}")
     assert m.host_memory.allocated == 0
+
+
+# --- domain changes ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["seed-vtd", "qemu-ref"])
+def test_domain_change_clears_then_programs_the_context_entry(preset):
+    """A `type` write: domain_context_clear_one's device-selective context-cache and
+    domain-selective IOTLB flushes for the old domain; under caching mode (qemu-ref) then
+    domain_context_mapping_one's pair for the non-present entry: context cache of DID 0,
+    IOTLB of the new domain."""
+    m = topology.load(preset)
+    u = iommu.unit(m)
+    dev = m.lookup(E1000E)
+    old = dev.group.domain.did
+    start = u.iq_tail
+    dev.group.default_domain = "identity"
+    iommu.change_domain(m, dev.group)
+    new = dev.group.domain.did
+    sid = dev.bdf.rid
+    want = [(0x31 | old << 16 | sid << 32, 0), (0x2 | 2 << 4 | 3 << 6 | old << 16, 0)]
+    if u.cap & 0x80:
+        want += [(0x31 | sid << 32, 0), (0x2 | 2 << 4 | 3 << 6 | new << 16, 0)]
+    assert descriptors(u, start) == want

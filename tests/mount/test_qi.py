@@ -86,3 +86,19 @@ def test_dma_fq_stop_is_flushed_by_the_flush_queue(mount_preset):
         assert head == new_tail == (tail + 2) % 256
         assert rows[tail] == (f"{did << 16 | 0xE2:016x}", "0" * 16, "0" * 16) and rows[tail + 1][0] == WAIT
         assert mnt.read(dom).splitlines()[2:] == [] and mnt.read(t) == ""
+
+
+def test_group_type_write_queues_the_context_flushes(mount_preset):
+    """`echo DMA > .../iommu_groups/6/type` (00:1f.4, no driver): the context entry of the
+    old domain is cleared with a device-selective context-cache flush and a domain-selective
+    IOTLB flush of its DID, each with its wait; not caching mode, so nothing for the new one."""
+    mnt = mount_preset("seed-vtd")
+    old = did_of(mnt, "0000:00:1f.4")
+    _, tail, _ = queue(mnt)
+    r = sh(f"echo DMA > {mnt.path / 'sys/kernel/iommu_groups/6/type'} && cat {mnt.path / 'sys/kernel/iommu_groups/6/type'}")
+    assert r.returncode == 0 and r.stdout == "DMA\n", r.stderr
+    head, new_tail, rows = queue(mnt)
+    assert head == new_tail == (tail + 4) % 256
+    assert [row[0] for row in rows[tail:tail + 4]] == [
+        f"{0x00FC << 32 | old << 16 | 0x31:016x}", WAIT, f"{old << 16 | 0xE2:016x}", WAIT]
+    assert did_of(mnt, "0000:00:1f.4") != old

@@ -253,16 +253,18 @@ class DmarUnit:
             lo, hi = dom.table.pgd | TT_MULTI_LEVEL << 2 | 1, dom.did << 8 | (self.levels - 2)
         self.mem.write(slot, lo)
         self.mem.write(slot + 8, hi)
+        # the kernel clears a present entry before it programs another (domain_context_clear_one,
+        # from dmar_remove_one_dev_info / device_block_translation): device-selective context
+        # cache for the old domain id, then its IOTLB, each its own submission
         if old_lo & 1:
-            cc_did = did = (old_hi >> 8) & 0xFFFF  # what was cached belongs to the old domain
-        elif self.cap & 0x80:
-            # caching mode caches non-present entries in the "special domain #0"
-            # (domain_context_mapping_one): context flush for DID 0, IOTLB for the new one
-            cc_did, did = 0, (hi >> 8) & 0xFFFF
-        else:
-            return                                # not-present to present: a write-buffer flush only
-        # domain_context_clear_one / domain_context_mapping_one: device-selective context
-        # cache (FM 0), then the domain's IOTLB, each its own submission
+            self._flush_context(rid, (old_hi >> 8) & 0xFFFF, (old_hi >> 8) & 0xFFFF)
+        # not-present to present (domain_context_mapping_one): a write-buffer flush only, unless
+        # caching mode caches non-present entries in the "special domain #0": context cache
+        # for DID 0, IOTLB for the new domain
+        if lo & 1 and self.cap & 0x80:
+            self._flush_context(rid, 0, (hi >> 8) & 0xFFFF)
+
+    def _flush_context(self, rid: int, cc_did: int, did: int) -> None:
         qi.submit(self, [qi.cc_desc(qi.DEVICE, cc_did, rid)])
         qi.submit(self, [qi.iotlb_desc(self.cap, qi.DOMAIN, did)])
         with self.timed(1):
