@@ -92,7 +92,7 @@ class Translation:
 
 
 @dataclass
-class DmarUnit:
+class DmarUnit(qi.QueuedInvalidation):
     seq_id: int
     reg_base: int = 0xFED90000
     version: tuple[int, int] = (1, 0)
@@ -264,99 +264,11 @@ class DmarUnit:
         if lo & 1 and self.cap & 0x80:
             self._flush_context(rid, 0, (hi >> 8) & 0xFFFF)
 
-    def _flush_context(self, rid: int, cc_did: int, did: int) -> None:
-        qi.submit(self, [qi.cc_desc(qi.DEVICE, cc_did, rid)])
-        qi.submit(self, [qi.iotlb_desc(self.cap, qi.DOMAIN, did)])
-        with self.timed(1):
-            self.iotlb.invalidate_domain(did)
-
     def context(self, rid: int) -> tuple[int, int]:
         slot = self.context_slot(rid, create=False)
         if slot is None:
             return 0, 0
         return self.mem.read(slot), self.mem.read(slot + 8)
-
-    # --- invalidation queue (VT-d spec 6.5.2; model/intel/qi.py) -------------------------------
-    def queue_invalidation(self, qw0: int, qw1: int) -> None:
-        """Submit one descriptor, followed by a wait descriptor, as qi_submit_sync does."""
-        qi.submit(self, [(qw0, qw1)])
-
-    def init_flush(self) -> None:
-        """What boot queues before any device is attached: interrupt remapping's setup first
-        (iommu_set_irq_remapping: a global IEC flush, then modify_irte's index flush of each
-        entry boot programmed), then iommu_set_root_entry's global context-cache and global
-        IOTLB invalidations (skipped when CAP.ESRTPS says SRTP flushes them itself)."""
-        # the table (made on first use, perhaps just now) is replayed as boot left it: its
-        # entries in table order, as one flush each, before the DMA-remapping flushes
-        ir = getattr(self.machine, "irq_remap", None) if self.ir_supported else None
-        if ir is not None and getattr(ir, "unit", None) is self and ir.enabled:
-            qi.submit(self, [qi.iec_desc()])
-            for index in ir.present().tolist():
-                qi.submit(self, [qi.iec_desc(int(index))])
-        if not self.cap >> 63 & 1:
-            qi.submit(self, [qi.cc_desc(qi.GLOBAL)])
-            qi.submit(self, [qi.iotlb_desc(self.cap, qi.GLOBAL)])
-            self.iotlb.invalidate_global()
-        self.qi_live = True
-
-    def flush_iec(self, index: int, mask: int = 0) -> None:
-        """qi_flush_iec(): an IRTE changed (modify_irte) or a block of 2^mask went (clear_entries).
-        Only once the queue exists: before that, init_flush covers what boot programmed."""
-        if self.qi_live:
-            qi.submit(self, [qi.iec_desc(index, mask)])
-
-    def dev_iotlb_descs(self, did: int, addr: int, mask: int) -> list[tuple[int, int]]:
-        """Device-IOTLB (type 3) descriptors for the ATS-enabled devices of domain did
-        (iommu_flush_dev_iotlb / cache tags of type DEVTLB), submitted after the domain's
-        IOTLB descriptor. None until ATS is modelled (see model/intel/ats: h31's part)."""
-        return []
-
-    def invalidate_pages(self, did: int, iova: int, size: int, ih: bool = False) -> None:
-        """intel_iommu_tlb_sync() for [iova, iova+size) of domain did: page-selective IOTLB
-        invalidation with the address mask of the aligned window covering it, or
-        domain-selective when the unit has no PSI (CAP.PSI) or the mask is beyond CAP.MAMV;
-        then the device IOTLBs. ih (only leaves changed: no page-table page freed) reaches
-        the descriptor only where the kernel keeps it (profile.qi_iotlb_ih; 6.1's
-        QI_IOTLB_ADDR masks it away). 6.12 batches the descriptors into one submission
-        (cache.c qi_batch); 6.1 submits each on its own."""
-        addr, mask = qi.psi_mask(iova, size)
-        prof = getattr(self.machine, "profile", None)
-        if not self.cap >> 39 & 1 or mask > (self.cap >> 48 & 0x3F):
-            descs = [qi.iotlb_desc(self.cap, qi.DOMAIN, did)]
-            flush = lambda: self.iotlb.invalidate_domain(did)     # noqa: E731
-        else:
-            keep_ih = ih and getattr(prof, "qi_iotlb_ih", True)
-            descs = [qi.iotlb_desc(self.cap, qi.PAGE, did, addr, mask, int(keep_ih))]
-            flush = lambda: self.iotlb.invalidate_pages(did, addr, mask)   # noqa: E731
-        descs += self.dev_iotlb_descs(did, addr, mask)
-        if getattr(prof, "qi_batch", True):
-            qi.submit(self, descs)
-        else:
-            for d in descs:
-                qi.submit(self, [d])
-        with self.timed(1):
-            flush()
-
-    def flush_iotlb_all(self, did: int) -> None:
-        """intel_flush_iotlb_all() (cache_tag_flush_all): the domain's IOTLB, domain-selective,
-        and its device IOTLBs whole (MAX_AGAW_PFN_WIDTH, 52), batched as invalidate_pages does."""
-        descs = [qi.iotlb_desc(self.cap, qi.DOMAIN, did)] + self.dev_iotlb_descs(did, 0, 52)
-        if getattr(getattr(self.machine, "profile", None), "qi_batch", True):
-            qi.submit(self, descs)
-        else:
-            for d in descs:
-                qi.submit(self, [d])
-        with self.timed(1):
-            self.iotlb.invalidate_domain(did)
-
-    def unmap_pages(self, dom: Domain, iova: int, size: int, flush: bool = True) -> int:
-        """intel_iommu_unmap() + tlb_sync: clear the range (freeing the page-table pages it
-        wholly covers, dma_pte_clear_level) and invalidate it. Returns bytes unmapped."""
-        before = self.mem.allocated
-        done = dom.table.unmap(iova, size)        # (DMA-FQ: iommu_unmap_fast, flush=False)
-        if flush:
-            self.invalidate_pages(dom.did, iova, size, ih=self.mem.allocated == before)
-        return done
 
     @contextmanager
     def timed(self, kind: int):

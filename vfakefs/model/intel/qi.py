@@ -9,6 +9,9 @@ back (reclaim_free_desc: status QI_FREE), which is what debugfs shows. The queue
 of IQ_ENTRIES 128-bit descriptors (legacy mode) that wraps at its end.
 
 Plain Python: no numpy here, the queue is made with the unit's tables (DmarUnit.materialize).
+QueuedInvalidation holds DmarUnit's side: what the kernel queues at boot, for context
+entries, for unmaps (page-selective with the address mask, or domain-selective) and for
+IRTE changes; dev_iotlb_descs is where device-IOTLB descriptors (ATS) join an unmap.
 """
 from __future__ import annotations
 
@@ -67,3 +70,97 @@ def submit(u, descs) -> None:
     u.iq[tail] = (*wait_desc(u.iq_status + 4 * tail), QI_FREE)
     u.iq_tail = (tail + 1) % IQ_ENTRIES
     u.qi_submissions += 1
+
+
+class QueuedInvalidation:
+    """What the kernel queues, as DmarUnit's methods (the unit's iq, iq_tail, iq_status, cap,
+    iotlb, mem, machine and timed() are DmarUnit's)."""
+
+    def _flush_context(self, rid: int, cc_did: int, did: int) -> None:
+        """A context entry's flushes (set_context): device-selective context cache, then the
+        domain's IOTLB, each its own qi_submit_sync."""
+        submit(self, [cc_desc(DEVICE, cc_did, rid)])
+        submit(self, [iotlb_desc(self.cap, DOMAIN, did)])
+        with self.timed(1):
+            self.iotlb.invalidate_domain(did)
+
+    def queue_invalidation(self, qw0: int, qw1: int) -> None:
+        """Submit one descriptor, followed by a wait descriptor, as qi_submit_sync does."""
+        submit(self, [(qw0, qw1)])
+
+    def init_flush(self) -> None:
+        """What boot queues before any device is attached: interrupt remapping's setup first
+        (iommu_set_irq_remapping: a global IEC flush, then modify_irte's index flush of each
+        entry boot programmed), then iommu_set_root_entry's global context-cache and global
+        IOTLB invalidations (skipped when CAP.ESRTPS says SRTP flushes them itself)."""
+        # the table (made on first use, perhaps just now) is replayed as boot left it: its
+        # entries in table order, as one flush each, before the DMA-remapping flushes
+        ir = getattr(self.machine, "irq_remap", None) if self.ir_supported else None
+        if ir is not None and getattr(ir, "unit", None) is self and ir.enabled:
+            submit(self, [iec_desc()])
+            for index in ir.present().tolist():
+                submit(self, [iec_desc(int(index))])
+        if not self.cap >> 63 & 1:
+            submit(self, [cc_desc(GLOBAL)])
+            submit(self, [iotlb_desc(self.cap, GLOBAL)])
+            self.iotlb.invalidate_global()
+        self.qi_live = True
+
+    def flush_iec(self, index: int, mask: int = 0) -> None:
+        """qi_flush_iec(): an IRTE changed (modify_irte) or a block of 2^mask went (clear_entries).
+        Only once the queue exists: before that, init_flush covers what boot programmed."""
+        if self.qi_live:
+            submit(self, [iec_desc(index, mask)])
+
+    def dev_iotlb_descs(self, did: int, addr: int, mask: int) -> list[tuple[int, int]]:
+        """Device-IOTLB (type 3) descriptors for the ATS-enabled devices of domain did
+        (iommu_flush_dev_iotlb / cache tags of type DEVTLB), submitted after the domain's
+        IOTLB descriptor. None until ATS is modelled: the device-IOTLB part (issue 10's ATS
+        work) fills this in with qi_flush_dev_iotlb's encoding."""
+        return []
+
+    def invalidate_pages(self, did: int, iova: int, size: int, ih: bool = False) -> None:
+        """intel_iommu_tlb_sync() for [iova, iova+size) of domain did: page-selective IOTLB
+        invalidation with the address mask of the aligned window covering it, or
+        domain-selective when the unit has no PSI (CAP.PSI) or the mask is beyond CAP.MAMV;
+        then the device IOTLBs. ih (only leaves changed: no page-table page freed) reaches
+        the descriptor only where the kernel keeps it (profile.qi_iotlb_ih; 6.1's
+        QI_IOTLB_ADDR masks it away). 6.12 batches the descriptors into one submission
+        (cache.c qi_batch); 6.1 submits each on its own."""
+        addr, mask = psi_mask(iova, size)
+        prof = getattr(self.machine, "profile", None)
+        if not self.cap >> 39 & 1 or mask > (self.cap >> 48 & 0x3F):
+            descs = [iotlb_desc(self.cap, DOMAIN, did)]
+            flush = lambda: self.iotlb.invalidate_domain(did)     # noqa: E731
+        else:
+            keep_ih = ih and getattr(prof, "qi_iotlb_ih", True)
+            descs = [iotlb_desc(self.cap, PAGE, did, addr, mask, int(keep_ih))]
+            flush = lambda: self.iotlb.invalidate_pages(did, addr, mask)   # noqa: E731
+        self._submit_flush(descs + self.dev_iotlb_descs(did, addr, mask))
+        with self.timed(1):
+            flush()
+
+    def flush_iotlb_all(self, did: int) -> None:
+        """intel_flush_iotlb_all() (cache_tag_flush_all): the domain's IOTLB, domain-selective,
+        and its device IOTLBs whole (MAX_AGAW_PFN_WIDTH, 52), batched as invalidate_pages does."""
+        self._submit_flush([iotlb_desc(self.cap, DOMAIN, did)] + self.dev_iotlb_descs(did, 0, 52))
+        with self.timed(1):
+            self.iotlb.invalidate_domain(did)
+
+    def unmap_pages(self, dom, iova: int, size: int, flush: bool = True) -> int:
+        """intel_iommu_unmap() + tlb_sync: clear the range (freeing the page-table pages it
+        wholly covers, dma_pte_clear_level) and invalidate it. Returns bytes unmapped."""
+        before = self.mem.allocated
+        done = dom.table.unmap(iova, size)        # (DMA-FQ: iommu_unmap_fast, flush=False)
+        if flush:
+            self.invalidate_pages(dom.did, iova, size, ih=self.mem.allocated == before)
+        return done
+
+    def _submit_flush(self, descs) -> None:
+        """An unmap's (or flush-all's) descriptors: one submission on 6.12 (cache.c qi_batch),
+        one each on 6.1 (qi_flush_iotlb, qi_flush_dev_iotlb call qi_submit_sync)."""
+        if getattr(getattr(self.machine, "profile", None), "qi_batch", True):
+            submit(self, descs)
+        else:
+            for d in descs:
+                submit(self, [d])
