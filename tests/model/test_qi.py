@@ -336,3 +336,11 @@ def test_domain_change_clears_then_programs_the_context_entry(preset):
     if u.cap & 0x80:
         want += [(0x31 | sid << 32, 0), (0x2 | 2 << 4 | 3 << 6 | new << 16, 0)]
     assert descriptors(u, start) == want
+
+
+def test_iec_flushes_count_in_dmar_perf_latency_inv_iec():
+    m = topology.load("seed-vtd")
+    u = iommu.unit(m)
+    u.perf[3] = [0] * 10                          # `echo 3 > dmar_perf_latency`
+    m.irq_remap.alloc_msi(m.lookup(E1000E), 4, "msix")
+    assert sum(u.perf[3][:7]) == 4
