@@ -251,7 +251,11 @@ def traffic_command(m, text: str) -> None:
     Two kinds of stream, by the device's IOMMU group:
     - a DMA-API stream (the group is the kernel's): ws is a buffer mapped with dma_map
       into the group's default domain (ENOMEM when it has no IOVA space left), unmapped
-      when the stream stops.
+      and freed when the stream stops or restarts: a strict (DMA) domain queues the
+      page-selective invalidation at once; a DMA-FQ domain leaves it to the flush queue,
+      whose 10 ms timer queues one domain-selective flush and frees the IOVA range
+      (model/iommu/flush_queue.py). Host memory and page-table pages come back, so
+      start/stop for ever leaks nothing.
     - a VFIO stream (the group is claimed by a VFIO container, group.owner): the device's
       DMA targets are the IOVAs the program mapped with MAP_DMA, so the stream walks the
       container's mappings (type1's dma_list) as they are at start, in IOVA order, through
