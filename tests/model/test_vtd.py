@@ -18,6 +18,17 @@ from vfakefs.model.intel.iotlb import Iotlb
 from vfakefs.model.intel.memory import PhysMem
 from vfakefs.model.intel.pagetable import PS, R, SNP, W, PageTable
 
+
+def fq_timer(m, dt: float = 0.011) -> None:
+    """Simulated time moves on by dt and the delayed work due runs, as the engine's step does
+    (the flush queue's 10 ms timer among it); tests/model keeps to the model layer."""
+    m.clock += dt
+    due = [w for w in m.delayed if w[0] <= m.clock]
+    m.delayed = [w for w in m.delayed if w[0] > m.clock]
+    for _, work in due:
+        work()
+
+
 KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
 SEED_CAP = 0xD2078C406F0462          # 48-bit, 4-level, NFR 8, not caching mode
 QEMU_CAP = 0xD2008C22260286          # 39-bit, 3-level, NFR 1, caching mode
@@ -602,10 +613,18 @@ def test_iotlb_page_invalidation_with_address_mask(addr, am, gone):
     assert present(t, 6) == list(range(16))
 
 
+def strict(m, dev):
+    """The device's group in a strict DMA domain (seed-vtd's are DMA-FQ, whose unmaps wait
+    for the flush queue): what a `type` write of DMA does after its checks."""
+    dev.group.default_domain = "DMA"
+    iommu.change_domain(m, dev.group)
+    return dev
+
+
 def test_stale_iotlb_entry_not_used_after_dma_unmap():
     m = topology.load("seed-vtd")
     u = m.dmar[0]
-    dev = m.lookup("0000:02:00.0")
+    dev = strict(m, m.lookup("0000:02:00.0"))
     did = dev.group.domain.did
     iova = iommu.dma_map(m, dev, 3 * 4096)
     assert iova == 0xFFFF_C000                                    # 4 pages (size_aligned) below 4 GiB
@@ -614,8 +633,9 @@ def test_stale_iotlb_entry_not_used_after_dma_unmap():
         assert u.translate(0x0200, iova + p * 4096).hpa == hpa + p * 4096
     assert u.translate(0x0200, iova + 4096).iotlb_hit
     iommu.dma_unmap(m, dev, iova)
-    # the unmap queued a page-selective invalidation, am = 2 for 3 pages
-    assert u.iq[(u.iq_tail - 2) % 256][:2] == (0x2 | 3 << 4 | 3 << 6 | did << 16, iova | 2)
+    # the unmap queued a page-selective invalidation, am = 2 for 3 pages, IH (6.12: no
+    # page-table page was freed, only leaves changed)
+    assert u.iq[(u.iq_tail - 2) % 256][:2] == (0x2 | 3 << 4 | 3 << 6 | did << 16, iova | 1 << 6 | 2)
     for p in range(3):
         t = u.translate(0x0200, iova + p * 4096)
         assert t.fault is not None and t.fault.reason == 0x06 and not t.iotlb_hit
@@ -638,7 +658,7 @@ def test_invalidate_pages_covers_an_unaligned_range():
 def test_superpage_dma_unmap_invalidates_all_512_pages():
     m = topology.load("seed-vtd")
     u = m.dmar[0]
-    dev = m.lookup("0000:02:00.0")
+    dev = strict(m, m.lookup("0000:02:00.0"))
     hpa = 0x2_0000_0000                                          # 2 MiB aligned host buffer
     iova = iommu.dma_map(m, dev, MB2, hpa=hpa)
     assert iova % MB2 == 0
@@ -647,7 +667,7 @@ def test_superpage_dma_unmap_invalidates_all_512_pages():
     h, r = u.translate_batch(0x0200, probes)
     assert (r == 0).all() and (h == probes - np.uint64(iova) + np.uint64(hpa)).all()
     iommu.dma_unmap(m, dev, iova)
-    assert u.iq[(u.iq_tail - 2) % 256][1] == iova | 9
+    assert u.iq[(u.iq_tail - 2) % 256][1] == iova | 1 << 6 | 9        # the PS leaf only: IH
     h, r = u.translate_batch(0x0200, probes)
     assert (r == 6).all()
 
@@ -751,7 +771,7 @@ def iq_entries(u, start):
 def test_iq_page_selective_descriptor_on_unmap():
     m = topology.load("seed-vtd")
     u = m.dmar[0]
-    dev = m.lookup("0000:02:00.0")
+    dev = strict(m, m.lookup("0000:02:00.0"))
     did = dev.group.domain.did
     iova = iommu.dma_map(m, dev, 4096)
     start = u.iq_tail                       # seed-vtd is not caching mode: map queues nothing
@@ -761,7 +781,7 @@ def test_iq_page_selective_descriptor_on_unmap():
     qw0, qw1, status = got[0]
     # type 2 (IOTLB), granularity 3 (page-selective) bits 5:4, DW bit 6, DR bit 7, DID 31:16
     assert qw0 == 0x00F2 | did << 16
-    assert qw1 == iova | 0                  # ADDR 63:12, IH bit 6 = 0, AM 5:0 = 0
+    assert qw1 == iova | 1 << 6             # ADDR 63:12, IH bit 6 (leaves only, 6.12), AM 5:0 = 0
     assert got[1][0] & 0xF == 0x5 and got[1][0] & 1 << 5    # an invalidation wait follows, SW set
 
 
@@ -796,7 +816,8 @@ def test_iq_context_descriptor_fields():
     u = m.dmar[0]
     ccs = [qw0 for qw0, _, _ in u.iq if qw0 & 0xF == 1]
     assert ccs
-    for qw0 in ccs:
+    assert [qw0 for qw0 in ccs if (qw0 >> 4) & 3 != 3] == [0x11]   # boot's global one (set_root_entry)
+    for qw0 in ccs[1:]:
         assert (qw0 >> 4) & 3 == 3           # device-selective
         assert (qw0 >> 48) & 3 == 0          # FM: no function mask
     sids = {(qw0 >> 32) & 0xFFFF for qw0 in ccs}
@@ -902,6 +923,8 @@ def test_iova_allocator_skips_reserved_regions_reuses_and_falls_back_above_4g():
     rest = [iommu.dma_map(m, f, 1 << 30) for _ in range(2)]     # [1 GiB, 2 GiB), then [0, 1 GiB) minus page 0
     assert rest[0] == 1 << 30 and rest[1] >= 1 << 32            # page 0 is never handed out: above 4 GiB
     iommu.dma_unmap(m, f, big)
+    assert dom.fq == [(big, 1 << 30)]                           # DMA-FQ: not free before the flush
+    fq_timer(m)                                       # the flush queue's timer: flushed, freed
     assert iommu.dma_map(m, f, 1 << 30) == big                  # the freed range is found again
     # 2 MiB aligned buffers: mapped with superpages, one L2 entry per 2 MiB
     assert dom.table.entries(big)[-1] & PS

@@ -241,6 +241,7 @@ class Traffic:
     vfio: object = None           # a VFIO stream: the type1 backend whose mappings it walks
     past: int | None = None       # the first address past everything the stream may reach (storm's)
     walk: object = None           # the engine's page index over iovas, when they are several runs
+    hpa: int | None = None        # a DMA-API stream's buffer in host memory
 
     def describe(self) -> str:
         hist = " ".join(str(c) for c in self.latency)
@@ -260,7 +261,11 @@ def traffic_command(m, text: str) -> None:
     Two kinds of stream, by the device's IOMMU group:
     - a DMA-API stream (the group is the kernel's): ws is a buffer mapped with dma_map
       into the group's default domain (ENOMEM when it has no IOVA space left), unmapped
-      when the stream stops.
+      and freed when the stream stops or restarts: a strict (DMA) domain queues the
+      page-selective invalidation at once; a DMA-FQ domain leaves it to the flush queue,
+      whose 10 ms timer queues one domain-selective flush and frees the IOVA range
+      (model/iommu/flush_queue.py). Host memory and page-table pages come back, so
+      start/stop for ever leaks nothing.
     - a VFIO stream (the group is claimed by a VFIO container, group.owner): the device's
       DMA targets are the IOVAs the program mapped with MAP_DMA, so the stream walks the
       container's mappings (type1's dma_list) as they are at start, in IOVA order, through
@@ -327,6 +332,8 @@ def traffic_command(m, text: str) -> None:
         u = iommu.unit(m)
         t.domain = iommu.dma_domain(dev.group) if u is not None and dev.group is not None else None
         t.past = t.iovas[0][0] + t.working_set
+        mapped = t.domain.mappings.get(t.iovas[0][0]) if t.domain is not None else None
+        t.hpa = mapped[0] if mapped is not None else t.iovas[0][0]
     t.latency = [0] * 8
     old = m.traffic.get(dev.name)
     if old is not None:
@@ -370,15 +377,20 @@ def dma_owner_claimed(m, group) -> None:
 
 
 def release(m, t: Traffic) -> None:
-    """dma_unmap the stream's buffer, if its domain is still the device's default one (a
-    `type` write or a removal freed the old one, mappings and all). A VFIO stream mapped
-    nothing: the program's mappings are the program's, and the default domain is not its."""
+    """dma_unmap the stream's buffer (page-selective invalidations queued; its IOVA range,
+    emptied page-table pages and host pages go back), if its domain is still the device's
+    DMA domain; when a `type` write or a removal freed that domain, mappings and all, only
+    the host pages are left to give back. A VFIO stream mapped nothing: the program's
+    mappings are the program's, and the default domain is not its."""
     dev = t.dev
-    if t.vfio is not None or t.domain is None or t.iovas is None or m.by_bdf.get(dev.bdf) is not dev or \
-            dev.group is None or iommu.dma_domain(dev.group) is not t.domain:
+    if t.vfio is not None or t.iovas is None:
         return
-    for iova, _ in t.iovas:
-        iommu.dma_unmap(m, dev, iova)
+    if m.by_bdf.get(dev.bdf) is dev and dev.group is not None and \
+            (t.domain is None or iommu.dma_domain(dev.group) is t.domain):
+        for iova, _ in t.iovas:
+            iommu.dma_unmap(m, dev, iova)
+    elif t.hpa is not None and m.host_memory.owner(t.hpa) == iommu.DMA_BUFFER:
+        m.free_host_memory(t.hpa)
     t.iovas = None
 
 

@@ -19,7 +19,7 @@ from vfakefs.model.pci import sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
-from vfakefs.model.ram import SystemRam
+from vfakefs.model.ram import HostMemory, SystemRam
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Machine:
         self.clock = 0.0                        # simulated seconds the engine has run
         self.delayed: list = []                 # (due clock, work): what the engine runs later
         self.topology = None                    # the topology.Topology it was booted from
-        self._host_next = 0x1_0000_0000         # host memory the simulated DMA API hands out
+        self.host_memory = HostMemory()         # host pages the DMA API and VFIO pinning take (model/ram.py)
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>
         self.vfio_pins: list = []               # (hpa, size, ProcessMemory, vaddr) VFIO pinned, by hpa
         self.ram = SystemRam()                  # other host pages device DMA wrote (model/ram.py)
@@ -163,12 +163,14 @@ class Machine:
     def by_rid(self, rid: int, domain: int = 0) -> PciFunction | None:
         return self.by_bdf.get(Bdf.from_rid(domain, rid))
 
-    def alloc_host_memory(self, size: int, align: int = 0x1000) -> int:
+    def alloc_host_memory(self, size: int, align: int = 0x1000, owner: str = "") -> int:
         """Pages of simulated system RAM for DMA buffers (never backed: addresses only),
-        aligned to `align` (a power of two)."""
-        addr = (self._host_next + align - 1) & ~(align - 1)
-        self._host_next = addr + ((size + 0xFFF) & ~0xFFF)
-        return addr
+        aligned to `align` (a power of two); owner says who frees them."""
+        return self.host_memory.alloc(size, align, owner)
+
+    def free_host_memory(self, hpa: int) -> None:
+        """Give back what alloc_host_memory handed out at hpa, and the bytes written there."""
+        self.ram.drop(hpa, self.host_memory.free(hpa))
 
     def lookup(self, name: str) -> PciFunction | None:
         """bus_find_device_by_name: the exact kernel name only (01:00.0 is not found)."""

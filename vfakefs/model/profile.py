@@ -40,6 +40,12 @@ class KernelProfile:
     # a VT-d paging domain's pgsize_bitmap has the superpages CAP.SLLPS has
     # (domain_super_pgsize_bitmap); 6.1 advertises SZ_4K only and builds superpages inside map_pages
     vtd_superpage_pgsizes: bool = True
+    # an unmap's IOTLB and device-IOTLB descriptors go in one qi_submit_sync with one wait
+    # (cache.c qi_batch, 6.12); 6.1 submits each descriptor with a wait of its own
+    qi_batch: bool = True
+    # the IOTLB descriptor keeps the invalidation hint (IH, leaf-only) the unmap passes:
+    # qi_desc_iotlb takes it from addr bit 0 (6.12 stable); 6.1's QI_IOTLB_ADDR masks it off
+    qi_iotlb_ih: bool = True
 
 
 PROFILES = {
@@ -47,7 +53,8 @@ PROFILES = {
         "6.1", "6.1.0-56-amd64", False, False, False, True, True, True,
         "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
         "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
-        identity_flpt_did=False, vfio_set_container_ebadfd=False, vtd_superpage_pgsizes=False),
+        identity_flpt_did=False, vfio_set_container_ebadfd=False, vtd_superpage_pgsizes=False,
+        qi_batch=False, qi_iotlb_ih=False),
     "6.12": KernelProfile(
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "

@@ -48,6 +48,73 @@ class SystemRam:
             page[off:off + k] = data[pos:pos + k]
             pos += k
 
+    def drop(self, hpa: int, size: int) -> None:
+        """Pages freed: what devices wrote there is gone with them."""
+        if not self.pages:
+            return
+        first, last = hpa >> 12, (hpa + size - 1) >> 12
+        if last - first < len(self.pages):
+            for pfn in range(first, last + 1):
+                self.pages.pop(pfn, None)
+        else:
+            for pfn in [p for p in self.pages if first <= p <= last]:
+                del self.pages[pfn]
+
+
+class HostMemory:
+    """The host's page allocator as the DMA API and VFIO's pinning take from it: whole pages,
+    aligned as asked, the lowest free address first; what is freed is handed out again (a
+    stream started and stopped for ever takes the same buffer each time). Addresses only:
+    the bytes devices write are SystemRam's, dropped when their pages are freed."""
+
+    def __init__(self, base: int = 0x1_0000_0000):
+        self.base = self.top = base          # everything from top up is free
+        self.holes: list[tuple[int, int]] = []   # freed (start, end) below top, sorted, merged
+        self.in_use: dict[int, tuple[int, str]] = {}   # start -> (size, owner)
+
+    @property
+    def allocated(self) -> int:
+        """Bytes handed out and not freed."""
+        return sum(size for size, _ in self.in_use.values())
+
+    def alloc(self, size: int, align: int = PAGE, owner: str = "") -> int:
+        size = (size + PAGE - 1) & ~(PAGE - 1)
+        for i, (start, end) in enumerate(self.holes):
+            addr = (start + align - 1) & ~(align - 1)
+            if addr + size <= end:
+                pieces = [(start, addr), (addr + size, end)]
+                self.holes[i:i + 1] = [(a, b) for a, b in pieces if a < b]
+                break
+        else:
+            addr = (self.top + align - 1) & ~(align - 1)
+            if addr > self.top:
+                self._hole(self.top, addr)
+            self.top = addr + size
+        self.in_use[addr] = (size, owner)
+        return addr
+
+    def owner(self, addr: int) -> str | None:
+        got = self.in_use.get(addr)
+        return got[1] if got is not None else None
+
+    def free(self, addr: int) -> int:
+        """Give back the allocation that starts at addr; returns its size."""
+        size, _ = self.in_use.pop(addr)
+        self._hole(addr, addr + size)
+        return size
+
+    def _hole(self, start: int, end: int) -> None:
+        i = bisect.bisect_left(self.holes, (start, end))
+        if i > 0 and self.holes[i - 1][1] == start:          # merge with the hole below
+            i -= 1
+            start = self.holes.pop(i)[0]
+        if i < len(self.holes) and self.holes[i][0] == end:  # and the one above
+            end = self.holes.pop(i)[1]
+        if end == self.top:                                  # the top of the heap comes down
+            self.top = start
+        else:
+            self.holes.insert(i, (start, end))
+
 
 def _piece(m, hpa: int, n: int):
     """The first piece of [hpa, hpa+n) that one backing holds: (length, ProcessMemory or

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vfakefs.model.ida import Ida
+from vfakefs.model.intel import qi
 from vfakefs.model.intel.entries import AT_TRANSLATED, AT_UNTRANSLATED, TT_PASS_THROUGH, context_walk, \
     masks, width
 from vfakefs.model.intel.faults import FSTS_PFO, FSTS_PPF, FaultRecording   # noqa: F401 (FSTS_*: ours to export)
@@ -33,7 +34,7 @@ FAULT_REASONS = {
 }
 TT_MULTI_LEVEL = 0
 GSTS = 0xC7000000   # TES RTPS QIES IRES IRTPS: translation, root table, QI and IR enabled
-IQ_ENTRIES = 256
+IQ_ENTRIES = qi.IQ_ENTRIES
 
 
 FAULT_LOG_MAX = 4096   # faults dmar_table_errors keeps (like the printk ring, it forgets the oldest)
@@ -45,6 +46,8 @@ class Domain:
     type: str                     # DMA, DMA-FQ, identity, blocked, unmanaged
     table: PageTable | None       # None for identity (pass-through) and blocked
     mappings: dict = field(default_factory=dict)   # iova -> (hpa, size, prot) made by the DMA API
+    fq: list = field(default_factory=list)         # DMA-FQ: (iova, size) unmapped, awaiting the flush
+    fq_timer: bool = False                         # the flush queue's timer is armed
 
     def alloc_iova(self, size: int, limit: int = 1 << 32, reserved=()) -> int | None:
         """alloc_iova(..., size_aligned): pages rounded up to a power of two, aligned
@@ -54,6 +57,7 @@ class Domain:
         nothing fits."""
         span = _span(size)
         busy = [(iova, iova + _span(sz)) for iova, (_, sz, _) in self.mappings.items()]
+        busy += [(iova, iova + _span(sz)) for iova, sz in self.fq]     # not free until flushed
         busy += [(start, end + 1) for start, end in reserved]
         top = limit
         for start, end in sorted(busy, key=lambda r: r[1], reverse=True):
@@ -92,7 +96,7 @@ class Translation:
 
 
 @dataclass
-class DmarUnit(FaultRecording):
+class DmarUnit(FaultRecording, qi.QueuedInvalidation):
     seq_id: int
     reg_base: int = 0xFED90000
     version: tuple[int, int] = (1, 0)
@@ -103,6 +107,8 @@ class DmarUnit(FaultRecording):
     fault_log: list = field(default_factory=list)      # the last FAULT_LOG_MAX faults serviced
     faults_serviced: int = 0                           # all of them, ever
     iq_tail: int = 0
+    qi_submissions: int = 0                            # qi_submit_sync calls, ever
+    qi_live: bool = False                              # init_flush has run: IRTE changes are flushed
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
 
@@ -144,6 +150,7 @@ class DmarUnit(FaultRecording):
         self.rtaddr = self.root       # RTADDR_REG as the hardware latched it (SRTP); the walk starts here
         self.iq_base = self.mem.alloc_page()
         self.iq_status = self.mem.alloc_page()
+        self.init_flush()
         if self.on_materialize is not None:
             self.on_materialize()
 
@@ -228,6 +235,7 @@ class DmarUnit(FaultRecording):
             dom.table.free()
             dom.table = None
         dom.mappings.clear()
+        dom.fq.clear()
         self.iotlb.forget_domain(dom.did)
         self.domain_ids.free(dom.did)
 
@@ -254,43 +262,22 @@ class DmarUnit(FaultRecording):
             lo, hi = dom.table.pgd | TT_MULTI_LEVEL << 2 | 1, dom.did << 8 | (self.levels - 2)
         self.mem.write(slot, lo)
         self.mem.write(slot + 8, hi)
+        # the kernel clears a present entry before it programs another (domain_context_clear_one,
+        # from dmar_remove_one_dev_info / device_block_translation): device-selective context
+        # cache for the old domain id, then its IOTLB, each its own submission
         if old_lo & 1:
-            cc_did = did = (old_hi >> 8) & 0xFFFF  # what was cached belongs to the old domain
-        elif self.cap & 0x80:
-            # caching mode caches non-present entries in the "special domain #0"
-            # (domain_context_mapping_one): context flush for DID 0, IOTLB for the new one
-            cc_did, did = 0, (hi >> 8) & 0xFFFF
-        else:
-            return                                # not-present to present: a write-buffer flush only
-        self.queue_invalidation(0x1 | 3 << 4 | cc_did << 16 | rid << 32, 0)  # context cache, device
-        self.queue_invalidation(0x2 | 2 << 4 | 3 << 6 | did << 16, 0)        # IOTLB, domain, DR DW
-        with self.timed(1):
-            self.iotlb.invalidate_domain(did)
+            self._flush_context(rid, (old_hi >> 8) & 0xFFFF, (old_hi >> 8) & 0xFFFF)
+        # not-present to present (domain_context_mapping_one): a write-buffer flush only, unless
+        # caching mode caches non-present entries in the "special domain #0": context cache
+        # for DID 0, IOTLB for the new domain
+        if lo & 1 and self.cap & 0x80:
+            self._flush_context(rid, 0, (hi >> 8) & 0xFFFF)
 
     def context(self, rid: int) -> tuple[int, int]:
         slot = self.context_slot(rid, create=False)
         if slot is None:
             return 0, 0
         return self.mem.read(slot), self.mem.read(slot + 8)
-
-    # --- invalidation queue (VT-d spec 6.5.2) ------------------------------------------------
-    def queue_invalidation(self, qw0: int, qw1: int) -> None:
-        """Submit a descriptor followed by a wait descriptor, as qi_submit_sync does."""
-        self.iq[self.iq_tail] = (qw0, qw1, 0)
-        self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
-        # wait descriptor: SW, status data QI_DONE (2), written to this slot's desc_status word
-        self.iq[self.iq_tail] = (0x5 | 1 << 5 | 2 << 32, self.iq_status + 4 * self.iq_tail, 0)
-        self.iq_tail = (self.iq_tail + 1) % IQ_ENTRIES
-
-    def invalidate_pages(self, did: int, iova: int, size: int) -> None:
-        """Page-selective IOTLB invalidation with the address mask covering size."""
-        first, last = iova >> 12, (iova + max(size, 1) - 1) >> 12
-        am = 0
-        while first >> am != last >> am:      # widen until one aligned window covers the range
-            am += 1
-        self.queue_invalidation(0x2 | 3 << 4 | 3 << 6 | did << 16, (iova & ~((1 << (12 + am)) - 1)) | am)
-        with self.timed(1):
-            self.iotlb.invalidate_pages(did, iova, am)
 
     @contextmanager
     def timed(self, kind: int):

@@ -115,10 +115,18 @@ class IrqRemapTable:
         """modify_irte(): the entry changes as one 128-bit store."""
         lo, hi = irte.encode()
         self.lo[index], self.hi[index] = np.uint64(lo), np.uint64(hi)
+        self._flush_iec(index)
+
+    def _flush_iec(self, index: int, mask: int = 0) -> None:
+        """modify_irte / clear_entries end with qi_flush_iec: the unit's interrupt entry cache."""
+        flush = getattr(self.unit, "flush_iec", None)
+        if flush is not None:
+            flush(index, mask)
 
     def clear(self, index: int, count: int = 1) -> None:
         self.lo[index:index + count] = 0
         self.hi[index:index + count] = 0
+        self._flush_iec(index, (count - 1).bit_length())
 
     def present(self) -> np.ndarray:
         """Indices of present entries, in table order."""
@@ -249,6 +257,7 @@ class IrqRemapTable:
         """irq_set_vcpu_affinity(NULL): back to the remapped entry the host programmed."""
         lo, hi = self.saved.pop(index)
         self.lo[index], self.hi[index] = np.uint64(lo), np.uint64(hi)
+        self._flush_iec(index)
 
     # --- MSI messages -------------------------------------------------------------------------------
     @staticmethod

@@ -86,7 +86,37 @@ class PageTable:
                 self.mapped_pages -= span // PAGE
                 done += span
             iova = (iova | (span - 1)) + 1
+        self._free_covered(self.pgd, self.levels, 0, end - size, end)
         return done
+
+    def _free_covered(self, table: int, lv: int, base: int, start: int, end: int) -> None:
+        """dma_pte_clear_level(): a lower-level table whose whole span lies in [start, end)
+        goes back to memory with everything under it, its entry cleared (the top table, pgd,
+        stays); a table only partly covered is looked into."""
+        shift = LEVEL_SHIFT[lv]
+        first = max(start - base, 0) >> shift
+        last = min((end - 1 - base) >> shift, 511)
+        for i in range(first, last + 1):
+            slot = table + 8 * i
+            e = self.mem.read(slot)
+            if not e & (R | W) or e & PS:
+                continue
+            lo = base | i << shift
+            if start <= lo and lo + (1 << shift) <= end:
+                for page in list(self._subtree(e & ADDR, lv - 1)):
+                    self.mem.free_page(page)
+                self.mem.write(slot, 0)
+            elif lv > 2:
+                self._free_covered(e & ADDR, lv - 1, lo, start, end)
+
+    def _subtree(self, table: int, lv: int):
+        """Every table page under (and including) table, a table of level lv, leaves first."""
+        if lv > 1:
+            i = self.mem.index(table)
+            q = self.mem.q[i: i + 512]
+            for e in q[((q & np.uint64(R | W)) != 0) & ((q & np.uint64(PS)) == 0)]:
+                yield from self._subtree(int(e) & ADDR, lv - 1)
+        yield table
 
     def _table_for(self, iova: int, level: int) -> int:
         table = self.pgd
@@ -118,14 +148,7 @@ class PageTable:
         """domain_exit(): every table page of the domain back to memory, leaves first
         (the pages mapped are the DMA buffers': they are not the tables' to free)."""
 
-        def tables(table, lv):
-            if lv > 1:
-                i = self.mem.index(table)
-                q = self.mem.q[i: i + 512]
-                for e in q[((q & np.uint64(R | W)) != 0) & ((q & np.uint64(PS)) == 0)]:
-                    yield from tables(int(e) & ADDR, lv - 1)
-            yield table
-        for page in list(tables(self.pgd, self.levels)):
+        for page in list(self._subtree(self.pgd, self.levels)):
             self.mem.free_page(page)
         self.mapped_pages = 0
 

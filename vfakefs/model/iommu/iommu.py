@@ -7,12 +7,13 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault, Translation
-from vfakefs.model.iommu import groups
+from vfakefs.model.iommu import flush_queue, groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
 
 DEFAULT_FAULT_THRESHOLD = 100
+DMA_BUFFER = "dma_map"      # host memory dma_map allocated itself: dma_unmap frees it
 
 
 def unit(m):
@@ -133,7 +134,7 @@ def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> in
     if hpa is None:
         # a buffer of 2 MiB or more from the page allocator is 2 MiB aligned, so
         # intel_iommu maps it with superpages where the unit has them
-        hpa = m.alloc_host_memory(size, align=min(1 << 21, 1 << (size - 1).bit_length()))
+        hpa = m.alloc_host_memory(size, align=min(1 << 21, 1 << (size - 1).bit_length()), owner=DMA_BUFFER)
     if iova is None:
         return hpa
     dom.table.map(iova, hpa, size, R | (W if write else 0))
@@ -144,13 +145,26 @@ def dma_map(m, dev, size: int, write: bool = True, hpa: int | None = None) -> in
 
 
 def dma_unmap(m, dev, iova: int) -> None:
+    """dma_unmap_single(), and the buffer dma_map allocated goes back (dma_free_coherent):
+    its IOVA range (iommu_dma_free_iova), the page-table pages the unmap emptied, and the
+    host pages. Translated: the range is cleared, then invalidated at once (DMA, strict) or
+    queued for the flush queue's domain-wide flush, which frees the IOVA (DMA-FQ,
+    flush_queue.py). Identity or no IOMMU: the bus address is the buffer."""
     u = unit(m)
     dom = dma_domain(dev.group) if u is not None and dev.group is not None else None
-    if dom is None or dom.table is None or iova not in dom.mappings:
-        return
-    _, size, _ = dom.mappings.pop(iova)
-    dom.table.unmap(iova, size)
-    u.invalidate_pages(dom.did, iova, size)           # strict mode; DMA-FQ would batch these
+    if dom is not None and dom.table is not None:
+        if iova not in dom.mappings:
+            return
+        hpa, size, _ = dom.mappings.pop(iova)
+        if dom.type == "DMA-FQ":                  # deferred: the flush queue flushes and frees the IOVA
+            u.unmap_pages(dom, iova, size, flush=False)
+            flush_queue.queue_iova(m, u, dom, iova, size)
+        else:
+            u.unmap_pages(dom, iova, size)
+    else:
+        hpa = iova
+    if m.host_memory.owner(hpa) == DMA_BUFFER:
+        m.free_host_memory(hpa)
 
 
 # --- DMA from a device, and what the kernel does with faults ---------------------------------------

@@ -239,7 +239,7 @@ class VfioIommuType1:
             self.m.kmsg.log(f"vfio_pin_pages_remote: RLIMIT_MEMLOCK ({limit * PAGE}) exceeded", KERN_WARNING)
             raise SysfsError(errno.ENOMEM)
         mm.account(npage, dma.lock_cap)
-        return self.m.alloc_host_memory(dma.size, align=_align(dma.iova, dma.size))
+        return self.m.alloc_host_memory(dma.size, align=_align(dma.iova, dma.size), owner="vfio")
 
     def _set_vaddr(self, dma: VfioDma | None, vaddr: int, iova: int, size: int, mm: Mm) -> None:
         """vfio_dma_do_map()'s VFIO_DMA_MAP_FLAG_VADDR: only a mapping whose vaddr was
@@ -310,11 +310,11 @@ class VfioIommuType1:
     def _remove_dma(self, dma: VfioDma, flush: bool = True) -> None:
         """vfio_remove_dma(): clear the tables, flush the IOTLB range (intel_iommu_tlb_sync's
         page-selective invalidation), unpin and un-account the pages."""
-        self.domain.table.unmap(dma.iova, dma.size)
-        if flush:
-            self.unit.invalidate_pages(self.domain.did, dma.iova, dma.size)
+        self.unit.unmap_pages(self.domain, dma.iova, dma.size, flush)
         self.dma_list.remove(dma)
         self.m.vfio_pins.remove(next(p for p in self.m.vfio_pins if p[0] == dma.hpa))
+        if self.m.host_memory.owner(dma.hpa) == "vfio":
+            self.m.host_memory.free(dma.hpa)             # unpinned: the pages are the program's again
         dma.mm.account(-(dma.size // PAGE), dma.lock_cap)    # vfio_lock_acct() to dma->mm
         if dma.vaddr_invalid:
             self.vaddr_invalid_count -= 1
