@@ -55,8 +55,9 @@ def recorded_irq(machine) -> dict | None:
 
 def _gsi(f) -> int | None:
     """The IOAPIC pin pci_enable_device() maps (acpi_pci_irq_enable), if the function has INTx."""
-    if f.config.r8(0x3D) and 16 <= f.irq < IOAPIC_PINS:
-        return f.irq
+    irq = f.irq if f.intx_irq is None else f.intx_irq      # dev->irq is the MSI's once MSI is on
+    if f.config.r8(0x3D) and 16 <= irq < IOAPIC_PINS:
+        return irq
     return None
 
 
