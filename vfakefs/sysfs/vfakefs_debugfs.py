@@ -9,10 +9,16 @@ of the last request made on that same file descriptor:
     msi  <bdf> <address> <data>                     what interrupt remapping did with it
     msi  <bdf> vector <n>                           the same, for the message vector n has programmed
 
+`interrupts` is /proc/interrupts for the functions' MSI/MSI-X irqs (sysfs/interrupts.py);
+`posted` posts a vector to a vCPU's posted-interrupt descriptor or gives it back
+(model/posted.py): `<bdf> vector <n> pda=<addr> vcpu_vector=<v> [ndst=<cpu>] [urgent]`,
+`<bdf> vector <n> remapped`; reading it lists the posted vectors.
+
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
-from vfakefs.model import controls
+from vfakefs.model import controls, posted
+from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -32,6 +38,8 @@ CONTROLS = (
     Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
+    Attr("interrupts", interrupts_show, None, 0o444, size=0),
+    Attr("posted", posted.posted_show, posted.posted_command, 0o644, size=0),
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine

@@ -266,6 +266,12 @@ class IrqRemapTable:
         if self.pd_memory is not None:
             self.pd_memory[1](pda, desc.to_bytes(self.x2apic))
 
+    def descriptor(self, pda: int) -> PostedDescriptor:
+        """The posted-interrupt descriptor at pda as it stands (in memory, when there is one)."""
+        desc = self.descriptors.get(pda) or PostedDescriptor()
+        self._load(pda, desc)
+        return desc
+
     def posted_indices(self) -> list[int]:
         return [int(i) for i in np.nonzero((self.lo & np.uint64(1 | 1 << 15)) == np.uint64(1 | 1 << 15))[0]]
 
