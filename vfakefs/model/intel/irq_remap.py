@@ -9,11 +9,13 @@ serviced by its dmar_fault() model, so one place logs every VT-d fault.
 """
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
+from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.intel.irte import (
     INTR_REMAP_TABLE_ENTRIES, QUALIFIED, SVT_VERIFY_SID, SVT_VERIFY_BUS, SQ_MASKS,
@@ -207,18 +209,24 @@ class IrqRemapTable:
         for index in self.indices(dev):
             e = self[index]
             if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
-                vector, cpu = self.matrix.alloc()
+                try:
+                    vector, cpu = self.matrix.alloc()
+                except MemoryError:
+                    return                                 # request_irq fails: the rest stay parked
                 self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
 
     def request_irq(self, index: int, handler=None) -> None:
         """request_irq() of one parked vector: it gets a CPU and vector from the matrix;
         handler() runs for each message delivered to it (handle())."""
-        if handler is not None:
-            self.handlers[index] = handler
         e = self[index]
         if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
-            vector, cpu = self.matrix.alloc()
+            try:
+                vector, cpu = self.matrix.alloc()
+            except MemoryError:
+                raise SysfsError(errno.ENOSPC, "no free vector") from None   # assign_irq_vector_any()
             self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
+        if handler is not None:
+            self.handlers[index] = handler
 
     def free_irq(self, index: int) -> None:
         """free_irq(): the vector goes back to the matrix; the entry stays allocated, parked
