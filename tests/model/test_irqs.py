@@ -178,3 +178,23 @@ def test_posting_without_cap_pi_changes_nothing(m):
     assert e.value.errno == errno.EINVAL and (t.lo == lo).all() and (t.hi == hi).all()
     assert m.kmsg.text().splitlines()[-1].endswith(
         "vfakefs: posted: dmar0 has no posted-interrupt support (CAP.PI clear)")
+
+
+# --- vfio-pci ------------------------------------------------------------------------------------------
+def test_vfio_program_vectors_appear_and_go(m):
+    """On vfio-pci a device has none; SET_IRQS enabling MSI-X takes irq numbers (msi_irqs/)
+    and IRTEs apart from every host driver's, named vfio-msix[n](bdf) once requested."""
+    from tests.model.test_vfio_device import MSIX, TRIGGER_EVENTFD, TRIGGER_NONE, Counter, vfio_open
+    from vfakefs.sysfs.interrupts import interrupts_show
+    t = m.irq_remap
+    host = {i for f in m.functions if f.bdf != Bdf.from_str("0000:03:00.1") for i in t.indices(f)}
+    nic = vfio_open(m, "0000:03:00.1")
+    dev = nic.dev
+    assert dev.msi_irqs == [] and t.indices(dev) == []
+    nic.set_irqs(MSIX, 0, 2, TRIGGER_EVENTFD, [Counter(), Counter()])
+    assert dev.msi_irqs == [(135, "msix"), (136, "msix")] and not set(t.indices(dev)) & host
+    text = interrupts_show(m)
+    assert "135:          0          0  IR-PCI-MSIX-0000:03:00.1   0-edge      vfio-msix[0](0000:03:00.1)\n" in text
+    nic.set_irqs(MSIX, 0, 0, TRIGGER_NONE)
+    assert dev.msi_irqs == [] and t.indices(dev) == [] and "vfio-msix" not in interrupts_show(m)
+    m.check()

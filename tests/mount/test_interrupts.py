@@ -260,3 +260,4 @@ def test_posting_needs_cap_pi(mount_preset):
     assert any(x.endswith(";vfakefs: posted: dmar0 has no posted-interrupt support (CAP.PI clear)")
                for x in kmsg_lines(mnt))
     assert mnt.read(mnt.path / INTEL / "ir_translation_struct") == before
+

@@ -219,3 +219,23 @@ def boot(m) -> None:
         m.irq_remap                                              # noqa: B018 - builds the table
     for f in taken:
         program(m, f)
+
+
+# --- vfio-pci: the vectors a program enables with SET_IRQS -----------------------------------------------
+def vfio_enable(m, dev, nvec: int, msix: bool) -> None:
+    """vfio_msi_enable()'s pci_alloc_irq_vectors(): irq numbers and msi_irqs/ entries, named
+    as vfio_msi_set_vector_signal() requests them: vfio-msi[x][<n>](<bdf>)."""
+    descs = irq_descs(m)
+    kind = "msix" if msix else "msi"
+    dev.msi_irqs = [(descs.alloc(), kind) for _ in range(nvec)]
+    dev.msi_names = [f"vfio-{'msix' if msix else 'msi'}[{n}]({dev.name})" for n in range(nvec)]
+    m.changed(dev)                                        # msi_irqs/ appears
+
+
+def vfio_disable(m, dev) -> None:
+    """vfio_msi_disable()'s pci_free_irq_vectors(): the numbers go back, msi_irqs/ empties."""
+    descs = irq_descs(m)
+    for irq, _ in dev.msi_irqs:
+        descs.release(irq)
+    dev.msi_irqs, dev.msi_names = [], []
+    m.changed(dev)
