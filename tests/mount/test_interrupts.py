@@ -11,6 +11,7 @@ import re
 import pytest
 
 from tests.conftest import sh
+from tests.mount.test_vfio_programs import progs  # noqa: F401 (the fixture)
 from tests.mount.test_controls import ask, dmar_table_errors, ir_entries, remappable_msi
 
 VF = "sys/kernel/debug/vfakefs"
@@ -261,3 +262,25 @@ def test_posting_needs_cap_pi(mount_preset):
                for x in kmsg_lines(mnt))
     assert mnt.read(mnt.path / INTEL / "ir_translation_struct") == before
 
+
+
+def test_the_essay_programs_msi_shows_in_msi_irqs_and_interrupts(mount_preset, progs):
+    """The essay's program on vfio-pci enables the GPU's MSI with SET_IRQS: msi_irqs/ has its
+    irq (nouveau's, freed at unbind, is the lowest free again), `interrupts` names it
+    vfio-msi[0](bdf) and counts the vector the `msi` control raises; exit takes it away."""
+    from tests.mount.test_vfio_programs import GPU, bind_audio, bind_gpu, bus_master_on, control, program
+    mnt = mount_preset("seed-vtd")
+    bind_gpu(mnt)
+    bind_audio(mnt)
+    assert msi_irqs(mnt, GPU) is None and 126 not in interrupts(mnt)
+    with program(mnt.path, progs / "essay") as p:
+        p.until("ready")
+        assert msi_irqs(mnt, GPU) == {"126": "msi\n"}
+        assert interrupts(mnt)[126] == ((0, 0), f"IR-PCI-MSI-{GPU}", 0, f"vfio-msi[0]({GPU})")
+        bus_master_on(mnt)
+        answer = control(mnt, "msi", f"{GPU} vector 0")
+        cpu = int(re.search(r"to cpu (\d)", answer)[1])
+        assert interrupts(mnt)[126][0][cpu] == 1
+        p.send()
+        p.finish()
+    assert msi_irqs(mnt, GPU) is None and 126 not in interrupts(mnt)
