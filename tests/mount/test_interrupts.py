@@ -284,3 +284,18 @@ def test_the_essay_programs_msi_shows_in_msi_irqs_and_interrupts(mount_preset, p
         p.send()
         p.finish()
     assert msi_irqs(mnt, GPU) is None and 126 not in interrupts(mnt)
+
+
+def test_interface_down_frees_its_irqs_and_up_requests_them(mount_preset):
+    """ixgbe requests its irqs in ndo_open and frees them in ndo_stop: with eth1 down its
+    irqs have no name (not listed) and their IRTEs are parked on the shutdown vector 0xef."""
+    mnt = mount_preset("seed-vtd")
+    flags = mnt.path / "sys/class/net/eth1/flags"
+    assert mnt.read(flags) == "0x1003\n"
+    assert sh(f"echo 0x1002 > {flags}").returncode == 0
+    assert not set(interrupts(mnt)) & {135, 136, 137}
+    assert [e[3] for e in ir_entries(mnt) if e[1] == "03:00.1"] == [0xEF] * 3
+    assert msi_irqs(mnt, "0000:03:00.1") == {"135": "msix\n", "136": "msix\n", "137": "msix\n"}   # still allocated
+    assert sh(f"echo 0x1003 > {flags}").returncode == 0
+    assert [interrupts(mnt)[i][3] for i in (135, 136, 137)] == ["eth1-TxRx-0", "eth1-TxRx-1", "eth1"]
+    assert 0xEF not in [e[3] for e in ir_entries(mnt) if e[1] == "03:00.1"]

@@ -124,6 +124,20 @@ def opened(dev) -> bool:
     return any(nd.running for nd in dev.netdevs)
 
 
+def netdev_state(dev) -> None:
+    """ndo_open requests the netdev driver's irqs, ndo_stop frees them (free_irq: the
+    vectors stay allocated, parked on the shutdown vector)."""
+    m = getattr(dev, "machine", None)
+    if m is None or not dev.msi_names or m.irq_remap_args is None:
+        return
+    t = m.irq_remap
+    if opened(dev):
+        t.request_irqs(dev)
+    else:
+        for index in t.indices(dev):
+            t.free_irq(index)
+
+
 # --- probe and remove ---------------------------------------------------------------------------------
 def take(m, dev, drv) -> Plan | None:
     """The vectors drv's probe allocates: irq numbers, msi_irqs entries, names. The IRTEs
