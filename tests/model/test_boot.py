@@ -82,7 +82,10 @@ def test_seed_vtd_vectors_are_computed():
     m = topology.load("seed-vtd")
     assert m.recorded == {}
     t = irq_boot.build(m, x2apic=True)
-    assert len(t.present()) == 5                           # the started legacy pins (no MSIs declared)
+    # the started legacy pins, then each driver's vectors (base/irqs.py) at 2 CPUs: nouveau's
+    # MSI, igb 5 (link + 2 rx + 2 tx), ixgbe 3 per port (2 TxRx + other), nvme 3 each (admin + 2)
+    assert len(t.present()) == 5 + 1 + 5 + 2 * 3 + 4 * 3
+    assert [str(i) for i in t.present()] == [str(i) for i in m.irq_remap.present()]   # as boot built it
     used = [sorted(t.matrix.used[c]) for c in range(m.nr_cpus)]
     assert all(v == list(range(0x21, 0x21 + len(v))) for v in used)
 

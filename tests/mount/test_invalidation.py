@@ -90,7 +90,8 @@ async def test_link_and_netdev_changes_are_seen(live):
     assert "No such file" in await sh(f"readlink -v {d}/driver")
     assert "No such file" in await sh(f"ls {d}/net")
     assert "eth0" not in await sh(f"ls {mnt}/sys/class/net")
-    assert int(await sh(f"stat -L -c %h {d}")) == int(nlink_before) - 1
+    assert "No such file" in await sh(f"ls {d}/msi_irqs")                # its vectors went with it
+    assert int(await sh(f"stat -L -c %h {d}")) == int(nlink_before) - 2   # net/ and msi_irqs/
 
 
 # --- after a full walk, a change re-lists only what it can alter: nothing stale survives ---------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
 from vfakefs.model.boot import boot_log, default_domain, late_boot_log
 from vfakefs.model.intel.dmar import DmarUnit
@@ -93,6 +94,7 @@ def boot(topo: Topology) -> Machine:
         u.on_materialize = lambda u=u: iommu.program_all(u)
     if iommu_on and m.interrupt_remapping and m.dmar[0].ir_supported:
         m.irq_remap_args = {"x2apic": iommu_spec.get("x2apic", True)}
+    irqs.boot(m)                                      # the bound drivers' MSI/MSI-X vectors
     m.check()
     return m
 

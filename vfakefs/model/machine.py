@@ -74,6 +74,7 @@ class Machine:
         self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
         self._irq_remap = None                  # irq_remap.IrqRemapTable, made on first use
         self.irq_remap_args: dict | None = None  # how to make it, when interrupt remapping is on
+        self.irq_descs = None                   # base/irqs.IrqDescs: MSI irq numbers, made on first use
         self.clock = 0.0                        # simulated seconds the engine has run
         self.delayed: list = []                 # (due clock, work): what the engine runs later
         self.topology = None                    # the topology.Topology it was booted from

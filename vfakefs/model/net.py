@@ -6,6 +6,7 @@ import errno
 import re
 from dataclasses import dataclass
 
+from vfakefs.model.base import irqs
 from vfakefs.model.errors import SysfsError
 
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -83,6 +84,8 @@ class NetDev:
         for bit in (IFF_PROMISC, IFF_ALLMULTI):
             new |= value & bit
         self.flags = new
+        if (old ^ new) & IFF_UP and self.dev is not None:
+            irqs.netdev_state(self.dev)             # ndo_open / ndo_stop: request_irq / free_irq
         if (old ^ new) & IFF_PROMISC and log is not None:
             log(self, "%s promiscuous mode" % ("entered" if new & IFF_PROMISC else "left"))
 

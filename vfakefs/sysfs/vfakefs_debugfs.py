@@ -10,13 +10,19 @@ of the last request made on that same file descriptor:
     msi  <bdf> vector <n>                           the same, for the message vector n has programmed
     physmem <hpa> <qword>... | dump <hpa> [<n>]     the qwords of that range (model/vtd_controls.py)
 
-A request is one write of at most 4096 bytes, as any sysfs store.
+`interrupts` is /proc/interrupts for the functions' MSI/MSI-X irqs (sysfs/interrupts.py);
+`posted` posts a vector to a vCPU's posted-interrupt descriptor or gives it back
+(model/posted.py): `<bdf> vector <n> pda=<addr> vcpu_vector=<v> [ndst=<cpu>] [urgent]`,
+`<bdf> vector <n> remapped`; reading it lists the posted vectors.
 
 `fpd` (`<bdf> 1|0`) and `regset` (`<register> <value>`) act on the VT-d unit and read
-back its state; all three VT-d controls are root only (0600)."""
+back its state; they and `physmem` are root only (0600).
+
+A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
-from vfakefs.model import controls, vtd_controls
+from vfakefs.model import controls, posted, vtd_controls
+from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -44,6 +50,8 @@ CONTROLS = (
     Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
+    Attr("interrupts", interrupts_show, None, 0o444, size=0),
+    Attr("posted", posted.posted_show, posted.posted_command, 0o644, size=0),
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
     Attr("fpd", vtd_controls.fpd_show, vtd_controls.fpd_store, 0o600),
     Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),

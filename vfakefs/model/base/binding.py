@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import re
 
+from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
@@ -84,6 +85,8 @@ def attach(m, dev, drv: Driver) -> None:
     # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
     if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
+    else:
+        irqs.probe(m, dev, drv)                          # the vectors the driver asks for (base/irqs.py)
     if vfio_bound(dev):
         vf_token.vf_init(m, dev)                         # vfio_pci_core_register_device
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
@@ -139,6 +142,7 @@ def release(m, dev) -> None:
     vf_token.vf_uninit(dev)                              # vfio_pci_core_unregister_device
     if dev.msi_irqs and m.irq_remap is not None:
         m.irq_remap.free_msi(dev)
+    irqs.remove(m, dev)
     drv.devices.remove(dev)
     drv.drop_instance(dev)
     dev.driver = None

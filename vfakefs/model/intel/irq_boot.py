@@ -9,6 +9,8 @@ they are applied only when the computed table has exactly the recorded entries.
 Nothing here depends on a machine's name."""
 from __future__ import annotations
 
+from vfakefs.model import ram
+from vfakefs.model.base import irqs
 from vfakefs.model.intel.irq_remap import IrqRemapTable, VectorMatrix
 from vfakefs.model.intel.irte import MANAGED_IRQ_SHUTDOWN_VECTOR
 
@@ -19,6 +21,8 @@ def build(machine, *, x2apic: bool = False, unit=None) -> IrqRemapTable:
     if x2apic and unit is not None and hasattr(unit, "irta"):
         unit.irta |= 0x800                                 # IRTA.EIME, as iommu_set_irq_remapping
     t = IrqRemapTable(unit, x2apic=x2apic, nr_cpus=machine.nr_cpus, kmsg=machine.kmsg)
+    # posted-interrupt descriptors are in host memory, where the hardware reads and sets them
+    t.pd_memory = (lambda a, n: ram.read(machine, a, n), lambda a, data: ram.write(machine, a, data))
     boot_allocate(t, machine)
     return t
 
@@ -51,8 +55,9 @@ def recorded_irq(machine) -> dict | None:
 
 def _gsi(f) -> int | None:
     """The IOAPIC pin pci_enable_device() maps (acpi_pci_irq_enable), if the function has INTx."""
-    if f.config.r8(0x3D) and 16 <= f.irq < IOAPIC_PINS:
-        return f.irq
+    irq = f.irq if f.intx_irq is None else f.intx_irq      # dev->irq is the MSI's once MSI is on
+    if f.config.r8(0x3D) and 16 <= irq < IOAPIC_PINS:
+        return irq
     return None
 
 
@@ -82,7 +87,9 @@ def boot_allocate(t: IrqRemapTable, machine) -> None:
             t.alloc_msi(f, 1, kind)
             later.append(f)
         else:
-            t.alloc_msi(f, len(f.msi_irqs), kind, requested=f.driver.name not in REQUEST_ON_OPEN)
+            # a driver's own vectors (base/irqs.py) are requested when its netdev is open
+            opened = bool(f.msi_names) and irqs.opened(f)
+            t.alloc_msi(f, len(f.msi_irqs), kind, requested=f.driver.name not in REQUEST_ON_OPEN or opened)
     for f in later:
         t.free_msi(f)
         t.alloc_msi(f, len(f.msi_irqs), f.msi_irqs[0][1], managed_from=1)

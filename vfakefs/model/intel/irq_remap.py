@@ -9,11 +9,13 @@ serviced by its dmar_fault() model, so one place logs every VT-d fault.
 """
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
+from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.intel.irte import (
     INTR_REMAP_TABLE_ENTRIES, QUALIFIED, SVT_VERIFY_SID, SVT_VERIFY_BUS, SQ_MASKS,
@@ -31,7 +33,9 @@ class VectorMatrix:
         if cpu is None:
             cpu = min(range(len(self.used)), key=lambda c: (len(self.used[c]), c))
         cpu %= len(self.used)
-        vec = next(v for v in range(FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR) if v not in self.used[cpu])
+        vec = next((v for v in range(FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR) if v not in self.used[cpu]), None)
+        if vec is None:
+            raise MemoryError(f"no free vector on CPU {cpu}")     # request_irq fails with -ENOSPC
         self.used[cpu].add(vec)
         return vec, cpu
 
@@ -97,6 +101,11 @@ class IrqRemapTable:
         self.deliveries: Counter = Counter()                   # (vector, cpu) -> count
         self.by_device: Counter = Counter()                    # requester id -> delivered count
         self.faults: list[IrFault] = []
+        self.irte_counts: Counter = Counter()                  # (IRTE, cpu) -> delivered: the irq's kstat
+        self.notifications: Counter = Counter()                # cpu -> posted-interrupt notifications
+        # where posted-interrupt descriptors live: (read(addr, n), write(addr, bytes)) of host
+        # memory (model/ram.py), set by irq_boot.build; None keeps them in `descriptors` only
+        self.pd_memory = None
 
     # --- unit facts ---------------------------------------------------------------------------------
     @property
@@ -153,9 +162,10 @@ class IrqRemapTable:
             if own is not None and e.present and not e.im and e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR:
                 for cpu in dest_cpus(e, self.x2apic):
                     self.matrix.free(e.vector, cpu)
-            self.descriptors.pop(i, None)
             self.saved.pop(i, None)
             self.handlers.pop(i, None)
+            for cpu in range(len(self.matrix.used)):
+                self.irte_counts.pop((i, cpu), None)
         self.clear(index, span)
         self.bitmap[index:index + span] = False
 
@@ -189,12 +199,14 @@ class IrqRemapTable:
         for n, index in enumerate(indices):
             managed = managed_from is not None and n >= managed_from
             self.owners[index] = Owner("msi", dev.bdf, n, managed)
-            if managed:
-                vector, cpu = self.matrix.alloc((n - managed_from) % len(self.matrix.used))
-            elif requested:
-                vector, cpu = self.matrix.alloc()
-            else:
-                vector, cpu = MANAGED_IRQ_SHUTDOWN_VECTOR, 0
+            vector, cpu = MANAGED_IRQ_SHUTDOWN_VECTOR, 0
+            try:
+                if managed:
+                    vector, cpu = self.matrix.alloc((n - managed_from) % len(self.matrix.used))
+                elif requested:
+                    vector, cpu = self.matrix.alloc()
+            except MemoryError:
+                pass                                   # vector space exhausted: the irq stays parked
             self.write(index, self._remapped(vector, cpu, svt, sq, sid))
         allocs = self.allocs.setdefault(dev.bdf, [])
         allocs.extend([(indices[0], nvec)] if kind == "msi" else [(i, 1) for i in indices])
@@ -205,18 +217,24 @@ class IrqRemapTable:
         for index in self.indices(dev):
             e = self[index]
             if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
-                vector, cpu = self.matrix.alloc()
+                try:
+                    vector, cpu = self.matrix.alloc()
+                except MemoryError:
+                    return                                 # request_irq fails: the rest stay parked
                 self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
 
     def request_irq(self, index: int, handler=None) -> None:
         """request_irq() of one parked vector: it gets a CPU and vector from the matrix;
         handler() runs for each message delivered to it (handle())."""
-        if handler is not None:
-            self.handlers[index] = handler
         e = self[index]
         if e.present and not e.im and e.vector == MANAGED_IRQ_SHUTDOWN_VECTOR:
-            vector, cpu = self.matrix.alloc()
+            try:
+                vector, cpu = self.matrix.alloc()
+            except MemoryError:
+                raise SysfsError(errno.ENOSPC, "no free vector") from None   # assign_irq_vector_any()
             self.write(index, self._remapped(vector, cpu, e.svt, e.sq, e.sid))
+        if handler is not None:
+            self.handlers[index] = handler
 
     def free_irq(self, index: int) -> None:
         """free_irq(): the vector goes back to the matrix; the entry stays allocated, parked
@@ -249,9 +267,29 @@ class IrqRemapTable:
         if not e.im:
             self.saved[index] = e.encode()
         desc = self.descriptors.setdefault(pda, PostedDescriptor(ndst=ndst, nv=nv))
+        self._load(pda, desc)
+        desc.ndst, desc.nv = ndst, nv                  # the vCPU's CPU and KVM's notification vector
+        self._store(pda, desc)
         self.write(index, Irte(present=True, fpd=e.fpd, avail=e.avail, im=True, urg=urgent, vector=vector,
                                pda=pda, sid=e.sid, sq=e.sq, svt=e.svt))
         return desc
+
+    def _load(self, pda: int, desc: PostedDescriptor) -> None:
+        if self.pd_memory is not None:
+            desc.load(self.pd_memory[0](pda, 64), self.x2apic)
+
+    def _store(self, pda: int, desc: PostedDescriptor) -> None:
+        if self.pd_memory is not None:
+            self.pd_memory[1](pda, desc.to_bytes(self.x2apic))
+
+    def descriptor(self, pda: int) -> PostedDescriptor:
+        """The posted-interrupt descriptor at pda as it stands (in memory, when there is one)."""
+        desc = self.descriptors.get(pda) or PostedDescriptor()
+        self._load(pda, desc)
+        return desc
+
+    def posted_indices(self) -> list[int]:
+        return [int(i) for i in np.nonzero((self.lo & np.uint64(1 | 1 << 15)) == np.uint64(1 | 1 << 15))[0]]
 
     def clear_posted(self, index: int) -> None:
         """irq_set_vcpu_affinity(NULL): back to the remapped entry the host programmed."""
@@ -303,8 +341,14 @@ class IrqRemapTable:
         if not self.source_ok(e, rid):
             return self._block(rid, index, 0x26, e.fpd)
         if e.im:
+            # the hardware's atomic update of the descriptor in memory: PIR bit, then ON;
+            # a notification (NV to NDST) only when ON was clear and SN does not suppress it
             desc = self.descriptors.setdefault(e.pda, PostedDescriptor())
+            self._load(e.pda, desc)
             notified = desc.post(e.vector, e.urg)
+            self._store(e.pda, desc)
+            if notified:
+                self.notifications[desc.ndst] += 1
             self.by_device[rid] += 1
             return MsiResult(rid, index, vector=e.vector, cpus=(desc.ndst,), posted=True, notified=notified)
         return self._deliver(rid, index, e.vector, dest_cpus(e, self.x2apic))
@@ -333,6 +377,8 @@ class IrqRemapTable:
     def _deliver(self, rid: int, index, vector: int, cpus: tuple[int, ...]) -> MsiResult:
         for cpu in cpus:
             self.deliveries[vector, cpu] += 1
+        if index is not None and cpus:
+            self.irte_counts[index, cpus[0]] += 1              # the irq's count on the CPU that took it
         self.by_device[rid] += 1
         return MsiResult(rid, index, vector=vector, cpus=cpus)
 

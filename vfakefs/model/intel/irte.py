@@ -121,6 +121,22 @@ class PostedDescriptor:
     posted: int = 0          # interrupts posted into PIR
     notifications: int = 0   # notification events sent to ndst with nv
 
+    # the 64-byte descriptor in memory (VT-d 9.11): PIR bits 0-255, ON bit 256, SN bit 257,
+    # NV bits 264-271, NDST bits 288-319 (x2APIC: the 32-bit APIC id; xAPIC: bits 296-303)
+    def to_bytes(self, x2apic: bool = True) -> bytes:
+        ndst = self.ndst if x2apic else (self.ndst & 0xFF) << 8
+        word = self.pir | int(self.on) << 256 | int(self.sn) << 257 | (self.nv & 0xFF) << 264 | ndst << 288
+        return word.to_bytes(64, "little")
+
+    def load(self, raw: bytes, x2apic: bool = True) -> None:
+        """Take PIR, ON, SN, NV and NDST from the descriptor's bytes in memory."""
+        word = int.from_bytes(raw[:64], "little")
+        self.pir = word & ((1 << 256) - 1)
+        self.on, self.sn = bool(word >> 256 & 1), bool(word >> 257 & 1)
+        self.nv = word >> 264 & 0xFF
+        ndst = word >> 288 & 0xFFFFFFFF
+        self.ndst = ndst if x2apic else ndst >> 8 & 0xFF
+
     def post(self, vector: int, urgent: bool) -> bool:
         """Hardware's posting: set the PIR bit; notify unless one is outstanding or suppressed."""
         self.pir |= 1 << vector

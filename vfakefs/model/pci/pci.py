@@ -82,6 +82,10 @@ class PciFunction:
     windows: list[Resource] = field(default_factory=list)  # bridges: io, mem, prefetch
     irq: int = 0
     msi_irqs: list[tuple[int, str]] = field(default_factory=list)
+    # what the bound driver named each of its MSI/MSI-X vectors at request_irq (base/irqs.py);
+    # empty when the topology declares msi_irqs itself (a recorded machine)
+    msi_names: list[str] = field(default_factory=list)
+    intx_irq: int | None = None            # dev->irq before MSI replaced it (restored when MSI goes)
     numa_node: int = -1
     driver: Driver | None = None
     driver_override: str | None = None

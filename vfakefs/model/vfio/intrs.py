@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from vfakefs.model.base import irqs
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci import config as C
 
@@ -240,6 +241,7 @@ class VfioIrqs:
             self.msi_qmax = mme
         self.irq_type = VFIO_PCI_MSIX_IRQ_INDEX if msix else VFIO_PCI_MSI_IRQ_INDEX
         self.ctx = [None] * nvec
+        irqs.vfio_enable(self.m, dev, nvec, msix)        # msi_irqs/, the `interrupts` lines
 
     def _msi_set_block(self, start: int, count: int, fds, msix: bool) -> None:
         if start >= self.num_ctx or start + count > self.num_ctx:
@@ -276,6 +278,7 @@ class VfioIrqs:
         t = self.m.irq_remap
         if t is not None:
             t.free_msi(self.dev)
+        irqs.vfio_disable(self.m, self.dev)
         cfg = self.dev.config
         if msix:
             pos = self.dev.caps[C.CAP_MSIX]
