@@ -27,7 +27,7 @@ FAULT_REASONS = {
     0x0b: "non-zero reserved fields in CTP", 0x0c: "non-zero reserved fields in PTE",
     0x0d: "PCE for translation request specifies blocking",
 }
-TT_MULTI_LEVEL, TT_PASS_THROUGH = 0, 2
+TT_MULTI_LEVEL, TT_DEV_IOTLB, TT_PASS_THROUGH = 0, 1, 2   # CONTEXT_TT_*
 FSTS_PFO, FSTS_PPF = 0x1, 0x2
 GSTS = 0xC7000000   # TES RTPS QIES IRES IRTPS: translation, root table, QI and IR enabled
 IQ_ENTRIES = 256
@@ -85,6 +85,7 @@ class Translation:
     hpa: int | None = None
     fault: Fault | None = None
     iotlb_hit: bool = False
+    atc_hit: bool = False         # every page came from the device's own ATC (intel/atc.py)
 
 
 @dataclass
@@ -103,6 +104,11 @@ class DmarUnit:
     iq_tail: int = 0
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
+    # ATS (iommu/ats.py): rids whose context entry says Device-TLB (info->ats_supported), the
+    # ATCs of devices with ATS enabled, and per domain id the device-TLB tags its flushes reach
+    ats_rids: set = field(default_factory=set)
+    atcs: dict = field(default_factory=dict)           # rid -> Atc
+    devtlb: dict = field(default_factory=dict)         # did -> {rid: DevTlbTag}
 
     def __post_init__(self):
         self.frcd = [None] * self.nfr
@@ -220,6 +226,7 @@ class DmarUnit:
             dom.table = None
         dom.mappings.clear()
         self.iotlb.forget_domain(dom.did)
+        self.devtlb.pop(dom.did, None)
         self.domain_ids.free(dom.did)
 
     def context_slot(self, rid: int, create: bool = True) -> int | None:
@@ -241,8 +248,9 @@ class DmarUnit:
             lo = hi = 0
         elif dom.table is None:                                       # identity: pass-through
             lo, hi = TT_PASS_THROUGH << 2 | 1, dom.did << 8 | (self.levels - 2)
-        else:
-            lo, hi = dom.table.pgd | TT_MULTI_LEVEL << 2 | 1, dom.did << 8 | (self.levels - 2)
+        else:   # domain_context_mapping_one(): Device-TLB translation when the device has ATS
+            tt = TT_DEV_IOTLB if rid in self.ats_rids else TT_MULTI_LEVEL
+            lo, hi = dom.table.pgd | tt << 2 | 1, dom.did << 8 | (self.levels - 2)
         self.mem.write(slot, lo)
         self.mem.write(slot + 8, hi)
         if old_lo & 1:
@@ -257,6 +265,10 @@ class DmarUnit:
         self.queue_invalidation(0x2 | 2 << 4 | 3 << 6 | did << 16, 0)        # IOTLB, domain, DR DW
         with self.timed(1):
             self.iotlb.invalidate_domain(did)
+        tag = self.devtlb.get(did, {}).pop(rid, None) if old_lo & 1 else None
+        if tag is not None:                        # then the device's whole ATC (iommu/ats.py)
+            from vfakefs.model.intel.atc import MAX_AGAW_PFN_WIDTH, queue_dev_iotlb
+            queue_dev_iotlb(self, tag, 0, MAX_AGAW_PFN_WIDTH)
 
     def context(self, rid: int) -> tuple[int, int]:
         slot = self.context_slot(rid, create=False)
@@ -282,6 +294,10 @@ class DmarUnit:
         self.queue_invalidation(0x2 | 3 << 4 | 3 << 6 | did << 16, (iova & ~((1 << (12 + am)) - 1)) | am)
         with self.timed(1):
             self.iotlb.invalidate_pages(did, iova, am)
+        if self.devtlb.get(did):                  # then each device-TLB tag, in the kernel's order
+            from vfakefs.model.intel.atc import queue_dev_iotlb
+            for tag in list(self.devtlb[did].values()):
+                queue_dev_iotlb(self, tag, iova & ~((1 << (12 + am)) - 1), am)
 
     @contextmanager
     def timed(self, kind: int):
@@ -312,7 +328,7 @@ class DmarUnit:
         tt = (lo >> 2) & 3
         if tt == TT_PASS_THROUGH:
             return Translation(hpa=iova)
-        if tt != TT_MULTI_LEVEL or (hi & 7) != self.levels - 2:
+        if tt not in (TT_MULTI_LEVEL, TT_DEV_IOTLB) or (hi & 7) != self.levels - 2:
             return self._fault(rid, iova, 0x03, write)
         if iova + size > 1 << (12 + 9 * self.levels):
             return self._fault(rid, iova, 0x04, write)

@@ -37,6 +37,7 @@ class DmaResult:
     fault: Fault | None = None   # the fault that stopped the transfer
     iotlb_hit: bool = False      # every page's translation came from the IOTLB
     data: bytes = b""            # for a read: the `done` bytes read
+    atc_hit: bool = False        # every page's translation came from the device's own ATC (ATS)
 
 
 def dma_write(m, dev, iova: int, data) -> DmaResult:
@@ -64,6 +65,9 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data) -> DmaResult:
         return DmaResult(issued=False)
     if not length:
         return DmaResult(issued=True)
+    u = iommu.unit(m)
+    atc = u.atcs.get(dev.bdf.rid) if u is not None and u.atcs else None
+    misses = atc.misses if atc is not None else 0
     runs, fault, hit = _translate(m, dev, iova, length, write)
     done, parts = 0, []
     for hpa, n in runs:
@@ -75,7 +79,8 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data) -> DmaResult:
     if fault is not None:
         iommu.handle_faults(m)
     out = parts[0] if len(parts) == 1 else b"".join(parts)
-    return DmaResult(True, done, runs[0][0] if runs else None, fault, hit and fault is None, out)
+    return DmaResult(True, done, runs[0][0] if runs else None, fault, hit and fault is None, out,
+                     atc is not None and fault is None and atc.misses == misses)
 
 
 def _translate(m, dev, iova: int, length: int, write: bool):
@@ -106,9 +111,10 @@ SMALL = 16      # pages walked one by one (a control's request); more go through
 
 def _walk_pages(u, rid: int, first: int, npages: int, write: bool):
     """translate() page by page: (host page addresses up to the fault, the fault, all hit)."""
+    from vfakefs.model.intel import atc               # through the device's ATC when ATS is on
     hp, hit = [], True
     for k in range(npages):
-        t = u.translate(rid, first + k * PAGE, 1, write)      # records its fault itself
+        t = atc.translate(u, rid, first + k * PAGE, 1, write)      # records its fault itself
         if t.fault is not None:
             return hp, t.fault, False
         hp.append(t.hpa)
@@ -120,8 +126,9 @@ def _walk_batch(u, rid: int, first: int, npages: int, write: bool):
     """The same as one vectorised batch (intel/walk.py); the first fault is recorded."""
     import numpy as np
     pages = np.uint64(first) + (np.arange(npages, dtype=np.uint64) << np.uint64(12))
+    from vfakefs.model.intel import atc
     hits_before = sum(u.iotlb.hits.values())
-    hpa, reason = u.translate_batch(rid, pages, write)
+    hpa, reason = atc.translate_batch(u, rid, pages, write)
     hit = sum(u.iotlb.hits.values()) - hits_before == npages
     bad = np.flatnonzero(reason)
     if not len(bad):

@@ -7,7 +7,7 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault, Translation
-from vfakefs.model.iommu import groups
+from vfakefs.model.iommu import ats, groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
@@ -66,8 +66,10 @@ def attach_device(m, dev) -> None:
     group = dev.group
     if group.domain is None:
         group.domain = new_default_domain(u, group)
+    ats.probe(m, u, dev)
     for rid in rids(dev):
         u.set_context(rid, group.domain)
+    ats.attached(m, u, dev, group.domain)
 
 
 def detach_device(m, dev, group) -> None:
@@ -76,6 +78,7 @@ def detach_device(m, dev, group) -> None:
         return
     for rid in rids(dev):
         u.set_context(rid, None)
+    ats.release(m, u, dev)
     if not group.devices and group.domain is not None:
         u.free_domain(group.domain)          # iommu_group_release: the default domain goes
         group.domain = None
@@ -99,6 +102,7 @@ def set_group_domain(u, group, dom) -> None:
     for dev in group.devices:
         for rid in rids(dev):
             u.set_context(rid, dom)
+        ats.attached(u.machine, u, dev, dom)
 
 
 def store_type(m, group, text: str) -> None:
@@ -161,7 +165,8 @@ def dma(m, dev, iova: int, size: int, write: bool) -> Translation:
     u = unit(m)
     if u is None:
         return Translation(hpa=iova)
-    t = u.translate(dev.bdf.rid, iova, size, write)
+    from vfakefs.model.intel import atc              # numpy: off the mount path
+    t = atc.translate(u, dev.bdf.rid, iova, size, write)
     if t.fault is not None:
         handle_faults(m)
     return t

@@ -1,0 +1,155 @@
+"""A device's address translation cache (PCIe ATS) and the device-IOTLB invalidation
+descriptor that empties it (VT-d spec 6.5.2.5).
+
+With ATS enabled, a device's DMA looks in its own ATC first; a miss is a translation
+request to the remapping unit (the IOTLB, then a walk, with the walk's fault rules),
+whose answer fills the ATC, so later DMAs to that page use the ATC and the unit does
+no work for them. The kernel empties an ATC with device-IOTLB invalidation
+descriptors, after the IOTLB invalidation for the same range (cache_tag_flush_range:
+a domain's device-TLB tags follow its IOTLB tag on the list it flushes in order).
+
+Kept in numpy arrays like the IOTLB (a batch of lookups is one gather), direct mapped
+by page number, so a working set of up to `entries` consecutive pages never conflicts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vfakefs.model.intel.dmar import Translation
+from vfakefs.model.intel.pagetable import ADDR, R, W
+
+EMPTY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+ATC_ENTRIES = 512                  # 2 MiB of 4 KiB translations
+MAX_AGAW_PFN_WIDTH = 52            # MAX_AGAW_WIDTH (64) - VTD_PAGE_SHIFT: "the whole cache"
+QI_DIOTLB_TYPE = 0x3
+QI_DEV_IOTLB_MAX_INVS = 32         # a queue depth of 32 (or more) goes in the descriptor as 0
+
+
+def dev_iotlb_desc(sid: int, pfsid: int, qdep: int, addr: int, mask: int) -> tuple[int, int]:
+    """(qw0, qw1) of a device-IOTLB invalidation descriptor as qi_flush_dev_iotlb builds it:
+    SID in bits 47:32, MAX_INVS_PD bits 20:16, PFSID split 15:12 / 63:52, type 3; the
+    address with S (bit 0) set and the bits below the size's top bit set to 1 for 2**mask
+    pages (VT-d 6.5.2.5: the lowest clear bit above 12 gives the size)."""
+    if mask:
+        addr |= (1 << (12 + mask - 1)) - 1
+        qw1 = (addr & ~0xFFF) | 1
+    else:
+        qw1 = addr & ~0xFFF
+    if qdep >= QI_DEV_IOTLB_MAX_INVS:
+        qdep = 0
+    qw0 = sid << 32 | (qdep & 0x1F) << 16 | QI_DIOTLB_TYPE | (pfsid & 0xF) << 12 | (pfsid & 0xFFF0) << 48
+    return qw0, qw1 & ((1 << 64) - 1)
+
+
+@dataclass
+class DevTlbTag:
+    """What the kernel keeps to flush one device's ATC (device_domain_info: bus/devfn,
+    pfsid, ats_qdep), with the ATC itself."""
+    sid: int
+    pfsid: int
+    qdep: int
+    atc: Atc
+
+
+def queue_dev_iotlb(u, tag: DevTlbTag, addr: int, mask: int) -> None:
+    """qi_flush_dev_iotlb(): queue the descriptor; the device drops what it covers."""
+    u.queue_invalidation(*dev_iotlb_desc(tag.sid, tag.pfsid, tag.qdep, addr, mask))
+    tag.atc.invalidate(addr, mask)
+
+
+class Atc:
+    def __init__(self, entries: int = ATC_ENTRIES):
+        self.size = entries
+        self.tags = np.full(entries, EMPTY, dtype=np.uint64)
+        self.data = np.zeros(entries, dtype=np.uint64)   # hpa page | R | W, as the completion said
+        self.hits = self.misses = self.invalidations = 0
+
+    def entries(self) -> int:
+        return int(np.count_nonzero(self.tags != EMPTY))
+
+    def lookup_many(self, vpfns: np.ndarray, need: int):
+        """(hit mask, cached values) for page numbers, counting nothing."""
+        slots = vpfns & np.uint64(self.size - 1)
+        hit = (self.tags[slots] == vpfns) & ((self.data[slots] & np.uint64(need)) != 0)
+        return hit, self.data[slots]
+
+    def fill_many(self, vpfns: np.ndarray, values: np.ndarray) -> None:
+        """Translation completions: the page and the access it grants (a read request's
+        completion adds R to a cached W of the same page, and the other way round)."""
+        slots = vpfns & np.uint64(self.size - 1)
+        same = self.tags[slots] == vpfns
+        keep = np.where(same, self.data[slots] & np.uint64(R | W), np.uint64(0))
+        self.tags[slots] = vpfns
+        self.data[slots] = values | keep
+
+    def invalidate(self, addr: int, mask: int) -> None:
+        """An invalidation request for the 2**mask pages aligned around addr."""
+        self.invalidations += 1
+        if mask >= MAX_AGAW_PFN_WIDTH:
+            self.tags[:] = EMPTY
+            return
+        live = self.tags != EMPTY
+        self.tags[live & ((self.tags >> np.uint64(mask)) == np.uint64((addr >> 12) >> mask))] = EMPTY
+
+    def drop(self) -> None:
+        """ATS disabled: the device forgets every translation."""
+        self.tags[:] = EMPTY
+
+
+def translate_batch(u, rid: int, iovas, write: bool = False):
+    """A device's DMAs through its ATC when it has one (u.atcs), else straight to the
+    unit: (hpa array, fault reason array). Each page the ATC misses is one translation
+    request (the same page twice in a batch asks once: the first answer is cached
+    before the second access), answered by DmarUnit.translate_batch."""
+    atc = u.atcs.get(rid) if u.atcs else None
+    if atc is None:
+        return u.translate_batch(rid, iovas, write)
+    iovas = np.asarray(iovas, dtype=np.uint64)
+    need = W if write else R
+    vpfn = iovas >> np.uint64(12)
+    hit, cached = atc.lookup_many(vpfn, need)
+    hpa = np.zeros(len(iovas), dtype=np.uint64)
+    reason = np.zeros(len(iovas), dtype=np.uint8)
+    hpa[hit] = (cached[hit] & np.uint64(ADDR)) | (iovas[hit] & np.uint64(0xFFF))
+    if hit.all():
+        atc.hits += len(iovas)
+        return hpa, reason
+    miss = np.flatnonzero(~hit)
+    pages, first, back = np.unique(vpfn[miss], return_index=True, return_inverse=True)
+    got, why = u.translate_batch(rid, pages << np.uint64(12), write)
+    atc.misses += len(pages)
+    atc.hits += len(iovas) - len(pages)
+    ok = why == 0
+    atc.fill_many(pages[ok], (got[ok] & ~np.uint64(0xFFF)) | np.uint64(need))
+    hpa[miss] = (got[back] & ~np.uint64(0xFFF)) | (iovas[miss] & np.uint64(0xFFF))
+    reason[miss] = why[back]
+    hpa[reason != 0] = 0
+    return hpa, reason
+
+
+def translate(u, rid: int, iova: int, size: int = 1, write: bool = False) -> Translation:
+    """One DMA request through the ATC (a control's request, page by page): on a miss the
+    unit's translate() answers (recording its fault as an untranslated request would)."""
+    atc = u.atcs.get(rid) if u.atcs else None
+    if atc is None:
+        return u.translate(rid, iova, size, write)
+    need = W if write else R
+    first, hit_all = None, True
+    for page in range(iova >> 12, ((iova + max(size, 1) - 1) >> 12) + 1):
+        slot = page & (atc.size - 1)
+        if int(atc.tags[slot]) == page and int(atc.data[slot]) & need:
+            atc.hits += 1
+            hpa = int(atc.data[slot]) & ADDR
+        else:
+            atc.misses += 1
+            hit_all = False
+            t = u.translate(rid, page << 12, 1, write)
+            if t.fault is not None:
+                return t
+            hpa = t.hpa & ~0xFFF
+            atc.fill_many(np.array([page], dtype=np.uint64), np.array([hpa | need], dtype=np.uint64))
+        if first is None:
+            first = hpa | (iova & 0xFFF)
+    return Translation(hpa=first, atc_hit=hit_all)
