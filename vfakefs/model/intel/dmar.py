@@ -328,7 +328,8 @@ class DmarUnit:
         tt = (lo >> 2) & 3
         if tt == TT_PASS_THROUGH:
             return Translation(hpa=iova)
-        if tt not in (TT_MULTI_LEVEL, TT_DEV_IOTLB) or (hi & 7) != self.levels - 2:
+        # TT 1 (Device-TLB) is valid only where ECAP.DT says the unit supports device TLBs
+        if tt not in (TT_MULTI_LEVEL, TT_DEV_IOTLB if self.ecap & 4 else TT_MULTI_LEVEL) or (hi & 7) != self.levels - 2:
             return self._fault(rid, iova, 0x03, write)
         if iova + size > 1 << (12 + 9 * self.levels):
             return self._fault(rid, iova, 0x04, write)

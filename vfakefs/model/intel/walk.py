@@ -28,7 +28,7 @@ def translate_batch(u, rid: int, iovas, write: bool = False):
     tt = (lo >> 2) & 3
     if tt == TT_PASS_THROUGH:
         return iovas.copy(), reason
-    if tt not in (TT_MULTI_LEVEL, TT_DEV_IOTLB) or (hi & 7) != u.levels - 2:
+    if tt not in (TT_MULTI_LEVEL, TT_DEV_IOTLB if u.ecap & 4 else TT_MULTI_LEVEL) or (hi & 7) != u.levels - 2:
         reason[:] = 0x03
         return hpa, reason
     did, pgd = (hi >> 8) & 0xFFFF, lo & ADDR
