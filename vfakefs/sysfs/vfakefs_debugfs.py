@@ -9,10 +9,14 @@ of the last request made on that same file descriptor:
     msi  <bdf> <address> <data>                     what interrupt remapping did with it
     msi  <bdf> vector <n>                           the same, for the message vector n has programmed
 
+atc_stats (read only): per function with the ATS capability, whether ATS is on and its
+device ATC's hits, misses (translation requests), invalidations and entries.
+
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
 from vfakefs.model import controls
+from vfakefs.model.iommu import ats
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -33,6 +37,7 @@ CONTROLS = (
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
+    Attr("atc_stats", ats.stats, size=0),      # per ATS device: its ATC's hits, misses, invalidations
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 

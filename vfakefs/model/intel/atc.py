@@ -122,11 +122,21 @@ def translate_batch(u, rid: int, iovas, write: bool = False):
     atc.misses += len(pages)
     atc.hits += len(iovas) - len(pages)
     ok = why == 0
-    atc.fill_many(pages[ok], (got[ok] & ~np.uint64(0xFFF)) | np.uint64(need))
+    atc.fill_many(pages[ok], (got[ok] & ~np.uint64(0xFFF)) | _granted(u, rid, pages[ok], need))
     hpa[miss] = (got[back] & ~np.uint64(0xFFF)) | (iovas[miss] & np.uint64(0xFFF))
     reason[miss] = why[back]
     hpa[reason != 0] = 0
     return hpa, reason
+
+
+def _granted(u, rid: int, pages: np.ndarray, need: int):
+    """The R and W a translation completion carries: the mapping's, as the walk just left
+    them in the IOTLB (a read's completion also grants W where the page is writable)."""
+    did = (u.context(rid)[1] >> 8) & 0xFFFF
+    it = u.iotlb
+    slots = (pages ^ np.uint64(did * 0x9E37)) & np.uint64(it.size - 1)
+    cached = it.tags[slots] == (np.uint64(did << 48) | pages)
+    return np.where(cached, it.data[slots] & np.uint64(R | W), np.uint64(need)) | np.uint64(need)
 
 
 def translate(u, rid: int, iova: int, size: int = 1, write: bool = False) -> Translation:
@@ -149,7 +159,8 @@ def translate(u, rid: int, iova: int, size: int = 1, write: bool = False) -> Tra
             if t.fault is not None:
                 return t
             hpa = t.hpa & ~0xFFF
-            atc.fill_many(np.array([page], dtype=np.uint64), np.array([hpa | need], dtype=np.uint64))
+            vp = np.array([page], dtype=np.uint64)
+            atc.fill_many(vp, np.uint64(hpa) | _granted(u, rid, vp, need))
         if first is None:
             first = hpa | (iova & 0xFFF)
     return Translation(hpa=first, atc_hit=hit_all)

@@ -96,15 +96,45 @@ def attached(m, u, dev, dom) -> None:
     u.devtlb.setdefault(dom.did, {})[rid] = DevTlbTag(rid, 0, qdep, atc)   # no ECAP.DIT: pfsid 0
 
 
+def boot_state(m, u, dev, domain_type: str) -> None:
+    """Before the unit's tables exist (they are made on first use, with numpy): only
+    the ATS Enable bit, as the attach to a domain of this type would leave it; the ATC
+    itself comes when the tables are made and the device attached for real."""
+    pos = ats_cap(dev)
+    if pos is None:
+        return
+    on = domain_type not in ("identity", "blocked") and ats_supported(m, u, dev) \
+        and bool(dev.config.r16(pos + ATS_CAP) & ATS_CAP_PAGE_ALIGNED)
+    ctrl = dev.config.r16(pos + ATS_CTRL)
+    dev.config.w16(pos + ATS_CTRL, ctrl | ATS_CTRL_ENABLE if on else ctrl & ~ATS_CTRL_ENABLE)
+
+
 def disable(u, dev) -> None:
     """pci_disable_ats(): the Enable bit cleared, the ATC gone, no tag left."""
     rid = dev.bdf.rid
     atc = u.atcs.pop(rid, None)
     for tags in u.devtlb.values():
         tags.pop(rid, None)
-    if atc is None:
-        return
-    atc.drop()
+    if atc is not None:
+        atc.drop()
     pos = ats_cap(dev)
     if pos is not None:
         dev.config.w16(pos + ATS_CTRL, dev.config.r16(pos + ATS_CTRL) & ~ATS_CTRL_ENABLE)
+
+
+def stats(m) -> str:
+    """vfakefs's own debugfs file atc_stats: per function with the ATS capability whether
+    ATS is on, and its ATC's hits, misses (translation requests sent to the IOMMU),
+    invalidation requests received and entries held."""
+    from vfakefs.model.iommu.iommu import booted
+    u = booted(m)
+    out = ["%-12s %-3s %12s %12s %14s %8s\n" % ("device", "ATS", "hits", "misses", "invalidations", "entries")]
+    for f in m.functions:
+        pos = ats_cap(f)
+        if pos is None:
+            continue
+        on = bool(f.config.r16(pos + ATS_CTRL) & ATS_CTRL_ENABLE)
+        a = f.atc if u is not None else None
+        h, mi, inv, n = (a.hits, a.misses, a.invalidations, a.entries()) if a is not None else (0, 0, 0, 0)
+        out.append("%-12s %-3s %12d %12d %14d %8d\n" % (f.name, "on" if on else "off", h, mi, inv, n))
+    return "".join(out)

@@ -61,6 +61,8 @@ def new_default_domain(u, group):
 def attach_device(m, dev) -> None:
     """iommu_probe_device + attach to the group's default domain."""
     u = booted(m)
+    if u is None and dev.group is not None and m.dmar and m.iommu_on:
+        ats.boot_state(m, m.dmar[0], dev, dev.group.default_domain)   # tables not made yet
     if u is None or dev.group is None:
         return
     group = dev.group
@@ -88,6 +90,8 @@ def change_domain(m, group) -> None:
     """A `type` write: a new default domain, every member's context entry re-programmed."""
     u = booted(m)
     if u is None:
+        for dev in group.devices if m.dmar and m.iommu_on else ():
+            ats.boot_state(m, m.dmar[0], dev, group.default_domain)
         return
     old = group.domain
     set_group_domain(u, group, new_default_domain(u, group))
