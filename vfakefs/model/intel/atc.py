@@ -72,8 +72,9 @@ class Atc:
     def lookup_many(self, vpfns: np.ndarray, need: int):
         """(hit mask, cached values) for page numbers, counting nothing."""
         slots = vpfns & np.uint64(self.size - 1)
-        hit = (self.tags[slots] == vpfns) & ((self.data[slots] & np.uint64(need)) != 0)
-        return hit, self.data[slots]
+        data = self.data[slots]
+        hit = (self.tags[slots] == vpfns) & ((data & np.uint64(need)) != 0)
+        return hit, data
 
     def fill_many(self, vpfns: np.ndarray, values: np.ndarray) -> None:
         """Translation completions: the page and the access it grants (a read request's
@@ -107,15 +108,29 @@ def translate_batch(u, rid: int, iovas, write: bool = False):
     if atc is None:
         return u.translate_batch(rid, iovas, write)
     iovas = np.asarray(iovas, dtype=np.uint64)
+    if len(iovas) <= CHUNK:
+        return _batch(u, atc, rid, iovas, write)
+    hpa = np.empty(len(iovas), dtype=np.uint64)
+    reason = np.empty(len(iovas), dtype=np.uint8)
+    for start in range(0, len(iovas), CHUNK):          # in chunks, as walk.py: the temporaries stay in cache
+        sl = slice(start, start + CHUNK)
+        hpa[sl], reason[sl] = _batch(u, atc, rid, iovas[sl], write)
+    return hpa, reason
+
+
+CHUNK = 16384
+
+
+def _batch(u, atc: Atc, rid: int, iovas: np.ndarray, write: bool):
     need = W if write else R
     vpfn = iovas >> np.uint64(12)
     hit, cached = atc.lookup_many(vpfn, need)
-    hpa = np.zeros(len(iovas), dtype=np.uint64)
     reason = np.zeros(len(iovas), dtype=np.uint8)
-    hpa[hit] = (cached[hit] & np.uint64(ADDR)) | (iovas[hit] & np.uint64(0xFFF))
     if hit.all():
         atc.hits += len(iovas)
-        return hpa, reason
+        return (cached & np.uint64(ADDR)) | (iovas & np.uint64(0xFFF)), reason
+    hpa = np.zeros(len(iovas), dtype=np.uint64)
+    hpa[hit] = (cached[hit] & np.uint64(ADDR)) | (iovas[hit] & np.uint64(0xFFF))
     miss = np.flatnonzero(~hit)
     pages, first, back = np.unique(vpfn[miss], return_index=True, return_inverse=True)
     got, why = u.translate_batch(rid, pages << np.uint64(12), write)
