@@ -117,7 +117,6 @@ def _stream(m, name: str, t, dt: float):
 def _issue(m, t, n: int) -> None:
     """n requests of the stream through the remapping unit, as one vectorised batch."""
     import numpy as np   # only once there is traffic: numpy stays off the mount path
-    from vfakefs.model.intel.atc import translate_batch as atc_translate_batch
     dev = t.dev
     t.issued += n
     iovas = _addresses(t, n)
@@ -133,7 +132,7 @@ def _issue(m, t, n: int) -> None:
             continue
         atc = u.atcs.get(dev.bdf.rid)            # ATS on: the device's ATC answers first
         hits_before = (u.iotlb.hits[dev.group.domain.did] if dev.group.domain else 0) + (atc.hits if atc else 0)
-        _, reason = atc_translate_batch(u, dev.bdf.rid, sel, write)
+        _, reason = u.device_translate_batch(dev.bdf.rid, sel, write)
         hits = (u.iotlb.hits[dev.group.domain.did] if dev.group.domain else 0) + (atc.hits if atc else 0) \
             - hits_before
         _latency(t, u, len(sel), hits)

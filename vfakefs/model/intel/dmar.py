@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vfakefs.model.ida import Ida
+from vfakefs.model.intel.devtlb import MAX_AGAW_PFN_WIDTH, queue_dev_iotlb
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
@@ -267,7 +268,6 @@ class DmarUnit:
             self.iotlb.invalidate_domain(did)
         tag = self.devtlb.get(did, {}).pop(rid, None) if old_lo & 1 else None
         if tag is not None:                        # then the device's whole ATC (iommu/ats.py)
-            from vfakefs.model.intel.atc import MAX_AGAW_PFN_WIDTH, queue_dev_iotlb
             queue_dev_iotlb(self, tag, 0, MAX_AGAW_PFN_WIDTH)
 
     def context(self, rid: int) -> tuple[int, int]:
@@ -295,7 +295,6 @@ class DmarUnit:
         with self.timed(1):
             self.iotlb.invalidate_pages(did, iova, am)
         if self.devtlb.get(did):                  # then each device-TLB tag, in the kernel's order
-            from vfakefs.model.intel.atc import queue_dev_iotlb
             for tag in list(self.devtlb[did].values()):
                 queue_dev_iotlb(self, tag, iova & ~((1 << (12 + am)) - 1), am)
 
@@ -369,6 +368,20 @@ class DmarUnit:
         """Vectorised translate of many IOVAs from one source (model/walk.py)."""
         from vfakefs.model.intel.walk import translate_batch   # numpy: off the mount path
         return translate_batch(self, rid, iovas, write)
+
+    # --- a device's DMA: through its ATC when ATS is on (intel/atc.py), else translate() ----------
+    def device_translate(self, rid: int, iova: int, size: int = 1, write: bool = False) -> Translation:
+        from vfakefs.model.intel.atc import translate             # numpy: off the mount path
+        return translate(self, rid, iova, size, write)
+
+    def device_translate_batch(self, rid: int, iovas, write: bool = False):
+        from vfakefs.model.intel.atc import translate_batch
+        return translate_batch(self, rid, iovas, write)
+
+    def new_atc(self):
+        """A device's ATC, when the kernel enables its ATS (iommu/ats.py)."""
+        from vfakefs.model.intel.atc import Atc
+        return Atc()
 
     # --- fault recording (VT-d spec 7.2) and the kernel's handler -------------------------------
     def _fault(self, rid: int, iova: int, reason: int, write: bool) -> Translation:

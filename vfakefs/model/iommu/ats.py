@@ -12,6 +12,7 @@ DMA goes through its ATC (intel/atc.py) and the domain's flushes reach it.
 """
 from __future__ import annotations
 
+from vfakefs.model.intel.devtlb import DevTlbTag
 from vfakefs.model.pci import config as C
 
 EXT_ATS = 0x0F                        # PCI_EXT_CAP_ID_ATS
@@ -85,10 +86,9 @@ def attached(m, u, dev, dom) -> None:
     cap = dev.config.r16(pos + ATS_CAP)
     if not cap & ATS_CAP_PAGE_ALIGNED:               # pci_ats_page_aligned()
         return
-    from vfakefs.model.intel.atc import Atc, DevTlbTag   # numpy: made with the tables
     atc = u.atcs.get(rid)
     if atc is None:                                    # (its counters live on with the device)
-        atc = u.atcs[rid] = dev.atc = dev.atc or Atc()
+        atc = u.atcs[rid] = dev.atc = dev.atc or u.new_atc()
         dev.config.w16(pos + ATS_CTRL, ATS_CTRL_ENABLE)  # pci_enable_ats(pdev, VTD_PAGE_SHIFT)
     qdep = cap & 0x1F or ATS_MAX_QDEP                  # pci_ats_queue_depth()
     for tags in u.devtlb.values():
@@ -126,8 +126,7 @@ def stats(m) -> str:
     """vfakefs's own debugfs file atc_stats: per function with the ATS capability whether
     ATS is on, and its ATC's hits, misses (translation requests sent to the IOMMU),
     invalidation requests received and entries held."""
-    from vfakefs.model.iommu.iommu import booted
-    u = booted(m)
+    u = m.dmar[0] if m.dmar and m.iommu_on and m.dmar[0].materialized else None   # iommu.booted()
     out = ["%-12s %-3s %12s %12s %14s %8s\n" % ("device", "ATS", "hits", "misses", "invalidations", "entries")]
     for f in m.functions:
         pos = ats_cap(f)

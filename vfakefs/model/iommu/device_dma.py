@@ -111,10 +111,9 @@ SMALL = 16      # pages walked one by one (a control's request); more go through
 
 def _walk_pages(u, rid: int, first: int, npages: int, write: bool):
     """translate() page by page: (host page addresses up to the fault, the fault, all hit)."""
-    from vfakefs.model.intel import atc               # through the device's ATC when ATS is on
     hp, hit = [], True
     for k in range(npages):
-        t = atc.translate(u, rid, first + k * PAGE, 1, write)      # records its fault itself
+        t = u.device_translate(rid, first + k * PAGE, 1, write)      # records its fault itself
         if t.fault is not None:
             return hp, t.fault, False
         hp.append(t.hpa)
@@ -126,9 +125,8 @@ def _walk_batch(u, rid: int, first: int, npages: int, write: bool):
     """The same as one vectorised batch (intel/walk.py); the first fault is recorded."""
     import numpy as np
     pages = np.uint64(first) + (np.arange(npages, dtype=np.uint64) << np.uint64(12))
-    from vfakefs.model.intel import atc
     hits_before = sum(u.iotlb.hits.values())
-    hpa, reason = atc.translate_batch(u, rid, pages, write)
+    hpa, reason = u.device_translate_batch(rid, pages, write)      # through the ATC when ATS is on
     hit = sum(u.iotlb.hits.values()) - hits_before == npages
     bad = np.flatnonzero(reason)
     if not len(bad):

@@ -169,8 +169,7 @@ def dma(m, dev, iova: int, size: int, write: bool) -> Translation:
     u = unit(m)
     if u is None:
         return Translation(hpa=iova)
-    from vfakefs.model.intel import atc              # numpy: off the mount path
-    t = atc.translate(u, dev.bdf.rid, iova, size, write)
+    t = u.device_translate(dev.bdf.rid, iova, size, write)      # its ATC first when ATS is on
     if t.fault is not None:
         handle_faults(m)
     return t
