@@ -26,6 +26,13 @@ Cases: pattern sequential (page after page, wrapping; byte 0x80 of each) or
 random (a random page, or for cold a random order of the distinct pages, and a
 random byte offset) x IOTLB 4096 or 65536 entries x cold or warm.
 
+The ATC arm (--atc-n, printed after the table): a device with ATS enabled (its context
+entry TT Device-TLB, an ATC of intel/atc.py's size) against the IOMMU alone, over the SAME
+--atc-n DMAs on a working set of exactly the ATC's pages (consecutive: no conflicts), both
+warm (the ATC, and the IOTLB, loaded by one pass): DMAs per second answered by the
+device's ATC (atc.translate_batch / atc.translate) against the IOTLB lookup of the unit
+(translate_batch / translate), batched and one at a time, with each arm's hit fraction.
+
 Pin it (DESIGN.md, "Performance notes"):
 
     taskset -c 0 .venv/bin/python bench/translate.py [--n N] [--repeat N] [--mixed] [--json FILE]
@@ -46,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from vfakefs.model.intel import atc as atc_mod  # noqa: E402
 from vfakefs.model.intel.dmar import DmarUnit  # noqa: E402
 from vfakefs.model.intel.pagetable import R, W  # noqa: E402
 
@@ -131,6 +139,42 @@ def case(kind: str, entries: int, state: str, n: int, repeat: int, rng) -> dict:
             "equal_work": abs(hit_b - hit_l) < 0.005, "batch_seconds": tb, "loop_seconds": tl}
 
 
+def atc_case(n: int, repeat: int, rng) -> list[dict]:
+    """The ATC arm: the same DMAs answered by the device's warm ATC, and by the unit's warm IOTLB."""
+    pages = atc_mod.ATC_ENTRIES
+    u = DmarUnit(0, cap=SEED_CAP, ecap=0xF050DE, iotlb_entries=4096)
+    dom = u.new_domain("DMA")
+    u.ats_rids.add(RID)                                  # ats_supported: the context says Device-TLB
+    u.set_context(RID, dom)
+    dom.table.map(IOVA_BASE, HPA_BASE, pages << 12, R | W)
+    atc = u.atcs[RID] = atc_mod.Atc()
+    iovas = np.uint64(IOVA_BASE) + (rng.integers(0, pages, n, dtype=np.uint64) << np.uint64(12)) + \
+        rng.integers(0, 4096, n, dtype=np.uint64)
+    every = np.uint64(IOVA_BASE) + (np.arange(pages, dtype=np.uint64) << np.uint64(12))
+    atc_mod.translate_batch(u, RID, every, False)       # warm: the ATC and the IOTLB hold every page
+    expect = np.uint64(HPA_BASE) + (iovas - np.uint64(IOVA_BASE))
+    h, r = atc_mod.translate_batch(u, RID, iovas, False)
+    h2, r2 = u.translate_batch(RID, iovas, False)
+    assert not r.any() and not r2.any() and (h == expect).all() and (h2 == expect).all(), "wrong answers"
+    lst = [int(x) for x in iovas]
+    did = dom.did
+    rows = []
+    for how, via_atc, via_unit, reps in (
+            ("batched", lambda: atc_mod.translate_batch(u, RID, iovas, False),
+             lambda: u.translate_batch(RID, iovas, False), repeat),
+            ("one at a time", lambda: [atc_mod.translate(u, RID, a) for a in lst],
+             lambda: [u.translate(RID, a) for a in lst], max(1, repeat - 1))):
+        a0, m0 = atc.hits, atc.misses
+        t_atc = best_of(via_atc, reps)
+        atc_hit = (atc.hits - a0) / max(1, atc.hits - a0 + atc.misses - m0)
+        i0, j0 = u.iotlb.hits[did], u.iotlb.misses[did]
+        t_unit = best_of(via_unit, reps)
+        iotlb_hit = (u.iotlb.hits[did] - i0) / max(1, u.iotlb.hits[did] - i0 + u.iotlb.misses[did] - j0)
+        rows.append({"how": how, "pages": pages, "atc_per_s": n / t_atc, "iotlb_per_s": n / t_unit,
+                     "atc_hit_fraction": atc_hit, "iotlb_hit_fraction": iotlb_hit, "ratio": t_unit / t_atc})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000, help="IOVAs each arm translates (the same sequence)")
@@ -138,6 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mixed", action="store_true",
                     help="also a working set 4x the IOTLB, where the arms' hits differ (reference only)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--atc-n", type=int, default=200_000, help="DMAs of the ATC arm (0: skip it)")
     ap.add_argument("--json", metavar="FILE", help="also write results as JSON")
     a = ap.parse_args(argv)
 
@@ -170,7 +215,17 @@ def main(argv=None) -> int:
         print(f"\ncold and warm rows: slowest batched {worst['pattern']} / {worst['iotlb_entries']} / "
               f"{worst['state']}: {worst['batch_per_s'] / 1e6:.1f} M/s (target {TARGET_RATE / 1e6:.0f} M/s); "
               f"lowest ratio {min(r['ratio'] for r in equal):.0f}x (target {TARGET_RATIO:.0f}x)")
-    report = {"n": a.n, "repeat": a.repeat, "cpus": sorted(cpu),
+    atc_rows = atc_case(a.atc_n, a.repeat, rng) if a.atc_n else []
+    if atc_rows:
+        print(f"\nATC arm: {a.atc_n:,} DMAs at random offsets over {atc_rows[0]['pages']} pages (the ATC's "
+              f"size), both warm, the same DMAs in each arm")
+        hdr = f"{'':<15}{'ATC hits':>10}{'device ATC /s':>16}{'IOTLB hits':>12}{'IOMMU (IOTLB) /s':>18}{'ratio':>8}"
+        print(hdr)
+        print("-" * len(hdr))
+        for r in atc_rows:
+            print(f"{r['how']:<15}{r['atc_hit_fraction']:>10.1%}{r['atc_per_s']:>16,.0f}"
+                  f"{r['iotlb_hit_fraction']:>12.1%}{r['iotlb_per_s']:>18,.0f}{r['ratio']:>7.1f}x")
+    report = {"n": a.n, "repeat": a.repeat, "cpus": sorted(cpu), "atc": atc_rows,
               "targets": {"batch_per_s": TARGET_RATE, "ratio": TARGET_RATIO}, "rows": rows,
               "met": all(r["batch_per_s"] >= TARGET_RATE and r["ratio"] >= TARGET_RATIO for r in equal)}
     if a.json:

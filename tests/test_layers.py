@@ -163,6 +163,7 @@ LAZY_MODEL_IMPORTS = {
     ("model/intel/dmar.py", "vfakefs.model.intel.memory"),
     ("model/intel/dmar.py", "vfakefs.model.intel.pagetable"),
     ("model/intel/dmar.py", "vfakefs.model.intel.walk"),
+    ("model/intel/dmar.py", "vfakefs.model.intel.atc"),      # a device's ATC (numpy), once ATS is on
 }
 
 

@@ -130,9 +130,11 @@ def _issue(m, t, n: int) -> None:
         sel = iovas[writes == write]
         if not len(sel):
             continue
-        hits_before = u.iotlb.hits[dev.group.domain.did] if dev.group.domain else 0
-        _, reason = u.translate_batch(dev.bdf.rid, sel, write)
-        hits = (u.iotlb.hits[dev.group.domain.did] if dev.group.domain else 0) - hits_before
+        atc = u.atcs.get(dev.bdf.rid)            # ATS on: the device's ATC answers first
+        hits_before = (u.iotlb.hits[dev.group.domain.did] if dev.group.domain else 0) + (atc.hits if atc else 0)
+        _, reason = u.device_translate_batch(dev.bdf.rid, sel, write)
+        hits = (u.iotlb.hits[dev.group.domain.did] if dev.group.domain else 0) + (atc.hits if atc else 0) \
+            - hits_before
         _latency(t, u, len(sel), hits)
         bad = np.nonzero(reason)[0]
         faults += len(bad)

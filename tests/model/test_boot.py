@@ -94,10 +94,14 @@ def test_seed_vtd_vectors_are_computed():
 def test_seed_vtd_acpi_table_is_its_own():
     text = lines(topology.load("seed-vtd"))
     acpi = [t for t in text if t.startswith("ACPI: DMAR")]
-    # one DRHD (INCLUDE_PCI_ALL) with IOAPIC and HPET scopes: 48 + 16 + 8 + 8 bytes
-    assert acpi == ["ACPI: DMAR 0x000000008B0E4B38 000050 (v01 INTEL  EDK2     00000002      01000013)"]
-    assert "ACPI: Reserving DMAR table memory at [mem 0x8b0e4b38-0x8b0e4b87]" in text
+    # one DRHD (INCLUDE_PCI_ALL) with IOAPIC and HPET scopes: 48 + 16 + 8 + 8 bytes, and an
+    # ATSR (8) with one device scope for root port 00:1d.4 (6 + one path entry of 2)
+    assert acpi == ["ACPI: DMAR 0x000000008B0E4B38 000060 (v01 INTEL  EDK2     00000002      01000013)"]
+    assert "ACPI: Reserving DMAR table memory at [mem 0x8b0e4b38-0x8b0e4b97]" in text
     assert "DMAR: DRHD base: 0x000000fed90000 flags: 0x1" in text
+    # dmar_table_print_dmar_entry() prints the ATSR's flags after the DRHD; "No ATSR found" is gone
+    assert text.index("DMAR: ATSR flags: 0x0") == text.index("DMAR: DRHD base: 0x000000fed90000 flags: 0x1") + 2
+    assert "DMAR: No ATSR found" not in text
     assert "DMAR-IR: IOAPIC id 2 under DRHD base  0xfed90000 IOMMU 0" in text
     assert not any("BOCHS" in t for t in text)
 
@@ -118,15 +122,16 @@ def test_declared_rmrrs_are_printed_and_no_rmrr_line_goes():
     assert rmrr == ["DMAR: RMRR base: 0x0000008a8d8000 end: 0x0000008a8f7fff",
                     "DMAR: RMRR base: 0x0000008d000000 end: 0x0000008f7fffff"]
     # parsed in table order: after the DRHD and its unit, before DMAR-IR
-    assert got.index("DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap d2078c406f0462 ecap f050da") \
+    assert got.index("DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap d2078c406f0462 ecap f050de") \
         < got.index(rmrr[0]) < got.index("DMAR-IR: IOAPIC id 2 under DRHD base  0xfed90000 IOMMU 0")
-    assert "DMAR: No ATSR found" in got and "DMAR: No SATC found" in got
-    # 0x50 + two RMRRs of 24 bytes: the first with two device scopes (one hop, two hops)
-    assert any(t.startswith("ACPI: DMAR 0x000000008B0E4B38 %06X " % (0x50 + 24 + 8 + 10 + 24 + 10)) for t in got)
+    assert "DMAR: No SATC found" in got
+    # 0x60 (with the ATSR) + two RMRRs of 24 bytes: the first with two device scopes (one hop, two hops)
+    assert any(t.startswith("ACPI: DMAR 0x000000008B0E4B38 %06X " % (0x60 + 24 + 8 + 10 + 24 + 10)) for t in got)
 
 
 def test_declared_atsr_is_printed_and_no_atsr_line_goes():
-    text = preset_text("seed-vtd").replace("hpet = true\n", "hpet = true\natsr = [{ flags = 0x1 }]\n", 1)
+    text = preset_text("seed-vtd").replace('atsr = [{ flags = 0, ports = ["0000:00:1d.4"] }]\n',
+                                           "atsr = [{ flags = 0x1 }]\n", 1)
     got = lines(topology.from_text(text, "seed with ATSR", PRESETS))
     assert "DMAR: ATSR flags: 0x1" in got and "DMAR: No ATSR found" not in got
     assert "DMAR: No RMRR found" in got
@@ -160,7 +165,13 @@ def test_boot_clock_with_recorded_anchors():
 @pytest.mark.parametrize("old, new, where", [
     ("hpet = true\n", "hpet = true\noem = \"X\"\n", "acpi.dmar"),
     ("oem_revision = 2\n", "oem_revision = \"2\"\n", "acpi.dmar.oem_revision"),
-    ("hpet = true\n", "hpet = true\natsr = [1]\n", "acpi.dmar.atsr"),
+    ('atsr = [{ flags = 0, ports = ["0000:00:1d.4"] }]', "atsr = [1]", "acpi.dmar.atsr"),
+    ('ports = ["0000:00:1d.4"]', 'ports = ["0000:00:1d.7"]', "acpi.dmar.atsr.ports"),
+    ('ports = ["0000:00:1d.4"]', 'ports = ["0000:0c:00.0"]', "acpi.dmar.atsr.ports"),
+    ('ports = ["0000:00:1d.4"]', 'ports = "0000:00:1d.4"', "acpi.dmar.atsr"),
+    ('flags = 0, ports', 'flags = 256, ports', "acpi.dmar.atsr"),
+    ("ats = true\n", "ats = 1\n", "(0000:0c:00.0).ats"),
+    ("subsystem_device = 0x7b19\nirq = 16\n", "subsystem_device = 0x7b19\nats = true\nirq = 16\n", ".ats"),
     ("x2apic = true\n", "x2apic = true\n[recorded.irq]\nvectors = [[0, 0x30, 7]]\n", "recorded.irq.vectors"),
     ("x2apic = true\n", "x2apic = true\n[recorded.boot_clock]\nbanner = 5\n", "recorded.boot_clock.banner"),
     ("mac = \"00:d8:61:3a:5c:19\"", "mac = \"00:d8:61:3a:5c\"", "(0000:02:00.0).mac"),

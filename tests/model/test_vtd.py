@@ -245,7 +245,8 @@ def test_context_entries_after_load(preset, aw):
     for f in m.functions:
         dom = f.group.domain
         lo, hi = u.context(f.bdf.rid)
-        assert lo == dom.table.pgd | 0 << 2 | 1, f.name        # SLPTPTR | TT 0 | P
+        tt = 1 if f.name == "0000:0c:00.0" else 0              # Device-TLB for the ATS device
+        assert lo == dom.table.pgd | tt << 2 | 1, f.name       # SLPTPTR | TT | P
         assert hi == dom.did << 8 | aw, f.name                 # DID | AW
         assert u.mem.read(u.root + 16 * f.bdf.bus) == u.context_tables[f.bdf.bus] | 1
     # one domain per group, members share it
@@ -357,6 +358,7 @@ def test_fault_0x03_invalid_context_entry(corrupt):
     u = m.dmar[0]
     slot = u.context_slot(0x0200)
     lo, hi = u.context(0x0200)
+    u.ecap &= ~4                                               # no ECAP.DT: TT 1 is reserved
     if corrupt == "aw":
         u.mem.write(slot + 8, hi & ~7 | 1)                     # AW 1 (39-bit) on a 4-level table
     else:

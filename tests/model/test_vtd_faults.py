@@ -96,8 +96,10 @@ def test_reserved_bits_and_widths_per_entry():
     assert u.translate(RID, iova).fault.reason == 0x0b
     mem.write(slot, (lo & 0xFFF) | 0x1000)                         # SLPTPTR cannot be read
     assert u.translate(RID, iova).fault.reason == 0x03
+    u.ecap &= ~0x4                                                  # (seed-vtd's unit has DT: ATS)
     mem.write(slot, lo | 1 << 2)                                    # TT 01b without ECAP.DT
     assert u.translate(RID, iova).fault.reason == 0x03
+    u.ecap |= 0x4
     mem.write(slot, lo)
     leaf = pte_addrs(u, pgd, iova)[3]
     e = mem.read(leaf)

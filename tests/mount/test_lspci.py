@@ -74,11 +74,12 @@ def test_lspci_tv_shows_the_tree(seed_mnt):
             "+-1c.0-[03]--+-00.0  Intel Corporation Ethernet Controller 10-Gigabit X540-AT2",
             "+-1d.0-[04-07]----00.0-[05-07]--+-00.0-[06]----00.0  Samsung",
             "\\-01.0-[07]----00.0  Samsung",
-            "+-1d.4-[08-0b]----00.0-[09-0b]--+-00.0-[0a]----00.0  Sandisk",
-            "\\-01.0-[0b]----00.0  Sandisk",
+            "+-1d.4-[08-0c]----00.0-[09-0c]--+-00.0-[0a]----00.0  Sandisk",
+            "+-01.0-[0b]----00.0  Sandisk",
+            "\\-02.0-[0c]----00.0  Mellanox Technologies MT27800 Family [ConnectX-5]",
             "\\-1f.4  Intel Corporation"):
         assert piece in out, piece
-    assert len(lines) == 11   # one per endpoint and per function of a multifunction slot
+    assert len(lines) == 12   # one per endpoint and per function of a multifunction slot
 
 
 def test_lspci_t_numeric(seed_mnt):

@@ -276,7 +276,7 @@ def test_resource_lines_match_bars(seed_mnt):
 
 def test_bridge_bus_numbers_are_decimal(seed_mnt):
     d = seed_mnt.devdir("0000:00:1d.4")
-    assert _ok(run(["cat", d / "secondary_bus_number", d / "subordinate_bus_number"])) == "8\n11\n"
+    assert _ok(run(["cat", d / "secondary_bus_number", d / "subordinate_bus_number"])) == "8\n12\n"
 
 
 # --- /dev ----------------------------------------------------------------------------------

@@ -171,7 +171,8 @@ def test_dmar_translation_struct_rows(mnt):
         root_hi, root_lo, ctx_hi, ctx_lo = (int(m[i], 16) for i in (4, 5, 6, 7))
         assert root_hi == 0 and root_lo & 0xFFF == 1                   # legacy root entry: CTP | P
         assert root_of_bus.setdefault(m[1], root_lo) == root_lo        # one context table per bus
-        assert ctx_lo & 0xFFF == 1                                     # P, FPD 0, TT 0 (multi-level)
+        tt = 1 if bdf == "0000:0c:00.0" else 0                         # ATS: Device-TLB (CONTEXT_TT_DEV_IOTLB)
+        assert ctx_lo & 0xFFF == 1 | tt << 2, bdf                      # P, FPD 0, TT (multi-level)
         assert ctx_hi & 7 == levels - 2 and ctx_hi >> 24 == 0          # AW
         group = Path(run(["readlink", mnt.devdir(bdf) / "iommu_group"]).stdout.strip()).name
         assert ctx_of_group.setdefault(group, (ctx_hi, ctx_lo)) == (ctx_hi, ctx_lo), bdf   # a group: one domain

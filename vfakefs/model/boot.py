@@ -89,8 +89,9 @@ def dmar_table_length(m: Machine, acpi: dict) -> int:
         n += 24 + sum(_scope_len(f) for f in m.functions if r in map(tuple, f.rmrrs))
     for a in acpi["atsr"]:
         n += 8
-        if not a.get("flags", 0) & ATSR_ALL_PORTS:
-            n += sum(_scope_len(f) for f in m.functions if f.kind == "root_port")
+        if not a.get("flags", 0) & ATSR_ALL_PORTS:   # its scope: the ports it names, else every root port
+            n += sum(_scope_len(f) for f in m.functions
+                     if f.kind == "root_port" and ("ports" not in a or f.name in a["ports"]))
     return n
 
 

@@ -166,7 +166,8 @@ def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used:
             bound=bool(s.get("driver")), msi=s.get("msi", 0), msix=s.get("msix", 0), acs=acs,
             link=s.get("link", {}), sriov=dict(sr, vf_bars=vf_bars) if sr else None,
             bus_numbers=(s["bdf"].bus, sec, sub), windows=windows,
-            ari=bool(s.get("ari", bool(sr))), aer=bool(s.get("aer", ptype is not None)))
+            ari=bool(s.get("ari", bool(sr))), aer=bool(s.get("aer", ptype is not None)),
+            ats=bool(s.get("ats", False)))
     if "command" in s:
         cfg.w16(0x04, s["command"])
     pcie = ptype is not None

@@ -108,7 +108,8 @@ def dma_request(m, text: str) -> str:
     if not t.issued:
         return f"{head}: not issued (bus mastering disabled)\n"
     if t.fault is None:
-        line = f"{head} -> hpa {t.hpa:#x}{' (iotlb hit)' if t.iotlb_hit else ''}\n"
+        note = ' (atc hit)' if t.atc_hit else ' (iotlb hit)' if t.iotlb_hit else ''
+        line = f"{head} -> hpa {t.hpa:#x}{note}\n"
     else:
         line = f"{head}: fault: {t.fault.log_line().removeprefix('DMAR: ')}\n"
     if not write and t.done:

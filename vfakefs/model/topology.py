@@ -135,8 +135,17 @@ class _Checker:
             want = {"oem_id": str, "oem_table_id": str, "creator_id": str, "hpet": bool, "atsr": list}.get(key, int)
             if not isinstance(value, want) or (want is int and (isinstance(value, bool) or not 0 <= value < 2**64)):
                 raise self.err(f"acpi.dmar.{key}", f"{value!r} is not a valid {want.__name__}")
-            if key == "atsr" and not all(isinstance(a, dict) and set(a) <= {"flags"} for a in value):
-                raise self.err("acpi.dmar.atsr", "each ATSR is a table { flags = N }")
+            if key == "atsr" and not all(isinstance(a, dict) and set(a) <= {"flags", "ports"}
+                                         and isinstance(a.get("flags", 0), int) and not isinstance(a.get("flags", 0), bool)
+                                         and 0 <= a.get("flags", 0) <= 0xFF
+                                         and isinstance(a.get("ports", []), list)
+                                         and all(isinstance(p, str) for p in a.get("ports", [])) for a in value):
+                raise self.err("acpi.dmar.atsr", "each ATSR is a table { flags = N, ports = [\"<root port bdf>\", ...] }")
+            ports = {str(s["bdf"]) for s in specs if s["kind"] == "root_port"}
+            for a in value if key == "atsr" else ():
+                bad = [p for p in a.get("ports", []) if p not in ports]
+                if bad:
+                    raise self.err("acpi.dmar.atsr.ports", f"{bad[0]!r} is not a root port of this topology")
         rec = d.get("recorded", {})
         if set(rec) - {"irq", "boot_clock"}:
             raise self.err("recorded", "must be a table of `irq` and `boot_clock`")
@@ -188,6 +197,9 @@ class _Checker:
             if e["kind"] not in KINDS:
                 raise self.err(f"{where}.kind", f"unknown kind {e['kind']!r} (one of {', '.join(KINDS)})")
             ptype, htype = KINDS[e["kind"]]
+            if e.get("ats") and (ptype is None or htype != 0 or "config" in e):
+                raise self.err(f"{where}.ats", "ATS is an extended capability of a PCI Express function "
+                                               "(an endpoint without a `config` dump)")
             drv = e.get("driver", "pcieport" if e["kind"].endswith("_port") else "")
             if drv and drv not in drivers:
                 raise self.err(f"{where}.driver", f"unknown driver {drv!r} (add it to top-level `drivers`)")

@@ -96,7 +96,7 @@ DEVICE_TYPES = {
     "reset_methods": _list(_among(RESET_METHODS)), "aspm": _list(_among(ASPM_ATTRS)),
     "slot": _either(_name(), _u(0, 0xFFFF)), "dma_mask_bits": _u(12, 64), "secondary_bus": U8,
     "subordinate_bus": U8, "aer": BOOL, "ari": BOOL, "extra_dirs": _list(_relpath), "rmrr": _list(_rmrr),
-    "comment": TEXT, "command": U16, "nvme": ANY, "mac": lambda v: None if isinstance(v, str) and _MAC.fullmatch(v) else
+    "comment": TEXT, "command": U16, "ats": BOOL, "nvme": ANY, "mac": lambda v: None if isinstance(v, str) and _MAC.fullmatch(v) else
     f"{v!r} is not a MAC address (xx:xx:xx:xx:xx:xx)"}
 DEVICE_KEYS = set(DEVICE_TYPES)
 SRIOV_TYPES = {"total_vfs": _u(1, 0xFFFF), "offset": _u(1, 0xFFFF), "stride": _u(1, 0xFFFF), "vf_device": U16,

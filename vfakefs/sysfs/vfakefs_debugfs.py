@@ -18,11 +18,15 @@ of the last request made on that same file descriptor:
 `fpd` (`<bdf> 1|0`) and `regset` (`<register> <value>`) act on the VT-d unit and read
 back its state; they and `physmem` are root only (0600).
 
+atc_stats (read only): per function with the ATS capability, whether ATS is on and its
+device ATC's hits, misses (translation requests), invalidations and entries.
+
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
 from vfakefs.model import controls, posted, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
+from vfakefs.model.iommu import ats
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -56,6 +60,7 @@ CONTROLS = (
     Attr("fpd", vtd_controls.fpd_show, vtd_controls.fpd_store, 0o600),
     Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),
     Attr("regset", vtd_controls.regset_show, vtd_controls.regset_store, 0o600),
+    Attr("atc_stats", ats.stats, size=0),      # per ATS device: its ATC's hits, misses, invalidations
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 

@@ -105,6 +105,7 @@ def catalogue() -> dict[str, Driver]:
                probe_log_before_enable=1,
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
+        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019))),   # ConnectX-5 (Ex)
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),

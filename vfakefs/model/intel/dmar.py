@@ -18,6 +18,7 @@ from vfakefs.model.intel import qi
 from vfakefs.model.intel.entries import AT_TRANSLATED, AT_UNTRANSLATED, TT_PASS_THROUGH, context_walk, \
     masks, width
 from vfakefs.model.intel.faults import FSTS_PFO, FSTS_PPF, FaultRecording   # noqa: F401 (FSTS_*: ours to export)
+from vfakefs.model.intel.devtlb import MAX_AGAW_PFN_WIDTH, queue_dev_iotlb
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ FAULT_REASONS = {
     0x0b: "non-zero reserved fields in CTP", 0x0c: "non-zero reserved fields in PTE",
     0x0d: "PCE for translation request specifies blocking",
 }
-TT_MULTI_LEVEL = 0
+TT_MULTI_LEVEL, TT_DEV_IOTLB = 0, 1        # CONTEXT_TT_* (pass-through: entries.py)
 GSTS = 0xC7000000   # TES RTPS QIES IRES IRTPS: translation, root table, QI and IR enabled
 IQ_ENTRIES = qi.IQ_ENTRIES
 
@@ -93,6 +94,7 @@ class Translation:
     hpa: int | None = None
     fault: Fault | None = None
     iotlb_hit: bool = False
+    atc_hit: bool = False         # every page came from the device's own ATC (intel/atc.py)
 
 
 @dataclass
@@ -111,6 +113,11 @@ class DmarUnit(FaultRecording, qi.QueuedInvalidation):
     qi_live: bool = False                              # init_flush has run: IRTE changes are flushed
     irta: int = 0x20000F   # interrupt remapping table address register: base | EIME | size 2^(15+1)
     perf: dict = field(default_factory=dict)   # dmar_perf_latency: type -> 7 buckets, min, max, average (us)
+    # ATS (iommu/ats.py): rids whose context entry says Device-TLB (info->ats_supported), the
+    # ATCs of devices with ATS enabled, and per domain id the device-TLB tags its flushes reach
+    ats_rids: set = field(default_factory=set)
+    atcs: dict = field(default_factory=dict)           # rid -> Atc
+    devtlb: dict = field(default_factory=dict)         # did -> {rid: DevTlbTag}
 
     FAULT_LOG_MAX = FAULT_LOG_MAX
 
@@ -237,6 +244,7 @@ class DmarUnit(FaultRecording, qi.QueuedInvalidation):
         dom.mappings.clear()
         dom.fq.clear()
         self.iotlb.forget_domain(dom.did)
+        self.devtlb.pop(dom.did, None)
         self.domain_ids.free(dom.did)
 
     def context_slot(self, rid: int, create: bool = True) -> int | None:
@@ -258,8 +266,9 @@ class DmarUnit(FaultRecording, qi.QueuedInvalidation):
             lo = hi = 0
         elif dom.table is None:                                       # identity: pass-through
             lo, hi = TT_PASS_THROUGH << 2 | 1, dom.did << 8 | (self.levels - 2)
-        else:
-            lo, hi = dom.table.pgd | TT_MULTI_LEVEL << 2 | 1, dom.did << 8 | (self.levels - 2)
+        else:   # domain_context_mapping_one(): Device-TLB translation when the device has ATS
+            tt = TT_DEV_IOTLB if rid in self.ats_rids else TT_MULTI_LEVEL
+            lo, hi = dom.table.pgd | tt << 2 | 1, dom.did << 8 | (self.levels - 2)
         self.mem.write(slot, lo)
         self.mem.write(slot + 8, hi)
         # the kernel clears a present entry before it programs another (domain_context_clear_one,
@@ -267,6 +276,9 @@ class DmarUnit(FaultRecording, qi.QueuedInvalidation):
         # cache for the old domain id, then its IOTLB, each its own submission
         if old_lo & 1:
             self._flush_context(rid, (old_hi >> 8) & 0xFFFF, (old_hi >> 8) & 0xFFFF)
+            tag = self.devtlb.get((old_hi >> 8) & 0xFFFF, {}).pop(rid, None)
+            if tag is not None:                    # then the device's whole ATC (iommu/ats.py)
+                queue_dev_iotlb(self, tag, 0, MAX_AGAW_PFN_WIDTH)
         # not-present to present (domain_context_mapping_one): a write-buffer flush only, unless
         # caching mode caches non-present entries in the "special domain #0": context cache
         # for DID 0, IOTLB for the new domain
@@ -348,6 +360,20 @@ class DmarUnit(FaultRecording, qi.QueuedInvalidation):
         """Vectorised translate of many IOVAs from one source (model/walk.py)."""
         from vfakefs.model.intel.walk import translate_batch   # numpy: off the mount path
         return translate_batch(self, rid, iovas, write)
+
+    # --- a device's DMA: through its ATC when ATS is on (intel/atc.py), else translate() ----------
+    def device_translate(self, rid: int, iova: int, size: int = 1, write: bool = False) -> Translation:
+        from vfakefs.model.intel.atc import translate             # numpy: off the mount path
+        return translate(self, rid, iova, size, write)
+
+    def device_translate_batch(self, rid: int, iovas, write: bool = False):
+        from vfakefs.model.intel.atc import translate_batch
+        return translate_batch(self, rid, iovas, write)
+
+    def new_atc(self):
+        """A device's ATC, when the kernel enables its ATS (iommu/ats.py)."""
+        from vfakefs.model.intel.atc import Atc
+        return Atc()
 
     # --- fault recording (VT-d spec 7.2; record_fault and the kernel's handler: faults.py) ------
     def _fault(self, rid: int, iova: int, reason: int, write: bool, at: int = AT_UNTRANSLATED) -> Translation:

@@ -15,6 +15,8 @@ IRTE changes; dev_iotlb_descs is where device-IOTLB descriptors (ATS) join an un
 """
 from __future__ import annotations
 
+from vfakefs.model.intel.devtlb import dev_iotlb_desc
+
 IQ_ENTRIES = 256            # QI_LENGTH: one 4 KiB page of 16-byte descriptors
 
 # descriptor types (qw0 bits 3:0)
@@ -115,10 +117,13 @@ class QueuedInvalidation:
 
     def dev_iotlb_descs(self, did: int, addr: int, mask: int) -> list[tuple[int, int]]:
         """Device-IOTLB (type 3) descriptors for the ATS-enabled devices of domain did
-        (iommu_flush_dev_iotlb / cache tags of type DEVTLB), submitted after the domain's
-        IOTLB descriptor. None until ATS is modelled: the device-IOTLB part (issue 10's ATS
-        work) fills this in with qi_flush_dev_iotlb's encoding."""
-        return []
+        (cache tags of type DEVTLB, devtlb.py), submitted after the domain's IOTLB
+        descriptor; each device's ATC drops what its descriptor covers."""
+        descs = []
+        for tag in self.devtlb.get(did, {}).values():
+            descs.append(dev_iotlb_desc(tag.sid, tag.pfsid, tag.qdep, addr, mask))
+            tag.atc.invalidate(addr, mask)
+        return descs
 
     def invalidate_pages(self, did: int, iova: int, size: int, ih: bool = False) -> None:
         """intel_iommu_tlb_sync() for [iova, iova+size) of domain did: page-selective IOTLB

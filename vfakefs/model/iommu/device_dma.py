@@ -37,6 +37,7 @@ class DmaResult:
     fault: Fault | None = None   # the fault that stopped the transfer
     iotlb_hit: bool = False      # every page's translation came from the IOTLB
     data: bytes = b""            # for a read: the `done` bytes read
+    atc_hit: bool = False        # every page's translation came from the device's own ATC (ATS)
 
 
 def dma_write(m, dev, iova: int, data, at: int = 0) -> DmaResult:
@@ -65,6 +66,9 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data, at: int = 0) ->
         return DmaResult(issued=False)
     if not length:
         return DmaResult(issued=True)
+    u = iommu.unit(m)
+    atc = u.atcs.get(dev.bdf.rid) if u is not None and u.atcs else None
+    misses = atc.misses if atc is not None else 0
     runs, fault, hit = _translate(m, dev, iova, length, write, at)
     done, parts = 0, []
     for hpa, n in runs:
@@ -76,7 +80,8 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data, at: int = 0) ->
     if fault is not None:
         iommu.handle_faults(m)
     out = parts[0] if len(parts) == 1 else b"".join(parts)
-    return DmaResult(True, done, runs[0][0] if runs else None, fault, hit and fault is None, out)
+    return DmaResult(True, done, runs[0][0] if runs else None, fault, hit and fault is None, out,
+                     atc is not None and fault is None and atc.misses == misses)
 
 
 def _translate(m, dev, iova: int, length: int, write: bool, at: int = 0):
@@ -109,7 +114,9 @@ def _walk_pages(u, rid: int, first: int, npages: int, write: bool, at: int = 0):
     """translate() page by page: (host page addresses up to the fault, the fault, all hit)."""
     hp, hit = [], True
     for k in range(npages):
-        t = u.translate(rid, first + k * PAGE, 1, write, at)  # records its fault itself
+        # a translated request (AT 10b) carries a host address: the unit checks it, no ATC
+        t = (u.translate(rid, first + k * PAGE, 1, write, at) if at      # records its fault itself
+             else u.device_translate(rid, first + k * PAGE, 1, write))
         if t.fault is not None:
             return hp, t.fault, False
         hp.append(t.hpa)
@@ -122,7 +129,7 @@ def _walk_batch(u, rid: int, first: int, npages: int, write: bool):
     import numpy as np
     pages = np.uint64(first) + (np.arange(npages, dtype=np.uint64) << np.uint64(12))
     hits_before = sum(u.iotlb.hits.values())
-    hpa, reason = u.translate_batch(rid, pages, write)
+    hpa, reason = u.device_translate_batch(rid, pages, write)      # through the ATC when ATS is on
     hit = sum(u.iotlb.hits.values()) - hits_before == npages
     bad = np.flatnonzero(reason)
     if not len(bad):

@@ -7,7 +7,7 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault, Translation
-from vfakefs.model.iommu import flush_queue, groups
+from vfakefs.model.iommu import ats, flush_queue, groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
@@ -62,13 +62,17 @@ def new_default_domain(u, group):
 def attach_device(m, dev) -> None:
     """iommu_probe_device + attach to the group's default domain."""
     u = booted(m)
+    if u is None and dev.group is not None and m.dmar and m.iommu_on:
+        ats.boot_state(m, m.dmar[0], dev, dev.group.default_domain)   # tables not made yet
     if u is None or dev.group is None:
         return
     group = dev.group
     if group.domain is None:
         group.domain = new_default_domain(u, group)
+    ats.probe(m, u, dev)
     for rid in rids(dev):
         u.set_context(rid, group.domain)
+    ats.attached(m, u, dev, group.domain)
 
 
 def detach_device(m, dev, group) -> None:
@@ -77,6 +81,7 @@ def detach_device(m, dev, group) -> None:
         return
     for rid in rids(dev):
         u.set_context(rid, None)
+    ats.release(m, u, dev)
     if not group.devices and group.domain is not None:
         u.free_domain(group.domain)          # iommu_group_release: the default domain goes
         group.domain = None
@@ -86,6 +91,8 @@ def change_domain(m, group) -> None:
     """A `type` write: a new default domain, every member's context entry re-programmed."""
     u = booted(m)
     if u is None:
+        for dev in group.devices if m.dmar and m.iommu_on else ():
+            ats.boot_state(m, m.dmar[0], dev, group.default_domain)
         return
     old = group.domain
     set_group_domain(u, group, new_default_domain(u, group))
@@ -100,6 +107,7 @@ def set_group_domain(u, group, dom) -> None:
     for dev in group.devices:
         for rid in rids(dev):
             u.set_context(rid, dom)
+        ats.attached(u.machine, u, dev, dom)
 
 
 def store_type(m, group, text: str) -> None:
@@ -175,7 +183,7 @@ def dma(m, dev, iova: int, size: int, write: bool) -> Translation:
     u = unit(m)
     if u is None:
         return Translation(hpa=iova)
-    t = u.translate(dev.bdf.rid, iova, size, write)
+    t = u.device_translate(dev.bdf.rid, iova, size, write)      # its ATC first when ATS is on
     if t.fault is not None:
         handle_faults(m)
     return t

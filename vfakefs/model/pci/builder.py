@@ -50,7 +50,7 @@ def build_config(*, kind: str, pcie_type: int | None, header_type: int, vendor: 
                  multifunction: bool, bars: list[Resource], rom: Resource, irq: int, bound: bool,
                  msi: int, msix: int, acs: int | None, link: dict, sriov: dict | None,
                  bus_numbers: tuple[int, int, int], windows: list[Resource], ari: bool,
-                 aer: bool) -> C.ConfigSpace:
+                 aer: bool, ats: bool = False) -> C.ConfigSpace:
     cfg = C.ConfigSpace(4096 if pcie_type is not None else 256)
     cfg.w16(0x00, vendor)
     cfg.w16(0x02, device)
@@ -110,6 +110,8 @@ def build_config(*, kind: str, pcie_type: int | None, header_type: int, vendor: 
             cfg.w16(a + 6, acs & C.ACS_REQUIRED)  # the kernel enables what it needs (pci_enable_acs)
         if ari:
             caps.ext_cap(C.EXT_ARI, 1, 8)
+        if ats:   # ATS: Invalidate Queue Depth 0 (32), Page Aligned Request; Enable clear until the IOMMU sets it
+            cfg.w16(caps.ext_cap(C.EXT_ATS, 1, 8) + 4, 0x0020)
         if sriov:
             _write_sriov(cfg, caps.ext_cap(C.EXT_SRIOV, 1, 0x40), sriov)
     return cfg

@@ -16,7 +16,7 @@ from pathlib import Path
 
 # Capability IDs (pci_regs.h)
 CAP_PM, CAP_MSI, CAP_PCIE, CAP_MSIX, CAP_SSVID = 0x01, 0x05, 0x10, 0x11, 0x0D
-EXT_AER, EXT_ACS, EXT_ARI, EXT_SRIOV = 0x01, 0x0D, 0x0E, 0x10
+EXT_AER, EXT_ACS, EXT_ARI, EXT_ATS, EXT_SRIOV = 0x01, 0x0D, 0x0E, 0x0F, 0x10
 
 # PCIe device/port types (PCIe cap register bits 7:4)
 PCIE_ENDPOINT, PCIE_LEGACY_ENDPOINT, PCIE_ROOT_PORT = 0x0, 0x1, 0x4

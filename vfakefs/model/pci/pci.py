@@ -115,6 +115,7 @@ class PciFunction:
     dma_faults: int = 0                        # DMA remapping faults the handler counted
     rom_image: bytes | None = None             # the expansion ROM's contents (else one is generated)
     vf_token: object = None                    # vfio-pci's VF token while it drives this PF (vfio/vf_token.py)
+    atc: object = None                         # its ATS translation cache once ATS was enabled (intel/atc.py)
     # sysfs-set state (pci_dev fields the stores change)
     rom_attr_enabled: bool = False             # `echo 1 > rom` (pci_write_rom)
     async_suspend: bool = True                 # power/async (device_enable_async_suspend)
