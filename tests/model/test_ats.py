@@ -9,6 +9,7 @@ from vfakefs.model.errors import TopologyError
 from vfakefs.model.intel import atc
 from vfakefs.model.iommu import ats, iommu
 from vfakefs.model.iommu.device_dma import dma_read, dma_write
+from tests.model.clock import fq_timer
 from importlib import resources
 
 CX5, X540, I210 = "0000:0c:00.0", "0000:03:00.0", "0000:02:00.0"
@@ -72,15 +73,6 @@ def strict(m, dev):
     dev.group.default_domain = "DMA"
     iommu.change_domain(m, dev.group)
     return dev
-
-
-def fq_timer(m, dt: float = 0.011) -> None:
-    """Simulated time moves on and the delayed work due runs (the flush queue's timer)."""
-    m.clock += dt
-    due = [w for w in m.delayed if w[0] <= m.clock]
-    m.delayed = [w for w in m.delayed if w[0] > m.clock]
-    for _, work in due:
-        work()
 
 
 def test_unmap_queues_the_device_iotlb_invalidation_after_the_iotlb_one_and_the_atc_forgets():

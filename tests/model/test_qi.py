@@ -10,16 +10,7 @@ from vfakefs.model.intel import qi
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.intel.pagetable import R, W
 from vfakefs.model.iommu import iommu
-
-
-def fq_timer(m, dt: float = 0.011) -> None:
-    """Simulated time moves on by dt and the delayed work due runs, as the engine's step does
-    (the flush queue's 10 ms timer among it); tests/model keeps to the model layer."""
-    m.clock += dt
-    due = [w for w in m.delayed if w[0] <= m.clock]
-    m.delayed = [w for w in m.delayed if w[0] > m.clock]
-    for _, work in due:
-        work()
+from tests.model.clock import fq_timer
 
 
 SEED_CAP = 0xD2078C406F0462          # DRD DWD, MAMV 18, PSI; not caching mode, no ESRTPS

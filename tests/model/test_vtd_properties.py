@@ -13,16 +13,7 @@ from vfakefs.model.iommu import iommu
 from vfakefs.model import topology
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.intel.pagetable import LEVEL_SHIFT, R, W
-
-
-def fq_timer(m, dt: float = 0.011) -> None:
-    """Simulated time moves on by dt and the delayed work due runs, as the engine's step does
-    (the flush queue's 10 ms timer among it); tests/model keeps to the model layer."""
-    m.clock += dt
-    due = [w for w in m.delayed if w[0] <= m.clock]
-    m.delayed = [w for w in m.delayed if w[0] > m.clock]
-    for _, work in due:
-        work()
+from tests.model.clock import fq_timer
 
 
 KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
