@@ -1,6 +1,8 @@
 """ATS and the device ATC on seed-vtd's ConnectX-5 (0000:0c:00.0, behind root port 00:1d.4,
 which the DMAR table's ATSR names): when the kernel enables ATS, what the context entry
 says, DMAs through the ATC, device-IOTLB invalidations after the IOTLB's, and disabling."""
+from importlib import resources
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,6 @@ from vfakefs.model.intel import atc
 from vfakefs.model.iommu import ats, iommu
 from vfakefs.model.iommu.device_dma import dma_read, dma_write
 from tests.model.clock import fq_timer
-from importlib import resources
 
 CX5, X540, I210 = "0000:0c:00.0", "0000:03:00.0", "0000:02:00.0"
 PRESET = (resources.files("vfakefs.presets") / "seed-vtd.toml").read_text()
