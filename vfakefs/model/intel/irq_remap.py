@@ -92,6 +92,7 @@ class IrqRemapTable:
         self.lo = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=np.uint64)
         self.hi = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=np.uint64)
         self.bitmap = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=bool)
+        self._lowest_free = 0          # every entry below it is allocated (alloc_irte's hint)
         self.owners: dict[int, Owner] = {}
         self.allocs: dict[Bdf, list[tuple[int, int]]] = {}    # function -> (base, count) blocks
         self.matrix = VectorMatrix(nr_cpus)
@@ -146,6 +147,14 @@ class IrqRemapTable:
         """bitmap_find_free_region(): the lowest free block of count rounded up to a power of
         two, aligned to its size (multi-MSI needs base | subhandle addressing)."""
         span = 1 << (count - 1).bit_length()
+        if span == 1:                      # MSI-X, one at a time: from the lowest maybe-free entry on
+            start = self._lowest_free
+            i = start + int(np.argmin(self.bitmap[start:self.size])) if start < self.size else self.size
+            if i >= self.size or self.bitmap[i]:
+                raise MemoryError(f"{self.name}: no free IRTE block of 1")
+            self.bitmap[i] = True
+            self._lowest_free = i + 1
+            return i
         free = ~self.bitmap[:self.size].reshape(-1, span).any(axis=1) if self.size % span == 0 else None
         hits = np.nonzero(free)[0] if free is not None else ()
         if not len(hits):
@@ -168,6 +177,7 @@ class IrqRemapTable:
                 self.irte_counts.pop((i, cpu), None)
         self.clear(index, span)
         self.bitmap[index:index + span] = False
+        self._lowest_free = min(self._lowest_free, index)
 
     def _remapped(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> Irte:
         """prepare_irte() + set_irte_sid(): edge, fixed, logical, redirection hint set."""
