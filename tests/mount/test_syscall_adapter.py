@@ -143,3 +143,25 @@ def test_run_without_the_daemons_socket_runs_plainly(seed, tmp_path):
         os.rename(path + ".away", path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["13"]
+
+
+def test_statfs_says_sysfs_and_debugfs_not_fuse(seed):
+    """sd-device (udevadm, driverctl) checks /sys's f_type; a real kernel says sysfs."""
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(seed), "--", "sh", "-c",
+             'stat -f -c "%T %t %s %b %c %l" /sys /sys/bus/pci/devices/0000:01:00.0 /sys/kernel/debug/iommu; '
+             'cd /sys/bus && stat -f -c "%T" pci; stat -f -c "%T" /proc'], cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["sysfs 62656572 4096 0 0 255"] * 2 + ["debugfs 64626720 4096 0 0 255",
+                                                                         "sysfs", "proc"]
+    r = py(seed, """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open("/sys/bus/pci/devices", os.O_RDONLY)
+        st = os.fstatvfs(fd)
+        print(st.f_bsize, st.f_blocks, st.f_namemax, st.f_flag & 0x100e)
+        buf = ctypes.create_string_buffer(120)
+        print(libc.statfs(b"/sys", ctypes.c_void_p(8)), ctypes.get_errno())     # bad buffer: EFAULT
+        print(libc.fstatfs(9999, buf), ctypes.get_errno())                      # not open: EBADF
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["4096 0 255 4110", "-1 14", "-1 9"]

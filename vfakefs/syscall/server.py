@@ -17,7 +17,7 @@ import socket
 import trio
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.syscall import seccomp
+from vfakefs.syscall import seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.process import ProcMemory
 from vfakefs.syscall.vfio import GROUP_GET_DEVICE_FD, GROUP_UNSET_CONTAINER, Call, Vfio
@@ -144,6 +144,8 @@ class SyscallServer:
             if cmd in (GROUP_UNSET_CONTAINER, GROUP_GET_DEVICE_FD):
                 self.files.closes()      # their answers count open device fds: a close made before counts
             return self.vfio.ioctl(Call(n.tid, give), f, cmd, a[2])
+        if n.nr in (seccomp.NR_statfs, seccomp.NR_fstatfs):
+            return self._statfs(n)
         if n.nr in (seccomp.NR_pread64, seccomp.NR_pwrite64):
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
@@ -169,6 +171,24 @@ class SyscallServer:
             return None
         self.files.closes()          # a close the program made before this open counts first
         return self.vfio.open(Call(n.tid, give), path, bool(flags & O_CLOEXEC))
+
+    def _statfs(self, n: seccomp.Notification) -> int | None:
+        """statfs(path, buf) / fstatfs(fd, buf) of the mount's trees: the kernel's answer
+        for sysfs or debugfs written to buf; anything else runs natively."""
+        a = n.args
+        mem = ProcMemory(n.tid)
+        if n.nr == seccomp.NR_statfs:
+            path = self._resolve(n.tid, AT_FDCWD, os.fsdecode(mem.read_string(a[0])))
+        else:
+            try:
+                path = os.readlink(f"/proc/{n.tid}/fd/{_int(a[0])}")   # the link's text: no FUSE request
+            except OSError:
+                return None
+        kind = statfs.magic(path) if path is not None else None
+        if kind is None:
+            return None
+        mem.write(a[1], statfs.statfs(kind))
+        return 0
 
     @staticmethod
     def _resolve(tid: int, dirfd: int, path: str) -> str | None:
