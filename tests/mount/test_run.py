@@ -57,3 +57,22 @@ def test_vfakefs_run_leaves_the_hosts_dev_alone(seed_mnt):
     assert (after.st_mode, after.st_rdev, after.st_ino) == (ptmx.st_mode, ptmx.st_rdev, ptmx.st_ino)
     inside = r.stdout.split()
     assert "vfio" in inside and "ptmx" in inside and "pts" in inside
+
+
+def test_proc_cmdline_and_interrupts_are_the_simulated_kernels_inside_only(seed_mnt):
+    """LXCFS-style: the daemon serves MNT/proc/{cmdline,interrupts} (0444, size 0, as
+    procfs) and `vfakefs run` binds them over the host's; outside, the host's stay."""
+    host_cmdline = open("/proc/cmdline").read()
+    want = "BOOT_IMAGE=/vmlinuz-6.12.117-amd64 root=/dev/sda1 ro quiet intel_iommu=on\n"
+    st = os.stat(seed_mnt.path / "proc/cmdline")
+    assert (oct(st.st_mode & 0o777), st.st_size) == ("0o444", 0)
+    assert (seed_mnt.path / "proc/cmdline").read_text() == want
+    r = in_run(seed_mnt.path, "sh", "-c", "cat /proc/cmdline; grep -c IR-PCI-MSI /proc/interrupts; "
+                                          "grep ' eth0-TxRx-0$' /proc/interrupts; head -1 /proc/interrupts")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == want.rstrip("\n") and int(lines[1]) >= 10
+    assert "IR-PCI-MSIX-0000:03:00.0" in lines[2] and lines[3].split() == ["CPU0", "CPU1"]
+    assert open("/proc/cmdline").read() == host_cmdline                  # the host's, untouched
+    r = run(["sh", "-c", "echo x > " + str(seed_mnt.path / "proc/cmdline")])
+    assert r.returncode != 0 and "Permission denied" in r.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import weakref
 
 from vfakefs.model.host import Host
-from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, net, nvme,
+from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, net, nvme, proc,
                            vfakefs_debugfs, vfio)
 from vfakefs.sysfs.nodes import Dir
 
@@ -48,7 +48,8 @@ class View:
 
     # --- the tree -------------------------------------------------------------------
     def root(self) -> Dir:
-        return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": self.dev_dir()}, 0o755)
+        return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": self.dev_dir(),
+                            "proc": Dir(lambda: proc.proc_entries(self), 0o555)}, 0o755)
 
     def dev_dir(self) -> Dir:
         base = vfio.dev_dir(self)

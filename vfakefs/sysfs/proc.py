@@ -1,0 +1,22 @@
+"""MNT/proc/: the simulated kernel's own answers for the /proc files whose contents
+depend on the machine, which `vfakefs run` binds over the host's inside its mount
+namespace (as LXCFS does for containers); the rest of /proc stays the host's.
+
+- cmdline (fs/proc/cmdline.c): the topology's kernel command line and a newline.
+- interrupts (kernel/irq/proc.c): the functions' MSI/MSI-X irqs with their per-CPU
+  counts and the posted-interrupt notification line (interrupts.py; no IOAPIC,
+  timer or IPI lines).
+Both 0444 and reporting size 0, as procfs files do."""
+from __future__ import annotations
+
+from vfakefs.sysfs.interrupts import interrupts_show
+from vfakefs.sysfs.nodes import Attr
+
+PROC = (
+    Attr("cmdline", lambda m: m.cmdline + "\n", None, 0o444, size=0),
+    Attr("interrupts", interrupts_show, None, 0o444, size=0),
+)
+
+
+def proc_entries(v) -> dict:
+    return {a.name: a.bind(v.m) for a in PROC}
