@@ -3,7 +3,7 @@
 
 Computed: which IRTEs exist, for whom, their source ids and validation, the blocks
 (alloc_irte), the parked and managed vectors, and each vector and CPU from the matrix
-allocator's rules (irq_remap.VectorMatrix). Recorded: a topology may declare
+allocator's rules (irq_matrix.VectorMatrix). Recorded: a topology may declare
 `[recorded.irq]` (the probe order and vectors one real boot showed, see qemu-ref.toml);
 they are applied only when the computed table has exactly the recorded entries.
 Nothing here depends on a machine's name."""
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from vfakefs.model import ram
 from vfakefs.model.base import irqs
-from vfakefs.model.intel.irq_remap import IrqRemapTable, VectorMatrix
+from vfakefs.model.intel.irq_matrix import VectorMatrix
+from vfakefs.model.intel.irq_remap import IrqRemapTable
 from vfakefs.model.intel.irte import MANAGED_IRQ_SHUTDOWN_VECTOR
 
 

@@ -17,31 +17,11 @@ import numpy as np
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.bdf import Bdf
+from vfakefs.model.intel.irq_matrix import VectorMatrix
 from vfakefs.model.intel.irte import (
     INTR_REMAP_TABLE_ENTRIES, QUALIFIED, SVT_VERIFY_SID, SVT_VERIFY_BUS, SQ_MASKS,
-    MANAGED_IRQ_SHUTDOWN_VECTOR, POSTED_INTR_VECTOR, FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR,
+    MANAGED_IRQ_SHUTDOWN_VECTOR, POSTED_INTR_VECTOR,
     IOAPIC_SID, Irte, irte_dest, dest_cpus, PostedDescriptor, MsiResult, IrFault)
-
-class VectorMatrix:
-    """x86 irq_matrix, enough of it: each CPU's dynamic vectors; a new irq goes to the CPU
-    with the fewest allocated (lowest on a tie), at its lowest free vector."""
-
-    def __init__(self, nr_cpus: int):
-        self.used = [set() for _ in range(max(1, nr_cpus))]
-
-    def alloc(self, cpu: int | None = None) -> tuple[int, int]:
-        if cpu is None:
-            cpu = min(range(len(self.used)), key=lambda c: (len(self.used[c]), c))
-        cpu %= len(self.used)
-        vec = next((v for v in range(FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR) if v not in self.used[cpu]), None)
-        if vec is None:
-            raise MemoryError(f"no free vector on CPU {cpu}")     # request_irq fails with -ENOSPC
-        self.used[cpu].add(vec)
-        return vec, cpu
-
-    def free(self, vector: int, cpu: int) -> None:
-        if 0 <= cpu < len(self.used):
-            self.used[cpu].discard(vector)
 
 
 def msi_sid(dev) -> tuple[int, int, int]:
