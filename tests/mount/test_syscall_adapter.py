@@ -165,3 +165,14 @@ def test_statfs_says_sysfs_and_debugfs_not_fuse(seed):
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:3] == ["4096 0 255 4110", "-1 14", "-1 9"]
+
+
+def test_statfs_of_what_is_not_there_fails_as_the_lookup_does(seed):
+    """The program's own lookup decides (ENOENT, ENOTDIR): only a path that exists is sysfs."""
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(seed), "--", "sh", "-c",
+             'stat -f -c %T /sys/nosuchthing; echo rc=$?; '
+             'stat -f -c %T /sys/bus/pci/devices/0000:01:00.0/vendor/x; echo rc=$?; '
+             'stat -f -c %T /sys/bus/pci/devices/0000:01:00.0/vendor; echo rc=$?'], cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["rc=1", "rc=1", "sysfs", "rc=0"]
+    assert "No such file or directory" in r.stderr and "Not a directory" in r.stderr

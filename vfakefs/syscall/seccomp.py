@@ -143,6 +143,8 @@ class Listener:
         return Notification(self._buf)
 
     def _send(self, nid: int, val: int, error: int, flags: int) -> None:
+        if self.fd < 0:
+            return                    # closed: every trapped process is gone, nobody to answer
         try:
             _RESP.pack_into(self._resp, 0, nid, val, error, flags)
             fcntl.ioctl(self.fd, NOTIF_SEND, self._resp)
@@ -169,3 +171,4 @@ class Listener:
 
     def close(self) -> None:
         os.close(self.fd)
+        self.fd = -1                  # an answer from a task still running goes nowhere, not to a reused fd

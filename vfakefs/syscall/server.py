@@ -14,6 +14,7 @@ import os
 import select
 import socket
 
+import outcome
 import trio
 
 from vfakefs.model.errors import SysfsError
@@ -38,6 +39,15 @@ def _off(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
+class Later:
+    """A call answered from a task of its own, once work() (async) has run: for calls
+    whose answer needs our own mount, which this loop must go on serving meanwhile."""
+    __slots__ = ("work",)
+
+    def __init__(self, work):
+        self.work = work
+
+
 class SyscallServer:
     def __init__(self, host, sockpath: str):
         self.sockpath = sockpath
@@ -56,6 +66,7 @@ class SyscallServer:
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery        # calls answered later, from a task of their own (Later)
                 nursery.start_soon(self._closes)
                 while True:
                     conn, _ = await sock.accept()
@@ -117,8 +128,13 @@ class SyscallServer:
             newfd = lis.addfd_send(n.id, fd, cloexec)
             answered.append(newfd)
             return newfd
+        self._answer(lis, n, answered, lambda: self._dispatch(n, give))
+
+    def _answer(self, lis: seccomp.Listener, n: seccomp.Notification, answered: list, run) -> None:
+        """run() is the call: its result, None (run natively) or Later; what it raises
+        becomes the caller's errno."""
         try:
-            val = self._dispatch(n, give)
+            val = run()
         except SysfsError as e:
             lis.fail(n.id, e.errno)
         except OSError as e:
@@ -128,10 +144,16 @@ class SyscallServer:
             log.exception("system call %d of thread %d", n.nr, n.tid)
             lis.fail(n.id, errno.EIO)
         else:
-            if val is None:
+            if isinstance(val, Later):
+                self._nursery.start_soon(self._later, lis, n, val.work)
+            elif val is None:
                 lis.proceed(n.id)
             elif not answered:
                 lis.reply(n.id, val)
+
+    async def _later(self, lis: seccomp.Listener, n: seccomp.Notification, work) -> None:
+        result = await outcome.acapture(work)
+        self._answer(lis, n, [], result.unwrap)
 
     def _dispatch(self, n: seccomp.Notification, give) -> int | None:
         """The call's result, or None to let it run natively."""
@@ -155,15 +177,15 @@ class SyscallServer:
         return self._open(n, give)
 
     def _open(self, n: seccomp.Notification, give) -> int | None:
-        a = n.args
+        a, mem = n.args, ProcMemory(n.tid)
         if n.nr == seccomp.NR_open:
             dirfd, ptr, flags = AT_FDCWD, a[0], a[1]
         elif n.nr == seccomp.NR_openat:
             dirfd, ptr, flags = _int(a[0]), a[1], a[2]
         else:                                  # openat2: struct open_how { u64 flags; ... }
             dirfd, ptr = _int(a[0]), a[1]
-            flags = int.from_bytes(ProcMemory(n.tid).read(a[2], 8), "little")
-        raw = ProcMemory(n.tid).read_string(ptr)
+            flags = int.from_bytes(mem.read(a[2], 8), "little")
+        raw = mem.read_string(ptr)
         if raw.startswith(b"/") and not raw.startswith(b"/dev/vfio/"):
             return None                       # the common case, decided without a lookup
         path = self._resolve(n.tid, dirfd, os.fsdecode(raw))
@@ -172,23 +194,36 @@ class SyscallServer:
         self.files.closes()          # a close the program made before this open counts first
         return self.vfio.open(Call(n.tid, give), path, bool(flags & O_CLOEXEC))
 
-    def _statfs(self, n: seccomp.Notification) -> int | None:
+    def _statfs(self, n: seccomp.Notification) -> int | Later | None:
         """statfs(path, buf) / fstatfs(fd, buf) of the mount's trees: the kernel's answer
         for sysfs or debugfs written to buf; anything else runs natively."""
         a = n.args
         mem = ProcMemory(n.tid)
-        if n.nr == seccomp.NR_statfs:
-            path = self._resolve(n.tid, AT_FDCWD, os.fsdecode(mem.read_string(a[0])))
-        else:
+        if n.nr == seccomp.NR_fstatfs:
             try:
                 path = os.readlink(f"/proc/{n.tid}/fd/{_int(a[0])}")   # the link's text: no FUSE request
             except OSError:
                 return None
+            kind = statfs.magic(path)
+            if kind is None:
+                return None
+            mem.write(a[1], statfs.statfs(kind))
+            return 0
+        path = self._resolve(n.tid, AT_FDCWD, os.fsdecode(mem.read_string(a[0])))
         kind = statfs.magic(path) if path is not None else None
         if kind is None:
             return None
-        mem.write(a[1], statfs.statfs(kind))
-        return 0
+
+        async def looked_up() -> int:
+            # whether the path is there (ENOENT, ENOTDIR, ...) is the program's lookup through its
+            # own root: on our mount, so a worker thread makes it while this loop serves it
+            try:
+                await trio.to_thread.run_sync(os.statvfs, f"/proc/{n.tid}/root{path}")
+            except OSError as e:
+                raise SysfsError(e.errno) from None    # the lookup's own answer, whatever it is
+            mem.write(a[1], statfs.statfs(kind))
+            return 0
+        return Later(looked_up)
 
     @staticmethod
     def _resolve(tid: int, dirfd: int, path: str) -> str | None:
