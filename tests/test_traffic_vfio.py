@@ -17,7 +17,7 @@ from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.group import VfioGroup
 from vfakefs.model.vfio.memory import BytesMemory
-from tests.model.vfio_machine import group42_machine, to_vfio
+from tests.model.vfio_machine import claim_group42, group42_machine, to_vfio
 
 GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
 MiB = 1 << 20
@@ -39,20 +39,12 @@ def short_reprs(monkeypatch):
 
 @pytest.fixture
 def m():
-    m = group42_machine()
-    return m
+    return group42_machine()
 
 
 def claim(m):
     """The essay's sequence to SET_IOMMU, and the GPU's device fd with bus mastering on."""
-    c = VfioContainer(m, memory=BytesMemory(VBASE, 8 * MiB))
-    g = VfioGroup.open(m, 42)
-    g.set_container(c)
-    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
-    vd = g.get_device_fd(GPU)
-    cmd = int.from_bytes(vd.read(CONFIG | 4, 2), "little")
-    vd.write(CONFIG | 4, (cmd | 0x4).to_bytes(2, "little"))
-    return c, g, vd
+    return claim_group42(m, BytesMemory(VBASE, 8 * MiB))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.group import VfioGroup
 from vfakefs.model.vfio.memory import BytesMemory
-from tests.model.vfio_machine import group42_machine
+from tests.model.vfio_machine import claim_group42, group42_machine
 
 GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
 MiB = 1 << 20
@@ -55,13 +55,7 @@ def vfio(m):
     """The essay's sequence: container, group 42, TYPE1v2, the GPU's device fd with bus
     mastering set through its config region, as a driver in the program would."""
     mem = CountingMemory(VBASE, 8 * MiB)
-    c = VfioContainer(m, memory=mem)
-    g = VfioGroup.open(m, 42)
-    g.set_container(c)
-    c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
-    vd = g.get_device_fd(GPU)
-    cmd = int.from_bytes(vd.read(CONFIG | 4, 2), "little")
-    vd.write(CONFIG | 4, (cmd | 0x4).to_bytes(2, "little"))
+    c, _g, vd = claim_group42(m, mem)
     return c, vd, mem
 
 
