@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 APT_PKGS := fuse3 libfuse3-dev pkg-config pciutils busybox gcc libc6-dev
 
-.PHONY: run stop test deps venv bench clean
+.PHONY: run stop test deps venv clients bench clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -22,6 +22,11 @@ $(VENV)/.installed: pyproject.toml | deps
 
 venv: deps $(VENV)/.installed
 
+# the client tests' programs (kmod, udevadm, driverctl, dpdk-devbind.py, lstopo), from
+# Debian's packages, extracted into .clients/ and never installed (tools/fetch-clients)
+clients: deps
+	tools/fetch-clients
+
 run: venv
 	@mkdir -p $(MNT)
 	$(VENV)/bin/vfakefs mount $(MNT)
@@ -35,7 +40,7 @@ run: venv
 stop:
 	-$(VENV)/bin/vfakefs umount $(MNT)
 
-test: venv
+test: venv clients
 	$(PY) -m pytest -q -n auto tests
 
 bench: venv
