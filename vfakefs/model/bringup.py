@@ -51,6 +51,8 @@ def boot(topo: Topology) -> Machine:
                 bool(iommu_spec.get("interrupt_remapping", True)), name=d.get("name", ""),
                 nr_cpus=int(d.get("cpus", 2)), root_dirs=tuple(d.get("root_dirs", ())))
     m.topology = topo
+    if topo.locality is not None:
+        m.locality = topo.locality
     # what the topology declares beyond the PCI tree (checked by topology._Checker.declared)
     m.acpi = {"dmar": dict(d.get("acpi", {}).get("dmar", {}))}
     m.recorded = d.get("recorded", {})

@@ -14,6 +14,7 @@ from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.kmsg import KernelLog
+from vfakefs.model.locality import Locality
 from vfakefs.model.net import NetDev, permanent_address
 from vfakefs.model.pci import sriov
 from vfakefs.model.pci.bdf import Bdf
@@ -87,6 +88,7 @@ class Machine:
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
         self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
         self.rng = random.Random()              # get_random_bytes(): random, unless a test seeds it
+        self.locality = Locality.single(self.nr_cpus)   # sockets, cores, nodes (the topology's, at boot)
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000

@@ -46,6 +46,8 @@ class KernelProfile:
     # the IOTLB descriptor keeps the invalidation hint (IH, leaf-only) the unmap passes:
     # qi_desc_iotlb takes it from addr bit 0 (6.12 stable); 6.1's QI_IOTLB_ADDR masks it off
     qi_iotlb_ih: bool = True
+    # node_read_meminfo()'s SecPageTables line (6.3+)
+    node_sec_page_tables: bool = True
 
 
 PROFILES = {
@@ -54,7 +56,7 @@ PROFILES = {
         "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
         "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
         identity_flpt_did=False, vfio_set_container_ebadfd=False, vtd_superpage_pgsizes=False,
-        qi_batch=False, qi_iotlb_ih=False),
+        qi_batch=False, qi_iotlb_ih=False, node_sec_page_tables=False),
     "6.12": KernelProfile(
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "

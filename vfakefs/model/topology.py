@@ -17,6 +17,8 @@ from vfakefs.model import bringup
 from vfakefs.model.base.drivers import catalogue
 from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
+from vfakefs.model.locality import Locality
+from vfakefs.model.locality_fields import check_locality
 from vfakefs.model.machine import Machine
 from vfakefs.model.nvme import NVME_KEYS
 from vfakefs.model.pci import config as C
@@ -36,6 +38,7 @@ class Topology:
     specs: tuple                # one dict per [[device]], checked, parents as Bdf, dumps read,
     #                             bus ranges ("bus_range": (secondary, subordinate)) worked out
     order: tuple                # the specs in device_add order: a bus's devices by devfn, then each bridge's bus
+    locality: Locality | None = None    # sockets, cores, caches, NUMA nodes (locality_fields.py)
 
 
 def presets() -> dict[str, str]:
@@ -116,8 +119,9 @@ class _Checker:
         specs = self.device_specs(d.get("device", []), known)
         order = self.tree(specs)
         self.vf_routing_ids(specs)
+        locality = check_locality(self.err, d, specs, order)
         self.declared(d, specs)
-        return Topology(self.source, d, tuple(specs), tuple(order))
+        return Topology(self.source, d, tuple(specs), tuple(order), locality)
 
     def declared(self, d: dict, specs: list[dict]) -> None:
         """What the topology declares beyond the PCI tree: `[acpi.dmar]` (the firmware's DMAR

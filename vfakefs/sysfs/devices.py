@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import weakref
 
-from vfakefs.sysfs import aspm, bus, iov, nvme, pci_sysfs, power
+from vfakefs.sysfs import aspm, bus, iov, nvme, pci_sysfs, power, system
+from vfakefs.sysfs.cpumask import cpulist, cpumap
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 
 # PCIe port services pcieport registers below each port it drives, named as
@@ -19,6 +20,7 @@ PLATFORM_DEVICES = ("breakpoint", "kprobe", "msr", "platform", "pnp0", "software
 
 def devices_entries(v) -> dict:
     out = {name: Dir({}) for name in PLATFORM_DEVICES}
+    out["system"] = Dir(lambda: system.system_entries(v))
     out.update({"pci%04x:00" % d: Dir(lambda d=d: host_bridge_entries(v, d))
                 for d in sorted({f.bdf.domain for f in v.m.functions})})
     out.update(firmware_tree(v))
@@ -76,9 +78,13 @@ def host_bridge_entries(v, domain: int) -> dict:
 def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
     """pci_bus/DDDD:BB: the bus a bridge (or host bridge) opens."""
     here = v.device_path(bridge) if bridge else v.root_path(domain)
+    domain = bridge.bdf.domain if bridge else domain
     return {
-        "cpuaffinity": Attr("cpuaffinity", lambda o: pci_sysfs._cpumask(v.m.nr_cpus)).bind(None),
-        "cpulistaffinity": Attr("cpulistaffinity", lambda o: "0-%d\n" % (v.m.nr_cpus - 1)).bind(None),
+        # cpumask_of_pcibus(): the bus's node's CPUs, every CPU without one
+        "cpuaffinity": Attr("cpuaffinity", lambda o: cpumap(o.node_cpus(o.bus_node(bridge, domain)),
+                                                            o.nr_cpus)).bind(v.m.locality),
+        "cpulistaffinity": Attr("cpulistaffinity", lambda o: cpulist(o.node_cpus(o.bus_node(bridge, domain)))
+                                ).bind(v.m.locality),
         "rescan": Attr("rescan", None, bus.bus_rescan_store, 0o200).bind(v.m),   # pci_bus rescan: the same walk
         "device": Link(rel(f"{here}/pci_bus/x", here)),
         "subsystem": Link(rel(f"{here}/pci_bus/x", "class/pci_bus")),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import errno
 
 from vfakefs.model.errors import SysfsError
+from vfakefs.model.locality import override_numa_node
+from vfakefs.sysfs.cpumask import cpulist, cpumap
 from vfakefs.sysfs.nodes import Attr, AttrGroup, BinAttr
 from vfakefs.sysfs.parse import cstr, kstrtobool, kstrtoint, kstrtoul, sysfs_streq
 
@@ -41,18 +43,13 @@ resource = Attr("resource", resource_show)
 
 
 # --- NUMA and CPUs ----------------------------------------------------------------
-def _cpumask(n: int) -> str:
-    mask, groups = (1 << n) - 1, []
-    while True:
-        groups.append(mask & 0xFFFFFFFF)
-        mask >>= 32
-        if not mask:
-            break
-    return ",".join(["%x" % groups[-1]] + ["%08x" % g for g in reversed(groups[:-1])]) + "\n"
+def _local_cpus(dev) -> list[int]:
+    """pci_dev_show_local_cpu(): the device's node's CPUs; NUMA_NO_NODE: every online CPU."""
+    return dev.machine.locality.node_cpus(dev.numa_node)
 
 
-local_cpus = Attr("local_cpus", lambda dev: _cpumask(dev.nr_cpus))
-local_cpulist = Attr("local_cpulist", lambda dev: ("0-%d\n" % (dev.nr_cpus - 1)) if dev.nr_cpus > 1 else "0\n")
+local_cpus = Attr("local_cpus", lambda dev: cpumap(_local_cpus(dev), dev.machine.locality.nr_cpus))
+local_cpulist = Attr("local_cpulist", lambda dev: cpulist(_local_cpus(dev)))
 
 
 def _ul(text: str) -> int:
@@ -69,10 +66,7 @@ def numa_node_store(dev, text: str) -> None:
         node = kstrtoint(text)
     except SysfsError:
         raise SysfsError(errno.EINVAL) from None
-    # a single-node machine: only -1 and 0 are valid nodes (pci-sysfs.c numa_node_store)
-    if node < -1 or node > 0:
-        raise SysfsError(errno.EINVAL)
-    dev.numa_node = node
+    override_numa_node(dev.machine, dev, node)
 
 
 numa_node = Attr("numa_node", _dec("numa_node"), numa_node_store, 0o644)

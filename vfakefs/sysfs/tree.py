@@ -8,7 +8,7 @@ from __future__ import annotations
 import weakref
 
 from vfakefs.model.host import Host
-from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, net, nvme, proc,
+from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, net, nvme, proc, system,
                            vfakefs_debugfs, vfio)
 from vfakefs.sysfs.nodes import Dir
 
@@ -66,7 +66,9 @@ class View:
         return {
             "bus": Dir(lambda: {"pci": Dir(lambda: bus.pci_bus_entries(self)),
                                 "pci_express": Dir(lambda: bus.pci_express_entries(self)),
-                                "virtio": Dir(lambda: bus.virtio_entries(self))}),
+                                "virtio": Dir(lambda: bus.virtio_entries(self)),
+                                "cpu": Dir(lambda: system.bus_cpu_entries(self)),
+                                "node": Dir(lambda: system.bus_node_entries(self))}),
             "class": Dir(lambda: {"net": Dir(lambda: net.class_net_entries(self)),
                                   "iommu": Dir(lambda: iommu.class_iommu_entries(self)),
                                   "nvme": Dir(lambda: nvme.class_nvme_entries(self)),
