@@ -80,6 +80,8 @@ def enter(mnt: str, stage: str) -> None:
         _bind(f"{real}/dev/vfio", "/dev/vfio")
     if os.path.exists(f"{real}/dev/kmsg"):
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
-    for name in ("cmdline", "interrupts"):     # the simulated kernel's, LXCFS-style
+    # the simulated kernel's, LXCFS-style; cpuinfo so that it agrees with /sys/devices/system/cpu
+    # (lscpu and hwloc read both)
+    for name in ("cmdline", "interrupts", "cpuinfo"):
         if os.path.exists(f"{real}/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")

@@ -136,7 +136,7 @@ def test_unknown_names_are_enoent(seed_mnt, path):
 @pytest.mark.parametrize("attr, default, good, read_back, bad", [
     ("broken_parity_status", "0\n", "1", "1\n", ["abc", "1x", "-1", ""]),
     ("broken_parity_status", "0\n", "0x10", "1\n", ["0x", "1 2"]),
-    ("numa_node", "-1\n", "0", "0\n", ["abc", "0x", "-2", "1 "]),
+    ("numa_node", "1\n", "0", "0\n", ["abc", "0x", "-2", "1 ", "2"]),   # the X540 sits on node 1 of 2
     ("msi_bus", "1\n", "0", "0\n", ["abc", "no", "-1"]),
     ("d3cold_allowed", "1\n", "0", "0\n", ["abc", "yes", " 0"]),
 ])
@@ -160,7 +160,7 @@ def test_numa_node_out_of_range_is_einval(mount_preset):
     m = mount_preset("seed-vtd")
     for value in ("5", "1024", "-5"):
         _fails(sh(f"echo {value} > {X540}/numa_node", cwd=m.path), "Invalid argument")
-    assert _read(m, f"{X540}/numa_node") == "-1\n"
+    assert _read(m, f"{X540}/numa_node") == "1\n"
 
 
 def test_store_without_newline_and_with_hex(mount_preset):

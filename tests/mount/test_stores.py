@@ -126,7 +126,7 @@ def test_bash_sees_the_issues_inputs(mount_preset):
     assert r.returncode != 0 and "Invalid argument" in r.stderr
     r = sh(f"echo ' 1' > {LATENCY}", cwd=m.path)
     assert r.returncode != 0 and "Invalid argument" in r.stderr
-    assert (m.path / X540 / "numa_node").read_text() == "-1\n"
+    assert (m.path / X540 / "numa_node").read_text() == "1\n"
 
 
 def test_vf_msix_count_rejects_2_64_with_einval(mount_preset):

@@ -120,9 +120,9 @@ class Locality:
 
     @classmethod
     def build(cls, sockets: int, cores: int, threads: int, nodes: list[dict] | None = None,
-              caches: tuple = (), model: CpuModel | None = None) -> Locality:
+              caches: tuple = (), model: CpuModel | None = None, memory: int = 1 << 30) -> Locality:
         """nodes: [{"cpus": [...], "memory": bytes, "distance": [...]}, ...]; None: not
-        declared (one node with every CPU and `memory` 1 GiB)."""
+        declared (one node with every CPU and all `memory`)."""
         layout = []
         cbits, tbits = _bits(cores), _bits(threads)
         for t in range(threads):
@@ -131,7 +131,7 @@ class Locality:
                     layout.append((p, c, t, p << (cbits + tbits) | c << tbits | t))
         numa = nodes is not None
         if not numa:
-            nodes = [{"cpus": list(range(len(layout))), "memory": 1 << 30}]
+            nodes = [{"cpus": list(range(len(layout))), "memory": memory}]
         node_of = {c: i for i, n in enumerate(nodes) for c in n["cpus"]}
         cpus = tuple(Cpu(i, p, c, t, node_of.get(i, 0), a) for i, (p, c, t, a) in enumerate(layout))
         out = tuple(Node(i, tuple(sorted(n["cpus"])), n["memory"],

@@ -84,7 +84,10 @@ def check_locality(err, d: dict, specs: list[dict], order: list[dict]) -> Locali
     caches = _caches(err, cpu.get("caches", []))
     decl = d.get("numa_node")
     nodes = None if decl is None else _nodes(err, decl, sockets, cores, threads, specs)
-    loc = Locality.build(sockets, cores, threads, nodes, caches, model)
+    if nodes is not None and "memory" in d:
+        raise err("memory", "with [[numa_node]] each node declares its own memory")
+    memory = _bytes(err, "memory", d.get("memory", "1G"), 4096)
+    loc = Locality.build(sockets, cores, threads, nodes, caches, model, memory)
     roots = {}
     for i, nd in enumerate(decl or []):
         for bus in nd.get("buses", []):

@@ -6,15 +6,18 @@ namespace (as LXCFS does for containers); the rest of /proc stays the host's.
 - interrupts (kernel/irq/proc.c): the functions' MSI/MSI-X irqs with their per-CPU
   counts and the posted-interrupt notification line (interrupts.py; no IOAPIC,
   timer or IPI lines).
-Both 0444 and reporting size 0, as procfs files do."""
+- cpuinfo (arch/x86/kernel/cpu/proc.c): the topology's CPUs (cpuinfo.py).
+All 0444 and reporting size 0, as procfs files do."""
 from __future__ import annotations
 
+from vfakefs.sysfs.cpuinfo import cpuinfo_show
 from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.sysfs.nodes import Attr
 
 PROC = (
     Attr("cmdline", lambda m: m.cmdline + "\n", None, 0o444, size=0),
     Attr("interrupts", interrupts_show, None, 0o444, size=0),
+    Attr("cpuinfo", cpuinfo_show, None, 0o444, size=0),        # cpuinfo.py
 )
 
 
