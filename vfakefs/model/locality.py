@@ -116,7 +116,8 @@ class Locality:
     caches: tuple[Cache, ...] = ()
     model: CpuModel = field(default_factory=CpuModel)
     root_nodes: dict = field(default_factory=dict)      # domain -> node of its root bus (_PXM)
-    bridge_nodes: dict = field(default_factory=dict)    # Bdf of a bridge -> node of the buses below it
+    placed: dict = field(default_factory=dict)          # Bdf -> the node firmware gives the function
+    #                                                     (a bridge's: the node of the buses below it)
 
     @classmethod
     def build(cls, sockets: int, cores: int, threads: int, nodes: list[dict] | None = None,
@@ -203,7 +204,12 @@ class Locality:
         """pcibus_to_node() of the bus a bridge (None: the host bridge) opens."""
         if bridge is None:
             return self.root_nodes.get(domain, NUMA_NO_NODE)
-        return self.bridge_nodes.get(bridge.bdf, self.root_nodes.get(domain, NUMA_NO_NODE))
+        return self.placed.get(bridge.bdf, self.root_nodes.get(domain, NUMA_NO_NODE))
+
+    def vf_node(self, pf) -> int:
+        """A VF's node: pci_device_add() gives it its bus's, the node the PF was placed on
+        (not a node written to the PF's numa_node since)."""
+        return self.placed.get(pf.bdf, self.root_nodes.get(pf.bdf.domain, NUMA_NO_NODE))
 
 
 def override_numa_node(machine, dev, node: int) -> None:

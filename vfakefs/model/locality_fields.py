@@ -100,10 +100,8 @@ def check_locality(err, d: dict, specs: list[dict], order: list[dict]) -> Locali
             raise err(f"{s['where']}.numa_node", f"node {node} is not declared (nodes: 0..{count - 1}; [[numa_node]])")
         if node is None:
             parent = s.get("parent")
-            node = loc.bridge_nodes[parent] if parent is not None else roots.get(s["bdf"].domain, NUMA_NO_NODE)
-        s["numa_node"] = node
-        if "bus_range" in s:
-            loc.bridge_nodes[s["bdf"]] = node
+            node = loc.placed[parent] if parent is not None else roots.get(s["bdf"].domain, NUMA_NO_NODE)
+        s["numa_node"] = loc.placed[s["bdf"]] = node
     return loc
 
 

@@ -11,7 +11,7 @@ Masks print as "%*pb", lists as "%*pbl" (cpumask.py). The topology/ masks and th
 nodes' cpumap/cpulist are binary attributes in the kernel, sized CPUMAP_FILE_MAX_BYTES
 and CPULIST_FILE_MAX_BYTES in stat; the rest are ordinary 4096-byte attributes.
 
-Not here: CPU hotplug (writing cpuN/online answers EBUSY; every CPU stays online),
+Not here: CPU hotplug (writing 0 to cpuN/online answers EBUSY; every CPU stays online),
 cpufreq, cpuidle, smt/, vulnerabilities/, modalias, memory blocks (nodeN/memoryM),
 hugepages/, vmstat. A node's memory is all free: no page allocator is simulated.
 """
@@ -64,8 +64,11 @@ CACHE_INDEX = (
 
 
 def cpu_online_store(obj, text: str) -> None:
-    kstrtobool(text)          # a bad value is EINVAL before anything else (online_store)
-    raise SysfsError(errno.EBUSY, "CPU hotplug is not simulated")
+    """online_store(): kstrtobool (EINVAL); onlining an online CPU succeeds and does nothing;
+    offlining answers what cpu_down() says while CPU hotplug is disabled (EBUSY): CPU
+    hotplug is not simulated."""
+    if not kstrtobool(text):
+        raise SysfsError(errno.EBUSY)
 
 
 cpu_online = Attr("online", lambda o: "1\n", cpu_online_store, 0o644)

@@ -79,7 +79,7 @@ def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]
     return PciFunction(
         bdf=bdf, kind="endpoint", vendor=pf.vendor, device=sr.vf_device, class_code=pf.class_code,
         config=C.ConfigSpace(4096, template), parent=pf.parent, subsystem_vendor=pf.subsystem_vendor,
-        subsystem_device=pf.subsystem_device, revision=pf.revision, bars=bars, numa_node=pf.numa_node,
+        subsystem_device=pf.subsystem_device, revision=pf.revision, bars=bars, numa_node=m.locality.vf_node(pf),
         physfn=pf, vf_id=vf_id, dma_mask_bits=32, consistent_dma_mask_bits=32,   # until a driver sets them
         reset_methods=("flr",), aspm=pf.aspm, power_state="unknown", machine=m)
 
