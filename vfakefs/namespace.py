@@ -81,7 +81,8 @@ def enter(mnt: str, stage: str) -> None:
     if os.path.exists(f"{real}/dev/kmsg"):
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
     # the simulated kernel's, LXCFS-style; cpuinfo so that it agrees with /sys/devices/system/cpu
-    # (lscpu and hwloc read both)
+    # (lscpu and hwloc read both). What no file answers stays the host's: sched_getaffinity (nproc,
+    # hwloc's binding) and the CPUID instruction (hwloc's x86 backend; HWLOC_COMPONENTS=-x86)
     for name in ("cmdline", "interrupts", "cpuinfo"):
         if os.path.exists(f"{real}/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")

@@ -269,3 +269,13 @@ def test_proc_cpuinfo_is_bound_inside_vfakefs_run_only(two):
     assert r.stdout.count("processor\t: ") == 16 and "physical id\t: 1\n" in r.stdout
     with open("/proc/cpuinfo") as f:
         assert "Silver 4110" not in f.read()       # the host's own is untouched
+
+
+def test_lstopo_reads_the_cpu_identity_from_proc_cpuinfo(two):
+    """hwloc's linux backend takes each package's CPUModel from MNT/proc/cpuinfo; its x86
+    backend would overwrite it with what the host's CPUID instruction says (no file can
+    answer that), so it is left out here."""
+    root = lstopo_xml(["env", f"HWLOC_FSROOT={two.path}", "HWLOC_COMPONENTS=-x86"])
+    for package in root.findall(".//object[@type='Package']"):
+        info = {i.attrib["name"]: i.attrib["value"] for i in package.findall("info")}
+        assert info["CPUModel"] == "Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz", info
