@@ -76,6 +76,11 @@ def test_nodes_name_their_cpus_memory_and_distances():
     assert m.locality.cpus[12].node == 1
 
 
+def test_a_node_without_cpus_has_memory_only():
+    m = load("cpus = 2\n" + '[[numa_node]]\ncpus = "0-1"\n[[numa_node]]\ncpus = ""\nmemory = "64G"\n')
+    assert [(n.cpus, n.memory) for n in m.locality.nodes] == [((0, 1), 1 << 30), ((), 64 << 30)]
+
+
 def test_presets_declare_their_locality():
     seed = topology.load("seed-vtd")
     assert (seed.locality.sockets, seed.nr_cpus, len(seed.locality.nodes)) == (2, 2, 2)
@@ -147,7 +152,8 @@ def test_bad_declarations_are_one_error_naming_the_field(top, devices, where, wo
 def test_cpulists_parse_as_bitmap_parselist():
     assert parse_cpulist("0-3,8-11") == [0, 1, 2, 3, 8, 9, 10, 11]
     assert parse_cpulist(" 5 ") == [5]
-    for bad in ("", "1,", "a", "1--2", "-1"):
+    assert parse_cpulist("") == []
+    for bad in ("1,", "a", "1--2", "-1", ","):
         with pytest.raises(ValueError):
             parse_cpulist(bad)
 

@@ -279,3 +279,13 @@ def test_lstopo_reads_the_cpu_identity_from_proc_cpuinfo(two):
     for package in root.findall(".//object[@type='Package']"):
         info = {i.attrib["name"]: i.attrib["value"] for i in package.findall("info")}
         assert info["CPUModel"] == "Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz", info
+
+
+def test_cpu_counts_inside_vfakefs_run(two):
+    """glibc counts CPUs from /sys/devices/system/cpu (online, the cpuN directories), so
+    inside `vfakefs run` the simulated 16; the affinity mask (nproc) stays the host's."""
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(two.path), "--", "sh", "-c",
+             "nproc --all; getconf _NPROCESSORS_ONLN; getconf _NPROCESSORS_CONF; nproc; lscpu -p=CPU,NODE | tail -1"],
+            cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["16", "16", "16", str(len(os.sched_getaffinity(0))), "15,1"]

@@ -75,3 +75,17 @@ def test_qemu_has_no_cache_directory_and_one_faked_node(qemu):
         "Node 0 MemTotal:        1047996 kB\nNode 0 MemFree:         1047996 kB\n")
     assert "SecPageTables" not in show(qemu, "sys/devices/system/node/node0/meminfo")     # 6.3+
     assert show(qemu, "sys/devices/system/cpu/cpu1/topology/cluster_id") == "65535\n"     # AMD: not set
+
+
+def test_node_states_of_a_cpuless_and_a_memoryless_node():
+    from vfakefs.model import topology
+    from vfakefs.sysfs.tree import View
+    host = '[[device]]\nbdf = "0000:00:00.0"\nkind = "host_bridge"\nvendor = 1\ndevice = 2\nclass = 0x060000\n'
+    v = View(topology.from_text('cpus = 2\n[[numa_node]]\ncpus = "0-1"\nmemory = 0\n'
+                                '[[numa_node]]\ncpus = ""\nmemory = "4G"\n' + host))
+    got = {n: show(v, f"sys/devices/system/node/{n}") for n in ("possible", "online", "has_cpu", "has_memory",
+                                                                  "has_normal_memory")}
+    assert got == {"possible": "0-1\n", "online": "0-1\n", "has_cpu": "0\n", "has_memory": "1\n",
+                   "has_normal_memory": "1\n"}
+    assert show(v, "sys/devices/system/node/node1/cpulist") == "\n"
+    assert show(v, "sys/devices/system/node/node1/cpumap") == "0\n"

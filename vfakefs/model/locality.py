@@ -35,8 +35,10 @@ _LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 
 def parse_cpulist(text: str) -> list[int]:
-    """bitmap_parselist() for what a topology writes: "0-3,8-11", "5"; ValueError else."""
+    """bitmap_parselist() for what a topology writes: "0-3,8-11", "5", "" (none); ValueError else."""
     text = text.strip()
+    if not text:
+        return []
     if not _LIST.fullmatch(text):
         raise ValueError(f"{text!r} is not a CPU list (e.g. \"0-3,8-11\")")
     out: list[int] = []
