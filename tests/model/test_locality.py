@@ -140,7 +140,8 @@ def test_presets_declare_their_locality():
     ('memory = "4G"\n' + TWO_BY_FOUR + TWO_NODES, None, "memory", "each node declares its own memory"),
     (TWO_BY_FOUR + TWO_NODES, HOST + PORT + EP + "numa_node = 2\n", "device #3 (0000:01:00.0).numa_node",
      "node 2 is not declared (nodes: 0..1; [[numa_node]])"),
-    ("", HOST + PORT + "numa_node = 1\n" + EP, "device #2 (0000:00:1c.0).numa_node", "node 1 is not declared (nodes: 0..0"),
+    ("", HOST + PORT + "numa_node = 1\n" + EP, "device #2 (0000:00:1c.0).numa_node",
+     "node 1 is not declared (nodes: 0..0"),
 ])
 def test_bad_declarations_are_one_error_naming_the_field(top, devices, where, words):
     with pytest.raises(TopologyError) as e:
