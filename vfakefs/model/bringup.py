@@ -40,6 +40,8 @@ def boot(topo: Topology) -> Machine:
     if "drivers" in d:   # the topology names the loaded drivers: register those and the ones in use
         used = {s["driver"] for s in specs} | {(s.get("sriov") or {}).get("vf_driver") for s in specs}
         drivers = {n: drv for n, drv in drivers.items() if n in used or n in d["drivers"]}
+    else:
+        drivers = {n: drv for n, drv in drivers.items() if drv.boot}
     intel = iommu_spec.get("type", "intel") == "intel"
     iommu_on = intel and "intel_iommu=off" not in cmdline.split()
     dmar = []

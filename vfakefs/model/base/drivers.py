@@ -50,6 +50,7 @@ class Driver:
     instance_ids: Ida = field(default_factory=Ida)
     dma_bits: int | None = 64          # what probe passes to dma_set_mask_and_coherent (None: never)
     mtu_range: tuple[int, int] = (68, 1500)   # the netdev's min_mtu, max_mtu as probe sets them
+    boot: bool = True                  # registered at boot when the topology names no drivers
 
     def instance(self, dev) -> int:
         """The driver's own ida: the lowest number no bound device holds."""
@@ -114,5 +115,11 @@ def catalogue() -> dict[str, Driver]:
                driver_managed_dma=True, dma_bits=None, enables_device=False,
                disables_sriov_on_remove=True),   # vfio_pci_core_unregister_device: sriov_configure(0)
         Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None, enables_device=False),
+        # modules lspci -k names for the ICH9 functions; not loaded unless asked for
+        Driver("lpc_ich", "lpc_ich", _ids((0x8086, 0x2410), (0x8086, 0x2810), (0x8086, 0x2912), (0x8086, 0x2914),
+                                          (0x8086, 0x2916), (0x8086, 0x2917), (0x8086, 0x2918), (0x8086, 0x3a16),
+                                          (0x8086, 0x3a18), (0x8086, 0x8c4e)), boot=False),
+        Driver("i801_smbus", "i2c_i801", _ids((0x8086, 0x2930), (0x8086, 0x283e), (0x8086, 0x3a30),
+                                              (0x8086, 0x1c22), (0x8086, 0x8c22), (0x8086, 0xa123)), boot=False),
     ]
     return {d.name: d for d in drivers}
