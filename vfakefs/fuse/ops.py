@@ -134,8 +134,9 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
-        # fixed files (the simulated /lib/modules) go through the page cache, so that
-        # mmap of them works and their pages are kept; attributes are read afresh
+        # fixed files (the simulated /lib/modules) go through the page cache as disk files
+        # do: their pages are kept across opens (every kmod run maps the indexes) and a
+        # shared mapping works (direct_io refuses MAP_SHARED); attributes are read afresh
         return pyfuse3.FileInfo(fh=fh, direct_io=not node.cached, keep_cache=node.cached)
 
     async def read(self, fh, off, size):
