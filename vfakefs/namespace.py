@@ -97,8 +97,10 @@ def _lib_modules(src: str, stage: str) -> None:
         parent = os.path.dirname(target)
         if not os.path.isdir(parent):
             return   # no /lib at all: nothing reads modules here
+        st = os.stat(parent)
         _private_copy(parent, stage)
         os.mkdir(target, 0o755)
+        os.utime(parent, ns=(st.st_atime_ns, st.st_mtime_ns))   # ls -l shows the host's times
     _bind(src, target, recursive=True)
 
 

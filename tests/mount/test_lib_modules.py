@@ -150,10 +150,44 @@ def test_a_hosts_own_lib_modules_is_hidden_inside_and_kept(qemu_mnt, tmp_path):
              f"os.path.isdir(t + '/{marker}') or n._mount('host-lib-modules', t, 'tmpfs', 0, 'mode=755'); "
              f"os.makedirs(t + '/{marker}', exist_ok=True); "
              "os.execvp('sh', ['sh', '-c', sys.argv[1]])")
-    inner = (f"{sys.executable} -m vfakefs run --mnt {qemu_mnt.path} -- ls /lib/modules; echo rc=$?; "
-             "ls /lib/modules")
+    inner = (f"{sys.executable} -m vfakefs run --mnt {qemu_mnt.path} -- sh -c 'ls /lib/modules; "
+             "lspci -k | grep -c \"Kernel modules\"'; echo rc=$?; ls /lib/modules")
     before = _host_state()
     r = run([sys.executable, "-c", setup, inner], cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [REL, "rc=0", marker]
+    assert r.stdout.splitlines() == [REL, "8", "rc=0", marker]   # 8 functions with a module
     assert _host_state() == before
+
+
+def test_the_directory_holding_the_mountpoint_keeps_the_hosts_entries(qemu_mnt):
+    """Where the host has no /lib/modules, the namespace's copy of the directory that holds
+    it shows the host's entries (the same files: bound back), their times and its own, plus
+    modules; the libraries in it still load (the command itself runs from them)."""
+    target = os.path.realpath("/lib/modules")
+    if os.path.isdir(target):
+        pytest.skip("the host has a /lib/modules: it is bound over directly")
+    parent = os.path.dirname(target)
+    host = sorted(os.listdir(parent))
+    # each entry as the namespace sees it: a symlink's target (copied), else the host's file itself
+    describe = ("def describe(p):\n"
+                "    import os\n"
+                "    out = []\n"
+                "    for n in sorted(os.listdir(p)):\n"
+                "        st = os.lstat(f'{p}/{n}')\n"
+                "        out.append(f'{n} -> {os.readlink(f\"{p}/{n}\")}' if os.path.islink(f'{p}/{n}')\n"
+                "                   else f'{n} {st.st_dev} {st.st_ino} {st.st_mode:o} {st.st_mtime_ns}')\n"
+                "    return out\n")
+    script = describe + ("import os, sys; p = sys.argv[1]; st = os.stat(p); "
+                         "print(st.st_mtime_ns, oct(st.st_mode), st.st_uid); "
+                         "print(*[d for d in describe(p) if not d.startswith('modules ')], sep='\\n')")
+    r = in_run(qemu_mnt.path, sys.executable, "-c", script, parent)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    st = os.stat(parent)
+    assert lines[0] == f"{st.st_mtime_ns} {oct(st.st_mode)} {st.st_uid}"
+    ns: dict = {}
+    exec(describe, ns)
+    assert lines[1:] == ns["describe"](parent)
+    r = in_run(qemu_mnt.path, "ls", parent)
+    assert r.stdout.split() == sorted(host + ["modules"])
+    assert sorted(os.listdir(parent)) == host and not os.path.lexists("/lib/modules")
