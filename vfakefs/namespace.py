@@ -80,7 +80,7 @@ def enter(mnt: str, stage: str) -> None:
         _bind(f"{real}/dev/vfio", "/dev/vfio")
     if os.path.exists(f"{real}/dev/kmsg"):
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
-    for name in ("cmdline", "interrupts"):     # the simulated kernel's, LXCFS-style
+    for name in ("cmdline", "interrupts", "modules"):     # the simulated kernel's, LXCFS-style
         if os.path.exists(f"{real}/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")
     if os.path.isdir(f"{real}/lib/modules"):   # kmod's and lspci -k's /lib/modules/$(uname -r)

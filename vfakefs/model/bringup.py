@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
+from vfakefs.model.base.module import boot_plan
 from vfakefs.model.boot import boot_log, default_domain, late_boot_log
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
@@ -65,6 +66,7 @@ def boot(topo: Topology) -> Machine:
     _functions(m, topo.order, d.get("slot_module", "pciehp"))
     for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
         obj.machine = m
+    m.modules.boot(boot_plan(m, m.recorded.get("modules", {}).get("loaded")))   # what the registered drivers need
     for s in specs:
         f = m.by_bdf[s["bdf"]]
         if s["driver"]:

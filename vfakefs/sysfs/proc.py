@@ -6,15 +6,19 @@ namespace (as LXCFS does for containers); the rest of /proc stays the host's.
 - interrupts (kernel/irq/proc.c): the functions' MSI/MSI-X irqs with their per-CPU
   counts and the posted-interrupt notification line (interrupts.py; no IOAPIC,
   timer or IPI lines).
-Both 0444 and reporting size 0, as procfs files do."""
+- modules (kernel/module/procfs.c): the loaded modules, newest first (sysfs/module.py);
+  addresses only for root, as for a reader with CAP_SYSLOG.
+All 0444 and reporting size 0, as procfs files do."""
 from __future__ import annotations
 
 from vfakefs.sysfs.interrupts import interrupts_show
+from vfakefs.sysfs.module import PROC_MODULES
 from vfakefs.sysfs.nodes import Attr
 
 PROC = (
     Attr("cmdline", lambda m: m.cmdline + "\n", None, 0o444, size=0),
     Attr("interrupts", interrupts_show, None, 0o444, size=0),
+    PROC_MODULES,
 )
 
 

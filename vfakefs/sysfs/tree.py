@@ -8,8 +8,8 @@ from __future__ import annotations
 import weakref
 
 from vfakefs.model.host import Host
-from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, lib_modules, net, nvme,
-                           proc, vfakefs_debugfs, vfio)
+from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, lib_modules, module, net,
+                           nvme, proc, vfakefs_debugfs, vfio)
 from vfakefs.sysfs.nodes import Dir
 
 
@@ -74,7 +74,7 @@ class View:
                                   "pci_bus": Dir(lambda: devices.class_pci_bus_entries(self))}),
             "devices": Dir(lambda: devices.devices_entries(self)),
             "kernel": Dir(kernel),
-            "module": Dir(lambda: bus.module_entries(self)),
+            "module": Dir(lambda: module.module_entries(self)),
             # the rest of every /sys, empty here
             **{name: Dir({}) for name in ("block", "dev", "firmware", "fs", "hypervisor", "power")},
         }

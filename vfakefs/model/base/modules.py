@@ -16,7 +16,7 @@ the module's page-rounded core layout, close to but not read from a real load).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 INTEL = "Intel Corporation, <linux.nics@intel.com>"
 ALEX = "Alex Williamson <alex.williamson@redhat.com>"
@@ -54,6 +54,7 @@ class ModuleInfo:
     # try_module_get on the highest-priority loaded implementation, first loaded one wins
     crypto_users: tuple[str, ...] = ()
     init_log: tuple[str, ...] = ()             # what its init prints
+    symbol: str | None = None                  # one symbol it exports (what "Unknown symbol" names)
 
     @property
     def file_name(self) -> str | None:
@@ -360,11 +361,63 @@ _MODULES = (
 )
 
 
+# one symbol each exports that its users need: what load_module() names when it is missing
+_SYMBOLS = {
+    "net_failover": "net_failover_create",
+    "failover": "failover_register",
+    "virtio_pci_legacy_dev": "vp_legacy_probe",
+    "virtio_pci_modern_dev": "vp_modern_probe",
+    "virtio": "register_virtio_driver",
+    "virtio_ring": "vring_interrupt",
+    "mdio": "mdio_mii_ioctl",
+    "dca": "dca3_get_tag",
+    "i2c_algo_bit": "i2c_bit_add_bus",
+    "vfio_pci_core": "vfio_pci_core_register_device",
+    "vfio_virqfd": "vfio_virqfd_enable",
+    "irqbypass": "irq_bypass_register_producer",
+    "vfio": "vfio_register_group_dev",
+    "nvme_core": "nvme_init_ctrl",
+    "t10_pi": "t10_pi_type1_crc",
+    "crc64_rocksoft": "crc64_rocksoft_update",
+    "crc_t10dif": "crc_t10dif",
+    "crc64": "crc64_be",
+    "crct10dif_common": "crc_t10dif_generic",
+    "i2c_smbus": "i2c_handle_smbus_alert",
+    "libahci": "ahci_do_softreset",
+    "libata": "ata_host_activate",
+    "scsi_mod": "scsi_host_alloc",
+    "scsi_common": "scsi_normalize_sense",
+    "mlxfw": "mlxfw_firmware_flash",
+    "psample": "psample_sample_packet",
+    "tls": "tls_get_record",
+    "pci_hyperv_intf": "hyperv_read_cfg_blk",
+    "drm": "drm_dev_register",
+    "drm_kms_helper": "drm_helper_probe_single_connector_modes",
+    "drm_display_helper": "drm_dp_dpcd_read",
+    "ttm": "ttm_bo_init_validate",
+    "drm_ttm_helper": "drm_gem_ttm_mmap",
+    "mxm_wmi": "mxm_wmi_supported",
+    "wmi": "wmi_has_guid",
+    "video": "acpi_video_register",
+    "cec": "cec_register_adapter",
+    "rc_core": "rc_register_device",
+    "snd_intel_dspcfg": "snd_intel_dsp_driver_probe",
+    "snd_hda_codec": "snd_hda_codec_new",
+    "snd_hda_core": "snd_hdac_bus_init",
+    "snd_hwdep": "snd_hwdep_new",
+    "snd_pcm": "snd_pcm_new",
+    "snd_timer": "snd_timer_new",
+    "snd": "snd_card_new",
+    "soundcore": "register_sound_special",
+}
+
+
 def modules() -> dict[str, ModuleInfo]:
     """Every module the simulated kernel knows, by name (records are immutable: share them)."""
     return _BY_NAME
 
 
+_MODULES = tuple(replace(mod, symbol=_SYMBOLS[mod.name]) if mod.name in _SYMBOLS else mod for mod in _MODULES)
 _BY_NAME: dict[str, ModuleInfo] = {mod.name: mod for mod in _MODULES}
 
 
@@ -407,6 +460,13 @@ def closure(name: str) -> set[str]:
             seen.add(n)
             todo.extend(_BY_NAME[n].depends)
     return seen
+
+
+def srcversion(mod: ModuleInfo) -> str:
+    """The `srcversion` modpost writes (Debian: CONFIG_MODULE_SRCVERSION_ALL), 23 hex
+    digits; a stable made-up digest here, the same for modinfo and /sys/module."""
+    import hashlib
+    return hashlib.md5(("srcversion:" + mod.name).encode()).hexdigest().upper()[:23]
 
 
 def builtin_names() -> list[str]:
