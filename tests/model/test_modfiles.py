@@ -128,22 +128,33 @@ def test_modinfo_of_the_catalogues_modules(tmp_path):
     _depmod(tmp_path)
     r = _modinfo("-b", tmp_path, "-k", REL, "vfio_pci")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[:10] == [
+    assert r.stdout.splitlines()[:11] == [
         f"filename:       {base}/kernel/drivers/vfio/pci/vfio-pci.ko",
         "license:        GPL v2",
         "description:    VFIO PCI - User Level meta-driver",
         "author:         Alex Williamson <alex.williamson@redhat.com>",
+        f"srcversion:     {catalogue.srcversion(catalogue.modules()['vfio_pci'])}",
         "alias:          vfio_pci:v*d*sv*sd*bc*sc*i*",
         "depends:        vfio-pci-core,vfio",
         "retpoline:      Y",
         "intree:         Y",
         "name:           vfio_pci",
         f"vermagic:       {REL} SMP preempt mod_unload modversions "]
-    assert r.stdout.splitlines()[10].startswith("parm:           ids:Initial PCI IDs to add to the vfio driver")
+    assert r.stdout.splitlines()[11].startswith("parm:           ids:Initial PCI IDs to add to the vfio driver")
     assert r.stdout.count("\nparm:") == 6
     r = _modinfo("-b", tmp_path, "-k", REL, "-F", "alias", "e1000e")
     assert r.stdout == "pci:v00008086d000015B8sv*sd*bc*sc*i*\npci:v00008086d000010D3sv*sd*bc*sc*i*\n"
-    r = _modinfo("-b", tmp_path, "-k", REL, "8250_pci")   # built in: from modules.builtin.modinfo
-    assert r.returncode == 0 and r.stdout.splitlines()[:2] == ["name:           8250_pci", "filename:       (builtin)"]
+    r = _modinfo("-b", tmp_path, "-k", REL, "shpchp")   # built in: from modules.builtin.modinfo
+    assert r.returncode == 0 and r.stdout.splitlines() == [
+        "name:           shpchp", "filename:       (builtin)", "license:        GPL",
+        "file:           drivers/pci/hotplug/shpchp",
+        "parm:           shpchp_debug:Debugging mode enabled or not (bool)",
+        "parm:           shpchp_poll_mode:Using polling mechanism for hot-plug events or not (bool)",
+        "parm:           shpchp_poll_time:Polling mechanism frequency, in seconds (int)"]
+    show = [client("modprobe"), "-d", str(tmp_path), "-S", REL, "--show-depends"]
+    r = subprocess.run([*show, "shpchp"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "builtin shpchp\n")
+    r = subprocess.run([*show, "pcieport"], capture_output=True, text=True, timeout=60)   # no MODULE_LICENSE
+    assert r.returncode == 1 and "Module pcieport not found" in r.stderr
     r = _modinfo("-b", tmp_path, "-k", REL, "no_such_module")
     assert r.returncode == 1 and "Module no_such_module not found." in r.stderr

@@ -17,8 +17,6 @@ A pure function of the catalogue and the release: the view caches it.
 """
 from __future__ import annotations
 
-import hashlib
-
 from vfakefs.model.base import drivers as drivers_mod
 from vfakefs.model.base import modules as modules_mod
 from vfakefs.model.modfiles.elf import module_object
@@ -30,9 +28,14 @@ from vfakefs.model.modfiles.kindex import index_bytes
 _KBUILD_ORDER = ("arch", "kernel", "certs", "mm", "fs", "ipc", "security", "crypto", "block", "io_uring",
                  "drivers", "sound", "net", "virt", "lib")
 
-# Built-in modules modules.builtin lists: objects of tristate options set to y. Built-in
-# code of bool options (pcieport: PCIEPORTBUS, acpiphp, pciehp, shpchp) is not listed.
+# Built-in modules with a MODULE_LICENSE: in built-in code it also records the object's
+# file (MODULE_FILE: "<name>.file=<KBUILD_MODFILE>" in modules.builtin.modinfo), and
+# modules.builtin is those files (6.1's Makefile: the file= tags, "kernel/" and ".ko" added).
+# Built-in code without one (pcieport's portdrv) has no file and is not listed.
 BUILTIN_FILES = {
+    "acpiphp": "kernel/drivers/pci/hotplug/acpiphp.ko",
+    "pciehp": "kernel/drivers/pci/hotplug/pciehp.ko",
+    "shpchp": "kernel/drivers/pci/hotplug/shpchp.ko",
     "8250_pci": "kernel/drivers/tty/serial/8250/8250_pci.ko",
     "8250_mid": "kernel/drivers/tty/serial/8250/8250_mid.ko",
     "8250_pericom": "kernel/drivers/tty/serial/8250/8250_pericom.ko",
@@ -41,25 +44,6 @@ BUILTIN_FILES = {
     "via_agp": "kernel/drivers/char/agp/via-agp.ko",
     "iosf_mbi": "kernel/arch/x86/platform/intel/iosf_mbi.ko",
 }
-
-# One symbol each module exports that its users call (what makes depmod see the dependency);
-# the real name where it is known, else one in the module's name.
-EXPORTS = {
-    "vfio": "vfio_register_group_dev", "vfio_pci_core": "vfio_pci_core_register_device",
-    "vfio_virqfd": "vfio_virqfd_enable", "irqbypass": "irq_bypass_register_producer",
-    "virtio": "register_virtio_driver", "virtio_ring": "vring_interrupt",
-    "virtio_pci_legacy_dev": "vp_legacy_probe", "virtio_pci_modern_dev": "vp_modern_probe",
-    "failover": "failover_register", "net_failover": "net_failover_create", "nvme_core": "nvme_init_ctrl",
-    "t10_pi": "t10_pi_type1_crc", "crc64_rocksoft": "crc64_rocksoft", "crc_t10dif": "crc_t10dif",
-    "crc64": "crc64_rocksoft_generic", "crct10dif_common": "crc_t10dif_generic",
-    "libata": "ata_host_activate", "libahci": "ahci_do_softreset", "scsi_mod": "scsi_add_host_with_dma",
-    "scsi_common": "scsi_normalize_sense", "i2c_smbus": "i2c_handle_smbus_host_notify",
-    "i2c_algo_bit": "i2c_bit_add_bus", "mdio": "mdio45_probe", "dca": "dca3_get_tag",
-    "drm": "drm_dev_register", "drm_kms_helper": "drm_kms_helper_poll_init", "ttm": "ttm_bo_init_reserved",
-    "wmi": "wmi_has_guid", "snd": "snd_card_new", "snd_pcm": "snd_pcm_new", "snd_timer": "snd_timer_new",
-    "snd_hda_core": "snd_hdac_bus_init", "soundcore": "register_sound_special",
-}
-
 
 def vermagic(release: str) -> str:
     # VERMAGIC_STRING of Debian's amd64 kernels: each flag followed by a space
@@ -83,8 +67,9 @@ def _order(mods: list) -> list:
     return sorted(mods, key=lambda m: top.get(m.path.split("/")[1], len(top)))
 
 
-def _export(name: str) -> str:
-    return EXPORTS.get(name, f"{name}_ops")
+def _export(mod) -> str:
+    """The symbol the module's users take from it (what makes depmod see the dependency)."""
+    return mod.symbol or f"{mod.name}_ops"
 
 
 def _softdep(mod) -> str | None:
@@ -93,16 +78,21 @@ def _softdep(mod) -> str | None:
     return " ".join(parts) or None
 
 
-def _source_info(mod) -> list[tuple[str, str]]:
+def _source_info(mod, file: str | None = None) -> list[tuple[str, str]]:
     """The MODULE_* strings of the module's own source, as the section holds them (the
-    compiler emits a unit's variables last first: modinfo prints the last declared first)."""
+    compiler emits a unit's variables last first: modinfo prints the last declared first).
+    Built in, MODULE_LICENSE is MODULE_FILE then the license: file is where the code came
+    from, and code without it declared no license."""
     out = []
     if (sd := _softdep(mod)) is not None:
         out.append(("softdep", sd))
     out += [("alias", a) for a in reversed(mod.aliases)]
     if mod.version:
         out.append(("version", mod.version))
-    out.append(("license", mod.license))
+    if not mod.builtin:
+        out.append(("license", mod.license))
+    elif file is not None:
+        out += [("license", mod.license), ("file", file)]
     if mod.description:
         out.append(("description", mod.description))
     out += [("author", a) for a in mod.authors]
@@ -116,11 +106,9 @@ def _source_info(mod) -> list[tuple[str, str]]:
 
 def modinfo(mod, by_name: dict, drivers: dict, release: str) -> list[tuple[str, str]]:
     """The .modinfo of a loadable module: its source's strings, then what modpost's .mod.c
-    adds (reversed as well): srcversion, the id tables' aliases, depends (the dependencies'
-    file names), retpoline, intree, name, vermagic."""
-    out = _source_info(mod)
-    if mod.version:
-        out.append(("srcversion", hashlib.md5(mod.name.encode()).hexdigest()[:23].upper()))
+    adds (reversed as well): srcversion (every module: Debian's MODULE_SRCVERSION_ALL), the
+    id tables' aliases, depends (the dependencies' file names), retpoline, intree, name, vermagic."""
+    out = _source_info(mod) + [("srcversion", modules_mod.srcversion(mod))]
     table = [a for d in mod.drivers if d in drivers for a in pci_aliases(drivers[d].id_table)]
     out += [("alias", a) for a in reversed(table)]
     out.append(("depends", ",".join(_file_stem(by_name[d].path) for d in mod.depends)))
@@ -172,8 +160,8 @@ def module_tree(release: str, mods: dict | None = None, drivers: dict | None = N
     infos = {}
     for m in order:
         infos[m.name] = info = modinfo(m, mods, drivers, release)
-        files[m.path] = module_object(info, [_export(m.name)] if m.name in used else [],
-                                      [_export(d) for d in deps[m.name]])
+        files[m.path] = module_object(info, [_export(m)] if m.name in used else [],
+                                      [_export(mods[d]) for d in deps[m.name]])
     full = _dependencies(order, deps)
 
     dep_lines = [(m, m.path + ":" + "".join(" " + mods[d].path for d in full[m.name])) for m in order]
@@ -190,7 +178,7 @@ def module_tree(release: str, mods: dict | None = None, drivers: dict | None = N
 
     # depmod writes modules.symbols in the order of its hash table; ours is sorted (libkmod
     # reads only the .bin, whose trie does not depend on the order)
-    syms = sorted((_export(n), n) for n in used)
+    syms = sorted((_export(mods[n]), n) for n in used)
     files["modules.symbols"] = ("# Aliases for symbols, used by symbol_request().\n"
                                 + "".join(f"alias symbol:{s} {n}\n" for s, n in syms)).encode()
     files["modules.symbols.bin"] = index_bytes((f"symbol:{s}", n, prio[n]) for s, n in syms)
@@ -207,10 +195,12 @@ def module_tree(release: str, mods: dict | None = None, drivers: dict | None = N
 
     files["modules.order"] = "".join(m.path + "\n" for m in order).encode()
     builtins = [m for m in mods.values() if m.builtin]
-    listed = [BUILTIN_FILES[m.name] for m in builtins if m.name in BUILTIN_FILES]
+    modfile = {m.name: BUILTIN_FILES[m.name].removeprefix("kernel/").removesuffix(".ko")
+               for m in builtins if m.name in BUILTIN_FILES}
+    binfo = [(m.name, k, v) for m in builtins for k, v in _source_info(m, modfile.get(m.name))]
+    listed = list(dict.fromkeys(f"kernel/{v}.ko" for _, k, v in binfo if k == "file"))
     files["modules.builtin"] = "".join(p + "\n" for p in listed).encode()
     files["modules.builtin.bin"] = index_bytes((_file_stem(p).replace("-", "_"), "", 0) for p in listed)
-    binfo = [(m.name, k, v) for m in builtins for k, v in _source_info(m)]
     files["modules.builtin.modinfo"] = b"".join(f"{n}.{k}={v}".encode() + b"\0" for n, k, v in binfo)
     files["modules.builtin.alias.bin"] = index_bytes((_underscores(v), n, 0) for n, k, v in binfo if k == "alias")
     return files
