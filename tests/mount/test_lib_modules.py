@@ -191,3 +191,15 @@ def test_the_directory_holding_the_mountpoint_keeps_the_hosts_entries(qemu_mnt):
     r = in_run(qemu_mnt.path, "ls", parent)
     assert r.stdout.split() == sorted(host + ["modules"])
     assert sorted(os.listdir(parent)) == host and not os.path.lexists("/lib/modules")
+
+
+def test_the_files_agree_with_the_running_kernel(qemu_mnt):
+    """modinfo's srcversion is /sys/module's, and modprobe -n skips what is loaded (vfio_pci
+    and its dependencies on the reference machine) but not what is not (pci-stub)."""
+    modinfo, modprobe = client("modinfo"), client("modprobe")
+    r = in_run(qemu_mnt.path, "sh", "-c", f"{modinfo} -F srcversion vfio_pci; cat /sys/module/vfio_pci/srcversion; "
+                                          f"{modprobe} -n -v vfio_pci; echo rc=$?; {modprobe} -n -v pci-stub; "
+                                          "echo rc=$?")
+    out = r.stdout.splitlines()
+    assert out[0] == out[1] and re.fullmatch(r"[0-9A-F]{23}", out[0])
+    assert out[2:] == ["rc=0", f"insmod {MODDIR}/kernel/drivers/pci/pci-stub.ko ", "rc=0"]
