@@ -102,7 +102,8 @@ def test_pci_aliases_as_file2alias_writes_them():
         "pci:v000010DEd*sv*sd*bc04sc03i*"
     assert pci_alias(PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)) == \
         "pci:v000010DEd*sv*sd*bc03sc*i*"
-    assert pci_alias(PciDeviceId(0x1AF4, 0x1041, 0x1AF4, 0x1100)) == "pci:v00001AF4d00001041sv00001AF4sd00001100bc*sc*i*"
+    assert pci_alias(PciDeviceId(0x1AF4, 0x1041, 0x1AF4, 0x1100)) == \
+        "pci:v00001AF4d00001041sv00001AF4sd00001100bc*sc*i*"
     assert pci_alias(PciDeviceId(ANY, ANY, override_only=True)) == "vfio_pci:v*d*sv*sd*bc*sc*i*"
     assert pci_alias(PciDeviceId(ANY, ANY, class_code=0x010600, class_mask=0xFFFF80)) is None   # "Can't handle masks"
 

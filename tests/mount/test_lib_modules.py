@@ -9,7 +9,6 @@ import mmap
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -128,7 +127,7 @@ def test_modinfo_and_modprobe_in_vfakefs_run(qemu_mnt):
     assert deps[-1] == f"insmod {MODDIR}/kernel/drivers/vfio/pci/vfio-pci.ko "
     names = [d.rsplit("/", 1)[1].split(".ko")[0] for d in deps]
     assert set(names) >= {"vfio-pci-core", "vfio", "vfio_virqfd", "irqbypass", "vfio-pci"}
-    assert names.index("vfio") < names.index("vfio-pci-core") and names.index("irqbypass") < names.index("vfio-pci-core")
+    assert names.index("vfio") < names.index("vfio-pci-core") > names.index("irqbypass")
     k = out.index("rc=0", k + 1)
     igb = out[k + 1:out.index("rc=0", k + 1)]
     assert igb[-1] == f"insmod {MODDIR}/kernel/drivers/net/ethernet/intel/igb/igb.ko "

@@ -45,6 +45,7 @@ BUILTIN_FILES = {
     "iosf_mbi": "kernel/arch/x86/platform/intel/iosf_mbi.ko",
 }
 
+
 def vermagic(release: str) -> str:
     # VERMAGIC_STRING of Debian's amd64 kernels: each flag followed by a space
     return f"{release} SMP preempt mod_unload modversions "
@@ -173,8 +174,8 @@ def module_tree(release: str, mods: dict | None = None, drivers: dict | None = N
                               + "".join(f"alias {a} {n}\n" for a, n in aliases)).encode()
     files["modules.alias.bin"] = index_bytes((_underscores(a), n, prio[n]) for a, n in aliases)
 
-    files["modules.softdep"] = ("# Soft dependencies extracted from modules themselves.\n" + "".join(f"softdep {m.name} {v}\n" for m in order
-                                          for k, v in infos[m.name] if k == "softdep")).encode()
+    softdeps = "".join(f"softdep {m.name} {v}\n" for m in order for k, v in infos[m.name] if k == "softdep")
+    files["modules.softdep"] = ("# Soft dependencies extracted from modules themselves.\n" + softdeps).encode()
 
     # depmod writes modules.symbols in the order of its hash table; ours is sorted (libkmod
     # reads only the .bin, whose trie does not depend on the order)
