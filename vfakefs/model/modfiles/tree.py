@@ -21,6 +21,7 @@ from vfakefs.model.base import drivers as drivers_mod
 from vfakefs.model.base import modules as modules_mod
 from vfakefs.model.modfiles.elf import module_object
 from vfakefs.model.modfiles.file2alias import pci_aliases
+from vfakefs.model.modfiles.khash import hash_order
 from vfakefs.model.modfiles.kindex import index_bytes
 
 # The top-level Makefile's order of directories (core-y, drivers-y, libs-y), which is the
@@ -177,9 +178,9 @@ def module_tree(release: str, mods: dict | None = None, drivers: dict | None = N
     softdeps = "".join(f"softdep {m.name} {v}\n" for m in order for k, v in infos[m.name] if k == "softdep")
     files["modules.softdep"] = ("# Soft dependencies extracted from modules themselves.\n" + softdeps).encode()
 
-    # depmod writes modules.symbols in the order of its hash table; ours is sorted (libkmod
-    # reads only the .bin, whose trie does not depend on the order)
-    syms = sorted((_export(mods[n]), n) for n in used)
+    # in the order of depmod's symbol hash table (2048 buckets)
+    owner = {_export(mods[n]): n for n in used}
+    syms = [(s, owner[s]) for s in hash_order(owner, 2048)]
     files["modules.symbols"] = ("# Aliases for symbols, used by symbol_request().\n"
                                 + "".join(f"alias symbol:{s} {n}\n" for s, n in syms)).encode()
     files["modules.symbols.bin"] = index_bytes((f"symbol:{s}", n, prio[n]) for s, n in syms)
