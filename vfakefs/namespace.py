@@ -111,7 +111,8 @@ def _private_copy(path: str, stage: str) -> None:
     loaded from path meanwhile: only system calls run between the two mounts."""
     st = os.stat(path)
     _bind(path, stage, recursive=True)
-    _mount("vfakefs-copy", path, "tmpfs", 0, f"mode={stat.S_IMODE(st.st_mode):o},uid={st.st_uid},gid={st.st_gid}")
+    _mount("vfakefs-copy", path, "tmpfs", 0,
+           f"mode={stat.S_IMODE(st.st_mode):o},uid={st.st_uid},gid={st.st_gid}")
     for e in os.scandir(stage):
         new = f"{path}/{e.name}"
         est = os.lstat(e.path)

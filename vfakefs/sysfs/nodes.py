@@ -48,8 +48,8 @@ class BinAttr:
 @dataclass(frozen=True, slots=True)
 class Blob:
     """A regular file of fixed bytes that is no attribute (the simulated /lib/modules): its
-    true size in stat, served through the page cache so that mmap reads it (libkmod maps
-    its indexes and the .ko files it reads)."""
+    true size in stat, served through the page cache as a disk file is (libkmod maps its
+    indexes and the .ko files it reads; a shared map works too)."""
     name: str
     data: bytes
     mode: int = 0o444
