@@ -81,5 +81,7 @@ def enter(mnt: str, stage: str) -> None:
     if os.path.exists(f"{real}/dev/kmsg"):
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
     for name in ("cmdline", "interrupts", "modules"):     # the simulated kernel's, LXCFS-style
-        if os.path.exists(f"{real}/proc/{name}"):
+        # (a host kernel without modules has no /proc/modules to bind over: the system-call
+        # adapter answers its opens instead, syscall/server.py)
+        if os.path.exists(f"{real}/proc/{name}") and os.path.exists(f"/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")
