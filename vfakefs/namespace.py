@@ -81,7 +81,8 @@ def enter(mnt: str, stage: str) -> None:
     if os.path.exists(f"{real}/dev/kmsg"):
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
     for name in ("cmdline", "interrupts", "modules"):     # the simulated kernel's, LXCFS-style
-        # procfs takes no new names: a host kernel without modules (no /proc/modules) keeps none
+        # (a host kernel without modules has no /proc/modules to bind over: the system-call
+        # adapter answers its opens instead, syscall/server.py)
         if os.path.exists(f"{real}/proc/{name}") and os.path.exists(f"/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")
     if os.path.isdir(f"{real}/lib/modules"):   # kmod's and lspci -k's /lib/modules/$(uname -r)

@@ -128,20 +128,8 @@ def module_entries(v) -> dict:
 
 
 # --- /proc/modules (kernel/module/procfs.c m_show) ---------------------------------------------------
-def proc_modules_text(m, privileged: bool) -> str:
-    """One line per module, newest first: name, size, refcnt, the holders each followed by
-    a comma (or "-"), the state, the address (zeros unless kallsyms_show_value(): root
-    with CAP_SYSLOG, Debian's perf_event_paranoid keeping everyone else out)."""
-    lines = []
-    for mod in m.modules.newest_first():
-        holders = "".join(f"{h}," for h in m.modules.holders(mod.name)) or "-"
-        addr = mod.address if privileged else 0
-        lines.append(f"{mod.name} {mod.info.coresize} {m.modules.refcnt(mod.name)} {holders} {mod.state} 0x{addr:016x}\n")
-    return "".join(lines)
-
-
 def proc_modules_read(m, off: int, n: int, privileged: bool) -> bytes:
-    return proc_modules_text(m, privileged).encode()[off:off + n]
+    return m.modules.proc_text(privileged).encode()[off:off + n]
 
 
 PROC_MODULES = BinAttr("modules", proc_modules_read, None, 0o444, 0)

@@ -77,6 +77,18 @@ class Modules:
             return None
         return parse_value(p, p.default)
 
+    def proc_text(self, show_addresses: bool) -> str:
+        """/proc/modules (kernel/module/procfs.c m_show): one line per module, newest first:
+        name, size, refcnt, each holder followed by a comma (or "-"), the state, the
+        address (zeros unless kallsyms_show_value(): CAP_SYSLOG, Debian's
+        perf_event_paranoid keeping everyone else out)."""
+        lines = []
+        for mod in self.newest_first():
+            holders = "".join(f"{h}," for h in self.holders(mod.name)) or "-"
+            addr = mod.address if show_addresses else 0
+            lines.append(f"{mod.name} {mod.info.coresize} {self.refcnt(mod.name)} {holders} {mod.state} 0x{addr:016x}\n")
+        return "".join(lines)
+
     # --- references -------------------------------------------------------------------------
     def get(self, name: str | None) -> None:
         """try_module_get(): built-in code (name None or not loaded) needs no reference."""
@@ -86,6 +98,14 @@ class Modules:
     def put(self, name: str | None) -> None:
         if name in self.loaded and self.loaded[name].refs > 0:
             self.loaded[name].refs -= 1
+
+    def get_driver(self, drv) -> str | None:
+        """try_module_get(drv->owner): the module that registered drv, which the caller
+        puts back later (None when built in: nothing to hold)."""
+        info = catalogue.of_driver(drv.name) if drv is not None else None
+        name = info.name if info is not None and info.name in self.loaded else None
+        self.get(name)
+        return name
 
     # --- boot -------------------------------------------------------------------------------------
     def boot(self, plan: list[tuple[str, int | None]]) -> None:
