@@ -202,3 +202,21 @@ def test_the_files_agree_with_the_running_kernel(qemu_mnt):
     out = r.stdout.splitlines()
     assert out[0] == out[1] and re.fullmatch(r"[0-9A-F]{23}", out[0])
     assert out[2:] == ["rc=0", f"insmod {MODDIR}/kernel/drivers/pci/pci-stub.ko ", "rc=0"]
+
+
+def test_modprobe_loads_and_unloads_from_the_simulated_tree(mount_preset):
+    """modprobe resolves igb's dependencies in modules.dep and hands each .ko of the
+    mount to finit_module (answered by the system-call adapter), then modprobe -r
+    unloads the lot."""
+    mnt = mount_preset("qemu-ref")
+    modprobe, lsmod = client("modprobe"), client("lsmod")
+    r = in_run(mnt.path, "sh", "-c", f"{modprobe} -v igb; echo rc=$?; {lsmod}; {modprobe} -r -v igb; echo rc=$?; "
+                                     f"{lsmod} | grep -cE '^(igb|dca|i2c_algo_bit) '")
+    out = r.stdout.splitlines()
+    base = f"insmod {MODDIR}/kernel/drivers"
+    assert out[:4] == [f"{base}/dma/dca.ko ", f"{base}/i2c/algos/i2c-algo-bit.ko ",
+                       f"{base}/net/ethernet/intel/igb/igb.ko ", "rc=0"], r.stderr
+    loaded = {line.split()[0]: line.split()[1:] for line in out[4:] if not line.startswith("rmmod")}
+    assert loaded["igb"] == ["286720", "0"] and loaded["dca"] == ["16384", "1", "igb"]
+    assert loaded["i2c_algo_bit"] == ["16384", "1", "igb"]
+    assert out[-5:] == ["rmmod igb", "rmmod dca", "rmmod i2c_algo_bit", "rc=0", "0"]
