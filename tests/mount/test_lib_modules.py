@@ -198,10 +198,15 @@ def test_the_files_agree_with_the_running_kernel(qemu_mnt):
     modinfo, modprobe = client("modinfo"), client("modprobe")
     r = in_run(qemu_mnt.path, "sh", "-c", f"{modinfo} -F srcversion vfio_pci; cat /sys/module/vfio_pci/srcversion; "
                                           f"{modprobe} -n -v vfio_pci; echo rc=$?; {modprobe} -n -v pci-stub; "
-                                          "echo rc=$?")
+                                          "echo rc=$?; for d in 02:00.0 00:1f.3; do "
+                                          f"{modprobe} --show-depends $(cat /sys/bus/pci/devices/0000:$d/modalias); done")
     out = r.stdout.splitlines()
     assert out[0] == out[1] and re.fullmatch(r"[0-9A-F]{23}", out[0])
-    assert out[2:] == ["rc=0", f"insmod {MODDIR}/kernel/drivers/pci/pci-stub.ko ", "rc=0"]
+    assert out[2:5] == ["rc=0", f"insmod {MODDIR}/kernel/drivers/pci/pci-stub.ko ", "rc=0"]
+    # what udev's kmod builtin does with a device's MODALIAS: the id tables' aliases match
+    assert out[5:] == [f"insmod {MODDIR}/kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko ",
+                       f"insmod {MODDIR}/kernel/drivers/i2c/i2c-smbus.ko ",
+                       f"insmod {MODDIR}/kernel/drivers/i2c/busses/i2c-i801.ko "]
 
 
 def test_modprobe_loads_and_unloads_from_the_simulated_tree(mount_preset):
