@@ -1,7 +1,7 @@
 """`vfakefs run`'s private mount namespace, made with the system calls themselves
 (unshare(2), mount(2)) in the program's process before it execs: the mount's trees
-over /sys, /dev/vfio, /dev/kmsg, /proc/cmdline and /proc/interrupts, the host's own
-never touched.
+over /sys, /dev/vfio, /dev/kmsg, /proc/cmdline, /proc/interrupts and /lib/modules, the
+host's own never touched.
 
 Where the host has no /dev/vfio the namespace gets its own /dev (a tmpfs with every
 host entry bound back), so nothing is ever created in the host's /dev. /dev/ptmx is
@@ -82,7 +82,50 @@ def enter(mnt: str, stage: str) -> None:
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
     # the simulated kernel's, LXCFS-style; cpuinfo so that it agrees with /sys/devices/system/cpu
     # (lscpu and hwloc read both). What no file answers stays the host's: sched_getaffinity (nproc,
-    # hwloc's binding) and the CPUID instruction (hwloc's x86 backend; HWLOC_COMPONENTS=-x86)
-    for name in ("cmdline", "interrupts", "cpuinfo"):
-        if os.path.exists(f"{real}/proc/{name}"):
+    # hwloc's binding) and the CPUID instruction (hwloc's x86 backend; HWLOC_COMPONENTS=-x86).
+    # A host kernel without modules has no /proc/modules to bind over: the system-call adapter
+    # answers its opens instead (syscall/server.py)
+    for name in ("cmdline", "interrupts", "cpuinfo", "modules"):
+        if os.path.exists(f"{real}/proc/{name}") and os.path.exists(f"/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")
+    if os.path.isdir(f"{real}/lib/modules"):   # kmod's and lspci -k's /lib/modules/$(uname -r)
+        _lib_modules(f"{real}/lib/modules", stage)
+
+
+def _lib_modules(src: str, stage: str) -> None:
+    """Bind src over /lib/modules. A host without /lib/modules (a container) gets a
+    mountpoint for it in a private copy of the directory holding it (/usr/lib where /lib
+    is a link to it, as for /dev above): a tmpfs with every host entry bound back, so the
+    host's directory is never written to and its libraries stay where they are."""
+    target = os.path.realpath("/lib/modules")
+    if not os.path.isdir(target):
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            return   # no /lib at all: nothing reads modules here
+        st = os.stat(parent)
+        _private_copy(parent, stage)
+        os.mkdir(target, 0o755)
+        os.utime(parent, ns=(st.st_atime_ns, st.st_mtime_ns))   # ls -l shows the host's times
+    _bind(src, target, recursive=True)
+
+
+def _private_copy(path: str, stage: str) -> None:
+    """Replace directory path, in this namespace only, by a tmpfs of the same mode and
+    owner whose entries are the host's, bound back (symlinks copied). Nothing may be
+    loaded from path meanwhile: only system calls run between the two mounts."""
+    st = os.stat(path)
+    _bind(path, stage, recursive=True)
+    _mount("vfakefs-copy", path, "tmpfs", 0,
+           f"mode={stat.S_IMODE(st.st_mode):o},uid={st.st_uid},gid={st.st_gid}")
+    for e in os.scandir(stage):
+        new = f"{path}/{e.name}"
+        est = os.lstat(e.path)
+        if stat.S_ISLNK(est.st_mode):
+            os.symlink(os.readlink(e.path), new)
+            continue
+        if stat.S_ISDIR(est.st_mode):
+            os.mkdir(new)
+        else:
+            os.close(os.open(new, os.O_CREAT | os.O_WRONLY, 0o600))
+        _bind(e.path, new, recursive=True)
+    _check(_libc.umount2(os.fsencode(stage), MNT_DETACH), f"umount {stage}")

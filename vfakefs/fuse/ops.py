@@ -134,7 +134,10 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        # fixed files (the simulated /lib/modules) go through the page cache as disk files
+        # do: their pages are kept across opens (every kmod run maps the indexes) and a
+        # shared mapping works (direct_io refuses MAP_SHARED); attributes are read afresh
+        return pyfuse3.FileInfo(fh=fh, direct_io=not node.cached, keep_cache=node.cached)
 
     async def read(self, fh, off, size):
         of = self.files[fh]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
+from vfakefs.model.base.module import boot_plan
 from vfakefs.model.boot import boot_log, default_domain, late_boot_log
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
@@ -40,6 +41,8 @@ def boot(topo: Topology) -> Machine:
     if "drivers" in d:   # the topology names the loaded drivers: register those and the ones in use
         used = {s["driver"] for s in specs} | {(s.get("sriov") or {}).get("vf_driver") for s in specs}
         drivers = {n: drv for n, drv in drivers.items() if n in used or n in d["drivers"]}
+    else:
+        drivers = {n: drv for n, drv in drivers.items() if drv.boot}
     intel = iommu_spec.get("type", "intel") == "intel"
     iommu_on = intel and "intel_iommu=off" not in cmdline.split()
     dmar = []
@@ -65,6 +68,7 @@ def boot(topo: Topology) -> Machine:
     _functions(m, topo.order, d.get("slot_module", "pciehp"))
     for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
         obj.machine = m
+    m.modules.boot(boot_plan(m, m.recorded.get("modules", {}).get("loaded")))   # what the registered drivers need
     for s in specs:
         f = m.by_bdf[s["bdf"]]
         if s["driver"]:

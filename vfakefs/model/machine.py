@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from vfakefs.model.base import binding
 from vfakefs.model.base.drivers import Driver, vfio_bound
+from vfakefs.model.base.module import Modules, check_refs
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.ida import Ida
 from vfakefs.model.intel.dmar import DmarUnit
@@ -69,8 +70,8 @@ class Machine:
         self.changes: list | None = None        # what the listeners being notified are told
         self._children: tuple[int, dict] = (-1, {})
         self.removed: list[PciFunction] = []    # what `remove` took away, for `rescan`
-        self.vfio_enable_sriov = False          # vfio-pci's enable_sriov module parameter
-        self.module_params: dict = {}           # (module, parameter) -> value set through sysfs
+        self.module_params: dict = {}           # (module, parameter) -> value set at load or through sysfs
+        self.modules = Modules(self)            # the loaded modules (base/module.py)
         self.fault_threshold = 100              # DMA faults before a device loses bus mastering
         self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
         self._irq_remap = None                  # irq_remap.IrqRemapTable, made on first use
@@ -89,6 +90,15 @@ class Machine:
         self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
         self.rng = random.Random()              # get_random_bytes(): random, unless a test seeds it
         self.locality = Locality.single(self.nr_cpus)   # sockets, cores, nodes (the topology's, at boot)
+
+    @property
+    def vfio_enable_sriov(self) -> bool:
+        """vfio-pci's enable_sriov module parameter."""
+        return bool(self.module_params.get(("vfio_pci", "enable_sriov"), False))
+
+    @vfio_enable_sriov.setter
+    def vfio_enable_sriov(self, value: bool) -> None:
+        self.module_params[("vfio_pci", "enable_sriov")] = bool(value)
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000
@@ -251,6 +261,10 @@ class Machine:
         if nd.name.startswith("eth") and nd.name[3:].isdigit():
             self.eth_ids.free(int(nd.name[3:]))
 
+    def release_driver(self, dev: PciFunction) -> None:
+        """device_release_driver(): what a driver's own work calls to let a device go."""
+        binding.release(self, dev)
+
     # --- invariants (tests call this after every operation) -------------------------
     def check(self) -> None:
         names = [f.name for f in self.functions]
@@ -271,6 +285,7 @@ class Machine:
             assert len(members) == len(set(map(id, members))) == len(self.functions), "group membership"
         for nd in self.netdevs.values():
             assert nd.dev in self.functions and nd in nd.dev.netdevs, f"netdev {nd.name}: stale"
+        check_refs(self)
         unit = iommu.booted(self)   # context entries exist once the tables were made
         if unit is not None:
             for f in self.functions:

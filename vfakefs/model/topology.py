@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from vfakefs.model import bringup
+from vfakefs.model.base import modules as module_catalogue
 from vfakefs.model.base.drivers import catalogue
 from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
@@ -151,8 +152,9 @@ class _Checker:
                 if bad:
                     raise self.err("acpi.dmar.atsr.ports", f"{bad[0]!r} is not a root port of this topology")
         rec = d.get("recorded", {})
-        if set(rec) - {"irq", "boot_clock"}:
-            raise self.err("recorded", "must be a table of `irq` and `boot_clock`")
+        if set(rec) - {"irq", "boot_clock", "modules"}:
+            raise self.err("recorded", "must be a table of `irq`, `boot_clock` and `modules`")
+        self.recorded_modules(rec.get("modules", {}))
         for stage, usec in rec.get("boot_clock", {}).items():
             if stage not in BOOT_STAGES or not isinstance(usec, int) or usec < 0:
                 raise self.err(f"recorded.boot_clock.{stage}",
@@ -170,6 +172,23 @@ class _Checker:
             if nv is not None and (not isinstance(nv, dict) or set(nv) - NVME_KEYS or not all(
                     isinstance(x, str) and x.isascii() for x in nv.values())):
                 raise self.err(f"{s['where']}.nvme", f"a table of ASCII strings: {', '.join(sorted(NVME_KEYS))}")
+
+    def recorded_modules(self, rec: dict) -> None:
+        """`[recorded.modules] loaded = [[name, address], ...]`: loadable modules of the
+        catalogue, oldest first, each after the modules it depends on."""
+        if set(rec) - {"loaded"}:
+            raise self.err("recorded.modules", "only `loaded`")
+        seen: set = set()
+        for v in rec.get("loaded", []):
+            if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int)):
+                raise self.err("recorded.modules.loaded", f"{v!r} is not [name, address]")
+            info = module_catalogue.modules().get(v[0])
+            if info is None or info.builtin or v[0] in seen:
+                raise self.err("recorded.modules.loaded", f"{v[0]!r} is not a loadable module (or listed twice)")
+            missing = [d for d in info.depends if d not in seen]
+            if missing:
+                raise self.err("recorded.modules.loaded", f"{v[0]!r} is loaded before {missing[0]!r}, which it needs")
+            seen.add(v[0])
 
     # --- each [[device]] ----------------------------------------------------------------------
     def device_specs(self, entries: list, drivers: set) -> list[dict]:

@@ -20,6 +20,7 @@ import trio
 from vfakefs.model.errors import SysfsError
 from vfakefs.syscall import seccomp, statfs
 from vfakefs.syscall.files import Files
+from vfakefs.syscall.modules import CAP_SYSLOG, ModuleCalls, capable
 from vfakefs.syscall.process import ProcMemory
 from vfakefs.syscall.vfio import GROUP_GET_DEVICE_FD, GROUP_UNSET_CONTAINER, Call, Vfio
 
@@ -53,6 +54,10 @@ class SyscallServer:
         self.sockpath = sockpath
         self.files = Files()
         self.vfio = Vfio(host, self.files)
+        self.modules = ModuleCalls(host)
+        # a host kernel without modules has no /proc/modules for `vfakefs run` to bind
+        # the simulated one over: opens of it are answered here
+        self.proc_modules_missing = not os.path.exists("/proc/modules")
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,6 +173,8 @@ class SyscallServer:
             return self.vfio.ioctl(Call(n.tid, give), f, cmd, a[2])
         if n.nr in (seccomp.NR_statfs, seccomp.NR_fstatfs):
             return self._statfs(n)
+        if n.nr in (seccomp.NR_init_module, seccomp.NR_finit_module, seccomp.NR_delete_module):
+            return self._module_call(n)
         if n.nr in (seccomp.NR_pread64, seccomp.NR_pwrite64):
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
@@ -186,6 +193,8 @@ class SyscallServer:
             dirfd, ptr = _int(a[0]), a[1]
             flags = int.from_bytes(mem.read(a[2], 8), "little")
         raw = mem.read_string(ptr)
+        if raw == b"/proc/modules" and self.proc_modules_missing:
+            return self._proc_modules(n, give, flags)
         if raw.startswith(b"/") and not raw.startswith(b"/dev/vfio/"):
             return None                       # the common case, decided without a lookup
         path = self._resolve(n.tid, dirfd, os.fsdecode(raw))
@@ -193,6 +202,33 @@ class SyscallServer:
             return None
         self.files.closes()          # a close the program made before this open counts first
         return self.vfio.open(Call(n.tid, give), path, bool(flags & O_CLOEXEC))
+
+    def _proc_modules(self, n: seccomp.Notification, give, flags: int) -> int:
+        """open("/proc/modules"): a read-only file holding what the simulated kernel's
+        would show this caller (addresses with CAP_SYSLOG), as of the open."""
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise SysfsError(errno.EACCES)
+        text = self.vfio.m.modules.proc_text(capable(n.tid, CAP_SYSLOG)).encode()
+        mfd = os.memfd_create("modules", os.MFD_CLOEXEC)
+        try:
+            os.write(mfd, text)
+            ro = os.open(f"/proc/self/fd/{mfd}", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(mfd)
+        try:
+            return give(ro, bool(flags & O_CLOEXEC))
+        finally:
+            os.close(ro)
+
+    def _module_call(self, n: seccomp.Notification) -> int | Later:
+        """init_module, finit_module, delete_module: the simulated kernel's module list,
+        never the host's (syscall/modules.py)."""
+        a, mods = n.args, self.modules
+        if n.nr == seccomp.NR_init_module:
+            return mods.init_module(n.tid, a[0], a[1], a[2])
+        if n.nr == seccomp.NR_delete_module:
+            return mods.delete_module(n.tid, a[0], a[1] & 0xFFFF_FFFF)
+        return Later(mods.finit_module(n.tid, _int(a[0]), a[1], _int(a[2])))
 
     def _statfs(self, n: seccomp.Notification) -> int | Later | None:
         """statfs(path, buf) / fstatfs(fd, buf) of the mount's trees: the kernel's answer

@@ -7,9 +7,8 @@ from vfakefs.model.base import binding
 from vfakefs.model.pci import hotplug
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.model.vfio import type1
-from vfakefs.sysfs.parse import kstrtobool, kstrtoint, kstrtoul, simple_strtoul10
-from vfakefs.sysfs import pci_sysfs
+from vfakefs.sysfs.parse import simple_strtoul10
+from vfakefs.sysfs import module, pci_sysfs
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
 
@@ -70,7 +69,9 @@ DRIVER_GROUP = AttrGroup((
 def driver_entries(v, drv) -> dict:
     here = f"bus/pci/drivers/{drv.name}"
     out = DRIVER_GROUP.entries(drv)
-    out["module"] = Link(rel(here, f"module/{drv.module_name}"))
+    mod = module.driver_module(v.m, drv)
+    if mod is not None:                      # built-in drivers without a module directory have none
+        out["module"] = Link(rel(here, f"module/{mod}"))
     for dev in drv.devices:
         out[dev.name] = Link(rel(here, v.device_path(dev)))
     return out
@@ -119,79 +120,13 @@ def pci_bus_entries(v) -> dict:
     return out
 
 
-def enable_sriov_store(m, text: str) -> None:
-    m.vfio_enable_sriov = kstrtobool(text)
-
-
-def _param(mod: str, name: str, default, parse, mode: int) -> Attr:
-    """A module's module_param(): param_get_bool prints Y/N, param_get_int/uint the
-    number; param_set_bool/int/uint parse with kstrtobool/kstrtoint/kstrtouint (EINVAL,
-    ERANGE past the type)."""
-    def show(m):
-        v = m.module_params.get((mod, name), default)
-        return ("Y" if v else "N") + "\n" if isinstance(v, bool) else f"{v}\n"
-
-    def store(m, text):
-        m.module_params[(mod, name)] = parse(text)
-    return Attr(name, show, store if mode & 0o200 else None, mode)
-
-
-def kstrtouint(text: str) -> int:
-    """param_set_uint: kstrtouint(val, 0)."""
-    return kstrtoul(text, 32)
-
-
-# vfio_iommu_type1.c: module_param_named(allow_unsafe_interrupts, ..., bool, S_IRUGO | S_IWUSR),
-# the same for disable_hugepages, and dma_entry_limit as uint 0644 (U16_MAX); type1.py reads them
-TYPE1_PARAMETERS = {"allow_unsafe_interrupts": kstrtobool, "disable_hugepages": kstrtobool,
-                    "dma_entry_limit": kstrtouint}
-
-# module parameters (/sys/module/<mod>/parameters/): vfio-pci's, vfio_iommu_type1's, and the
-# hotplug drivers' that register slots (built in: their module directory exists for the
-# parameters alone)
-MODULE_PARAMETERS = {
-    "vfio_pci": AttrGroup((Attr("enable_sriov", lambda m: "Y\n" if m.vfio_enable_sriov else "N\n",
-                                enable_sriov_store, 0o644),), name="parameters"),
-    type1.MODULE: AttrGroup(tuple(_param(type1.MODULE, name, type1.PARAMETERS[name], parse, 0o644)
-                                  for name, parse in TYPE1_PARAMETERS.items()), name="parameters"),
-    "acpiphp": AttrGroup((_param("acpiphp", "disable", False, kstrtobool, 0o444),), name="parameters"),
-    "pciehp": AttrGroup((_param("pciehp", "pciehp_poll_mode", False, kstrtobool, 0o644),
-                         _param("pciehp", "pciehp_poll_time", 0, kstrtoint, 0o644)), name="parameters"),
-}
-
-
-BUILTIN_MODULES = ("acpiphp", "pciehp")   # CONFIG_HOTPLUG_PCI_ACPI=y, CONFIG_HOTPLUG_PCI_PCIE=y (Debian)
-
-
-def module_entries(v) -> dict:
-    # built-in drivers with parameters have a directory (param_sysfs_builtin), and each
-    # slot's `module` link names its hotplug driver's
-    mods: dict[str, list] = {mod: [] for mod in BUILTIN_MODULES + tuple(s.module for s in v.m.slots)}
-    if "vfio-pci" in v.m.drivers:
-        # vfio's MODULE_SOFTDEP("post: vfio_iommu_type1 ...") loads type1 beside it: the
-        # reference captures' /proc/modules list it (`vfio 3 vfio_pci,vfio_pci_core,vfio_iommu_type1`)
-        mods[type1.MODULE] = []
-    for drv in v.m.drivers.values():
-        mods.setdefault(drv.module_name, []).append(drv)
-
-    def module_dir(mod, ds):
-        out = {}
-        if ds:
-            out["drivers"] = Dir({f"pci:{d.name}": Link(rel(f"module/{mod}/drivers", f"bus/pci/drivers/{d.name}"))
-                                  for d in ds})
-        if mod in MODULE_PARAMETERS:
-            out.update(MODULE_PARAMETERS[mod].entries(v.m))
-        return out
-    return {mod: Dir(lambda ds=ds, mod=mod: module_dir(mod, ds)) for mod, ds in sorted(mods.items())}
-
-
 # --- the buses that PCI drivers register devices on ------------------------------------------
 def pci_express_entries(v) -> dict:
     """bus/pci_express: the port services pcieport registers (portdrv)."""
     from vfakefs.sysfs.devices import PORT_SERVICES
     links = {}
     for f in v.m.functions:
-        if f.driver is not None and f.driver.name == "pcieport":
+        if f.driver is not None and f.driver.port_services:
             for svc in PORT_SERVICES.get(f.kind, ()):
                 name = f"{f.name}:{svc}"
                 links[name] = Link(rel("bus/pci_express/devices", f"{v.device_path(f)}/{name}"))

@@ -150,7 +150,7 @@ def device_entries(v, dev) -> dict:
         out["pci_bus"] = Dir(lambda: {busname: Dir(lambda: pci_bus_dir(v, dev))})
         for child in v.m.children(dev):
             out[child.name] = Dir(lambda c=child: device_entries(v, c))
-        if dev.driver is not None and dev.driver.name == "pcieport":
+        if dev.driver is not None and dev.driver.port_services:
             for svc in PORT_SERVICES.get(dev.kind, ()):
                 out[f"{dev.name}:{svc}"] = Dir(lambda s=svc: port_service_entries(v, dev, s))
     return out

@@ -80,7 +80,7 @@ def dirty(v, changes) -> list[tuple[str, bool, frozenset]] | None:
             add(("sys/bus/virtio", True, NOTHING))   # its listing builds devices/ and drivers/
         if drv.device_dirs:
             add(("sys/class/nvme", False, NOTHING))
-        if drv.name.startswith("vfio"):
+        if drv.vfio:
             add(("dev/vfio", False, NOTHING))   # Machine.vfio_groups' rule
     for g in groups.values():
         add((f"sys/kernel/iommu_groups/{g.id}", True, NOTHING))

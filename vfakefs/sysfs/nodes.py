@@ -46,6 +46,27 @@ class BinAttr:
 
 
 @dataclass(frozen=True, slots=True)
+class Blob:
+    """A regular file of fixed bytes that is no attribute (the simulated /lib/modules): its
+    true size in stat, served through the page cache as a disk file is (libkmod maps its
+    indexes and the .ko files it reads; a shared map works too)."""
+    name: str
+    data: bytes
+    mode: int = 0o444
+    write: None = None
+
+    def read(self, obj, off: int, n: int, privileged: bool) -> bytes:
+        return self.data[off:off + n]
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def bind(self, obj=None) -> Bound:
+        return Bound(self, obj)
+
+
+@dataclass(frozen=True, slots=True)
 class Stream:
     """A file read record by record, like /dev/kmsg: open(obj, nonblock) -> a reader
     with read(offset, n) -> bytes, or None when there is nothing to read yet (the
@@ -64,7 +85,7 @@ class Stream:
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    decl: Attr | BinAttr | Stream
+    decl: Attr | BinAttr | Blob | Stream
     obj: Any
 
     @property
@@ -78,7 +99,12 @@ class Bound:
 
     @property
     def binary(self) -> bool:
-        return isinstance(self.decl, BinAttr)
+        return isinstance(self.decl, (BinAttr, Blob))
+
+    @property
+    def cached(self) -> bool:
+        """Served through the page cache (fixed contents), not direct_io as attributes are."""
+        return isinstance(self.decl, Blob)
 
     @property
     def stream(self) -> bool:

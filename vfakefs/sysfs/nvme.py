@@ -56,8 +56,5 @@ def ctrl_entries(v, dev, inst: int) -> dict:
 
 
 def class_nvme_entries(v) -> dict:
-    drv = v.m.drivers.get("nvme")
-    if drv is None:
-        return {}
     return {f"nvme{drv.instance(d)}": Link(rel("class/nvme", f"{v.device_path(d)}/nvme/nvme{drv.instance(d)}"))
-            for d in drv.devices}
+            for drv in v.m.drivers.values() if "nvme" in drv.device_dirs for d in drv.devices}

@@ -7,17 +7,21 @@ namespace (as LXCFS does for containers); the rest of /proc stays the host's.
   counts and the posted-interrupt notification line (interrupts.py; no IOAPIC,
   timer or IPI lines).
 - cpuinfo (arch/x86/kernel/cpu/proc.c): the topology's CPUs (cpuinfo.py).
+- modules (kernel/module/procfs.c): the loaded modules, newest first (sysfs/module.py);
+  addresses only for root, as for a reader with CAP_SYSLOG.
 All 0444 and reporting size 0, as procfs files do."""
 from __future__ import annotations
 
 from vfakefs.sysfs.cpuinfo import cpuinfo_show
 from vfakefs.sysfs.interrupts import interrupts_show
+from vfakefs.sysfs.module import PROC_MODULES
 from vfakefs.sysfs.nodes import Attr
 
 PROC = (
     Attr("cmdline", lambda m: m.cmdline + "\n", None, 0o444, size=0),
     Attr("interrupts", interrupts_show, None, 0o444, size=0),
     Attr("cpuinfo", cpuinfo_show, None, 0o444, size=0),        # cpuinfo.py
+    PROC_MODULES,
 )
 
 

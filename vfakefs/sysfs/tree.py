@@ -8,8 +8,8 @@ from __future__ import annotations
 import weakref
 
 from vfakefs.model.host import Host
-from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, net, nvme, proc, system,
-                           vfakefs_debugfs, vfio)
+from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, lib_modules, module, net,
+                           nvme, proc, system, vfakefs_debugfs, vfio)
 from vfakefs.sysfs.nodes import Dir
 
 
@@ -49,7 +49,8 @@ class View:
     # --- the tree -------------------------------------------------------------------
     def root(self) -> Dir:
         return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": self.dev_dir(),
-                            "proc": Dir(lambda: proc.proc_entries(self), 0o555)}, 0o755)
+                            "proc": Dir(lambda: proc.proc_entries(self), 0o555),
+                            "lib": lib_modules.lib_dir()}, 0o755)
 
     def dev_dir(self) -> Dir:
         base = vfio.dev_dir(self)
@@ -75,7 +76,7 @@ class View:
                                   "pci_bus": Dir(lambda: devices.class_pci_bus_entries(self))}),
             "devices": Dir(lambda: devices.devices_entries(self)),
             "kernel": Dir(kernel),
-            "module": Dir(lambda: bus.module_entries(self)),
+            "module": Dir(lambda: module.module_entries(self)),
             # the rest of every /sys, empty here
             **{name: Dir({}) for name in ("block", "dev", "firmware", "fs", "hypervisor", "power")},
         }

@@ -11,7 +11,8 @@ import errno
 import re
 
 from vfakefs.model.base import irqs
-from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, vfio_bound
+from vfakefs.model.base.driver_ops import enabling_line, probe_failed
+from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.vfio import vf_token
@@ -47,21 +48,10 @@ def probe(m, drv: Driver, dev) -> None:
         raise SysfsError(errno.ENODEV)
     if not drv.driver_managed_dma and dev.group is not None and dev.group.owner is not None:
         # pci_dma_configure -> iommu_device_use_default_domain(): the group is claimed
-        _probe_failed(m, drv, dev, errno.EBUSY)
-    if drv.name == "vfio-pci":
-        # vfio_pci_probe: normal headers only, no IOMMU group no VFIO, PF without VFs
-        if dev.header_type != 0 or dev.group is None:
-            _probe_failed(m, drv, dev, errno.EINVAL)
-        if dev.sriov is not None and dev.sriov.num_vfs:
-            m.kmsg.dev(dev, "Cannot bind to PF with SR-IOV enabled", KERN_WARNING, prefix=drv.name)
-            _probe_failed(m, drv, dev, errno.EBUSY)
+        probe_failed(m, drv, dev, errno.EBUSY)
+    if drv.probe is not None:
+        drv.probe(m, drv, dev)                           # the driver's own checks (driver_ops.py)
     attach(m, dev, drv)
-
-
-def _probe_failed(m, drv: Driver, dev, err: int):
-    # really_probe() reports failures other than ENODEV/ENXIO
-    m.kmsg.log(f"{drv.name}: probe of {dev.name} failed with error -{err}", KERN_WARNING)
-    raise SysfsError(err)
 
 
 def attach(m, dev, drv: Driver) -> None:
@@ -87,23 +77,11 @@ def attach(m, dev, drv: Driver) -> None:
         m.irq_remap.alloc_msi(dev, len(dev.msi_irqs), dev.msi_irqs[0][1])
     else:
         irqs.probe(m, dev, drv)                          # the vectors the driver asks for (base/irqs.py)
-    if vfio_bound(dev):
+    if drv.vfio:
         vf_token.vf_init(m, dev)                         # vfio_pci_core_register_device
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
-    pf_sriov = dev.physfn.sriov if dev.is_virtfn else None
-    if pf_sriov is not None and pf_sriov.vf_probe_fails_after is not None and drv.name == "nvme":
-        m.schedule(pf_sriov.vf_probe_fails_after, lambda: _offline_vf_gives_up(m, dev, drv))
-
-
-def _offline_vf_gives_up(m, dev, drv: Driver) -> None:
-    """nvme_reset_work on a VF that never becomes ready: the controller is removed
-    and the driver lets the device go (the reference capture's `-19`)."""
-    if dev.driver is not drv or dev not in m.functions:
-        return
-    inst = drv.instance(dev)
-    m.kmsg.log(f"nvme nvme{inst}: Device not ready; aborting initialisation, CSTS=0x2")
-    m.kmsg.log(f"nvme nvme{inst}: Removing after probe failure status: -19")
-    release(m, dev)
+    if drv.after_probe is not None:
+        drv.after_probe(m, drv, dev)
 
 
 def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
@@ -118,11 +96,11 @@ def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
     fields = {"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
               "inst": drv.instance(dev), "link": link}
     lines = [f"{drv.name} {line.format(**fields)}" for line in drv.probe_log]
-    if enabling[0] != enabling[1]:
-        lines.insert(drv.probe_log_before_enable,
-                     f"{drv.name} {dev.name}: enabling device ({enabling[0]:04x} -> {enabling[1]:04x})")
-    if drv.name == "nvme" and not dev.is_virtfn:
-        lines.append(f"nvme nvme{fields['inst']}: 2/0/0 default/read/poll queues")   # once the queues are up
+    enabling_at = enabling_line(drv, dev, *enabling)
+    if enabling_at:
+        lines.insert(drv.probe_log_before_enable, enabling_at)
+    if not dev.is_virtfn:                                # once the queues are up (nvme)
+        lines += [f"{drv.name} {line.format(**fields)}" for line in drv.probe_log_pf]
     for line in lines:
         m.kmsg.log(line)
 

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
+from vfakefs.model.base import driver_ops as ops
+from vfakefs.model.base import irqs
 from vfakefs.model.ida import Ida
 
 ANY = 0xFFFFFFFF  # PCI_ANY_ID
@@ -30,10 +33,14 @@ class PciDeviceId:
 
 @dataclass(eq=False)
 class Driver:
+    """struct pci_driver: what the driver core and the PCI core ask of a driver are its
+    callbacks and flags here, never its name, so drivers come and go with their modules."""
     name: str
     module: str | None = None
     id_table: list[PciDeviceId] = field(default_factory=list)
-    sriov_configure: bool = False      # has a .sriov_configure callback
+    # .sriov_configure: True, or a callable (m, pf, n) that may refuse (raises SysfsError)
+    # before the VFs are enabled, as the driver's own callback does first
+    sriov_configure: bool | Callable = False
     net: bool = False                  # registers a netdev per bound device
     driver_managed_dma: bool = False   # vfio-pci, pci-stub, pcieport
     netdev_subdir: str | None = None   # virtio-pci puts the netdev under virtio<N>/
@@ -50,6 +57,19 @@ class Driver:
     instance_ids: Ida = field(default_factory=Ida)
     dma_bits: int | None = 64          # what probe passes to dma_set_mask_and_coherent (None: never)
     mtu_range: tuple[int, int] = (68, 1500)   # the netdev's min_mtu, max_mtu as probe sets them
+    boot: bool = True                  # registered at boot when the topology names no drivers
+    # .probe's own checks, before the device is taken: (m, drv, dev) -> None, or raises
+    # through binding.probe_failed (vfio_pci_probe's refusals, e1000's unknown MAC type)
+    probe: Callable | None = None
+    after_probe: Callable | None = None   # (m, drv, dev): work the probe leaves queued (nvme's reset_work)
+    probe_log_pf: tuple[str, ...] = ()    # lines probe prints on a PF only (nvme's queue counts)
+    vfio: bool = False                 # registers a VFIO device (vfio_pci_core_register_device)
+    captures_vfs: bool = False         # its bus notifier sets driver_override on its PF's new VFs
+    port_services: bool = False        # registers the PCIe port services (pcieport)
+    irq_plan: Callable | None = None   # (m, dev, drv) -> irqs.Plan: the vectors probe takes
+    irqs_on_open: bool = False         # request_irq in ndo_open, not at probe (network drivers)
+    irq_admin_first: bool = False      # one vector first, the rest once the controller is up (nvme)
+    child_module: str | None = None    # the module udev loads for the devices it creates (virtio_net)
 
     def instance(self, dev) -> int:
         """The driver's own ida: the lowest number no bound device holds."""
@@ -76,43 +96,59 @@ def _ids(*pairs: tuple[int, int]) -> list[PciDeviceId]:
 def vfio_bound(dev) -> bool:
     """dev is bound to a VFIO driver (vfio-pci or a variant): its group then has a
     /dev/vfio/<N> node and may be opened."""
-    return dev.driver is not None and dev.driver.name.startswith("vfio")
+    return dev.driver is not None and dev.driver.vfio
 
 
 def catalogue() -> dict[str, Driver]:
     """A fresh set of drivers (each machine owns its own: dynamic ids are state)."""
     drivers = [
         Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
-               driver_managed_dma=True, dma_bits=None),
+               driver_managed_dma=True, dma_bits=None, port_services=True),
         Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
                sriov_configure=True, net=True, disables_sriov_on_remove=True, mtu_range=(68, 9710),
-               probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000")),
+               probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000"),
+               irq_plan=irqs.ixgbe_plan, irqs_on_open=True),
         Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True, mtu_range=(68, 9710),
-               probe_log=("{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function")),
+               probe_log=("{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function"),
+               irq_plan=irqs.ixgbevf_plan, irqs_on_open=True),
         Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
                sriov_configure=True, net=True, disables_sriov_on_remove=True, mtu_range=(68, 9216),
-               probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({link}) {mac}")),
-        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True, mtu_range=(68, 9216)),
+               probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({link}) {mac}"),
+               irq_plan=irqs.igb_plan, irqs_on_open=True),
+        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True, mtu_range=(68, 9216),
+               irqs_on_open=True),
         Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True, mtu_range=(46, 16110),
-               probe_log=("{dev} {ifname}: (PCI:33MHz:32-bit) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection")),
+               probe_log=("{dev} {ifname}: (PCI:33MHz:32-bit) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection"),
+               probe=ops.e1000_probe, irqs_on_open=True),
         Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True, mtu_range=(68, 9212),   # 82574: max_hw_frame_size 9234
                probe_log=("{dev} {ifname}: (PCI Express:{link}) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection"),
-               device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True),
+               device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True, irqs_on_open=True),
         Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio",
-               mtu_range=(68, 65535)),   # virtio_net without VIRTIO_NET_F_MTU: ETH_MAX_MTU
+               mtu_range=(68, 65535), child_module="virtio_net"),   # virtio_net without VIRTIO_NET_F_MTU: ETH_MAX_MTU
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
                sriov_configure=True, device_dirs={"nvme": "nvme"}, probe_log=("nvme{inst}: pci function {name}",),
-               probe_log_before_enable=1,
+               probe_log_before_enable=1, probe_log_pf=("nvme{inst}: 2/0/0 default/read/poll queues",),
+               after_probe=ops.nvme_after_probe, irq_plan=irqs.nvme_plan, irq_admin_first=True,
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
-        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019))),   # ConnectX-5 (Ex)
-        Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),
+        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019)), irqs_on_open=True),   # ConnectX-5 (Ex)
+        Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)],
+               irq_plan=irqs.nouveau_plan),
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
-                                       PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
+                                       PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)],
+               irq_plan=irqs.hda_plan),
         Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
-        Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)], sriov_configure=True,
+        Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)],
+               sriov_configure=ops.vfio_pci_sriov_configure, probe=ops.vfio_pci_probe, vfio=True, captures_vfs=True,
                driver_managed_dma=True, dma_bits=None, enables_device=False,
                disables_sriov_on_remove=True),   # vfio_pci_core_unregister_device: sriov_configure(0)
-        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None, enables_device=False),
+        Driver("pci-stub", "pci_stub", [], driver_managed_dma=True, dma_bits=None, enables_device=False,
+               probe_log=("{dev}: claimed by stub",)),
+        # modules lspci -k names for the ICH9 functions; not loaded unless asked for
+        Driver("lpc_ich", "lpc_ich", _ids((0x8086, 0x2410), (0x8086, 0x2810), (0x8086, 0x2912), (0x8086, 0x2914),
+                                          (0x8086, 0x2916), (0x8086, 0x2917), (0x8086, 0x2918), (0x8086, 0x3a16),
+                                          (0x8086, 0x3a18), (0x8086, 0x8c4e)), boot=False),
+        Driver("i801_smbus", "i2c_i801", _ids((0x8086, 0x2930), (0x8086, 0x283e), (0x8086, 0x3a30),
+                                              (0x8086, 0x1c22), (0x8086, 0x8c22), (0x8086, 0xa123)), boot=False),
     ]
     return {d.name: d for d in drivers}

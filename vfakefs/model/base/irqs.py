@@ -37,7 +37,6 @@ IXGBEVF_MAX_RSS_QUEUES = 2
 # igb_get_max_rss_queues(): I210 4, I211 2, the others (82576, I350, ...) 8
 IGB_MAX_RSS = {0x1533: 4, 0x1536: 4, 0x1537: 4, 0x1538: 4, 0x157B: 4, 0x157C: 4, 0x1539: 2}
 NVIDIA = 0x10DE
-NETDEV_DRIVERS_REQUEST_ON_OPEN = {"ixgbe", "ixgbevf", "igb"}
 
 
 @dataclass(frozen=True)
@@ -63,33 +62,58 @@ def _queue_pairs(dev, queues: int) -> tuple[str, ...]:
     return tuple(f"{name}-TxRx-{i}" for i in range(n - NON_Q_VECTORS)) + (name,)
 
 
+def _caps(m, dev) -> tuple[int, bool, bool]:
+    return max(1, m.nr_cpus), msix_size(dev) > 0, dev.caps.get(C.CAP_MSI) is not None
+
+
+def ixgbe_plan(m, dev, drv) -> Plan | None:
+    cpus, has_msix, _ = _caps(m, dev)
+    return Plan("msix", _queue_pairs(dev, min(cpus, IXGBE_MAX_FDIR_INDICES))) if has_msix else None
+
+
+def ixgbevf_plan(m, dev, drv) -> Plan | None:
+    cpus, has_msix, _ = _caps(m, dev)
+    return Plan("msix", _queue_pairs(dev, min(cpus, IXGBEVF_MAX_RSS_QUEUES))) if has_msix else None
+
+
+def igb_plan(m, dev, drv) -> Plan | None:
+    cpus, has_msix, _ = _caps(m, dev)
+    if not has_msix:
+        return None
+    most = IGB_MAX_RSS.get(dev.device, 8)
+    rss = min(cpus, most)
+    name = _ifname(dev)
+    if rss > most // 2:                                     # IGB_FLAG_QUEUE_PAIRS
+        queues = tuple(f"{name}-TxRx-{i}" for i in range(rss))
+    else:                                                   # rx vectors first, then tx
+        queues = tuple(f"{name}-rx-{i}" for i in range(rss)) + tuple(f"{name}-tx-{i}" for i in range(rss))
+    return Plan("msix", ((name,) + queues)[:msix_size(dev)])
+
+
+def nvme_plan(m, dev, drv) -> Plan | None:
+    cpus, has_msix, has_msi = _caps(m, dev)
+    if not (has_msix or has_msi):
+        return None
+    n = 1 + cpus if has_msix else 1
+    inst = drv.instance(dev)
+    return Plan("msix" if has_msix else "msi",
+                tuple(f"nvme{inst}q{i}" for i in range(min(n, msix_size(dev) or 1))), admin_first=n > 1)
+
+
+def nouveau_plan(m, dev, drv) -> Plan | None:
+    return Plan("msi", ("nvkm",)) if _caps(m, dev)[2] else None
+
+
+def hda_plan(m, dev, drv) -> Plan | None:
+    if not _caps(m, dev)[2] or dev.vendor == NVIDIA:       # AZX_DCAPS_NO_MSI
+        return None
+    return Plan("msi", (f"snd_hda_intel:card{drv.instance(dev)}",))
+
+
 def plan(m, dev, drv) -> Plan | None:
-    """The vectors drv's probe takes on dev, or None (INTx, or a driver that takes none)."""
-    cpus = max(1, m.nr_cpus)
-    has_msix, has_msi = msix_size(dev) > 0, dev.caps.get(C.CAP_MSI) is not None
-    if drv.name == "ixgbe" and has_msix:
-        return Plan("msix", _queue_pairs(dev, min(cpus, IXGBE_MAX_FDIR_INDICES)))
-    if drv.name == "ixgbevf" and has_msix:
-        return Plan("msix", _queue_pairs(dev, min(cpus, IXGBEVF_MAX_RSS_QUEUES)))
-    if drv.name == "igb" and has_msix:
-        most = IGB_MAX_RSS.get(dev.device, 8)
-        rss = min(cpus, most)
-        name = _ifname(dev)
-        if rss > most // 2:                                     # IGB_FLAG_QUEUE_PAIRS
-            queues = tuple(f"{name}-TxRx-{i}" for i in range(rss))
-        else:                                                   # rx vectors first, then tx
-            queues = tuple(f"{name}-rx-{i}" for i in range(rss)) + tuple(f"{name}-tx-{i}" for i in range(rss))
-        return Plan("msix", ((name,) + queues)[:msix_size(dev)])
-    if drv.name == "nvme" and (has_msix or has_msi):
-        n = 1 + cpus if has_msix else 1
-        inst = drv.instance(dev)
-        return Plan("msix" if has_msix else "msi",
-                    tuple(f"nvme{inst}q{i}" for i in range(min(n, msix_size(dev) or 1))), admin_first=n > 1)
-    if drv.name == "nouveau" and has_msi:
-        return Plan("msi", ("nvkm",))
-    if drv.name == "snd_hda_intel" and has_msi and dev.vendor != NVIDIA:
-        return Plan("msi", (f"snd_hda_intel:card{drv.instance(dev)}",))
-    return None
+    """The vectors drv's probe takes on dev (the driver's irq_plan), or None (INTx, or a
+    driver that takes none)."""
+    return drv.irq_plan(m, dev, drv) if drv.irq_plan is not None else None
 
 
 class IrqDescs:
@@ -119,7 +143,8 @@ def irq_descs(m) -> IrqDescs:
 
 def opened(dev) -> bool:
     """request_irq has run for the vectors: at probe, or for a netdev driver at ndo_open."""
-    if dev.driver is None or dev.driver.name not in NETDEV_DRIVERS_REQUEST_ON_OPEN:
+    drv = dev.driver
+    if drv is None or drv.irq_plan is None or not drv.irqs_on_open:
         return True
     return any(nd.running for nd in dev.netdevs)
 

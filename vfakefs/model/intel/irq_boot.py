@@ -35,12 +35,10 @@ LEGACY_PINS = tuple(range(1, 16))
 # started at boot: timer (irq 0 on pin 2), i8042 keyboard, ttyS0, the ACPI SCI, i8042 aux
 LEGACY_STARTED_PINS = {1, 2, 4, 9, 12}
 IOAPIC_PINS = 24
-# nvme_pci_enable() takes one vector for the admin queue; nvme_setup_io_queues() frees it
-# and takes admin + one managed vector per I/O queue once the controller is up.
-ADMIN_FIRST = {"nvme"}
-# network drivers request their irqs in ndo_open: until then the vectors stay parked
-REQUEST_ON_OPEN = {"e1000", "e1000e", "igb", "igbvf", "ixgbe", "ixgbevf", "i40e", "iavf", "ice",
-                   "mlx5_core", "bnxt_en"}
+# Driver.irq_admin_first: nvme_pci_enable() takes one vector for the admin queue;
+# nvme_setup_io_queues() frees it and takes admin + one managed vector per I/O queue once
+# the controller is up. Driver.irqs_on_open: network drivers request their irqs in
+# ndo_open; until then the vectors stay parked.
 
 def recorded_irq(machine) -> dict | None:
     """The topology's `[recorded.irq]`: what one real boot showed and the rules here do not
@@ -84,13 +82,13 @@ def boot_allocate(t: IrqRemapTable, machine) -> None:
         if not f.msi_irqs:
             continue
         kind = f.msi_irqs[0][1]
-        if f.driver.name in ADMIN_FIRST and len(f.msi_irqs) > 1:
+        if f.driver.irq_admin_first and len(f.msi_irqs) > 1:
             t.alloc_msi(f, 1, kind)
             later.append(f)
         else:
             # a driver's own vectors (base/irqs.py) are requested when its netdev is open
             opened = bool(f.msi_names) and irqs.opened(f)
-            t.alloc_msi(f, len(f.msi_irqs), kind, requested=f.driver.name not in REQUEST_ON_OPEN or opened)
+            t.alloc_msi(f, len(f.msi_irqs), kind, requested=not f.driver.irqs_on_open or opened)
     for f in later:
         t.free_msi(f)
         t.alloc_msi(f, len(f.msi_irqs), f.msi_irqs[0][1], managed_from=1)

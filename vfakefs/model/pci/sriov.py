@@ -37,8 +37,8 @@ def configure(m, pf: PciFunction, n: int) -> None:
     if sr.num_vfs:
         m.kmsg.dev(pf, f"{sr.num_vfs} VFs already enabled. Disable before enabling {n} VFs", KERN_WARNING)
         raise SysfsError(errno.EBUSY)
-    if drv.name == "vfio-pci" and not m.vfio_enable_sriov:
-        raise SysfsError(errno.ENOENT)      # vfio_pci_sriov_configure without enable_sriov=1
+    if callable(drv.sriov_configure):
+        drv.sriov_configure(m, pf, n)       # the driver's own refusal (vfio-pci without enable_sriov)
     enable(m, pf, n)
 
 
@@ -63,9 +63,9 @@ def enable(m, pf: PciFunction, n: int) -> None:
         for vf in vfs:      # pci_iov_add_virtfn(): add, link, then probe, one VF after another
             m.add_function(vf)
             sr.vfs.append(vf)
-            if pf.driver is not None and pf.driver.name == "vfio-pci":
+            if pf.driver is not None and pf.driver.captures_vfs:
                 # vfio_pci_bus_notifier: a vfio-pci PF's VFs go to vfio-pci too
-                vf.driver_override = "vfio-pci"
+                vf.driver_override = pf.driver.name
                 m.kmsg.dev(pf, f"Captured SR-IOV VF {vf.name} driver_override")
             binding.device_attach(m, vf)
         m.changed(*vfs)   # (their PF's virtfn links with them; add_function notes their groups)

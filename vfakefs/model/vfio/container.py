@@ -81,6 +81,7 @@ class VfioContainer:
                 backend.detach_group(g)
             raise
         self.iommu = backend
+        self.m.modules.get(type1.MODULE)             # try_module_get(driver->ops->owner)
 
     def unknown_ioctl(self) -> None:
         """vfio_fops_unl_ioctl's default: EINVAL without a backend, else the backend's ENOTTY."""
@@ -115,4 +116,6 @@ class VfioContainer:
             self.iommu.detach_group(vgroup)
         self.groups.remove(vgroup)
         if not self.groups:
+            if self.iommu is not None:
+                self.m.modules.put(type1.MODULE)     # __vfio_container_release: module_put
             self.iommu = None      # the last group deprivileges the container: the backend goes

@@ -79,6 +79,7 @@ class VfioPciDevice:
         self.saved_state = bytes(dev.config.bytes)   # pci_save_state() at open, restored at close
         self.irqs = VfioIrqs(self)
         self.opens = 1                 # device->open_count: GET_DEVICE_FD again shares this state
+        self.owner = None              # the driver's module this open holds (group.get_device_fd)
         self.closed = False
         self.pm_runtime_engaged, self.pm_wake_eventfd = False, None     # low power (feature.py)
         # vfio_pci_core_finish_enable(): a VF of a vfio-pci PF is one more user of its token

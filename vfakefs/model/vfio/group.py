@@ -137,12 +137,14 @@ class VfioGroup:
                 return fd
         fd = VfioPciDevice(self.m, dev, self)
         self.devices.append(fd)
+        fd.owner = self.m.modules.get_driver(dev.driver)   # vfio_device_open: try_module_get(driver->owner)
         return fd
 
     def device_closed(self, fd: VfioPciDevice) -> None:
         """The last close of a device fd: it no longer holds the container (EBUSY above)."""
         if fd in self.devices:
             self.devices.remove(fd)
+            self.m.modules.put(fd.owner)
 
     def _match(self, name: str):
         for dev in self.group.devices:

@@ -1,0 +1,103 @@
+"""What a module's init and exit do to the driver core: register its PCI drivers
+(pci_register_driver -> bus_add_driver -> driver_attach) and unregister them
+(driver_detach: each bound device's remove, newest first), plus the few inits that do
+more: pci-stub's and vfio-pci's `ids=` (dynamic ids added after registering, each
+with its log line, as pci_stub_init and vfio_pci_fill_ids do)."""
+from __future__ import annotations
+
+import re
+
+from vfakefs.model.base import binding
+from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, catalogue
+from vfakefs.model.kmsg import KERN_WARNING
+
+_HEX = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)")
+
+
+def register_driver(m, name: str) -> Driver:
+    """pci_register_driver(): a fresh driver (no dynamic ids, no devices) at the end of the
+    bus's list; driver_attach when the bus autoprobes."""
+    drv = catalogue().get(name) or Driver(name)
+    drv.machine = m
+    m.drivers[name] = drv
+    if m.drivers_autoprobe:
+        binding.driver_attach(m, drv)
+    return drv
+
+
+def unregister_driver(m, drv: Driver) -> None:
+    """pci_unregister_driver(): driver_detach (the last bound device first), then the
+    driver leaves the bus; its dynamic ids go with it."""
+    with m.batch():
+        for dev in reversed(list(drv.devices)):
+            binding.release(m, dev)
+        m.drivers.pop(drv.name, None)
+        drv.dynids.clear()
+
+
+def init(m, mod, values: dict) -> None:
+    with m.batch():
+        for name in mod.info.drivers:
+            register_driver(m, name)
+        hook = INITS.get(mod.name)
+        if hook is not None:
+            hook(m, values)
+
+
+def exit(m, mod) -> None:
+    for name in reversed(mod.info.drivers):
+        drv = m.drivers.get(name)
+        if drv is not None:
+            unregister_driver(m, drv)
+
+
+def scan_ids(text: str) -> list[int]:
+    """sscanf(id, "%x:%x:%x:%x:%x:%x"): the fields up to the first that does not match."""
+    out, pos = [], 0
+    while len(out) < 6:
+        if out:
+            if text[pos:pos + 1] != ":":
+                break
+            pos += 1
+        mt = _HEX.match(text, pos)
+        if not mt:
+            break
+        out.append(int(mt.group(1), 16) & 0xFFFFFFFF)
+        pos = mt.end()
+    return out
+
+
+def _ids(m, drv: Driver, text: str, added, invalid) -> None:
+    """The `ids=` loop both inits share: comma-separated, empty entries skipped, fewer than
+    two fields warned about; each id is a dynamic id (pci_add_dynid: driver_attach)."""
+    for entry in text.split(","):
+        if not entry:
+            continue
+        f = scan_ids(entry)
+        if len(f) < 2:
+            m.kmsg.log(invalid(entry), KERN_WARNING)
+            continue
+        vendor, device, sub_v, sub_d, cls, mask = f + [ANY, ANY, 0, 0][len(f) - 2:]
+        m.kmsg.log(added(vendor, device, sub_v, sub_d, cls, mask))
+        drv.dynids.append(PciDeviceId(vendor, device, sub_v, sub_d, cls, mask))
+        binding.driver_attach(m, drv)
+
+
+def _pci_stub_init(m, values: dict) -> None:
+    text = values.get("ids", "")
+    if text:
+        _ids(m, m.drivers["pci-stub"], text,
+             lambda v, d, sv, sd, c, cm: f"pci-stub: add {v:04X}:{d:04X} sub={sv:04X}:{sd:04X} cls={c:08X}/{cm:08X}",
+             lambda e: f'pci-stub: invalid id string "{e}"')
+
+
+def _vfio_pci_init(m, values: dict) -> None:
+    text = values.get("ids", "")
+    if text:
+        _ids(m, m.drivers["vfio-pci"], text,
+             lambda v, d, sv, sd, c, cm: f"vfio_pci: add [{v:04x}:{d:04x}[{sv:04x}:{sd:04x}]] class {c:#08x}/{cm:08x}",
+             lambda e: f'vfio_pci: invalid id string "{e}"')
+
+
+# module_init() of the modules whose init does more than register their drivers
+INITS = {"pci_stub": _pci_stub_init, "vfio_pci": _vfio_pci_init}
