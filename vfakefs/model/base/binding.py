@@ -93,6 +93,7 @@ def attach(m, dev, drv: Driver) -> None:
     pf_sriov = dev.physfn.sriov if dev.is_virtfn else None
     if pf_sriov is not None and pf_sriov.vf_probe_fails_after is not None and drv.name == "nvme":
         m.schedule(pf_sriov.vf_probe_fails_after, lambda: _offline_vf_gives_up(m, dev, drv))
+    m.uevent("bind", dev)                                # driver_bound(): KOBJ_BIND, DRIVER set
 
 
 def _offline_vf_gives_up(m, dev, drv: Driver) -> None:
@@ -151,6 +152,7 @@ def release(m, dev) -> None:
     dev.wakeup_enabled = False
     if dev.sriov is not None:
         dev.sriov.driver_max_vfs = None                  # pci_iov_remove
+    m.uevent("unbind", dev)                              # __device_release_driver: after dev->driver = NULL
     m.changed(dev, drv)
 
 
