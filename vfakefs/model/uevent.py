@@ -30,8 +30,11 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from vfakefs.model.base.drivers import Driver
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_ERR, KERN_WARNING
+from vfakefs.model.net import NetDev
+from vfakefs.model.pci.pci import PciFunction
 
 ACTIONS = ("add", "remove", "change", "move", "online", "offline", "bind", "unbind")   # kobject_actions[]
 KEEP = 4096
@@ -111,9 +114,6 @@ def net_env(nd) -> list:
 
 def kobject(obj):
     """(devpath, subsystem, env) of a model object that announces, else None (filtered)."""
-    from vfakefs.model.base.drivers import Driver
-    from vfakefs.model.net import NetDev
-    from vfakefs.model.pci.pci import PciFunction
     if isinstance(obj, PciFunction):
         return pci_devpath(obj), "pci", pci_env(obj)
     if isinstance(obj, NetDev):
@@ -174,8 +174,6 @@ def parse_synth(text: str) -> tuple[str, list]:
 def _dev_string(obj) -> str | None:
     """dev_err()'s prefix for a device (driver, else bus, else class, then its name);
     None for kobjects that are no devices (a driver, a bus)."""
-    from vfakefs.model.net import NetDev
-    from vfakefs.model.pci.pci import PciFunction
     if isinstance(obj, PciFunction):
         return f"{obj.driver.name if obj.driver is not None else 'pci'} {obj.name}"
     if isinstance(obj, NetDev):
@@ -187,7 +185,7 @@ def machine_of(obj):
     """The Machine an announcing object belongs to (None for objects of no machine, as lo)."""
     if getattr(obj, "functions", None) is not None and hasattr(obj, "drivers"):
         return obj
-    if hasattr(obj, "netdevs") and hasattr(obj, "bdf"):       # a PciFunction
+    if isinstance(obj, PciFunction):
         return obj.machine
     dev = getattr(obj, "dev", None)                             # a NetDev
     if dev is not None:
