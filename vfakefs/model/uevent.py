@@ -140,6 +140,10 @@ def announce(m, action: str, obj, extra: list = ()) -> Uevent | None:
 
 
 # --- writes to a uevent file (kobject_synth_uevent) ---------------------------------------------
+def _alnum(word: str) -> bool:
+    return bool(word) and word.isascii() and word.isalnum()
+
+
 def parse_synth(text: str) -> tuple[str, list]:
     """kobject_action_type() and kobject_action_args(): the action, and the keys it adds
     (SYNTH_UUID=0 without arguments; else a UUID then ' KEY=VALUE' pairs). Raises
@@ -151,20 +155,20 @@ def parse_synth(text: str) -> tuple[str, list]:
     if not sp:
         return action, [("SYNTH_UUID", "0")]
     bad = SysfsError(errno.EINVAL, "incorrect uevent action arguments")
+    args = text[len(action) + 1:]             # kobject_action_args strips its own one newline
     args = args[:-1] if args[-1:] in ("\n", "\0") else args
     if len(args) < UUID_STRING_LEN or not _UUID.fullmatch(args[:UUID_STRING_LEN]):
         raise bad
     extra = [("SYNTH_UUID", args[:UUID_STRING_LEN])]
     rest = args[UUID_STRING_LEN:]
     while rest:
-        # each pair: one space, a key, '=', a value running to the next space
+        # each pair: one space, then KEY=VALUE, both non-empty and alphanumeric
+        # (action_arg_word_end)
         if rest[0] != " ":
             raise bad
         key, eq, tail = rest[1:].partition("=")
-        if not key or not eq or " " in key or not tail:
-            raise bad
         value, sp2, tail = tail.partition(" ")
-        if not value:
+        if not eq or not _alnum(key) or not _alnum(value):
             raise bad
         extra.append((f"SYNTH_ARG_{key}", value))
         rest = sp2 + tail
