@@ -147,6 +147,20 @@ def test_remove_and_rescan(m):
     m.check()
 
 
+def test_an_nvme_controller_comes_and_goes_with_its_driver(m):
+    nvme = "/devices/pci0000:00/0000:00:1d.0/0000:04:00.0/0000:05:00.0/0000:06:00.0"
+    dev = m.lookup("0000:06:00.0")
+    drv, seq = dev.driver, m.uevents.seqnum
+    binding.unbind(m, drv, dev.name)
+    binding.bind(m, drv, dev.name)
+    got = since(m, seq)
+    assert [(e.action, e.devpath, e.subsystem) for e in got] == [
+        ("remove", f"{nvme}/nvme/nvme0", "nvme"), ("unbind", nvme, "pci"),
+        ("add", f"{nvme}/nvme/nvme0", "nvme"), ("bind", nvme, "pci")]
+    # dev_uevent's device node keys, then nvme_class_uevent's
+    assert got[2].env[3:-1] == (("MAJOR", "250"), ("MINOR", "0"), ("DEVNAME", "nvme0"), ("NVME_TRTYPE", "pcie"))
+
+
 # --- writes to uevent files ---------------------------------------------------------------------
 def test_a_write_announces_its_action_with_synth_uuid_0(m):
     pf, seq = m.lookup(PF), m.uevents.seqnum

@@ -42,7 +42,8 @@ def test_uevent_files_read_as_the_kernels(mount_preset):
 
 
 @pytest.mark.parametrize("path", [f"sys/bus/pci/devices/{PF}/uevent", "sys/class/net/eth0/uevent",
-                                  "sys/bus/pci/drivers/ixgbe/uevent", "sys/bus/pci/uevent"])
+                                  "sys/class/nvme/nvme0/uevent", "sys/bus/pci/drivers/ixgbe/uevent",
+                                  "sys/bus/pci/uevent"])
 def test_a_uevent_write_sends_one_event_and_a_bad_one_none(mount_preset, path):
     m = mount_preset("seed-vtd")
     before = seqnum(m)

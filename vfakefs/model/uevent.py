@@ -34,6 +34,7 @@ from vfakefs.model.base.drivers import Driver
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_ERR, KERN_WARNING
 from vfakefs.model.net import NetDev
+from vfakefs.model.nvme import NvmeCtrl
 from vfakefs.model.pci.pci import PciFunction
 
 ACTIONS = ("add", "remove", "change", "move", "online", "offline", "bind", "unbind")   # kobject_actions[]
@@ -118,6 +119,8 @@ def kobject(obj):
         return pci_devpath(obj), "pci", pci_env(obj)
     if isinstance(obj, NetDev):
         return net_devpath(obj), "net", net_env(obj)
+    if isinstance(obj, NvmeCtrl):
+        return f"{pci_devpath(obj.dev)}/nvme/nvme{obj.inst}", "nvme", obj.uevent_env()
     if isinstance(obj, Driver):
         # a driver's kobject sits in its bus's drivers kset, which has no uevent ops:
         # SUBSYSTEM is the kset's name
@@ -182,6 +185,8 @@ def _dev_string(obj) -> str | None:
         return f"{obj.driver.name if obj.driver is not None else 'pci'} {obj.name}"
     if isinstance(obj, NetDev):
         return f"net {obj.name}"
+    if isinstance(obj, NvmeCtrl):
+        return f"nvme nvme{obj.inst}"
     return None
 
 
@@ -191,7 +196,7 @@ def machine_of(obj):
         return obj
     if isinstance(obj, PciFunction):
         return obj.machine
-    dev = getattr(obj, "dev", None)                             # a NetDev
+    dev = getattr(obj, "dev", None)                             # a NetDev, an nvme controller
     if dev is not None:
         return dev.machine
     return getattr(obj, "machine", None)                        # a Driver
@@ -218,7 +223,17 @@ def synth(obj, text: str) -> None:
 
 def booted(m) -> None:
     """What the boot announced went out before anyone listened (each function's add and
-    bind, each netdev's add, each driver's add): SEQNUM stands past it, the log is empty."""
-    bound = sum(1 for f in m.functions if f.driver is not None)
+    bind, each class device's and netdev's add, each driver's add): SEQNUM stands past
+    it, the log is empty."""
+    bound = [f for f in m.functions if f.driver is not None]
+    classes = sum(len(class_devices(f, f.driver)) for f in bound)
     m.uevents.events.clear()
-    m.uevents.seqnum = len(m.functions) + bound + len(m.netdevs) + len(m.drivers)
+    m.uevents.seqnum = len(m.functions) + len(bound) + classes + len(m.netdevs) + len(m.drivers)
+
+
+def class_devices(dev, drv) -> list:
+    """The class devices a driver's probe adds below dev that announce (an nvme
+    controller; other class directories here have no uevent of their own)."""
+    if "nvme" in drv.device_dirs and drv.device_dirs["nvme"] == "nvme":
+        return [NvmeCtrl(dev, drv.instance(dev))]
+    return []

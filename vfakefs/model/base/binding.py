@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import re
 
+from vfakefs.model import uevent
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, vfio_bound
 from vfakefs.model.errors import SysfsError
@@ -93,6 +94,8 @@ def attach(m, dev, drv: Driver) -> None:
     pf_sriov = dev.physfn.sriov if dev.is_virtfn else None
     if pf_sriov is not None and pf_sriov.vf_probe_fails_after is not None and drv.name == "nvme":
         m.schedule(pf_sriov.vf_probe_fails_after, lambda: _offline_vf_gives_up(m, dev, drv))
+    for cd in uevent.class_devices(dev, drv):           # nvme_init_ctrl's device_add, in probe
+        m.uevent("add", cd)
     m.uevent("bind", dev)                                # driver_bound(): KOBJ_BIND, DRIVER set
 
 
@@ -140,6 +143,8 @@ def release(m, dev) -> None:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
     for nd in list(dev.netdevs):
         m.remove_netdev(nd)
+    for cd in uevent.class_devices(dev, drv):           # nvme_uninit_ctrl's device_destroy
+        m.uevent("remove", cd)
     vf_token.vf_uninit(dev)                              # vfio_pci_core_unregister_device
     if dev.msi_irqs and m.irq_remap is not None:
         m.irq_remap.free_msi(dev)
