@@ -62,6 +62,20 @@ class Uevent:
         return (f"{self.action}@{self.devpath}\0" + "".join(f"{k}={v}\0" for k, v in self.env)).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Kobj:
+    """Any other kobject that announces (a pci_bus, a port service, a virtio device, an
+    IOMMU, a module): its path, its subsystem, the keys its kset adds, its Machine."""
+    machine: object
+    devpath: str
+    subsystem: str
+    env: tuple = ()
+
+    def show(self) -> str:
+        """Its uevent file: the keys its events carry (uevent_show)."""
+        return "".join(f"{k}={v}\n" for k, v in self.env)
+
+
 class UeventLog:
     def __init__(self):
         self.seqnum = 0                 # uevent_seqnum: the last one sent
@@ -117,6 +131,8 @@ def kobject(obj):
     """(devpath, subsystem, env) of a model object that announces, else None (filtered)."""
     if isinstance(obj, PciFunction):
         return pci_devpath(obj), "pci", pci_env(obj)
+    if isinstance(obj, Kobj):
+        return obj.devpath, obj.subsystem, list(obj.env)
     if isinstance(obj, NetDev):
         return net_devpath(obj), "net", net_env(obj)
     if isinstance(obj, NvmeCtrl):
@@ -192,6 +208,8 @@ def _dev_string(obj) -> str | None:
 
 def machine_of(obj):
     """The Machine an announcing object belongs to (None for objects of no machine, as lo)."""
+    if isinstance(obj, Kobj):
+        return obj.machine
     if getattr(obj, "functions", None) is not None and hasattr(obj, "drivers"):
         return obj
     if isinstance(obj, PciFunction):

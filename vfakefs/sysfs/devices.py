@@ -83,7 +83,8 @@ def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
         "device": Link(rel(f"{here}/pci_bus/x", here)),
         "subsystem": Link(rel(f"{here}/pci_bus/x", "class/pci_bus")),
         "power": Dir({}),
-        "uevent": Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None),
+        "uevent": pci_sysfs.kobj_uevent(v.m, f"{here}/pci_bus/" + ("%04x:%02x" % (bridge.bdf.domain, bridge.secondary)
+                                                               if bridge else "%04x:00" % domain), "pci_bus"),
     }
 
 
@@ -153,7 +154,7 @@ def device_entries(v, dev) -> dict:
 def port_service_entries(v, dev, svc: str) -> dict:
     here = f"{v.device_path(dev)}/{dev.name}:{svc}"
     return {"power": Dir({}), "subsystem": Link(rel(here, "bus/pci_express")),
-            "uevent": Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)}
+            "uevent": pci_sysfs.kobj_uevent(v.m, here, "pci_express")}
 
 
 EMPTY_GROUP = AttrGroup(())

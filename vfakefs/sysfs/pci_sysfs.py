@@ -139,6 +139,13 @@ def uevent_store(obj, text: str) -> None:
 uevent = Attr("uevent", uevent_show, uevent_store, 0o644)
 
 
+def kobj_uevent(m, path: str, subsystem: str, env: tuple = ()):
+    """The uevent file of another announcing kobject at path (under /sys): shows env,
+    a write announces it (model/uevent.Kobj)."""
+    return Attr("uevent", lambda k: k.show(), uevent_store, 0o644).bind(
+        uevent_model.Kobj(m, "/" + path, subsystem, env))
+
+
 def remove_store(dev, text: str) -> None:
     if _ul(text):
         dev.machine.remove_function(dev)
