@@ -193,3 +193,46 @@ def test_udevadm_monitor_shows_enabling_four_vfs_as_a_real_kernel(mount_preset):
     assert [int(e[3]["SEQNUM"]) for e in events] == list(range(int(add["SEQNUM"]), int(add["SEQNUM"]) + 17))
     assert events[2][3]["IFINDEX"] == m.read(m.sys / f"class/net/{events[2][3]['INTERFACE']}/ifindex").strip()
     assert int(events[-1][3]["SEQNUM"]) == seqnum(m)
+
+
+def _daemon(mnt) -> int:
+    """The mount's daemon: the `vfakefs mount` process serving mnt."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in argv and str(mnt).encode() in argv:
+            return int(pid)
+    raise AssertionError(f"no daemon for {mnt}")
+
+
+def _sockets(pid: int) -> int:
+    return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def test_the_daemon_lets_go_of_a_programs_sockets_when_it_exits(mount_preset):
+    m = mount_preset("seed-vtd")
+    daemon = _daemon(m.path)
+    before = _sockets(daemon)
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(m.path), "--", sys.executable, "-c", textwrap.dedent(f"""
+        import os, socket
+        ss = [socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15) for _ in range(3)]
+        for s in ss:
+            s.bind((0, 1))
+        # netlink_autobind: the process's pid first, then -4096 counting down
+        print([s.getsockname()[0] - (1 << 32) if s.getsockname()[0] >> 31 else s.getsockname()[0] - os.getpid()
+               for s in ss])
+        print(sum(1 for fd in os.listdir("/proc/{daemon}/fd")
+                  if os.readlink("/proc/{daemon}/fd/" + fd).startswith("socket:")))
+    """)], cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "[0, -4096, -4097]"
+    assert int(lines[1]) == before + 3          # the daemon's ends, while the program lives
+    deadline = time.monotonic() + CMD_TIMEOUT
+    while _sockets(daemon) != before:
+        assert time.monotonic() < deadline, (before, _sockets(daemon))
+    (m.path / NUMVFS).write_text("1")            # nobody left to hear it: no error
+    assert (m.path / NUMVFS).read_text() == "1\n"

@@ -18,10 +18,20 @@ Who listens: subscribe(fn) calls fn(event) for each new event (the syscall adapt
 queues it to every NETLINK_KOBJECT_UEVENT socket of a `vfakefs run`). The log keeps the
 last few thousand events for tests and the debugfs view.
 
+Announcing from elsewhere: m.uevent(action, obj[, extra]) with a PciFunction, NetDev,
+Driver, NvmeCtrl, the Machine (/bus/pci) or a Kobj. For module loading (not wired here):
+load_module's mod_sysfs_setup announces `add /module/<name>` (m.uevent("add",
+Kobj(m, "/module/<name>", "module"))) before the module's init runs; pci_register_driver's
+bus_add_driver announces `add /bus/pci/drivers/<name>` (m.uevent("add", drv)) after its
+driver_attach has bound (and announced) the devices it matches; driver_unregister and
+the module's removal announce `remove` of both, after the unbinds.
+
 What does not announce: an IOMMU group's kobject (iommu_group_alloc adds it to its kset
 with kobject_init_and_add and never calls kobject_uevent), the host bridge pci0000:00
-(no bus, no class: dev_uevent_filter drops its events). Not modelled: the netdev queue
-kobjects (queues/rx-N, tx-N announce with SUBSYSTEM=queues, but this tree has no queues/).
+(no bus, no class: dev_uevent_filter drops its events). Not modelled, as the tree lacks
+them: the netdev queue kobjects (queues/rx-N, tx-N, SUBSYSTEM=queues), the VFIO group
+char devices (/devices/virtual/vfio/N), the nvme namespaces' block devices, ptp and
+wakeup class devices, and a bridge's pci_bus device on remove/rescan.
 """
 from __future__ import annotations
 
