@@ -81,8 +81,8 @@ class NlCall(Call):
 class NlSock:
     """One program's uevent socket: the daemon's end, the program end's inode, its address."""
 
-    def __init__(self, mine: socket.socket, ino: int, tgid: int):
-        self.mine, self.ino, self.tgid = mine, ino, tgid
+    def __init__(self, mine: socket.socket, ino: int, tgid: int, kind: int = SOCK_RAW):
+        self.mine, self.ino, self.tgid, self.kind = mine, ino, tgid, kind
         self.portid = 0
         self.groups = 0
         self.pending: deque[bytes] = deque()
@@ -181,7 +181,7 @@ class UeventSockets:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             theirs.setblocking(not kind & SOCK_NONBLOCK)
-            s = NlSock(mine, os.fstat(theirs.fileno()).st_ino, call.pid)
+            s = NlSock(mine, os.fstat(theirs.fileno()).st_ino, call.pid, kind & SOCK_TYPE_MASK)
             got = call.give(theirs.fileno(), bool(kind & SOCK_CLOEXEC), newfd)
         except BaseException:
             mine.close()
@@ -265,7 +265,7 @@ class UeventSockets:
 
     def _getsockopt(self, call, s: NlSock, a):
         level, name = _int(a[1]), _int(a[2])
-        value = {SO_DOMAIN: AF_NETLINK, SO_TYPE: SOCK_RAW, SO_PROTOCOL: NETLINK_KOBJECT_UEVENT}.get(name)
+        value = {SO_DOMAIN: AF_NETLINK, SO_TYPE: s.kind, SO_PROTOCOL: NETLINK_KOBJECT_UEVENT}.get(name)
         if level != SOL_SOCKET or value is None:
             return None                                     # the rest means the same on the Unix socket
         have = struct.unpack("<i", call.mem.read(a[4], 4))[0]
