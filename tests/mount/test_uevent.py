@@ -243,3 +243,31 @@ def test_the_daemon_lets_go_of_a_programs_sockets_when_it_exits(mount_preset):
         assert time.monotonic() < deadline, (before, _sockets(daemon))
     (m.path / NUMVFS).write_text("1")            # nobody left to hear it: no error
     assert (m.path / NUMVFS).read_text() == "1\n"
+
+
+def test_udevadm_monitor_subsystem_match_filters_natively(mount_preset):
+    """--subsystem-match attaches sd-device's socket filter (SO_ATTACH_FILTER): it runs on
+    our socket as on netlink, passing kernel messages to udevadm's own subsystem check."""
+    m = mount_preset("seed-vtd")
+    mon = Program(m.path, [client("udevadm"), "monitor", "--kernel", "--subsystem-match=net"])
+    try:
+        mon.until("KERNEL - the kernel uevent")
+        mon.until("")
+        (m.path / NUMVFS).write_text("2")
+        lines = []
+        while len(lines) < 2:
+            line = mon._line(time.monotonic() + CMD_TIMEOUT)
+            assert line is not None, mon.stderr()
+            lines.append(line)
+        (m.path / NUMVFS).write_text("0")
+        while len(lines) < 4:
+            lines.append(mon._line(time.monotonic() + CMD_TIMEOUT))
+        os.kill(_child(mon.p.pid), signal.SIGTERM)
+        assert mon.p.wait(CMD_TIMEOUT) == 0, mon.stderr()
+    finally:
+        mon.close()
+    heads = [HEADER.match(line) for line in lines]
+    assert all(heads), lines
+    assert [(h.group(1), h.group(3)) for h in heads] == [("add", "net"), ("add", "net"), ("remove", "net"),
+                                                          ("remove", "net")]
+    assert [h.group(2).rsplit("/", 3)[1] for h in heads] == ["0000:03:10.0", "0000:03:10.2"] * 2
