@@ -271,3 +271,15 @@ def test_udevadm_monitor_subsystem_match_filters_natively(mount_preset):
     assert [(h.group(1), h.group(3)) for h in heads] == [("add", "net"), ("add", "net"), ("remove", "net"),
                                                           ("remove", "net")]
     assert [h.group(2).rsplit("/", 3)[1] for h in heads] == ["0000:03:10.0", "0000:03:10.2"] * 2
+
+
+def test_udevadm_trigger_writes_uevent_files_and_each_write_is_one_event(mount_preset):
+    m = mount_preset("seed-vtd")
+    before = seqnum(m)
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(m.path), "--", client("udevadm"), "trigger",
+             "--verbose", "--uuid", "--subsystem-match=net", "--action=change"], cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    triggered = [ln for ln in r.stdout.splitlines() if ln.startswith("/sys/")]
+    assert sorted(triggered) == sorted(["/sys/devices/virtual/net/lo"] + [
+        "/sys/" + os.path.realpath(m.sys / "class/net" / n).removeprefix(str(m.sys) + "/") for n in ("eth0", "eth1", "eth2")])
+    assert seqnum(m) == before + 4

@@ -38,6 +38,8 @@ def loopback_entries(v) -> dict:
     if lo is None:
         lo = _LOOPBACK[v.m] = NetDev.loopback()   # one per machine: its stores stick
     out = NETDEV.entries(lo)
+    # lo belongs to no PCI function: its events are the Machine's all the same
+    out["uevent"] = pci_sysfs.kobj_uevent(v.m, "devices/virtual/net/lo", "net", (("INTERFACE", "lo"), ("IFINDEX", "1")))
     out["subsystem"] = Link(rel("devices/virtual/net/lo", "class/net"))
     out["power"] = Dir({})
     return out
