@@ -16,7 +16,7 @@ KOBJ_UNBIND drops MODALIAS (zap_modalias_env: nothing should load a module for i
 
 Who listens: subscribe(fn) calls fn(event) for each new event (the syscall adapter
 queues it to every NETLINK_KOBJECT_UEVENT socket of a `vfakefs run`). The log keeps the
-last few thousand events for tests and the debugfs view.
+last few thousand events, for tests.
 
 Announcing from elsewhere: m.uevent(action, obj[, extra]) with a PciFunction, NetDev,
 Driver, NvmeCtrl, the Machine (/bus/pci) or a Kobj. For module loading (not wired here):
