@@ -202,6 +202,37 @@ def test_udevadm_monitor_shows_enabling_four_vfs_as_a_real_kernel(mount_preset):
     assert int(events[-1][3]["SEQNUM"]) == seqnum(m)
 
 
+INTERRUPTED = r"""
+import os, signal, socket, threading, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)
+s.bind((0, 1))
+class Stop(Exception):
+    pass
+def handler(*_):
+    raise Stop
+signal.signal(signal.SIGUSR1, handler)
+main = threading.get_native_id()
+def poke():
+    deadline = time.monotonic() + 30
+    while not open(f"/proc/self/task/{main}/syscall").read().startswith("45 "):   # blocked in recvfrom
+        assert time.monotonic() < deadline
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+threading.Thread(target=poke).start()
+try:
+    s.recv(8192)
+except Stop:
+    print("interrupted")
+"""
+
+
+def test_a_signal_interrupts_a_blocking_receive(mount_preset):
+    """The handler runs as on a real netlink socket, not only at the next event."""
+    m = mount_preset("seed-vtd")
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(m.path), "--", sys.executable, "-c", INTERRUPTED],
+            cwd=REPO)
+    assert (r.returncode, r.stdout) == (0, "interrupted\n"), r.stderr
+
+
 def _daemon(mnt) -> int:
     """The mount's daemon: the `vfakefs mount` process serving mnt."""
     for pid in filter(str.isdigit, os.listdir("/proc")):

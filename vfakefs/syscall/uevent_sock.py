@@ -353,9 +353,26 @@ class UeventSockets:
         return len(msg) if flags & MSG_TRUNC else pos
 
 
+def signal_pending(tid: int) -> bool:
+    """A signal the thread does not block waits for it (SigPnd, ShdPnd, SigBlk of
+    /proc/TID/status): a real blocking recvmsg would return for it (EINTR, or a restart)."""
+    fields = {}
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line[:6] in (b"SigPnd", b"ShdPnd", b"SigBlk"):
+                    fields[line[:6]] = int(line.split()[1], 16)
+    except OSError:
+        return False
+    return bool((fields.get(b"SigPnd", 0) | fields.get(b"ShdPnd", 0)) & ~fields.get(b"SigBlk", 0))
+
+
 class _Wait:
     """A blocking receive with nothing queued: answered from a task of its own once a
-    message arrives (the server runs it as Later); gives up when the caller is gone."""
+    message arrives (the server runs it as Later). The thread waits for us killably only
+    (the filter's WAIT_KILLABLE_RECV), so a signal for it is looked for here: EINTR then,
+    as the kernel's interrupted wait (its handler runs as the call returns). Gives up
+    when the caller is gone."""
 
     def __init__(self, owner, call, s, nr, a, sock, flags):
         self.owner, self.call, self.s, self.nr, self.a, self.sock, self.flags = owner, call, s, nr, a, sock, flags
@@ -366,10 +383,11 @@ class _Wait:
                 try:
                     msg = self.owner._take(self.sock, self.flags)
                 except BlockingIOError:
-                    with trio.move_on_after(1.0):
+                    with trio.move_on_after(0.1):
                         await trio.lowlevel.wait_readable(self.sock)
-                    if not self.call.alive():
-                        raise SysfsError(errno.EINTR) from None   # nobody left to answer
+                        continue
+                    if not self.call.alive() or signal_pending(self.call.tid):
+                        raise SysfsError(errno.EINTR) from None   # (a gone caller takes no answer)
                     continue
                 return self.owner._answer(self.call, self.s, self.nr, self.a, msg, self.flags, self.sock)
         finally:
