@@ -43,7 +43,7 @@ from vfakefs.syscall import process
 from vfakefs.syscall.vfio import Call
 
 AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15
-SOCK_DGRAM, SOCK_RAW, SOCK_TYPE_MASK = 2, 3, 0xF
+SOCK_DGRAM, SOCK_RAW, SOCK_MAX, SOCK_TYPE_MASK = 2, 3, 11, 0xF
 SOCK_NONBLOCK, SOCK_CLOEXEC = 0o4000, 0o2000000
 SOL_SOCKET, SOL_NETLINK = 1, 270
 SO_TYPE, SO_PROTOCOL, SO_DOMAIN, SO_PASSCRED = 3, 38, 39, 16
@@ -115,7 +115,7 @@ class UeventSockets:
     def _flush(self, s: NlSock) -> None:
         while s.pending:
             try:
-                s.mine.send(s.pending[0], socket.MSG_DONTWAIT)
+                s.mine.send(s.pending[0], socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except BlockingIOError:
                 # the Unix socket's queue is short (max_dgram_qlen): the rest waits for room
                 if not s.flushing and self._nursery is not None:
@@ -173,10 +173,10 @@ class UeventSockets:
     def socket(self, call, args, fd_base: int):
         """socket(AF_NETLINK, type, NETLINK_KOBJECT_UEVENT) (the filter checked domain and protocol)."""
         kind = _int(args[1])
+        if kind & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC) or kind & SOCK_TYPE_MASK >= SOCK_MAX:
+            raise SysfsError(errno.EINVAL)                  # __sys_socket's and __sock_create's checks
         if kind & SOCK_TYPE_MASK not in (SOCK_RAW, SOCK_DGRAM):
             raise SysfsError(errno.ESOCKTNOSUPPORT)         # netlink_create
-        if kind & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
-            raise SysfsError(errno.EINVAL)                  # sock_create's flag check
         newfd = self._free_fd(call.pid, fd_base)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -240,6 +240,8 @@ class UeventSockets:
         if s.portid and pid and pid != s.portid:
             raise SysfsError(errno.EINVAL)
         if not s.portid:
+            if pid and any(o.portid == pid for o in self.by_ino.values()):
+                raise SysfsError(errno.EADDRINUSE)          # netlink_insert
             s.portid = pid or self._autobind(s)
         s.groups = groups
         return 0
@@ -284,8 +286,6 @@ class UeventSockets:
         group = struct.unpack("<I", call.mem.read(a[3], 4))[0]
         if not 0 < group <= 32:
             raise SysfsError(errno.EINVAL)
-        if not s.portid:
-            s.portid = self._autobind(s)
         bit = 1 << (group - 1)
         s.groups = s.groups | bit if name == NETLINK_ADD_MEMBERSHIP else s.groups & ~bit
         return 0
