@@ -314,3 +314,45 @@ def test_udevadm_trigger_writes_uevent_files_and_each_write_is_one_event(mount_p
     assert sorted(triggered) == sorted(["/sys/devices/virtual/net/lo"] + [
         "/sys/" + os.path.realpath(m.sys / "class/net" / n).removeprefix(str(m.sys) + "/") for n in ("eth0", "eth1", "eth2")])
     assert seqnum(m) == before + 4
+
+
+MEMBERSHIP = r"""
+import errno, os, socket
+SOL_NETLINK, ADD, DROP = 270, 1, 2
+a = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 15)
+a.bind((0, 0))                                   # no group: hears nothing yet
+b = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 15)
+try:
+    b.bind((a.getsockname()[0], 1))
+except OSError as e:
+    print("taken", errno.errorcode[e.errno])
+def poke():
+    with open("/sys/bus/pci/devices/0000:03:00.0/uevent", "w") as f:
+        f.write("change")
+def heard(s):
+    try:
+        return s.recv(8192).split(b"@")[0].decode()
+    except BlockingIOError:
+        return "-"
+poke()
+print("unsubscribed", heard(a))
+a.setsockopt(SOL_NETLINK, ADD, 1)
+poke()
+print("added", heard(a), a.getsockname()[1])
+a.setsockopt(SOL_NETLINK, DROP, 1)
+poke()
+print("dropped", heard(a))
+try:
+    a.setsockopt(SOL_NETLINK, ADD, 0)
+except OSError as e:
+    print("group 0", errno.errorcode[e.errno])
+"""
+
+
+def test_membership_by_setsockopt_and_a_taken_port_id(mount_preset):
+    m = mount_preset("seed-vtd")
+    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(m.path), "--", sys.executable, "-c", MEMBERSHIP],
+            cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["taken EADDRINUSE", "unsubscribed -", "added change 1", "dropped -",
+                                     "group 0 EINVAL"]
