@@ -14,12 +14,8 @@ only (a compare in the filter; anything not ours there runs natively):
   (netlink_autobind: the process's tgid first, then -4096 counting down);
 - getsockname: sockaddr_nl{AF_NETLINK, port id, groups};
 - getsockopt SO_DOMAIN/SO_TYPE/SO_PROTOCOL, setsockopt NETLINK_ADD/DROP_MEMBERSHIP;
-- recvmsg, recvfrom, read: the message (taken from the program's own queue through a
-  copy of its fd, pidfd_getfd), msg_name sockaddr_nl{AF_NETLINK, pid 0, groups 1} as the
-  kernel's multicast has it, SCM_CREDENTIALS{pid 0, uid 0, gid 0} when SO_PASSCRED is on
-  (sd-device drops messages without them, or not from pid 0 on group 1), MSG_TRUNC and
-  MSG_PEEK as netlink_recvmsg; EAGAIN for MSG_DONTWAIT or O_NONBLOCK with nothing
-  queued, else the call waits in a task of its own (Later).
+- recvmsg, recvfrom, read: the message with the kernel's address and credentials
+  (uevent_recv.py).
 Everything else (setsockopt SO_PASSCRED/SO_RCVBUF/SO_ATTACH_FILTER, poll, epoll, close,
 fcntl) runs natively on the Unix socket and means the same there.
 
@@ -39,34 +35,21 @@ from collections import deque
 import trio
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.syscall import process
+from vfakefs.syscall import process, uevent_recv
+from vfakefs.syscall.uevent_recv import KERNEL_GROUP, MAX_MSG, SOCKADDR_NL, int32
 from vfakefs.syscall.vfio import Call
 
 AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15
 SOCK_DGRAM, SOCK_RAW, SOCK_MAX, SOCK_TYPE_MASK = 2, 3, 11, 0xF
 SOCK_NONBLOCK, SOCK_CLOEXEC = 0o4000, 0o2000000
 SOL_SOCKET, SOL_NETLINK = 1, 270
-SO_TYPE, SO_PROTOCOL, SO_DOMAIN, SO_PASSCRED = 3, 38, 39, 16
+SO_TYPE, SO_PROTOCOL, SO_DOMAIN = 3, 38, 39
 NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP = 1, 2
-SCM_CREDENTIALS = 2
-MSG_PEEK, MSG_TRUNC, MSG_DONTWAIT, MSG_CTRUNC = 0x2, 0x20, 0x40, 0x8
 NR_read, NR_socket, NR_recvfrom, NR_recvmsg, NR_bind, NR_getsockname = 0, 41, 45, 47, 49, 51
 NR_setsockopt, NR_getsockopt = 54, 55
 ON_OUR_FDS = (NR_read, NR_recvfrom, NR_recvmsg, NR_bind, NR_getsockname, NR_setsockopt, NR_getsockopt)
-KERNEL_GROUP = 1                # the uevent multicast group (udev's own messages use 2)
-MAX_MSG = 8192                  # larger than any uevent (UEVENT_BUFFER_SIZE 2048 + header)
 FD_RANGE = 64                   # the reserved fd numbers: [fd_base, fd_base + FD_RANGE)
 PENDING_MAX = 1 << 16           # messages held for a reader that does not read: then dropped
-
-_SOCKADDR_NL = struct.Struct("<HHII")          # nl_family, nl_pad, nl_pid, nl_groups
-_MSGHDR = struct.Struct("<QI4xQQQQi4x")         # name, namelen, iov, iovlen, control, controllen, flags
-_IOVEC = struct.Struct("<QQ")
-_CRED = struct.pack("<QiiiII", 28, SOL_SOCKET, SCM_CREDENTIALS, 0, 0, 0) + bytes(4)   # CMSG_SPACE(12)
-
-
-def _int(v: int) -> int:
-    v &= 0xFFFF_FFFF
-    return v - (1 << 32) if v >> 31 else v
 
 
 class NlCall(Call):
@@ -172,7 +155,7 @@ class UeventSockets:
     # --- the calls ---------------------------------------------------------------------------
     def socket(self, call, args, fd_base: int):
         """socket(AF_NETLINK, type, NETLINK_KOBJECT_UEVENT) (the filter checked domain and protocol)."""
-        kind = _int(args[1])
+        kind = int32(args[1])
         if kind & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC) or kind & SOCK_TYPE_MASK >= SOCK_MAX:
             raise SysfsError(errno.EINVAL)                  # __sys_socket's and __sock_create's checks
         if kind & SOCK_TYPE_MASK not in (SOCK_RAW, SOCK_DGRAM):
@@ -217,7 +200,7 @@ class UeventSockets:
         """A trapped call on an fd >= fd_base: ours answered as netlink, others native (None)."""
         if nr == NR_socket:
             return self.socket(call, args, fd_base)
-        s = self.of(call.tid, _int(args[0]))
+        s = self.of(call.tid, int32(args[0]))
         if s is None:
             return None
         if nr == NR_bind:
@@ -228,13 +211,13 @@ class UeventSockets:
             return self._getsockopt(call, s, args)
         if nr == NR_setsockopt:
             return self._setsockopt(call, s, args)
-        return self._receive(call, s, nr, args)
+        return uevent_recv.receive(call, nr, args)
 
     def _bind(self, call, s: NlSock, a):
         """netlink_bind(): a sockaddr_nl, its port id fixed once, the groups replaced."""
-        if _int(a[2]) < _SOCKADDR_NL.size:
+        if int32(a[2]) < SOCKADDR_NL.size:
             raise SysfsError(errno.EINVAL)
-        family, _pad, pid, groups = _SOCKADDR_NL.unpack(call.mem.read(a[1], _SOCKADDR_NL.size))
+        family, _pad, pid, groups = SOCKADDR_NL.unpack(call.mem.read(a[1], SOCKADDR_NL.size))
         if family != AF_NETLINK:
             raise SysfsError(errno.EINVAL)
         if s.portid and pid and pid != s.portid:
@@ -261,12 +244,12 @@ class UeventSockets:
         have = struct.unpack("<i", call.mem.read(lenp, 4))[0]
         if have < 0:
             raise SysfsError(errno.EINVAL)
-        call.mem.write(a[1], _SOCKADDR_NL.pack(AF_NETLINK, 0, s.portid, s.groups)[:have])
-        call.mem.write(lenp, struct.pack("<i", _SOCKADDR_NL.size))
+        call.mem.write(a[1], SOCKADDR_NL.pack(AF_NETLINK, 0, s.portid, s.groups)[:have])
+        call.mem.write(lenp, struct.pack("<i", SOCKADDR_NL.size))
         return 0
 
     def _getsockopt(self, call, s: NlSock, a):
-        level, name = _int(a[1]), _int(a[2])
+        level, name = int32(a[1]), int32(a[2])
         value = {SO_DOMAIN: AF_NETLINK, SO_TYPE: s.kind, SO_PROTOCOL: NETLINK_KOBJECT_UEVENT}.get(name)
         if level != SOL_SOCKET or value is None:
             return None                                     # the rest means the same on the Unix socket
@@ -278,10 +261,10 @@ class UeventSockets:
         return 0
 
     def _setsockopt(self, call, s: NlSock, a):
-        level, name = _int(a[1]), _int(a[2])
+        level, name = int32(a[1]), int32(a[2])
         if level != SOL_NETLINK or name not in (NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP):
             return None
-        if _int(a[4]) < 4:
+        if int32(a[4]) < 4:
             raise SysfsError(errno.EINVAL)
         group = struct.unpack("<I", call.mem.read(a[3], 4))[0]
         if not 0 < group <= 32:
@@ -289,106 +272,3 @@ class UeventSockets:
         bit = 1 << (group - 1)
         s.groups = s.groups | bit if name == NETLINK_ADD_MEMBERSHIP else s.groups & ~bit
         return 0
-
-    # --- receiving ---------------------------------------------------------------------------
-    def _receive(self, call, s: NlSock, nr: int, a):
-        """recvmsg / recvfrom / read: one message from the program's queue, as netlink_recvmsg."""
-        flags = _int(a[2]) if nr == NR_recvmsg else _int(a[3]) if nr == NR_recvfrom else 0
-        mine = process.fetch_fd(call.pid, _int(a[0]))
-        sock = socket.socket(fileno=mine)
-        try:
-            msg = self._take(sock, flags)
-        except BlockingIOError:
-            nonblock = flags & MSG_DONTWAIT or os.get_blocking(mine) is False
-            if nonblock:
-                sock.close()
-                raise SysfsError(errno.EAGAIN) from None
-            return _Wait(self, call, s, nr, a, sock, flags)
-        try:
-            return self._answer(call, s, nr, a, msg, flags, sock)
-        finally:
-            sock.close()
-
-    @staticmethod
-    def _take(sock: socket.socket, flags: int) -> bytes:
-        return sock.recv(MAX_MSG, socket.MSG_DONTWAIT | (flags & MSG_PEEK))
-
-    def _answer(self, call, s: NlSock, nr: int, a, msg: bytes, flags: int, sock) -> int:
-        src = _SOCKADDR_NL.pack(AF_NETLINK, 0, 0, 1 << (KERNEL_GROUP - 1))   # the kernel's multicast
-        if nr == NR_read:
-            n = min(len(msg), a[2])
-            call.mem.write(a[1], msg[:n])
-            return n
-        if nr == NR_recvfrom:
-            n = min(len(msg), a[2])
-            call.mem.write(a[1], msg[:n])
-            if a[4] and a[5]:
-                have = struct.unpack("<i", call.mem.read(a[5], 4))[0]
-                call.mem.write(a[4], src[:max(0, min(have, len(src)))])
-                call.mem.write(a[5], struct.pack("<i", len(src)))
-            return len(msg) if flags & MSG_TRUNC else n
-        name, namelen, iov, iovlen, control, controllen, _f = _MSGHDR.unpack(call.mem.read(a[1], _MSGHDR.size))
-        out_flags, pos = 0, 0
-        for i in range(min(iovlen, 1024)):
-            base, length = _IOVEC.unpack(call.mem.read(iov + i * _IOVEC.size, _IOVEC.size))
-            part = msg[pos:pos + length]
-            if part:
-                call.mem.write(base, part)
-            pos += len(part)
-        if pos < len(msg):
-            out_flags |= MSG_TRUNC
-        if name:
-            call.mem.write(name, src[:min(namelen, len(src))])
-            namelen = len(src)
-        used = 0
-        if sock.getsockopt(SOL_SOCKET, SO_PASSCRED):
-            if controllen >= 28:                            # CMSG_LEN(sizeof(struct ucred))
-                used = min(controllen, len(_CRED))
-                call.mem.write(control, _CRED[:used])
-            else:
-                out_flags |= MSG_CTRUNC
-        call.mem.write(a[1] + 8, struct.pack("<I", namelen))
-        call.mem.write(a[1] + 40, struct.pack("<Q", used))
-        call.mem.write(a[1] + 48, struct.pack("<i", out_flags))
-        return len(msg) if flags & MSG_TRUNC else pos
-
-
-def signal_pending(tid: int) -> bool:
-    """A signal the thread does not block waits for it (SigPnd, ShdPnd, SigBlk of
-    /proc/TID/status): a real blocking recvmsg would return for it (EINTR, or a restart)."""
-    fields = {}
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line[:6] in (b"SigPnd", b"ShdPnd", b"SigBlk"):
-                    fields[line[:6]] = int(line.split()[1], 16)
-    except OSError:
-        return False
-    return bool((fields.get(b"SigPnd", 0) | fields.get(b"ShdPnd", 0)) & ~fields.get(b"SigBlk", 0))
-
-
-class _Wait:
-    """A blocking receive with nothing queued: answered from a task of its own once a
-    message arrives (the server runs it as Later). The thread waits for us killably only
-    (the filter's WAIT_KILLABLE_RECV), so a signal for it is looked for here: EINTR then,
-    as the kernel's interrupted wait (its handler runs as the call returns). Gives up
-    when the caller is gone."""
-
-    def __init__(self, owner, call, s, nr, a, sock, flags):
-        self.owner, self.call, self.s, self.nr, self.a, self.sock, self.flags = owner, call, s, nr, a, sock, flags
-
-    async def __call__(self) -> int:
-        try:
-            while True:
-                try:
-                    msg = self.owner._take(self.sock, self.flags)
-                except BlockingIOError:
-                    with trio.move_on_after(0.1):
-                        await trio.lowlevel.wait_readable(self.sock)
-                        continue
-                    if not self.call.alive() or signal_pending(self.call.tid):
-                        raise SysfsError(errno.EINTR) from None   # (a gone caller takes no answer)
-                    continue
-                return self.owner._answer(self.call, self.s, self.nr, self.a, msg, self.flags, self.sock)
-        finally:
-            self.sock.close()
