@@ -137,6 +137,9 @@ class SyscallServer:
             answered.append(newfd)
             return newfd
         if n.nr in NETLINK_CALLS and lis.fd_base is not None:
+            # socket() of a uevent socket, or a call on an fd >= fd_base (uevent_sock.py);
+            # one not on a uevent socket runs natively (a filter trapping these calls for
+            # another reason must route them past this)
             call = NlCall(n.tid, give, lambda: lis.id_valid(n.id))
             self._answer(lis, n, answered, lambda: self._later_if(self.uevents.call(call, n.nr, n.args, lis.fd_base)))
             return
