@@ -86,6 +86,8 @@ class UeventSockets:
 
     # --- the kernel's side: an event goes to every socket in group 1 -------------------------
     def deliver(self, event) -> None:
+        if not self.by_ino:
+            return                                        # nobody listens: the common case
         msg = event.wire()
         for s in list(self.by_ino.values()):
             if not s.groups & (1 << (KERNEL_GROUP - 1)) or s.closed:
