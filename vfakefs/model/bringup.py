@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vfakefs.model import uevent
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
 from vfakefs.model.base.module import boot_plan
@@ -101,6 +102,7 @@ def boot(topo: Topology) -> Machine:
     if iommu_on and m.interrupt_remapping and m.dmar[0].ir_supported:
         m.irq_remap_args = {"x2apic": iommu_spec.get("x2apic", True)}
     irqs.boot(m)                                      # the bound drivers' MSI/MSI-X vectors
+    uevent.booted(m)
     m.check()
     return m
 

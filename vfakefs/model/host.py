@@ -28,6 +28,7 @@ class Host:
         old = self.machine
         new = bringup.boot(old.topology)
         new.kmsg = old.kmsg                     # the log goes on; the fresh boot's lines stay out of it
+        new.uevents = old.uevents               # so do SEQNUM and its listeners
         new.generation = old.generation         # generations only grow: every cached listing is stale
         new._listeners = old._listeners
         self.machine = new

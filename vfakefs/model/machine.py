@@ -22,6 +22,7 @@ from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
 from vfakefs.model.ram import HostMemory, SystemRam
+from vfakefs.model.uevent import UeventLog, announce
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Machine:
     dmar: list[DmarUnit]
     interrupt_remapping: bool
     kmsg: KernelLog = field(default_factory=KernelLog)
+    uevents: UeventLog = field(default_factory=UeventLog)   # what the kernel announced (model/uevent.py)
     netdevs: dict[str, NetDev] = field(default_factory=dict)
     slots: list[Slot] = field(default_factory=list)
     groups: Groups | None = None
@@ -99,6 +101,10 @@ class Machine:
     @vfio_enable_sriov.setter
     def vfio_enable_sriov(self, value: bool) -> None:
         self.module_params[("vfio_pci", "enable_sriov")] = bool(value)
+
+    def uevent(self, action: str, obj, extra: list = ()) -> None:
+        """kobject_uevent_env(): announce obj's add, remove, bind, unbind, change (model/uevent.py)."""
+        announce(self, action, obj, extra)
 
     def uptime_ms(self) -> int:
         return self.kmsg.uptime_usec() // 1000
@@ -253,9 +259,11 @@ class Machine:
         nd = NetDev(name, dev, idx, mac, subdir)
         self.netdevs[name] = nd
         dev.netdevs.append(nd)
+        self.uevent("add", nd)       # netdev_register_kobject -> device_add
         return nd
 
     def remove_netdev(self, nd: NetDev) -> None:
+        self.uevent("remove", nd)    # netdev_unregister_kobject -> device_del
         self.netdevs.pop(nd.name, None)
         nd.dev.netdevs.remove(nd)
         if nd.name.startswith("eth") and nd.name[3:].isdigit():
@@ -337,6 +345,7 @@ class Machine:
             g = self.groups.add_device(f, self.functions)
             self.kmsg.dev(f, f"Adding to iommu group {g.id}", prefix="pci")
             iommu.attach_device(self, f)
+        self.uevent("add", f)        # device_add's KOBJ_ADD (the bus notifier made the group first)
 
     def remove_one(self, f: PciFunction) -> None:
         """pci_stop_and_remove_bus_device() of one function without a driver."""
@@ -347,6 +356,7 @@ class Machine:
             iommu.detach_device(self, f, group)
             self.note(group)
         self.note(f, f.bdf)
+        self.uevent("remove", f)     # device_del's KOBJ_REMOVE
         self.functions.remove(f)
         del self.by_bdf[f.bdf]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QEMU_NVME = (0x1B36, 0x0010)   # QEMU's emulated controller (hw/nvme)
+NVME_MAJOR = 250   # "nvme" char major: dynamic, first free from 254 down after the others
 NVME_KEYS = frozenset(("model", "serial", "firmware_rev", "subsysnqn"))
 FIELD_LEN = {"model": 40, "serial": 20, "firmware_rev": 8}
 
@@ -49,3 +50,16 @@ def identity(dev, declared: dict | None = None) -> NvmeIdentity:
     fw = declared.get("firmware_rev", fw)
     nqn = declared.get("subsysnqn") or nqn or kernel_subnqn(dev.vendor, dev.subsystem_vendor, serial, model)
     return NvmeIdentity(model, serial, fw, nqn)
+
+
+class NvmeCtrl:
+    """The nvme class device nvme_init_ctrl() adds below a bound function (nvme/nvme<inst>)."""
+    __slots__ = ("dev", "inst")
+
+    def __init__(self, dev, inst: int):
+        self.dev, self.inst = dev, inst
+
+    def uevent_env(self) -> list:
+        """dev_uevent's device node keys, then nvme_class_uevent's transport (PCIe: no address)."""
+        return [("MAJOR", str(NVME_MAJOR)), ("MINOR", str(self.inst)), ("DEVNAME", f"nvme{self.inst}"),
+                ("NVME_TRTYPE", "pcie")]

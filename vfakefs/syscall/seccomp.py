@@ -10,13 +10,17 @@ cost of one BPF program per system call):
 - pread64 and pwrite64 at offsets of 1 TiB and more: a VFIO device's regions other
   than BAR0 (index << 40, vfio_pci_private.h's VFIO_PCI_OFFSET_SHIFT);
 - statfs and fstatfs: /sys must say sysfs, not FUSE (statfs.py);
-- init_module, finit_module, delete_module: the simulated kernel's modules (modules.py).
+- init_module, finit_module, delete_module: the simulated kernel's modules (modules.py);
+- socket(AF_NETLINK, *, NETLINK_KOBJECT_UEVENT), and read, recvfrom, recvmsg, bind,
+  getsockname, getsockopt, setsockopt on fds from fd_base up: the simulated kernel's
+  uevents (uevent_sock.py), in fds the daemon places there (netlink_fd_base()).
 """
 from __future__ import annotations
 
 import ctypes
 import fcntl
 import os
+import resource
 import struct
 
 # x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
@@ -25,6 +29,9 @@ NR_ioctl, NR_pread64, NR_pwrite64 = 16, 17, 18
 NR_statfs, NR_fstatfs = 137, 138
 NR_seccomp = 317
 NR_init_module, NR_delete_module, NR_finit_module = 175, 176, 313
+NR_read, NR_socket, NR_recvfrom, NR_recvmsg, NR_bind, NR_getsockname = 0, 41, 45, 47, 49, 51
+NR_setsockopt, NR_getsockopt = 54, 55
+AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 SECCOMP_SET_MODE_FILTER = 1
@@ -37,9 +44,10 @@ PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
 NOTIF_RECV, NOTIF_SEND, NOTIF_ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
 NOTIF_ADDFD, NOTIF_SET_FLAGS = 0x40182103, 0x40082104
 USER_NOTIF_FLAG_CONTINUE = 1 << 0
-ADDFD_FLAG_SEND = 1 << 1
+ADDFD_FLAG_SETFD, ADDFD_FLAG_SEND = 1 << 0, 1 << 1
 USER_NOTIF_FD_SYNC_WAKE_UP = 1 << 0                  # 6.6+: the woken task runs next, here
 
+FD_SETSIZE = 1024
 VFIO_TYPE = ord(";")
 REGION_OFFSET_MIN = 1 << 40
 
@@ -64,11 +72,42 @@ def _assemble(prog: list) -> bytes:
     return out
 
 
-def filter_program() -> bytes:
+def netlink_fd_base() -> int:
+    """Where the fds of trapped uevent sockets start: 64 numbers counting down from the
+    soft RLIMIT_NOFILE, at most FD_SETSIZE (1024: a program's select() takes them, and no
+    fd table grows to a million entries), far above what a program's own fds reach."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    top = FD_SETSIZE if soft == resource.RLIM_INFINITY else min(soft, FD_SETSIZE)
+    return max(top - 64, top // 2)
+
+
+def filter_program(fd_base: int | None = None) -> bytes:
+    """fd_base: where the uevent sockets' fds start (None: no netlink sockets trapped)."""
+    netlink = [] if fd_base is None else [
+        (_JEQ, "socket", 0, NR_socket),
+        (_JEQ, "ourfd", 0, NR_read),
+        (_JEQ, "ourfd", 0, NR_recvfrom),
+        (_JEQ, "ourfd", 0, NR_recvmsg),
+        (_JEQ, "ourfd", 0, NR_bind),
+        (_JEQ, "ourfd", 0, NR_getsockname),
+        (_JEQ, "ourfd", 0, NR_getsockopt),
+        (_JEQ, "ourfd", 0, NR_setsockopt),
+    ]
+    tail = [] if fd_base is None else [
+        "socket",
+        (_LD_ABS, 0, 0, _ARG(0)),
+        (_JEQ, 0, "allow", AF_NETLINK),
+        (_LD_ABS, 0, 0, _ARG(2)),
+        (_JEQ, "notify", "allow", NETLINK_KOBJECT_UEVENT),
+        "ourfd",
+        (_LD_ABS, 0, 0, _ARG(0)),
+        (_JGE, "notify", "allow", fd_base),
+    ]
     return _assemble([
         (_LD_ABS, 0, 0, _ARCH),
         (_JEQ, 0, "allow", AUDIT_ARCH_X86_64),
         (_LD_ABS, 0, 0, _NR),
+        *netlink,
         (_JEQ, "notify", 0, NR_open),
         (_JEQ, "notify", 0, NR_openat),
         (_JEQ, "notify", 0, NR_openat2),
@@ -87,6 +126,7 @@ def filter_program() -> bytes:
         "offset",
         (_LD_ABS, 0, 0, _ARG(3, hi=True)),
         (_JGE, "notify", "allow", REGION_OFFSET_MIN >> 32),
+        *tail,
         "notify",
         (_RET, 0, 0, SECCOMP_RET_USER_NOTIF),
         "allow",
@@ -94,13 +134,13 @@ def filter_program() -> bytes:
     ])
 
 
-def install_filter() -> int:
+def install_filter(fd_base: int | None = None) -> int:
     """In the program's process, before exec: no_new_privs (what lets an unprivileged
     process install a filter), then the filter; returns the listener fd."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    code = filter_program()
+    code = filter_program(fd_base)
     buf = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("<HxxxxxxQ", len(code) // 8, ctypes.addressof(buf))
     fbuf = ctypes.create_string_buffer(fprog, len(fprog))
@@ -130,6 +170,7 @@ class Listener:
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.fd_base: int | None = None     # where its program's uevent sockets' fds go (uevent_sock.py)
         self._buf, self._resp = bytearray(_NOTIF.size), bytearray(_RESP.size)
         try:
             fcntl.ioctl(fd, NOTIF_SET_FLAGS, USER_NOTIF_FD_SYNC_WAKE_UP)
@@ -173,6 +214,23 @@ class Listener:
         flags = os.O_CLOEXEC if cloexec else 0
         # a mutable buffer: fcntl.ioctl then returns the call's result, not the buffer
         return fcntl.ioctl(self.fd, NOTIF_ADDFD, bytearray(struct.pack("<QIIII", nid, ADDFD_FLAG_SEND, srcfd, 0, flags)))
+
+    def addfd_at(self, nid: int, srcfd: int, newfd: int, cloexec: bool) -> int:
+        """As addfd_send, at the number newfd (SECCOMP_ADDFD_FLAG_SETFD: the caller made
+        sure it is free there, or it would be replaced as by dup2)."""
+        flags = os.O_CLOEXEC if cloexec else 0
+        return fcntl.ioctl(self.fd, NOTIF_ADDFD, bytearray(struct.pack(
+            "<QIIII", nid, ADDFD_FLAG_SEND | ADDFD_FLAG_SETFD, srcfd, newfd, flags)))
+
+    def id_valid(self, nid: int) -> bool:
+        """The notification's thread still waits for our answer (SECCOMP_IOCTL_NOTIF_ID_VALID)."""
+        if self.fd < 0:
+            return False
+        try:
+            fcntl.ioctl(self.fd, NOTIF_ID_VALID, struct.pack("<Q", nid))
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         os.close(self.fd)

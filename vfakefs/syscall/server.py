@@ -22,12 +22,14 @@ from vfakefs.syscall import seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.modules import CAP_SYSLOG, ModuleCalls, capable
 from vfakefs.syscall.process import ProcMemory
+from vfakefs.syscall.uevent_sock import NR_socket, ON_OUR_FDS, NlCall, UeventSockets
 from vfakefs.syscall.vfio import GROUP_GET_DEVICE_FD, GROUP_UNSET_CONTAINER, Call, Vfio
 
 log = logging.getLogger("vfakefs")
 AT_FDCWD = -100
 O_CLOEXEC = os.O_CLOEXEC
 HELLO, READY = b"listener\n", b"ok\n"
+NETLINK_CALLS = frozenset((NR_socket, *ON_OUR_FDS))
 
 
 def _int(v: int) -> int:
@@ -58,6 +60,7 @@ class SyscallServer:
         # a host kernel without modules has no /proc/modules for `vfakefs run` to bind
         # the simulated one over: opens of it are answered here
         self.proc_modules_missing = not os.path.exists("/proc/modules")
+        self.uevents = UeventSockets(host)
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -72,6 +75,7 @@ class SyscallServer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery        # calls answered later, from a task of their own (Later)
+                self.uevents.start(nursery)
                 nursery.start_soon(self._closes)
                 while True:
                     conn, _ = await sock.accept()
@@ -83,6 +87,7 @@ class SyscallServer:
             except FileNotFoundError:
                 pass
             self.files.close()
+            self.uevents.close()
 
     async def _accept(self, conn, nursery) -> None:
         """One `vfakefs run`: its listener (SCM_RIGHTS), acknowledged once we hold it."""
@@ -92,11 +97,14 @@ class SyscallServer:
             for level, kind, data in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            if msg != HELLO or len(fds) != 1:
+            word, _, base = msg.removesuffix(b"\n").partition(b" ")
+            if word + b"\n" != HELLO or len(fds) != 1 or not (base.isdigit() or not base):
                 for fd in fds:
                     os.close(fd)
                 return
-            nursery.start_soon(self._listen, seccomp.Listener(fds[0]))
+            lis = seccomp.Listener(fds[0])
+            lis.fd_base = int(base) if base else None       # where its uevent sockets' fds go
+            nursery.start_soon(self._listen, lis)
             await conn.send(READY)
 
     async def _closes(self) -> None:
@@ -129,10 +137,17 @@ class SyscallServer:
             return
         answered = []
 
-        def give(fd: int, cloexec: bool) -> int:
-            newfd = lis.addfd_send(n.id, fd, cloexec)
+        def give(fd: int, cloexec: bool, at: int | None = None) -> int:
+            newfd = lis.addfd_send(n.id, fd, cloexec) if at is None else lis.addfd_at(n.id, fd, at, cloexec)
             answered.append(newfd)
             return newfd
+        if n.nr in NETLINK_CALLS and lis.fd_base is not None:
+            # socket() of a uevent socket, or a call on an fd >= fd_base (uevent_sock.py);
+            # one not on a uevent socket runs natively (a filter trapping these calls for
+            # another reason must route them past this)
+            call = NlCall(n.tid, give, lambda: lis.id_valid(n.id))
+            self._answer(lis, n, answered, lambda: self._later_if(self.uevents.call(call, n.nr, n.args, lis.fd_base)))
+            return
         self._answer(lis, n, answered, lambda: self._dispatch(n, give))
 
     def _answer(self, lis: seccomp.Listener, n: seccomp.Notification, answered: list, run) -> None:
@@ -155,6 +170,11 @@ class SyscallServer:
                 lis.proceed(n.id)
             elif not answered:
                 lis.reply(n.id, val)
+
+    @staticmethod
+    def _later_if(val):
+        """A uevent socket's blocking receive (an awaitable) is answered later."""
+        return Later(val) if callable(val) else val
 
     async def _later(self, lis: seccomp.Listener, n: seccomp.Notification, work) -> None:
         result = await outcome.acapture(work)

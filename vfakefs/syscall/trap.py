@@ -26,8 +26,10 @@ def _attach(sockpath: str) -> None:
         os._exit(1)                            # the parent died before PDEATHSIG was set
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(sockpath)
-        listener = seccomp.install_filter()
-        socket.send_fds(s, [HELLO], [listener])
+        fd_base = seccomp.netlink_fd_base()
+        listener = seccomp.install_filter(fd_base)
+        # the hello says where the uevent sockets' fds go (uevent_sock.py)
+        socket.send_fds(s, [HELLO.rstrip(b"\n") + b" %d\n" % fd_base], [listener])
         os.close(listener)
         if s.recv(16) != READY:
             raise ConnectionError("the daemon did not take the listener")

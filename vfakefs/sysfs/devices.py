@@ -40,6 +40,8 @@ def loopback_entries(v) -> dict:
     if lo is None:
         lo = _LOOPBACK[v.m] = NetDev.loopback()   # one per machine: its stores stick
     out = NETDEV.entries(lo)
+    # lo belongs to no PCI function: its events are the Machine's all the same
+    out["uevent"] = pci_sysfs.kobj_uevent(v.m, "devices/virtual/net/lo", "net", (("INTERFACE", "lo"), ("IFINDEX", "1")))
     out["subsystem"] = Link(rel("devices/virtual/net/lo", "class/net"))
     out["power"] = Dir({})
     return out
@@ -89,7 +91,8 @@ def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
         "device": Link(rel(f"{here}/pci_bus/x", here)),
         "subsystem": Link(rel(f"{here}/pci_bus/x", "class/pci_bus")),
         "power": Dir({}),
-        "uevent": Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None),
+        "uevent": pci_sysfs.kobj_uevent(v.m, f"{here}/pci_bus/" + ("%04x:%02x" % (bridge.bdf.domain, bridge.secondary)
+                                                               if bridge else "%04x:00" % domain), "pci_bus"),
     }
 
 
@@ -159,7 +162,7 @@ def device_entries(v, dev) -> dict:
 def port_service_entries(v, dev, svc: str) -> dict:
     here = f"{v.device_path(dev)}/{dev.name}:{svc}"
     return {"power": Dir({}), "subsystem": Link(rel(here, "bus/pci_express")),
-            "uevent": Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)}
+            "uevent": pci_sysfs.kobj_uevent(v.m, here, "pci_express")}
 
 
 EMPTY_GROUP = AttrGroup(())

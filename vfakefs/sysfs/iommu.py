@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from vfakefs.sysfs import power
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
-from vfakefs.sysfs.pci_sysfs import uevent_store
+from vfakefs.sysfs.pci_sysfs import kobj_uevent
 
 INTEL_IOMMU = AttrGroup((
     Attr("address", lambda u: "%x\n" % u.reg_base),
@@ -21,7 +21,7 @@ def dmar_entries(v, unit) -> dict:
     out["devices"] = Dir(lambda: {f.name: Link(rel(f"{here}/devices", v.device_path(f))) for f in v.m.functions})
     out["power"] = Dir(lambda: power.power_dir_entries(unit, (power.RUNTIME,)))
     out["subsystem"] = Link(rel(here, "class/iommu"))
-    out["uevent"] = Attr("uevent", lambda u: "", uevent_store, 0o644).bind(unit)
+    out["uevent"] = kobj_uevent(v.m, here, "iommu")
     return out
 
 

@@ -6,7 +6,7 @@ import errno
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 from vfakefs.sysfs.parse import kstrtoul
-from vfakefs.sysfs.pci_sysfs import uevent_store
+from vfakefs.sysfs.pci_sysfs import kobj_uevent, uevent_store
 
 
 def _netdev_store(setter):
@@ -78,7 +78,15 @@ def virtio_dir(v, dev, subdir: str) -> dict:
     here = f"{v.device_path(dev)}/{subdir}"
     return {"net": Dir(lambda: net_subdir(v, dev, subdir)), "driver": Link(rel(here, "bus/virtio/drivers/virtio_net")),
             "subsystem": Link(rel(here, "bus/virtio")), "power": Dir({}),
-            "uevent": Attr("uevent", lambda o: "", uevent_store, 0o644).bind(dev)}
+            "uevent": kobj_uevent(v.m, here, "virtio", virtio_env(dev))}
+
+
+def virtio_env(dev) -> tuple:
+    """dev_uevent's DRIVER, then virtio_uevent's modalias: virtio-pci's device id (a modern
+    function's PCI device id - 0x1040, a legacy one's subsystem id) and vendor (the
+    function's subsystem vendor)."""
+    vid = dev.device - 0x1040 if dev.device >= 0x1040 else dev.subsystem_device
+    return (("DRIVER", "virtio_net"), ("MODALIAS", "virtio:d%08Xv%08X" % (vid, dev.subsystem_vendor)))
 
 
 def class_net_entries(v) -> dict:

@@ -1,11 +1,10 @@
 """The nvme class devices nvme-bound functions get (drivers/nvme/host/core.c sysfs)."""
 from __future__ import annotations
 
-from vfakefs.model.nvme import identity
+from vfakefs.model.nvme import NVME_MAJOR, NvmeCtrl, identity
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 from vfakefs.sysfs.pci_sysfs import uevent_store
 
-NVME_MAJOR = 250   # "nvme" char major: dynamic, first free from 254 down after the others
 
 NVME_CTRL = AttrGroup((
     Attr("address", lambda c: c.dev.name + "\n"),
@@ -25,18 +24,14 @@ NVME_CTRL = AttrGroup((
     Attr("state", lambda c: "live\n"),
     Attr("subsysnqn", lambda c: c.ident.subsysnqn + "\n"),
     Attr("transport", lambda c: "pcie\n"),
-    Attr("uevent", lambda c: f"MAJOR={NVME_MAJOR}\nMINOR={c.inst}\nDEVNAME=nvme{c.inst}\nNVME_TRTYPE=pcie\n",
-         uevent_store, 0o644),
+    Attr("uevent", lambda c: "".join(f"{k}={v}\n" for k, v in c.uevent_env()), uevent_store, 0o644),
 ))
 
 
-class Ctrl:
+class Ctrl(NvmeCtrl):
     """An nvme controller: the function, its instance number, and what its Identify
     Controller data says (model/nvme.py: the topology's `nvme` fields or the defaults)."""
-    __slots__ = ("dev", "inst")
-
-    def __init__(self, dev, inst: int):
-        self.dev, self.inst = dev, inst
+    __slots__ = ()
 
     @property
     def ident(self):

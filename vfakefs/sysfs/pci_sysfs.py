@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 
 from vfakefs.model.errors import SysfsError
+from vfakefs.model import uevent as uevent_model
 from vfakefs.model.locality import override_numa_node
 from vfakefs.sysfs.cpumask import cpulist, cpumap
 from vfakefs.sysfs.nodes import Attr, AttrGroup, BinAttr
@@ -118,24 +119,25 @@ driver_override = Attr("driver_override", driver_override_show, driver_override_
 
 
 def uevent_show(dev) -> str:
-    lines = [f"DRIVER={dev.driver.name}"] if dev.driver else []
-    lines += ["PCI_CLASS=%X" % dev.class_code, "PCI_ID=%04X:%04X" % (dev.vendor, dev.device),
-              "PCI_SUBSYS_ID=%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device),
-              f"PCI_SLOT_NAME={dev.name}", f"MODALIAS={dev.modalias()}"]
-    return "\n".join(lines) + "\n"
-
-
-UEVENT_ACTIONS = ("add", "remove", "change", "move", "online", "offline", "bind", "unbind")
+    # dev_uevent + pci_uevent, the very keys its events carry (model/uevent.py)
+    return "".join(f"{k}={v}\n" for k, v in uevent_model.pci_env(dev))
 
 
 def uevent_store(obj, text: str) -> None:
-    # kobject_synth_uevent: the action word, optionally followed by a UUID and vars
-    action = text.split(" ", 1)[0].removesuffix("\n")
-    if action not in UEVENT_ACTIONS:
-        raise SysfsError(errno.EINVAL)
+    # kobject_synth_uevent: the action word, optionally followed by a UUID and vars;
+    # the event goes out for the objects the model announces (functions, netdevs,
+    # drivers, the bus), the others only parse the write
+    uevent_model.synth(obj, text)
 
 
 uevent = Attr("uevent", uevent_show, uevent_store, 0o644)
+
+
+def kobj_uevent(m, path: str, subsystem: str, env: tuple = ()):
+    """The uevent file of another announcing kobject at path (under /sys): shows env,
+    a write announces it (model/uevent.Kobj)."""
+    return Attr("uevent", lambda k: k.show(), uevent_store, 0o644).bind(
+        uevent_model.Kobj(m, "/" + path, subsystem, env))
 
 
 def remove_store(dev, text: str) -> None:

@@ -10,7 +10,7 @@ import weakref
 from vfakefs.model.host import Host
 from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, lib_modules, module, net,
                            nvme, proc, system, vfakefs_debugfs, vfio)
-from vfakefs.sysfs.nodes import Dir
+from vfakefs.sysfs.nodes import Attr, Dir
 
 
 class View:
@@ -61,7 +61,9 @@ class View:
                 "vfakefs": Dir(lambda: {**vfakefs_debugfs.vfakefs_entries(self), **kmsg.debug_entries(self)})}
 
     def sys_entries(self) -> dict:
-        kernel = {"debug": Dir(self.debug_entries, 0o700)}
+        kernel = {"debug": Dir(self.debug_entries, 0o700),
+                  # kobject_uevent.c's uevent_seqnum: the last SEQNUM sent (ksysfs.c, 0444)
+                  "uevent_seqnum": Attr("uevent_seqnum", lambda v: "%d\n" % v.m.uevents.seqnum).bind(self)}
         if self.m.iommu_on:
             kernel["iommu_groups"] = Dir(lambda: iommu_groups.groups_entries(self))
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import re
 
+from vfakefs.model import uevent
 from vfakefs.model.base import irqs
 from vfakefs.model.base.driver_ops import enabling_line, probe_failed
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
@@ -82,6 +83,9 @@ def attach(m, dev, drv: Driver) -> None:
     log_probe(m, drv, dev, (old_cmd & 0x3, enable_cmd & 0x3))
     if drv.after_probe is not None:
         drv.after_probe(m, drv, dev)
+    for cd in uevent.class_devices(dev, drv):           # nvme_init_ctrl's device_add, in probe
+        m.uevent("add", cd)
+    m.uevent("bind", dev)                                # driver_bound(): KOBJ_BIND, DRIVER set
 
 
 def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
@@ -117,6 +121,8 @@ def release(m, dev) -> None:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
     for nd in list(dev.netdevs):
         m.remove_netdev(nd)
+    for cd in uevent.class_devices(dev, drv):           # nvme_uninit_ctrl's device_destroy
+        m.uevent("remove", cd)
     vf_token.vf_uninit(dev)                              # vfio_pci_core_unregister_device
     if dev.msi_irqs and m.irq_remap is not None:
         m.irq_remap.free_msi(dev)
@@ -129,6 +135,7 @@ def release(m, dev) -> None:
     dev.wakeup_enabled = False
     if dev.sriov is not None:
         dev.sriov.driver_max_vfs = None                  # pci_iov_remove
+    m.uevent("unbind", dev)                              # __device_release_driver: after dev->driver = NULL
     m.changed(dev, drv)
 
 

@@ -63,11 +63,13 @@ def enable(m, pf: PciFunction, n: int) -> None:
         for vf in vfs:      # pci_iov_add_virtfn(): add, link, then probe, one VF after another
             m.add_function(vf)
             sr.vfs.append(vf)
+            m.uevent("change", vf)      # pci_iov_sysfs_link(): once virtfnN and physfn exist
             if pf.driver is not None and pf.driver.captures_vfs:
                 # vfio_pci_bus_notifier: a vfio-pci PF's VFs go to vfio-pci too
                 vf.driver_override = pf.driver.name
                 m.kmsg.dev(pf, f"Captured SR-IOV VF {vf.name} driver_override")
             binding.device_attach(m, vf)
+        m.uevent("change", pf)          # sriov_enable(), after sriov_add_vfs()
         m.changed(*vfs)   # (their PF's virtfn links with them; add_function notes their groups)
 
 
