@@ -18,6 +18,7 @@ from vfakefs.model.base.drivers import catalogue
 from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.machine import Machine
+from vfakefs.model.net import check_net_config, dev_valid_name
 from vfakefs.model.nvme import NVME_KEYS
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci import dump
@@ -146,6 +147,8 @@ class _Checker:
                 bad = [p for p in a.get("ports", []) if p not in ports]
                 if bad:
                     raise self.err("acpi.dmar.atsr.ports", f"{bad[0]!r} is not a root port of this topology")
+        for name, cfg in d.get("net", {}).items():
+            self.net(name, cfg)
         rec = d.get("recorded", {})
         if set(rec) - {"irq", "boot_clock"}:
             raise self.err("recorded", "must be a table of `irq` and `boot_clock`")
@@ -166,6 +169,21 @@ class _Checker:
             if nv is not None and (not isinstance(nv, dict) or set(nv) - NVME_KEYS or not all(
                     isinstance(x, str) and x.isascii() for x in nv.values())):
                 raise self.err(f"{s['where']}.nvme", f"a table of ASCII strings: {', '.join(sorted(NVME_KEYS))}")
+
+    def net(self, name: str, cfg) -> None:
+        """`[net.<name>]`: the network configuration of the interface called name, applied
+        whenever an interface of that name registers (a VF's too), as a network manager
+        would: `addresses = ["192.168.1.10/24"]` (each gives its connected route),
+        `routes = ["default via 192.168.1.1", "10.0.0.0/8 via 192.168.1.254 metric 100"]`,
+        `carrier = false` (no cable). `vfakefs run` mirrors them into its network namespace."""
+        if not dev_valid_name(name):
+            raise self.err(f"net.{name}", f"{name!r} is not an interface name (1-15 characters, no '/', ':' "
+                                          "or white space)")
+        if name == "lo":
+            raise self.err(f"net.{name}", "lo is the kernel's own, configured by it")
+        bad = check_net_config(name, cfg)
+        if bad:
+            raise self.err(f"net.{name}.{bad[0]}" if bad[0] else f"net.{name}", bad[1])
 
     # --- each [[device]] ----------------------------------------------------------------------
     def device_specs(self, entries: list, drivers: set) -> list[dict]:
