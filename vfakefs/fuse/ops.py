@@ -51,6 +51,7 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0
+        self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
 
     async def lookup(self, parent_inode, name, ctx=None):
         name = os.fsdecode(name)
@@ -229,6 +230,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         # dropped what changed
         self.publish()
         await self.deliver()
+        if self.settle is not None:
+            await self.settle()
         return n
 
     async def release(self, fh):

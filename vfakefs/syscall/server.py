@@ -13,12 +13,13 @@ import logging
 import os
 import select
 import socket
+import struct
 
 import outcome
 import trio
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.syscall import seccomp, statfs
+from vfakefs.syscall import netns, seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.process import ProcMemory
 from vfakefs.syscall.vfio import GROUP_GET_DEVICE_FD, GROUP_UNSET_CONTAINER, Call, Vfio
@@ -27,6 +28,8 @@ log = logging.getLogger("vfakefs")
 AT_FDCWD = -100
 O_CLOEXEC = os.O_CLOEXEC
 HELLO, READY = b"listener\n", b"ok\n"
+HELLO_NETNS = b"listener netns\n"     # the program has a network namespace of its own to mirror the netdevs in
+SO_PEERCRED = 17
 
 
 def _int(v: int) -> int:
@@ -53,6 +56,8 @@ class SyscallServer:
         self.sockpath = sockpath
         self.files = Files()
         self.vfio = Vfio(host, self.files)
+        self.host = host
+        self.mirrors: set[netns.NetMirror] = set()    # the network namespaces of running programs
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -87,20 +92,52 @@ class SyscallServer:
             for level, kind, data in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            if msg != HELLO or len(fds) != 1:
+            if msg not in (HELLO, HELLO_NETNS) or len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
                 return
-            nursery.start_soon(self._listen, seccomp.Listener(fds[0]))
+            lis = seccomp.Listener(fds[0])
+            mirror = None
+            if msg == HELLO_NETNS:
+                try:
+                    mirror = await self._mirror(conn)
+                except BaseException:
+                    lis.close()
+                    raise
+            nursery.start_soon(self._listen, lis, mirror)
             await conn.send(READY)
+
+    async def _mirror(self, conn) -> netns.NetMirror | None:
+        """The program's network namespace filled with the simulated netdevs, before it runs
+        (netns.py). Never the daemon's own namespace (a program sharing it asked for the host's)."""
+        pid = struct.unpack("=iII", conn.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, 12))[0]
+        try:
+            if netns.NetNamespace.same_as_ours(pid):
+                return None
+            mirror = netns.NetMirror(self.host, pid)
+        except OSError:
+            log.warning("network namespace of %d", pid, exc_info=True)
+            return None
+        try:
+            await mirror.fill()
+        except Exception:      # noqa: BLE001 - the program runs; its namespace shows what was made
+            log.exception("network namespace of %d", pid)
+        except BaseException:
+            mirror.detach()
+            raise
+        return mirror
 
     async def _closes(self) -> None:
         while True:
             await trio.lowlevel.wait_readable(self.files.fd)
             self.files.closes()
 
-    async def _listen(self, lis: seccomp.Listener) -> None:
-        """Until every trapped process is gone (the listener hangs up)."""
+    async def _listen(self, lis: seccomp.Listener, mirror: netns.NetMirror | None = None) -> None:
+        """Until every trapped process is gone (the listener hangs up); their network
+        namespace's mirror as long."""
+        if mirror is not None:
+            self.mirrors.add(mirror)
+            self._nursery.start_soon(mirror.follow)
         p = select.poll()
         p.register(lis.fd, select.POLLIN)
         try:
@@ -117,6 +154,14 @@ class SyscallServer:
                         break
         finally:
             lis.close()
+            if mirror is not None:
+                self.mirrors.discard(mirror)
+                mirror.stop()
+
+    async def settle(self) -> None:
+        """Until every program's network namespace shows the changes made so far."""
+        for mirror in list(self.mirrors):
+            await mirror.settled()
 
     def _one(self, lis: seccomp.Listener) -> None:
         n = lis.recv()

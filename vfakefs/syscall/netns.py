@@ -1,0 +1,308 @@
+"""`vfakefs run`'s network namespace, kept a mirror of the simulated machine's netdevs:
+`ip link` inside shows the simulated NICs (names, MACs, ifindex as in /sys/class/net,
+MTU, up/down, carrier), they come and go with them (VFs when sriov_numvfs is written,
+unbind, remove), and `ip route` shows the simulated machine's addresses and routes
+(the topology's `[net.<name>]`), never the host's (dpdk-devbind.py's "active
+interface" check reads `ip -o route`).
+
+The program's process makes the namespace (namespace.enter: CLONE_NEWNET, lo up) before
+it hands its seccomp listener over; the daemon then opens /proc/<pid>/ns/net and fills
+it before the program execs, and follows the model's changes until the program and its
+children are gone.
+
+Why tap devices: the simulated NICs must be ethernet links whose MAC, MTU, ifindex and
+carrier we set. The kernel's dummy driver would do (IFLA_CARRIER), but hosts lack its
+module (this one does: `ip link add x type dummy` fails "Unknown device type"); a veth's
+peer shows in `ip link` as `eth0@if2 ... link-netnsid 0`; macvlan/ipvlan need a parent.
+tun is in every kernel that can run a container: TUNSETIFINDEX names the ifindex (CRIU's
+ioctl), TUNSETCARRIER sets the carrier, `ip link` shows a plain
+`eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> ... state UP ... link/ether`. A tap has carrier
+only while a file holds it, so the daemon keeps one open per interface; they are
+persistent (TUNSETPERSIST), so closing them at the end costs nothing: the namespace's
+teardown unregisters all its links at once.
+
+The thread that opens a tap or a netlink socket must be in the namespace (the device and
+the socket belong to the opener's namespace), and setns() moves the calling thread only:
+each update runs in a worker thread that enters the namespace and leaves it again. The
+trio loop's thread never moves."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import struct
+from dataclasses import dataclass
+
+import trio
+
+from vfakefs.syscall import rtnl
+
+log = logging.getLogger("vfakefs")
+CLONE_NEWNET = 0x40000000
+TUNSETIFF, TUNSETPERSIST, TUNSETIFINDEX, TUNSETCARRIER = 0x400454CA, 0x400454CB, 0x400454DA, 0x400454E2
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+DOOMED = 0x5646414B       # IFLA_GROUP of links about to go ("VFAK"): deleted in one request
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What the namespace should show of one simulated netdev (a snapshot, immutable)."""
+    name: str
+    mac: str
+    mtu: int
+    txqlen: int
+    up: bool
+    carrier: bool
+    addresses: tuple
+    routes: tuple
+
+
+def desired(m) -> dict[int, Link]:
+    """ifindex -> Link for every netdev of the machine (lo is the namespace's own)."""
+    return {nd.ifindex: Link(nd.name, nd.mac, nd.mtu, nd.tx_queue_len, nd.running, nd.carrier,
+                             nd.addresses, nd.routes) for nd in m.netdevs.values()}
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+class NetNamespace:
+    """The program's namespace as the worker threads change it. apply() calls are made one
+    at a time (NetMirror's task); the state here is what was applied."""
+
+    def __init__(self, pid: int):
+        self.fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.taps: dict[int, int] = {}        # ifindex -> the tap's file
+        self.links: dict[int, Link] = {}      # ifindex -> as applied
+        self.routed: dict[int, tuple] = {}    # ifindex -> routes installed (the kernel drops them at down)
+        self.rtnl: rtnl.Rtnl | None = None
+
+    @staticmethod
+    def same_as_ours(pid: int) -> bool:
+        """The program runs in the daemon's own namespace (--host-net, or no namespace)."""
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+
+    def close(self) -> None:
+        """The namespace lives on while the program does; its links die with it."""
+        for fd in self.taps.values():
+            os.close(fd)
+        self.taps.clear()
+        if self.rtnl is not None:
+            self.rtnl.close()
+            self.rtnl = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def apply(self, want: dict[int, Link]) -> None:
+        """Make the namespace show want, in a worker thread: into the namespace and back."""
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(self.fd)
+            try:
+                self._apply(want)
+            finally:
+                try:
+                    _setns(own)
+                except OSError:            # a thread of ours left in the program's namespace: never
+                    log.critical("cannot leave a program's network namespace", exc_info=True)
+                    os.abort()
+        finally:
+            os.close(own)
+
+    def _request(self, msgs: list, what: str, create: bool = False, quiet=()) -> list[int]:
+        errs = self.rtnl.request(msgs, create)
+        for (kind, _), e in zip(msgs, errs):
+            if e and e not in quiet:
+                log.warning("network namespace: %s (rtnetlink %d): %s", what, kind, os.strerror(e))
+        return errs
+
+    def _apply(self, want: dict[int, Link]) -> None:
+        if self.rtnl is None:
+            self.rtnl = rtnl.Rtnl()
+        have = self.links
+        gone = [i for i in have if i not in want]
+        if gone:
+            # one DELLINK for all (2048 VFs' links a link at a time took 8 s)
+            self._request([rtnl.setlink(i, group=DOOMED) for i in gone], "mark to delete")
+            self._request([rtnl.dellink_group(DOOMED)], "delete", quiet=(errno.ENODEV,))
+            for i in gone:
+                os.close(self.taps.pop(i))
+                del have[i]
+                self.routed.pop(i, None)
+        renamed = [i for i in want if i in have and want[i].name != have[i].name]
+        if renamed:         # a link's name changes only while it is down (dev_change_name: EBUSY)
+            self._request([rtnl.setlink(i, up=False) for i in renamed], "down to rename")
+            self._request([rtnl.setlink(i, name=want[i].name) for i in renamed], "rename")
+            for i in renamed:
+                have[i] = _replace(have[i], name=want[i].name, up=False)
+                self.routed.pop(i, None)
+        for i in want:
+            if i not in have:
+                self._create(i, want[i])
+        made = [i for i in want if i in self.taps and i not in have]
+        # carrier first, before the link comes up: from off to on makes the operstate event
+        # (rfc2863: UP, where a tap made with carrier stays UNKNOWN)
+        for i in made:
+            self._carrier(i, False)
+        sets = []
+        for i, w in want.items():
+            if i not in self.taps:
+                continue
+            h = have.get(i)
+            kw = {}
+            if h is None or h.mac != w.mac:
+                kw["mac"] = w.mac
+            if h is None or h.mtu != w.mtu:
+                kw["mtu"] = w.mtu
+            if h is None or h.txqlen != w.txqlen:
+                kw["txqlen"] = w.txqlen
+            if h is None or h.up != w.up:
+                kw["up"] = w.up
+            if kw:
+                sets.append((i, kw))
+        if sets:
+            self._request([rtnl.setlink(i, **kw) for i, kw in sets], "set link")
+        for i, w in want.items():
+            if i not in self.taps:
+                continue
+            h = have.get(i)
+            if (h is None and w.carrier) or (h is not None and h.carrier != w.carrier):
+                self._carrier(i, w.carrier)
+        self._addresses(want, have)
+        self._routes(want, have)
+        for i, w in want.items():
+            if i in self.taps:
+                have[i] = w
+
+    def _create(self, ifindex: int, w: Link) -> None:
+        """A persistent tap named and numbered as the netdev (it is made down, carrier on)."""
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFINDEX, struct.pack("I", ifindex))
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", w.name.encode(), IFF_TAP | IFF_NO_PI))
+            fcntl.ioctl(fd, TUNSETPERSIST, 1)
+        except OSError as e:     # EBUSY: the program took the ifindex or the name for a link of its own
+            os.close(fd)
+            log.warning("network namespace: cannot make %s (ifindex %d): %s", w.name, ifindex, e.strerror)
+            return
+        self.taps[ifindex] = fd
+
+    def _carrier(self, ifindex: int, on: bool) -> None:
+        fcntl.ioctl(self.taps[ifindex], TUNSETCARRIER, struct.pack("i", int(on)))
+
+    def _addresses(self, want: dict[int, Link], have: dict[int, Link]) -> None:
+        """A new link's addresses; a link that comes up gets them again (IPv6 ones go at
+        down, addrconf_ifdown); EEXIST for an address still there is no error."""
+        add, drop = [], []
+        for i, w in want.items():
+            h = have.get(i)
+            if i not in self.taps:
+                continue
+            if h is None or (w.up and not h.up):
+                add += [(i, a) for a in w.addresses]
+            elif h.addresses != w.addresses:
+                add += [(i, a) for a in w.addresses if a not in h.addresses]
+                drop += [(i, a) for a in h.addresses if a not in w.addresses]
+        if drop:
+            self._request([rtnl.addr(rtnl.RTM_DELADDR, i, a) for i, a in drop], "delete address",
+                          quiet=(errno.EADDRNOTAVAIL,))
+        if add:
+            self._request([rtnl.addr(rtnl.RTM_NEWADDR, i, a) for i, a in add], "add address", create=True,
+                          quiet=(errno.EEXIST,))
+
+    def _routes(self, want: dict[int, Link], have: dict[int, Link]) -> None:
+        """The routes of the links that are up (a link going down loses its routes, as the
+        kernel's fib_disable_ip does; coming up, a network manager puts them back), after the
+        addresses whose connected routes their gateways need."""
+        add, drop = [], []
+        for i, w in want.items():
+            if i not in self.taps:
+                continue
+            on = self.routed.get(i, ())
+            if not w.up:
+                self.routed.pop(i, None)       # gone with the link's down
+                continue
+            add += [(i, r) for r in w.routes if r not in on]
+            drop += [(i, r) for r in on if r not in w.routes]
+            self.routed[i] = w.routes
+        if drop:
+            self._request([rtnl.route(rtnl.RTM_DELROUTE, i, r) for i, r in drop], "delete route",
+                          quiet=(errno.ESRCH,))
+        if add:
+            self._request([rtnl.route(rtnl.RTM_NEWROUTE, i, r) for i, r in add], "add route", create=True)
+
+
+def _replace(link: Link, **kw) -> Link:
+    d = {k: getattr(link, k) for k in Link.__slots__}
+    d.update(kw)
+    return Link(**d)
+
+
+class NetMirror:
+    """One program's namespace, following the machine: each change (structural, or a
+    netdev's own) wakes the task, which applies the machine's state as it is then.
+    settled() waits until what changed before it is applied: a write to the mount
+    answers after it (sysfs's rule: the writer's next system call sees the change; the
+    kernel registers a VF's netdev before `echo 4 > sriov_numvfs` returns)."""
+
+    def __init__(self, host, pid: int):
+        self.host = host
+        self.ns = NetNamespace(pid)
+        self._wake = trio.Event()
+        self._scope = trio.CancelScope()     # stop() may cancel it before follow() enters it
+        self._attached = False
+        self._asked = self._done = 0         # changes seen, changes applied
+        self._applied = trio.Event()
+
+    def _poke(self, *_args) -> None:
+        self._asked += 1
+        self._wake.set()
+
+    async def fill(self) -> None:
+        """The namespace as the machine is now, before the program runs; then it follows."""
+        self.host.subscribe(self._poke)
+        self.host.subscribe_net(self._poke)
+        self._attached = True
+        await trio.to_thread.run_sync(self.ns.apply, desired(self.host.machine))
+
+    async def follow(self) -> None:
+        """Until stop(): an update in progress finishes first (a worker thread is never
+        abandoned with the namespace half done or its files closed under it)."""
+        try:
+            with self._scope:
+                while True:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    asked = self._asked
+                    try:
+                        await trio.to_thread.run_sync(self.ns.apply, desired(self.host.machine))
+                    except Exception:      # noqa: BLE001 - logged; the next change tries again
+                        log.exception("network namespace update")
+                    self._done = asked
+                    self._applied.set()
+                    self._applied = trio.Event()
+        finally:
+            self.detach()
+
+    async def settled(self) -> None:
+        asked = self._asked
+        while self._done < asked and self._attached:
+            await self._applied.wait()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def detach(self) -> None:
+        if self._attached:
+            self.host.unsubscribe(self._poke)
+            self.host.unsubscribe_net(self._poke)
+            self._attached = False
+        self._applied.set()                  # nobody waits for a namespace that is gone
+        self.ns.close()
