@@ -32,6 +32,7 @@ import errno
 import fcntl
 import logging
 import os
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ log = logging.getLogger("vfakefs")
 CLONE_NEWNET = 0x40000000
 TUNSETIFF, TUNSETPERSIST, TUNSETIFINDEX, TUNSETCARRIER = 0x400454CA, 0x400454CB, 0x400454DA, 0x400454E2
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+SIOCETHTOOL, ETHTOOL_GLINK = 0x8946, 0x0000000A
 DOOMED = 0x5646414B       # IFLA_GROUP of links about to go ("VFAK"): deleted in one request
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -82,6 +84,8 @@ class NetNamespace:
         self.links: dict[int, Link] = {}      # ifindex -> as applied
         self.routed: dict[int, tuple] = {}    # ifindex -> routes installed (the kernel drops them at down)
         self.rtnl: rtnl.Rtnl | None = None
+        self.inet: socket.socket | None = None   # for SIOCETHTOOL, in the namespace
+        self._glink = ctypes.create_string_buffer(8)   # struct ethtool_value the ioctl points to
 
     @staticmethod
     def same_as_ours(pid: int) -> bool:
@@ -96,6 +100,9 @@ class NetNamespace:
         if self.rtnl is not None:
             self.rtnl.close()
             self.rtnl = None
+        if self.inet is not None:
+            self.inet.close()
+            self.inet = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -126,6 +133,7 @@ class NetNamespace:
     def _apply(self, want: dict[int, Link]) -> None:
         if self.rtnl is None:
             self.rtnl = rtnl.Rtnl()
+            self.inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         have = self.links
         gone = [i for i in have if i not in want]
         if gone:
@@ -150,7 +158,7 @@ class NetNamespace:
         # carrier first, before the link comes up: from off to on makes the operstate event
         # (rfc2863: UP, where a tap made with carrier stays UNKNOWN)
         for i in made:
-            self._carrier(i, False)
+            self._carrier(i, want[i].name, False)
         sets = []
         for i, w in want.items():
             if i not in self.taps:
@@ -174,7 +182,7 @@ class NetNamespace:
                 continue
             h = have.get(i)
             if (h is None and w.carrier) or (h is not None and h.carrier != w.carrier):
-                self._carrier(i, w.carrier)
+                self._carrier(i, w.name, w.carrier)
         self._addresses(want, have)
         self._routes(want, have)
         for i, w in want.items():
@@ -194,8 +202,13 @@ class NetNamespace:
             return
         self.taps[ifindex] = fd
 
-    def _carrier(self, ifindex: int, on: bool) -> None:
+    def _carrier(self, ifindex: int, name: str, on: bool) -> None:
+        """netif_carrier_on/off, and the operstate (RUNNING, NO-CARRIER in `ip link`) at once:
+        linkwatch applies a carrier change up to a second later (linkwatch_fire_event's rate
+        limit), unless someone asks for the link (ethtool_op_get_link: linkwatch_sync_dev)."""
         fcntl.ioctl(self.taps[ifindex], TUNSETCARRIER, struct.pack("i", int(on)))
+        struct.pack_into("II", self._glink, 0, ETHTOOL_GLINK, 0)
+        fcntl.ioctl(self.inet, SIOCETHTOOL, struct.pack("16sP16x", name.encode(), ctypes.addressof(self._glink)))
 
     def _addresses(self, want: dict[int, Link], have: dict[int, Link]) -> None:
         """A new link's addresses; a link that comes up gets them again (IPv6 ones go at
