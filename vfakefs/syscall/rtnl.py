@@ -18,7 +18,8 @@ RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_TXQLEN, IFLA_GROUP = 1, 3, 4, 13, 27
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_TXQLEN, IFLA_OPERSTATE, IFLA_GROUP = 1, 3, 4, 13, 16, 27
+IF_OPER_UP = 6
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY = 1, 4, 5, 6
@@ -29,7 +30,11 @@ _HDR = struct.Struct("=IHHII")          # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")       # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")    # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-CHUNK = 32 << 10                        # bytes of requests per datagram (well under the socket's sndbuf)
+# requests per datagram: each answer queued for us costs its skb's truesize (~1 KiB) of our
+# receive buffer, and a datagram's answers must all fit in it (ENOBUFS otherwise: 700 did)
+BATCH = 64
+RCVBUF = 1 << 20
+TIMEOUT = 30          # seconds for the kernel's answers: a lost one fails the update, never hangs a write
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -46,8 +51,10 @@ def _family(addr) -> int:
 
 
 def setlink(ifindex: int, *, name: str | None = None, mac: str | None = None, mtu: int | None = None,
-            txqlen: int | None = None, up: bool | None = None, group: int | None = None) -> tuple[int, bytes]:
-    """RTM_NEWLINK on an existing link (no NLM_F_CREATE): what is given changes."""
+            txqlen: int | None = None, up: bool | None = None, group: int | None = None,
+            oper_up: bool = False) -> tuple[int, bytes]:
+    """RTM_NEWLINK on an existing link (no NLM_F_CREATE): what is given changes. oper_up:
+    IFLA_OPERSTATE IF_OPER_UP, which the kernel takes from UNKNOWN only (set_operstate)."""
     flags, change = (IFF_UP if up else 0, IFF_UP) if up is not None else (0, 0)
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, ifindex, flags, change)
     if name is not None:
@@ -60,6 +67,8 @@ def setlink(ifindex: int, *, name: str | None = None, mac: str | None = None, mt
         body += _u32(IFLA_TXQLEN, txqlen)
     if group is not None:
         body += _u32(IFLA_GROUP, group)
+    if oper_up:
+        body += _attr(IFLA_OPERSTATE, bytes([IF_OPER_UP]))
     return RTM_NEWLINK, body
 
 
@@ -105,7 +114,9 @@ class Rtnl:
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.sock.bind((0, 0))
+        self.sock.settimeout(TIMEOUT)
         self.seq = 0
 
     def close(self) -> None:
@@ -119,7 +130,7 @@ class Rtnl:
         i = 0
         while i < len(msgs):
             buf, first = bytearray(), self.seq + 1
-            while i < len(msgs) and (not buf or len(buf) + len(msgs[i][1]) + 16 <= CHUNK):
+            for _ in range(min(BATCH, len(msgs) - i)):
                 kind, body = msgs[i]
                 self.seq += 1
                 buf += _HDR.pack(16 + len(body), kind, flags, self.seq, 0) + body
