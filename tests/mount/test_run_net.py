@@ -25,7 +25,7 @@ addresses = ["192.168.1.10/24"]
 routes = ["default via 192.168.1.1", "10.0.0.0/8 via 192.168.1.254 metric 100"]
 """
 # what the namespace's interfaces should show: the simulated /sys/class/net, read inside
-SYSFS_NET = "for d in /sys/class/net/*; do echo \"sys ${d##*/} $(cat $d/ifindex) $(cat $d/address) $(cat $d/mtu)\"; done"
+SYSFS_NET = "grep '' /sys/class/net/*/ifindex /sys/class/net/*/address /sys/class/net/*/mtu"
 
 
 def in_run(mnt, script: str, *opts):
@@ -40,6 +40,16 @@ def links(text: str) -> dict[str, tuple]:
         if m:
             out[m[2]] = (int(m[1]), set(m[3].split(",")), int(m[4]), m[5], m[7])
     return out
+
+
+def sysfs_net(text: str) -> dict[str, tuple]:
+    """SYSFS_NET's output -> name: (ifindex, address, mtu)."""
+    attrs: dict[str, dict] = {}
+    for line in text.splitlines():
+        path, _, value = line.partition(":")
+        _, _, _, _, name, attr = path.split("/")
+        attrs.setdefault(name, {})[attr] = value
+    return {n: (int(a["ifindex"]), a["address"], int(a["mtu"])) for n, a in attrs.items()}
 
 
 def sections(text: str) -> list[str]:
@@ -66,7 +76,7 @@ def test_ip_link_shows_the_simulated_nics_with_their_sysfs_identity(seed_mnt):
     assert r.returncode == 0, r.stderr
     ip, sysfs = sections(r.stdout)
     got = links(ip)
-    want = {name: (int(idx), mac, int(mtu)) for _, name, idx, mac, mtu in (ln.split() for ln in sysfs.splitlines())}
+    want = sysfs_net(sysfs)
     assert set(got) == set(want) == {"lo", "eth0", "eth1", "eth2"}      # no eth0@ifN: no veth peer
     for name, (idx, flags, mtu, state, mac) in got.items():
         assert (idx, mac, mtu) == want[name], name
@@ -124,7 +134,7 @@ def test_vf_netdevs_appear_with_sriov_numvfs_and_vanish_with_unbind_and_zero(mou
                     f"echo 0 > {numvfs} && ip -o link")
     assert r.returncode == 0, r.stderr
     four, sysfs, unbound, bound, zero = sections(r.stdout)
-    want = {name: (int(idx), mac) for _, name, idx, mac, _ in (ln.split() for ln in sysfs.splitlines())}
+    want = {name: v[:2] for name, v in sysfs_net(sysfs).items()}
     assert len(want) == 8
     assert {n: (v[0], v[4]) for n, v in links(four).items()} == want
     vfs = sorted(set(want) - {"lo", "eth0", "eth1", "eth2"})
@@ -186,3 +196,55 @@ def test_the_namespace_goes_with_the_program(mount_preset):
     while fds() != before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert fds() == before
+
+
+BIG = """
+name = "big-sriov"
+[[device]]
+bdf = "0000:00:00.0"
+kind = "host_bridge"
+vendor = 0x8086
+device = 0x29c0
+class = 0x060000
+
+[[device]]
+bdf = "0000:00:1c.0"
+kind = "root_port"
+vendor = 0x8086
+device = 0xa110
+class = 0x060400
+acs = true
+
+[[device]]
+bdf = "0000:01:00.0"
+parent = "0000:00:1c.0"
+kind = "endpoint"
+vendor = 0x8086
+device = 0x1528
+class = 0x020000
+driver = "ixgbe"
+netdev = "eth0"
+msix = 64
+bars = [{ index = 0, type = "mem64", size = "2M", prefetch = true }]
+sriov = { total_vfs = 2048, offset = 1, stride = 1, vf_device = 0x1515, vf_driver = "ixgbevf", \
+vf_bars = [{ index = 0, type = "mem64", size = "16K", prefetch = true }] }
+"""
+
+
+def test_2048_vf_netdevs_come_and_go(mount_preset, tmp_path):
+    """Thousands of links in one update (the kernel's answers to them once overflowed the
+    netlink socket: ENOBUFS, and the links stayed half made)."""
+    topo = tmp_path / "big.toml"
+    topo.write_text(BIG)
+    mnt = mount_preset(str(topo)).path
+    numvfs = "/sys/class/net/eth0/device/sriov_numvfs"
+    # (their ifindex files only: reading 6000 files of the mount takes half a minute here)
+    r = in_run(mnt, f"echo 2048 > {numvfs} && ip -o link; echo ---; grep '' /sys/class/net/*/ifindex; echo ---; "
+                    f"echo 0 > {numvfs} && ip -o link")
+    assert r.returncode == 0, r.stderr
+    many, sysfs, zero = sections(r.stdout)
+    want = {ln.split("/")[4]: int(ln.rpartition(":")[2]) for ln in sysfs.splitlines()}
+    got = links(many)
+    assert len(want) == 2050 and {n: v[0] for n, v in got.items()} == want
+    assert all(v[3] == "UP" for n, v in got.items() if n != "lo")
+    assert set(links(zero)) == {"lo", "eth0"}
