@@ -273,6 +273,7 @@ class NetMirror:
         self._attached = False
         self._asked = self._done = 0         # changes seen, changes applied
         self._applied = trio.Event()
+        self._shown: dict | None = None      # the last state applied
 
     def _poke(self, *_args) -> None:
         self._asked += 1
@@ -283,21 +284,29 @@ class NetMirror:
         self.host.subscribe(self._poke)
         self.host.subscribe_net(self._poke)
         self._attached = True
-        await trio.to_thread.run_sync(self.ns.apply, desired(self.host.machine))
+        want = desired(self.host.machine)
+        await trio.to_thread.run_sync(self.ns.apply, want)
+        self._shown = want
 
     async def follow(self) -> None:
         """Until stop(): an update in progress finishes first (a worker thread is never
         abandoned with the namespace half done or its files closed under it)."""
+        if self._shown is None:
+            self._wake.set()                 # fill() failed: try again
         try:
             with self._scope:
                 while True:
                     await self._wake.wait()
                     self._wake = trio.Event()
                     asked = self._asked
-                    try:
-                        await trio.to_thread.run_sync(self.ns.apply, desired(self.host.machine))
-                    except Exception:      # noqa: BLE001 - logged; the next change tries again
-                        log.exception("network namespace update")
+                    want = desired(self.host.machine)
+                    if want != self._shown:         # most changes are not the netdevs' (a bind of a GPU)
+                        self._shown = None
+                        try:
+                            await trio.to_thread.run_sync(self.ns.apply, want)
+                            self._shown = want
+                        except Exception:      # noqa: BLE001 - logged; the next change tries again
+                            log.exception("network namespace update")
                     self._done = asked
                     self._applied.set()
                     self._applied = trio.Event()
