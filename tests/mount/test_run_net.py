@@ -100,7 +100,7 @@ def test_routes_are_the_simulated_machines_and_dpdk_devbind_sees_them(net_mnt):
         "10.0.0.0/8 via 192.168.1.254 dev eth2 proto static metric 100".split(),
         "192.168.1.0/24 dev eth2 proto kernel scope link src 192.168.1.10".split()]
     assert not set(routes.splitlines()) & set(host_routes.splitlines())
-    assert "inet 192.168.1.10/24" in addrs
+    assert "inet 192.168.1.10/24 brd 192.168.1.255 scope global eth2" in addrs
     active = {ln.split()[0] for ln in status.splitlines() if ln.endswith("*Active*")}
     assert active == {"0000:02:00.0"}                              # eth2, the one with routes
     assert "if=eth0 drv=ixgbe" in status
@@ -184,18 +184,38 @@ def test_host_net_keeps_the_hosts_interfaces(seed_mnt):
 
 
 def test_the_namespace_goes_with_the_program(mount_preset):
-    """The daemon holds a tap per interface while the program runs, nothing after it."""
+    """The daemon holds a tap per interface and the namespace while the program runs,
+    nothing of them after it (and no file more after a second program than after the first)."""
     mnt = mount_preset("seed-vtd").path
     pid = daemon_pid(mnt)
-    fds = lambda: len(os.listdir(f"/proc/{pid}/fd"))       # noqa: E731
-    before = fds()
-    r = in_run(mnt, f"ls -l /proc/{pid}/fd | grep -c /dev/net/tun; echo 4 > /sys/class/net/eth0/device/sriov_numvfs")
+
+    def held() -> list[str]:
+        out = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except FileNotFoundError:
+                pass
+        return out
+
+    def after_the_program() -> list[str]:
+        deadline = time.monotonic() + 30          # the daemon hears of the program's end a moment after it
+        while time.monotonic() < deadline:
+            now = held()
+            if not [f for f in now if f == "/dev/net/tun" or f.startswith("net:")]:
+                return now
+            time.sleep(0.01)
+        raise AssertionError(f"still held: {held()}")
+
+    script = f"ls -l /proc/{pid}/fd | grep -c /dev/net/tun; echo 4 > /sys/class/net/eth0/device/sriov_numvfs"
+    r = in_run(mnt, script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["3"]
-    deadline = time.monotonic() + 30          # the daemon hears the program's end a moment after it
-    while fds() != before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert fds() == before
+    first = len(after_the_program())
+    r = in_run(mnt, f"ls -l /proc/{pid}/fd | grep -c /dev/net/tun")      # the 4 VFs' too
+    assert r.stdout.split() == ["7"]
+    assert len(after_the_program()) == first
+
 
 
 BIG = """

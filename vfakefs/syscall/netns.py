@@ -93,7 +93,9 @@ class NetNamespace:
         return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
 
     def close(self) -> None:
-        """The namespace lives on while the program does; its links die with it."""
+        """The namespace lives on while the program does; its links die with it (persistent
+        taps: closing their files leaves them, and the namespace's end unregisters them all
+        at once; 512 closed in 0.1 s, where deleting them first took 0.3 s)."""
         for fd in self.taps.values():
             os.close(fd)
         self.taps.clear()
@@ -311,7 +313,9 @@ class NetMirror:
                     self._applied.set()
                     self._applied = trio.Event()
         finally:
-            self.detach()
+            self._unsubscribe()
+            with trio.CancelScope(shield=True):      # a worker thread: it may take a while
+                await trio.to_thread.run_sync(self.ns.close)
 
     async def settled(self) -> None:
         asked = self._asked
@@ -321,10 +325,14 @@ class NetMirror:
     def stop(self) -> None:
         self._scope.cancel()
 
-    def detach(self) -> None:
+    def _unsubscribe(self) -> None:
         if self._attached:
             self.host.unsubscribe(self._poke)
             self.host.unsubscribe_net(self._poke)
             self._attached = False
         self._applied.set()                  # nobody waits for a namespace that is gone
+
+    def detach(self) -> None:
+        """For a mirror whose follow() never ran."""
+        self._unsubscribe()
         self.ns.close()

@@ -20,7 +20,7 @@ RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_TXQLEN, IFLA_OPERSTATE, IFLA_GROUP = 1, 3, 4, 13, 16, 27
 IF_OPER_UP = 6
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY = 1, 4, 5, 6
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
@@ -79,14 +79,18 @@ def dellink_group(group: int) -> tuple[int, bytes]:
 
 
 def addr(kind: int, ifindex: int, text: str) -> tuple[int, bytes]:
-    """RTM_NEWADDR/RTM_DELADDR of "192.168.1.10/24" (IPv4: local and address alike, as
-    `ip addr add`; IPv6 without duplicate address detection, usable at once)."""
+    """RTM_NEWADDR/RTM_DELADDR of "192.168.1.10/24" (IPv4: local and address alike, and the
+    network's broadcast address, as network managers set them (`ip addr add ... brd +`);
+    IPv6 without duplicate address detection, usable at once)."""
     iface = ipaddress.ip_interface(text)
     a = iface.ip.packed
     body = _IFADDR.pack(_family(iface), iface.network.prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
-    body += _attr(IFA_LOCAL, a) + _attr(IFA_ADDRESS, a) if iface.version == 4 else _attr(IFA_ADDRESS, a)
-    if iface.version == 6:
-        body += _u32(IFA_FLAGS, IFA_F_NODAD)
+    if iface.version == 4:
+        body += _attr(IFA_LOCAL, a) + _attr(IFA_ADDRESS, a)
+        if iface.network.prefixlen < 31:        # /31 and /32 have none (RFC 3021)
+            body += _attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
+    else:
+        body += _attr(IFA_ADDRESS, a) + _u32(IFA_FLAGS, IFA_F_NODAD)
     return kind, body
 
 
