@@ -16,7 +16,8 @@ SEED = (resources.files("vfakefs.presets") / "seed-vtd.toml").read_text()
 NET = """
 [net.eth2]
 addresses = ["192.168.1.10/24", "fd00::10/64"]
-routes = ["default via 192.168.1.1", "10.0.0.0/8 via 192.168.1.254 metric 100", "172.16.0.0/12"]
+routes = ["default via 192.168.1.1", "10.0.0.0/8 via 192.168.1.254 metric 100", "172.16.0.0/12",
+          "default via fe80::1"]
 
 [net.eth3]
 addresses = ["10.9.0.3/16"]
@@ -33,7 +34,7 @@ def test_an_interface_takes_its_names_configuration():
     nd = m.netdevs["eth2"]
     assert nd.addresses == ("192.168.1.10/24", "fd00::10/64")
     assert nd.routes == (Route("default", "192.168.1.1"), Route("10.0.0.0/8", "192.168.1.254", 100),
-                         Route("172.16.0.0/12"))
+                         Route("172.16.0.0/12"), Route("default", "fe80::1"))
     assert nd.carrier and nd.operstate == "up"
     assert m.netdevs["eth0"].addresses == () and m.netdevs["eth0"].routes == ()
 
@@ -79,7 +80,8 @@ def test_net_must_be_a_table():
 def test_parse_route_words():
     assert parse_route("default via fe80::1") == Route("default", "fe80::1")
     assert parse_route("fd00::/64 metric 7") == Route("fd00::/64", None, 7)
-    for bad in ("", "default via", "default via 1.2.3.4 via 1.2.3.5", "fd00::/64 via 10.0.0.1"):
+    for bad in ("", "default via", "default via 1.2.3.4 via 1.2.3.5", "fd00::/64 via 10.0.0.1",
+                "default via 1.2.3.4 metric \u00b2", "default via 1.2.3.4 metric 4294967296", "default proto static"):
         with pytest.raises(ValueError):
             parse_route(bad)
 

@@ -67,6 +67,10 @@ def test_addresses_and_routes_follow_and_come_back_after_down(ns):
         "10.0.0.0/8 via 192.168.1.254 dev eth0 proto static metric 100".split(),
         "192.168.1.0/24 dev eth0 proto kernel scope link src 192.168.1.10".split()]
     assert "inet6 fd00::10/64" in ip(ns, "addr", "show", "eth0")
+    ns.apply({2: link(addresses=["192.168.1.10/24", "fd00::10/64"], routes=[r1, r2, Route("default", "fe80::1"),
+                                                                            Route("fd01::/64", "fd00::1", 7)])})
+    six = ip(ns, "-6", "route")
+    assert "default via fe80::1 dev eth0 proto static" in six and "fd01::/64 via fd00::1 dev eth0 proto static metric 7" in six
     ns.apply({2: link(up=False, addresses=["192.168.1.10/24", "fd00::10/64"], routes=[r1, r2])})
     assert ip(ns, "route") == ""                               # the kernel drops them at down
     ns.apply({2: link(addresses=["192.168.1.10/24", "fd00::10/64"], routes=[r1])})

@@ -189,11 +189,12 @@ def parse_route(text: str) -> Route:
             raise ValueError(f"{text!r}: {opts['via']!r} is not an address") from None
     metric = None
     if "metric" in opts:
-        if not opts["metric"].isdigit() or int(opts["metric"]) >= 1 << 32:
+        if not (opts["metric"].isascii() and opts["metric"].isdigit()) or int(opts["metric"]) >= 1 << 32:
             raise ValueError(f"{text!r}: metric {opts['metric']!r} is not a number 0..4294967295")
         metric = int(opts["metric"])
     r = Route(dest, via, metric)
-    if dest != "default" and via is not None and ipaddress.ip_network(dest).version != ipaddress.ip_address(via).version:
+    if dest != "default" and via is not None and \
+            ipaddress.ip_network(dest).version != ipaddress.ip_address(via).version:
         raise ValueError(f"{text!r}: the gateway is not of the destination's family")
     return r
 
@@ -229,6 +230,8 @@ def check_net_config(name: str, cfg: dict) -> tuple[str, str] | None:
             r = parse_route(text)
         except ValueError as e:
             return "routes", str(e)
-        if r.via is not None and not any(ipaddress.ip_address(r.via) in n for n in nets):
+        gw = ipaddress.ip_address(r.via) if r.via is not None else None
+        # an IPv6 gateway may be link-local: every IPv6 link has fe80::/64 (addrconf)
+        if gw is not None and not (gw.version == 6 and gw.is_link_local) and not any(gw in n for n in nets):
             return "routes", f"{text!r}: gateway {r.via} is not on a network of {name}'s addresses"
     return None
