@@ -119,6 +119,7 @@ def cmd_mount(args) -> int:
         view = View(host)
         ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
         ops.settle = server.settle      # a write answers once `vfakefs run`'s networks show it
+        ops.catch_up = server.catch_up  # and an open sees what their programs did to their links
         host.subscribe(ops.publish)
         serve(ops, args.mountpoint, ready=ready, background=background)
 

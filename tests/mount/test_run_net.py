@@ -166,6 +166,27 @@ def test_carrier_mtu_and_flags_follow_the_machine(mount_preset):
     assert "rc=1" in r.stdout and "Invalid argument" in r.stderr and "LOWER_UP" in r.stdout
 
 
+def test_the_programs_own_link_changes_reach_the_machine(net_mnt):
+    """`ip link set` inside changes the simulated netdev as the kernel's dev_change_flags and
+    dev_set_mtu would: /sys/class/net says so at the next open; an MTU the driver refuses is
+    set back (the namespace's tap took it: its range is not ixgbe's)."""
+    cls = "/sys/class/net"
+    r = in_run(net_mnt, f"ip link set eth1 down && cat {cls}/eth1/operstate {cls}/eth1/flags; echo ---; "
+                        f"ip link set eth1 up && cat {cls}/eth1/operstate {cls}/eth1/flags; echo ---; "
+                        f"ip link set eth1 mtu 9000 && cat {cls}/eth1/mtu; echo ---; "
+                        f"ip link set eth1 mtu 9711; cat {cls}/eth1/mtu; ip -o link show eth1; echo ---; "
+                        f"ip link set eth2 down && cat {cls}/eth2/operstate; ip -o route; echo ---; "
+                        f"ip link set eth2 up && cat {cls}/eth2/operstate; ip -o route")
+    assert r.returncode == 0, r.stderr
+    down, up, mtu, refused, eth2_down, eth2_up = sections(r.stdout)
+    assert down.split() == ["down", "0x1002"] and up.split() == ["up", "0x1003"]
+    assert mtu.split() == ["9000"]
+    assert refused.splitlines()[0] == "9000" and links(refused)["eth1"][2] == 9000     # ixgbe's max is 9710
+    assert eth2_down.split() == ["down"]                     # and its routes went with it (the kernel's)
+    assert eth2_up.splitlines()[0] == "up" and len(eth2_up.splitlines()) == 4   # back, as a network manager does
+    assert (net_mnt / "sys/class/net/eth1/mtu").read_text() == "9000\n"
+
+
 def test_a_carrier_pulled_before_the_program_starts_shows_at_once(mount_preset):
     mnt = mount_preset("seed-vtd").path
     (mnt / "sys/kernel/debug/vfakefs/carrier").write_text("eth0 0")

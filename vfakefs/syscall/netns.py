@@ -36,8 +36,6 @@ import socket
 import struct
 from dataclasses import dataclass
 
-import trio
-
 from vfakefs.syscall import rtnl
 
 log = logging.getLogger("vfakefs")
@@ -45,6 +43,7 @@ CLONE_NEWNET = 0x40000000
 TUNSETIFF, TUNSETPERSIST, TUNSETIFINDEX, TUNSETCARRIER = 0x400454CA, 0x400454CB, 0x400454DA, 0x400454E2
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
 SIOCETHTOOL, ETHTOOL_GLINK = 0x8946, 0x0000000A
+IFF_UP = 0x1
 DOOMED = 0x5646414B       # IFLA_GROUP of links about to go ("VFAK"): deleted in one request
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -85,6 +84,7 @@ class NetNamespace:
         self.routed: dict[int, tuple] = {}    # ifindex -> routes installed (the kernel drops them at down)
         self.rtnl: rtnl.Rtnl | None = None
         self.inet: socket.socket | None = None   # for SIOCETHTOOL, in the namespace
+        self.events: rtnl.LinkEvents | None = None   # what the links became (the program changes them too)
         self._glink = ctypes.create_string_buffer(8)   # struct ethtool_value the ioctl points to
 
     @staticmethod
@@ -105,6 +105,9 @@ class NetNamespace:
         if self.inet is not None:
             self.inet.close()
             self.inet = None
+        if self.events is not None:
+            self.events.close()
+            self.events = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -116,6 +119,7 @@ class NetNamespace:
             _setns(self.fd)
             try:
                 self._apply(want)
+                self.events.read()            # what our own requests did: known
             finally:
                 try:
                     _setns(own)
@@ -124,6 +128,28 @@ class NetNamespace:
                     os.abort()
         finally:
             os.close(own)
+
+    def observe(self) -> list[tuple[int, bool | None, int | None]]:
+        """What the program did to the links since the last update or observation: (ifindex,
+        up, mtu), None where unchanged. Between updates only (no apply() running). The state
+        here follows, so the next update sets back what the model refuses; a link the program
+        took down lost its routes (and its IPv6 addresses), which the next `up` puts back."""
+        out = []
+        for i, (flags, mtu) in self.events.read().items():
+            h = self.links.get(i)
+            if h is None:
+                continue
+            up = bool(flags & IFF_UP)
+            went_down = h.up and not up
+            new_mtu = mtu if mtu is not None and mtu != h.mtu else None
+            if went_down or new_mtu is not None or (up and not h.up):
+                out.append((i, up if up != h.up else None, new_mtu))
+            if went_down:
+                self.routed.pop(i, None)
+            # a link the program brings up stays "down" here: the update that follows makes
+            # the model's `up` with its addresses and routes
+            self.links[i] = _replace(h, up=h.up and up, mtu=h.mtu if new_mtu is None else new_mtu)
+        return out
 
     def _request(self, msgs: list, what: str, create: bool = False, quiet=()) -> list[int]:
         errs = self.rtnl.request(msgs, create)
@@ -136,6 +162,7 @@ class NetNamespace:
         if self.rtnl is None:
             self.rtnl = rtnl.Rtnl()
             self.inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self.events = rtnl.LinkEvents()
         have = self.links
         gone = [i for i in self.taps if i not in want]
         if gone:
@@ -258,81 +285,3 @@ def _replace(link: Link, **kw) -> Link:
     d = {k: getattr(link, k) for k in Link.__slots__}
     d.update(kw)
     return Link(**d)
-
-
-class NetMirror:
-    """One program's namespace, following the machine: each change (structural, or a
-    netdev's own) wakes the task, which applies the machine's state as it is then.
-    settled() waits until what changed before it is applied: a write to the mount
-    answers after it (sysfs's rule: the writer's next system call sees the change; the
-    kernel registers a VF's netdev before `echo 4 > sriov_numvfs` returns)."""
-
-    def __init__(self, host, pid: int):
-        self.host = host
-        self.ns = NetNamespace(pid)
-        self._wake = trio.Event()
-        self._scope = trio.CancelScope()     # stop() may cancel it before follow() enters it
-        self._attached = False
-        self._asked = self._done = 0         # changes seen, changes applied
-        self._applied = trio.Event()
-        self._shown: dict | None = None      # the last state applied
-
-    def _poke(self, *_args) -> None:
-        self._asked += 1
-        self._wake.set()
-
-    async def fill(self) -> None:
-        """The namespace as the machine is now, before the program runs; then it follows."""
-        self.host.subscribe(self._poke)
-        self.host.subscribe_net(self._poke)
-        self._attached = True
-        want = desired(self.host.machine)
-        await trio.to_thread.run_sync(self.ns.apply, want)
-        self._shown = want
-
-    async def follow(self) -> None:
-        """Until stop(): an update in progress finishes first (a worker thread is never
-        abandoned with the namespace half done or its files closed under it)."""
-        if self._shown is None:
-            self._wake.set()                 # fill() failed: try again
-        try:
-            with self._scope:
-                while True:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    asked = self._asked
-                    want = desired(self.host.machine)
-                    if want != self._shown:         # most changes are not the netdevs' (a bind of a GPU)
-                        self._shown = None
-                        try:
-                            await trio.to_thread.run_sync(self.ns.apply, want)
-                            self._shown = want
-                        except Exception:      # noqa: BLE001 - logged; the next change tries again
-                            log.exception("network namespace update")
-                    self._done = asked
-                    self._applied.set()
-                    self._applied = trio.Event()
-        finally:
-            self._unsubscribe()
-            with trio.CancelScope(shield=True):      # a worker thread: it may take a while
-                await trio.to_thread.run_sync(self.ns.close)
-
-    async def settled(self) -> None:
-        asked = self._asked
-        while self._done < asked and self._attached:
-            await self._applied.wait()
-
-    def stop(self) -> None:
-        self._scope.cancel()
-
-    def _unsubscribe(self) -> None:
-        if self._attached:
-            self.host.unsubscribe(self._poke)
-            self.host.unsubscribe_net(self._poke)
-            self._attached = False
-        self._applied.set()                  # nobody waits for a namespace that is gone
-
-    def detach(self) -> None:
-        """For a mirror whose follow() never ran."""
-        self._unsubscribe()
-        self.ns.close()

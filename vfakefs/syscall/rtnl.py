@@ -160,3 +160,57 @@ class Rtnl:
 
 def strerror(e: int) -> str:
     return errno.errorcode.get(e, str(e))
+
+
+RTMGRP_LINK = 0x1
+
+
+class LinkEvents:
+    """The RTM_NEWLINK notifications of a namespace (RTMGRP_LINK): what its links became,
+    whoever changed them. Opened in the namespace, like Rtnl; never blocks."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
+                                  NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        self.sock.bind((0, RTMGRP_LINK))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read(self) -> dict[int, tuple[int, int | None]]:
+        """ifindex -> (ifi_flags, IFLA_MTU) of each link's latest notification since the last
+        read (those that overflowed the buffer are lost: ENOBUFS)."""
+        out: dict[int, tuple[int, int | None]] = {}
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return out
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                continue
+            off = 0
+            while off + 16 + _IFINFO.size <= len(data):
+                n, kind, _flags, _seq, _pid = _HDR.unpack_from(data, off)
+                if n < 16:
+                    break
+                if kind == RTM_NEWLINK:
+                    _fam, _type, index, flags, _change = _IFINFO.unpack_from(data, off + 16)
+                    out[index] = (flags, _mtu(data, off + 16 + _IFINFO.size, off + n))
+                off += (n + 3) & ~3
+
+
+def _mtu(data: bytes, off: int, end: int) -> int | None:
+    while off + 4 <= end:
+        alen, kind = struct.unpack_from("=HH", data, off)
+        if alen < 4:
+            break
+        if kind == IFLA_MTU and alen >= 8:
+            return struct.unpack_from("=I", data, off + 4)[0]
+        off += (alen + 3) & ~3
+    return None

@@ -19,7 +19,7 @@ import outcome
 import trio
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.syscall import netns, seccomp, statfs
+from vfakefs.syscall import netmirror, netns, seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.process import ProcMemory
 from vfakefs.syscall.vfio import GROUP_GET_DEVICE_FD, GROUP_UNSET_CONTAINER, Call, Vfio
@@ -57,7 +57,7 @@ class SyscallServer:
         self.files = Files()
         self.vfio = Vfio(host, self.files)
         self.host = host
-        self.mirrors: set[netns.NetMirror] = set()    # the network namespaces of running programs
+        self.mirrors: set[netmirror.NetMirror] = set()    # the network namespaces of running programs
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -107,14 +107,14 @@ class SyscallServer:
             nursery.start_soon(self._listen, lis, mirror)
             await conn.send(READY)
 
-    async def _mirror(self, conn) -> netns.NetMirror | None:
+    async def _mirror(self, conn) -> netmirror.NetMirror | None:
         """The program's network namespace filled with the simulated netdevs, before it runs
         (netns.py). Never the daemon's own namespace (a program sharing it asked for the host's)."""
         pid = struct.unpack("=iII", conn.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, 12))[0]
         try:
             if netns.NetNamespace.same_as_ours(pid):
                 return None
-            mirror = netns.NetMirror(self.host, pid)
+            mirror = netmirror.NetMirror(self.host, pid)
         except OSError:
             log.warning("network namespace of %d", pid, exc_info=True)
             return None
@@ -132,7 +132,7 @@ class SyscallServer:
             await trio.lowlevel.wait_readable(self.files.fd)
             self.files.closes()
 
-    async def _listen(self, lis: seccomp.Listener, mirror: netns.NetMirror | None = None) -> None:
+    async def _listen(self, lis: seccomp.Listener, mirror: netmirror.NetMirror | None = None) -> None:
         """Until every trapped process is gone (the listener hangs up); their network
         namespace's mirror as long."""
         if mirror is not None:
@@ -157,6 +157,14 @@ class SyscallServer:
             if mirror is not None:
                 self.mirrors.discard(mirror)
                 mirror.stop()
+
+    async def catch_up(self) -> None:
+        """What programs did to their links (`ip link set ...`) reaches the machine: before a
+        file of the mount is opened, so a read after it sees it, as on the kernel (and what the
+        machine refused is set back in their namespaces)."""
+        for mirror in list(self.mirrors):
+            if mirror.take_events():
+                await mirror.settled()
 
     async def settle(self) -> None:
         """Until every program's network namespace shows the changes made so far."""
