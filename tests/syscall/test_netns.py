@@ -97,3 +97,24 @@ def test_a_link_the_program_took_is_skipped_and_the_rest_made(ns):
     ns.apply({5: link(), 6: link("eth1", "02:00:00:00:00:02")})
     out = ip(ns, "link")
     assert "5: mine:" in out and "6: eth1:" in out and "eth0" not in out and set(ns.taps) == {6}
+
+
+def test_observe_sees_the_programs_changes_and_not_ours(ns):
+    r1 = Route("default", "192.168.1.1")
+    ns.apply({2: link(addresses=["192.168.1.10/24"], routes=[r1]), 3: link("eth1", "02:00:00:00:00:02")})
+    assert ns.observe() == []                                  # our own requests' notifications: dropped
+    ns.apply({2: link(mtu=9000, addresses=["192.168.1.10/24"], routes=[r1]), 3: link("eth1", "02:00:00:00:00:02")})
+    assert ns.observe() == []
+    sh = ["nsenter", "-t", str(ns.pid), "-n", "sh", "-c"]
+    assert run(sh + ["ip link set eth0 down && ip link set eth1 mtu 4000"]).returncode == 0
+    assert sorted(ns.observe()) == [(2, False, None), (3, None, 4000)]
+    assert ns.observe() == []
+    # the machine took eth0 down too and refused eth1's MTU: the next update sets it back, and eth0 stays
+    # down; brought up by the program, then by the machine, eth0 gets its routes again
+    ns.apply({2: link(mtu=9000, up=False, addresses=["192.168.1.10/24"], routes=[r1]),
+              3: link("eth1", "02:00:00:00:00:02")})
+    assert "mtu 1500" in ip(ns, "link", "show", "eth1") and ip(ns, "route") == ""
+    assert run(sh + ["ip link set eth0 up"]).returncode == 0
+    assert ns.observe() == [(2, True, None)]
+    ns.apply({2: link(mtu=9000, addresses=["192.168.1.10/24"], routes=[r1]), 3: link("eth1", "02:00:00:00:00:02")})
+    assert "default via 192.168.1.1 dev eth0" in ip(ns, "route")
