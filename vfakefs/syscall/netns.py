@@ -8,18 +8,23 @@ interface" check reads `ip -o route`).
 The program's process makes the namespace (namespace.enter: CLONE_NEWNET, lo up) before
 it hands its seccomp listener over; the daemon then opens /proc/<pid>/ns/net and fills
 it before the program execs, and follows the model's changes until the program and its
-children are gone.
+children are gone (netmirror.py); what the program does to its links itself (`ip link
+set eth0 down`, `mtu 9000`) goes the other way, into the simulated netdev.
 
 Why tap devices: the simulated NICs must be ethernet links whose MAC, MTU, ifindex and
-carrier we set. The kernel's dummy driver would do (IFLA_CARRIER), but hosts lack its
-module (this one does: `ip link add x type dummy` fails "Unknown device type"); a veth's
+carrier we set. The kernel's dummy driver would do (IFLA_CARRIER), but hosts may lack its
+module (the one this was written on does: `ip link add x type dummy` fails "Unknown device
+type"); a veth's
 peer shows in `ip link` as `eth0@if2 ... link-netnsid 0`; macvlan/ipvlan need a parent.
 tun is in every kernel that can run a container: TUNSETIFINDEX names the ifindex (CRIU's
 ioctl), TUNSETCARRIER sets the carrier, `ip link` shows a plain
 `eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> ... state UP ... link/ether`. A tap has carrier
 only while a file holds it, so the daemon keeps one open per interface; they are
 persistent (TUNSETPERSIST), so closing them at the end costs nothing: the namespace's
-teardown unregisters all its links at once.
+teardown unregisters all its links at once. What shows that they are taps: `ip -d link`
+(`tun type tap`), ethtool's driver (tun), the qdisc (pfifo_fast), and the MTU range the
+kernel checks an `ip link set mtu` against (68..65521: a value the simulated driver refuses
+is set back once the daemon hears of it).
 
 The thread that opens a tap or a netlink socket must be in the namespace (the device and
 the socket belong to the opener's namespace), and setns() moves the calling thread only:
