@@ -14,6 +14,8 @@ from vfakefs.fuse import state
 from vfakefs.fuse.state import FSTYPE, top_mount
 
 DEFAULT_TOPOLOGY = "seed-vtd"
+HOST_NET_HELP = ("keep the host's network (its interfaces, routes, internet access) instead of a namespace "
+                 "whose interfaces and routes are the simulated machine's")
 UMOUNT_WAIT = 30      # seconds an unmounted daemon has to exit (a safety net: it takes milliseconds)
 MNT_DETACH = 2        # umount2(2)'s lazy flag, <sys/mount.h>
 
@@ -107,14 +109,17 @@ def cmd_mount(args) -> int:
     from vfakefs.sysfs.tree import View
 
     sock = str(_sockfile(args.mountpoint))     # now: realpath stats the mountpoint, ours once mounted
+    server = SyscallServer(host, sock)
 
     def background(nursery):
         nursery.start_soon(engine.run, host)
-        nursery.start_soon(SyscallServer(host, sock).serve)
+        nursery.start_soon(server.serve)
 
     def start(ready):
         view = View(host)
         ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
+        ops.settle = server.settle      # a write answers once `vfakefs run`'s networks show it
+        ops.catch_up = server.catch_up  # and an open sees what their programs did to their links
         host.subscribe(ops.publish)
         serve(ops, args.mountpoint, ready=ready, background=background)
 
@@ -194,8 +199,10 @@ def cmd_umount(args) -> int:
 
 def cmd_run(args) -> int:
     """Run a command where /sys is the simulated machine: a private mount namespace
-    (namespace.py), so the host's real /sys is never touched; with the daemon's
-    socket there, under the seccomp filter whose calls the daemon answers (VFIO)."""
+    (namespace.py), so the host's real /sys is never touched, and a network namespace
+    whose interfaces are the simulated netdevs (syscall/netns.py; --host-net: the
+    host's); with the daemon's socket there, under the seccomp filter whose calls the
+    daemon answers (VFIO)."""
     mnt = args.mnt
     if _mount_type(mnt) is None:
         print(f"vfakefs: {mnt} is not mounted (vfakefs mount {mnt} first)", file=sys.stderr)
@@ -208,7 +215,7 @@ def cmd_run(args) -> int:
     from vfakefs.syscall import trap
     sock = _sockfile(mnt)
     return trap.run(cmd, str(sock) if sock.exists() else None,
-                    prepare=lambda: namespace.enter(mnt, str(stage)))
+                    prepare=lambda: namespace.enter(mnt, str(stage), args.host_net), netns=not args.host_net)
 
 
 def cmd_presets(args) -> int:
@@ -232,12 +239,15 @@ def main(argv=None) -> int:
     u.add_argument("mountpoint")
     u.set_defaults(func=cmd_umount)
     sub.add_parser("presets", help="list the built-in topologies").set_defaults(func=cmd_presets)
-    r = sub.add_parser("run", help="run a command with the mount over /sys in a private mount namespace")
+    r = sub.add_parser("run", help="run a command with the mount over /sys in a private mount namespace, "
+                                            "with the simulated machine's network interfaces")
     r.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"), help="the vfakefs mount (default ./mnt)")
+    r.add_argument("--host-net", action="store_true", help=HOST_NET_HELP)
     r.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (after --)")
     r.set_defaults(func=cmd_run)
-    sh = sub.add_parser("shell", help="an interactive shell with the mount over /sys")
+    sh = sub.add_parser("shell", help="an interactive shell with the mount over /sys (as run)")
     sh.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"))
+    sh.add_argument("--host-net", action="store_true", help=HOST_NET_HELP)
     sh.set_defaults(func=cmd_run, command=[])
     args = p.parse_args(argv)
     return args.func(args)

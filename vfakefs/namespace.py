@@ -17,10 +17,14 @@ hundred entries took a hundred mount processes, a second per `vfakefs run`."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import socket
 import stat
+import struct
 
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 MS_NOSUID, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x1000, 0x4000, 1 << 18
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -66,12 +70,23 @@ def _private_dev(stage: str) -> None:
     _check(_libc.umount2(os.fsencode(stage), MNT_DETACH), f"umount {stage}")
 
 
-def enter(mnt: str, stage: str) -> None:
+def _lo_up() -> None:
+    """A new network namespace has lo, down; a booted kernel's is up (127.0.0.1, ::1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def enter(mnt: str, stage: str, host_net: bool = False) -> None:
     """Move this process into a new private mount namespace with the mount at mnt over
-    /sys, /dev/vfio and /dev/kmsg. stage is an empty directory to bind the host's /dev
-    at meanwhile."""
+    /sys, /dev/vfio and /dev/kmsg, and (unless host_net) a network namespace of its own,
+    lo up, where the daemon makes the simulated interfaces (syscall/netns.py). stage is
+    an empty directory to bind the host's /dev at meanwhile."""
     real = os.path.realpath(mnt)
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.unshare(CLONE_NEWNS | (0 if host_net else CLONE_NEWNET)), "unshare")
+    if not host_net:
+        _lo_up()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _bind(f"{real}/sys", "/sys", recursive=True)
     if os.path.isdir(f"{real}/dev/vfio"):

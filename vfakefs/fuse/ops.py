@@ -51,6 +51,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0
+        self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
+        self.catch_up = None  # async: changes made through them that an open must see first
 
     async def lookup(self, parent_inode, name, ctx=None):
         name = os.fsdecode(name)
@@ -108,6 +110,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
 
     # --- files --------------------------------------------------------------------------
     async def open(self, inode, flags, ctx):
+        if self.catch_up is not None:
+            await self.catch_up()
         node = self.node(inode)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
@@ -232,6 +236,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         # dropped what changed
         self.publish()
         await self.deliver()
+        if self.settle is not None:
+            await self.settle()
         return n
 
     async def release(self, fh):

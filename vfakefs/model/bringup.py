@@ -60,6 +60,7 @@ def boot(topo: Topology) -> Machine:
     # what the topology declares beyond the PCI tree (checked by topology._Checker.declared)
     m.acpi = {"dmar": dict(d.get("acpi", {}).get("dmar", {}))}
     m.recorded = d.get("recorded", {})
+    m.net_config = {name: dict(cfg) for name, cfg in d.get("net", {}).items()}
     for s in specs:
         hw = {"mac": s["mac"].lower()} if s.get("mac") else {}
         if "nvme" in s:

@@ -189,6 +189,24 @@ def reset(host, text: str) -> None:
         host.reset()
 
 
+# --- carrier: `<interface> 1|0` -------------------------------------------------------------------
+def carrier_show(m) -> str:
+    """Each interface's link state as its driver sees it: `<name> 1|0`."""
+    return "".join(f"{name} {int(nd.carrier)}\n" for name, nd in sorted(m.netdevs.items()))
+
+
+def carrier_command(m, text: str) -> None:
+    """Plug (1) or pull (0) an interface's cable: its carrier, operstate and, inside
+    `vfakefs run`, the namespace's interface follow (NO-CARRIER)."""
+    words = text.split()
+    if len(words) != 2 or words[1] not in ("0", "1"):
+        reject(m, "carrier", "expected '<interface> 1|0'")
+    nd = m.netdevs.get(words[0])
+    if nd is None:
+        reject(m, "carrier", f"no interface {words[0]!r}", errno.ENODEV)
+    nd.link_event(words[1] == "1")
+
+
 # --- fault_threshold ---------------------------------------------------------------------------
 MAX_FAULT_THRESHOLD = 2**31 - 1     # a C int, as a kernel module parameter would hold it
 

@@ -24,6 +24,18 @@ class Host:
         """fn() after every structural change, of this Machine and of those after a reset."""
         self.machine.subscribe(fn)
 
+    def unsubscribe(self, fn) -> None:
+        self.machine.unsubscribe(fn)
+
+    def subscribe_net(self, fn) -> None:
+        """fn(netdev) when a netdev's own state changes (mtu, flags, carrier), of this
+        Machine and of those after a reset (a reset itself is a structural change)."""
+        self.machine.net_listeners.append(fn)
+
+    def unsubscribe_net(self, fn) -> None:
+        if fn in self.machine.net_listeners:
+            self.machine.net_listeners.remove(fn)
+
     def reset(self) -> None:
         old = self.machine
         new = bringup.boot(old.topology)
@@ -31,6 +43,7 @@ class Host:
         new.uevents = old.uevents               # so do SEQNUM and its listeners
         new.generation = old.generation         # generations only grow: every cached listing is stale
         new._listeners = old._listeners
+        new.net_listeners = old.net_listeners
         self.machine = new
         new.kmsg.log("vfakefs: machine reset to its topology")
         new.changed()

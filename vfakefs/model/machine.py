@@ -16,7 +16,7 @@ from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.locality import Locality
-from vfakefs.model.net import NetDev, permanent_address
+from vfakefs.model.net import NetDev, parse_route, permanent_address
 from vfakefs.model.pci import sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
@@ -91,6 +91,8 @@ class Machine:
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
         self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
         self.rng = random.Random()              # get_random_bytes(): random, unless a test seeds it
+        self.net_config: dict[str, dict] = {}   # interface name -> its `[net.<name>]` table (topology)
+        self.net_listeners: list = []           # fn(netdev) after a netdev's own state changed (mtu, flags, carrier)
         self.locality = Locality.single(self.nr_cpus)   # sockets, cores, nodes (the topology's, at boot)
 
     @property
@@ -152,6 +154,15 @@ class Machine:
 
     def subscribe(self, fn) -> None:
         self._listeners.append(fn)
+
+    def unsubscribe(self, fn) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def netdev_changed(self, nd) -> None:
+        """A netdev's own state changed (not the structure: no view to rebuild)."""
+        for fn in self.net_listeners:
+            fn(nd)
 
     @property
     def iommu_on(self) -> bool:
@@ -257,6 +268,10 @@ class Machine:
         self._next_ifindex += 1
         mac = permanent_address(self.hw.get(dev.bdf, {}).get("mac"), dev, len(dev.netdevs))
         nd = NetDev(name, dev, idx, mac, subdir)
+        cfg = self.net_config.get(name, {})    # checked by topology.py (net.check_net_config)
+        nd.carrier = cfg.get("carrier", True)
+        nd.addresses = tuple(cfg.get("addresses", ()))
+        nd.routes = tuple(parse_route(r) for r in cfg.get("routes", ()))
         self.netdevs[name] = nd
         dev.netdevs.append(nd)
         self.uevent("add", nd)       # netdev_register_kobject -> device_add

@@ -21,6 +21,7 @@ from vfakefs.model.errors import TopologyError
 from vfakefs.model.locality import Locality
 from vfakefs.model.locality_fields import check_locality
 from vfakefs.model.machine import Machine
+from vfakefs.model.net import check_net_config, dev_valid_name
 from vfakefs.model.nvme import NVME_KEYS
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci import dump
@@ -151,6 +152,8 @@ class _Checker:
                 bad = [p for p in a.get("ports", []) if p not in ports]
                 if bad:
                     raise self.err("acpi.dmar.atsr.ports", f"{bad[0]!r} is not a root port of this topology")
+        for name, cfg in d.get("net", {}).items():
+            self.net(name, cfg)
         rec = d.get("recorded", {})
         if set(rec) - {"irq", "boot_clock", "modules"}:
             raise self.err("recorded", "must be a table of `irq`, `boot_clock` and `modules`")
@@ -189,6 +192,21 @@ class _Checker:
             if missing:
                 raise self.err("recorded.modules.loaded", f"{v[0]!r} is loaded before {missing[0]!r}, which it needs")
             seen.add(v[0])
+
+    def net(self, name: str, cfg) -> None:
+        """`[net.<name>]`: the network configuration of the interface called name, applied
+        whenever an interface of that name registers (a VF's too), as a network manager
+        would: `addresses = ["192.168.1.10/24"]` (each gives its connected route),
+        `routes = ["default via 192.168.1.1", "10.0.0.0/8 via 192.168.1.254 metric 100"]`,
+        `carrier = false` (no cable). `vfakefs run` mirrors them into its network namespace."""
+        if not dev_valid_name(name):
+            raise self.err(f"net.{name}", f"{name!r} is not an interface name (1-15 characters, no '/', ':' "
+                                          "or white space)")
+        if name == "lo":
+            raise self.err(f"net.{name}", "lo is the kernel's own, configured by it")
+        bad = check_net_config(name, cfg)
+        if bad:
+            raise self.err(f"net.{name}.{bad[0]}" if bad[0] else f"net.{name}", bad[1])
 
     # --- each [[device]] ----------------------------------------------------------------------
     def device_specs(self, entries: list, drivers: set) -> list[dict]:

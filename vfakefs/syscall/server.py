@@ -13,12 +13,13 @@ import logging
 import os
 import select
 import socket
+import struct
 
 import outcome
 import trio
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.syscall import seccomp, statfs
+from vfakefs.syscall import netmirror, netns, seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.modules import CAP_SYSLOG, ModuleCalls, capable
 from vfakefs.syscall.process import ProcMemory
@@ -30,6 +31,10 @@ AT_FDCWD = -100
 O_CLOEXEC = os.O_CLOEXEC
 HELLO, READY = b"listener\n", b"ok\n"
 NETLINK_CALLS = frozenset((NR_socket, *ON_OUR_FDS))
+# "listener[ netns][ FD_BASE]\n": netns: the program has a network namespace of its own to
+# mirror the netdevs in (netns.py); FD_BASE: where its uevent sockets' fds go (uevent_sock.py)
+NETNS_WORD = b"netns"
+SO_PEERCRED = 17
 
 
 def _int(v: int) -> int:
@@ -61,6 +66,8 @@ class SyscallServer:
         # the simulated one over: opens of it are answered here
         self.proc_modules_missing = not os.path.exists("/proc/modules")
         self.uevents = UeventSockets(host)
+        self.host = host
+        self.mirrors: set[netmirror.NetMirror] = set()    # the network namespaces of running programs
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,23 +104,57 @@ class SyscallServer:
             for level, kind, data in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            word, _, base = msg.removesuffix(b"\n").partition(b" ")
-            if word + b"\n" != HELLO or len(fds) != 1 or not (base.isdigit() or not base):
+            word, *rest = msg.removesuffix(b"\n").split(b" ")
+            netns_wanted = NETNS_WORD in rest
+            base = [w for w in rest if w != NETNS_WORD]
+            if (word + b"\n" != HELLO or len(fds) != 1 or len(base) > 1
+                    or not all(w.isdigit() for w in base)):
                 for fd in fds:
                     os.close(fd)
                 return
             lis = seccomp.Listener(fds[0])
-            lis.fd_base = int(base) if base else None       # where its uevent sockets' fds go
-            nursery.start_soon(self._listen, lis)
+            lis.fd_base = int(base[0]) if base else None
+            mirror = None
+            if netns_wanted:
+                try:
+                    mirror = await self._mirror(conn)
+                except BaseException:
+                    lis.close()
+                    raise
+            nursery.start_soon(self._listen, lis, mirror)
             await conn.send(READY)
+
+    async def _mirror(self, conn) -> netmirror.NetMirror | None:
+        """The program's network namespace filled with the simulated netdevs, before it runs
+        (netns.py). Never the daemon's own namespace (a program sharing it asked for the host's)."""
+        pid = struct.unpack("=iII", conn.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, 12))[0]
+        try:
+            if netns.NetNamespace.same_as_ours(pid):
+                return None
+            mirror = netmirror.NetMirror(self.host, pid)
+        except OSError:
+            log.warning("network namespace of %d", pid, exc_info=True)
+            return None
+        try:
+            await mirror.fill()
+        except Exception:      # noqa: BLE001 - the program runs; its namespace shows what was made
+            log.exception("network namespace of %d", pid)
+        except BaseException:
+            mirror.detach()
+            raise
+        return mirror
 
     async def _closes(self) -> None:
         while True:
             await trio.lowlevel.wait_readable(self.files.fd)
             self.files.closes()
 
-    async def _listen(self, lis: seccomp.Listener) -> None:
-        """Until every trapped process is gone (the listener hangs up)."""
+    async def _listen(self, lis: seccomp.Listener, mirror: netmirror.NetMirror | None = None) -> None:
+        """Until every trapped process is gone (the listener hangs up); their network
+        namespace's mirror as long."""
+        if mirror is not None:
+            self.mirrors.add(mirror)
+            self._nursery.start_soon(mirror.follow)
         p = select.poll()
         p.register(lis.fd, select.POLLIN)
         try:
@@ -130,6 +171,22 @@ class SyscallServer:
                         break
         finally:
             lis.close()
+            if mirror is not None:
+                self.mirrors.discard(mirror)
+                mirror.stop()
+
+    async def catch_up(self) -> None:
+        """What programs did to their links (`ip link set ...`) reaches the machine: before a
+        file of the mount is opened, so a read after it sees it, as on the kernel (and what the
+        machine refused is set back in their namespaces)."""
+        for mirror in list(self.mirrors):
+            if mirror.take_events():
+                await mirror.settled()
+
+    async def settle(self) -> None:
+        """Until every program's network namespace shows the changes made so far."""
+        for mirror in list(self.mirrors):
+            await mirror.settled()
 
     def _one(self, lis: seccomp.Listener) -> None:
         n = lis.recv()

@@ -15,7 +15,7 @@ from vfakefs.syscall import seccomp
 HELLO, READY = b"listener\n", b"ok\n"
 
 
-def _attach(sockpath: str) -> None:
+def _attach(sockpath: str, netns: bool = False) -> None:
     """In the child, before exec: die with the parent, install the filter, hand the
     listener to the daemon and wait until it holds it (a trapped call before that
     would wait for nobody)."""
@@ -28,24 +28,27 @@ def _attach(sockpath: str) -> None:
         s.connect(sockpath)
         fd_base = seccomp.netlink_fd_base()
         listener = seccomp.install_filter(fd_base)
-        # the hello says where the uevent sockets' fds go (uevent_sock.py)
-        socket.send_fds(s, [HELLO.rstrip(b"\n") + b" %d\n" % fd_base], [listener])
+        # the hello says whether to fill our network namespace (netns.py) and where the
+        # uevent sockets' fds go (uevent_sock.py)
+        words = [HELLO.rstrip(b"\n")] + ([b"netns"] if netns else []) + [b"%d" % fd_base]
+        socket.send_fds(s, [b" ".join(words) + b"\n"], [listener])
         os.close(listener)
         if s.recv(16) != READY:
             raise ConnectionError("the daemon did not take the listener")
 
 
-def run(argv: list[str], sockpath: str | None, prepare=None) -> int:
+def run(argv: list[str], sockpath: str | None, prepare=None, netns: bool = False) -> int:
     """Run argv, trapped when sockpath names the daemon's socket (else plainly), after
-    prepare() in the child (the mount namespace); its exit status as a shell reports
-    it (128 + signal; 127 when it could not be started)."""
+    prepare() in the child (the mount namespace, and a network namespace when netns: the
+    daemon fills it before the program runs); its exit status as a shell reports it
+    (128 + signal; 127 when it could not be started)."""
     pid = os.fork()
     if pid == 0:
         try:
             if prepare is not None:
                 prepare()
             if sockpath is not None:
-                _attach(sockpath)
+                _attach(sockpath, netns)
             try:
                 os.execvp(argv[0], argv)
             except OSError as e:

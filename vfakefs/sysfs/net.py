@@ -24,7 +24,7 @@ def _c_hex(v: int) -> str:
 def carrier_show(nd) -> str:
     if not nd.running:
         raise SysfsError(errno.EINVAL)          # carrier_show: only while the device is up
-    return "1\n"
+    return "%d\n" % nd.carrier
 
 
 def _log(nd, text: str) -> None:

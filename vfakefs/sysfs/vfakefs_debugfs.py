@@ -15,6 +15,9 @@ of the last request made on that same file descriptor:
 (model/posted.py): `<bdf> vector <n> pda=<addr> vcpu_vector=<v> [ndst=<cpu>] [urgent]`,
 `<bdf> vector <n> remapped`; reading it lists the posted vectors.
 
+`carrier` (`<interface> 1|0`) plugs or pulls an interface's cable (carrier, operstate;
+the interface of `vfakefs run`'s network namespace follows); reading it lists them.
+
 `fpd` (`<bdf> 1|0`) and `regset` (`<register> <value>`) act on the VT-d unit and read
 back its state; they and `physmem` are root only (0600).
 
@@ -56,6 +59,7 @@ CONTROLS = (
     Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
     Attr("interrupts", interrupts_show, None, 0o444, size=0),
     Attr("posted", posted.posted_show, posted.posted_command, 0o644, size=0),
+    Attr("carrier", controls.carrier_show, controls.carrier_command, 0o644),   # `<interface> 1|0`: a cable
     Attr("fault_threshold", lambda m: f"{m.fault_threshold}\n", controls.set_fault_threshold, 0o644),
     Attr("fpd", vtd_controls.fpd_show, vtd_controls.fpd_store, 0o600),
     Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),

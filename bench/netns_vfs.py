@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""What `vfakefs run`'s network namespace costs a large SR-IOV write: one PF (ixgbe)
+with 2,048 VFs (ixgbevf, a netdev each), `echo 2048` and `echo 0` to its sriov_numvfs
+written outside any namespace (the model alone), then inside `vfakefs run` (the write
+answers once the namespace shows the 2,048 links: syscall/netns.py), in the same run;
+printed as seconds and as the ratio inside/outside. Also the time a `vfakefs run -- true`
+takes with the 2,048 VFs enabled (a namespace filled with 2,049 links, then torn down).
+
+    .venv/bin/python bench/netns_vfs.py [--vfs N] [--repeats N]
+
+Run as root (FUSE mount, network namespaces); every mount is undone in `finally`."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOPOLOGY = """
+name = "netns-bench"
+[[device]]
+bdf = "0000:00:00.0"
+kind = "host_bridge"
+vendor = 0x8086
+device = 0x29c0
+class = 0x060000
+
+[[device]]
+bdf = "0000:00:1c.0"
+kind = "root_port"
+vendor = 0x8086
+device = 0xa110
+class = 0x060400
+acs = true
+
+[[device]]
+bdf = "0000:01:00.0"
+parent = "0000:00:1c.0"
+kind = "endpoint"
+vendor = 0x8086
+device = 0x1528
+class = 0x020000
+driver = "ixgbe"
+netdev = "eth0"
+msix = 64
+bars = [{{ index = 0, type = "mem64", size = "2M", prefetch = true }}]
+sriov = {{ total_vfs = {vfs}, offset = 1, stride = 1, vf_device = 0x1515, vf_driver = "ixgbevf", \
+vf_bars = [{{ index = 0, type = "mem64", size = "16K", prefetch = true }}] }}
+"""
+VFAKEFS = [sys.executable, "-m", "vfakefs"]
+SCRIPT = "s=$(date +%s.%N); echo {n} > {f}; e=$(date +%s.%N); echo \"$e - $s\" | bc"
+
+
+def timed_write(mnt: Path, n: int, inside: bool) -> float:
+    f = "/sys/class/net/eth0/device/sriov_numvfs"
+    if inside:
+        out = subprocess.run(VFAKEFS + ["run", "--mnt", str(mnt), "--", "bash", "-c", SCRIPT.format(n=n, f=f)],
+                             capture_output=True, text=True, check=True).stdout
+        return float(out)
+    t = time.perf_counter()
+    (mnt / f.lstrip("/")).write_text(f"{n}\n")
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--vfs", type=int, default=2048)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        topo, mnt = Path(tmp) / "t.toml", Path(tmp) / "mnt"
+        topo.write_text(TOPOLOGY.format(vfs=args.vfs))
+        mnt.mkdir()
+        subprocess.run(VFAKEFS + ["mount", "-t", str(topo), str(mnt)], check=True)
+        try:
+            for r in range(args.repeats):
+                res = {}
+                for inside in (False, True):
+                    res[inside] = (timed_write(mnt, args.vfs, inside), timed_write(mnt, 0, inside))
+                (on0, off0), (on1, off1) = res[False], res[True]
+                print(f"#{r} enable {args.vfs}: outside {on0:.2f} s, inside {on1:.2f} s (x{on1 / on0:.2f});"
+                      f" disable: outside {off0:.2f} s, inside {off1:.2f} s (x{off1 / off0:.2f})")
+            (mnt / "sys/class/net/eth0/device/sriov_numvfs").write_text(f"{args.vfs}\n")
+            t = time.perf_counter()
+            subprocess.run(VFAKEFS + ["run", "--mnt", str(mnt), "--", "true"], check=True)
+            print(f"vfakefs run -- true with {args.vfs + 1} links: {time.perf_counter() - t:.2f} s")
+        finally:
+            subprocess.run(VFAKEFS + ["umount", "--lazy", str(mnt)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
