@@ -254,7 +254,8 @@ def test_the_daemon_lets_go_of_a_programs_sockets_when_it_exits(mount_preset):
     m = mount_preset("seed-vtd")
     daemon = _daemon(m.path)
     before = _sockets(daemon)
-    r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(m.path), "--", sys.executable, "-c", textwrap.dedent(f"""
+    # --host-net: the network namespace's mirror holds sockets of its own (netmirror.py)
+    r = run([sys.executable, "-m", "vfakefs", "run", "--host-net", "--mnt", str(m.path), "--", sys.executable, "-c", textwrap.dedent(f"""
         import os, socket
         ss = [socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15) for _ in range(3)]
         for s in ss:
