@@ -60,9 +60,9 @@ class View:
                 "vfakefs": Dir(lambda: {**vfakefs_debugfs.vfakefs_entries(self), **kmsg.debug_entries(self)})}
 
     def sys_entries(self) -> dict:
-        kernel = {"debug": Dir(self.debug_entries, 0o700)}
-        if self.m.iommu_on:
-            kernel["iommu_groups"] = Dir(lambda: iommu_groups.groups_entries(self))
+        # iommu_init() makes the iommu_groups kset at core_initcall: empty without an IOMMU
+        kernel = {"debug": Dir(self.debug_entries, 0o700),
+                  "iommu_groups": Dir(lambda: iommu_groups.groups_entries(self))}
         return {
             "bus": Dir(lambda: {"pci": Dir(lambda: bus.pci_bus_entries(self)),
                                 "pci_express": Dir(lambda: bus.pci_express_entries(self)),
