@@ -155,3 +155,37 @@ def test_functions_below_the_switch_have_their_acpi_companion(qemu_mnt):
         "../../../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:07/device:08",
         "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:09/device:0a",
         "../../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:09"]   # as the reference
+
+
+# --- syslog(2): busybox dmesg, dmesg -S ---------------------------------------------------------
+needs_busybox = pytest.mark.skipif(not shutil.which("busybox"), reason="busybox needed")
+
+
+@needs_busybox
+def test_busybox_dmesg_reads_the_simulated_log_through_syslog(qemu_mnt):
+    """busybox dmesg calls klogctl (syslog(2)), not /dev/kmsg: the adapter answers it from the
+    simulated log, never the host's."""
+    want = qemu_mnt.read(qemu_mnt.path / "sys/kernel/debug/vfakefs/dmesg")
+    r = in_run(qemu_mnt.path, "busybox", "dmesg")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want and r.stdout.startswith("[    0.000000] Linux version 6.1.0-56-amd64 ")
+    r = in_run(qemu_mnt.path, "busybox", "dmesg", "-r")
+    assert r.stdout.splitlines()[0].startswith("<5>[    0.000000] Linux version 6.1.0-56-amd64 ")
+    r = in_run(qemu_mnt.path, "dmesg", "-S")                # util-linux, forced to syslog(2)
+    assert r.returncode == 0 and r.stdout == want
+
+
+@needs_busybox
+def test_syslog_clear_needs_privilege_and_then_empties_read_all(mount_preset):
+    m = mount_preset("qemu-ref")
+    r = in_run(m.path, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+               "--bounding-set=-all", "busybox", "dmesg", "-c")
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr
+    r = in_run(m.path, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "busybox", "dmesg")
+    assert r.returncode == 0 and r.stdout.startswith("[    0.000000] Linux version")   # READ_ALL: anyone
+    r = in_run(m.path, "busybox", "dmesg", "-c")              # prints, then clears
+    assert r.returncode == 0 and r.stdout.startswith("[    0.000000] Linux version")
+    r = in_run(m.path, "bash", "-c", "busybox dmesg; echo 1 > /sys/bus/pci/rescan; "
+                                     "echo hello > /dev/kmsg; busybox dmesg")
+    assert r.returncode == 0 and r.stdout.endswith("] hello\n") and "Linux version" not in r.stdout
+    assert "Linux version" in m.read(m.path / "sys/kernel/debug/vfakefs/dmesg")    # /dev/kmsg keeps it

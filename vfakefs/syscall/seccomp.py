@@ -9,7 +9,8 @@ cost of one BPF program per system call):
 - ioctl whose command's type byte is ';' (VFIO's);
 - pread64 and pwrite64 at offsets of 1 TiB and more: a VFIO device's regions other
   than BAR0 (index << 40, vfio_pci_private.h's VFIO_PCI_OFFSET_SHIFT);
-- statfs and fstatfs: /sys must say sysfs, not FUSE (statfs.py).
+- statfs and fstatfs: /sys must say sysfs, not FUSE (statfs.py);
+- syslog (klogctl): the simulated kernel's log, never the host's (model/syslog.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ NR_open, NR_openat, NR_openat2 = 2, 257, 437
 NR_ioctl, NR_pread64, NR_pwrite64 = 16, 17, 18
 NR_statfs, NR_fstatfs = 137, 138
 NR_seccomp = 317
+NR_syslog = 103
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 SECCOMP_SET_MODE_FILTER = 1
@@ -72,6 +74,7 @@ def filter_program() -> bytes:
         (_JEQ, "notify", 0, NR_openat2),
         (_JEQ, "notify", 0, NR_statfs),
         (_JEQ, "notify", 0, NR_fstatfs),
+        (_JEQ, "notify", 0, NR_syslog),
         (_JEQ, "ioctl", 0, NR_ioctl),
         (_JEQ, "offset", 0, NR_pread64),
         (_JEQ, "offset", "allow", NR_pwrite64),
