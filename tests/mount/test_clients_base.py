@@ -149,12 +149,14 @@ def test_functions_below_the_switch_have_their_acpi_companion(qemu_mnt):
     r = in_run(qemu_mnt.path, "bash", "-c",
                "readlink /sys/bus/pci/devices/0000:05:00.0/firmware_node; "
                "readlink -e /sys/bus/pci/devices/0000:06:00.0/firmware_node; "
-               "readlink /sys/bus/pci/devices/0000:04:01.0/firmware_node")
+               "readlink /sys/bus/pci/devices/0000:04:01.0/firmware_node; "
+               "readlink /sys/devices/pci0000:00/firmware_node")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "../../../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:07/device:08",
         "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:09/device:0a",
-        "../../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:09"]   # as the reference
+        "../../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00/device:05/device:06/device:09",   # as the reference
+        "../LNXSYSTM:00/LNXSYBUS:00/PNP0A08:00"]                                           # the host bridge's
 
 
 # --- syslog(2): busybox dmesg, dmesg -S ---------------------------------------------------------
