@@ -7,6 +7,7 @@ they change is compared with what the simulated kernel says; the host stays as i
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -233,3 +234,19 @@ def test_udevadm_info_of_a_netdev_and_a_missing_device(qemu_mnt):
     assert "E: INTERFACE=eth0" in lines
     r = in_run(qemu_mnt.path, client("udevadm"), "info", "/sys/bus/pci/devices/0000:09:00.0")
     assert r.returncode != 0 and "No such device" in r.stderr
+
+
+def test_dpdk_devbind_vfio_pci_without_an_iommu_fails_as_the_reference(mount_preset, tmp_path):
+    """No IOMMU, no group: vfio_pci_probe fails with -EINVAL (capture-stock-no-iommu.txt);
+    dpdk-devbind reports the bind error and the device is left without a driver."""
+    src = (REPO / "vfakefs/presets/seed-vtd.toml").read_text()
+    topo = tmp_path / "no-iommu.toml"
+    topo.write_text(re.sub(r'(?m)^cmdline = ".*"$', 'cmdline = "quiet intel_iommu=off"', src))
+    m = mount_preset(str(topo))
+    assert os.listdir(m.path / "sys/kernel/iommu_groups") == []
+    igb = "0000:02:00.0"
+    r = in_run(m.path, client("dpdk-devbind.py"), "--force", "-b", "vfio-pci", igb)
+    assert r.returncode == 1
+    assert f"Error: bind failed for {igb} - Cannot bind to driver vfio-pci: [Errno 22] Invalid argument" in r.stderr
+    assert bound(m, igb) is None and override(m, igb) == "vfio-pci"
+    assert f"vfio-pci: probe of {igb} failed with error -22" in m.read(m.path / "sys/kernel/debug/vfakefs/dmesg")
