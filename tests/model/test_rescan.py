@@ -91,3 +91,27 @@ def test_vfs_made_after_rescan_hang_off_the_new_pf():
     vf = new.sriov.vfs[0]
     assert same(vf.physfn, new) and same(m.lookup(vf.name), vf)
     m.check()
+
+
+def test_rescan_leaves_pme_and_msi_off_and_memory_decoding_as_it_was():
+    """pci_msi_init/pci_msix_init of the new pci_dev turn MSI-X off; pci_stop_dev's pci_pme_active(false)
+    touches only PME-capable functions."""
+    m = topology.load("qemu-ref")
+    dev = m.lookup("0000:02:00.0")                         # e1000e: PME-capable, MSI-X
+    binding.unbind(m, dev.driver, dev.name)
+    dev.driver_override = "none-such"
+    pm, msix = dev.caps[0x01], dev.caps[0x11]
+    m.config_write(dev, pm + 4, (dev.config.r16(pm + 4) | 0x0100).to_bytes(2, "little"))      # PME_En
+    m.config_write(dev, msix + 2, (dev.config.r16(msix + 2) | 0x8000).to_bytes(2, "little"))  # MSI-X Enable
+    cmd = dev.config.r16(0x04)
+    assert cmd & 0x2 and not cmd & 0x4                     # memory on, bus master off after unbind
+    m.remove_function(dev)
+    m.rescan()
+    new = m.lookup("0000:02:00.0")
+    assert new.driver.name == "e1000e"                    # the override went with the old pci_dev
+    binding.unbind(m, new.driver, new.name)
+    assert not new.config.r16(msix + 2) & 0x8000
+    # its PMC claims no PME support, so pci_pme_active() returned early: PME_En stays as written
+    assert new.pme_support == 0 and new.config.r16(pm + 4) & 0x0100
+    assert new.config.r16(0x04) & 0x2
+    m.check()

@@ -52,8 +52,8 @@ def rescanned(old, parent):
     """pci_scan_single_device() on hardware a `remove` left behind: a new struct pci_dev
     (pci_stop_and_remove_bus_device freed the old one). What the device and firmware hold
     carries over: identity, the config space as software left it (remove neither resets
-    nor powers the function off; the driver's pci_disable_device cleared Bus Master, and
-    memory decoding stays on), BARs and windows as assigned, the INTx line, the ACPI
+    nor powers the function off; the driver's pci_disable_device cleared Bus Master,
+    memory decoding stays on, pci_stop_dev turned PME off), BARs and windows as assigned, the INTx line, the ACPI
     companion, _PXM's numa node, a recorded machine's vectors. Everything that lived in
     struct pci_dev and struct device starts over from the defaults: driver_override,
     enable_cnt, the sysfs knobs, reset_method, the DMA mask (32 bits until a driver sets
@@ -75,6 +75,10 @@ def rescanned(old, parent):
         pos = f.caps.get(cap)
         if pos is not None and cfg.r16(pos + 2) & bit:
             cfg.w16(pos + 2, cfg.r16(pos + 2) & ~bit)
+    pm = f.caps.get(C.CAP_PM)
+    if pm is not None and f.pme_support:
+        # pci_stop_dev -> pci_pme_active(dev, false): PME_En off, PME_Status written 1 (cleared)
+        cfg.w16(pm + 4, cfg.r16(pm + 4) & ~0x8100)
     if old.sriov is not None:
         s = old.sriov
         f.sriov = Sriov(f, s.pos, s.vf_driver, list(s.vf_bars))
