@@ -250,3 +250,23 @@ def test_dpdk_devbind_vfio_pci_without_an_iommu_fails_as_the_reference(mount_pre
     assert f"Error: bind failed for {igb} - Cannot bind to driver vfio-pci: [Errno 22] Invalid argument" in r.stderr
     assert bound(m, igb) is None and override(m, igb) == "vfio-pci"
     assert f"vfio-pci: probe of {igb} failed with error -22" in m.read(m.path / "sys/kernel/debug/vfakefs/dmesg")
+
+
+def test_dpdk_devbind_takes_a_vf_made_through_sriov_numvfs(mount_preset):
+    """seed-vtd's X540: two VFs made through sysfs are network devices dpdk-devbind lists with
+    their ixgbevf interfaces, and one of them goes to vfio-pci with a /dev/vfio node."""
+    m = mount_preset("seed-vtd")
+    devbind = client("dpdk-devbind.py")
+    r = in_run(m.path, "bash", "-c", "echo 2 > /sys/class/net/eth0/device/sriov_numvfs")
+    assert r.returncode == 0, r.stderr
+    lines = status_lines(in_run(m.path, devbind, "--status-dev", "net").stdout)
+    vfs = ["0000:03:10.0", "0000:03:10.2"]                 # offset 128, stride 2
+    for vf in vfs:
+        ifname = os.listdir(dev(m, vf) / "net")[0]
+        assert lines[vf].startswith(f"{vf} 'X540 Ethernet Controller Virtual Function 1515' "
+                                    f"if={ifname} drv=ixgbevf unused="), lines[vf]
+    r = in_run(m.path, devbind, "--force", "-b", "vfio-pci", vfs[0])
+    assert r.returncode == 0, r.stderr
+    assert (bound(m, vfs[0]), override(m, vfs[0]), bound(m, vfs[1])) == ("vfio-pci", "(null)", "ixgbevf")
+    group = os.path.basename(os.readlink(dev(m, vfs[0]) / "iommu_group"))
+    assert group in in_run(m.path, "ls", "/dev/vfio").stdout.split()
