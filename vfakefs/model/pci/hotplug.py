@@ -51,13 +51,14 @@ def _in_slot(slot, f) -> bool:
 def rescanned(old, parent):
     """pci_scan_single_device() on hardware a `remove` left behind: a new struct pci_dev
     (pci_stop_and_remove_bus_device freed the old one). What the device and firmware hold
-    carries over: identity, the config space as software left it (remove neither resets
-    nor powers the function off; the driver's pci_disable_device cleared Bus Master,
-    memory decoding stays on, pci_stop_dev turned PME off), BARs and windows as assigned, the INTx line, the ACPI
-    companion, _PXM's numa node, a recorded machine's vectors. Everything that lived in
-    struct pci_dev and struct device starts over from the defaults: driver_override,
-    enable_cnt, the sysfs knobs, reset_method, the DMA mask (32 bits until a driver sets
-    one: pci_setup_device), SR-IOV's drivers_autoprobe and driver_max_VFs."""
+    carries over: identity; the config space as software left it (remove neither resets
+    nor powers the function off: the driver's pci_disable_device cleared Bus Master,
+    memory decoding stays on, pci_stop_dev turned PME off); BARs and windows as assigned;
+    the INTx line, the ACPI companion, _PXM's numa node; a recorded machine's vectors.
+    Everything that lived in struct pci_dev and struct device starts over from the
+    defaults: driver_override, enable_cnt, the sysfs knobs, reset_method, the DMA mask
+    (32 bits until a driver sets one: pci_setup_device), SR-IOV's drivers_autoprobe and
+    driver_max_VFs. Drivers' dynamic ids are the drivers' and stay."""
     f = PciFunction(
         bdf=old.bdf, kind=old.kind, vendor=old.vendor, device=old.device, class_code=old.class_code,
         config=old.config, parent=parent, subsystem_vendor=old.subsystem_vendor,
