@@ -17,7 +17,7 @@ from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.locality import Locality
 from vfakefs.model.net import NetDev, parse_route, permanent_address
-from vfakefs.model.pci import sriov
+from vfakefs.model.pci import hotplug, sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
@@ -396,19 +396,23 @@ class Machine:
             self.changed(*doomed)
 
     def rescan(self, only=None) -> None:
-        """pci_rescan_bus(): removed functions come back in bus order and probe
+        """pci_rescan_bus(): removed functions come back in bus order, as new devices, and probe
         (pci_bus_add_device calls device_attach whatever drivers_autoprobe says).
         only(f) picks what a narrower scan finds (a slot's functions and what is below)."""
         back = [f for f in self.removed if only is None or only(f)]
         if not back:
             return
         self.removed = [f for f in self.removed if f not in back]
+        new = {}                # old pci_dev -> the one the scan allocates (hotplug.rescanned)
         with self.batch():
-            for f in sorted(back, key=lambda f: f.bdf):
-                self.add_function(f)
-            for f in sorted(back, key=lambda f: f.bdf):
+            for f in sorted(back, key=lambda f: f.bdf):     # bridges before what sits below them
+                new[f] = hotplug.rescanned(f, new.get(f.parent, f.parent))
+                self.add_function(new[f])
+            for slot in self.slots:
+                slot.port = new.get(slot.port, slot.port)
+            for f in new.values():
                 binding.device_attach(self, f)
-            self.changed(*back)
+            self.changed(*new.values())
 
     def _below(self, dev: PciFunction) -> list[PciFunction]:
         out = []

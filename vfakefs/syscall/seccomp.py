@@ -13,7 +13,8 @@ cost of one BPF program per system call):
 - init_module, finit_module, delete_module: the simulated kernel's modules (modules.py);
 - socket(AF_NETLINK, *, NETLINK_KOBJECT_UEVENT), and read, recvfrom, recvmsg, bind,
   getsockname, getsockopt, setsockopt on fds from fd_base up: the simulated kernel's
-  uevents (uevent_sock.py), in fds the daemon places there (netlink_fd_base()).
+  uevents (uevent_sock.py), in fds the daemon places there (netlink_fd_base());
+- syslog (klogctl): the simulated kernel's log, never the host's (model/syslog.py).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ NR_init_module, NR_delete_module, NR_finit_module = 175, 176, 313
 NR_read, NR_socket, NR_recvfrom, NR_recvmsg, NR_bind, NR_getsockname = 0, 41, 45, 47, 49, 51
 NR_setsockopt, NR_getsockopt = 54, 55
 AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15
+NR_syslog = 103
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 SECCOMP_SET_MODE_FILTER = 1
@@ -116,6 +118,7 @@ def filter_program(fd_base: int | None = None) -> bytes:
         (_JEQ, "notify", 0, NR_init_module),
         (_JEQ, "notify", 0, NR_finit_module),
         (_JEQ, "notify", 0, NR_delete_module),
+        (_JEQ, "notify", 0, NR_syslog),
         (_JEQ, "ioctl", 0, NR_ioctl),
         (_JEQ, "offset", 0, NR_pread64),
         (_JEQ, "offset", "allow", NR_pwrite64),

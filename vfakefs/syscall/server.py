@@ -14,11 +14,14 @@ import os
 import select
 import socket
 import struct
+import weakref
 
 import outcome
 import trio
 
+from vfakefs.model import syslog
 from vfakefs.model.errors import SysfsError
+from vfakefs.model.syslog import Syslog
 from vfakefs.syscall import netmirror, netns, seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.modules import CAP_SYSLOG, ModuleCalls, capable
@@ -47,6 +50,19 @@ def _off(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
+CAP_SYS_ADMIN, CAP_SYSLOG = 21, 34
+
+
+def _may_syslog(tid: int) -> bool:
+    """check_syslog_permissions(): CAP_SYSLOG, or CAP_SYS_ADMIN (the kernel warns once)."""
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(eff & (1 << CAP_SYSLOG | 1 << CAP_SYS_ADMIN))
+
+
 class Later:
     """A call answered from a task of its own, once work() (async) has run: for calls
     whose answer needs our own mount, which this loop must go on serving meanwhile."""
@@ -59,6 +75,8 @@ class Later:
 class SyscallServer:
     def __init__(self, host, sockpath: str):
         self.sockpath = sockpath
+        self.host = host
+        self._syslogs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # KernelLog -> Syslog
         self.files = Files()
         self.vfio = Vfio(host, self.files)
         self.modules = ModuleCalls(host)
@@ -252,6 +270,8 @@ class SyscallServer:
             return self._statfs(n)
         if n.nr in (seccomp.NR_init_module, seccomp.NR_finit_module, seccomp.NR_delete_module):
             return self._module_call(n)
+        if n.nr == seccomp.NR_syslog:
+            return self._syslog(n)
         if n.nr in (seccomp.NR_pread64, seccomp.NR_pwrite64):
             f = self.files.of(n.tid, _int(a[0]))
             if f is None:
@@ -337,6 +357,21 @@ class SyscallServer:
             mem.write(a[1], statfs.statfs(kind))
             return 0
         return Later(looked_up)
+
+    def _syslog(self, n: seccomp.Notification) -> int:
+        """syslog(type, bufp, len) answered from the simulated log (model/syslog.py)."""
+        action, bufp, length = _int(n.args[0]), n.args[1], _int(n.args[2])
+        log = self.host.machine.kmsg
+        sl = self._syslogs.get(log)
+        if sl is None:
+            sl = self._syslogs[log] = Syslog(log)
+        if action in (syslog.READ, syslog.READ_ALL, syslog.READ_CLEAR) and not bufp and length:
+            raise SysfsError(errno.EINVAL)
+        out = sl.call(action, length, _may_syslog(n.tid))
+        if isinstance(out, bytes):
+            ProcMemory(n.tid).write(bufp, out)
+            return len(out)
+        return out
 
     @staticmethod
     def _resolve(tid: int, dirfd: int, path: str) -> str | None:

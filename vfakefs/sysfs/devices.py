@@ -66,12 +66,24 @@ def iommu_dir_entries(v, unit):
     return dmar_entries(v, unit)
 
 
+def root_companion(v, domain: int) -> str | None:
+    """The host bridge's ACPI node (acpi_pci_root's PNP0A08): the one the root bus's functions'
+    companions sit under, as acpi_pci_find_companion() looks below the bus bridge's companion."""
+    for f in v.m.children(None):
+        if f.bdf.domain == domain and f.firmware_node:
+            return f.firmware_node.rpartition("/")[0] or None
+    return None
+
+
 def host_bridge_entries(v, domain: int) -> dict:
     out = {f.name: Dir(lambda f=f: device_entries(v, f)) for f in v.m.children(None) if f.bdf.domain == domain}
     out["pci_bus"] = Dir(lambda: {"%04x:00" % domain: Dir(lambda: pci_bus_dir(v, None, domain))})
     for name in v.m.root_dirs:
         out[name] = Dir({"power": Dir({})})
     out["power"] = Dir({})
+    node = root_companion(v, domain)
+    if node:
+        out["firmware_node"] = Link(rel(v.root_path(domain), f"devices/{node}"))
     out["uevent"] = Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)
     out["waiting_for_supplier"] = Attr("waiting_for_supplier", lambda o: "0\n").bind(None)
     return out

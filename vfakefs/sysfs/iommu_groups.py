@@ -31,4 +31,6 @@ def group_entries(v, group) -> dict:
 
 
 def groups_entries(v) -> dict:
+    if not v.m.iommu_on:
+        return {}
     return {str(gid): Dir(lambda g=g: group_entries(v, g)) for gid, g in v.m.groups.by_id.items()}

@@ -61,11 +61,11 @@ class View:
                 "vfakefs": Dir(lambda: {**vfakefs_debugfs.vfakefs_entries(self), **kmsg.debug_entries(self)})}
 
     def sys_entries(self) -> dict:
+        # iommu_init() makes the iommu_groups kset at core_initcall: empty without an IOMMU
         kernel = {"debug": Dir(self.debug_entries, 0o700),
+                  "iommu_groups": Dir(lambda: iommu_groups.groups_entries(self)),
                   # kobject_uevent.c's uevent_seqnum: the last SEQNUM sent (ksysfs.c, 0444)
                   "uevent_seqnum": Attr("uevent_seqnum", lambda v: "%d\n" % v.m.uevents.seqnum).bind(self)}
-        if self.m.iommu_on:
-            kernel["iommu_groups"] = Dir(lambda: iommu_groups.groups_entries(self))
         return {
             "bus": Dir(lambda: {"pci": Dir(lambda: bus.pci_bus_entries(self)),
                                 "pci_express": Dir(lambda: bus.pci_express_entries(self)),

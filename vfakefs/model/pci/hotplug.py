@@ -7,6 +7,9 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_ERR
+from vfakefs.model.pci import config as C
+from vfakefs.model.pci.iov import Sriov
+from vfakefs.model.pci.pci import PciFunction
 
 
 def set_power(m, slot, value: int) -> None:
@@ -43,3 +46,42 @@ def _in_slot(slot, f) -> bool:
             return True
         f = f.physfn if f.is_virtfn else f.parent
     return False
+
+
+def rescanned(old, parent):
+    """pci_scan_single_device() on hardware a `remove` left behind: a new struct pci_dev
+    (pci_stop_and_remove_bus_device freed the old one). What the device and firmware hold
+    carries over: identity; the config space as software left it (remove neither resets
+    nor powers the function off: the driver's pci_disable_device cleared Bus Master,
+    memory decoding stays on, pci_stop_dev turned PME off); BARs and windows as assigned;
+    the INTx line, the ACPI companion, _PXM's numa node; a recorded machine's vectors.
+    Everything that lived in struct pci_dev and struct device starts over from the
+    defaults: driver_override, enable_cnt, the sysfs knobs, reset_method, the DMA mask
+    (32 bits until a driver sets one: pci_setup_device), SR-IOV's drivers_autoprobe and
+    driver_max_VFs. Drivers' dynamic ids are the drivers' and stay."""
+    f = PciFunction(
+        bdf=old.bdf, kind=old.kind, vendor=old.vendor, device=old.device, class_code=old.class_code,
+        config=old.config, parent=parent, subsystem_vendor=old.subsystem_vendor,
+        subsystem_device=old.subsystem_device, revision=old.revision, multifunction=old.multifunction,
+        bars=list(old.bars), rom=old.rom, windows=list(old.windows),
+        irq=old.irq if old.intx_irq is None else old.intx_irq,
+        numa_node=old.numa_node, pinned_group=old.pinned_group, secondary=old.secondary,
+        subordinate=old.subordinate, firmware_node=old.firmware_node, reset_methods=old.reset_supported,
+        aspm=old.aspm, slot=old.slot, extra_dirs=old.extra_dirs, rmrrs=old.rmrrs, rom_image=old.rom_image)
+    if not old.msi_names:        # vectors a recorded topology declares (base/irqs.py), not allocated ones
+        f.msi_irqs = list(old.msi_irqs)
+    # pci_msi_init / pci_msix_init: a new pci_dev starts with MSI and MSI-X disabled
+    cfg = f.config
+    for cap, bit in ((C.CAP_MSI, 0x0001), (C.CAP_MSIX, 0x8000)):     # the Enable bits
+        pos = f.caps.get(cap)
+        if pos is not None and cfg.r16(pos + 2) & bit:
+            cfg.w16(pos + 2, cfg.r16(pos + 2) & ~bit)
+    pm = f.caps.get(C.CAP_PM)
+    if pm is not None and f.pme_support:
+        # pci_stop_dev -> pci_pme_active(dev, false): PME_En off, PME_Status written 1 (cleared)
+        cfg.w16(pm + 4, cfg.r16(pm + 4) & ~0x8100)
+    if old.sriov is not None:
+        s = old.sriov
+        f.sriov = Sriov(f, s.pos, s.vf_driver, list(s.vf_bars))
+        f.sriov.vf_config, f.sriov.vf_probe_fails_after = s.vf_config, s.vf_probe_fails_after
+    return f
