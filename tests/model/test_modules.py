@@ -167,3 +167,19 @@ def test_e1000_probe_fails_on_82574l():
     binding.drivers_probe(m, E1000E_DEV)
     assert dev.driver is None
     m.check()
+
+
+def test_e1000e_comes_and_goes_with_its_module():
+    m = topology.load("qemu-ref")
+    dev = m.lookup(E1000E_DEV)
+    m.modules.unload("e1000e")
+    assert "e1000e" not in m.drivers and dev.driver is None and dev.netdevs == []
+    before = len(m.kmsg.records)
+    m.modules.load("e1000e")
+    lines = new_lines(m, before)
+    assert lines[:2] == ["e1000e: Intel(R) PRO/1000 Network Driver",
+                         "e1000e: Copyright(c) 1999 - 2015 Intel Corporation."]
+    assert dev.driver is m.drivers["e1000e"] and [nd.mac for nd in dev.netdevs] == ["52:54:00:12:34:56"]
+    assert list(m.drivers)[-1] == "e1000e"                 # registered last: bus order
+    assert m.modules.newest_first()[0].name == "e1000e"
+    m.check()

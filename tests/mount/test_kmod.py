@@ -74,6 +74,16 @@ def test_proc_modules_and_lsmod_are_the_reference_kernels(qemu):
     assert r.stdout == want                                    # read as root: with addresses
     r = in_run(qemu.path, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "cat", "/proc/modules")
     assert r.stdout.splitlines()[0] == "virtio_net 73728 0 - Live 0x0000000000000000"
+    r = py(qemu.path, """
+        import errno
+        try:
+            open("/proc/modules", "w")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+    """)
+    assert r.stdout == "EACCES\n", r.stderr
+    st = os.stat(qemu.path / "proc/modules")
+    assert (oct(st.st_mode & 0o777), st.st_size) == ("0o444", 0)
     r = in_run(qemu.path, client("lsmod"))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
