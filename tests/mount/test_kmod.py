@@ -231,3 +231,31 @@ def test_e1000_override_on_an_82574l_fails_its_probe(qemu):
     tail = [line.split("] ", 1)[1] for line in r.stdout.splitlines()]
     assert tail == [f"e1000 {E1000E_DEV} (unnamed net_device) (uninitialized): Unknown MAC Type",
                     f"e1000: probe of {E1000E_DEV} failed with error -5"], r.stdout
+
+
+def test_modprobe_pci_stub_ids_and_modprobe_r(qemu, tmp_path):
+    """modprobe against a module tree depmod indexed (here a private one, -d/-S, with the
+    pci-stub object alone; the simulated /lib/modules is the namespace's own elsewhere)."""
+    host = host_modules()
+    rel = "6.1.0-56-amd64"
+    kdir = tmp_path / f"root/lib/modules/{rel}/kernel/drivers/pci"
+    kdir.mkdir(parents=True)
+    src = tmp_path / "s.c"
+    src.write_text('__attribute__((section(".modinfo"), used)) static const char l[] = "license=GPL";\n'
+                   '__attribute__((section(".modinfo"), used)) static const char n[] = "name=pci_stub";\n'
+                   '__attribute__((section(".modinfo"), used)) static const char d[] = "depends=";\n')
+    subprocess.run(["gcc", "-c", "-o", str(kdir / "pci-stub.ko"), str(src)], check=True)
+    subprocess.run([client("depmod"), "-b", str(tmp_path / "root"), rel], check=True, capture_output=True)
+    modprobe = [client("modprobe"), "-d", str(tmp_path / "root"), "-S", rel]
+    (qemu.pci / f"devices/{E1000E_DEV}/driver/unbind").write_text(E1000E_DEV)
+    r = in_run(qemu.path, *modprobe, "pci-stub", "ids=8086:10d3")
+    assert r.returncode == 0, r.stderr
+    assert os.readlink(qemu.pci / f"devices/{E1000E_DEV}/driver").endswith("/pci-stub")
+    assert qemu.read(qemu.sys / "module/pci_stub/initstate") == "live\n"
+    r = in_run(qemu.path, *modprobe, "pci-stub")                   # loaded: nothing to do
+    assert r.returncode == 0, r.stderr
+    r = in_run(qemu.path, *modprobe, "-r", "pci-stub")
+    assert r.returncode == 0, r.stderr
+    assert not (qemu.pci / "drivers/pci-stub").exists() and not (qemu.sys / "module/pci_stub").exists()
+    assert not (qemu.pci / f"devices/{E1000E_DEV}/driver").exists()
+    assert host_modules() == host
