@@ -107,20 +107,22 @@ def test_unload_refusals_change_nothing():
 
 def test_vfio_device_fd_holds_vfio_pci():
     m = group42_machine()
+    assert m.modules.refcnt("vfio") == 3                    # vfio_pci, vfio_pci_core, type1
     c = VfioContainer(m)
     g = VfioGroup.open(m, 42)
+    assert m.modules.refcnt("vfio") == 4                    # the group file's fops
     g.set_container(c)
     c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
     assert m.modules.refcnt("vfio_iommu_type1") == 1        # the container's backend
     vd = g.get_device_fd(GPU)
-    assert m.modules.refcnt("vfio_pci") == 1
+    assert m.modules.refcnt("vfio_pci") == 1 and m.modules.refcnt("vfio") == 5
     snap = state(m)
     assert errno_of(m.modules.unload, "vfio_pci") == errno.EWOULDBLOCK
     assert state(m) == snap
     vd.close()
     assert m.modules.refcnt("vfio_pci") == 0
     g.close()
-    assert m.modules.refcnt("vfio_iommu_type1") == 0
+    assert m.modules.refcnt("vfio_iommu_type1") == 0 and m.modules.refcnt("vfio") == 3
     m.modules.unload("vfio_pci")
     assert "vfio-pci" not in m.drivers
     assert m.lookup(GPU).driver is None and m.lookup(AUDIO).driver is None

@@ -57,6 +57,16 @@ def test_parameter_stores_parse_as_the_set_op(qemu):
     assert show(qemu, f"{p}/shutdown_timeout") == "5\n"
     store(qemu, f"{p}/shutdown_timeout", "0x10\n")
     assert show(qemu, f"{p}/shutdown_timeout") == "16\n"
+    for bad in ("1\n", "4096\n", "x\n"):                                 # io_queue_depth_set: 2..4095
+        with pytest.raises(SysfsError) as e:
+            store(qemu, "sys/module/nvme/parameters/io_queue_depth", bad)
+        assert e.value.errno == errno.EINVAL
+    store(qemu, "sys/module/nvme/parameters/io_queue_depth", "64\n")
+    assert show(qemu, "sys/module/nvme/parameters/io_queue_depth") == "64\n"
+    with pytest.raises(SysfsError):
+        store(qemu, "sys/module/nvme_core/parameters/iopolicy", "fastest\n")
+    store(qemu, "sys/module/nvme_core/parameters/iopolicy", "round-robin\n")
+    assert show(qemu, "sys/module/nvme_core/parameters/iopolicy") == "round-robin\n"
     store(qemu, "sys/module/vfio_pci/parameters/enable_sriov", "1\n")
     assert qemu.m.vfio_enable_sriov
 

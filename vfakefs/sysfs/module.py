@@ -46,7 +46,7 @@ def _param_attr(m, module: str, p) -> Attr:
         return show_value(p, m.modules.param(module, p.name))
 
     def store(_, text: str) -> None:
-        m.module_params[(module, p.name)] = parse_value(p, text)   # param_attr_store: the set op's errno
+        m.module_params[(module, p.name)] = parse_value(p, text, module)   # param_attr_store: the set op's errno
     return Attr(p.name, show, store if p.mode & 0o222 else None, p.mode)
 
 

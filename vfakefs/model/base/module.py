@@ -75,7 +75,7 @@ class Modules:
         p = info.param(name) if info is not None else None
         if p is None or p.default is None:
             return None
-        return parse_value(p, p.default)
+        return parse_value(p, p.default, module)
 
     def proc_text(self, show_addresses: bool) -> str:
         """/proc/modules (kernel/module/procfs.c m_show): one line per module, newest first:
