@@ -185,3 +185,16 @@ def test_e1000e_comes_and_goes_with_its_module():
     assert list(m.drivers)[-1] == "e1000e"                 # registered last: bus order
     assert m.modules.newest_first()[0].name == "e1000e"
     m.check()
+
+
+def test_a_driver_in_use_is_loaded_even_when_not_a_boot_driver():
+    """lpc_ich is not loaded by default; a topology that binds a function to it loads its module."""
+    m = topology.load("seed-vtd")
+    assert "lpc_ich" not in m.drivers and "lpc_ich" not in m.modules
+    m = topology.from_text(
+        '[[device]]\nbdf = "0000:00:00.0"\nkind = "host_bridge"\nvendor = 0x8086\ndevice = 0x29c0\nclass = 0x060000\n'
+        '[[device]]\nbdf = "0000:00:1f.0"\nkind = "endpoint"\nvendor = 0x8086\ndevice = 0x2918\nclass = 0x060100\n'
+        'driver = "lpc_ich"\n', "t.toml")
+    assert m.lookup("0000:00:1f.0").driver is m.drivers["lpc_ich"]
+    assert "lpc_ich" in m.modules and "pci_stub" in m.modules      # and the boot set beside it
+    m.check()

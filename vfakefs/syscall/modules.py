@@ -119,9 +119,9 @@ class ModuleCalls:
         except OSError:
             os.close(mine)
             raise SysfsError(errno.EBADF) from None
-        if fl is not None and fl & os.O_ACCMODE == os.O_WRONLY:
+        if fl is not None and (fl & os.O_ACCMODE == os.O_WRONLY or fl & os.O_PATH):
             os.close(mine)
-            raise SysfsError(errno.EBADF)          # kernel_read_file: FMODE_READ
+            raise SysfsError(errno.EBADF)          # fdget() skips O_PATH files; kernel_read_file: FMODE_READ
         if not stat.S_ISREG(st.st_mode) or st.st_size <= 0:
             os.close(mine)
             raise SysfsError(errno.EINVAL)
