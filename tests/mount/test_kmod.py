@@ -246,6 +246,7 @@ def test_modprobe_pci_stub_ids_and_modprobe_r(qemu, tmp_path):
                    '__attribute__((section(".modinfo"), used)) static const char n[] = "name=pci_stub";\n'
                    '__attribute__((section(".modinfo"), used)) static const char d[] = "depends=";\n')
     subprocess.run(["gcc", "-c", "-o", str(kdir / "pci-stub.ko"), str(src)], check=True)
+    (kdir.parents[2] / "modules.builtin").write_text("kernel/drivers/pci/hotplug/acpiphp.ko\n")
     subprocess.run([client("depmod"), "-b", str(tmp_path / "root"), rel], check=True, capture_output=True)
     modprobe = [client("modprobe"), "-d", str(tmp_path / "root"), "-S", rel]
     (qemu.pci / f"devices/{E1000E_DEV}/driver/unbind").write_text(E1000E_DEV)
@@ -257,6 +258,9 @@ def test_modprobe_pci_stub_ids_and_modprobe_r(qemu, tmp_path):
     assert r.returncode == 0, r.stderr
     r = in_run(qemu.path, *modprobe, "-r", "pci-stub")
     assert r.returncode == 0, r.stderr
+    r = in_run(qemu.path, *modprobe, "-r", "acpiphp")               # built in: no delete_module at all
+    assert r.returncode == 1 and "Module acpiphp is builtin" in r.stderr, r.stderr
+    assert (qemu.sys / "module/acpiphp/parameters/disable").exists()
     assert not (qemu.pci / "drivers/pci-stub").exists() and not (qemu.sys / "module/pci_stub").exists()
     assert not (qemu.pci / f"devices/{E1000E_DEV}/driver").exists()
     assert host_modules() == host
