@@ -198,3 +198,18 @@ def test_a_driver_in_use_is_loaded_even_when_not_a_boot_driver():
     assert m.lookup("0000:00:1f.0").driver is m.drivers["lpc_ich"]
     assert "lpc_ich" in m.modules and "pci_stub" in m.modules      # and the boot set beside it
     m.check()
+
+
+def test_command_line_module_parameters():
+    """`module.param=value` on the command line: built-in modules take it at boot, modules
+    loaded at boot take it from modprobe; values their type refuses are left out."""
+    text = ('[[device]]\nbdf = "0000:00:00.0"\nkind = "host_bridge"\nvendor = 0x8086\ndevice = 0x29c0\n'
+            'class = 0x060000\n')
+    m = topology.from_text('cmdline = "intel_iommu=on pciehp.pciehp_poll_mode=1 vfio-pci.enable_sriov '
+                           'vfio_iommu_type1.dma_entry_limit=x nvme_core.io_timeout=90 lpc_ich.x=1"\n' + text, "t.toml")
+    assert m.modules.param("pciehp", "pciehp_poll_mode") is True
+    assert m.vfio_enable_sriov
+    assert m.modules.param("vfio_iommu_type1", "dma_entry_limit") == 65535
+    assert m.modules.param("nvme_core", "io_timeout") == 90
+    assert ("lpc_ich", "x") not in m.module_params
+    assert topology.load("qemu-ref").module_params == {}

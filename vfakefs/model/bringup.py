@@ -66,7 +66,7 @@ def boot(topo: Topology) -> Machine:
     _functions(m, topo.order, d.get("slot_module", "pciehp"))
     for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
         obj.machine = m
-    m.modules.boot(boot_plan(m, m.recorded.get("modules", {}).get("loaded")))   # what the registered drivers need
+    m.modules.boot(boot_plan(m, m.recorded.get("modules", {}).get("loaded")), cmdline)   # what the registered drivers need
     for s in specs:
         f = m.by_bdf[s["bdf"]]
         if s["driver"]:
