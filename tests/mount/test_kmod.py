@@ -155,6 +155,8 @@ def test_module_calls_errnos_and_nothing_changes(qemu, stub_ko):
         print(errno.errorcode[delete_module("no_such")])
         print(errno.errorcode[init_module(b"not an elf object at all, but long enough to be read......")])
         print(errno.errorcode[init_module(open("{stub_ko}", "rb").read()[:40])])
+        print(errno.errorcode[call(175, ctypes.c_char_p(b"x" * 64), ctypes.c_ulong(1 << 40), ctypes.c_char_p(b""))])
+        print(errno.errorcode[call(175, ctypes.c_void_p(8), ctypes.c_ulong(4096), ctypes.c_char_p(b""))])
         fd = os.open("{stub_ko}", os.O_RDONLY)
         print(errno.errorcode[finit_module(fd, "", 8)])
         print(errno.errorcode[finit_module(999)])
@@ -166,7 +168,7 @@ def test_module_calls_errnos_and_nothing_changes(qemu, stub_ko):
         print(errno.errorcode[finit_module(os.open("{stub_ko}", os.O_PATH))])
     """)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["EAGAIN", "EAGAIN", "ENOENT", "ENOENT", "ENOEXEC", "ENOEXEC", "EINVAL", "EBADF",
+    assert r.stdout.split() == ["EAGAIN", "EAGAIN", "ENOENT", "ENOENT", "ENOEXEC", "ENOEXEC", "ENOMEM", "EFAULT", "EINVAL", "EBADF",
                                 "ENOSPC", "EBADF", "EINVAL", "EBADF"]
     assert qemu.read(qemu.path / "proc/modules") == before
     assert sorted(os.listdir(qemu.pci / "drivers")) == drivers
