@@ -107,20 +107,22 @@ def test_unload_refusals_change_nothing():
 
 def test_vfio_device_fd_holds_vfio_pci():
     m = group42_machine()
+    assert m.modules.refcnt("vfio") == 3                    # vfio_pci, vfio_pci_core, type1
     c = VfioContainer(m)
     g = VfioGroup.open(m, 42)
+    assert m.modules.refcnt("vfio") == 4                    # the group file's fops
     g.set_container(c)
     c.set_iommu(type1.VFIO_TYPE1v2_IOMMU)
     assert m.modules.refcnt("vfio_iommu_type1") == 1        # the container's backend
     vd = g.get_device_fd(GPU)
-    assert m.modules.refcnt("vfio_pci") == 1
+    assert m.modules.refcnt("vfio_pci") == 1 and m.modules.refcnt("vfio") == 5
     snap = state(m)
     assert errno_of(m.modules.unload, "vfio_pci") == errno.EWOULDBLOCK
     assert state(m) == snap
     vd.close()
     assert m.modules.refcnt("vfio_pci") == 0
     g.close()
-    assert m.modules.refcnt("vfio_iommu_type1") == 0
+    assert m.modules.refcnt("vfio_iommu_type1") == 0 and m.modules.refcnt("vfio") == 3
     m.modules.unload("vfio_pci")
     assert "vfio-pci" not in m.drivers
     assert m.lookup(GPU).driver is None and m.lookup(AUDIO).driver is None
@@ -167,3 +169,47 @@ def test_e1000_probe_fails_on_82574l():
     binding.drivers_probe(m, E1000E_DEV)
     assert dev.driver is None
     m.check()
+
+
+def test_e1000e_comes_and_goes_with_its_module():
+    m = topology.load("qemu-ref")
+    dev = m.lookup(E1000E_DEV)
+    m.modules.unload("e1000e")
+    assert "e1000e" not in m.drivers and dev.driver is None and dev.netdevs == []
+    before = len(m.kmsg.records)
+    m.modules.load("e1000e")
+    lines = new_lines(m, before)
+    assert lines[:2] == ["e1000e: Intel(R) PRO/1000 Network Driver",
+                         "e1000e: Copyright(c) 1999 - 2015 Intel Corporation."]
+    assert dev.driver is m.drivers["e1000e"] and [nd.mac for nd in dev.netdevs] == ["52:54:00:12:34:56"]
+    assert list(m.drivers)[-1] == "e1000e"                 # registered last: bus order
+    assert m.modules.newest_first()[0].name == "e1000e"
+    m.check()
+
+
+def test_a_driver_in_use_is_loaded_even_when_not_a_boot_driver():
+    """lpc_ich is not loaded by default; a topology that binds a function to it loads its module."""
+    m = topology.load("seed-vtd")
+    assert "lpc_ich" not in m.drivers and "lpc_ich" not in m.modules
+    m = topology.from_text(
+        '[[device]]\nbdf = "0000:00:00.0"\nkind = "host_bridge"\nvendor = 0x8086\ndevice = 0x29c0\nclass = 0x060000\n'
+        '[[device]]\nbdf = "0000:00:1f.0"\nkind = "endpoint"\nvendor = 0x8086\ndevice = 0x2918\nclass = 0x060100\n'
+        'driver = "lpc_ich"\n', "t.toml")
+    assert m.lookup("0000:00:1f.0").driver is m.drivers["lpc_ich"]
+    assert "lpc_ich" in m.modules and "pci_stub" in m.modules      # and the boot set beside it
+    m.check()
+
+
+def test_command_line_module_parameters():
+    """`module.param=value` on the command line: built-in modules take it at boot, modules
+    loaded at boot take it from modprobe; values their type refuses are left out."""
+    text = ('[[device]]\nbdf = "0000:00:00.0"\nkind = "host_bridge"\nvendor = 0x8086\ndevice = 0x29c0\n'
+            'class = 0x060000\n')
+    m = topology.from_text('cmdline = "intel_iommu=on pciehp.pciehp_poll_mode=1 vfio-pci.enable_sriov '
+                           'vfio_iommu_type1.dma_entry_limit=x nvme_core.io_timeout=90 lpc_ich.x=1"\n' + text, "t.toml")
+    assert m.modules.param("pciehp", "pciehp_poll_mode") is True
+    assert m.vfio_enable_sriov
+    assert m.modules.param("vfio_iommu_type1", "dma_entry_limit") == 65535
+    assert m.modules.param("nvme_core", "io_timeout") == 90
+    assert ("lpc_ich", "x") not in m.module_params
+    assert topology.load("qemu-ref").module_params == {}

@@ -74,6 +74,16 @@ def test_proc_modules_and_lsmod_are_the_reference_kernels(qemu):
     assert r.stdout == want                                    # read as root: with addresses
     r = in_run(qemu.path, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "cat", "/proc/modules")
     assert r.stdout.splitlines()[0] == "virtio_net 73728 0 - Live 0x0000000000000000"
+    r = py(qemu.path, """
+        import errno
+        try:
+            open("/proc/modules", "w")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+    """)
+    assert r.stdout == "EACCES\n", r.stderr
+    st = os.stat(qemu.path / "proc/modules")
+    assert (oct(st.st_mode & 0o777), st.st_size) == ("0o444", 0)
     r = in_run(qemu.path, client("lsmod"))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -145,6 +155,8 @@ def test_module_calls_errnos_and_nothing_changes(qemu, stub_ko):
         print(errno.errorcode[delete_module("no_such")])
         print(errno.errorcode[init_module(b"not an elf object at all, but long enough to be read......")])
         print(errno.errorcode[init_module(open("{stub_ko}", "rb").read()[:40])])
+        print(errno.errorcode[call(175, ctypes.c_char_p(b"x" * 64), ctypes.c_ulong(1 << 40), ctypes.c_char_p(b""))])
+        print(errno.errorcode[call(175, ctypes.c_void_p(8), ctypes.c_ulong(4096), ctypes.c_char_p(b""))])
         fd = os.open("{stub_ko}", os.O_RDONLY)
         print(errno.errorcode[finit_module(fd, "", 8)])
         print(errno.errorcode[finit_module(999)])
@@ -153,10 +165,11 @@ def test_module_calls_errnos_and_nothing_changes(qemu, stub_ko):
         print(errno.errorcode[finit_module(w)])
         d = os.open("/", os.O_RDONLY)
         print(errno.errorcode[finit_module(d)])
+        print(errno.errorcode[finit_module(os.open("{stub_ko}", os.O_PATH))])
     """)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["EAGAIN", "EAGAIN", "ENOENT", "ENOENT", "ENOEXEC", "ENOEXEC", "EINVAL", "EBADF",
-                                "ENOSPC", "EBADF", "EINVAL"]
+    assert r.stdout.split() == ["EAGAIN", "EAGAIN", "ENOENT", "ENOENT", "ENOEXEC", "ENOEXEC", "ENOMEM", "EFAULT", "EINVAL", "EBADF",
+                                "ENOSPC", "EBADF", "EINVAL", "EBADF"]
     assert qemu.read(qemu.path / "proc/modules") == before
     assert sorted(os.listdir(qemu.pci / "drivers")) == drivers
     r = in_run(qemu.path, client("rmmod"), "nvme_core")
@@ -221,3 +234,35 @@ def test_e1000_override_on_an_82574l_fails_its_probe(qemu):
     tail = [line.split("] ", 1)[1] for line in r.stdout.splitlines()]
     assert tail == [f"e1000 {E1000E_DEV} (unnamed net_device) (uninitialized): Unknown MAC Type",
                     f"e1000: probe of {E1000E_DEV} failed with error -5"], r.stdout
+
+
+def test_modprobe_pci_stub_ids_and_modprobe_r(qemu, tmp_path):
+    """modprobe against a module tree depmod indexed (here a private one, -d/-S, with the
+    pci-stub object alone; the simulated /lib/modules is the namespace's own elsewhere)."""
+    host = host_modules()
+    rel = "6.1.0-56-amd64"
+    kdir = tmp_path / f"root/lib/modules/{rel}/kernel/drivers/pci"
+    kdir.mkdir(parents=True)
+    src = tmp_path / "s.c"
+    src.write_text('__attribute__((section(".modinfo"), used)) static const char l[] = "license=GPL";\n'
+                   '__attribute__((section(".modinfo"), used)) static const char n[] = "name=pci_stub";\n'
+                   '__attribute__((section(".modinfo"), used)) static const char d[] = "depends=";\n')
+    subprocess.run(["gcc", "-c", "-o", str(kdir / "pci-stub.ko"), str(src)], check=True)
+    (kdir.parents[2] / "modules.builtin").write_text("kernel/drivers/pci/hotplug/acpiphp.ko\n")
+    subprocess.run([client("depmod"), "-b", str(tmp_path / "root"), rel], check=True, capture_output=True)
+    modprobe = [client("modprobe"), "-d", str(tmp_path / "root"), "-S", rel]
+    (qemu.pci / f"devices/{E1000E_DEV}/driver/unbind").write_text(E1000E_DEV)
+    r = in_run(qemu.path, *modprobe, "pci-stub", "ids=8086:10d3")
+    assert r.returncode == 0, r.stderr
+    assert os.readlink(qemu.pci / f"devices/{E1000E_DEV}/driver").endswith("/pci-stub")
+    assert qemu.read(qemu.sys / "module/pci_stub/initstate") == "live\n"
+    r = in_run(qemu.path, *modprobe, "pci-stub")                   # loaded: nothing to do
+    assert r.returncode == 0, r.stderr
+    r = in_run(qemu.path, *modprobe, "-r", "pci-stub")
+    assert r.returncode == 0, r.stderr
+    r = in_run(qemu.path, *modprobe, "-r", "acpiphp")               # built in: no delete_module at all
+    assert r.returncode == 1 and "Module acpiphp is builtin" in r.stderr, r.stderr
+    assert (qemu.sys / "module/acpiphp/parameters/disable").exists()
+    assert not (qemu.pci / "drivers/pci-stub").exists() and not (qemu.sys / "module/pci_stub").exists()
+    assert not (qemu.pci / f"devices/{E1000E_DEV}/driver").exists()
+    assert host_modules() == host

@@ -39,11 +39,11 @@ def boot(topo: Topology) -> Machine:
     for name in d.get("drivers", []):
         drivers.setdefault(name, Driver(name))
     specs = topo.specs
-    if "drivers" in d:   # the topology names the loaded drivers: register those and the ones in use
-        used = {s["driver"] for s in specs} | {(s.get("sriov") or {}).get("vf_driver") for s in specs}
-        drivers = {n: drv for n, drv in drivers.items() if n in used or n in d["drivers"]}
-    else:
-        drivers = {n: drv for n, drv in drivers.items() if drv.boot}
+    used = {s["driver"] for s in specs} | {(s.get("sriov") or {}).get("vf_driver") for s in specs}
+    # the topology names the loaded drivers (register those and the ones in use), or the
+    # catalogue's boot set is loaded
+    wanted = (lambda n, drv: n in d["drivers"]) if "drivers" in d else (lambda n, drv: drv.boot)
+    drivers = {n: drv for n, drv in drivers.items() if n in used or wanted(n, drv)}
     intel = iommu_spec.get("type", "intel") == "intel"
     iommu_on = intel and "intel_iommu=off" not in cmdline.split()
     dmar = []
@@ -70,7 +70,7 @@ def boot(topo: Topology) -> Machine:
     _functions(m, topo.order, d.get("slot_module", "pciehp"))
     for obj in list(m.functions) + list(m.drivers.values()) + m.dmar:
         obj.machine = m
-    m.modules.boot(boot_plan(m, m.recorded.get("modules", {}).get("loaded")))   # what the registered drivers need
+    m.modules.boot(boot_plan(m, m.recorded.get("modules", {}).get("loaded")), cmdline)   # what the registered drivers need
     for s in specs:
         f = m.by_bdf[s["bdf"]]
         if s["driver"]:

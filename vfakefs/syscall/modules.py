@@ -27,6 +27,7 @@ MODULE_NAME_LEN = 56                       # MAX_PARAM_PREFIX_LEN: 64 - sizeof(u
 # finit_module flags (include/uapi/linux/module.h)
 MODULE_INIT_IGNORE_MODVERSIONS, MODULE_INIT_IGNORE_VERMAGIC, MODULE_INIT_COMPRESSED_FILE = 1, 2, 4
 ELF_EHDR = 64
+IMAGE_MAX = 1 << 30                        # more than any module: what vmalloc would refuse here
 
 
 def capable(tid: int, cap: int) -> bool:
@@ -96,6 +97,8 @@ class ModuleCalls:
             raise SysfsError(errno.EPERM)
         if length < ELF_EHDR:
             raise SysfsError(errno.ENOEXEC)
+        if length > IMAGE_MAX:
+            raise SysfsError(errno.ENOMEM)         # copy_module_from_user: the vmalloc fails
         mem = ProcMemory(tid)
         image = mem.read(image_ptr, length)
         args = self._args(mem, args_ptr)
@@ -119,9 +122,9 @@ class ModuleCalls:
         except OSError:
             os.close(mine)
             raise SysfsError(errno.EBADF) from None
-        if fl is not None and fl & os.O_ACCMODE == os.O_WRONLY:
+        if fl is not None and (fl & os.O_ACCMODE == os.O_WRONLY or fl & os.O_PATH):
             os.close(mine)
-            raise SysfsError(errno.EBADF)          # kernel_read_file: FMODE_READ
+            raise SysfsError(errno.EBADF)          # fdget() skips O_PATH files; kernel_read_file: FMODE_READ
         if not stat.S_ISREG(st.st_mode) or st.st_size <= 0:
             os.close(mine)
             raise SysfsError(errno.EINVAL)

@@ -321,6 +321,7 @@ class SyscallServer:
         """init_module, finit_module, delete_module: the simulated kernel's module list,
         never the host's (syscall/modules.py)."""
         a, mods = n.args, self.modules
+        self.files.closes()          # a VFIO fd the program closed before no longer holds its module
         if n.nr == seccomp.NR_init_module:
             return mods.init_module(n.tid, a[0], a[1], a[2])
         if n.nr == seccomp.NR_delete_module:

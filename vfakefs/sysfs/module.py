@@ -6,8 +6,8 @@ coresize, initsize, taint, refcnt, uevent), holders/ (a link per module using it
 drivers/ (<bus>:<driver> links, module_add_driver), parameters/ (every module_param
 with a sysfs mode), sections/ (0400: addresses only for CAP_SYSLOG) and notes/.
 A built-in module has a directory only when it has a parameter with a sysfs mode
-(param_sysfs_builtin): parameters/ and uevent, no initstate, which is how kmod tells
-"builtin" from "live". A driver's `module` link exists when its module's directory
+(param_sysfs_builtin): parameters/ and uevent, no initstate (kmod learns "builtin" from
+modules.builtin; a directory without initstate alone reads as "coming"). A driver's `module` link exists when its module's directory
 does (module_add_driver finds the kobject by name): so built-in drivers without
 parameters (pcieport, serial, 8250_*, agpgart-*) have none.
 """
@@ -46,7 +46,7 @@ def _param_attr(m, module: str, p) -> Attr:
         return show_value(p, m.modules.param(module, p.name))
 
     def store(_, text: str) -> None:
-        m.module_params[(module, p.name)] = parse_value(p, text)   # param_attr_store: the set op's errno
+        m.module_params[(module, p.name)] = parse_value(p, text, module)   # param_attr_store: the set op's errno
     return Attr(p.name, show, store if p.mode & 0o222 else None, p.mode)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 
 from vfakefs.model.errors import SysfsError
-from vfakefs.model.parse import kstrtobool, kstrtol, kstrtoul
+from vfakefs.model.parse import kstrtobool, kstrtol, kstrtoul, sysfs_streq
 
 CHARP_MAX = 1024                   # param_set_charp: "string parameter too long"
 STRING_MAX = {"ids": 1024}         # module_param_string(ids, ids, sizeof(ids) = 1024, 0)
@@ -14,8 +14,39 @@ _INTS = {"byte": (False, 8), "short": (True, 16), "ushort": (False, 16), "int": 
          "uint": (False, 32), "long": (True, 64), "ulong": (False, 64), "ullong": (False, 64)}
 
 
-def parse_value(p, text: str | None):
+def _uint_minmax(lo: int, hi: int):
+    """param_set_uint_minmax(): kstrtouint, then EINVAL outside [lo, hi]."""
+    def parse(text: str) -> int:
+        v = kstrtoul(text, 32)
+        if not lo <= v <= hi:
+            raise SysfsError(errno.EINVAL)
+        return v
+    return parse
+
+
+def _choice(*words: str):
+    def parse(text: str) -> str:
+        for w in words:
+            if sysfs_streq(text, w):
+                return w
+        raise SysfsError(errno.EINVAL)
+    return parse
+
+
+# module_param_cb()s' own set ops, by (module, parameter): the others take any text
+CALLBACKS = {
+    ("nvme", "io_queue_depth"): _uint_minmax(2, 4095),          # io_queue_depth_set
+    ("nvme_core", "iopolicy"): _choice("numa", "round-robin"),  # nvme_set_iopolicy
+}
+
+
+def parse_value(p, text: str | None, module: str = ""):
     """param_set_<type>(val): the value, or SysfsError (EINVAL, ERANGE, ENOSPC)."""
+    cb = CALLBACKS.get((module, p.name))
+    if cb is not None:
+        if text is None:
+            raise SysfsError(errno.EINVAL)
+        return cb(text)
     t = p.type
     if t in ("bool", "invbool"):
         v = True if text is None else kstrtobool(text)     # a bare name means set
@@ -80,7 +111,7 @@ def parse_args(info, args: str, log) -> tuple[dict, list[str]]:
             unknown.append(name)
             continue
         try:
-            values[p.name] = parse_value(p, value)
+            values[p.name] = parse_value(p, value, info.name)
         except SysfsError as e:
             shown = value if value is not None else ""
             why = "too large for" if e.errno == errno.ENOSPC else "invalid for"

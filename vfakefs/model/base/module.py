@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from vfakefs.model.base import module_init
 from vfakefs.model.base import modules as catalogue
-from vfakefs.model.base.modparams import parse_args, parse_value
+from vfakefs.model.base.modparams import next_arg, parse_args, parse_value
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_ERR, KERN_WARNING
 
@@ -75,7 +75,7 @@ class Modules:
         p = info.param(name) if info is not None else None
         if p is None or p.default is None:
             return None
-        return parse_value(p, p.default)
+        return parse_value(p, p.default, module)
 
     def proc_text(self, show_addresses: bool) -> str:
         """/proc/modules (kernel/module/procfs.c m_show): one line per module, newest first:
@@ -108,12 +108,24 @@ class Modules:
         return name
 
     # --- boot -------------------------------------------------------------------------------------
-    def boot(self, plan: list[tuple[str, int | None]]) -> None:
+    def boot(self, plan: list[tuple[str, int | None]], cmdline: str = "") -> None:
         """What the boot loaded, in load order ((name, address); None: the next free
-        address): the state only, no init (their drivers are the Machine's already)."""
+        address): the state only, no init (their drivers are the Machine's already).
+        The command line's `module.param=value` words set the parameters of built-in
+        modules (parse_args at boot) and of the modules loaded (modprobe reads
+        /proc/cmdline for its options); a value the type refuses is left out."""
         for name, address in plan:
             info = catalogue.modules()[name]
             self._insert(info, address)
+        for module, pname, value in cmdline_params(cmdline):
+            info = catalogue.modules().get(module)
+            p = info.param(pname) if info is not None else None
+            if p is None or not (info.builtin or module in self.loaded):
+                continue
+            try:
+                self.m.module_params[(module, p.name)] = parse_value(p, value, module)
+            except SysfsError:
+                continue
 
     def _insert(self, info: catalogue.ModuleInfo, address: int | None = None) -> Module:
         if address is None:
@@ -177,6 +189,19 @@ class Modules:
         for key in [k for k in self.m.module_params if k[0] == name]:
             del self.m.module_params[key]
         self.m.changed()
+
+
+def cmdline_params(cmdline: str) -> list[tuple[str, str, str | None]]:
+    """(module, parameter, value) for each `module.param[=value]` word (dashes and
+    underscores alike in both names, as parameq and modprobe compare them)."""
+    out, pos = [], 0
+    while True:
+        word, value, pos = next_arg(cmdline, pos)
+        if not word:
+            return out
+        module, dot, pname = word.partition(".")
+        if dot and module and pname:
+            out.append((catalogue.module_name(module), pname.replace("-", "_"), value))
 
 
 def boot_plan(m, recorded: list | None) -> list[tuple[str, int | None]]:

@@ -19,6 +19,8 @@ from vfakefs.model.vfio.device import VfioPciDevice
 from vfakefs.model.vfio import vf_token
 from vfakefs.model.vfio.type1 import blocking_domain
 
+VFIO_MODULE = "vfio"                            # the module whose file operations these are
+
 VFIO_GROUP_FLAGS_VIABLE, VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 0, 1 << 1
 STATUS_MINSZ = 8
 REQUIRE_DIRECT_WARNING = ("Firmware has requested this device have a 1:1 IOMMU mapping, rejecting configuring "
@@ -50,6 +52,7 @@ class VfioGroup:
         if group.vfio is not None:
             raise SysfsError(errno.EBUSY)
         vg = group.vfio = cls(m, group)
+        m.modules.get(VFIO_MODULE)             # vfio_group_fops.owner: the open file holds vfio
         return vg
 
     def close(self) -> None:
@@ -59,6 +62,7 @@ class VfioGroup:
         if self.container is not None:
             self._detach()
         self.group.vfio = None
+        self.m.modules.put(VFIO_MODULE)
         self.closed = True
 
     def unknown_ioctl(self) -> None:
@@ -138,6 +142,7 @@ class VfioGroup:
         fd = VfioPciDevice(self.m, dev, self)
         self.devices.append(fd)
         fd.owner = self.m.modules.get_driver(dev.driver)   # vfio_device_open: try_module_get(driver->owner)
+        self.m.modules.get(VFIO_MODULE)                    # vfio_device_fops.owner
         return fd
 
     def device_closed(self, fd: VfioPciDevice) -> None:
@@ -145,6 +150,7 @@ class VfioGroup:
         if fd in self.devices:
             self.devices.remove(fd)
             self.m.modules.put(fd.owner)
+            self.m.modules.put(VFIO_MODULE)
 
     def _match(self, name: str):
         for dev in self.group.devices:
