@@ -213,3 +213,26 @@ def test_command_line_module_parameters():
     assert m.modules.param("nvme_core", "io_timeout") == 90
     assert ("lpc_ich", "x") not in m.module_params
     assert topology.load("qemu-ref").module_params == {}
+
+
+def test_module_load_and_unload_announce_as_the_kernel_does():
+    """load_module: `add /module/e1000e` (mod_sysfs_setup) before init; the init's
+    pci_register_driver binds (the device's bind, its netdev's add) and then announces
+    the driver (bus_add_driver); unloading announces the unbinds, the driver's remove and
+    the module's remove last (free_module)."""
+    m = topology.load("qemu-ref")
+    m.modules.unload("e1000e")
+    seq = m.uevents.seqnum
+    m.modules.load("e1000e")
+    loaded = [(e.action, e.devpath.rsplit("/", 1)[-1], e.subsystem) for e in m.uevents.events if e.seqnum > seq]
+    assert loaded == [("add", "e1000e", "module"), ("add", "eth0", "net"), ("bind", E1000E_DEV, "pci"),
+                      ("add", "e1000e", "drivers")]
+    seq = m.uevents.seqnum
+    m.modules.unload("e1000e")
+    gone = [(e.action, e.devpath.rsplit("/", 1)[-1], e.subsystem) for e in m.uevents.events if e.seqnum > seq]
+    assert gone == [("remove", "eth0", "net"), ("unbind", E1000E_DEV, "pci"), ("remove", "e1000e", "drivers"),
+                    ("remove", "e1000e", "module")]
+    refused = m.uevents.seqnum
+    with pytest.raises(SysfsError):
+        m.modules.unload("e1000e")
+    assert m.uevents.seqnum == refused            # a refused call announces nothing

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
+from vfakefs.model import uevent
 from vfakefs.model.base import module_init
 from vfakefs.model.base import modules as catalogue
 from vfakefs.model.base.modparams import next_arg, parse_args, parse_value
@@ -160,6 +161,7 @@ class Modules:
         for key in unknown:
             self.m.kmsg.log(f"{name}: unknown parameter '{key}' ignored", KERN_WARNING)
         mod = self._insert(info)
+        self.m.uevent("add", uevent.Kobj(self.m, f"/module/{name}", "module"))   # mod_sysfs_setup, before init
         for pname, value in values.items():
             self.m.module_params[(name, pname)] = value
         for line in info.init_log:
@@ -188,6 +190,7 @@ class Modules:
         del self.loaded[name]
         for key in [k for k in self.m.module_params if k[0] == name]:
             del self.m.module_params[key]
+        self.m.uevent("remove", uevent.Kobj(self.m, f"/module/{name}", "module"))   # mod_sysfs_teardown
         self.m.changed()
 
 

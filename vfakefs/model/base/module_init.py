@@ -22,6 +22,7 @@ def register_driver(m, name: str) -> Driver:
     m.drivers[name] = drv
     if m.drivers_autoprobe:
         binding.driver_attach(m, drv)
+    m.uevent("add", drv)            # bus_add_driver: after driver_attach has bound its devices
     return drv
 
 
@@ -33,6 +34,7 @@ def unregister_driver(m, drv: Driver) -> None:
             binding.release(m, dev)
         m.drivers.pop(drv.name, None)
         drv.dynids.clear()
+        m.uevent("remove", drv)     # the driver kobject's last put, after driver_detach
 
 
 def init(m, mod, values: dict) -> None:
