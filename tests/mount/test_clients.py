@@ -102,6 +102,23 @@ def test_driverctl_set_override_vfio_pci_loads_the_module(qemu):
     assert (override(qemu, NVME), bound(qemu, NVME)) == ("vfio-pci", "vfio-pci")
 
 
+def test_driverctl_e1000_on_the_82574l_fails_its_probe(qemu):
+    """e1000 cannot drive the 82574L (e1000_set_mac_type: Unknown MAC Type): the probe fails
+    with -EIO, the device stays unbound with the override set, and driverctl exits 1."""
+    dc = client("driverctl")
+    r = in_run(qemu.path, dc, "--nosave", "set-override", E1000E, "e1000")
+    assert r.returncode == 1
+    assert (override(qemu, E1000E), bound(qemu, E1000E)) == ("e1000", None)
+    assert not (qemu.path / "sys/class/net/eth0").exists()
+    log = in_run(qemu.path, "dmesg").stdout.splitlines()[-2:]
+    assert [line.split("] ", 1)[1] for line in log] == [
+        "e1000 0000:02:00.0 (unnamed net_device) (uninitialized): Unknown MAC Type",
+        "e1000: probe of 0000:02:00.0 failed with error -5"]
+    r = in_run(qemu.path, dc, "--nosave", "unset-override", E1000E)
+    assert r.returncode == 0, r.stderr
+    assert (override(qemu, E1000E), bound(qemu, E1000E)) == ("(null)", "e1000e")
+
+
 def test_override_is_gone_after_remove_and_rescan(qemu):
     """remove + rescan makes a new pci_dev: the override does not survive, the default driver binds."""
     r = in_run(qemu.path, client("driverctl"), "--nosave", "set-override", VIRTIO, "none")
