@@ -18,7 +18,9 @@ from tests.clients import client
 from tests.conftest import REPO, daemon_pid, run
 
 LINK = re.compile(r"^(\d+): ([^:]+): <([^>]*)> mtu (\d+) .* state (\S+) .*?link/(\S+) (\S+)")
-SEED = (resources.files("vfakefs.presets") / "seed-vtd.toml").read_text()
+# the preset without its own [net.eth2] (this file's NET replaces it)
+SEED = re.sub(r"^\[net\.eth2\]\n(?:[^\[\n].*\n)*", "",
+              (resources.files("vfakefs.presets") / "seed-vtd.toml").read_text(), flags=re.M)
 NET = """
 [net.eth2]
 addresses = ["192.168.1.10/24"]
@@ -64,7 +66,7 @@ def host_links() -> str:
 
 @pytest.fixture
 def net_mnt(mount_preset, tmp_path):
-    """seed-vtd whose eth2 has an address and routes (the preset has none)."""
+    """seed-vtd whose eth2 has two routes besides its connected one."""
     topo = tmp_path / "seed-net.toml"
     topo.write_text(SEED + NET)
     return mount_preset(str(topo)).path
