@@ -2,7 +2,7 @@
 simulated time only, so every count is exact and nothing waits for real time.
 
 engine.run(machine, tick=0.01) sleeps one tick, then step()s: each stream issues
-what rate * time says is due (at most controls.STEP_CAP a step, controls.CHUNK
+what rate * time says is due (at most traffic.STEP_CAP a step, traffic.CHUNK
 between two checkpoints). With autojump_clock, `await
 trio.sleep(T)` in the test lets exactly the ticks that fall within T run.
 """
@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from vfakefs import engine
-from vfakefs.model import controls, topology
+from vfakefs.model import topology, traffic
 from vfakefs.model.pci.bdf import Bdf
 
 TICK = 0.01
@@ -30,7 +30,7 @@ def short_reprs(monkeypatch):
     keep a failing assertion's report short."""
     from vfakefs.model.machine import Machine
     from vfakefs.model.pci.pci import PciFunction
-    monkeypatch.setattr(controls.Traffic, "__repr__",
+    monkeypatch.setattr(traffic.Traffic, "__repr__",
                         lambda t: f"<Traffic {t.dev.name} requests={t.requests} faults={t.faults}>")
     monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
     monkeypatch.setattr(Machine, "__repr__", lambda mm: f"<Machine {getattr(mm, 'name', '?')}>")
@@ -55,8 +55,8 @@ async def start_engine(nursery, m, tick=TICK):
 
 
 async def test_requests_are_rate_times_time(m, autojump_clock):
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=65536")
-    controls.traffic_command(m, f"start {IXGBE1} rate=300 ws=65536 pattern=random")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 ws=65536")
+    traffic.traffic_command(m, f"start {IXGBE1} rate=300 ws=65536 pattern=random")
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
@@ -73,7 +73,7 @@ async def test_requests_are_rate_times_time(m, autojump_clock):
 
 
 async def test_manual_clock_one_tick_per_jump(m, mock_clock):
-    controls.traffic_command(m, f"start {IXGBE} rate=300 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE} rate=300 ws=8192")
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
         await trio.testing.wait_all_tasks_blocked()
@@ -87,7 +87,7 @@ async def test_manual_clock_one_tick_per_jump(m, mock_clock):
 
 
 def test_step_directly(m):
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
     engine.step(m, 0.5)
     assert m.traffic[IXGBE].requests == 500
     engine.step(m, 0.01)
@@ -96,7 +96,7 @@ def test_step_directly(m):
 
 @pytest.mark.parametrize("rate", [250, 1, 1234])
 async def test_requests_are_rate_times_time_for_any_rate(m, autojump_clock, rate):
-    controls.traffic_command(m, f"start {IXGBE} rate={rate} ws=65536")
+    traffic.traffic_command(m, f"start {IXGBE} rate={rate} ws=65536")
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
         await trio.sleep(2.0 + HALF_TICK)
@@ -107,7 +107,7 @@ async def test_requests_are_rate_times_time_for_any_rate(m, autojump_clock, rate
 
 async def test_iotlb_hits_and_misses_move(m, autojump_clock):
     pages = 16
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws={pages * 4096}")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 ws={pages * 4096}")
     d = did(m, IXGBE)
     assert d not in m.dmar[0].iotlb.stats() or m.dmar[0].iotlb.stats()[d][:2] == (0, 0)
     async with trio.open_nursery() as nursery:
@@ -127,7 +127,7 @@ async def test_iotlb_hits_and_misses_move(m, autojump_clock):
 
 async def test_storm_faults_and_threshold_stops_the_device(m, autojump_clock):
     m.fault_threshold = 20
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 pattern=storm ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 pattern=storm ws=8192")
     t, d, u = m.traffic[IXGBE], dev(m, IXGBE), m.dmar[0]
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
@@ -154,7 +154,7 @@ async def test_storm_faults_and_threshold_stops_the_device(m, autojump_clock):
 
 
 async def test_default_threshold_also_stops_a_storm(m, autojump_clock):
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 pattern=storm")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 pattern=storm")
     t, d = m.traffic[IXGBE], dev(m, IXGBE)
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
@@ -165,26 +165,26 @@ async def test_default_threshold_also_stops_a_storm(m, autojump_clock):
 
 
 async def test_stop_stops_a_stream(m, autojump_clock):
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
-    controls.traffic_command(m, f"start {IXGBE1} rate=1000 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE1} rate=1000 ws=8192")
     a, b = m.traffic[IXGBE], m.traffic[IXGBE1]
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
         await trio.sleep(0.1 + HALF_TICK)
         assert a.requests == b.requests == 100
-        controls.traffic_command(m, f"stop {IXGBE}")
+        traffic.traffic_command(m, f"stop {IXGBE}")
         assert list(m.traffic) == [IXGBE1]
         await trio.sleep(0.1)
         assert a.requests == 100 and b.requests == 200
-        controls.traffic_command(m, "stop all")
+        traffic.traffic_command(m, "stop all")
         await trio.sleep(0.1)
         assert b.requests == 200 and m.traffic == {}
         nursery.cancel_scope.cancel()
 
 
 async def test_removed_device_stream_is_dropped(m, autojump_clock):
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
-    controls.traffic_command(m, "start 0000:06:00.0 rate=1000 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    traffic.traffic_command(m, "start 0000:06:00.0 rate=1000 ws=8192")
     t = m.traffic["0000:06:00.0"]
     async with trio.open_nursery() as nursery:
         await start_engine(nursery, m)
@@ -227,8 +227,8 @@ async def test_a_failing_stream_is_dropped_and_the_machine_goes_on(m, autojump_c
     IOVA 0): the stream's step raises OverflowError. That stream stops with a kernel-log
     line and a traceback in the daemon's log; the engine task, the other stream and
     delayed work go on."""
-    controls.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
-    controls.traffic_command(m, f"start {IXGBE1} rate=1000 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE} rate=1000 ws=8192")
+    traffic.traffic_command(m, f"start {IXGBE1} rate=1000 ws=8192")
     bad, good = m.traffic[IXGBE], m.traffic[IXGBE1]
     bad.iovas = [((1 << 32) - (8 << 30), 8 << 30)]
     ran = []
@@ -270,19 +270,19 @@ def test_a_step_issues_at_most_the_cap_in_chunks(m):
     """A stream at the highest rate, stepped over a whole second at once: the step
     issues STEP_CAP requests, CHUNK at a time (a checkpoint after each), and reports
     the rest as behind; later steps catch up (10,000 due a tick < STEP_CAP)."""
-    controls.traffic_command(m, f"start {IXGBE} rate={controls.MAX_RATE} ws=65536 pattern=random")
+    traffic.traffic_command(m, f"start {IXGBE} rate={traffic.MAX_RATE} ws=65536 pattern=random")
     t = m.traffic[IXGBE]
     per_yield = []
     for _ in engine.steps(m, 1.0):
         per_yield.append(t.requests - sum(per_yield))
-    assert t.requests == controls.STEP_CAP
-    assert max(per_yield) == controls.CHUNK and len(per_yield) == -(-controls.STEP_CAP // controls.CHUNK)
-    assert t.behind == controls.MAX_RATE - controls.STEP_CAP
-    assert f"behind={t.behind} " in controls.traffic_show(m)
+    assert t.requests == traffic.STEP_CAP
+    assert max(per_yield) == traffic.CHUNK and len(per_yield) == -(-traffic.STEP_CAP // traffic.CHUNK)
+    assert t.behind == traffic.MAX_RATE - traffic.STEP_CAP
+    assert f"behind={t.behind} " in traffic.traffic_show(m)
     steps = 0
     while t.behind:
         engine.step(m, TICK)
         steps += 1
         assert t.requests - t.issued == 0
-    assert t.requests == controls.MAX_RATE * (1 + steps * TICK) and steps < 200
-    assert controls.MAX_RATE * TICK < controls.STEP_CAP          # run()'s ticks never fall behind
+    assert t.requests == traffic.MAX_RATE * (1 + steps * TICK) and steps < 200
+    assert traffic.MAX_RATE * TICK < traffic.STEP_CAP          # run()'s ticks never fall behind

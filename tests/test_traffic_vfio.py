@@ -10,7 +10,7 @@ import errno
 import pytest
 
 from vfakefs import engine
-from vfakefs.model import controls, topology
+from vfakefs.model import controls, topology, traffic
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_INFO, KERN_WARNING
 from vfakefs.model.vfio import type1
@@ -31,7 +31,7 @@ def short_reprs(monkeypatch):
     """Keep a failing assertion's report short (the model's reprs recurse through the machine)."""
     from vfakefs.model.machine import Machine
     from vfakefs.model.pci.pci import PciFunction
-    monkeypatch.setattr(controls.Traffic, "__repr__",
+    monkeypatch.setattr(traffic.Traffic, "__repr__",
                         lambda t: f"<Traffic {t.dev.name} requests={t.requests} faults={t.faults}>")
     monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
     monkeypatch.setattr(Machine, "__repr__", lambda mm: "<Machine>")
@@ -68,7 +68,7 @@ def streams(m):
 
 def err(m, text):
     with pytest.raises(SysfsError) as e:
-        controls.traffic_command(m, text)
+        traffic.traffic_command(m, text)
     return e.value.errno
 
 
@@ -78,7 +78,7 @@ def test_walks_the_mappings_through_the_vfio_domain_and_maps_nothing(m, vfio):
     c.map_dma(VBASE, 0, 0x2000)
     c.map_dma(VBASE + MiB, 0x10000, 0x4000)
     before = tables(m, c, g)
-    controls.traffic_command(m, f"start {GPU} rate=1000")
+    traffic.traffic_command(m, f"start {GPU} rate=1000")
     t = m.traffic[GPU]
     assert t.vfio is c.iommu and t.iovas == [(0, 0x2000), (0x10000, 0x4000)]
     assert t.describe().startswith(f"{GPU} rate=1000 mix=0.70 ws={0x6000} pattern=sequential requests=0 ")
@@ -98,15 +98,15 @@ def test_walks_the_mappings_through_the_vfio_domain_and_maps_nothing(m, vfio):
 def test_stop_and_restart_touch_no_domain(m, vfio):
     c, g, vd = vfio
     c.map_dma(VBASE, 0x100000, 0x8000)
-    controls.traffic_command(m, f"start {GPU} rate=500")
+    traffic.traffic_command(m, f"start {GPU} rate=500")
     engine.step(m, 0.1)
     before = tables(m, c, g)
-    controls.traffic_command(m, f"start {GPU} rate=700 pattern=random")     # restart
+    traffic.traffic_command(m, f"start {GPU} rate=700 pattern=random")     # restart
     assert m.traffic[GPU].rate == 700 and tables(m, c, g) == before
-    controls.traffic_command(m, f"stop {GPU}")
+    traffic.traffic_command(m, f"stop {GPU}")
     assert GPU not in m.traffic and tables(m, c, g) == before
-    controls.traffic_command(m, f"start {GPU} rate=700")
-    controls.traffic_command(m, "stop all")
+    traffic.traffic_command(m, f"start {GPU} rate=700")
+    traffic.traffic_command(m, "stop all")
     assert m.traffic == {} and tables(m, c, g) == before
     assert [(d.iova, d.size) for d in c.iommu.dma_list] == [(0x100000, 0x8000)]
     m.check()
@@ -123,7 +123,7 @@ def test_ws_limits_the_walk(m, vfio, ws, runs):
     c, g, vd = vfio
     c.map_dma(VBASE, 0, 0x2000)
     c.map_dma(VBASE + MiB, 0x10000, 0x4000)
-    controls.traffic_command(m, f"start {GPU} rate=1000 ws={ws}")
+    traffic.traffic_command(m, f"start {GPU} rate=1000 ws={ws}")
     t = m.traffic[GPU]
     assert t.iovas == runs and t.working_set == sum(s for _, s in runs)
     assert f" ws={t.working_set} " in t.describe()
@@ -139,7 +139,7 @@ def test_storm_faults_past_every_mapping(m, vfio):
     c, g, vd = vfio
     c.map_dma(VBASE, 0, 0x1000)
     c.map_dma(VBASE + MiB, 0x1000, 0x1000)
-    controls.traffic_command(m, f"start {GPU} rate=100 ws=4096 pattern=storm")
+    traffic.traffic_command(m, f"start {GPU} rate=100 ws=4096 pattern=storm")
     t = m.traffic[GPU]
     assert t.past == 0x2000
     engine.step(m, 0.5)
@@ -153,7 +153,7 @@ def test_the_dma_control_and_a_stream_translate_alike(m, vfio):
     pinned page MAP_DMA gave it."""
     c, g, vd = vfio
     c.map_dma(VBASE, 0x40000, 0x1000)
-    controls.traffic_command(m, f"start {GPU} rate=100 mix=1")
+    traffic.traffic_command(m, f"start {GPU} rate=100 mix=1")
     engine.step(m, 0.1)
     t = m.traffic[GPU]
     assert (t.requests, t.faults) == (10, 0)
@@ -166,7 +166,7 @@ def test_unmapped_while_running_faults(m, vfio):
     c, g, vd = vfio
     c.map_dma(VBASE, 0, 0x4000)
     c.map_dma(VBASE + MiB, 0x100000, 0x4000)
-    controls.traffic_command(m, f"start {GPU} rate=800")
+    traffic.traffic_command(m, f"start {GPU} rate=800")
     t = m.traffic[GPU]
     engine.step(m, 0.1)
     assert (t.requests, t.faults) == (80, 0)
@@ -185,7 +185,7 @@ def test_program_exit_stops_the_device_and_leaves_the_default_domain_alone(m, vf
     the group's release brings the default domain back; the stream's stop touches it not."""
     c, g, vd = vfio
     c.map_dma(VBASE, 0, 0x4000)
-    controls.traffic_command(m, f"start {GPU} rate=1000")
+    traffic.traffic_command(m, f"start {GPU} rate=1000")
     t = m.traffic[GPU]
     engine.step(m, 0.1)
     dd = g.default_domain
@@ -202,7 +202,7 @@ def test_program_exit_stops_the_device_and_leaves_the_default_domain_alone(m, vf
     engine.step(m, 0.01)
     assert (t.requests, t.faults) == (110, 10)
     assert all(f.addr < 0x4000 and f.reason in PTE_NOT_PRESENT for f in m.iommu_unit().fault_log)
-    controls.traffic_command(m, f"stop {GPU}")
+    traffic.traffic_command(m, f"stop {GPU}")
     assert (dd.table.mapped_pages, dict(dd.mappings), m.iommu_unit().iq_tail) == before
     m.check()
 
@@ -213,16 +213,16 @@ def test_release_with_a_dma_api_buffer_in_the_default_domain_keeps_it(m):
     same IOVA that a DMA-API stream on the released group made later."""
     c, g, vd = claim(m)
     c.map_dma(VBASE, 0xFFFFE000, 0x2000)            # where the DMA API would put a buffer
-    controls.traffic_command(m, f"start {GPU} rate=10")
+    traffic.traffic_command(m, f"start {GPU} rate=10")
     vd.close()
     g.close()
-    controls.traffic_command(m, f"start {AUDIO} rate=10 ws=8192")   # DMA API, default domain
+    traffic.traffic_command(m, f"start {AUDIO} rate=10 ws=8192")   # DMA API, default domain
     dd = m.lookup(AUDIO).group.domain
     iova = m.traffic[AUDIO].iovas[0][0]
     assert iova in dd.mappings
-    controls.traffic_command(m, f"stop {GPU}")
+    traffic.traffic_command(m, f"stop {GPU}")
     assert iova in dd.mappings and dd.table.mapped_pages
-    controls.traffic_command(m, f"stop {AUDIO}")
+    traffic.traffic_command(m, f"stop {AUDIO}")
     assert iova not in dd.mappings
     m.check()
 
@@ -242,7 +242,7 @@ def test_claimed_group_without_mappings_is_einval(m):
     assert err(m, f"start {AUDIO} ws=8192") == errno.EINVAL
     assert m.traffic == {} and tables(m, c, g) == before
     c.map_dma(VBASE, 0, 0x1000)
-    controls.traffic_command(m, f"start {GPU}")
+    traffic.traffic_command(m, f"start {GPU}")
     c.unmap_dma(0, 0, type1.VFIO_DMA_UNMAP_FLAG_ALL)
     kept = streams(m)
     assert err(m, f"start {GPU} rate=5") == errno.EINVAL    # the old stream stays as it was
@@ -252,13 +252,13 @@ def test_claimed_group_without_mappings_is_einval(m):
 
 @pytest.mark.parametrize("text", [
     f"start {GPU} rate=0", f"start {GPU} ws=4095", f"start {GPU} ws={(1 << 30) + 1}",
-    f"start {GPU} mix=2", f"start {GPU} pattern=zigzag", f"start {GPU} rate={controls.MAX_RATE + 1}",
+    f"start {GPU} mix=2", f"start {GPU} pattern=zigzag", f"start {GPU} rate={traffic.MAX_RATE + 1}",
     f"start {GPU} ws=x", f"stop {AUDIO}",
 ])
 def test_bad_input_on_a_claimed_device_changes_nothing(m, vfio, text):
     c, g, vd = vfio
     c.map_dma(VBASE, 0, 0x4000)
-    controls.traffic_command(m, f"start {GPU} rate=10")
+    traffic.traffic_command(m, f"start {GPU} rate=10")
     before, kept = tables(m, c, g), streams(m)
     assert err(m, text) == errno.EINVAL
     assert tables(m, c, g) == before and streams(m) == kept
@@ -272,8 +272,8 @@ def test_claim_ends_the_members_dma_api_streams(m):
     user on any member: the stream ends and its buffer is unmapped (a page-selective flush
     of the default domain's DID); the default domain comes back without it."""
     fresh = topology.load("seed-vtd")
-    controls.traffic_command(fresh, f"start {GPU} rate=1000 ws=8192")      # nouveau bound
-    controls.traffic_command(fresh, "start 0000:02:00.0 rate=1000 ws=8192")  # igb, another group
+    traffic.traffic_command(fresh, f"start {GPU} rate=1000 ws=8192")      # nouveau bound
+    traffic.traffic_command(fresh, "start 0000:02:00.0 rate=1000 ws=8192")  # igb, another group
     engine.step(fresh, 0.1)
     dd = fresh.lookup(GPU).group.domain
     iova = fresh.traffic[GPU].iovas[0][0]
@@ -304,7 +304,7 @@ def test_failed_set_container_keeps_the_stream(m):
     DMA-API stream on the group goes on, its buffer still mapped."""
     fresh = topology.load("seed-vtd")
     to_vfio(fresh, GPU)                               # the audio function stays on snd_hda_intel
-    controls.traffic_command(fresh, f"start {GPU} rate=1000 ws=8192")
+    traffic.traffic_command(fresh, f"start {GPU} rate=1000 ws=8192")
     dd = fresh.lookup(GPU).group.domain
     before, kept = (dd.table.mapped_pages, dict(dd.mappings)), streams(fresh)
     g = VfioGroup.open(fresh, 42)

@@ -1,7 +1,7 @@
 """The engine: trio tasks that run the machine's background activity.
 
 It runs in the FUSE daemon's trio loop, under one nursery: every tick each
-traffic stream (controls.Traffic) sends its share of DMA requests through the
+traffic stream (traffic.Traffic) sends its share of DMA requests through the
 remapping unit as one vectorised batch, so IOTLB statistics, latency histograms
 and faults move while a user watches. Tests drive it with trio's MockClock, or
 call step() directly with a time delta.
@@ -13,7 +13,7 @@ import zlib
 
 import trio
 
-from vfakefs.model.controls import CHUNK, STEP_CAP
+from vfakefs.model.traffic import CHUNK, STEP_CAP
 from vfakefs.model.host import Host
 from vfakefs.model.iommu import iommu
 from vfakefs.model.intel.dmar import Fault

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vfakefs.model import controls, topology
+from vfakefs.model import controls, topology, traffic
 from vfakefs.model.intel import qi
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.intel.pagetable import R, W
@@ -206,7 +206,7 @@ def test_traffic_start_stop_for_ever_leaks_nothing():
     seen = {}
     for i in range(3000):
         ws = sizes[i % 3]
-        controls.traffic_command(m, f"start {dev.name} rate=100000 ws={ws} pattern=random")
+        traffic.traffic_command(m, f"start {dev.name} rate=100000 ws={ws} pattern=random")
         t = m.traffic[dev.name]
         if i % 100 < 3:
             u.translate(dev.bdf.rid, t.iovas[0][0] + 4096)   # a translation in the IOTLB
@@ -215,7 +215,7 @@ def test_traffic_start_stop_for_ever_leaks_nothing():
         iova = t.iovas[0][0]
         size = dev.group.domain.mappings[iova][1]            # whole pages
         start = u.iq_tail
-        controls.traffic_command(m, f"stop {dev.name}")
+        traffic.traffic_command(m, f"stop {dev.name}")
         (qw0, qw1), = descriptors(u, start)
         addr, mask = qi.psi_mask(iova, size)
         assert qw0 == 0xF2 | did << 16 and qw1 & ~IH == addr | mask
@@ -236,11 +236,11 @@ def test_dma_fq_stop_waits_for_the_flush_queue():
     dev = m.lookup(E1000E)
     dom = dev.group.domain
     assert dom.type == "DMA-FQ"
-    controls.traffic_command(m, f"start {dev.name} ws=16384")
+    traffic.traffic_command(m, f"start {dev.name} ws=16384")
     iova = m.traffic[dev.name].iovas[0][0]
     assert u.translate(dev.bdf.rid, iova).hpa is not None          # now in the IOTLB
     start = u.iq_tail
-    controls.traffic_command(m, f"stop {dev.name}")
+    traffic.traffic_command(m, f"stop {dev.name}")
     assert entries(u, start) == [] and dom.fq == [(iova, 16384)]
     assert u.translate(dev.bdf.rid, iova).iotlb_hit                 # stale, until the flush
     assert dom.alloc_iova(16384) != iova
@@ -251,8 +251,8 @@ def test_dma_fq_stop_waits_for_the_flush_queue():
     assert m.host_memory.allocated == 0
     rounds = []
     for i in range(3000):                                           # no engine: the ring fills
-        controls.traffic_command(m, f"start {dev.name} ws=16384")
-        controls.traffic_command(m, f"stop {dev.name}")
+        traffic.traffic_command(m, f"start {dev.name} ws=16384")
+        traffic.traffic_command(m, f"stop {dev.name}")
         assert len(dom.fq) <= 255
         if len(dom.fq) == 1:                                        # just flushed itself
             rounds.append(state(m, dev))
@@ -271,10 +271,10 @@ def test_restart_and_stop_all_give_back_every_buffer():
     tables = []
     for _ in range(3):
         for i in range(300):
-            controls.traffic_command(m, f"start {a.name} ws=65536")
-            controls.traffic_command(m, f"start {a.name} ws=8192")      # a restart unmaps the old buffer
-            controls.traffic_command(m, f"start {b.name} ws=1048576")
-            controls.traffic_command(m, "stop all")
+            traffic.traffic_command(m, f"start {a.name} ws=65536")
+            traffic.traffic_command(m, f"start {a.name} ws=8192")      # a restart unmaps the old buffer
+            traffic.traffic_command(m, f"start {b.name} ws=1048576")
+            traffic.traffic_command(m, "stop all")
             if i % 7 == 0:
                 fq_timer(m)                                   # the flush queues' timers
         fq_timer(m)
@@ -289,10 +289,10 @@ def test_a_stream_whose_domain_went_frees_its_host_buffer():
     """A `type` write frees the stream's domain, mappings and all: stop gives back the buffer."""
     m = topology.load("seed-vtd")
     dev = m.lookup(E1000E)
-    controls.traffic_command(m, f"start {dev.name} ws=65536")
+    traffic.traffic_command(m, f"start {dev.name} ws=65536")
     assert m.host_memory.allocated == 65536
     iommu.change_domain(m, dev.group)                # what a `type` write does after its checks
-    controls.traffic_command(m, f"stop {dev.name}")
+    traffic.traffic_command(m, f"stop {dev.name}")
     assert m.host_memory.allocated == 0
 
 
@@ -302,9 +302,9 @@ def test_identity_stream_frees_its_buffer():
     dev.group.default_domain = "identity"
     iommu.change_domain(m, dev.group)
     for _ in range(100):
-        controls.traffic_command(m, f"start {dev.name} ws=65536")
+        traffic.traffic_command(m, f"start {dev.name} ws=65536")
         assert m.traffic[dev.name].iovas[0][0] == m.traffic[dev.name].hpa == m.host_memory.base
-        controls.traffic_command(m, f"stop {dev.name}")
+        traffic.traffic_command(m, f"stop {dev.name}")
     assert m.host_memory.allocated == 0
 
 

@@ -75,7 +75,7 @@ class Machine:
         self.module_params: dict = {}           # (module, parameter) -> value set at load or through sysfs
         self.modules = Modules(self)            # the loaded modules (base/module.py)
         self.fault_threshold = 100              # DMA faults before a device loses bus mastering
-        self.traffic: dict = {}                 # device name -> controls.Traffic the engine runs
+        self.traffic: dict = {}                 # device name -> traffic.Traffic the engine runs
         self._irq_remap = None                  # irq_remap.IrqRemapTable, made on first use
         self.irq_remap_args: dict | None = None  # how to make it, when interrupt remapping is on
         self.irq_descs = None                   # base/irqs.IrqDescs: MSI irq numbers, made on first use

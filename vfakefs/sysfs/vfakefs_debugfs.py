@@ -27,7 +27,7 @@ device ATC's hits, misses (translation requests), invalidations and entries.
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
-from vfakefs.model import controls, posted, vtd_controls
+from vfakefs.model import controls, posted, traffic, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.model.iommu import ats
 from vfakefs.sysfs.nodes import Attr
@@ -56,7 +56,7 @@ def physmem_store(m, text: str, state) -> None:
 CONTROLS = (
     Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
-    Attr("traffic", controls.traffic_show, controls.traffic_command, 0o644),
+    Attr("traffic", traffic.traffic_show, traffic.traffic_command, 0o644),
     Attr("interrupts", interrupts_show, None, 0o444, size=0),
     Attr("posted", posted.posted_show, posted.posted_command, 0o644, size=0),
     Attr("carrier", controls.carrier_show, controls.carrier_command, 0o644),   # `<interface> 1|0`: a cable

@@ -8,7 +8,7 @@ import errno
 import re
 import uuid
 
-from vfakefs.model import controls
+from vfakefs.model import traffic
 from vfakefs.model.base.drivers import vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.iommu import groups as iommu_groups
@@ -99,7 +99,7 @@ class VfioGroup:
             self._release()
             raise
         self.container = container
-        controls.dma_owner_claimed(self.m, self.group)    # the members' DMA-API streams end
+        traffic.dma_owner_claimed(self.m, self.group)    # the members' DMA-API streams end
 
     def unset_container(self) -> None:
         """vfio_group_ioctl_unset_container(): EINVAL when none, EBUSY while device fds are open."""
