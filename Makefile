@@ -51,6 +51,7 @@ bench: venv
 	taskset -c 0 $(PY) bench/walk_under_writes.py
 	taskset -c 0 $(PY) bench/sriov_cycles_memory.py
 	taskset -c 0 $(PY) bench/vfio.py
+	taskset -c 0 $(PY) bench/netns_vfs.py
 
 clean: stop
 	rm -rf $(VENV)
