@@ -12,7 +12,8 @@ Boot clock (the `[    t]` of each line):
   * the banner is at 0;
   * a stage the topology's `[recorded.boot_clock]` names (usec, e.g. the QEMU
     capture's) starts at that time: acpi_dmar, cmdline, dmar_table, ir_enabled,
-    pci, iommu_subsys, intel_iommu_init, late;
+    pci_host (the host bridge), pci (its first function), iommu_subsys, pci_assign
+    (resource assignment), intel_iommu_init, late;
   * every other line is 317 us after the one before (KernelLog.boot's step: the
     per-line cost), and so is an anchor that would not move the clock forward.
 A topology without recorded anchors is therefore a boot whose lines follow each
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vfakefs.model.firmware import e820_lines
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
+from vfakefs.model.pci import resource_log
 
 if TYPE_CHECKING:
     from vfakefs.model.machine import Machine
@@ -37,8 +40,8 @@ if TYPE_CHECKING:
 DEFAULT_DMAR = dict(address=0x8C5A2A58, revision=1, oem_id="INTEL", oem_table_id="EDK2", oem_revision=2,
                     creator_id="", creator_revision=0x01000013, flags=0x1, ioapic_id=2, hpet=True, atsr=())
 DMAR_KEYS = frozenset(DEFAULT_DMAR)
-BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "pci", "iommu_subsys", "intel_iommu_init",
-               "late")
+BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "pci_host", "pci", "iommu_subsys", "pci_assign",
+               "intel_iommu_init", "late")
 DRHD_INCLUDE_PCI_ALL = 0x1
 ATSR_ALL_PORTS = 0x1
 
@@ -121,6 +124,8 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
     acpi = dmar_table(m)
     log.boot(fact(m, "banner").format(release=m.profile.release), KERN_NOTICE, at=0)
     log.boot(f"Command line: {m.cmdline}", at=0)
+    for line in e820_lines(m.firmware):
+        log.boot(line)
     if m.dmar:   # the firmware's DMAR table, found whatever the command line says
         a, n = acpi["address"], dmar_table_length(m, acpi)
         log.boot("ACPI: DMAR 0x%016X %06X %s" % (a, n, _acpi_header(acpi)), at=anchor(m, "acpi_dmar"))
@@ -155,10 +160,11 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
             log.boot("DMAR-IR: Queued invalidation will be enabled to support x2apic and Intr-remapping.")
         log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"),
                  at=anchor(m, "ir_enabled"))
-    for f in m.functions:
-        log.boot(f"pci {f.name}: {f.setup_line(m.profile.pci_setup_type_str)}",
-                 at=anchor(m, "pci") if f is m.functions[0] else None)
+    for line, stage in resource_log.enumeration(m):      # pci_scan_root_bus (probe.c)
+        log.boot(line, at=anchor(m, stage) if stage else None)
     _iommu_subsys_init(m, args)
+    for i, line in enumerate(resource_log.boot_assignment(m)):   # pcibios_assign_resources (setup-bus.c)
+        log.boot(line, at=anchor(m, "pci_assign") if i == 0 else None)
     if iommu_on:
         _intel_iommu_init(m, acpi)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
 from vfakefs.model.boot import boot_log, default_domain, late_boot_log
+from vfakefs.model.firmware import Firmware
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
@@ -54,6 +55,7 @@ def boot(topo: Topology) -> Machine:
     # what the topology declares beyond the PCI tree (checked by topology._Checker.declared)
     m.acpi = {"dmar": dict(d.get("acpi", {}).get("dmar", {}))}
     m.recorded = d.get("recorded", {})
+    m.firmware = Firmware.from_table(d.get("firmware", {}))
     for s in specs:
         hw = {"mac": s["mac"].lower()} if s.get("mac") else {}
         if "nvme" in s:

@@ -13,6 +13,7 @@ from vfakefs.model.ida import Ida
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
+from vfakefs.model.firmware import Firmware
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.net import NetDev, permanent_address
 from vfakefs.model.pci import sriov
@@ -85,6 +86,7 @@ class Machine:
         # what the topology declares beyond the PCI tree (topology._Checker.declared)
         self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
+        self.firmware = Firmware.from_table({})  # e820, root bus windows, what it left unassigned (firmware.py)
         self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
         self.rng = random.Random()              # get_random_bytes(): random, unless a test seeds it
 

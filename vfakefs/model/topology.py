@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vfakefs.model import bringup
 from vfakefs.model.base.drivers import catalogue
+from vfakefs.model import firmware
 from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.machine import Machine
@@ -146,6 +147,7 @@ class _Checker:
                 bad = [p for p in a.get("ports", []) if p not in ports]
                 if bad:
                     raise self.err("acpi.dmar.atsr.ports", f"{bad[0]!r} is not a root port of this topology")
+        firmware.check(self.err, d.get("firmware", {}), {str(s["bdf"]) for s in specs})
         rec = d.get("recorded", {})
         if set(rec) - {"irq", "boot_clock"}:
             raise self.err("recorded", "must be a table of `irq` and `boot_clock`")
