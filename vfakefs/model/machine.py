@@ -16,7 +16,7 @@ from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.firmware import Firmware
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.net import NetDev, permanent_address
-from vfakefs.model.pci import sriov
+from vfakefs.model.pci import resource_log, sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
@@ -316,8 +316,8 @@ class Machine:
         self.by_bdf[f.bdf] = f
         f.machine = self
         self.note(f, f.bdf)
-        self.kmsg.dev(f, f.setup_line(self.profile.pci_setup_type_str),
-                      prefix="pci")
+        for line in resource_log.device_lines(self, f):
+            self.kmsg.dev(f, line, prefix="pci")
         if self.groups is not None:
             g = self.groups.add_device(f, self.functions)
             self.kmsg.dev(f, f"Adding to iommu group {g.id}", prefix="pci")
@@ -363,10 +363,24 @@ class Machine:
         if not back:
             return
         self.removed = [f for f in self.removed if f not in back]
+        back.sort(key=lambda f: f.bdf)    # bus numbers follow the depth-first scan: bus by bus
+        # 6.1 names a new bridge's bus range and windows once the bus below it was scanned
+        # (pci_read_bridge_bases from pcibios_fixup_bus): after its last child, else itself
+        after = {}
+        if not self.profile.bridge_windows_at_setup:
+            for b in back:
+                if b.is_bridge:
+                    kids = [f for f in back if f.parent is b]
+                    after.setdefault(id(kids[-1] if kids else b), []).append(b)
         with self.batch():
-            for f in sorted(back, key=lambda f: f.bdf):
+            for f in back:
                 self.add_function(f)
-            for f in sorted(back, key=lambda f: f.bdf):
+                for b in after.get(id(f), ()):
+                    for line in resource_log.bridge_lines(self, b):
+                        self.kmsg.dev(b, line, prefix="pci")
+            for line in resource_log.rescan_assignment(self, back):   # pci_assign_unassigned_bus_resources
+                self.kmsg.log(line)
+            for f in back:
                 binding.device_attach(self, f)
             self.changed(*back)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import re
 
-from vfakefs.model.base import irqs
+from vfakefs.model.base import irqs, probe_log
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, vfio_bound
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
@@ -107,23 +107,9 @@ def _offline_vf_gives_up(m, dev, drv: Driver) -> None:
 
 
 def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
-    """The lines the real driver's probe prints, prefixed `<driver> ` as dev_info() does,
-    with pci_enable_resources()'s `enabling device` where the command register changed."""
-    nd = dev.netdevs[0] if dev.netdevs else None
-    link = ""
-    # only for drivers that print it: finding the PCIe capability costs a walk of the list,
-    # which thousands of VFs at once (ixgbevf prints no link) should not pay
-    if any("{link}" in line for line in drv.probe_log) and dev.pcie_cap is not None:
-        link = f"{dev.link_speed(True).split(' PCIe')[0].replace(' ', '')}:Width x{dev.link_width(True)}"
-    fields = {"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
-              "inst": drv.instance(dev), "link": link}
-    lines = [f"{drv.name} {line.format(**fields)}" for line in drv.probe_log]
-    if enabling[0] != enabling[1]:
-        lines.insert(drv.probe_log_before_enable,
-                     f"{drv.name} {dev.name}: enabling device ({enabling[0]:04x} -> {enabling[1]:04x})")
-    if drv.name == "nvme" and not dev.is_virtfn:
-        lines.append(f"nvme nvme{fields['inst']}: 2/0/0 default/read/poll queues")   # once the queues are up
-    for line in lines:
+    """The lines the real driver's probe prints (base/probe_log.py), with pci_enable_resources()'s
+    `enabling device` where the command register changed."""
+    for line in probe_log.probe_lines(m, drv, dev, enabling):
         m.kmsg.log(line)
 
 
@@ -137,6 +123,8 @@ def release(m, dev) -> None:
             m.disable_sriov(dev)        # the driver's remove calls pci_disable_sriov
         else:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
+    for line in probe_log.remove_lines(m, drv, dev):     # the driver's remove, its netdev still there
+        m.kmsg.log(line)
     for nd in list(dev.netdevs):
         m.remove_netdev(nd)
     vf_token.vf_uninit(dev)                              # vfio_pci_core_unregister_device

@@ -83,15 +83,15 @@ def bridge_lines(m: Machine, f: PciFunction, unset=frozenset()) -> list[str]:
     return out
 
 
-def device_lines(m: Machine, f: PciFunction) -> list[str]:
+def device_lines(m: Machine, f: PciFunction, unset=frozenset()) -> list[str]:
     """What pci_setup_device() and pci_device_add() print for one function (without the
     `pci <bdf>: ` prefix): the setup line; for a function the bus scan found (not a VF, which
     pci_iov_add_virtfn sets up from its PF) its BARs and ROM as the firmware left them, the
-    header quirks, (6.8+) a bridge's windows, PM support, and SR-IOV's VF BARs."""
+    header quirks, (6.8+) a bridge's windows, PM support, and SR-IOV's VF BARs. `unset`: what
+    the firmware left unassigned (at boot; a rescan finds what the kernel assigned)."""
     out = [f.setup_line(m.profile.pci_setup_type_str)]
     if f.is_virtfn:
         return out
-    unset = _unset(m, f)
     for i, r in enumerate(f.bars):
         if r.size:
             out.append(f"BAR {i} " + res(r, 0 if f"BAR {i}" in unset else None))
@@ -146,7 +146,7 @@ def enumeration(m: Machine) -> list[tuple[str, str | None]]:
     def scan(bridge) -> None:
         devs = _bus_devices(m, bridge)
         for f in devs:
-            for line in device_lines(m, f):
+            for line in device_lines(m, f, _unset(m, f)):
                 out.append((f"pci {f.name}: {line}", "pci" if first[0] else None))
                 first[0] = False
         if bridge is not None and not m.profile.bridge_windows_at_setup:
