@@ -1,6 +1,6 @@
 """`vfakefs run`'s private mount namespace, made with the system calls themselves
 (unshare(2), mount(2)) in the program's process before it execs: the mount's trees
-over /sys, /dev/vfio, /dev/kmsg, /proc/cmdline and /proc/interrupts, the host's own
+over /sys, /dev/vfio, /dev/kmsg, /proc/cmdline, /proc/interrupts and /proc/iomem, the host's own
 never touched.
 
 Where the host has no /dev/vfio the namespace gets its own /dev (a tmpfs with every
@@ -80,6 +80,6 @@ def enter(mnt: str, stage: str) -> None:
         _bind(f"{real}/dev/vfio", "/dev/vfio")
     if os.path.exists(f"{real}/dev/kmsg"):
         _bind(f"{real}/dev/kmsg", "/dev/kmsg")
-    for name in ("cmdline", "interrupts"):     # the simulated kernel's, LXCFS-style
+    for name in ("cmdline", "interrupts", "iomem"):     # the simulated kernel's, LXCFS-style
         if os.path.exists(f"{real}/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")

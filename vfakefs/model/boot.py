@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vfakefs.model.base import probe_log
 from vfakefs.model.firmware import e820_lines
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
@@ -41,7 +42,7 @@ DEFAULT_DMAR = dict(address=0x8C5A2A58, revision=1, oem_id="INTEL", oem_table_id
                     creator_id="", creator_revision=0x01000013, flags=0x1, ioapic_id=2, hpet=True, atsr=())
 DMAR_KEYS = frozenset(DEFAULT_DMAR)
 BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "pci_host", "pci", "iommu_subsys", "pci_assign",
-               "intel_iommu_init", "late")
+               "intel_iommu_init", "pcieport", "late", "drivers")
 DRHD_INCLUDE_PCI_ALL = 0x1
 ATSR_ALL_PORTS = 0x1
 
@@ -205,8 +206,37 @@ def _intel_iommu_init(m: Machine, acpi: dict) -> None:
 
 
 def late_boot_log(m: Machine) -> None:
-    """What the boot prints after the iommu groups and the VT-d banner (modules loaded
-    later): topology.py calls it last."""
+    """What the boot prints after the iommu groups and the VT-d banner: the PCIe port
+    services (drivers/pci/pcie: pcie_pme_probe, aer_probe, each with the port's interrupt),
+    then the modules loaded later."""
+    first = True
+    for f in m.functions:
+        if f.driver is None or f.driver.name != "pcieport" or f.pcie_type != 4:   # services of root ports
+            continue
+        irq = f.msi_irqs[0][0] if f.msi_irqs else f.irq
+        lines = [f"PME: Signaling with IRQ {irq}"] + ([f"AER: enabled with IRQ {irq}"] if f.has_aer else [])
+        for line in lines:
+            m.kmsg.boot(f"pcieport {f.name}: {line}", at=anchor(m, "pcieport") if first else None)
+            first = False
     if fact(m, "amd_iommu_v2_banner"):
         m.kmsg.boot("AMD-Vi: AMD IOMMUv2 functionality not available on this system - This is not a bug.",
                     KERN_WARNING, at=anchor(m, "late"))
+
+
+def driver_boot_log(m: Machine) -> None:
+    """The drivers bound at boot, as their modules load: each module's init lines, then its
+    devices' probe lines, then what their asynchronous probes print once done (nvme's
+    queues after every controller's `pci function`). Modules load in the order their
+    first device probes (the topology's recorded probe order, else bus order)."""
+    order = getattr(m, "recorded", {}).get("irq", {}).get("probe_order", [])
+    rank = {bdf: i for i, bdf in enumerate(order)}
+    bound = sorted((f for f in m.functions if f.driver is not None),
+                   key=lambda f: (rank.get(f.name, len(rank)), m.functions.index(f)))
+    first = True
+    for drv in dict.fromkeys(f.driver for f in bound):
+        devs = [f for f in bound if f.driver is drv]
+        lines = list(drv.init_log) + [line for f in devs for line in probe_log.probe_lines(m, drv, f, late=False)]
+        lines += [line for f in devs for line in probe_log.late_lines(m, drv, f)]
+        for line in lines:
+            m.kmsg.boot(line, at=anchor(m, "drivers") if first else None)
+            first = False

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
-from vfakefs.model.boot import boot_log, default_domain, late_boot_log
+from vfakefs.model.boot import boot_log, default_domain, driver_boot_log, late_boot_log
 from vfakefs.model.firmware import Firmware
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
@@ -79,7 +79,6 @@ def boot(topo: Topology) -> Machine:
             m.kmsg.boot(f"pci {f.name}: Adding to iommu group {g.id}")
             iommu.attach_device(m, f)
         m.kmsg.boot("DMAR: Intel(R) Virtualization Technology for Directed I/O")
-    late_boot_log(m)
     for f in m.functions:
         if f.driver is not None:
             f.driver.devices.append(f)
@@ -97,6 +96,8 @@ def boot(topo: Topology) -> Machine:
     if iommu_on and m.interrupt_remapping and m.dmar[0].ir_supported:
         m.irq_remap_args = {"x2apic": iommu_spec.get("x2apic", True)}
     irqs.boot(m)                                      # the bound drivers' MSI/MSI-X vectors
+    late_boot_log(m)                                  # (the port services name their vectors)
+    driver_boot_log(m)
     m.check()
     return m
 

@@ -6,15 +6,20 @@ namespace (as LXCFS does for containers); the rest of /proc stays the host's.
 - interrupts (kernel/irq/proc.c): the functions' MSI/MSI-X irqs with their per-CPU
   counts and the posted-interrupt notification line (interrupts.py; no IOAPIC,
   timer or IPI lines).
-Both 0444 and reporting size 0, as procfs files do."""
+- iomem (kernel/resource.c): the machine's memory resources (model/iomem.py), their
+  addresses zeroed unless the opener is root (r_show's CAP_SYS_ADMIN check on the
+  file's credentials).
+All 0444 and reporting size 0, as procfs files do."""
 from __future__ import annotations
 
 from vfakefs.sysfs.interrupts import interrupts_show
-from vfakefs.sysfs.nodes import Attr
+from vfakefs.model import iomem
+from vfakefs.sysfs.nodes import Attr, BinAttr
 
 PROC = (
     Attr("cmdline", lambda m: m.cmdline + "\n", None, 0o444, size=0),
     Attr("interrupts", interrupts_show, None, 0o444, size=0),
+    BinAttr("iomem", lambda m, off, n, capable: iomem.show(m, capable).encode()[off:off + n], None, 0o444, size=0),
 )
 
 

@@ -48,14 +48,21 @@ def bandwidth(dev) -> str:
                                    cap // 1000, cap % 1000, name(cap_speed), cap_width))
 
 
+class _Fields(dict):
+    """A device its driver's hw_info does not list (bound through driver_override or new_id)
+    probes as the driver's first board: its enum values read 0."""
+    def __missing__(self, key):
+        return 0
+
+
 def fields(m, drv, dev, lines) -> dict:
     """The values the driver's lines name (the PCIe ones only when asked for: a walk of the
     capability list that thousands of VFs probing at once should not pay)."""
     nd = dev.netdevs[0] if dev.netdevs else None
     text = "".join(lines)
-    out = {"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
+    out = _Fields({"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
            "inst": drv.instance(dev) if "{inst}" in text else 0, "queues": min(m.nr_cpus, MAX_QUEUES), "pba": "000000-000",
-           "link": "", "igb_link": "", "bandwidth": ""}
+           "link": "", "igb_link": "", "bandwidth": ""})
     out.update(drv.hw_info.get(dev.device, {}))
     if dev.pcie_cap is not None:
         if "{link}" in text or "{igb_link}" in text:
@@ -70,7 +77,7 @@ def fields(m, drv, dev, lines) -> dict:
 
 def _fill(m, drv, dev, lines) -> list[str]:
     f = fields(m, drv, dev, lines)
-    return [f"{drv.name} {line.format(**f)}" for line in lines]
+    return [f"{drv.name} {line.format_map(f)}" for line in lines]
 
 
 def probe_lines(m, drv, dev, enabling: tuple[int, int] = (0, 0), late: bool = True) -> list[str]:
