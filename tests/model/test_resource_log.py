@@ -229,3 +229,15 @@ def test_a_driver_bound_to_a_device_it_does_not_list_still_prints():
     n = len(m.kmsg.records)
     binding.bind(m, m.drivers["e1000e"], dev.name)
     assert texts(m, n)[-1].endswith(": MAC: 0, PHY: 0, PBA No: 000000-000")
+
+
+def test_rescan_assigns_what_it_found_even_when_the_view_looked_before():
+    """The view lists children between the remove and the rescan (a cached index): the
+    assignment still sees the functions the rescan is adding."""
+    m = topology.load("qemu-ref")
+    m.remove_function(m.lookup("0000:02:00.0"))
+    for f in [None] + list(m.functions):
+        m.children(f)
+    n = len(m.kmsg.records)
+    m.rescan()
+    assert "pci 0000:02:00.0: ROM [mem 0xfde00000-0xfde3ffff pref]: assigned" in texts(m, n)

@@ -129,7 +129,9 @@ def _pm_lines(f: PciFunction) -> list[str]:
 
 
 def _bus_devices(m: Machine, bridge) -> list:
-    return [f for f in m.children(bridge) if not f.is_virtfn]
+    """The functions on bridge's secondary bus (the root bus for None), from the function
+    list itself: a rescan asks while it adds them, before m.children()'s index sees them."""
+    return [f for f in m.functions if f.parent is bridge and not f.is_virtfn]
 
 
 def enumeration(m: Machine) -> list[tuple[str, str | None]]:
