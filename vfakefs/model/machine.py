@@ -364,14 +364,7 @@ class Machine:
             return
         self.removed = [f for f in self.removed if f not in back]
         back.sort(key=lambda f: f.bdf)    # bus numbers follow the depth-first scan: bus by bus
-        # 6.1 names a new bridge's bus range and windows once the bus below it was scanned
-        # (pci_read_bridge_bases from pcibios_fixup_bus): after its last child, else itself
-        after = {}
-        if not self.profile.bridge_windows_at_setup:
-            for b in back:
-                if b.is_bridge:
-                    kids = [f for f in back if f.parent is b]
-                    after.setdefault(id(kids[-1] if kids else b), []).append(b)
+        after = resource_log.bridges_after(self, back)
         with self.batch():
             for f in back:
                 self.add_function(f)

@@ -163,6 +163,20 @@ def enumeration(m: Machine) -> list[tuple[str, str | None]]:
     return out
 
 
+def bridges_after(m: Machine, added: list) -> dict[int, list]:
+    """A rescan's new bridges by the function (id) after whose lines each is named: 6.1 reads
+    a new bridge's bus range and windows once the bus below it was scanned (pcibios_fixup_bus
+    -> pci_read_bridge_bases): after its last new child, else after itself. 6.8+: none here
+    (device_lines names it at its setup)."""
+    after: dict[int, list] = {}
+    if not m.profile.bridge_windows_at_setup:
+        for b in added:
+            if b.is_bridge:
+                kids = [f for f in added if f.parent is b]
+                after.setdefault(id(kids[-1] if kids else b), []).append(b)
+    return after
+
+
 # --- assignment (setup-bus.c) --------------------------------------------------------------
 def _assign_bus(m: Machine, devs: list, wanted, setup_bridge, out: list[str]) -> None:
     """__pci_bus_assign_resources(): the bus's unassigned resources, largest alignment first
