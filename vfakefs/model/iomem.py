@@ -12,8 +12,8 @@ What fills it, in the order the kernel inserts it:
   each bridge's memory windows `PCI Bus 0000:NN`, each memory BAR, ROM and IOV BAR under
   the function's name, each VF's BAR inside its PF's IOV BAR, and under a bound driver's
   BARs the name it claimed them with (pci_request_regions: Driver.regions).
-A resource no window of its bus holds is not claimed (the kernel logs a conflict and
-leaves it unassigned), so it is not shown.
+A resource no window of its bus holds, or that overlaps one already claimed there, is not
+claimed (the kernel logs a conflict and leaves it unassigned), so it is not shown.
 """
 from __future__ import annotations
 
@@ -74,12 +74,22 @@ def _dmar_size(u) -> int:
     return max(PAGE, (max(fault, iotlb) + PAGE - 1) // PAGE * PAGE)
 
 
+def request(parent: Res, r: Res) -> Res | None:
+    """request_resource(): r becomes a child of parent, unless it overlaps one (a conflict:
+    the kernel leaves r unclaimed)."""
+    if any(c.start <= r.end and r.start <= c.end for c in parent.children):
+        return None
+    parent.children.append(r)
+    parent.children.sort(key=lambda c: c.start)
+    return r
+
+
 def _place(windows: list[Res], r: Res) -> Res | None:
-    """pci_find_parent_resource(): the bus window holding r, prefetchable first for a
-    prefetchable resource; then request_resource() inside it."""
+    """pci_claim_resource(): pci_find_parent_resource() picks the bus window holding r,
+    a prefetchable one first for a prefetchable resource; request_resource() there."""
     fits = [w for w in windows if w.holds(r)]
     fits.sort(key=lambda w: not (w.prefetch and r.prefetch))
-    return insert(fits[0].children, r) if fits else None
+    return request(fits[0], r) if fits else None
 
 
 def _claims(m, f, node: Res, index: int) -> None:
@@ -118,8 +128,9 @@ def build(m) -> list[Res]:
                     node = _place(windows, Res(iov.start, iov.end, f.name, bool(iov.flags & IORESOURCE_PREFETCH)))
                     for vf in f.sriov.vfs if node is not None else ():
                         b = vf.bars[i]
-                        if mem(b):     # pci_iov_add_virtfn: request_resource(the PF's IOV BAR, the VF's)
-                            _claims(m, vf, insert(node.children, Res(b.start, b.end, vf.name)), i)
+                        vf_node = request(node, Res(b.start, b.end, vf.name)) if mem(b) else None
+                        if vf_node is not None:     # pci_iov_add_virtfn: request_resource(the IOV BAR, the VF's)
+                            _claims(m, vf, vf_node, i)
             if f.is_bridge:
                 below = []
                 for w in f.windows[1:3]:

@@ -140,11 +140,12 @@ def catalogue() -> dict[str, Driver]:
                regions="nvme",
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
-        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019))),   # ConnectX-5 (Ex)
+        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019)), regions="mlx5_core"),   # ConnectX-5 (Ex)
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)]),
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
-                                       PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)]),
-        Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
+                                       PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)],
+               regions="ICH HD audio"),
+        Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)], regions="ahci"),
         Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)], sriov_configure=True,
                driver_managed_dma=True, dma_bits=None, enables_device=False,
                disables_sriov_on_remove=True),   # vfio_pci_core_unregister_device: sriov_configure(0)
