@@ -37,6 +37,9 @@ def test_format_and_nesting_qemu_ref():
     assert (0, 0xC0000000, 0xFEBFFFFF, "PCI Bus 0000:00") in rows
     assert (0, 0x100000000, 0x8FFFFFFFF, "PCI Bus 0000:00") in rows   # wider than 8 digits as it needs
     assert (0, 0xFED90000, 0xFED90FFF, "dmar0") in rows
+    # the ECAM region inserted over the e820 entry reserving it (insert_resource)
+    i = rows.index((0, 0xB0000000, 0xBFFFFFFF, "PCI MMCONFIG 0000 [bus 00-ff]"))
+    assert rows[i + 1] == (1, 0xB0000000, 0xBFFFFFFF, "Reserved")
     # every child lies in its parent; siblings climb
     for i, (depth, s, e, _) in enumerate(rows):
         p = parent_of(rows, i)

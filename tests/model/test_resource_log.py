@@ -18,7 +18,7 @@ from tests.fidelity.capture import REFERENCE_DIR
 
 PRESETS = Path(str(resources.files("vfakefs.presets")))
 # the PCI core's lines (not the generic x86 boot chatter around them: MMCONFIG, ACPI, ...)
-PCI = re.compile(r"^(pci |pci_bus |PCI host bridge|PCI: CLS|acpiphp: Slot|BIOS-)")
+PCI = re.compile(r"^(pci |pci_bus |PCI host bridge|PCI: CLS|PCI: MMCONFIG|PCI: Using configuration|acpiphp: Slot|BIOS-)")
 STAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
 
 
@@ -107,6 +107,7 @@ def test_unassigned_iov_bar_turns_on_realloc_and_is_assigned():
     ('[firmware]\ne820 = [[10, 0, "usable"]]\n', "firmware.e820"),
     ('[firmware]\npci_windows = [[0, 10]]\n', "firmware.pci_windows"),
     ('[firmware]\nbios = 1\n', "firmware"),
+    ('[firmware]\nmmconfig = 0x80001000\n', "firmware.mmconfig"),
     ('[firmware.unassigned]\n"0000:77:00.0" = ["BAR 0"]\n', "firmware.unassigned.0000:77:00.0"),
     ('[firmware.unassigned]\n"0000:03:00.0" = ["BAR 9"]\n', "firmware.unassigned.0000:03:00.0"),
 ])
@@ -241,3 +242,15 @@ def test_rescan_assigns_what_it_found_even_when_the_view_looked_before():
     n = len(m.kmsg.records)
     m.rescan()
     assert "pci 0000:02:00.0: ROM [mem 0xfde00000-0xfde3ffff pref]: assigned" in texts(m, n)
+
+
+def test_ecam_lines_follow_the_firmware_and_the_kernel_version():
+    """6.12 says ECAM (6.8's rename) and "reserved as E820 entry"; without an e820 entry
+    covering the region there is no `reserved` line."""
+    t = texts(topology.load("seed-vtd"))
+    assert t[t.index("PCI: ECAM [mem 0x80000000-0x8fffffff] (base 0x80000000) for domain 0000 [bus 00-ff]") + 1:][:2] == \
+        ["PCI: ECAM [mem 0x80000000-0x8fffffff] reserved as E820 entry", "PCI: Using configuration type 1 for base access"]
+    text = preset_text("seed-vtd").replace("[[device]]", "[firmware]\nmmconfig = 0xe0000000\n\n[[device]]", 1)
+    t = texts(topology.from_text(text, "seed", PRESETS))
+    assert "PCI: ECAM [mem 0xe0000000-0xefffffff] (base 0xe0000000) for domain 0000 [bus 00-ff]" in t
+    assert not any("reserved as E820" in x for x in t)

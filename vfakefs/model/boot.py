@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vfakefs.model.base import probe_log
-from vfakefs.model.firmware import e820_lines
+from vfakefs.model.firmware import e820_lines, ecam_lines
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
 from vfakefs.model.pci import resource_log
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 DEFAULT_DMAR = dict(address=0x8C5A2A58, revision=1, oem_id="INTEL", oem_table_id="EDK2", oem_revision=2,
                     creator_id="", creator_revision=0x01000013, flags=0x1, ioapic_id=2, hpet=True, atsr=())
 DMAR_KEYS = frozenset(DEFAULT_DMAR)
-BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "pci_host", "pci", "iommu_subsys", "pci_assign",
+BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "mmconfig", "pci_host", "pci", "iommu_subsys", "pci_assign",
                "intel_iommu_init", "pcieport", "late", "drivers")
 DRHD_INCLUDE_PCI_ALL = 0x1
 ATSR_ALL_PORTS = 0x1
@@ -161,6 +161,8 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
             log.boot("DMAR-IR: Queued invalidation will be enabled to support x2apic and Intr-remapping.")
         log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"),
                  at=anchor(m, "ir_enabled"))
+    for i, line in enumerate(ecam_lines(m.firmware, m.profile)):   # pci_arch_init (arch/x86/pci)
+        log.boot(line, at=anchor(m, "mmconfig") if i == 0 else None)
     for line, stage in resource_log.enumeration(m):      # pci_scan_root_bus (probe.c)
         log.boot(line, at=anchor(m, stage) if stage else None)
     _iommu_subsys_init(m, args)

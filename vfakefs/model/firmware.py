@@ -19,10 +19,12 @@ from vfakefs.model.pci.pci import IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_WIND
 E820_TYPES = {"usable": "System RAM", "reserved": "Reserved", "ACPI data": "ACPI Tables",
               "ACPI NVS": "ACPI Non-volatile Storage", "unusable": "Unusable memory"}
 DEFAULT_E820 = ((0x0, 0x9FBFF, "usable"), (0x9FC00, 0x9FFFF, "reserved"), (0xF0000, 0xFFFFF, "reserved"),
-                (0x100000, 0x7FFFFFFF, "usable"), (0xFED1C000, 0xFED1FFFF, "reserved"))
+                (0x100000, 0x7FFFFFFF, "usable"), (0x80000000, 0x8FFFFFFF, "reserved"),
+                (0xFED1C000, 0xFED1FFFF, "reserved"))
 DEFAULT_PCI_WINDOWS = ((0x0, 0xCF7, "io"), (0xD00, 0xFFFF, "io"), (0xA0000, 0xBFFFF, "mem"),
-                       (0x80000000, 0xFBFFFFFF, "mem"), (0x380000000000, 0x3FFFFFFFFFFF, "mem"))
-KEYS = frozenset({"e820", "pci_windows", "unassigned"})
+                       (0x90000000, 0xFBFFFFFF, "mem"), (0x380000000000, 0x3FFFFFFFFFFF, "mem"))
+DEFAULT_MMCONFIG = 0x80000000      # the MCFG table's ECAM base for segment 0, buses 00-ff (256 MiB)
+KEYS = frozenset({"e820", "pci_windows", "unassigned", "mmconfig"})
 UNASSIGNABLE = ("BAR 0", "BAR 1", "BAR 2", "BAR 3", "BAR 4", "BAR 5", "ROM", "VF BAR 0", "VF BAR 1", "VF BAR 2",
                 "VF BAR 3", "VF BAR 4", "VF BAR 5", "io window", "mem window", "pref window")
 
@@ -32,13 +34,20 @@ class Firmware:
     e820: tuple = DEFAULT_E820                       # (start, end, type), BIOS order
     pci_windows: tuple = ()                          # (start, end, IORESOURCE_* flags) of the root bus
     unassigned: dict = field(default_factory=dict)   # Bdf -> frozenset of resource names
+    mmconfig: int | None = DEFAULT_MMCONFIG          # ECAM base of segment 0000 [bus 00-ff]
 
     @classmethod
     def from_table(cls, t: dict) -> Firmware:
         wins = tuple((s, e, (IORESOURCE_IO if kind == "io" else IORESOURCE_MEM) | IORESOURCE_WINDOW)
                      for s, e, kind in t.get("pci_windows", DEFAULT_PCI_WINDOWS))
         return cls(tuple(tuple(x) for x in t.get("e820", DEFAULT_E820)), wins,
-                   {Bdf.from_str(k): frozenset(v) for k, v in t.get("unassigned", {}).items()})
+                   {Bdf.from_str(k): frozenset(v) for k, v in t.get("unassigned", {}).items()},
+                   t.get("mmconfig", DEFAULT_MMCONFIG))
+
+    @property
+    def ecam(self) -> tuple[int, int] | None:
+        """The MCFG region: 1 MiB of config space per bus, 256 buses."""
+        return None if self.mmconfig is None else (self.mmconfig, self.mmconfig + (256 << 20) - 1)
 
 
 def check(err, t, bdfs: set) -> None:
@@ -55,6 +64,9 @@ def check(err, t, bdfs: set) -> None:
             raise err(f"firmware.{key}", f"each entry is [start, end, type] with start <= end, type one of "
                                          f"{', '.join(kinds)}")
     ranges("e820", tuple(E820_TYPES))
+    mm = t.get("mmconfig", DEFAULT_MMCONFIG)
+    if not isinstance(mm, int) or isinstance(mm, bool) or mm < 0 or mm % (256 << 20) or mm >= 1 << 52:
+        raise err("firmware.mmconfig", f"{mm!r} is not an ECAM base (256 MiB aligned)")
     ranges("pci_windows", ("io", "mem"))
     un = t.get("unassigned", {})
     if not isinstance(un, dict):
@@ -70,3 +82,16 @@ def e820_lines(fw: Firmware) -> list[str]:
     """e820__print_table("BIOS-e820") after the `BIOS-provided physical RAM map:` header."""
     return ["BIOS-provided physical RAM map:"] + [
         "BIOS-e820: [mem %#018x-%#018x] %s" % (s, e, kind) for s, e, kind in fw.e820]
+
+
+def ecam_lines(fw: Firmware, profile) -> list[str]:
+    """pci_mmconfig_add() and is_mmconf_reserved() (the range an e820 `reserved` entry
+    covers), then pci_direct_init()'s type 1 access."""
+    out = []
+    if fw.ecam is not None:
+        s, e = fw.ecam
+        f = dict(res="[mem %#010x-%#010x]" % (s, e), base="%#x" % s, domain="0000", bus="00-ff")
+        out.append(profile.ecam_lines[0].format(**f))
+        if any(kind == "reserved" and a <= s and e <= b for a, b, kind in fw.e820):
+            out.append(profile.ecam_lines[1].format(**f))
+    return out + ["PCI: Using configuration type 1 for base access"]

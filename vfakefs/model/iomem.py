@@ -6,7 +6,9 @@ What fills it, in the order the kernel inserts it:
   first page made Reserved as trim_bios_range() does;
 - the host bridge's memory windows, `PCI Bus 0000:00`;
 - the platform's registers: the IOAPIC, HPET and local APIC at the PC's fixed addresses,
-  and each DMAR unit (`dmar0`, its register page(s) as map_iommu() requests them);
+  each DMAR unit (`dmar0`, its register page(s) as map_iommu() requests them), and the
+  ECAM region (`PCI MMCONFIG 0000 [bus 00-ff]`, 6.8+ `PCI ECAM ...`) over the e820 entry
+  that reserves it;
 - the PCI tree, bus by bus as pci_claim_resource() places each resource in its bus's
   window (pci_find_parent_resource, a prefetchable one in a prefetchable window first):
   each bridge's memory windows `PCI Bus 0000:NN`, each memory BAR, ROM and IOV BAR under
@@ -40,12 +42,13 @@ class Res:
         return self.start <= r.start and r.end <= self.end
 
 
-def insert(level: list, r: Res) -> Res:
+def insert(level: list, r: Res, over_equal: bool = False) -> Res:
     """insert_resource(): into the deepest resource that holds it; what it holds itself
-    becomes its children. Returns r."""
+    becomes its children (over_equal: a resource of the very same range too, as
+    __insert_resource() takes it when the new one is inserted later). Returns r."""
     for p in level:
-        if p.holds(r):
-            return insert(p.children, r)
+        if p.holds(r) and not (over_equal and (p.start, p.end) == (r.start, r.end)):
+            return insert(p.children, r, over_equal)
     inside = [c for c in level if r.holds(c)]
     for c in inside:
         level.remove(c)
@@ -108,6 +111,9 @@ def build(m) -> list[Res]:
         insert(top, Res(s, e, name))
     for u in m.dmar:
         insert(top, Res(u.reg_base, u.reg_base + _dmar_size(u) - 1, f"dmar{u.seq_id}"))
+    if m.firmware.ecam is not None:      # pci_mmcfg_late_insert_resources, over its e820 reservation
+        s, e = m.firmware.ecam
+        insert(top, Res(s, e, m.profile.ecam_name.format(domain="0000", bus="00-ff")), over_equal=True)
 
     def mem(r) -> bool:
         return bool(r.size) and not r.is_io
