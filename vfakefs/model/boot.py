@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vfakefs.model.base import probe_log
-from vfakefs.model.firmware import e820_lines, ecam_lines
+from vfakefs.model.firmware import e820_lines, ecam_lines, host_bridge_lines
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
 from vfakefs.model.pci import resource_log
@@ -161,11 +161,15 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
             log.boot("DMAR-IR: Queued invalidation will be enabled to support x2apic and Intr-remapping.")
         log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"),
                  at=anchor(m, "ir_enabled"))
+    log.boot("acpiphp: ACPI Hot Plug PCI Controller Driver version: 0.5")   # acpiphp_init (built in)
     for i, line in enumerate(ecam_lines(m.firmware, m.profile)):   # pci_arch_init (arch/x86/pci)
         log.boot(line, at=anchor(m, "mmconfig") if i == 0 else None)
+    for line in host_bridge_lines(m.firmware, m.cmdline):
+        log.boot(line)
     for line, stage in resource_log.enumeration(m):      # pci_scan_root_bus (probe.c)
         log.boot(line, at=anchor(m, stage) if stage else None)
     _iommu_subsys_init(m, args)
+    log.boot("PCI: Using ACPI for IRQ routing")            # pci_acpi_init (subsys_initcall)
     for i, line in enumerate(resource_log.boot_assignment(m)):   # pcibios_assign_resources (setup-bus.c)
         log.boot(line, at=anchor(m, "pci_assign") if i == 0 else None)
     if iommu_on:

@@ -24,7 +24,8 @@ DEFAULT_E820 = ((0x0, 0x9FBFF, "usable"), (0x9FC00, 0x9FFFF, "reserved"), (0xF00
 DEFAULT_PCI_WINDOWS = ((0x0, 0xCF7, "io"), (0xD00, 0xFFFF, "io"), (0xA0000, 0xBFFFF, "mem"),
                        (0x90000000, 0xFBFFFFFF, "mem"), (0x380000000000, 0x3FFFFFFFFFFF, "mem"))
 DEFAULT_MMCONFIG = 0x80000000      # the MCFG table's ECAM base for segment 0, buses 00-ff (256 MiB)
-KEYS = frozenset({"e820", "pci_windows", "unassigned", "mmconfig"})
+DEFAULT_BIOS_YEAR = 2019
+KEYS = frozenset({"e820", "pci_windows", "unassigned", "mmconfig", "bios_year"})
 UNASSIGNABLE = ("BAR 0", "BAR 1", "BAR 2", "BAR 3", "BAR 4", "BAR 5", "ROM", "VF BAR 0", "VF BAR 1", "VF BAR 2",
                 "VF BAR 3", "VF BAR 4", "VF BAR 5", "io window", "mem window", "pref window")
 
@@ -35,6 +36,7 @@ class Firmware:
     pci_windows: tuple = ()                          # (start, end, IORESOURCE_* flags) of the root bus
     unassigned: dict = field(default_factory=dict)   # Bdf -> frozenset of resource names
     mmconfig: int | None = DEFAULT_MMCONFIG          # ECAM base of segment 0000 [bus 00-ff]
+    bios_year: int = DEFAULT_BIOS_YEAR               # the DMI BIOS date's year (pci_use_e820)
 
     @classmethod
     def from_table(cls, t: dict) -> Firmware:
@@ -42,7 +44,7 @@ class Firmware:
                      for s, e, kind in t.get("pci_windows", DEFAULT_PCI_WINDOWS))
         return cls(tuple(tuple(x) for x in t.get("e820", DEFAULT_E820)), wins,
                    {Bdf.from_str(k): frozenset(v) for k, v in t.get("unassigned", {}).items()},
-                   t.get("mmconfig", DEFAULT_MMCONFIG))
+                   t.get("mmconfig", DEFAULT_MMCONFIG), t.get("bios_year", DEFAULT_BIOS_YEAR))
 
     @property
     def ecam(self) -> tuple[int, int] | None:
@@ -64,6 +66,9 @@ def check(err, t, bdfs: set) -> None:
             raise err(f"firmware.{key}", f"each entry is [start, end, type] with start <= end, type one of "
                                          f"{', '.join(kinds)}")
     ranges("e820", tuple(E820_TYPES))
+    year = t.get("bios_year", DEFAULT_BIOS_YEAR)
+    if not isinstance(year, int) or isinstance(year, bool) or not 1980 <= year <= 2100:
+        raise err("firmware.bios_year", f"{year!r} is not a year")
     mm = t.get("mmconfig", DEFAULT_MMCONFIG)
     if not isinstance(mm, int) or isinstance(mm, bool) or mm < 0 or mm % (256 << 20) or mm >= 1 << 52:
         raise err("firmware.mmconfig", f"{mm!r} is not an ECAM base (256 MiB aligned)")
@@ -95,3 +100,13 @@ def ecam_lines(fw: Firmware, profile) -> list[str]:
         if any(kind == "reserved" and a <= s and e <= b for a, b, kind in fw.e820):
             out.append(profile.ecam_lines[1].format(**f))
     return out + ["PCI: Using configuration type 1 for base access"]
+
+
+def host_bridge_lines(fw: Firmware, cmdline: str) -> list[str]:
+    """arch/x86/pci/acpi.c pci_acpi_crs_quirks() (the _CRS windows; E820 clipping unless the
+    BIOS is from 2023 on) and acpi_pci_root_add()'s root bridge, before its bus is scanned."""
+    args = cmdline.split()
+    use_e820 = "pci=use_e820" in args or (fw.bios_year < 2023 and "pci=no_e820" not in args)
+    return ['PCI: Using host bridge windows from ACPI; if necessary, use "pci=nocrs" and report a bug',
+            "PCI: %s E820 reservations for host bridge windows" % ("Using" if use_e820 else "Ignoring"),
+            "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])"]
