@@ -108,6 +108,7 @@ def test_unassigned_iov_bar_turns_on_realloc_and_is_assigned():
     ('[firmware]\npci_windows = [[0, 10]]\n', "firmware.pci_windows"),
     ('[firmware]\nbios = 1\n', "firmware"),
     ('[firmware]\nmmconfig = 0x80001000\n', "firmware.mmconfig"),
+    ('[firmware]\nbios_year = "2019"\n', "firmware.bios_year"),
     ('[firmware.unassigned]\n"0000:77:00.0" = ["BAR 0"]\n', "firmware.unassigned.0000:77:00.0"),
     ('[firmware.unassigned]\n"0000:03:00.0" = ["BAR 9"]\n', "firmware.unassigned.0000:03:00.0"),
 ])
@@ -254,3 +255,10 @@ def test_ecam_lines_follow_the_firmware_and_the_kernel_version():
     t = texts(topology.from_text(text, "seed", PRESETS))
     assert "PCI: ECAM [mem 0xe0000000-0xefffffff] (base 0xe0000000) for domain 0000 [bus 00-ff]" in t
     assert not any("reserved as E820" in x for x in t)
+
+
+def test_a_2023_bios_makes_the_kernel_ignore_e820_for_host_bridge_windows():
+    text = preset_text("seed-vtd").replace("[[device]]", "[firmware]\nbios_year = 2023\n\n[[device]]", 1)
+    t = texts(topology.from_text(text, "seed", PRESETS))
+    assert "PCI: Ignoring E820 reservations for host bridge windows" in t
+    assert "PCI: Using E820 reservations for host bridge windows" in texts(topology.load("seed-vtd"))
