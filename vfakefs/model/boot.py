@@ -1,19 +1,22 @@
-"""The kernel's boot messages for a topology: command line, ACPI DMAR table, DMAR,
-DMAR-IR, PCI enumeration, iommu core, intel_iommu_init.
+"""The kernel's boot messages for a topology: command line, e820 map, ACPI DMAR table,
+DMAR, DMAR-IR, ECAM and the host bridge, PCI enumeration and resource assignment
+(pci/resource_log.py), iommu core, intel_iommu_init, the PCIe port services and the
+drivers loaded at boot.
 
 The order and wording are those of a real boot (the QEMU machine's
 boot-stock-intel_iommu_on.log); what each line says comes from the topology:
 the firmware's DMAR table (`[acpi.dmar]`: its address, header ids, DRHD flags,
-the IOAPIC/HPET scopes, ATSR entries), the units, the devices' `rmrr` ranges
-(one RMRR structure per distinct range) and the command line. The table's length
+the IOAPIC/HPET scopes, ATSR entries), `[firmware]` (model/firmware.py: e820, ECAM,
+host bridge windows, what it left unassigned), the units, the devices' `rmrr` ranges
+(one RMRR structure per distinct range), the drivers' banners and the command line. The table's length
 is computed from the structures it holds (dmar_table_length).
 
 Boot clock (the `[    t]` of each line):
   * the banner is at 0;
   * a stage the topology's `[recorded.boot_clock]` names (usec, e.g. the QEMU
     capture's) starts at that time: acpi_dmar, cmdline, dmar_table, ir_enabled,
-    pci_host (the host bridge), pci (its first function), iommu_subsys, pci_assign
-    (resource assignment), intel_iommu_init, late;
+    mmconfig, pci_host (the host bridge), pci (its first function), iommu_subsys,
+    pci_assign (resource assignment), intel_iommu_init, pcieport, late, drivers;
   * every other line is 317 us after the one before (KernelLog.boot's step: the
     per-line cost), and so is an anchor that would not move the clock forward.
 A topology without recorded anchors is therefore a boot whose lines follow each
@@ -21,7 +24,8 @@ other at that fixed cost; the log never goes back in time.
 
 bringup.py adds the `Adding to iommu group` lines and `DMAR: Intel(R)
 Virtualization Technology for Directed I/O` after boot_log(); late_boot_log()
-holds what a boot prints after that.
+(the port services, late modules) and driver_boot_log() (the drivers bound at boot,
+once their vectors exist) hold what a boot prints after that.
 """
 from __future__ import annotations
 
