@@ -1,7 +1,7 @@
 """`vfakefs run`'s private mount namespace, made with the system calls themselves
 (unshare(2), mount(2)) in the program's process before it execs: the mount's trees
-over /sys, /dev/vfio, /dev/kmsg, /proc/cmdline, /proc/interrupts and /lib/modules, the
-host's own never touched.
+over /sys, /dev/vfio, /dev/kmsg, /lib/modules and /proc's cmdline, interrupts, cpuinfo,
+modules and iomem, the host's own never touched.
 
 Where the host has no /dev/vfio the namespace gets its own /dev (a tmpfs with every
 host entry bound back), so nothing is ever created in the host's /dev. /dev/ptmx is
@@ -100,7 +100,7 @@ def enter(mnt: str, stage: str, host_net: bool = False) -> None:
     # hwloc's binding) and the CPUID instruction (hwloc's x86 backend; HWLOC_COMPONENTS=-x86).
     # A host kernel without modules has no /proc/modules to bind over: the system-call adapter
     # answers its opens instead (syscall/server.py)
-    for name in ("cmdline", "interrupts", "cpuinfo", "modules"):
+    for name in ("cmdline", "interrupts", "cpuinfo", "modules", "iomem"):
         if os.path.exists(f"{real}/proc/{name}") and os.path.exists(f"/proc/{name}"):
             _bind(f"{real}/proc/{name}", f"/proc/{name}")
     if os.path.isdir(f"{real}/lib/modules"):   # kmod's and lspci -k's /lib/modules/$(uname -r)

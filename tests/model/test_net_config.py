@@ -2,6 +2,7 @@
 carrier) and the link state (carrier) the `carrier` control changes; what `vfakefs run`
 mirrors into its network namespace."""
 import errno
+import re
 from importlib import resources
 
 import pytest
@@ -12,7 +13,9 @@ from vfakefs.model.host import Host
 from vfakefs.model.net import Route, parse_route
 from vfakefs.model.pci import sriov
 
-SEED = (resources.files("vfakefs.presets") / "seed-vtd.toml").read_text()
+# the preset without its own [net.eth2] (this file's NET replaces it)
+SEED = re.sub(r"^\[net\.eth2\]\n(?:[^\[\n].*\n)*", "",
+              (resources.files("vfakefs.presets") / "seed-vtd.toml").read_text(), flags=re.M)
 NET = """
 [net.eth2]
 addresses = ["192.168.1.10/24", "fd00::10/64"]

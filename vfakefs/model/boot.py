@@ -1,18 +1,22 @@
-"""The kernel's boot messages for a topology: command line, ACPI DMAR table, DMAR,
-DMAR-IR, PCI enumeration, iommu core, intel_iommu_init.
+"""The kernel's boot messages for a topology: command line, e820 map, ACPI DMAR table,
+DMAR, DMAR-IR, ECAM and the host bridge, PCI enumeration and resource assignment
+(pci/resource_log.py), iommu core, intel_iommu_init, the PCIe port services and the
+drivers loaded at boot.
 
 The order and wording are those of a real boot (the QEMU machine's
 boot-stock-intel_iommu_on.log); what each line says comes from the topology:
 the firmware's DMAR table (`[acpi.dmar]`: its address, header ids, DRHD flags,
-the IOAPIC/HPET scopes, ATSR entries), the units, the devices' `rmrr` ranges
-(one RMRR structure per distinct range) and the command line. The table's length
+the IOAPIC/HPET scopes, ATSR entries), `[firmware]` (model/firmware.py: e820, ECAM,
+host bridge windows, what it left unassigned), the units, the devices' `rmrr` ranges
+(one RMRR structure per distinct range), the drivers' banners and the command line. The table's length
 is computed from the structures it holds (dmar_table_length).
 
 Boot clock (the `[    t]` of each line):
   * the banner is at 0;
   * a stage the topology's `[recorded.boot_clock]` names (usec, e.g. the QEMU
     capture's) starts at that time: acpi_dmar, cmdline, dmar_table, ir_enabled,
-    pci, iommu_subsys, intel_iommu_init, late;
+    mmconfig, pci_host (the host bridge), pci (its first function), iommu_subsys,
+    pci_assign (resource assignment), intel_iommu_init, pcieport, late, drivers;
   * every other line is 317 us after the one before (KernelLog.boot's step: the
     per-line cost), and so is an anchor that would not move the clock forward.
 A topology without recorded anchors is therefore a boot whose lines follow each
@@ -20,14 +24,18 @@ other at that fixed cost; the log never goes back in time.
 
 bringup.py adds the `Adding to iommu group` lines and `DMAR: Intel(R)
 Virtualization Technology for Directed I/O` after boot_log(); late_boot_log()
-holds what a boot prints after that.
+(the port services, late modules) and driver_boot_log() (the drivers bound at boot,
+once their vectors exist) hold what a boot prints after that.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vfakefs.model.base import modules, probe_log
+from vfakefs.model.firmware import e820_lines, ecam_lines, host_bridge_lines
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
+from vfakefs.model.pci import resource_log
 
 if TYPE_CHECKING:
     from vfakefs.model.machine import Machine
@@ -37,8 +45,8 @@ if TYPE_CHECKING:
 DEFAULT_DMAR = dict(address=0x8C5A2A58, revision=1, oem_id="INTEL", oem_table_id="EDK2", oem_revision=2,
                     creator_id="", creator_revision=0x01000013, flags=0x1, ioapic_id=2, hpet=True, atsr=())
 DMAR_KEYS = frozenset(DEFAULT_DMAR)
-BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "pci", "iommu_subsys", "intel_iommu_init",
-               "late")
+BOOT_STAGES = ("acpi_dmar", "cmdline", "dmar_table", "ir_enabled", "mmconfig", "pci_host", "pci", "iommu_subsys", "pci_assign",
+               "intel_iommu_init", "pcieport", "late", "drivers")
 DRHD_INCLUDE_PCI_ALL = 0x1
 ATSR_ALL_PORTS = 0x1
 
@@ -121,6 +129,8 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
     acpi = dmar_table(m)
     log.boot(fact(m, "banner").format(release=m.profile.release), KERN_NOTICE, at=0)
     log.boot(f"Command line: {m.cmdline}", at=0)
+    for line in e820_lines(m.firmware):
+        log.boot(line)
     if m.dmar:   # the firmware's DMAR table, found whatever the command line says
         a, n = acpi["address"], dmar_table_length(m, acpi)
         log.boot("ACPI: DMAR 0x%016X %06X %s" % (a, n, _acpi_header(acpi)), at=anchor(m, "acpi_dmar"))
@@ -155,10 +165,17 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
             log.boot("DMAR-IR: Queued invalidation will be enabled to support x2apic and Intr-remapping.")
         log.boot("DMAR-IR: Enabled IRQ remapping in %s mode" % ("x2apic" if eim else "xapic"),
                  at=anchor(m, "ir_enabled"))
-    for f in m.functions:
-        log.boot(f"pci {f.name}: {f.setup_line(m.profile.pci_setup_type_str)}",
-                 at=anchor(m, "pci") if f is m.functions[0] else None)
+    log.boot("acpiphp: ACPI Hot Plug PCI Controller Driver version: 0.5")   # acpiphp_init (built in)
+    for i, line in enumerate(ecam_lines(m.firmware, m.profile)):   # pci_arch_init (arch/x86/pci)
+        log.boot(line, at=anchor(m, "mmconfig") if i == 0 else None)
+    for line in host_bridge_lines(m.firmware, m.cmdline):
+        log.boot(line)
+    for line, stage in resource_log.enumeration(m):      # pci_scan_root_bus (probe.c)
+        log.boot(line, at=anchor(m, stage) if stage else None)
     _iommu_subsys_init(m, args)
+    log.boot("PCI: Using ACPI for IRQ routing")            # pci_acpi_init (subsys_initcall)
+    for i, line in enumerate(resource_log.boot_assignment(m)):   # pcibios_assign_resources (setup-bus.c)
+        log.boot(line, at=anchor(m, "pci_assign") if i == 0 else None)
     if iommu_on:
         _intel_iommu_init(m, acpi)
 
@@ -199,8 +216,38 @@ def _intel_iommu_init(m: Machine, acpi: dict) -> None:
 
 
 def late_boot_log(m: Machine) -> None:
-    """What the boot prints after the iommu groups and the VT-d banner (modules loaded
-    later): topology.py calls it last."""
+    """What the boot prints after the iommu groups and the VT-d banner: the PCIe port
+    services (drivers/pci/pcie: pcie_pme_probe, aer_probe, each with the port's interrupt),
+    then the modules loaded later."""
+    first = True
+    for f in m.functions:
+        if f.driver is None or not f.driver.port_services or f.pcie_type != 4:   # services of root ports
+            continue
+        irq = f.msi_irqs[0][0] if f.msi_irqs else f.irq
+        lines = [f"PME: Signaling with IRQ {irq}"] + ([f"AER: enabled with IRQ {irq}"] if f.has_aer else [])
+        for line in lines:
+            m.kmsg.boot(f"pcieport {f.name}: {line}", at=anchor(m, "pcieport") if first else None)
+            first = False
     if fact(m, "amd_iommu_v2_banner"):
         m.kmsg.boot("AMD-Vi: AMD IOMMUv2 functionality not available on this system - This is not a bug.",
                     KERN_WARNING, at=anchor(m, "late"))
+
+
+def driver_boot_log(m: Machine) -> None:
+    """The drivers bound at boot, as their modules load: each module's init lines, then its
+    devices' probe lines, then what their asynchronous probes print once done (nvme's
+    queues after every controller's `pci function`). Modules load in the order their
+    first device probes (the topology's recorded probe order, else bus order)."""
+    order = getattr(m, "recorded", {}).get("irq", {}).get("probe_order", [])
+    rank = {bdf: i for i, bdf in enumerate(order)}
+    bound = sorted((f for f in m.functions if f.driver is not None),
+                   key=lambda f: (rank.get(f.name, len(rank)), m.functions.index(f)))
+    first = True
+    for drv in dict.fromkeys(f.driver for f in bound):
+        devs = [f for f in bound if f.driver is drv]
+        mod = modules.of_driver(drv.name)                # its module's init banner (module_table.py)
+        lines = list(mod.init_log if mod is not None else ()) + [line for f in devs for line in probe_log.probe_lines(m, drv, f, late=False)]
+        lines += [line for f in devs for line in probe_log.late_lines(m, drv, f)]
+        for line in lines:
+            m.kmsg.boot(line, at=anchor(m, "drivers") if first else None)
+            first = False

@@ -13,7 +13,8 @@ from vfakefs.model import uevent
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
 from vfakefs.model.base.module import boot_plan
-from vfakefs.model.boot import boot_log, default_domain, late_boot_log
+from vfakefs.model.boot import boot_log, default_domain, driver_boot_log, late_boot_log
+from vfakefs.model.firmware import Firmware
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
@@ -61,6 +62,7 @@ def boot(topo: Topology) -> Machine:
     m.acpi = {"dmar": dict(d.get("acpi", {}).get("dmar", {}))}
     m.recorded = d.get("recorded", {})
     m.net_config = {name: dict(cfg) for name, cfg in d.get("net", {}).items()}
+    m.firmware = Firmware.from_table(d.get("firmware", {}))
     for s in specs:
         hw = {"mac": s["mac"].lower()} if s.get("mac") else {}
         if "nvme" in s:
@@ -85,7 +87,6 @@ def boot(topo: Topology) -> Machine:
             m.kmsg.boot(f"pci {f.name}: Adding to iommu group {g.id}")
             iommu.attach_device(m, f)
         m.kmsg.boot("DMAR: Intel(R) Virtualization Technology for Directed I/O")
-    late_boot_log(m)
     for f in m.functions:
         if f.driver is not None:
             f.driver.devices.append(f)
@@ -103,6 +104,8 @@ def boot(topo: Topology) -> Machine:
     if iommu_on and m.interrupt_remapping and m.dmar[0].ir_supported:
         m.irq_remap_args = {"x2apic": iommu_spec.get("x2apic", True)}
     irqs.boot(m)                                      # the bound drivers' MSI/MSI-X vectors
+    late_boot_log(m)                                  # (the port services name their vectors)
+    driver_boot_log(m)
     uevent.booted(m)
     m.check()
     return m

@@ -14,10 +14,11 @@ from vfakefs.model.ida import Ida
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
+from vfakefs.model.firmware import Firmware
 from vfakefs.model.kmsg import KernelLog
 from vfakefs.model.locality import Locality
 from vfakefs.model.net import NetDev, parse_route, permanent_address
-from vfakefs.model.pci import hotplug, sriov
+from vfakefs.model.pci import hotplug, resource_log, sriov
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 from vfakefs.model.profile import KernelProfile
@@ -89,6 +90,7 @@ class Machine:
         # what the topology declares beyond the PCI tree (topology._Checker.declared)
         self.acpi: dict = {}                    # firmware tables: {"dmar": {...}} (boot.py)
         self.recorded: dict = {}                # facts of one real boot, not computed (irq, boot_clock)
+        self.firmware = Firmware.from_table({})  # e820, root bus windows, what it left unassigned (firmware.py)
         self.hw: dict[Bdf, dict] = {}           # a function's own identity: "mac", "nvme"
         self.rng = random.Random()              # get_random_bytes(): random, unless a test seeds it
         self.net_config: dict[str, dict] = {}   # interface name -> its `[net.<name>]` table (topology)
@@ -354,8 +356,8 @@ class Machine:
         self.by_bdf[f.bdf] = f
         f.machine = self
         self.note(f, f.bdf)
-        self.kmsg.dev(f, f.setup_line(self.profile.pci_setup_type_str),
-                      prefix="pci")
+        for line in resource_log.device_lines(self, f):
+            self.kmsg.dev(f, line, prefix="pci")
         if self.groups is not None:
             g = self.groups.add_device(f, self.functions)
             self.kmsg.dev(f, f"Adding to iommu group {g.id}", prefix="pci")
@@ -404,13 +406,21 @@ class Machine:
             return
         self.removed = [f for f in self.removed if f not in back]
         new = {}                # old pci_dev -> the one the scan allocates (hotplug.rescanned)
+        for f in sorted(back, key=lambda f: f.bdf):     # bus numbers follow the depth-first scan: bus by bus
+            new[f] = hotplug.rescanned(f, new.get(f.parent, f.parent))
+        added = list(new.values())
+        after = resource_log.bridges_after(self, added)
         with self.batch():
-            for f in sorted(back, key=lambda f: f.bdf):     # bridges before what sits below them
-                new[f] = hotplug.rescanned(f, new.get(f.parent, f.parent))
-                self.add_function(new[f])
+            for f in added:
+                self.add_function(f)
+                for b in after.get(id(f), ()):
+                    for line in resource_log.bridge_lines(self, b):
+                        self.kmsg.dev(b, line, prefix="pci")
             for slot in self.slots:
                 slot.port = new.get(slot.port, slot.port)
-            for f in new.values():
+            for line in resource_log.rescan_assignment(self, added):   # pci_assign_unassigned_bus_resources
+                self.kmsg.log(line)
+            for f in added:
                 binding.device_attach(self, f)
             self.changed(*new.values())
 

@@ -31,6 +31,16 @@ class KernelProfile:
     banner: str
     # pci_setup_device's line ends with pci_type_str() ("PCIe Endpoint", ...) since 6.9
     pci_setup_type_str: bool = False
+    # a bridge's `PCI bridge to` and window lines come from pci_setup_device (pci_read_bridge_windows,
+    # 6.8 "PCI: Log bridge info when first enumerating bridge"); 6.1 prints them after the scan of
+    # the bus below (pci_read_bridge_bases)
+    bridge_windows_at_setup: bool = False
+    # arch/x86/pci/mmconfig-shared.c: the MCFG region's lines and its /proc/iomem name ({res} its
+    # range as %pR, {base}, {domain}, {bus}); 6.8 renamed MMCONFIG to ECAM ("x86/pci: Rename
+    # 'MMCONFIG' to 'ECAM', use pr_fmt") and says "reserved as E820 entry"
+    ecam_lines: tuple = ("PCI: MMCONFIG for domain {domain} [bus {bus}] at {res} (base {base})",
+                         "PCI: MMCONFIG at {res} reserved in E820")
+    ecam_name: str = "PCI MMCONFIG {domain} [bus {bus}]"
     # VT-d's static identity domain uses the reserved FLPT_DEFAULT_DID (1) in legacy mode
     # (6.12, "iommu/vt-d: Reserve a static domain ID"); 6.1 gives it a domain id of its own
     identity_flpt_did: bool = True
@@ -61,5 +71,8 @@ PROFILES = {
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "
         "14.2.0, GNU ld (GNU Binutils for Debian) 2.44) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-16)",
-        pci_setup_type_str=True),
+        pci_setup_type_str=True, bridge_windows_at_setup=True,
+        ecam_lines=("PCI: ECAM {res} (base {base}) for domain {domain} [bus {bus}]",
+                    "PCI: ECAM {res} reserved as E820 entry"),
+        ecam_name="PCI ECAM {domain} [bus {bus}]"),
 }

@@ -16,6 +16,7 @@ from pathlib import Path
 from vfakefs.model import bringup
 from vfakefs.model.base import modules as module_catalogue
 from vfakefs.model.base.drivers import catalogue
+from vfakefs.model import firmware
 from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.locality import Locality
@@ -154,6 +155,7 @@ class _Checker:
                     raise self.err("acpi.dmar.atsr.ports", f"{bad[0]!r} is not a root port of this topology")
         for name, cfg in d.get("net", {}).items():
             self.net(name, cfg)
+        firmware.check(self.err, d.get("firmware", {}), {str(s["bdf"]) for s in specs})
         rec = d.get("recorded", {})
         if set(rec) - {"irq", "boot_clock", "modules"}:
             raise self.err("recorded", "must be a table of `irq`, `boot_clock` and `modules`")

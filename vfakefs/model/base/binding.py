@@ -11,8 +11,8 @@ import errno
 import re
 
 from vfakefs.model import uevent
-from vfakefs.model.base import irqs
-from vfakefs.model.base.driver_ops import enabling_line, probe_failed
+from vfakefs.model.base import irqs, probe_log
+from vfakefs.model.base.driver_ops import probe_failed
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
@@ -89,23 +89,9 @@ def attach(m, dev, drv: Driver) -> None:
 
 
 def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
-    """The lines the real driver's probe prints, prefixed `<driver> ` as dev_info() does,
-    with pci_enable_resources()'s `enabling device` where the command register changed."""
-    nd = dev.netdevs[0] if dev.netdevs else None
-    link = ""
-    # only for drivers that print it: finding the PCIe capability costs a walk of the list,
-    # which thousands of VFs at once (ixgbevf prints no link) should not pay
-    if any("{link}" in line for line in drv.probe_log) and dev.pcie_cap is not None:
-        link = f"{dev.link_speed(True).split(' PCIe')[0].replace(' ', '')}:Width x{dev.link_width(True)}"
-    fields = {"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
-              "inst": drv.instance(dev), "link": link}
-    lines = [f"{drv.name} {line.format(**fields)}" for line in drv.probe_log]
-    enabling_at = enabling_line(drv, dev, *enabling)
-    if enabling_at:
-        lines.insert(drv.probe_log_before_enable, enabling_at)
-    if not dev.is_virtfn:                                # once the queues are up (nvme)
-        lines += [f"{drv.name} {line.format(**fields)}" for line in drv.probe_log_pf]
-    for line in lines:
+    """The lines the real driver's probe prints (base/probe_log.py), with pci_enable_resources()'s
+    `enabling device` where the command register changed."""
+    for line in probe_log.probe_lines(m, drv, dev, enabling):
         m.kmsg.log(line)
 
 
@@ -119,6 +105,8 @@ def release(m, dev) -> None:
             m.disable_sriov(dev)        # the driver's remove calls pci_disable_sriov
         else:
             m.kmsg.dev(dev, "driver left SR-IOV enabled after remove", KERN_WARNING, prefix=drv.name)
+    for line in probe_log.remove_lines(m, drv, dev):     # the driver's remove, its netdev still there
+        m.kmsg.log(line)
     for nd in list(dev.netdevs):
         m.remove_netdev(nd)
     for cd in uevent.class_devices(dev, drv):           # nvme_uninit_ctrl's device_destroy

@@ -49,9 +49,13 @@ class Driver:
     device_files: dict = field(default_factory=dict)   # {name: content}
     wakeup: bool = False               # enables power/wakeup at probe (device_set_wakeup_enable)
     disables_sriov_on_remove: bool = False   # remove() calls pci_disable_sriov (ixgbe, igb)
-    # what probe() prints: str.format fields {dev} {ifname} {mac} {inst} {link}
+    # what probe() prints: str.format fields {dev} {ifname} {mac} {inst} {link} ... (base/probe_log.py)
     probe_log: tuple[str, ...] = ()
     probe_log_before_enable: int = 0   # lines probe prints before pci_enable_device
+    probe_log_late: tuple[str, ...] = ()   # what the probe's asynchronous part prints when done (nvme)
+    remove_log: tuple[str, ...] = ()       # what remove() prints, before its netdev goes
+    hw_info: dict = field(default_factory=dict)   # device ID -> fields its probe lines print (mac_type ...)
+    regions: str | None = None         # the name pci_request_regions() claims its BARs under (/proc/iomem)
     enables_device: bool = True        # probe calls pci_enable_device + pci_set_master (vfio-pci waits for open)
     instances: dict = field(default_factory=dict)   # device -> instance number (nvme0, nvme1, ...)
     instance_ids: Ida = field(default_factory=Ida)
@@ -62,7 +66,6 @@ class Driver:
     # through binding.probe_failed (vfio_pci_probe's refusals, e1000's unknown MAC type)
     probe: Callable | None = None
     after_probe: Callable | None = None   # (m, drv, dev): work the probe leaves queued (nvme's reset_work)
-    probe_log_pf: tuple[str, ...] = ()    # lines probe prints on a PF only (nvme's queue counts)
     vfio: bool = False                 # registers a VFIO device (vfio_pci_core_register_device)
     captures_vfs: bool = False         # its bus notifier sets driver_override on its PF's new VFs
     port_services: bool = False        # registers the PCIe port services (pcieport)
@@ -104,40 +107,62 @@ def catalogue() -> dict[str, Driver]:
     drivers = [
         Driver("pcieport", "pcieport", [PciDeviceId(ANY, ANY, class_code=0x060400, class_mask=0xFFFFFF)],
                driver_managed_dma=True, dma_bits=None, port_services=True),
+        # ixgbe_probe: the queue count (ixgbe_init_interrupt_scheme), the link, the board, the address
         Driver("ixgbe", None, _ids((0x8086, 0x1528), (0x8086, 0x10FB), (0x8086, 0x1563)),
                sriov_configure=True, net=True, disables_sriov_on_remove=True, mtu_range=(68, 9710),
-               probe_log=("{dev}: Intel(R) 10 Gigabit Network Connection", "{dev} {ifname}: MAC: 3, PHY: 0, PBA No: 000000-000"),
+               probe_log=("{dev}: Multiqueue Enabled: Rx Queue count = {queues}, Tx Queue count = {queues} "
+                          "XDP Queue count = 0", "{dev}: {bandwidth}",
+                          "{dev}: MAC: {mac_type}, PHY: {phy_type}, PBA No: {pba}", "{dev}: {mac}",
+                          "{dev}: Intel(R) 10 Gigabit Network Connection"),
+               remove_log=("{dev}: complete",),
+               # enum ixgbe_mac_type / ixgbe_phy_type: X540 (copper, internal PHY), 82599 SFP+, X550
+               hw_info={0x1528: {"mac_type": 3, "phy_type": 0}, 0x10FB: {"mac_type": 2, "phy_type": 0},
+                        0x1563: {"mac_type": 4, "phy_type": 0}}, regions="ixgbe",
                irq_plan=irqs.ixgbe_plan, irqs_on_open=True),
+        # ixgbevf_print_device_info
         Driver("ixgbevf", None, _ids((0x8086, 0x1515), (0x8086, 0x10ED), (0x8086, 0x1565)), net=True, mtu_range=(68, 9710),
-               probe_log=("{dev}: {mac}", "{dev}: Intel(R) X540 Virtual Function"),
+               probe_log=("{dev}: {mac}", "{dev}: MAC: {mac_type}", "{dev}: Intel(R) {model} Virtual Function"),
+               hw_info={0x1515: {"mac_type": 2, "model": "X540"}, 0x10ED: {"mac_type": 1, "model": "82599"},
+                        0x1565: {"mac_type": 3, "model": "X550"}}, regions="ixgbevf",
                irq_plan=irqs.ixgbevf_plan, irqs_on_open=True),
+        # igb_probe: the banner, bus and address, part number, interrupt mode
         Driver("igb", None, _ids((0x8086, 0x1521), (0x8086, 0x10C9), (0x8086, 0x1533)),
                sriov_configure=True, net=True, disables_sriov_on_remove=True, mtu_range=(68, 9216),
-               probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({link}) {mac}"),
-               irq_plan=irqs.igb_plan, irqs_on_open=True),
-        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True, mtu_range=(68, 9216),
+               probe_log=("{dev}: Intel(R) Gigabit Ethernet Network Connection", "{dev}: {ifname}: ({igb_link}) {mac}",
+                          "{dev}: {ifname}: PBA No: {pba}",
+                          "{dev}: Using MSI-X interrupts. {queues} rx queue(s), {queues} tx queue(s)"),
+               regions="igb", irq_plan=irqs.igb_plan, irqs_on_open=True),
+        Driver("igbvf", None, _ids((0x8086, 0x1520), (0x8086, 0x10CA)), net=True, mtu_range=(68, 9216), regions="igbvf",
                irqs_on_open=True),
         Driver("e1000", None, _ids((0x8086, 0x100E), (0x8086, 0x100F)), net=True, mtu_range=(46, 16110),
                probe_log=("{dev} {ifname}: (PCI:33MHz:32-bit) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection"),
-               probe=ops.e1000_probe, irqs_on_open=True),
+               regions="e1000", probe=ops.e1000_probe, irqs_on_open=True),
+        # e1000_probe: e1000e_check_options, the PTP clock (named after the device until the
+        # netdev registers), bus and address, banner, board (enum e1000_mac_type / e1000_phy_type)
         Driver("e1000e", None, _ids((0x8086, 0x10D3), (0x8086, 0x15B8)), net=True, mtu_range=(68, 9212),   # 82574: max_hw_frame_size 9234
-               probe_log=("{dev} {ifname}: (PCI Express:{link}) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection"),
-               device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True, irqs_on_open=True),
+               probe_log=("{dev}: Interrupt Throttling Rate (ints/sec) set to dynamic conservative mode",
+                          "{dev} {dev} (uninitialized): registered PHC clock",
+                          "{dev} {ifname}: (PCI Express:{link}) {mac}", "{dev} {ifname}: Intel(R) PRO/1000 Network Connection",
+                          "{dev} {ifname}: MAC: {mac_type}, PHY: {phy_type}, PBA No: {pba}"),
+               remove_log=("{dev} {ifname}: removed PHC",),
+               hw_info={0x10D3: {"mac_type": 3, "phy_type": 8}, 0x15B8: {"mac_type": 12, "phy_type": 12}},
+               regions="e1000e", device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True, irqs_on_open=True),
         Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio",
                mtu_range=(68, 65535), child_module="virtio_net"),   # virtio_net without VIRTIO_NET_F_MTU: ETH_MAX_MTU
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
                sriov_configure=True, device_dirs={"nvme": "nvme"}, probe_log=("nvme{inst}: pci function {name}",),
-               probe_log_before_enable=1, probe_log_pf=("nvme{inst}: 2/0/0 default/read/poll queues",),
-               after_probe=ops.nvme_after_probe, irq_plan=irqs.nvme_plan, irq_admin_first=True,
+               probe_log_before_enable=1, probe_log_late=("nvme{inst}: {queues}/0/0 default/read/poll queues",),
+               after_probe=ops.nvme_after_probe, irq_plan=irqs.nvme_plan, irq_admin_first=True, regions="nvme",
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
-        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019)), irqs_on_open=True),   # ConnectX-5 (Ex)
+        Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019)), regions="mlx5_core",
+               irqs_on_open=True),   # ConnectX-5 (Ex)
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)],
                irq_plan=irqs.nouveau_plan),
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
                                        PciDeviceId(0x8086, ANY, class_code=0x040300, class_mask=0xFFFF00)],
-               irq_plan=irqs.hda_plan),
-        Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)]),
+               irq_plan=irqs.hda_plan, regions="ICH HD audio"),
+        Driver("ahci", None, [PciDeviceId(ANY, ANY, class_code=0x010601, class_mask=0xFFFFFF)], regions="ahci"),
         Driver("vfio-pci", "vfio_pci", [PciDeviceId(ANY, ANY, override_only=True)],
                sriov_configure=ops.vfio_pci_sriov_configure, probe=ops.vfio_pci_probe, vfio=True, captures_vfs=True,
                driver_managed_dma=True, dma_bits=None, enables_device=False,
