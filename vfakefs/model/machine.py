@@ -383,55 +383,9 @@ class Machine:
         sriov.disable(self, pf)
 
     def remove_function(self, dev: PciFunction) -> None:
-        """`remove`: the function and everything below it go away, drivers first."""
-        with self.batch():
-            doomed = [dev] + self._below(dev)
-            for f in reversed(doomed):
-                if f.sriov is not None and f.sriov.vfs:
-                    sriov.disable(self, f)
-            for f in reversed(doomed):
-                if f in self.functions:
-                    binding.release(self, f)
-                    self.remove_one(f)
-                    if not f.is_virtfn:
-                        self.removed.append(f)
-            self.changed(*doomed)
+        """`remove`: the function and everything below it go away (pci/hotplug.py)."""
+        hotplug.remove_function(self, dev)
 
     def rescan(self, only=None) -> None:
-        """pci_rescan_bus(): removed functions come back in bus order, as new devices, and probe
-        (pci_bus_add_device calls device_attach whatever drivers_autoprobe says).
-        only(f) picks what a narrower scan finds (a slot's functions and what is below)."""
-        back = [f for f in self.removed if only is None or only(f)]
-        if not back:
-            return
-        self.removed = [f for f in self.removed if f not in back]
-        new = {}                # old pci_dev -> the one the scan allocates (hotplug.rescanned)
-        for f in sorted(back, key=lambda f: f.bdf):     # bus numbers follow the depth-first scan: bus by bus
-            new[f] = hotplug.rescanned(f, new.get(f.parent, f.parent))
-        added = list(new.values())
-        after = resource_log.bridges_after(self, added)
-        with self.batch():
-            for f in added:
-                self.add_function(f)
-                for b in after.get(id(f), ()):
-                    for line in resource_log.bridge_lines(self, b):
-                        self.kmsg.dev(b, line, prefix="pci")
-            for slot in self.slots:
-                slot.port = new.get(slot.port, slot.port)
-            for line in resource_log.rescan_assignment(self, added):   # pci_assign_unassigned_bus_resources
-                self.kmsg.log(line)
-            for f in added:
-                binding.device_attach(self, f)
-            self.changed(*new.values())
-
-    def _below(self, dev: PciFunction) -> list[PciFunction]:
-        out = []
-        for f in self.functions:
-            if f is dev:
-                continue
-            up = f.physfn if f.is_virtfn else f.parent
-            while up is not None and up is not dev:
-                up = up.physfn if up.is_virtfn else up.parent
-            if up is dev:
-                out.append(f)
-        return out
+        """pci_rescan_bus() of what `remove` left (pci/hotplug.py)."""
+        hotplug.rescan(self, only)

@@ -1,6 +1,8 @@
 """Hotplug slots (drivers/pci/hotplug): what a write to a slot's `power` and
 `attention` files does (pci_hotplug_core.c's power_write_file and
-attention_write_file, then the slot driver's callbacks: acpiphp or pciehp)."""
+attention_write_file, then the slot driver's callbacks: acpiphp or pciehp); and
+what `remove` and `rescan` do (pci_stop_and_remove_bus_device, pci_rescan_bus:
+a rescan allocates new pci_devs)."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +11,8 @@ from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_ERR
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci.iov import Sriov
+from vfakefs.model.base import binding
+from vfakefs.model.pci import resource_log, sriov
 from vfakefs.model.pci.pci import PciFunction
 
 
@@ -85,3 +89,61 @@ def rescanned(old, parent):
         f.sriov = Sriov(f, s.pos, s.vf_driver, list(s.vf_bars))
         f.sriov.vf_config, f.sriov.vf_probe_fails_after = s.vf_config, s.vf_probe_fails_after
     return f
+
+
+def remove_function(m, dev: PciFunction) -> None:
+    """`remove`: the function and everything below it go away, drivers first."""
+    with m.batch():
+        doomed = [dev] + below(m, dev)
+        for f in reversed(doomed):
+            if f.sriov is not None and f.sriov.vfs:
+                sriov.disable(m, f)
+        for f in reversed(doomed):
+            if f in m.functions:
+                binding.release(m, f)
+                m.remove_one(f)
+                if not f.is_virtfn:
+                    m.removed.append(f)
+        m.changed(*doomed)
+
+
+def rescan(m, only=None) -> None:
+    """pci_rescan_bus(): removed functions come back in bus order, as new devices, and probe
+    (pci_bus_add_device calls device_attach whatever drivers_autoprobe says).
+    only(f) picks what a narrower scan finds (a slot's functions and what is below)."""
+    back = [f for f in m.removed if only is None or only(f)]
+    if not back:
+        return
+    m.removed = [f for f in m.removed if f not in back]
+    new = {}                # old pci_dev -> the one the scan allocates (rescanned)
+    for f in sorted(back, key=lambda f: f.bdf):     # bus numbers follow the depth-first scan: bus by bus
+        new[f] = rescanned(f, new.get(f.parent, f.parent))
+    added = list(new.values())
+    after = resource_log.bridges_after(m, added)
+    with m.batch():
+        for f in added:
+            m.add_function(f)
+            for b in after.get(id(f), ()):
+                for line in resource_log.bridge_lines(m, b):
+                    m.kmsg.dev(b, line, prefix="pci")
+        for slot in m.slots:
+            slot.port = new.get(slot.port, slot.port)
+        for line in resource_log.rescan_assignment(m, added):   # pci_assign_unassigned_bus_resources
+            m.kmsg.log(line)
+        for f in added:
+            binding.device_attach(m, f)
+        m.changed(*new.values())
+
+
+def below(m, dev: PciFunction) -> list[PciFunction]:
+    """Every function under dev: its bus's, their VFs, and so on down."""
+    out = []
+    for f in m.functions:
+        if f is dev:
+            continue
+        up = f.physfn if f.is_virtfn else f.parent
+        while up is not None and up is not dev:
+            up = up.physfn if up.is_virtfn else up.parent
+        if up is dev:
+            out.append(f)
+    return out
