@@ -186,10 +186,15 @@ def drivers_probe(m, text: str) -> None:
     device_attach(m, dev)
 
 
-def _scan_hex(text: str, most: int) -> list[int]:
-    """The kernel's sscanf("%x %x ...") : hex fields, 0x allowed, stops at the first miss."""
+def scan_hex(text: str, most: int, sep: str = "") -> list[int]:
+    """The kernel's sscanf("%x %x ...") (or "%x:%x:..." with sep=":"): hex fields, 0x
+    allowed, up to the first that does not match."""
     out, pos = [], 0
     while len(out) < most:
+        if out and sep:
+            if text[pos:pos + len(sep)] != sep:
+                break
+            pos += len(sep)
         mt = _HEX.match(text, pos)
         if not mt:
             break
@@ -200,7 +205,7 @@ def _scan_hex(text: str, most: int) -> list[int]:
 
 def new_id(m, drv: Driver, text: str) -> None:
     """new_id_store(): vendor device [subvendor subdevice class class_mask driver_data]."""
-    f = _scan_hex(text, 7)
+    f = scan_hex(text, 7)
     if len(f) < 2:
         raise SysfsError(errno.EINVAL)
     ids = f + [ANY, ANY, 0, 0, 0][len(f) - 2:]
@@ -217,7 +222,7 @@ def new_id(m, drv: Driver, text: str) -> None:
 
 def remove_id(m, drv: Driver, text: str) -> None:
     """remove_id_store(): deletes the first matching dynamic id; never unbinds."""
-    f = _scan_hex(text, 6)
+    f = scan_hex(text, 6)
     if len(f) < 2:
         raise SysfsError(errno.EINVAL)
     vendor, device, subvendor, subdevice, class_code, class_mask = f + [ANY, ANY, 0, 0][len(f) - 2:]

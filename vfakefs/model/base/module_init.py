@@ -5,13 +5,10 @@ more: pci-stub's and vfio-pci's `ids=` (dynamic ids added after registering, eac
 with its log line, as pci_stub_init and vfio_pci_fill_ids do)."""
 from __future__ import annotations
 
-import re
-
 from vfakefs.model.base import binding
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, catalogue
 from vfakefs.model.kmsg import KERN_WARNING
 
-_HEX = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)")
 
 
 def register_driver(m, name: str) -> Driver:
@@ -52,29 +49,13 @@ def exit(m, mod) -> None:
             unregister_driver(m, drv)
 
 
-def scan_ids(text: str) -> list[int]:
-    """sscanf(id, "%x:%x:%x:%x:%x:%x"): the fields up to the first that does not match."""
-    out, pos = [], 0
-    while len(out) < 6:
-        if out:
-            if text[pos:pos + 1] != ":":
-                break
-            pos += 1
-        mt = _HEX.match(text, pos)
-        if not mt:
-            break
-        out.append(int(mt.group(1), 16) & 0xFFFFFFFF)
-        pos = mt.end()
-    return out
-
-
 def _ids(m, drv: Driver, text: str, added, invalid) -> None:
     """The `ids=` loop both inits share: comma-separated, empty entries skipped, fewer than
     two fields warned about; each id is a dynamic id (pci_add_dynid: driver_attach)."""
     for entry in text.split(","):
         if not entry:
             continue
-        f = scan_ids(entry)
+        f = binding.scan_hex(entry, 6, ":")     # sscanf(id, "%x:%x:%x:%x:%x:%x")
         if len(f) < 2:
             m.kmsg.log(invalid(entry), KERN_WARNING)
             continue
