@@ -10,7 +10,6 @@ from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId, catalogue
 from vfakefs.model.kmsg import KERN_WARNING
 
 
-
 def register_driver(m, name: str) -> Driver:
     """pci_register_driver(): a fresh driver (no dynamic ids, no devices) at the end of the
     bus's list; driver_attach when the bus autoprobes."""
