@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import re
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -108,7 +109,26 @@ class UeventLog:
 
 
 # --- the kobjects that announce, and their environments -------------------------------------------
+# What never changes in a function's life (its path, ids, slot name, modalias), kept per
+# function: thousands of VFs announce four events each
+_STATIC: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _static(dev) -> tuple[str, list]:
+    got = _STATIC.get(dev)
+    if got is None:
+        got = _STATIC[dev] = (_devpath(dev), [
+            ("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),
+            ("PCI_SUBSYS_ID", "%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device)),
+            ("PCI_SLOT_NAME", dev.name), ("MODALIAS", dev.modalias())])
+    return got
+
+
 def pci_devpath(dev) -> str:
+    return _static(dev)[0]
+
+
+def _devpath(dev) -> str:
     """kobject_get_path(): /devices/pci0000:00/<bridges>/<function> (a VF beside its PF)."""
     parts = []
     f = dev
@@ -126,10 +146,7 @@ def net_devpath(nd) -> str:
 def pci_env(dev) -> list:
     """dev_uevent() then pci_uevent(): DRIVER while bound, the ids, the slot name, the modalias."""
     env = [("DRIVER", dev.driver.name)] if dev.driver is not None else []
-    env += [("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),
-            ("PCI_SUBSYS_ID", "%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device)),
-            ("PCI_SLOT_NAME", dev.name), ("MODALIAS", dev.modalias())]
-    return env
+    return env + _static(dev)[1]
 
 
 def net_env(nd) -> list:
