@@ -238,3 +238,20 @@ def test_6_12_identity_domain_takes_no_domain_id_of_its_own():
     iommu.store_type(m, dev.group, "identity\n")
     assert m.domains_used() == before - 1
     assert dev.group.domain.did == 1
+
+
+@pytest.mark.parametrize("cmdline, on, said", [
+    ("quiet intel_iommu=off intel_iommu=on", True, ["DMAR: IOMMU disabled", "DMAR: IOMMU enabled"]),
+    ("intel_iommu=on intel_iommu=off", False, ["DMAR: IOMMU enabled", "DMAR: IOMMU disabled"]),
+    ("intel_iommu=on,sm_on", True, ["DMAR: IOMMU enabled"]),
+    ("intel_iommu=igfx_off,off", False, ["DMAR: IOMMU disabled"]),
+    ("quiet", True, []),
+])
+def test_the_last_intel_iommu_switch_wins(cmdline, on, said):
+    """intel_iommu_setup runs for each intel_iommu= word, each comma-separated option in
+    turn, printing a line per on/off; dmar_disabled is what the last one set."""
+    text = re.sub(r'^cmdline = ".*"$', f'cmdline = "{cmdline}"', preset_text("seed-vtd"), count=1, flags=re.M)
+    m = topology.from_text(text, "seed with another command line", PRESETS)
+    assert m.iommu_on is on
+    assert [t for t in lines(m) if t.startswith("DMAR: IOMMU ")] == said
+    assert bool(m.groups) is on

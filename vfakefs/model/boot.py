@@ -123,6 +123,18 @@ def default_domain(cmdline: str, unit: DmarUnit) -> str:
     return "DMA" if strict else "DMA-FQ"
 
 
+def intel_iommu_switches(cmdline: str) -> list[str]:
+    """The `on` and `off` options of every intel_iommu= word, in order (intel_iommu_setup
+    walks each word's comma-separated options, e.g. intel_iommu=on,sm_on); the last wins."""
+    return [opt for word in cmdline.split() if word.startswith("intel_iommu=")
+            for opt in word.removeprefix("intel_iommu=").split(",") if opt in ("on", "off")]
+
+
+def iommu_enabled(cmdline: str) -> bool:
+    """dmar_disabled after the command line: the last on/off, on when none is given."""
+    return (intel_iommu_switches(cmdline) or ["on"])[-1] == "on"
+
+
 def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
     log = m.kmsg
     args = m.cmdline.split()
@@ -136,10 +148,8 @@ def boot_log(m: Machine, iommu_on: bool, x2apic: bool) -> None:
         log.boot("ACPI: DMAR 0x%016X %06X %s" % (a, n, _acpi_header(acpi)), at=anchor(m, "acpi_dmar"))
         log.boot("ACPI: Reserving DMAR table memory at [mem %#x-%#x]" % (a, a + n - 1))
     log.boot(f"Kernel command line: {m.cmdline}", KERN_NOTICE, at=anchor(m, "cmdline"))
-    if "intel_iommu=on" in args:
-        log.boot("DMAR: IOMMU enabled")
-    elif "intel_iommu=off" in args:
-        log.boot("DMAR: IOMMU disabled")
+    for word in intel_iommu_switches(m.cmdline):      # intel_iommu_setup: a line per on/off
+        log.boot("DMAR: IOMMU enabled" if word == "on" else "DMAR: IOMMU disabled")
     # dmar_table_init(): for interrupt remapping (early) or for intel_iommu_init
     ir = bool(m.dmar) and m.interrupt_remapping and all(u.ir_supported for u in m.dmar)
     if m.dmar and (iommu_on or ir):

@@ -13,7 +13,7 @@ from vfakefs.model import uevent
 from vfakefs.model.base import irqs
 from vfakefs.model.base.drivers import Driver, catalogue
 from vfakefs.model.base.module import boot_plan
-from vfakefs.model.boot import boot_log, default_domain, driver_boot_log, late_boot_log
+from vfakefs.model.boot import boot_log, default_domain, driver_boot_log, iommu_enabled, late_boot_log
 from vfakefs.model.firmware import Firmware
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
@@ -46,7 +46,7 @@ def boot(topo: Topology) -> Machine:
     wanted = (lambda n, drv: n in d["drivers"]) if "drivers" in d else (lambda n, drv: drv.boot)
     drivers = {n: drv for n, drv in drivers.items() if n in used or wanted(n, drv)}
     intel = iommu_spec.get("type", "intel") == "intel"
-    iommu_on = intel and "intel_iommu=off" not in cmdline.split()
+    iommu_on = intel and iommu_enabled(cmdline)
     dmar = []
     if intel:
         dmar.append(DmarUnit(0, iommu_spec.get("reg_base", 0xFED90000), tuple(iommu_spec.get("version", (1, 0))),
