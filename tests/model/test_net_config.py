@@ -22,7 +22,7 @@ addresses = ["192.168.1.10/24", "fd00::10/64"]
 routes = ["default via 192.168.1.1", "10.0.0.0/8 via 192.168.1.254 metric 100", "172.16.0.0/12",
           "default via fe80::1"]
 
-[net.eth3]
+[net.eth4]
 addresses = ["10.9.0.3/16"]
 carrier = false
 """
@@ -43,11 +43,12 @@ def test_an_interface_takes_its_names_configuration():
 
 
 def test_a_vf_interface_registered_later_takes_its_names_configuration():
-    """eth3 is nobody's at boot: the first VF netdev gets the name, and the table."""
+    """eth4 is nobody's at boot (eth3 is the ConnectX-5's): the first VF netdev gets the
+    name, and the table."""
     m = seed()
-    assert "eth3" not in m.netdevs
+    assert "eth4" not in m.netdevs
     sriov.configure(m, m.netdevs["eth0"].dev, 2)
-    nd = m.netdevs["eth3"]
+    nd = m.netdevs["eth4"]
     assert nd.dev.is_virtfn and nd.addresses == ("10.9.0.3/16",)
     assert not nd.carrier and nd.operstate == "down"      # no cable: rfc2863 IF_OPER_DOWN
     m.check()

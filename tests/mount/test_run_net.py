@@ -79,7 +79,7 @@ def test_ip_link_shows_the_simulated_nics_with_their_sysfs_identity(seed_mnt):
     ip, sysfs = sections(r.stdout)
     got = links(ip)
     want = sysfs_net(sysfs)
-    assert set(got) == set(want) == {"lo", "eth0", "eth1", "eth2"}      # no eth0@ifN: no veth peer
+    assert set(got) == set(want) == {"lo", "eth0", "eth1", "eth2", "eth3"}      # no eth0@ifN: no veth peer
     for name, (idx, flags, mtu, state, mac) in got.items():
         assert (idx, mac, mtu) == want[name], name
         assert {"UP", "LOWER_UP"} <= flags and "NO-CARRIER" not in flags
@@ -118,7 +118,7 @@ def test_dpdk_devbind_refuses_an_active_interface_without_force(net_mnt):
     r = in_run(net_mnt, f"{devbind} --force -b vfio-pci 0000:02:00.0; echo ---; ip -o link; echo ---; ip -o route")
     _, ip, routes = sections(r.stdout)
     assert os.readlink(dev / "driver").endswith("/vfio-pci"), r.stderr
-    assert set(links(ip)) == {"lo", "eth0", "eth1"} and routes == ""
+    assert set(links(ip)) == {"lo", "eth0", "eth1", "eth3"} and routes == ""
     r = in_run(net_mnt, f"{devbind} --status-dev net")
     assert "*Active*" not in r.stdout
 
@@ -137,12 +137,12 @@ def test_vf_netdevs_appear_with_sriov_numvfs_and_vanish_with_unbind_and_zero(mou
     assert r.returncode == 0, r.stderr
     four, sysfs, unbound, bound, zero = sections(r.stdout)
     want = {name: v[:2] for name, v in sysfs_net(sysfs).items()}
-    assert len(want) == 8
+    assert len(want) == 9                          # lo, eth0-eth3, four VFs
     assert {n: (v[0], v[4]) for n, v in links(four).items()} == want
-    vfs = sorted(set(want) - {"lo", "eth0", "eth1", "eth2"})
+    vfs = sorted(set(want) - {"lo", "eth0", "eth1", "eth2", "eth3"})
     assert len(vfs) == 4
-    assert len(links(unbound)) == 7 and set(links(bound)) == set(want)   # the VF's netdev came back
-    assert set(links(zero)) == {"lo", "eth0", "eth1", "eth2"}
+    assert len(links(unbound)) == 8 and set(links(bound)) == set(want)   # the VF's netdev came back
+    assert set(links(zero)) == {"lo", "eth0", "eth1", "eth2", "eth3"}
     assert host_links() == before
 
 
@@ -233,10 +233,10 @@ def test_the_namespace_goes_with_the_program(mount_preset):
     script = f"ls -l /proc/{pid}/fd | grep -c /dev/net/tun; echo 4 > /sys/class/net/eth0/device/sriov_numvfs"
     r = in_run(mnt, script)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["3"]
+    assert r.stdout.split() == ["4"]                 # eth0-eth3
     first = len(after_the_program())
     r = in_run(mnt, f"ls -l /proc/{pid}/fd | grep -c /dev/net/tun")      # the 4 VFs' too
-    assert r.stdout.split() == ["7"]
+    assert r.stdout.split() == ["8"]
     assert len(after_the_program()) == first
 
 

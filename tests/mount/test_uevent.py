@@ -313,8 +313,8 @@ def test_udevadm_trigger_writes_uevent_files_and_each_write_is_one_event(mount_p
     assert r.returncode == 0, r.stderr
     triggered = [ln for ln in r.stdout.splitlines() if ln.startswith("/sys/")]
     assert sorted(triggered) == sorted(["/sys/devices/virtual/net/lo"] + [
-        "/sys/" + os.path.realpath(m.sys / "class/net" / n).removeprefix(str(m.sys) + "/") for n in ("eth0", "eth1", "eth2")])
-    assert seqnum(m) == before + 4
+        "/sys/" + os.path.realpath(m.sys / "class/net" / n).removeprefix(str(m.sys) + "/") for n in ("eth0", "eth1", "eth2", "eth3")])
+    assert seqnum(m) == before + 5
 
 
 MEMBERSHIP = r"""

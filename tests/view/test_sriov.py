@@ -209,7 +209,7 @@ def test_x540_four_vfs_names_links_groups_drivers(seed):
     assert len(set(gids)) == 4 and not set(gids) & groups_before
     for vf, gid in zip(vfs, gids):
         assert list(entries(seed, f"sys/kernel/iommu_groups/{gid}/devices")) == [vf]
-    assert len(seed.m.netdevs) == 3 + 4
+    assert len(seed.m.netdevs) == 4 + 4          # eth0-eth3 (eth3 the ConnectX-5's), then the VFs'
 
 
 def test_vf_config_reads_ffff_but_vendor_and_device_files_do_not(seed):

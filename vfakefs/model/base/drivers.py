@@ -155,8 +155,10 @@ def catalogue() -> dict[str, Driver]:
                after_probe=ops.nvme_after_probe, irq_plan=irqs.nvme_plan, irq_admin_first=True, regions="nvme",
                device_files={"pools": "poolinfo - 0.1\nprp list 256        0    0  256  0\n"
                                       "prp list page       0    0 4096  0\n"}),
+        # ConnectX-5 (Ex): mlx5e's netdev hangs off the PCI function (SET_NETDEV_DEV), its
+        # max_mtu from the port's 9978-byte frame limit (MLX5E_HW2SW_MTU)
         Driver("mlx5_core", None, _ids((0x15B3, 0x1017), (0x15B3, 0x1019)), regions="mlx5_core",
-               irqs_on_open=True),   # ConnectX-5 (Ex)
+               net=True, mtu_range=(68, 9978), irqs_on_open=True),
         Driver("nouveau", None, [PciDeviceId(0x10DE, ANY, class_code=0x030000, class_mask=0xFF0000)],
                irq_plan=irqs.nouveau_plan),
         Driver("snd_hda_intel", None, [PciDeviceId(0x10DE, ANY, class_code=0x040300, class_mask=0xFFFF00),
