@@ -3,7 +3,7 @@
 MNT ?= $(CURDIR)/mnt
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
-APT_PKGS := fuse3 libfuse3-dev pkg-config pciutils busybox gcc libc6-dev
+APT_PKGS := fuse3 libfuse3-dev pkg-config pciutils busybox gcc libc6-dev graphviz
 
 .PHONY: run stop test deps venv clients bench clean
 
