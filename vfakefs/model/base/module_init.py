@@ -36,9 +36,8 @@ def unregister_driver(m, drv: Driver) -> None:
 def init(m, mod, values: dict) -> None:
     with m.batch():
         drivers = [register_driver(m, name) for name in mod.info.drivers]
-        hook = INITS.get(mod.name)
-        if hook is not None:
-            hook(m, drivers[0], values)
+        if mod.name in IDS_LINES and values.get("ids"):     # module_init() does more than register
+            _ids(m, drivers[0], values["ids"], *IDS_LINES[mod.name])
 
 
 def exit(m, mod) -> None:
@@ -64,22 +63,13 @@ def _ids(m, drv: Driver, text: str, added, invalid) -> None:
         binding.driver_attach(m, drv)
 
 
-def _pci_stub_init(m, drv: Driver, values: dict) -> None:
-    text = values.get("ids", "")
-    if text:
-        _ids(m, drv, text,
-             lambda v, d, sv, sd, c, cm: f"pci-stub: add {v:04X}:{d:04X} sub={sv:04X}:{sd:04X} cls={c:08X}/{cm:08X}",
-             lambda e: f'pci-stub: invalid id string "{e}"')
+# The `ids=` parameter of pci-stub and vfio-pci: what each init prints for an id it adds
+# (pci_stub_init's pr_info, vfio_pci_fill_ids's pr_info) and for one it cannot parse
+IDS_LINES = {
+    "pci_stub": (lambda v, d, sv, sd, c, cm: f"pci-stub: add {v:04X}:{d:04X} sub={sv:04X}:{sd:04X} cls={c:08X}/{cm:08X}",
+                 lambda e: f'pci-stub: invalid id string "{e}"'),
+    "vfio_pci": (lambda v, d, sv, sd, c, cm: f"vfio_pci: add [{v:04x}:{d:04x}[{sv:04x}:{sd:04x}]] class {c:#08x}/{cm:08x}",
+                 lambda e: f'vfio_pci: invalid id string "{e}"'),
+}
 
 
-def _vfio_pci_init(m, drv: Driver, values: dict) -> None:
-    text = values.get("ids", "")
-    if text:
-        _ids(m, drv, text,
-             lambda v, d, sv, sd, c, cm: f"vfio_pci: add [{v:04x}:{d:04x}[{sv:04x}:{sd:04x}]] class {c:#08x}/{cm:08x}",
-             lambda e: f'vfio_pci: invalid id string "{e}"')
-
-
-# module_init() of the modules whose init does more than register their drivers: (m, the
-# driver it registered, its parameters)
-INITS = {"pci_stub": _pci_stub_init, "vfio_pci": _vfio_pci_init}
