@@ -39,6 +39,7 @@ class Function:
     physfn: str | None = None        # a VF's PF
     netdevs: list[str] = field(default_factory=list)
     acs: str | None = None           # None: no ACS capability; else the enabled control bits
+    sriov: str | None = None         # a PF's "numvfs/totalvfs"
 
     @property
     def bridge(self) -> bool:
@@ -88,6 +89,9 @@ def scan(mnt: Path) -> tuple[dict[str, Function], set[str]]:
             f.numa = int(_read(d / "numa_node") or "-1")
         except ValueError:
             pass
+        total = _read(d / "sriov_totalvfs")
+        if total is not None:
+            f.sriov = f"{_read(d / 'sriov_numvfs') or '0'}/{total}"
         if os.path.islink(d / "physfn"):
             f.physfn = Path(os.readlink(d / "physfn")).name
         try:
@@ -118,6 +122,8 @@ def _label(f: Function) -> str:
              f.driver or "(no driver)"]
     if f.netdevs:
         lines.append(" ".join(f.netdevs))
+    if f.sriov is not None:
+        lines.append(f"SR-IOV: {f.sriov} VFs")
     if f.acs is not None:
         lines.append(f"ACS: {f.acs}")
     elif f.bridge:
@@ -154,7 +160,7 @@ def dot(mnt: Path | str) -> str:
     for f in loose:
         by_numa.setdefault(f.numa if f.numa >= 0 else None, []).append((None, [f]))
 
-    out = ["digraph vfakefs {", "  rankdir=TB;", "  compound=true;",
+    out = ["digraph vfakefs {", "  rankdir=TB;", "  compound=true;", '  graph [fontname="sans-serif"];',
            '  node [fontname="monospace", fontsize=10];', '  edge [arrowsize=0.6];']
     roots = sorted({f.parent for f in funcs.values() if f.parent not in funcs})
     for r in roots:

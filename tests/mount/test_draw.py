@@ -88,7 +88,7 @@ def test_acs_numa_and_netdevs_shown(seed_mnt, tmp_path):
     assert "ACS: SV RR CR UF" in g.nodes["0000:00:01.0"]       # root port with ACS on
     assert "ACS: none" in g.nodes["0000:00:1d.0"]              # PCH root port without ACS
     assert "ACS:" not in g.nodes["0000:01:00.0"]               # an endpoint without the capability
-    assert "eth0" in g.nodes["0000:03:00.0"]
+    assert "eth0" in g.nodes["0000:03:00.0"] and "SR-IOV: 0/63 VFs" in g.nodes["0000:03:00.0"]
     # groups inside their NUMA node's cluster (the X540 is on socket 1, the GPU on 0)
     assert g.parents["cluster_group_8"] == "cluster_numa_1"
     assert g.parents["cluster_group_42"] == "cluster_numa_0"
@@ -108,6 +108,7 @@ def test_vfs_under_their_pf_and_vfio_group_marked(mount_preset, tmp_path):
            f"echo 0000:02:00.0 > {m.pci}/drivers/igb/unbind && echo 0000:02:00.0 > {m.pci}/drivers_probe")
     assert r.returncode == 0, r.stderr
     g = parse(draw_text(m, tmp_path, "after.dot"))
+    assert "SR-IOV: 2/63 VFs" in g.nodes["0000:03:00.0"]
     vfs = sorted((pf / f"virtfn{i}").readlink().name for i in range(2))
     assert vfs == ["0000:03:10.0", "0000:03:10.2"]
     for vf in vfs:
