@@ -24,10 +24,11 @@ ALLOWED = {
     "syscall": {"syscall", "model"},
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
+    "draw": set(),              # `vfakefs draw`: reads a mount's files only, like client
 }
 # the only layers that may import these (the model and the view run without them)
 DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli", "syscall"}}

@@ -1,4 +1,4 @@
-"""The command line: vfakefs mount | umount | presets | run | shell (thin over the rest)."""
+"""The command line: vfakefs mount | umount | presets | run | shell | draw (thin over the rest)."""
 from __future__ import annotations
 
 import argparse
@@ -225,6 +225,17 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_draw(args) -> int:
+    """The mount's PCI tree, IOMMU groups and NUMA nodes as a picture (draw.py, Graphviz)."""
+    from vfakefs import draw
+    try:
+        draw.render(args.mountpoint, args.output)
+    except (draw.DrawError, OSError) as e:
+        print(f"vfakefs: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vfakefs", description="mount a simulated PCI/IOMMU/SR-IOV machine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -249,5 +260,11 @@ def main(argv=None) -> int:
     sh.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"))
     sh.add_argument("--host-net", action="store_true", help=HOST_NET_HELP)
     sh.set_defaults(func=cmd_run, command=[])
+    d = sub.add_parser("draw", help="draw a mount's PCI tree, IOMMU groups and NUMA nodes (Graphviz)")
+    d.add_argument("--output", "-o", required=True, help="FILE.svg, FILE.png or FILE.dot (the extension picks the format)")
+    d.add_argument("mountpoint")
+    d.set_defaults(func=cmd_draw)
     args = p.parse_args(argv)
+    if args.cmd == "draw" and Path(args.output).suffix.lstrip(".").lower() not in ("svg", "png", "dot"):
+        d.error(f"{args.output}: unknown format (use .svg, .png or .dot)")
     return args.func(args)
