@@ -146,14 +146,15 @@ class VFakeFS:
             os.close(fd)
 
     def run(self, cmd: str | list[str], *, input: str | None = None, timeout: float | None = 60,
-            check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+            check: bool = False, env: dict | None = None,
+            cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
         """Run cmd where /sys and /dev/vfio are the machine's (`vfakefs run`): a string
         through bash -c, a list as it is. Returns the CompletedProcess, output as text."""
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
         return subprocess.run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(self.path),
                                "--", *argv], input=input, capture_output=True, text=True,
-                              timeout=timeout, check=check,
-                              env=env, stdin=None if input is not None else subprocess.DEVNULL)
+                              timeout=timeout, check=check, env=env, cwd=cwd,
+                              stdin=None if input is not None else subprocess.DEVNULL)
 
     def _kmsg_end(self) -> int:
         """The /dev/kmsg offset after the last record (devkmsg_llseek SEEK_END)."""

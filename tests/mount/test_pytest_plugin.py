@@ -4,6 +4,7 @@ loaded by `-p vfakefs.pytest_plugin` (the pytest11 entry point does the same onc
 is installed), its outcomes asserted, and no mount left behind, also when a test fails."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import tomllib
@@ -14,7 +15,17 @@ from tests.conftest import REPO
 
 pytest_plugins = ["pytester"]
 
-PLUGIN = ("-p", "vfakefs.pytest_plugin", "-p", "no:cacheprovider", "-n", "0")
+
+
+def _installed() -> bool:
+    """vfakefs is installed with its pytest11 entry point: pytest loads the plugin itself
+    (and refuses `-p vfakefs.pytest_plugin` then: the module is registered twice)."""
+    return any(ep.value == "vfakefs.pytest_plugin"
+               for ep in importlib.metadata.entry_points(group="pytest11", name="vfakefs"))
+
+
+PLUGIN = ((() if _installed() else ("-p", "vfakefs.pytest_plugin"))
+          + ("-p", "no:cacheprovider", "-n", "0"))
 
 INNER = r'''
 import errno
@@ -165,6 +176,33 @@ def test_x(vfakefs):
     assert not set(vfakefs_mounts()) - before
 
 
-def test_installing_vfakefs_registers_the_plugin():
+def test_installing_vfakefs_registers_the_plugin(inner, tmp_path, monkeypatch):
+    """pyproject.toml declares the entry point; a distribution that declares it (here a
+    bare dist-info on PYTHONPATH, as `pip install` would leave one) loads the plugin
+    without -p."""
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert meta["project"]["entry-points"]["pytest11"] == {"vfakefs": "vfakefs.pytest_plugin"}
+    eps = meta["project"]["entry-points"]["pytest11"]
+    assert eps == {"vfakefs": "vfakefs.pytest_plugin"}
+    info = tmp_path / "site" / "vfakefs_probe-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vfakefs-probe\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(
+        "[pytest11]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    monkeypatch.setenv("PYTHONPATH", f"{REPO}:{info.parent}")
+    inner.makepyfile(test_inner='''
+def test_loaded(vfakefs):
+    assert vfakefs.read("/sys/class/net/eth0/device/sriov_totalvfs") == "63\\n"
+''')
+    r = inner.runpytest_subprocess("-p", "no:cacheprovider", "-n", "0")
+    r.assert_outcomes(passed=1)
+    assert_nothing_left(inner, 1)
+
+
+def test_the_readme_example(inner):
+    """The README's example test file (tests/mount/plugin_example/, named so that this
+    suite does not collect it itself): a Python script under test, bash and lspci."""
+    src = (REPO / "tests/mount/plugin_example/sriov_setup_example.py").read_text()
+    inner.makepyfile(test_sriov_setup=src)
+    r = inner.runpytest_subprocess(*PLUGIN, "-v")
+    r.assert_outcomes(passed=3, failed=0, errors=0)
+    assert_nothing_left(inner, 2)
