@@ -102,15 +102,22 @@ class Machines:
     def __init__(self, base: Path):
         self.base = base
         self.by_topology: dict[str, Machine] = {}
+        self.failed: dict[str, str] = {}     # topology -> why its mount failed
 
     def get(self, topology: str) -> Machine:
+        if topology in self.failed:          # every test that asks is told, not only the first
+            raise RuntimeError(self.failed[topology])
         m = self.by_topology.get(topology)
         if m is None:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(topology).name)
             m = Machine(topology, self.base / f"{len(self.by_topology)}-{safe[:24]}")
             # recorded before mounting: a mount that half-failed is still unmounted at the end
             self.by_topology[topology] = m
-            m.mount()
+            try:
+                m.mount()
+            except Exception as e:
+                self.failed[topology] = str(e)
+                raise
         return m
 
     def close(self) -> None:

@@ -168,11 +168,21 @@ import pytest
 @pytest.mark.vfakefs_topology("no-such-preset")
 def test_x(vfakefs):
     pass
+
+@pytest.mark.vfakefs_topology("no-such-preset")
+def test_y(vfakefs):
+    pass
+
+def test_other_machines_still_work(vfakefs):
+    assert vfakefs.topology == "seed-vtd"
 ''')
     before = set(vfakefs_mounts())
     r = inner.runpytest_subprocess(*PLUGIN)
-    r.assert_outcomes(errors=1)
-    r.stdout.fnmatch_lines(["*vfakefs mount -t no-such-preset*failed*"])
+    r.assert_outcomes(errors=2, passed=1)
+    told = [ln for ln in r.outlines
+            if ln.startswith("E ") and "RuntimeError: vfakefs mount -t no-such-preset" in ln]
+    assert len(told) == 2, r.outlines               # both tests say why, not only the first
+    assert_nothing_left(inner, 1)
     assert not set(vfakefs_mounts()) - before
 
 
