@@ -15,8 +15,8 @@ Fixtures:
   (`--vfakefs-topology`, default seed-vtd).
 - `vfakefs` (function): the test's machine, reset to its topology's initial state
   through the `reset` control (a fresh boot in milliseconds, not a remount). Its
-  topology is the marker's, `@pytest.mark.vfakefs_topology("qemu-ref")`, else the
-  session's.
+  topology is the marker's, `@pytest.mark.vfakefs_topology("qemu-ref")` (a preset, or
+  a topology file relative to the test's folder), else the session's.
 
 The plugin talks to the mount's files and the command line only, as a user's
 test would.
@@ -196,8 +196,17 @@ class VFakeFS:
         return lines
 
 
+def _resolve(topology: str, base: Path) -> str:
+    """A preset name as it is; a relative topology file from base (the marking test's
+    folder, or where pytest was started for the option), whatever the cwd."""
+    if topology.endswith(".toml") and not os.path.isabs(topology):
+        return str((base / topology).resolve())
+    return topology
+
+
 def _session_topology(config) -> str:
-    return config.getoption("vfakefs_topology") or DEFAULT_TOPOLOGY
+    return _resolve(config.getoption("vfakefs_topology") or DEFAULT_TOPOLOGY,
+                    config.invocation_params.dir)
 
 
 @pytest.fixture(scope="session")
@@ -228,7 +237,7 @@ def vfakefs(request, vfakefs_machines) -> VFakeFS:
     if marker is not None:
         if len(marker.args) != 1:
             raise pytest.UsageError("vfakefs_topology takes one argument: a preset name or file")
-        topology = str(marker.args[0])
+        topology = _resolve(str(marker.args[0]), request.path.parent)
     else:
         topology = _session_topology(request.config)
     machine = vfakefs_machines.get(topology)

@@ -140,6 +140,25 @@ def test_qemu(vfakefs, vfakefs_machine):
     assert_nothing_left(inner, 1)
 
 
+def test_a_topology_file_is_found_beside_the_test(inner):
+    """The marker's file is relative to the test's folder, not to where pytest runs."""
+    topo = (REPO / "vfakefs/presets/seed-vtd.toml").read_text().replace(
+        'total_vfs = 63', 'total_vfs = 7', 1)
+    assert "total_vfs = 7" in topo
+    inner.mkpydir("sub")
+    (inner.path / "sub/mine.toml").write_text(topo)
+    (inner.path / "sub/test_mine.py").write_text('''
+import pytest
+
+@pytest.mark.vfakefs_topology("mine.toml")
+def test_mine(vfakefs):
+    assert vfakefs.read("/sys/class/net/eth0/device/sriov_totalvfs") == "7\\n"
+''')
+    r = inner.runpytest_subprocess(*PLUGIN)
+    r.assert_outcomes(passed=1, failed=0, errors=0)
+    assert_nothing_left(inner, 1)
+
+
 def test_unmounted_also_when_tests_fail(inner):
     inner.makepyfile(test_inner='''
 import pytest
