@@ -29,6 +29,7 @@ ALLOWED = {
     "presets": set(),
     "client": set(),            # talks to a mount's files only
     "draw": set(),              # `vfakefs draw`: reads a mount's files only, like client
+    "pytest_plugin": {"client"},  # a user's view: the mount's files and the command line
 }
 # the only layers that may import these (the model and the view run without them)
 DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli", "syscall"}}
