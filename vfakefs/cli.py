@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from vfakefs.fuse import state
-from vfakefs.fuse.state import FSTYPE, top_mount
+from vfakefs.fuse.state import FSTYPE, sock_path, top_mount
 
 DEFAULT_TOPOLOGY = "seed-vtd"
 HOST_NET_HELP = ("keep the host's network (its interfaces, routes, internet access) instead of a namespace "
@@ -44,7 +44,7 @@ def _logfile(mnt: str) -> Path:
 
 def _sockfile(mnt: str) -> Path:
     """Where the daemon takes `vfakefs run`'s seccomp listeners (syscall/server.py)."""
-    return _state_dir() / (_state_name(mnt) + ".sock")
+    return sock_path(_pidfile(mnt))
 
 
 def _mount_type(mnt: str) -> str | None:

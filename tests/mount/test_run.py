@@ -76,3 +76,20 @@ def test_proc_cmdline_and_interrupts_are_the_simulated_kernels_inside_only(seed_
     assert open("/proc/cmdline").read() == host_cmdline                  # the host's, untouched
     r = run(["sh", "-c", "echo x > " + str(seed_mnt.path / "proc/cmdline")])
     assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def test_run_on_a_mountpoint_too_deep_for_a_unix_socket_name(tmp_path):
+    """The daemon's socket is named after the mountpoint; past sun_path's 107 bytes the
+    name is cut and hashed, so a deep mountpoint still serves `vfakefs run` (its daemon died
+    at bind before) and leaves no socket after the unmount."""
+    from tests.conftest import make_mountpoint, mounted
+    from vfakefs.cli import _sockfile
+    deep = make_mountpoint(tmp_path / ("d" * 60) / ("e" * 60))
+    sock = _sockfile(str(deep))
+    assert len(os.fsencode(sock)) <= 107 and sock.name.endswith(".sock")
+    with mounted("seed-vtd", deep) as m:
+        r = run([sys.executable, "-m", "vfakefs", "run", "--mnt", str(m.path), "--",
+                 "cat", "/sys/class/net/eth0/device/sriov_totalvfs"], cwd=REPO)
+        assert (r.returncode, r.stdout) == (0, "63\n"), r.stderr
+        assert sock.exists()
+    assert not sock.exists()

@@ -15,6 +15,7 @@ hands over its seccomp listener) lie beside each other in the state directory
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import logging.handlers
 import os
@@ -112,12 +113,27 @@ def wait_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+SUN_PATH_MAX = 107      # struct sockaddr_un's sun_path: 108 bytes with the NUL
+
+
+def sock_path(pidfile: Path) -> Path:
+    """The daemon's socket beside its pidfile (`vfakefs run`'s way to it). A deep mountpoint's
+    name would not fit in sun_path (bind fails ENAMETOOLONG-like "path too long"): then the
+    name is cut and a hash of the whole path keeps it unique."""
+    full = pidfile.with_suffix(".sock")
+    if len(os.fsencode(full)) <= SUN_PATH_MAX:
+        return full
+    digest = hashlib.sha1(os.fsencode(full)).hexdigest()[:16]
+    room = SUN_PATH_MAX - len(os.fsencode(pidfile.parent)) - len(digest) - len("/-.sock")
+    return pidfile.with_name(f"{pidfile.stem[:max(room, 0)]}-{digest}.sock")
+
+
 def forget(pidfile: Path, logfile: Path) -> None:
     """Remove what a killed daemon left: its pidfile, its socket (`vfakefs run`'s way
     to it, beside the pidfile), and its log if empty."""
     if daemon_pid(pidfile) is not None:
         return
-    for left in (pidfile, pidfile.with_suffix(".sock")):
+    for left in (pidfile, sock_path(pidfile)):
         with contextlib.suppress(FileNotFoundError):
             left.unlink()
     if all(not p.exists() or p.stat().st_size == 0 for p in (logfile, Path(f"{logfile}.1"))):
