@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vfakefs import presets
 from vfakefs.fuse import state
 from vfakefs.fuse.state import FSTYPE, sock_path, top_mount
 
-DEFAULT_TOPOLOGY = "seed-vtd"
 HOST_NET_HELP = ("keep the host's network (its interfaces, routes, internet access) instead of a namespace "
                  "whose interfaces and routes are the simulated machine's")
 UMOUNT_WAIT = 30      # seconds an unmounted daemon has to exit (a safety net: it takes milliseconds)
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vfakefs", description="mount a simulated PCI/IOMMU/SR-IOV machine")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mount", help="mount a simulated machine")
-    m.add_argument("--topology", "-t", default=DEFAULT_TOPOLOGY, help="preset name or TOML file")
+    m.add_argument("--topology", "-t", default=presets.DEFAULT, help="preset name or TOML file")
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("mountpoint")
     m.set_defaults(func=cmd_mount)

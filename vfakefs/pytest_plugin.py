@@ -12,10 +12,10 @@ Fixtures:
   through the real command line (`python -m vfakefs mount -t TOPOLOGY MNT`) and all
   unmounted at the end of the session, whatever happened (`umount --lazy`).
 - `vfakefs_machine` (session): the mount of the session's topology
-  (`--vfakefs-topology`, default seed-vtd).
+  (`--vfakefs-topology`, default: presets.DEFAULT).
 - `vfakefs` (function): the test's machine, reset to its topology's initial state
   through the `reset` control (a fresh boot in milliseconds, not a remount). Its
-  topology is the marker's, `@pytest.mark.vfakefs_topology("qemu-ref")` (a preset, or
+  topology is the marker's, `@pytest.mark.vfakefs_topology(NAME)` (a preset, or
   a topology file relative to the test's folder), else the session's.
 
 The plugin talks to the mount's files and the command line only, as a user's
@@ -34,9 +34,10 @@ from pathlib import Path
 
 import pytest
 
+from vfakefs import presets
 from vfakefs.client import Controls
 
-DEFAULT_TOPOLOGY = "seed-vtd"
+DEFAULT_TOPOLOGY = presets.DEFAULT
 MOUNT_TIMEOUT = 60
 
 
