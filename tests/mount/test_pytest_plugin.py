@@ -202,7 +202,8 @@ def test_other_machines_still_work(vfakefs):
             if ln.startswith("E ") and "RuntimeError: vfakefs mount -t no-such-preset" in ln]
     assert len(told) == 2, r.outlines               # both tests say why, not only the first
     assert_nothing_left(inner, 1)
-    assert not set(vfakefs_mounts()) - before
+    # the plugin's own mounts only (other tests of this run mount beside it under xdist)
+    assert not [p for p in set(vfakefs_mounts()) - before if "/vfakefs-pytest-" in p]
 
 
 def test_installing_vfakefs_registers_the_plugin(inner, tmp_path, monkeypatch):
