@@ -12,43 +12,15 @@ Run as root (FUSE mount, network namespaces); every mount is undone in `finally`
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-TOPOLOGY = """
-name = "netns-bench"
-[[device]]
-bdf = "0000:00:00.0"
-kind = "host_bridge"
-vendor = 0x8086
-device = 0x29c0
-class = 0x060000
-
-[[device]]
-bdf = "0000:00:1c.0"
-kind = "root_port"
-vendor = 0x8086
-device = 0xa110
-class = 0x060400
-acs = true
-
-[[device]]
-bdf = "0000:01:00.0"
-parent = "0000:00:1c.0"
-kind = "endpoint"
-vendor = 0x8086
-device = 0x1528
-class = 0x020000
-driver = "ixgbe"
-netdev = "eth0"
-msix = 64
-bars = [{{ index = 0, type = "mem64", size = "2M", prefetch = true }}]
-sriov = {{ total_vfs = {vfs}, offset = 1, stride = 1, vf_device = 0x1515, vf_driver = "ixgbevf", \
-vf_bars = [{{ index = 0, type = "mem64", size = "16K", prefetch = true }}] }}
-"""
+# the tests' topology (one ixgbe PF with 2,048 VFs); --vfs sets its total_vfs
+TOPOLOGY = Path(__file__).resolve().parents[1] / "tests/mount/topologies/one-pf-2048-vfs.toml"
 VFAKEFS = [sys.executable, "-m", "vfakefs"]
 SCRIPT = "s=$(date +%s.%N); echo {n} > {f}; e=$(date +%s.%N); echo \"$e - $s\" | bc"
 
@@ -71,7 +43,7 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         topo, mnt = Path(tmp) / "t.toml", Path(tmp) / "mnt"
-        topo.write_text(TOPOLOGY.format(vfs=args.vfs))
+        topo.write_text(re.sub(r"total_vfs = \d+", f"total_vfs = {args.vfs}", TOPOLOGY.read_text()))
         mnt.mkdir()
         subprocess.run(VFAKEFS + ["mount", "-t", str(topo), str(mnt)], check=True)
         try:

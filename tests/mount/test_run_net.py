@@ -240,46 +240,13 @@ def test_the_namespace_goes_with_the_program(mount_preset):
     assert len(after_the_program()) == first
 
 
-
-BIG = """
-name = "big-sriov"
-[[device]]
-bdf = "0000:00:00.0"
-kind = "host_bridge"
-vendor = 0x8086
-device = 0x29c0
-class = 0x060000
-
-[[device]]
-bdf = "0000:00:1c.0"
-kind = "root_port"
-vendor = 0x8086
-device = 0xa110
-class = 0x060400
-acs = true
-
-[[device]]
-bdf = "0000:01:00.0"
-parent = "0000:00:1c.0"
-kind = "endpoint"
-vendor = 0x8086
-device = 0x1528
-class = 0x020000
-driver = "ixgbe"
-netdev = "eth0"
-msix = 64
-bars = [{ index = 0, type = "mem64", size = "2M", prefetch = true }]
-sriov = { total_vfs = 2048, offset = 1, stride = 1, vf_device = 0x1515, vf_driver = "ixgbevf", \
-vf_bars = [{ index = 0, type = "mem64", size = "16K", prefetch = true }] }
-"""
+BIG = REPO / "tests/mount/topologies/one-pf-2048-vfs.toml"     # shared with bench/netns_vfs.py
 
 
-def test_2048_vf_netdevs_come_and_go(mount_preset, tmp_path):
+def test_2048_vf_netdevs_come_and_go(mount_preset):
     """Thousands of links in one update (the kernel's answers to them once overflowed the
     netlink socket: ENOBUFS, and the links stayed half made)."""
-    topo = tmp_path / "big.toml"
-    topo.write_text(BIG)
-    mnt = mount_preset(str(topo)).path
+    mnt = mount_preset(str(BIG)).path
     numvfs = "/sys/class/net/eth0/device/sriov_numvfs"
     # (their ifindex files only: reading 6000 files of the mount takes half a minute here)
     r = in_run(mnt, f"echo 2048 > {numvfs} && ip -o link; echo ---; grep '' /sys/class/net/*/ifindex; echo ---; "
