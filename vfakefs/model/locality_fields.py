@@ -5,14 +5,11 @@ mistake is a TopologyError naming the field; the answer is a locality.Locality, 
 device spec's `numa_node` resolved (declared, else its parent's, else its root bus's)."""
 from __future__ import annotations
 
-import re
-
 from vfakefs.model.locality import (CACHE_SHARED, CACHE_TYPES, LOCAL_DISTANCE, NUMA_NO_NODE, Cache, CpuModel,
                                     Locality, parse_cpulist)
-from vfakefs.model.topology_fields import TEXT, _among, _is, _list, _u, check_fields
+from vfakefs.model.topology_fields import TEXT, _among, _is, _list, _u, check_fields, parse_size
 
 MAX_CPUS = 512
-_SIZE = re.compile(r"(\d+)\s*([KMGT]?)i?B?", re.I)
 _NUMBER = lambda v: None if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else \
     f"{v!r} is not a positive number"   # noqa: E731
 CPU_TYPES = {"sockets": _u(1, 64), "cores": _u(1, 256), "threads": _u(1, 8), "vendor": TEXT, "model_name": TEXT,
@@ -26,13 +23,9 @@ NODE_TYPES = {"cpus": TEXT, "memory": lambda v: None, "buses": _list(TEXT), "dis
 
 def _bytes(err, where: str, value, unit: int) -> int:
     """A number of bytes or "512K", "16G": a multiple of unit."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    else:
-        m = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-        if not m:
-            raise err(where, f"{value!r} is not a size (e.g. 32768, \"32K\", \"16G\")")
-        n = int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
+    n = parse_size(value)
+    if n is None:
+        raise err(where, f"{value!r} is not a size (e.g. 32768, \"32K\", \"16G\")")
     if n < 0 or n % unit:
         raise err(where, f"{n} is not a multiple of {unit} bytes")
     return n

@@ -120,15 +120,19 @@ def check_fields(err, where: str, table, types: dict) -> None:
             raise err(f"{where}.{key}" if where else key, why)
 
 
+def parse_size(value) -> int | None:
+    """A number of bytes, or "16K", "1M", "2G" (KiB, MiB, ...: "2GiB", "2GB" too); None if not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    return None if m is None else int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
+
+
 def size_of(err, where: str, value) -> int:
     """A size: a number of bytes, or "16K", "1M", "2G"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    else:
-        m = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-        if not m:
-            raise err(where, f"size {value!r} is not a number (e.g. 16384, \"16K\", \"1M\")")
-        n = int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
+    n = parse_size(value)
+    if n is None:
+        raise err(where, f"size {value!r} is not a number (e.g. 16384, \"16K\", \"1M\")")
     if n <= 0 or n & (n - 1):
         raise err(where, f"size {n:#x} is not a power of two")
     return n
