@@ -45,7 +45,7 @@ test: venv clients
 
 # mountpoint-examples/*/: each run.sh under `vfakefs run -t`, compared with its expected
 # output (tools/run-examples; `tools/run-examples --update NAME` rewrites one)
-examples: venv clients
+examples: venv
 	PYTHON=$(PY) tools/run-examples
 
 bench: venv
