@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 APT_PKGS := fuse3 libfuse3-dev pkg-config pciutils busybox gcc libc6-dev graphviz
 
-.PHONY: run stop test deps venv clients bench clean
+.PHONY: run stop test deps venv clients bench clean examples
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -42,6 +42,11 @@ stop:
 
 test: venv clients
 	$(PY) -m pytest -q -n auto tests
+
+# mountpoint-examples/*/: each run.sh under `vfakefs run -t`, compared with its expected
+# output (tools/run-examples; `tools/run-examples --update NAME` rewrites one)
+examples: venv
+	PYTHON=$(PY) tools/run-examples
 
 bench: venv
 	taskset -c 0 $(PY) bench/read_rate.py

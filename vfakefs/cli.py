@@ -202,7 +202,10 @@ def cmd_run(args) -> int:
     (namespace.py), so the host's real /sys is never touched, and a network namespace
     whose interfaces are the simulated netdevs (syscall/netns.py; --host-net: the
     host's); with the daemon's socket there, under the seccomp filter whose calls the
-    daemon answers (VFIO)."""
+    daemon answers (VFIO). With --topology: a fresh machine of its own, mounted for the
+    command's lifetime (a temporary mountpoint, unmounted when the command ends)."""
+    if getattr(args, "topology", None):
+        return _run_on_fresh_machine(args)
     mnt = args.mnt
     if _mount_type(mnt) is None:
         print(f"vfakefs: {mnt} is not mounted (vfakefs mount {mnt} first)", file=sys.stderr)
@@ -216,6 +219,28 @@ def cmd_run(args) -> int:
     sock = _sockfile(mnt)
     return trap.run(cmd, str(sock) if sock.exists() else None,
                     prepare=lambda: namespace.enter(mnt, str(stage), args.host_net), netns=not args.host_net)
+
+
+def _run_on_fresh_machine(args) -> int:
+    """`vfakefs run -t T -- CMD`: vfakefs mount, run, vfakefs umount; each step a
+    command of its own, so a failing mount reports as `vfakefs mount` does."""
+    import tempfile
+    mnt = tempfile.mkdtemp(prefix="vfakefs-run-")
+    vfakefs = [sys.executable, "-m", "vfakefs"]
+    try:
+        rc = subprocess.run([*vfakefs, "mount", "-t", args.topology, mnt]).returncode
+        if rc != 0:
+            return rc
+        os.environ["VFAKEFS_MNT"] = mnt      # the command's `vfakefs draw`, `vfakefs run` find it
+        try:
+            return cmd_run(argparse.Namespace(mnt=mnt, topology=None, host_net=args.host_net,
+                                              command=args.command))
+        finally:
+            # --lazy: a background process the command left behind does not keep it mounted
+            subprocess.run([*vfakefs, "umount", "--lazy", mnt])
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(mnt)
 
 
 def cmd_presets(args) -> int:
@@ -254,6 +279,9 @@ def main(argv=None) -> int:
                                             "with the simulated machine's network interfaces")
     r.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"), help="the vfakefs mount (default ./mnt)")
     r.add_argument("--host-net", action="store_true", help=HOST_NET_HELP)
+    r.add_argument("--topology", "-t", metavar="NAME|FILE",
+                   help="instead of --mnt: a fresh machine (preset name or TOML file) mounted for the "
+                        "command's lifetime")
     r.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (after --)")
     r.set_defaults(func=cmd_run)
     sh = sub.add_parser("shell", help="an interactive shell with the mount over /sys (as run)")

@@ -93,3 +93,26 @@ def test_run_on_a_mountpoint_too_deep_for_a_unix_socket_name(tmp_path):
         assert (r.returncode, r.stdout) == (0, "63\n"), r.stderr
         assert sock.exists()
     assert not sock.exists()
+
+
+def test_run_with_a_topology_mounts_a_fresh_machine_for_the_command_only(tmp_path):
+    """`vfakefs run -t PRESET -- CMD` (the examples' runner uses it): CMD sees a machine
+    of its own at /sys (its mountpoint in $VFAKEFS_MNT), its exit status is run's, and
+    the machine is unmounted and its mountpoint removed when it ends."""
+    from tests.conftest import is_mounted
+    r = run([sys.executable, "-m", "vfakefs", "run", "-t", "seed-vtd", "--", "bash", "-c",
+             "echo $VFAKEFS_MNT; echo 2 > /sys/class/net/eth0/device/sriov_numvfs; "
+             "ls /sys/class/net/eth0/device | grep -c virtfn; exit 3"], cwd=REPO)
+    assert r.returncode == 3, r.stderr
+    mnt, vfs = r.stdout.splitlines()
+    assert vfs == "2" and "vfakefs-run-" in mnt
+    assert not is_mounted(mnt) and not os.path.exists(mnt)
+    # a second run starts from the topology again, not from what the first one left
+    r = run([sys.executable, "-m", "vfakefs", "run", "-t", "seed-vtd", "--",
+             "cat", "/sys/class/net/eth0/device/sriov_numvfs"], cwd=REPO)
+    assert (r.returncode, r.stdout) == (0, "0\n"), r.stderr
+
+
+def test_run_with_an_unknown_topology_mounts_nothing(tmp_path):
+    r = run([sys.executable, "-m", "vfakefs", "run", "-t", str(tmp_path / "none.toml"), "--", "true"], cwd=REPO)
+    assert r.returncode == 2 and "none.toml: No such file or directory" in r.stderr, r.stderr
