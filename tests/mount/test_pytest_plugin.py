@@ -113,10 +113,11 @@ def vfakefs_mounts() -> list[str]:
                 for line in f if line.split()[2] == "fuse.vfakefs"]
 
 
-def assert_nothing_left(pytester, topologies: int) -> None:
-    """The inner session's mountpoints (one per topology) are unmounted and removed."""
+def assert_nothing_left(pytester, topologies: int, workers: int = 1) -> None:
+    """The inner session's mountpoints (one per topology, per xdist worker that used it)
+    are unmounted and removed."""
     used = set((pytester.path / "mountpoints.txt").read_text().split())
-    assert len(used) == topologies, used
+    assert topologies <= len(used) <= topologies * workers, used
     for mnt in used:
         assert mnt not in vfakefs_mounts()
         assert not os.path.exists(mnt)
@@ -127,6 +128,15 @@ def test_fixtures_reset_run_read_write_log_and_marker(inner):
     r = inner.runpytest_subprocess(*PLUGIN)
     r.assert_outcomes(passed=6, failed=0, errors=0)
     assert_nothing_left(inner, 2)
+
+
+def test_under_xdist_each_worker_has_its_own_machines(inner):
+    """pytest -n 2: every worker is a session of its own, with its own mounts (a reset in
+    one worker never touches the other's machine), and all of them are gone at the end."""
+    inner.makepyfile(test_inner=INNER)
+    r = inner.runpytest_subprocess(*PLUGIN[:-2], "-n", "2")
+    r.assert_outcomes(passed=6, failed=0, errors=0)
+    assert_nothing_left(inner, 2, workers=2)
 
 
 def test_the_option_picks_the_session_machine(inner):
