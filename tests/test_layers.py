@@ -24,11 +24,12 @@ ALLOWED = {
     "syscall": {"syscall", "model"},
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets", "top"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
     "draw": set(),              # `vfakefs draw`: reads a mount's files only, like client
+    "top": set(),               # `vfakefs top`: the same
     "pytest_plugin": {"client", "presets"},  # a user's view: the mount's files and the command line
 }
 # the only layers that may import these (the model and the view run without them)
