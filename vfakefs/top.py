@@ -86,42 +86,50 @@ def _read(p: Path) -> str | None:
 
 
 class KernelLog:
-    """MNT/dev/kmsg opened non-blocking at its end: each poll reads the records added
-    since and counts them, by their sequence numbers once one was seen (so records
-    overwritten before they were read count too: the read says EPIPE once and goes on)."""
+    """MNT/dev/kmsg's records since top began, counted by their sequence numbers (so
+    records overwritten before they were read count too). Opened for each sample only,
+    never held between two (an open file would keep `vfakefs umount` from unmounting):
+    each poll reads on from the file offset where the last one ended (kmsg's offsets
+    are positions in the stream of every record since boot, so the next open lands on
+    the same record) and skips any record it has already counted."""
 
     def __init__(self, mnt: Path):
+        self.path = mnt / "dev/kmsg"
+        self.offset: int | None = None       # where the last poll stopped reading
         self.next_seq: int | None = None
         self.seen = 0
-        try:
-            self.fd = os.open(mnt / "dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-            os.lseek(self.fd, 0, os.SEEK_END)
-        except OSError:
-            self.fd = None
 
     def poll(self) -> int | None:
-        """Records logged since the open (None: the mount has no /dev/kmsg)."""
-        while self.fd is not None:
-            try:
-                rec = os.read(self.fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.EPIPE:
-                    continue
-                break
-            try:
-                seq = int(rec.split(b",", 2)[1])
-            except (IndexError, ValueError):
-                break
-            self.seen += seq + 1 - self.next_seq if self.next_seq is not None and seq >= self.next_seq else 1
-            self.next_seq = seq + 1
-        return self.seen if self.fd is not None else None
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        """Records logged since the first poll (None: the mount has no /dev/kmsg)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            first = self.offset is None
+            os.lseek(fd, 0, os.SEEK_END) if first else os.lseek(fd, self.offset, os.SEEK_SET)
+            while True:
+                try:
+                    rec = os.read(fd, 8192)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.EPIPE:     # records lost under us: the next read goes on
+                        continue
+                    break
+                try:
+                    seq = int(rec.split(b",", 2)[1])
+                except (IndexError, ValueError):
+                    break
+                if self.next_seq is not None and seq < self.next_seq:
+                    continue                       # counted before
+                if not first:
+                    self.seen += seq + 1 - self.next_seq if self.next_seq is not None else 1
+                self.next_seq = seq + 1
+            self.offset = os.lseek(fd, 0, os.SEEK_CUR)
+        finally:
+            os.close(fd)
+        return self.seen
 
 
 def _dma_stats(text: str | None, devices: dict[str, Device]) -> float | None:
@@ -339,22 +347,19 @@ def run(mnt: Path | str, delay: float = 2.0, iterations: int | None = None, batc
     check_mount(mnt)
     interactive = not batch and out.isatty() and sys.stdin.isatty()
     log = KernelLog(mnt)
-    try:
-        prev = sample(mnt, log)
-        if interactive:
-            return _interactive(mnt, prev, log, delay, iterations, sort, only, out)
-        n = 0
-        while iterations is None or n < iterations:
-            time.sleep(delay)
-            cur = sample(mnt, log)
-            if n:
-                out.write("\n")
-            out.write("\n".join(frame(mnt, prev, cur, sort, only)) + "\n")
-            out.flush()
-            prev, n = cur, n + 1
-        return 0
-    finally:
-        log.close()
+    prev = sample(mnt, log)
+    if interactive:
+        return _interactive(mnt, prev, log, delay, iterations, sort, only, out)
+    n = 0
+    while iterations is None or n < iterations:
+        time.sleep(delay)
+        cur = sample(mnt, log)
+        if n:
+            out.write("\n")
+        out.write("\n".join(frame(mnt, prev, cur, sort, only)) + "\n")
+        out.flush()
+        prev, n = cur, n + 1
+    return 0
 
 
 def _interactive(mnt, prev, log, delay, iterations, sort, only, out) -> int:

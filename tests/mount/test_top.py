@@ -120,13 +120,15 @@ def test_interrupts_per_vector_and_sort_by_irqs(mount_preset):
                           "-o", "irqs"], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     try:
-        while p.poll() is None:          # vector 1 of the X540's first port, all the while top runs
+        while p.poll() is None:          # vector 1 of the X540's first port and a log line, while top runs
             fd = os.open(msi, os.O_RDWR)
             try:
                 os.write(fd, f"{IXGBE} vector 1".encode())
                 assert b"delivered" in os.pread(fd, 4096, 0)
             finally:
                 os.close(fd)
+            with open(mnt.path / "dev/kmsg", "w") as k:
+                k.write("<6>top test\n")
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
@@ -140,6 +142,7 @@ def test_interrupts_per_vector_and_sort_by_irqs(mount_preset):
         assert num(vec["1"]) > 0 and vec["0"] == vec["2"] == "0" and num(x["IRQ/s"]) == num(vec["1"])
         assert f["order"][0] == IXGBE and f["rows"][IXGBE1]["IRQ/s"] == "0"
         assert f["rows"]["0000:01:00.1"]["IRQ/s"] == "-"           # snd_hda_intel on NVIDIA: INTx, no MSI
+        assert num(re.search(r"kernel log: (\S+) lines/s", f["header"][1])[1]) > 0
 
 
 def test_ats_device_shows_its_atc(mount_preset):
@@ -153,6 +156,29 @@ def test_ats_device_shows_its_atc(mount_preset):
     assert f["rows"][cx5]["DRIVER"] == "mlx5_core" and num(f["rows"][cx5]["REQ/s"]) > 0
     assert 0 <= float(f["rows"][cx5]["ATC%"]) <= 100
     assert f["rows"][IXGBE]["ATC%"] == "-"                          # no ATS capability
+
+
+def test_umount_while_top_watches(mount_preset):
+    """top holds no file open between two frames, so the mount can be unmounted under it
+    (a try that meets a frame being read is refused as busy and changes nothing: again);
+    top then says that the mount is gone and exits 1."""
+    mnt = mount_preset("seed-vtd")
+    p = subprocess.Popen([sys.executable, "-m", "vfakefs", "top", str(mnt.path), "-b", "-d", "0.2"], cwd=REPO,
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("vfakefs top - ")        # the first frame is out
+        for _ in range(50):
+            r = vfakefs("umount", str(mnt.path))
+            if r.returncode == 0 or "busy" not in r.stderr:
+                break
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1
+    assert err == f"vfakefs top: {mnt.path}: cannot read {mnt.pci}/devices: No such file or directory\n"
 
 
 def test_errors(tmp_path):
