@@ -137,12 +137,15 @@ def _dma_stats(text: str | None, devices: dict[str, Device]) -> float | None:
         return None
     lines = text.splitlines()
     clock = None
-    if lines and lines[0].startswith("clock "):
-        clock = float(lines[0].split()[1])
-    for line in lines[2:]:
-        f = line.split()
-        if len(f) >= 6 and f[0] in devices:
-            devices[f[0]].dma = tuple(int(x) for x in f[1:6])
+    try:
+        if lines and lines[0].startswith("clock "):
+            clock = float(lines[0].split()[1])
+        for line in lines[2:]:
+            f = line.split()
+            if len(f) >= 6 and f[0] in devices:
+                devices[f[0]].dma = tuple(int(x) for x in f[1:6])
+    except (IndexError, ValueError):
+        return None                        # not the format this top reads: no clock, no counters
     return clock
 
 
@@ -295,11 +298,12 @@ HEAD = COLUMNS % ("DEVICE", "DRIVER", "REQ/s", "B/s", "IOTLB%", "ATC%", "FAULTS"
 
 
 def frame(mnt: Path, old: Sample, new: Sample, sort: str, only: set[str] | None) -> list[str]:
-    simulated = old.clock is not None and new.clock is not None and new.clock != old.clock
-    real = new.real - old.real
-    if simulated:
+    real = max(new.real - old.real, 1e-6)
+    dt = 0.0
+    if old.clock is not None and new.clock is not None:
         # a clock that went back is a reset machine: its counters started again with it
-        dt = new.clock - old.clock if new.clock > old.clock else new.clock
+        dt = new.clock - old.clock if new.clock >= old.clock else new.clock
+    if dt > 0:
         when = f"clock {new.clock:.3f} s, interval {dt:.3f} s simulated ({real:.3f} s real)"
         if new.clock < old.clock:
             old = Sample(old.real, 0.0, {}, None, "", old.log_seq)

@@ -284,3 +284,11 @@ def test_rates_over_the_clock_and_after_a_reset():
     d = Sample(101.5, 0.25, dev(1000), 1, "dmar0 on", 12)
     text = frame(Path("/m"), c, d, "dma", None)
     assert text[0].endswith("interval 0.500 s real (the engine did not step)") and text[-1].split()[2] == "1.0k"
+    # a reset whose clock has not moved yet: real time too
+    e = Sample(102.0, 0.0, dev(0), 0, "dmar0 on", 12)
+    assert frame(Path("/m"), d, e, "dma", None)[0].endswith("(the engine did not step)")
+    # a mount without dma_stats: no counters, rates over real time
+    f = Sample(102.5, None, {IXGBE: Device(IXGBE, "ixgbe")}, None, "off", None)
+    text = frame(Path("/m"), f, f, "dma", None)
+    assert text[0].endswith("(the mount shows no clock)")
+    assert text[-1].split() == [IXGBE, "ixgbe", "-", "-", "-", "-", "-", "-", "-", "-"]
