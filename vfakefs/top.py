@@ -371,7 +371,9 @@ def _interactive(mnt, prev, log, delay, iterations, sort, only, out) -> int:
     import tty
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    out.write("\x1b[?1049h\x1b[?25l")                  # the alternate screen, no cursor
+    # the alternate screen while it runs until q; with -n the last frame stays on the screen
+    alt = iterations is None
+    out.write(("\x1b[?1049h" if alt else "") + "\x1b[?25l")      # (and no cursor)
     try:
         tty.setcbreak(fd)
         out.write(f"\x1b[H\x1b[Jvfakefs top - {mnt} - the first frame comes in {delay:g} s (q quits)")
@@ -382,7 +384,7 @@ def _interactive(mnt, prev, log, delay, iterations, sort, only, out) -> int:
             ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
             if ready:
                 key = os.read(fd, 1)
-                if key in (b"q", b"Q"):
+                if key in (b"q", b"Q", b""):              # b"": the terminal went away
                     return 0
                 if key == b"o":
                     sort = SORT_KEYS[(SORT_KEYS.index(sort) + 1) % len(SORT_KEYS)]
@@ -392,7 +394,7 @@ def _interactive(mnt, prev, log, delay, iterations, sort, only, out) -> int:
             cols, lines = shutil.get_terminal_size()
             text = frame(mnt, prev, cur, sort, only)[:lines - 1]
             text.append("q quits, o changes the sort key")
-            out.write("\x1b[H" + "".join(t[:cols] + "\x1b[K\r\n" for t in text[:-1]) + text[-1][:cols] + "\x1b[K\x1b[J")
+            out.write("\x1b[H" + "".join(t[:cols] + "\x1b[K\n" for t in text[:-1]) + text[-1][:cols] + "\x1b[K\x1b[J")
             out.flush()
             if time.monotonic() >= deadline:
                 prev, n = cur, n + 1
@@ -400,5 +402,5 @@ def _interactive(mnt, prev, log, delay, iterations, sort, only, out) -> int:
         return 0
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        out.write("\x1b[?25h\x1b[?1049l")
+        out.write("\x1b[?25h" + ("\x1b[?1049l" if alt else "\n"))
         out.flush()

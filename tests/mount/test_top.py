@@ -229,6 +229,23 @@ def test_interactive_redraws_in_place_and_q_quits(seed_mnt):
     assert seen.endswith(b"\x1b[?25h\x1b[?1049l")                   # the terminal given back
 
 
+def test_interactive_with_n_leaves_the_last_frame(seed_mnt):
+    main, sub = os.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "vfakefs", "top", str(seed_mnt.path), "-d", "0.2", "-n", "2",
+                              "-p", IXGBE], cwd=REPO, env=dict(ENV, COLUMNS="120", LINES="40"),
+                             stdin=sub, stdout=sub, stderr=sub)
+        assert p.wait(timeout=60) == 0
+        seen = b""
+        while select.select([main], [], [], 0)[0]:
+            seen += os.read(main, 65536)
+    finally:
+        os.close(main)
+        os.close(sub)
+    assert b"\x1b[?1049h" not in seen and seen.count(b"DEVICE ") == 2
+    assert seen.endswith(b"\x1b[?25h\r\n") and IXGBE.encode() + b" ixgbe" in seen
+
+
 # --- the dma_stats control it reads ---------------------------------------------------------------
 def stats(mnt) -> dict[str, list[int]]:
     lines = mnt.read(mnt.path / VF / "dma_stats").splitlines()
