@@ -241,7 +241,7 @@ def cmd_top(args) -> int:
     from vfakefs import top
     try:
         return top.run(args.mountpoint, args.delay, args.iterations, args.batch, args.sort,
-                       set(args.pid) if args.pid else None)
+                       set(args.device) if args.device else None)
     except top.TopError as e:
         print(f"vfakefs top: {e}", file=sys.stderr)
         return e.code
@@ -273,7 +273,7 @@ def _top_args(p) -> None:
     p.add_argument("-n", "--iterations", type=count, help="stop after this many frames")
     p.add_argument("-b", "--batch", action="store_true", help="plain text frames to stdout, no terminal control")
     p.add_argument("-o", "--sort", choices=top.SORT_KEYS, default="dma", help="sort key (default dma)")
-    p.add_argument("-p", "--pid", type=bdfs, action="extend", metavar="BDF[,BDF...]",
+    p.add_argument("-p", "--device", type=bdfs, action="extend", metavar="BDF[,BDF...]",
                    help="only these functions (repeatable; 03:00.0 means 0000:03:00.0)")
     p.add_argument("mountpoint")
     p.set_defaults(func=cmd_top)

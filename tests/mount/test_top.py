@@ -188,7 +188,7 @@ def test_errors(tmp_path):
     r = vfakefs("top", str(tmp_path / "nowhere"), "-b", "-n", "1")
     assert r.returncode == 2 and "not a vfakefs mount" in r.stderr
     for bad, what in ((["-o", "cpu"], "argument -o/--sort: invalid choice: 'cpu'"),
-                      (["-p", "3:0.0"], "argument -p/--pid: invalid PCI address value: '3:0.0'"),
+                      (["-p", "3:0.0"], "argument -p/--device: invalid PCI address value: '3:0.0'"),
                       (["-d", "0"], "argument -d/--delay: invalid number of seconds value: '0'"),
                       (["-d", "nan"], "argument -d/--delay: invalid number of seconds value: 'nan'"),
                       (["-n", "0"], "argument -n/--iterations: invalid iteration count value: '0'")):
