@@ -25,11 +25,12 @@ ALLOWED = {
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
     "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets",
-            "progress"},
+            "progress", "top"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
     "draw": set(),              # `vfakefs draw`: reads a mount's files only, like client
+    "top": set(),               # `vfakefs top`: the same
     "progress": set(),          # a progress line on stderr for long CLI operations
     "pytest_plugin": {"client", "presets"},  # a user's view: the mount's files and the command line
 }

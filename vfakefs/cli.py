@@ -1,4 +1,4 @@
-"""The command line: vfakefs mount | umount | presets | run | shell | draw (thin over the rest)."""
+"""The command line: vfakefs mount | umount | presets | run | shell | draw | top (thin over the rest)."""
 from __future__ import annotations
 
 import argparse
@@ -261,6 +261,49 @@ def cmd_draw(args) -> int:
     return 0
 
 
+def cmd_top(args) -> int:
+    """A live view of the mounted machine, per function (top.py), from the mount's files."""
+    from vfakefs import top
+    try:
+        return top.run(args.mountpoint, args.delay, args.iterations, args.batch, args.sort,
+                       set(args.device) if args.device else None)
+    except top.TopError as e:
+        print(f"vfakefs top: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _top_args(p) -> None:
+    from vfakefs import top
+
+    def positive(text: str) -> float:
+        v = float(text)
+        if not v > 0 or v == float("inf"):
+            raise ValueError(text)
+        return v
+    positive.__name__ = "number of seconds"
+
+    def count(text: str) -> int:
+        v = int(text)
+        if v < 1:
+            raise ValueError(text)
+        return v
+    count.__name__ = "iteration count"
+
+    def bdfs(text: str) -> list[str]:
+        return [top.parse_bdf(b) for b in text.split(",") if b]
+    bdfs.__name__ = "PCI address"
+    p.add_argument("-d", "--delay", type=positive, default=2.0, help="seconds between frames (default 2)")
+    p.add_argument("-n", "--iterations", type=count, help="stop after this many frames")
+    p.add_argument("-b", "--batch", action="store_true", help="plain text frames to stdout, no terminal control")
+    p.add_argument("-o", "--sort", choices=top.SORT_KEYS, default="dma", help="sort key (default dma)")
+    p.add_argument("-p", "--device", type=bdfs, action="extend", metavar="BDF[,BDF...]",
+                   help="only these functions (repeatable; 03:00.0 means 0000:03:00.0)")
+    p.add_argument("mountpoint")
+    p.set_defaults(func=cmd_top)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vfakefs", description="mount a simulated PCI/IOMMU/SR-IOV machine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -292,6 +335,7 @@ def main(argv=None) -> int:
     d.add_argument("--output", "-o", required=True, help="FILE.svg, FILE.png or FILE.dot (the extension picks the format)")
     d.add_argument("mountpoint")
     d.set_defaults(func=cmd_draw)
+    _top_args(sub.add_parser("top", help="a live per-device view of a mount (DMA, IOTLB/ATC hits, faults, irqs)"))
     args = p.parse_args(argv)
     if args.cmd == "draw" and Path(args.output).suffix.lstrip(".").lower() not in ("svg", "png", "dot"):
         d.error(f"{args.output}: unknown format (use .svg, .png or .dot)")

@@ -15,7 +15,7 @@ import trio
 
 from vfakefs.model.traffic import CHUNK, STEP_CAP
 from vfakefs.model.host import Host
-from vfakefs.model.iommu import iommu
+from vfakefs.model.iommu import dma_stats, iommu
 from vfakefs.model.intel.dmar import Fault
 from vfakefs.model.kmsg import KERN_ERR
 
@@ -124,7 +124,9 @@ def _issue(m, t, n: int) -> None:
     t.requests += n
     u = iommu.unit(m)
     if u is None:
+        dma_stats.count(dev, None, (0, 0), n, n * dma_stats.PAGE, 0)   # no remapping: every request passes
         return
+    mark = dma_stats.iotlb_mark(u)
     faults = 0
     for write in (False, True):
         sel = iovas[writes == write]
@@ -140,6 +142,7 @@ def _issue(m, t, n: int) -> None:
         faults += len(bad)
         for i in bad[: u.nfr + 1]:           # the hardware records what its registers hold
             u.record_fault(Fault(dev.bdf.rid, int(sel[i]) & ~0xFFF, int(reason[i]), not write))
+    dma_stats.count(dev, u, mark, n, (n - faults) * dma_stats.PAGE, faults)
     if faults:
         t.faults += faults
         iommu.handle_faults(m)

@@ -24,12 +24,16 @@ back its state; they and `physmem` are root only (0600).
 atc_stats (read only): per function with the ATS capability, whether ATS is on and its
 device ATC's hits, misses (translation requests), invalidations and entries.
 
+dma_stats (read only): the engine's simulated clock, then per function its DMA requests,
+bytes, faulted requests, the IOTLB hits and misses of its requests and the faults the
+handler serviced (model/iommu/dma_stats.py); what `vfakefs top` turns into rates.
+
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
 from vfakefs.model import controls, posted, traffic, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
-from vfakefs.model.iommu import ats
+from vfakefs.model.iommu import ats, dma_stats
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -65,6 +69,7 @@ CONTROLS = (
     Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),
     Attr("regset", vtd_controls.regset_show, vtd_controls.regset_store, 0o600),
     Attr("atc_stats", ats.stats, size=0),      # per ATS device: its ATC's hits, misses, invalidations
+    Attr("dma_stats", dma_stats.show, size=0),  # per function: DMA requests, bytes, faults, IOTLB hits, misses
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from vfakefs.model import ram
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault
-from vfakefs.model.iommu import iommu
+from vfakefs.model.iommu import dma_stats, iommu
 
 PAGE = 4096
 PCI_COMMAND_MASTER = 0x4
@@ -69,6 +69,7 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data, at: int = 0) ->
     u = iommu.unit(m)
     atc = u.atcs.get(dev.bdf.rid) if u is not None and u.atcs else None
     misses = atc.misses if atc is not None else 0
+    mark = dma_stats.iotlb_mark(u)
     runs, fault, hit = _translate(m, dev, iova, length, write, at)
     done, parts = 0, []
     for hpa, n in runs:
@@ -77,6 +78,9 @@ def _transfer(m, dev, iova: int, length: int, write: bool, data, at: int = 0) ->
         else:
             parts.append(ram.read(m, hpa, n))
         done += n
+    # one request per page up to the end, or up to and including the page that faulted
+    pages = ((iova + (done if fault is not None else length - 1)) >> 12) - (iova >> 12) + 1
+    dma_stats.count(dev, u, mark, pages, done, fault is not None)
     if fault is not None:
         iommu.handle_faults(m)
     out = parts[0] if len(parts) == 1 else b"".join(parts)

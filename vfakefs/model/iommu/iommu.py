@@ -7,7 +7,7 @@ import errno
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.intel.dmar import Fault, Translation
-from vfakefs.model.iommu import ats, flush_queue, groups
+from vfakefs.model.iommu import ats, dma_stats, flush_queue, groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.intel.pagetable import R, W
@@ -182,8 +182,11 @@ def dma(m, dev, iova: int, size: int, write: bool) -> Translation:
         return Translation(fault=None)
     u = unit(m)
     if u is None:
+        dma_stats.count(dev, None, (0, 0), 1, size, 0)
         return Translation(hpa=iova)
+    mark = dma_stats.iotlb_mark(u)
     t = u.device_translate(dev.bdf.rid, iova, size, write)      # its ATC first when ATS is on
+    dma_stats.count(dev, u, mark, 1, size if t.fault is None else 0, t.fault is not None)
     if t.fault is not None:
         handle_faults(m)
     return t

@@ -113,6 +113,7 @@ class PciFunction:
     wakeup_enabled: bool = False               # power/wakeup: a WoL driver enables it at probe
     power_state: str = "D0"                    # "unknown" until pci_enable_device for VFs
     dma_faults: int = 0                        # DMA remapping faults the handler counted
+    dma_stats: object = None                   # its DMA counters once it did DMA (iommu/dma_stats.py)
     rom_image: bytes | None = None             # the expansion ROM's contents (else one is generated)
     vf_token: object = None                    # vfio-pci's VF token while it drives this PF (vfio/vf_token.py)
     atc: object = None                         # its ATS translation cache once ATS was enabled (intel/atc.py)
