@@ -24,9 +24,11 @@ ALLOWED = {
     "syscall": {"syscall", "model"},
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets",
+            "progress"},
     "__main__": {"cli"},
     "presets": set(),
+    "progress": set(),          # a redrawn stderr line: nothing of vfakefs
     "client": set(),            # talks to a mount's files only
     "draw": set(),              # `vfakefs draw`: reads a mount's files only, like client
     "pytest_plugin": {"client", "presets"},  # a user's view: the mount's files and the command line

@@ -97,7 +97,7 @@ class Timeline:
     def reset_state(self) -> None:
         self.t0 = 0.0
         self.done = 0                # runs made
-        self.step = 0                # the step of the last run
+        self.left: dict[int, int] = {}   # step number -> its runs still to make
         self.next: tuple | None = None   # (time, step, k) of the run waited for
         self.failures: list[str] = []
         self.nfailed = 0
@@ -148,7 +148,8 @@ class Timeline:
         lines += [f"file: {sc.source}", f"name: {sc.name}"]
         if self.state == "running" and m is self.machine:
             lines.append(f"time: {m.clock - self.t0:.3f} s")
-        lines += [f"step: {self.step}/{len(sc.steps)}", f"runs: {self.done}/{sc.runs}"]
+        steps_done = sum(1 for n in self.left.values() if n == 0)
+        lines += [f"step: {steps_done}/{len(sc.steps)}", f"runs: {self.done}/{sc.runs}"]
         if self.state == "running" and self.next is not None:
             t, s, k = self.next
             run = f" (run {k + 1}/{s.count})" if s.count > 1 else ""
@@ -162,6 +163,7 @@ class Timeline:
         """Start sc now (the caller has checked it); runs at time 0 run at once."""
         self.reset_state()
         self.scenario, self.state, self.why = sc, "running", ""
+        self.left = {s.number: s.count for s in sc.steps}
         self.machine = m = self.host.machine
         self.t0 = m.clock
         self.cancel = trio.CancelScope()
@@ -213,7 +215,6 @@ class Timeline:
 
     async def _one(self, m, t: float, s, k: int) -> bool:
         """One run of step s; whether the scenario goes on."""
-        self.step = s.number
         err = 0
         try:
             await write_file(self.ops, s.path, s.value(k))
@@ -223,6 +224,7 @@ class Timeline:
             log.exception("scenario: step %d", s.number)
             err = errno.EIO
         self.done += 1
+        self.left[s.number] -= 1
         if err == (s.expect or 0):
             return True
         why = "succeeded" if err == 0 else _strerror(err)
