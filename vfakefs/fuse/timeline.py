@@ -4,9 +4,11 @@ the same Operations a user's write goes through (open, write, release: the same
 store, errno, publish and invalidation of the kernel's caches, uevents, and wait for
 `vfakefs run`'s networks).
 
-The clock: a run due later is a wake-up on the machine's workqueue
-(Machine.schedule), so the engine's ticks decide when it happens: a run is never
-early and late by less than one tick (10 ms of simulated time).
+The clock: while a scenario runs, a work item on the machine's workqueue
+(Machine.schedule) comes back every engine tick, which keeps the engine ticking at
+its full rate (10 ms of simulated time) and wakes the runner when its next run is
+due. The scenario's time 0 is the first tick after its start; a run is never early,
+and late by less than one tick.
 
 One scenario at a time; MNT/sys/kernel/debug/vfakefs/scenario starts one (a path),
 stops it (`stop`) and reports on it. A reset (a power cycle) stops it.
@@ -95,14 +97,14 @@ class Timeline:
         self.reset_state()
 
     def reset_state(self) -> None:
-        self.t0 = 0.0
+        self.t0: float | None = None   # the clock at the scenario's time 0 (its first tick)
         self.done = 0                # runs made
         self.left: dict[int, int] = {}   # step number -> its runs still to make
         self.next: tuple | None = None   # (time, step, k) of the run waited for
         self.failures: list[str] = []
         self.nfailed = 0
         self.machine = None
-        self.wake = None
+        self.event: trio.Event | None = None   # what the runner waits on
 
     # --- the control -----------------------------------------------------------------------
     def command(self, text: str) -> None:
@@ -147,7 +149,7 @@ class Timeline:
         m = self.host.machine
         lines += [f"file: {sc.source}", f"name: {sc.name}"]
         if self.state == "running" and m is self.machine:
-            lines.append(f"time: {m.clock - self.t0:.3f} s")
+            lines.append(f"time: {self.now():.3f} s")
         steps_done = sum(1 for n in self.left.values() if n == 0)
         lines += [f"step: {steps_done}/{len(sc.steps)}", f"runs: {self.done}/{sc.runs}"]
         if self.state == "running" and self.next is not None:
@@ -160,12 +162,12 @@ class Timeline:
 
     # --- running ----------------------------------------------------------------------------
     def start(self, sc: Scenario) -> None:
-        """Start sc now (the caller has checked it); runs at time 0 run at once."""
+        """Start sc (the caller has checked it): its time 0 is the engine's next tick."""
         self.reset_state()
         self.scenario, self.state, self.why = sc, "running", ""
         self.left = {s.number: s.count for s in sc.steps}
         self.machine = m = self.host.machine
-        self.t0 = m.clock
+        m.schedule(0, self._tick)
         self.cancel = trio.CancelScope()
         self.host.subscribe(self._changed)
         m.kmsg.log(f"vfakefs: scenario {sc.name}: started ({len(sc.steps)} steps, {sc.runs} runs, "
@@ -183,10 +185,26 @@ class Timeline:
     def _finish(self) -> None:
         self.cancel.cancel()
         self.host.unsubscribe(self._changed)
-        m, wake = self.machine, self.wake
-        if wake is not None:          # nothing left on the workqueue to keep the engine ticking
-            m.delayed = [w for w in m.delayed if w[1] is not wake]
-        self.next, self.wake = None, None
+        m = self.machine              # nothing left on the workqueue to keep the engine ticking
+        m.delayed = [w for w in m.delayed if w[1] != self._tick]
+        self.next = None
+
+    def now(self) -> float:
+        """The scenario's time: simulated seconds since its first tick."""
+        return 0.0 if self.t0 is None else self.machine.clock - self.t0
+
+    def due(self) -> bool:
+        return self.t0 is not None and self.next is not None and self.now() + EPS >= self.next[0]
+
+    def _tick(self) -> None:
+        """Every engine tick while the scenario runs (the engine calls it: Machine.schedule)."""
+        if self.state != "running" or self.host.machine is not self.machine:
+            return
+        if self.t0 is None:
+            self.t0 = self.machine.clock
+        self.machine.schedule(0, self._tick)       # due at the next tick
+        if self.event is not None and self.due():
+            self.event.set()
 
     def _changed(self) -> None:
         if self.host.machine is not self.machine:
@@ -197,12 +215,10 @@ class Timeline:
             m = self.machine
             for t, s, k in sc.timeline():
                 self.next = (t, s, k)
-                while m.clock - self.t0 + EPS < t:
-                    event = trio.Event()
-                    self.wake = event.set
-                    m.schedule(self.t0 + t - m.clock, event.set)
-                    await event.wait()
-                self.wake = None
+                while not self.due():
+                    self.event = trio.Event()
+                    await self.event.wait()
+                self.event = None
                 go_on = await self._one(m, t, s, k)
                 if self.state != "running":
                     return                       # stopped meanwhile (a step that reset the machine)
@@ -231,7 +247,7 @@ class Timeline:
         if s.expect is not None:
             why += f", expected {errno.errorcode.get(s.expect, s.expect)}"
         run = f" run {k + 1}" if s.count > 1 else ""
-        line = f"step {s.number}{run} at {m.clock - self.t0:.3f} s: {s.describe()}: {s.value(k).strip()}: {why}"
+        line = f"step {s.number}{run} at {self.now():.3f} s: {s.describe()}: {s.value(k).strip()}: {why}"
         self.nfailed += 1
         if len(self.failures) < KEEP_FAILURES:
             self.failures.append(line)
