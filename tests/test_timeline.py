@@ -14,7 +14,7 @@ import trio
 
 from vfakefs import engine
 from vfakefs.fuse.ops import SysfsOps
-from vfakefs.fuse.timeline import Timeline, resolve, write_file
+from vfakefs.fuse.timeline import Timeline, check, resolve, write_file
 from vfakefs.model import topology
 from vfakefs.model.host import Host
 from vfakefs.model.pci.bdf import Bdf
@@ -352,7 +352,7 @@ async def test_the_control_refuses_bad_files(d, autojump_clock, tmp_path, text, 
 
 def test_check_names_every_missing_control(d):
     with pytest.raises(ScenarioError) as e:
-        d.timeline.check(parse('[[step]]\nat = 0\ncontrol = "dma"\nvalue = "x"\n'
+        check(d.ops, parse('[[step]]\nat = 0\ncontrol = "dma"\nvalue = "x"\n'
                                '[[step]]\nat = 1\ncontrol = "faultz"\nvalue = "x"\n', "x.toml"))
     assert e.value.where == "step 2: control" and e.value.message.startswith("no control 'faultz' (controls: ")
     assert "carrier" in e.value.message and "scenario" in e.value.message
@@ -365,8 +365,11 @@ async def test_a_reset_stops_the_scenario(d, autojump_clock):
         d.timeline.start(sc)
         await at(d, 0.15)
         assert d.numvfs() == 4
+        heard = []
+        d.host.subscribe(lambda: heard.append(d.host.machine))   # a listener after the timeline's
         await write_file(d.ops, "/sys/kernel/debug/vfakefs/reset", "1\n")
         assert d.timeline.state == "stopped" and d.timeline.why == "the machine was reset"
+        assert heard and heard[0] is d.m         # stopping did not make the machine skip it
         await at(d, 1.0)
         assert d.numvfs() == 0 and d.timeline.done == 1      # the fresh machine saw no step
         nursery.cancel_scope.cancel()

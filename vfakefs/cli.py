@@ -174,12 +174,12 @@ def _mount_scenario(path: str, host):
     """`mount --scenario FILE`: the file loaded and checked against the machine (its controls)
     before anything is mounted: a ScenarioError says where the mistake is."""
     from vfakefs.fuse.ops import SysfsOps
-    from vfakefs.fuse.timeline import Timeline
+    from vfakefs.fuse.timeline import check
     from vfakefs.model import scenario
     from vfakefs.sysfs.tree import View
     sc = scenario.load(path)
     view = View(host)
-    Timeline(host, SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)).check(sc)
+    check(SysfsOps(view.root(), lambda: host.machine.generation, view.dirty), sc)
     return sc
 
 

@@ -80,6 +80,16 @@ async def write_file(ops, path: str, text: str) -> None:
         await ops.release(info.fh)
 
 
+def check(ops, sc: Scenario) -> None:
+    """What can be checked only on the machine: each named control exists (files may
+    come and go with the steps, controls do not). ScenarioError names the step."""
+    known = sorted(ops.listing(resolve(ops, CONTROL_DIR)))
+    for s in sc.steps:
+        if s.control is not None and s.control not in known:
+            raise ScenarioError(sc.source, f"step {s.number}: control",
+                                f"no control {s.control!r} (controls: {', '.join(known)})")
+
+
 def _strerror(e: int) -> str:
     return f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
 
@@ -95,6 +105,9 @@ class Timeline:
         self.why = ""                # how it stopped
         self.cancel: trio.CancelScope | None = None
         self.reset_state()
+        # for the life of the daemon: a listener that left the list while the Machine
+        # notifies would make it skip the next one
+        host.subscribe(self._changed)
 
     def reset_state(self) -> None:
         self.t0: float | None = None   # the clock at the scenario's time 0 (its first tick)
@@ -121,7 +134,7 @@ class Timeline:
             self._reject("no engine runs this machine", errno.ENODEV)
         try:
             sc = load(word)
-            self.check(sc)
+            check(self.ops, sc)
         except ScenarioError as e:
             missing = e.where == "" and not os.path.exists(word)
             self._reject(str(e), errno.ENOENT if missing else errno.EINVAL)
@@ -130,16 +143,6 @@ class Timeline:
     def _reject(self, why: str, err: int = errno.EINVAL):
         self.host.machine.kmsg.log(f"vfakefs: scenario: {why}", KERN_WARNING)
         raise SysfsError(err, why)
-
-    def check(self, sc: Scenario) -> None:
-        """What can be checked only on the machine: each named control exists (files may
-        come and go with the steps, controls do not)."""
-        ino = resolve(self.ops, CONTROL_DIR)
-        known = sorted(self.ops.listing(ino))
-        for s in sc.steps:
-            if s.control is not None and s.control not in known:
-                raise ScenarioError(sc.source, f"step {s.number}: control",
-                                    f"no control {s.control!r} (controls: {', '.join(known)})")
 
     def status(self) -> str:
         lines = [f"state: {self.state}" + (f" ({self.why})" if self.why else "")]
@@ -169,7 +172,6 @@ class Timeline:
         self.machine = m = self.host.machine
         m.schedule(0, self._tick)
         self.cancel = trio.CancelScope()
-        self.host.subscribe(self._changed)
         m.kmsg.log(f"vfakefs: scenario {sc.name}: started ({len(sc.steps)} steps, {sc.runs} runs, "
                    f"until {sc.end:.3f} s)", KERN_INFO)
         self.nursery.start_soon(self._run, sc, self.cancel)
@@ -184,7 +186,6 @@ class Timeline:
 
     def _finish(self) -> None:
         self.cancel.cancel()
-        self.host.unsubscribe(self._changed)
         m = self.machine              # nothing left on the workqueue to keep the engine ticking
         m.delayed = [w for w in m.delayed if w[1] != self._tick]
         self.next = None
@@ -207,7 +208,7 @@ class Timeline:
             self.event.set()
 
     def _changed(self) -> None:
-        if self.host.machine is not self.machine:
+        if self.state == "running" and self.host.machine is not self.machine:
             self.stop("the machine was reset")
 
     async def _run(self, sc: Scenario, scope: trio.CancelScope) -> None:
