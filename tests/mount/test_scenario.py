@@ -220,3 +220,18 @@ def test_the_plugin_runs_a_timeline(pytester, monkeypatch):
     pytester.makepyfile(test_inner=PLUGIN_TEST)
     r = pytester.runpytest_subprocess(*PLUGIN)
     r.assert_outcomes(passed=2, failed=0, errors=0)
+
+
+EXAMPLES = sorted((REPO / "docs" / "scenarios").glob("*.toml"))
+
+
+def test_the_examples_run_as_they_say(tmp_path):
+    """Each example scenario, on the machine it names (seed-vtd), ends with every run as
+    its file expects (the churn's EBUSY among them): `vfakefs scenario --wait` exits 0."""
+    assert len(EXAMPLES) == 3
+    with mounted_with(make_mountpoint(tmp_path), "-t", "seed-vtd") as mnt:
+        for f in EXAMPLES:
+            r = vfakefs("scenario", "--wait", str(mnt), str(f), timeout=120)
+            assert r.returncode == 0, (f.name, r.stderr)
+            assert f" 100% done, 0 failed in " in r.stderr, r.stderr
+            (mnt / "sys/kernel/debug/vfakefs/reset").write_text("1")

@@ -90,6 +90,11 @@ def check(ops, sc: Scenario) -> None:
                                 f"no control {s.control!r} (controls: {', '.join(known)})")
 
 
+def _shown(value: str) -> str:
+    """A value on one line of the status and the log."""
+    return value.strip().replace("\n", "\\n")
+
+
 def _strerror(e: int) -> str:
     return f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
 
@@ -158,7 +163,7 @@ class Timeline:
         if self.state == "running" and self.next is not None:
             t, s, k = self.next
             run = f" (run {k + 1}/{s.count})" if s.count > 1 else ""
-            lines.append(f"next: step {s.number}{run} at {t:.3f} s: {s.describe()}: {s.value(k).strip()}")
+            lines.append(f"next: step {s.number}{run} at {t:.3f} s: {s.describe()}: {_shown(s.value(k))}")
         lines.append(f"failures: {self.nfailed}")
         lines += [f"  {f}" for f in self.failures]
         return "\n".join(lines) + "\n"
@@ -248,7 +253,7 @@ class Timeline:
         if s.expect is not None:
             why += f", expected {errno.errorcode.get(s.expect, s.expect)}"
         run = f" run {k + 1}" if s.count > 1 else ""
-        line = f"step {s.number}{run} at {self.now():.3f} s: {s.describe()}: {s.value(k).strip()}: {why}"
+        line = f"step {s.number}{run} at {self.now():.3f} s: {s.describe()}: {_shown(s.value(k))}: {why}"
         self.nfailed += 1
         if len(self.failures) < KEEP_FAILURES:
             self.failures.append(line)
