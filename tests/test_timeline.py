@@ -30,7 +30,12 @@ CTL = "/sys/kernel/debug/vfakefs/scenario"
 class Kernel(SysfsOps):
     """The daemon's Operations; the kernel takes every invalidation at once."""
 
+    slow = 0.0   # simulated seconds the kernel takes to apply them: the thread cannot be abandoned
+
     async def deliver(self):
+        if self.slow and (self.pending or self.pending_attrs):
+            with trio.CancelScope(shield=True):
+                await trio.sleep(self.slow)
         self.delivered += len(self.pending) + len(self.pending_attrs)
         self.pending, self.pending_attrs = [], set()
 
@@ -422,3 +427,26 @@ async def read(d, path: str) -> str:
         return (await d.ops.read(info.fh, 0, 65536)).decode()
     finally:
         await d.ops.release(info.fh)
+
+
+async def test_a_scenario_stopped_during_a_write_leaves_the_next_one_alone(d, autojump_clock, tmp_path):
+    """The old runner finishes its write after `stop` and a new start: it must not count its
+    run in the new scenario's status nor take the new one's wake-up (which would hang it)."""
+    d.ops.dir_rows(resolve(d.ops, "/sys/class/net/eth0/device"))   # the kernel holds the PF's entries
+    d.ops.slow = 0.05
+    first = parse(f'[[step]]\nat = 0\nwrite = "{NUMVFS}"\nvalue = 2\n', "first.toml")
+    second = tmp_path / "second.toml"
+    second.write_text('[[step]]\nat = "20ms"\ncontrol = "carrier"\nvalue = ["eth0 0", "eth0 1", "eth0 0"]\n'
+                      'every = "20ms"\n')
+    async with trio.open_nursery() as nursery:
+        await run_engine(nursery, d)
+        d.timeline.start(first)
+        await at(d, 0.005)
+        assert d.numvfs() == 2 and d.timeline.done == 0      # stored; the kernel still taking it
+        d.timeline.command("stop")
+        d.timeline.command(str(second))
+        await at(d, 0.3)
+        nursery.cancel_scope.cancel()
+    assert d.timeline.state == "done" and d.timeline.scenario.source == str(second)
+    assert d.timeline.done == 3 and d.timeline.nfailed == 0
+    assert d.m.netdevs["eth0"].carrier is False

@@ -223,11 +223,14 @@ class Timeline:
                 self.next = (t, s, k)
                 while not self.due():
                     self.event = trio.Event()
-                    await self.event.wait()
+                    await self.event.wait()      # Cancelled once stopped
                 self.event = None
-                go_on = await self._one(m, t, s, k)
+                err = await self._write(s, k)
+                if self.cancel is not scope:
+                    return      # stopped during the write, and a newer scenario runs: its state is not ours
+                go_on = self._account(m, s, k, err)
                 if self.state != "running":
-                    return                       # stopped meanwhile (a step that reset the machine)
+                    return      # stopped during the write (`stop`, a step that reset the machine)
                 if not go_on:
                     self.stop(f"step {s.number} failed (on_error = stop)", "failed")
                     return
@@ -235,16 +238,19 @@ class Timeline:
             self._finish()
             m.kmsg.log(f"vfakefs: scenario {sc.name}: done, {sc.runs} runs, {self.nfailed} failed", KERN_INFO)
 
-    async def _one(self, m, t: float, s, k: int) -> bool:
-        """One run of step s; whether the scenario goes on."""
-        err = 0
+    async def _write(self, s, k: int) -> int:
+        """One run of step s: 0 or the errno its write answered."""
         try:
             await write_file(self.ops, s.path, s.value(k))
         except pyfuse3.FUSEError as e:
-            err = e.errno
+            return e.errno
         except Exception:   # a bug, not a kernel answer: the daemon's log has it, the run failed
             log.exception("scenario: step %d", s.number)
-            err = errno.EIO
+            return errno.EIO
+        return 0
+
+    def _account(self, m, s, k: int, err: int) -> bool:
+        """Count a run; log it when it failed; whether the scenario goes on."""
         self.done += 1
         self.left[s.number] -= 1
         if err == (s.expect or 0):

@@ -28,7 +28,11 @@ The format, one `[[step]]` table per step, in time order:
 Fields of a step:
 - `at` (required): when, in simulated seconds after the start: a number of seconds
   (0.5) or a string with a unit: "250us", "500ms", "2s", "1.5min". Steps are listed
-  in time order (`at` never decreases); repeats of different steps interleave by time.
+  in time order (`at` never decreases); repeats of different steps interleave by time,
+  runs due at the same time go in file order. Time is the engine's clock (it runs
+  about as fast as real time, slower when the machine is loaded): time 0 is the
+  engine's first tick after the start, and a run comes at the first tick (10 ms)
+  at or after its time, never early.
 - exactly one of `write` (an absolute path of the simulated machine: /sys/..., /dev/...)
   or `control` (the name of a file of MNT/sys/kernel/debug/vfakefs/: dma, traffic,
   carrier, faults, hotplug, ...).
