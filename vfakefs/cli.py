@@ -1,4 +1,4 @@
-"""The command line: vfakefs mount | umount | presets | run | shell | draw | top (thin over the rest)."""
+"""The command line: vfakefs mount | umount | presets | run | shell | draw | top | scenario (thin over the rest)."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ from vfakefs.fuse.state import FSTYPE, sock_path, top_mount
 HOST_NET_HELP = ("keep the host's network (its interfaces, routes, internet access) instead of a namespace "
                  "whose interfaces and routes are the simulated machine's")
 UMOUNT_WAIT = 30      # seconds an unmounted daemon has to exit (a safety net: it takes milliseconds)
+WAIT_POLL = 0.1       # seconds between two looks at a scenario `vfakefs scenario --wait` follows
 MNT_DETACH = 2        # umount2(2)'s lazy flag, <sys/mount.h>
 
 
@@ -96,6 +97,7 @@ def cmd_mount(args) -> int:
     from vfakefs.model import topology
     from vfakefs.model.errors import TopologyError
     from vfakefs.model.host import Host
+    from vfakefs.model.scenario import ScenarioError
     _prepare_mountpoint(args.mountpoint)
     try:
         host = Host(topology.load(args.topology))
@@ -105,15 +107,17 @@ def cmd_mount(args) -> int:
     from vfakefs import engine
     from vfakefs.fuse.mount import serve
     from vfakefs.fuse.ops import SysfsOps
+    from vfakefs.fuse.timeline import Timeline
     from vfakefs.syscall.server import SyscallServer
     from vfakefs.sysfs.tree import View
+    try:
+        scenario = _mount_scenario(args.scenario, host) if args.scenario else None
+    except ScenarioError as e:
+        print(f"vfakefs: {e}", file=sys.stderr)
+        return 2
 
     sock = str(_sockfile(args.mountpoint))     # now: realpath stats the mountpoint, ours once mounted
     server = SyscallServer(host, sock)
-
-    def background(nursery):
-        nursery.start_soon(engine.run, host)
-        nursery.start_soon(server.serve)
 
     def start(ready):
         view = View(host)
@@ -121,6 +125,15 @@ def cmd_mount(args) -> int:
         ops.settle = server.settle      # a write answers once `vfakefs run`'s networks show it
         ops.catch_up = server.catch_up  # and an open sees what their programs did to their links
         host.subscribe(ops.publish)
+        host.scenario = timeline = Timeline(host, ops)   # the scenario control's runner
+
+        def background(nursery):
+            nursery.start_soon(engine.run, host)
+            nursery.start_soon(server.serve)
+            timeline.nursery = nursery
+            if scenario is not None:    # --scenario: from the mount on (simulated time 0)
+                timeline.start(scenario)
+
         serve(ops, args.mountpoint, ready=ready, background=background)
 
     if args.foreground:
@@ -155,6 +168,65 @@ def cmd_mount(args) -> int:
     print(f"vfakefs: mount failed: {answer.decode().removeprefix('error: ').strip() or 'daemon exited'}",
           file=sys.stderr)
     return 1
+
+
+def _mount_scenario(path: str, host):
+    """`mount --scenario FILE`: the file loaded and checked against the machine (its controls)
+    before anything is mounted: a ScenarioError says where the mistake is."""
+    from vfakefs.fuse.ops import SysfsOps
+    from vfakefs.fuse.timeline import check
+    from vfakefs.model import scenario
+    from vfakefs.sysfs.tree import View
+    sc = scenario.load(path)
+    view = View(host)
+    check(SysfsOps(view.root(), lambda: host.machine.generation, view.dirty), sc)
+    return sc
+
+
+def cmd_scenario(args) -> int:
+    """Start a scenario on a mount (the scenario control), stop it, or show its state;
+    --wait follows it to its end with a progress line: 0 when every run did what it should."""
+    import time
+
+    from vfakefs.client import Controls
+    from vfakefs.model import scenario
+    from vfakefs.progress import Progress
+    mnt = args.mountpoint
+    if _mount_type(mnt) != FSTYPE:
+        print(f"vfakefs: {mnt} is not a vfakefs mount", file=sys.stderr)
+        return 1
+    c = Controls(mnt)
+    try:
+        if args.stop:
+            c.scenario_stop()
+        if args.file:
+            try:
+                scenario.load(args.file)     # every mistake, with its step and field, before the daemon sees it
+            except scenario.ScenarioError as e:
+                print(f"vfakefs: {e}", file=sys.stderr)
+                return 2
+            c.scenario_start(args.file)
+        st = c.scenario_status()
+    except OSError as e:
+        why = [line for line in c.dmesg().splitlines() if "vfakefs: scenario: " in line][-1:]
+        print(f"vfakefs: scenario: {e.strerror}" + (f": {why[0].split('vfakefs: scenario: ', 1)[1]}" if why else ""),
+              file=sys.stderr)
+        return 1
+    if not args.wait:
+        if not args.file and not args.stop:
+            print(c.scenario_text(), end="")
+        return 0
+    total = int(st.get("runs", "0/0").split("/")[1])
+    p = Progress(f"scenario {st.get('name', '')}", total=total)
+    while st["state"] == "running":
+        p.update(int(st["runs"].split("/")[0]), st.get("next", ""))
+        time.sleep(WAIT_POLL)
+        st = c.scenario_status()
+    p.update(int(st.get("runs", "0/0").split("/")[0]))
+    p.done(st["state"] + (f" ({st['why']})" if st.get("why") else "") + f", {st.get('failures', 0)} failed")
+    for line in st.get("failed", []):
+        print(f"vfakefs: scenario: {line}", file=sys.stderr)
+    return 0 if st["state"] == "done" and not st.get("failures") else 1
 
 
 def cmd_umount(args) -> int:
@@ -310,6 +382,7 @@ def main(argv=None) -> int:
     m = sub.add_parser("mount", help="mount a simulated machine")
     m.add_argument("--topology", "-t", default=presets.DEFAULT, help="preset name or TOML file")
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
+    m.add_argument("--scenario", "-s", metavar="FILE", help="run this scenario's timed steps from the mount on")
     m.add_argument("mountpoint")
     m.set_defaults(func=cmd_mount)
     u = sub.add_parser("umount", help="unmount and stop the daemon (fails while files are open on it)")
@@ -336,6 +409,13 @@ def main(argv=None) -> int:
     d.add_argument("mountpoint")
     d.set_defaults(func=cmd_draw)
     _top_args(sub.add_parser("top", help="a live per-device view of a mount (DMA, IOTLB/ATC hits, faults, irqs)"))
+    sc = sub.add_parser("scenario", help="run a scenario (TOML file of timed steps) on a mount, stop it, "
+                                         "or show its state")
+    sc.add_argument("--wait", "-w", action="store_true", help="follow it to its end (exit 1 if a step failed)")
+    sc.add_argument("--stop", action="store_true", help="stop the running scenario (before starting FILE)")
+    sc.add_argument("mountpoint")
+    sc.add_argument("file", nargs="?", help="the scenario file (none: show the state)")
+    sc.set_defaults(func=cmd_scenario)
     args = p.parse_args(argv)
     if args.cmd == "draw" and Path(args.output).suffix.lstrip(".").lower() not in ("svg", "png", "dot"):
         d.error(f"{args.output}: unknown format (use .svg, .png or .dot)")

@@ -12,6 +12,7 @@ and its kernel log, for test suites that would rather not shell out:
     c.fault_threshold = 10
     c.dmesg()                                     # the log as dmesg prints it
     c.reset()
+    c.scenario_start("churn.toml"); c.scenario_wait(timeout=30)   # timed steps (model/scenario.py)
 
 It talks to the files only (it imports nothing else of vfakefs), so it works
 against any mount, local or in a container. Errors come back as OSError with
@@ -20,6 +21,7 @@ the errno the control answered (EINVAL, with the reason in the kernel log).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -101,3 +103,43 @@ class Controls:
         """dmar_table_errors: every DMA fault the simulated kernel serviced."""
         path = self.root / "sys/kernel/debug/iommu/intel/dmar_table_errors"
         return path.read_text().splitlines()
+
+    # --- scenarios (timed steps: vfakefs/model/scenario.py) -------------------------------------
+    def scenario_start(self, path: str | os.PathLike) -> None:
+        """Start the scenario file at path (made absolute: the daemon reads it). OSError
+        EINVAL for a mistake in it (the kernel log says where), EBUSY while one runs."""
+        self._write("scenario", os.path.abspath(path))
+
+    def scenario_stop(self) -> None:
+        self._write("scenario", "stop")
+
+    def scenario_text(self) -> str:
+        return (self.dir / "scenario").read_text()
+
+    def scenario_status(self) -> dict:
+        """The scenario control's state as a dict: state (idle, running, done, stopped,
+        failed), why (how it stopped), file, name, time, step ("k/n"), runs ("k/n"), next,
+        failures (a count) and failed (the lines of the first failures)."""
+        st: dict = {"failed": []}
+        for line in self.scenario_text().splitlines():
+            if line.startswith("  "):
+                st["failed"].append(line.strip())
+                continue
+            key, _, value = line.partition(": ")
+            st[key] = value
+        state, _, why = st["state"].partition(" (")
+        st["state"], st["why"] = state, why.removesuffix(")")
+        st["failures"] = int(st.get("failures", 0))
+        return st
+
+    def scenario_wait(self, timeout: float | None = None, poll: float = 0.05) -> dict:
+        """Until the scenario is no longer running (TimeoutError after timeout seconds);
+        its final status."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st = self.scenario_status()
+            if st["state"] != "running":
+                return st
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"scenario {st.get('name', '')} still running after {timeout} s: {st}")
+            time.sleep(poll)

@@ -164,6 +164,25 @@ class VFakeFS:
                               timeout=timeout, check=check, env=env, cwd=cwd,
                               stdin=None if input is not None else subprocess.DEVNULL)
 
+    def scenario(self, scenario: str | os.PathLike, wait: bool = True, timeout: float | None = 60) -> dict:
+        """Run a scenario's timed steps on the machine (model/scenario.py): a file, or the
+        TOML text itself. wait: return its final status once it has ended (else at once,
+        the status of its start). A mistake in it raises OSError EINVAL, the kernel log
+        (dmesg_since_start) saying where. The next test's reset stops it."""
+        text = str(scenario)
+        if "\n" in text:                 # TOML text: a file for the daemon to read
+            with tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="vfakefs-scenario-") as f:
+                f.write(text)
+                f.flush()
+                self.controls.scenario_start(f.name)   # the daemon has read it when this returns
+        else:
+            self.controls.scenario_start(scenario)
+        return self.controls.scenario_wait(timeout) if wait else self.controls.scenario_status()
+
+    def stop_scenario(self) -> dict:
+        self.controls.scenario_stop()
+        return self.controls.scenario_status()
+
     def _kmsg_end(self) -> int:
         """The /dev/kmsg offset after the last record (devkmsg_llseek SEEK_END)."""
         fd = os.open(self.host_path("/dev/kmsg"), os.O_RDONLY | os.O_NONBLOCK)

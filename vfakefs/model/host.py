@@ -15,6 +15,7 @@ from vfakefs.model.machine import Machine
 class Host:
     def __init__(self, machine: Machine):
         self.machine = machine
+        self.scenario = None    # the daemon's timeline runner (fuse/timeline.py): the scenario control
 
     @property
     def topology(self):

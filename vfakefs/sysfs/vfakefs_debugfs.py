@@ -15,6 +15,10 @@ of the last request made on that same file descriptor:
 (model/posted.py): `<bdf> vector <n> pda=<addr> vcpu_vector=<v> [ndst=<cpu>] [urgent]`,
 `<bdf> vector <n> remapped`; reading it lists the posted vectors.
 
+`scenario`: write the absolute path of a scenario file (model/scenario.py) to run its timed
+steps on the engine's clock (fuse/timeline.py), `stop` to stop it; reading it gives its state,
+step k/n, runs done, the next run and its time, and the failures.
+
 `carrier` (`<interface> 1|0`) plugs or pulls an interface's cable (carrier, operstate;
 the interface of `vfakefs run`'s network namespace follows); reading it lists them.
 
@@ -30,6 +34,8 @@ handler serviced (model/iommu/dma_stats.py); what `vfakefs top` turns into rates
 
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
+
+import errno
 
 from vfakefs.model import controls, posted, traffic, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
@@ -74,5 +80,19 @@ CONTROLS = (
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 
 
+def scenario_show(host) -> str:
+    return host.scenario.status() if host.scenario is not None else "state: idle\n"
+
+
+def scenario_store(host, text: str) -> None:
+    if host.scenario is None:
+        controls.reject(host.machine, "scenario", "no engine runs this machine", errno.ENODEV)
+    host.scenario.command(text)
+
+
+SCENARIO = Attr("scenario", scenario_show, scenario_store, 0o644)   # `<path>` starts a timeline, `stop`
+
+
 def vfakefs_entries(v) -> dict:
-    return {**{a.name: a.bind(v.m) for a in CONTROLS}, RESET.name: RESET.bind(v.host)}
+    return {**{a.name: a.bind(v.m) for a in CONTROLS}, RESET.name: RESET.bind(v.host),
+            SCENARIO.name: SCENARIO.bind(v.host)}
