@@ -16,7 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from vfakefs.model import bringup
+from vfakefs.model import bringup, topology
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import KINDS
@@ -79,8 +79,7 @@ def specs(m, port, path: str) -> list[dict]:
     own = [_without_dumps(d) for d in m.topology.data.get("device", []) if id(d) not in under]
     combined = dict(m.topology.data, device=own + entries)
     try:
-        from vfakefs.model.topology import _Checker       # (topology imports bringup, which this module uses)
-        topo = _Checker(combined, path, Path(path).parent).topology()
+        topo = topology._Checker(combined, path, Path(path).parent).topology()
     except TopologyError as e:          # name the card's own entries as the card file counts them
         msg = re.sub(r"device #(\d+)", lambda g: f"device #{int(g.group(1)) - len(own)}"
                      if int(g.group(1)) > len(own) else f"the machine's device #{g.group(1)}", str(e))

@@ -29,6 +29,7 @@ import errno
 from dataclasses import dataclass, field
 
 from vfakefs.model.base import binding
+from vfakefs.model.controls import reject
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
 from vfakefs.model.pci import card, hotplug, pciehp, resource_log
@@ -239,7 +240,6 @@ def show(m) -> str:
 
 def command(m, text: str) -> None:
     """`add <port|slot> <card.toml>` plugs a card; `remove <bdf|slot>` pulls one."""
-    from vfakefs.model.controls import reject
     words = text.split()
     if not words or words[0] not in ("add", "remove") or len(words) != (3 if words[0] == "add" else 2):
         reject(m, "hotplug", USAGE)
