@@ -236,6 +236,8 @@ def vfio_vf(m, trigger=True):
 
 def test_pulling_a_card_a_vfio_user_holds_waits_for_it(m):
     vf, c, g, fd, counter = vfio_vf(m)
+    status = fd.read(CONFIG | 6, 2)              # PCI_STATUS: the device's own (not virtualized)
+    assert status != b"\xff\xff"
     n = mark(m)
     hotplug_slot.command(m, "remove 6")          # returns at once: the removal waits, nobody blocks
     log = lines_since(m, n)
@@ -245,7 +247,7 @@ def test_pulling_a_card_a_vfio_user_holds_waits_for_it(m):
     assert counter.count == 1
     assert m.lookup(vf.name) is vf and vf.disconnected and m.lookup("0000:03:00.1") is not None
     assert vf.config_read(0, 4) == b"\xff" * 4                    # sysfs config: the card is gone
-    assert fd.read(CONFIG, 2) == b"\xff\xff"                      # so is the device under the user
+    assert fd.read(CONFIG | 6, 2) == b"\xff\xff"                  # so is the device under the user
     assert hotplug_slot.show(m).splitlines()[0] == (
         "6 0000:00:1c.0 0000:03:00 removing 0000:03:00.0 0000:03:00.1 0000:03:10.0 0000:03:10.2 "
         "waiting for 0000:03:10.2: vfio user (request #0)")
