@@ -1,0 +1,115 @@
+"""Hot-plug on a real mount: a card plugged into a free pciehp slot and pulled out, seen with
+lspci, ls and dmesg; the `hotplug` control's errnos through bash; a VFIO program whose card
+is pulled under it (tests/vfio_programs/hotplug.c under `vfakefs run`)."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.conftest import CMD_TIMEOUT, REPO, run, sh, vfakefs
+from tests.mount.test_vfio_programs import GCC, build, program
+
+TOPOS = REPO / "tests/mount/topologies"
+MACHINE, X540 = str(TOPOS / "hotplug.toml"), str(TOPOS / "card-x540.toml")
+
+
+def groups(mnt) -> list[str]:
+    return sorted(os.listdir(mnt.sys / "kernel/iommu_groups"), key=int)
+
+
+def dmesg(mnt) -> list[str]:
+    return [line.split("] ", 1)[1] for line in (mnt.sys / "kernel/debug/vfakefs/dmesg").read_text().splitlines()]
+
+
+def test_plug_and_pull_a_nic_with_the_cli(mount_preset):
+    mnt = mount_preset(MACHINE)
+    tree_before, nn_before, groups_before = mnt.lspci("-tv").stdout, mnt.lspci("-nn").stdout, groups(mnt)
+    r = vfakefs("hotplug", str(mnt.path))
+    assert (r.returncode, r.stdout) == (0, "6 0000:00:1c.0 0000:03:00 empty\n7 0000:00:1d.0 0000:04:00 empty\n")
+    assert mnt.read(mnt.pci / "slots/6/adapter") == "0\n" and mnt.read(mnt.pci / "slots/6/address") == "0000:03:00\n"
+
+    r = vfakefs("hotplug", str(mnt.path), "add", "6", X540)
+    assert r.returncode == 0, r.stderr
+    tree = mnt.lspci("-tv").stdout
+    assert tree != tree_before
+    assert "+-1c.0-[03]--+-00.0  Intel Corporation Ethernet Controller 10-Gigabit X540-AT2" in tree
+    assert "|            \\-00.1  Intel Corporation Ethernet Controller 10-Gigabit X540-AT2" in tree
+    nn = mnt.lspci("-nn").stdout
+    assert "03:00.1 Ethernet controller [0200]: Intel Corporation Ethernet Controller 10-Gigabit X540-AT2 " \
+           "[8086:1528] (rev 01)" in nn
+    assert groups(mnt) == groups_before + ["5", "6"]
+    assert os.listdir(mnt.sys / "kernel/iommu_groups/6/devices") == ["0000:03:00.1"]
+    assert os.readlink(mnt.devdir("0000:03:00.0") / "driver").endswith("/ixgbe")
+    assert sorted(os.listdir(mnt.devdir("0000:03:00.0") / "net")) == ["eth1"]
+    assert mnt.read(mnt.pci / "slots/6/adapter") == "1\n"
+    log = dmesg(mnt)
+    assert "pcieport 0000:00:1c.0: pciehp: Slot(6): Card present" in log
+    assert "pci 0000:03:00.0: Adding to iommu group 5" in log
+    assert "ixgbe 0000:03:00.1: Intel(R) 10 Gigabit Network Connection" in log
+    sh(f"echo 2 > {mnt.devdir('0000:03:00.0')}/sriov_numvfs")
+    assert "\\-10.2  Intel Corporation X540 Ethernet Controller Virtual Function" in mnt.lspci("-tv").stdout
+
+    r = vfakefs("hotplug", str(mnt.path), "add", "0000:00:1c.0", X540)
+    assert r.returncode == 1 and "Device or resource busy (slot 6 is occupied)" in r.stderr
+
+    r = vfakefs("hotplug", str(mnt.path), "remove", "6")
+    assert r.returncode == 0, r.stderr
+    assert (mnt.lspci("-tv").stdout, mnt.lspci("-nn").stdout, groups(mnt)) == (tree_before, nn_before, groups_before)
+    log = dmesg(mnt)
+    assert log[log.index("pcieport 0000:00:1c.0: pciehp: Slot(6): Link Down") + 1] == \
+        "pcieport 0000:00:1c.0: pciehp: Slot(6): Card not present"
+    assert "pci 0000:03:10.2: Removing from iommu group 8" in log
+    assert not (mnt.pci / "devices/0000:03:00.0").exists()
+    assert sorted(os.listdir(mnt.sys / "class/net")) == ["eth0", "lo"]
+
+
+@pytest.mark.parametrize("request_text, err", [
+    ("add 9 {X540}", "No such device"),
+    ("remove 6", "No such device"),
+    ("add 6 relative.toml", "Invalid argument"),
+    ("plug 6", "Invalid argument"),
+])
+def test_bad_requests_through_bash(mount_preset, request_text, err):
+    mnt = mount_preset(MACHINE)
+    ctl = mnt.sys / "kernel/debug/vfakefs/hotplug"
+    before = ctl.read_text(), mnt.lspci("-tv").stdout
+    r = sh(f"echo '{request_text.format(X540=X540)}' > {ctl}")
+    assert r.returncode == 1 and err in r.stderr
+    assert (ctl.read_text(), mnt.lspci("-tv").stdout) == before
+    assert dmesg(mnt)[-1].startswith("vfakefs: hotplug: ")
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc is not installed")
+def test_a_vfio_user_holds_a_pulled_card_until_it_closes_its_device(mount_preset, tmp_path):
+    prog = build("hotplug.c", tmp_path / "hotplug")
+    mnt = mount_preset(MACHINE)
+    ctl = mnt.sys / "kernel/debug/vfakefs/hotplug"
+    assert sh(f"echo 'add 6 {X540}' > {ctl}").returncode == 0
+    vf = mnt.devdir("0000:03:10.2")
+    r = sh(f"echo 2 > {mnt.devdir('0000:03:00.0')}/sriov_numvfs && echo 0000:03:10.2 > {vf}/driver/unbind && "
+           f"echo vfio-pci > {vf}/driver_override && echo 0000:03:10.2 > {mnt.pci}/drivers/vfio-pci/bind")
+    assert r.returncode == 0, r.stderr
+    group = os.path.basename(os.readlink(vf / "iommu_group"))
+    with program(mnt.path, prog, f"/dev/vfio/{group}", "0000:03:10.2") as p:
+        first = p.until("ready")
+        assert first[:2] == ["VFIO_DEVICE_SET_IRQS REQ: 0", "pread status: 2"] and first[2] != "status: ffff"
+        r = sh(f"echo 'remove 6' > {ctl}")               # returns at once, whoever holds the card
+        assert r.returncode == 0, r.stderr
+        assert " removing " in ctl.read_text() and "waiting for 0000:03:10.2" in ctl.read_text()
+        assert vf.exists() and mnt.read(vf / "vendor") == "0x8086\n"
+        assert run(["od", "-An", "-tx1", "-N4", str(vf / "config")]).stdout.split() == ["ff"] * 4
+        assert "vfio-pci 0000:03:10.2: Relaying device request to user (#0)" in dmesg(mnt)
+        p.send()
+        assert p.until("closing") == ["device request: yes", "pread status: 2", "status: ffff"]
+        p.send()
+        assert p.until("closed") == []
+        deadline = time.monotonic() + CMD_TIMEOUT     # the daemon sees the close (inotify) and goes on
+        while " removing " in ctl.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ctl.read_text().splitlines()[0] == "6 0000:00:1c.0 0000:03:00 empty"
+        assert not vf.exists() and group not in groups(mnt)
+        assert "ixgbe 0000:03:00.0: complete" in dmesg(mnt)
+        p.send()
+        assert p.finish() == []
