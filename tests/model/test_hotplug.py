@@ -12,7 +12,7 @@ from tests.model.clock import fq_timer
 from vfakefs.model import topology
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError, TopologyError
-from vfakefs.model.pci import hotplug_slot, pciehp, sriov
+from vfakefs.model.pci import hotplug, hotplug_slot, pciehp, sriov
 from vfakefs.model.vfio import type1
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.group import VfioGroup
@@ -305,4 +305,48 @@ def test_a_claimed_group_without_an_open_device_does_not_hold_the_card(m):
     assert m.lookup(vf.name) is None and hotplug_slot.show(m).splitlines()[0].endswith("empty")
     m.check()
     g.close()                                    # the user closes what is left, later
+    m.check()
+
+
+# --- pciehp at boot, and the slot's power file -------------------------------------------------------------------
+def test_pciehp_announces_each_slot_at_boot(m):
+    lines = [line.split("] ", 1)[1] for line in m.kmsg.text().splitlines() if "0000:00:1c.0" in line]
+    assert lines[-3:] == ["pcieport 0000:00:1c.0: PME: Signaling with IRQ 122",
+                          "pcieport 0000:00:1c.0: AER: enabled with IRQ 122",
+                          "pcieport 0000:00:1c.0: pciehp: Slot #6 AttnBtn- PwrCtrl- MRL- AttnInd- PwrInd- HotPlug+ "
+                          "Surprise+ Interlock- NoCompl+ IbPresDis- LLActRep+"]
+
+
+def test_power_on_an_empty_slot_finds_no_card(m):
+    slot = hotplug_slot.slot_of(m, "6")
+    before, n = state(m), mark(m)
+    with pytest.raises(SysfsError) as e:
+        hotplug.set_power(m, slot, 1)
+    assert e.value.errno == errno.ENODEV and state(m) == before and lines_since(m, n) == []
+    assert not slot.powered
+
+
+def test_power_during_a_waiting_removal(m):
+    vf, c, g, fd, _ = vfio_vf(m)
+    hotplug_slot.command(m, "remove 6")
+    slot = hotplug_slot.slot_of(m, "6")
+    for value, said in ((0, "Already in powering off state"), (1, "Already enabled")):
+        before, n = state(m), mark(m)
+        with pytest.raises(SysfsError) as e:
+            hotplug.set_power(m, slot, value)
+        assert e.value.errno == errno.ENODEV and state(m) == before
+        assert lines_since(m, n) == [f"pcieport 0000:00:1c.0: pciehp: Slot(6): {said}"]
+    fd.close()
+    g.close()
+    m.check()
+
+
+def test_a_card_powered_off_then_pulled_does_not_come_back(m):
+    hotplug_slot.command(m, f"add 6 {X540}")
+    slot = hotplug_slot.slot_of(m, "6")
+    hotplug.set_power(m, slot, 0)                          # the functions go; the card stays in
+    assert m.lookup("0000:03:00.0") is None and slot.present
+    hotplug_slot.command(m, "remove 6")
+    m.rescan()
+    assert m.lookup("0000:03:00.0") is None and not slot.present
     m.check()

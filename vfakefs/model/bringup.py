@@ -134,7 +134,7 @@ def _functions(m: Machine, order: tuple, slot_module: str) -> None:
             present = bool(children.get(s["bdf"]))
             m.slots.append(Slot(str(s["hotplug_slot"]), "%04x:%02x:00" % (f.bdf.domain, f.secondary),
                                 f.link_speed(False).strip(), f.link_speed(True).strip(), "pciehp", f,
-                                powered=present, present=present))
+                                powered=present, present=present, hotplug=True))
     m.by_bdf = {f.bdf: f for f in m.functions}
 
 

@@ -38,6 +38,7 @@ class Slot:
     powered: bool = True
     present: bool = True              # Presence Detect State: a card sits in it (pciehp's adapter)
     removal: object = None            # a surprise removal waiting for VFIO users (pci/hotplug_slot.py)
+    hotplug: bool = False             # declared by its port (`hotplug_slot`): pciehp announces it at boot
 
     def holds(self, f: PciFunction) -> bool:
         """f sits in this slot: its domain:bus:device is the slot's address."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci.pci import IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH, Resource
 
-SLTCAP, SLTSTA, LNKSTA = 0x14, 0x1A, 0x12           # offsets in the PCI Express capability
+LNKCAP, LNKSTA, SLTCAP, SLTSTA, SLTCAP2 = 0x0C, 0x12, 0x14, 0x1A, 0x34   # in the PCI Express capability
+LNKCAP_DLLLARC = 1 << 20
 SLTSTA_PDS, LNKSTA_DLLLA = 0x0040, 0x2000           # Presence Detect State, Data Link Layer Link Active
 # DEFAULT_HOTPLUG_IO_SIZE, DEFAULT_HOTPLUG_MMIO_SIZE, DEFAULT_HOTPLUG_MMIO_PREF_SIZE (pci.c)
 HP_DEFAULTS = {"io": 256, "mem": 2 << 20, "pref": 2 << 20}
@@ -65,6 +66,8 @@ def program_slot(cfg: C.ConfigSpace, name: str, present: bool) -> None:
     psn = slot_number(name)
     if psn is not None:
         cfg.w32(pos + SLTCAP, cfg.r32(pos + SLTCAP) & 0x7FFFF | psn << 19)
+    # Data Link Layer Link Active Reporting: what surprise hot-plug needs to see the link go
+    cfg.w32(pos + LNKCAP, cfg.r32(pos + LNKCAP) | LNKCAP_DLLLARC)
     set_presence(cfg, pos, present)
 
 
@@ -85,3 +88,17 @@ def train_link(port, dev) -> None:
     speed, width = min(a & 0xF, b & 0xF), min((a >> 4) & 0x3F, (b >> 4) & 0x3F)
     lnk = port.config.r16(pos + LNKSTA)
     port.config.w16(pos + LNKSTA, lnk & ~0x3FF | width << 4 | speed)
+
+
+_SLTCAP_FLAGS = (("AttnBtn", 1 << 0), ("PwrCtrl", 1 << 1), ("MRL", 1 << 2), ("AttnInd", 1 << 3), ("PwrInd", 1 << 4),
+                 ("HotPlug", 1 << 6), ("Surprise", 1 << 5), ("Interlock", 1 << 17), ("NoCompl", 1 << 18))
+
+
+def init_line(port) -> str:
+    """pcie_init(): what pciehp says of the slot as it binds to the port (after PME and AER)."""
+    pos = port.pcie_cap
+    cap, cap2, lnk = (port.config.r32(pos + o) for o in (SLTCAP, SLTCAP2, LNKCAP))
+    flag = lambda on: "+" if on else "-"     # noqa: E731
+    words = [f"{name}{flag(cap & bit)}" for name, bit in _SLTCAP_FLAGS]
+    words += [f"IbPresDis{flag(cap2 & 1)}", f"LLActRep{flag(lnk & LNKCAP_DLLLARC)}"]
+    return f"pciehp: Slot #{cap >> 19} " + " ".join(words)
