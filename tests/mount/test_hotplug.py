@@ -9,7 +9,10 @@ import time
 import pytest
 
 from tests.conftest import CMD_TIMEOUT, REPO, run, sh, vfakefs
+from tests.mount.test_pytest_plugin import PLUGIN, assert_nothing_left, inner  # noqa: F401 (a fixture)
 from tests.mount.test_vfio_programs import GCC, build, program
+
+pytest_plugins = ["pytester"]
 
 TOPOS = REPO / "tests/mount/topologies"
 MACHINE, X540 = str(TOPOS / "hotplug.toml"), str(TOPOS / "card-x540.toml")
@@ -113,3 +116,41 @@ def test_a_vfio_user_holds_a_pulled_card_until_it_closes_its_device(mount_preset
         assert "ixgbe 0000:03:00.0: complete" in dmesg(mnt)
         p.send()
         assert p.finish() == []
+
+
+def test_the_pytest_plugin_and_the_client_plug_and_pull(inner):
+    """VFakeFS.hotplug() in a user's test (the client's hotplug_add/remove/slots beneath it);
+    the next test's reset takes the card away again."""
+    (inner.path / "hotplug.toml").write_text(open(MACHINE).read())
+    (inner.path / "nic.toml").write_text(open(X540).read())
+    inner.makepyfile(test_inner='''
+import errno
+import pytest
+
+pytestmark = pytest.mark.vfakefs_topology("hotplug.toml")
+
+
+def test_plug(vfakefs):
+    vfakefs.hotplug("add", "6", "nic.toml")                 # relative to the test's cwd
+    assert vfakefs.controls.hotplug_slots()["6"] == "0000:00:1c.0 0000:03:00 occupied 0000:03:00.0 0000:03:00.1"
+    assert "X540-AT2" in vfakefs.run("lspci -s 03:00.0").stdout
+    with pytest.raises(OSError) as e:
+        vfakefs.hotplug("add", "6", "nic.toml")
+    assert e.value.errno == errno.EBUSY
+    vfakefs.hotplug("remove", "0000:03:00.1")
+    assert "pcieport 0000:00:1c.0: pciehp: Slot(6): Card not present" in vfakefs.dmesg_since_start()
+
+
+def test_reset_between_tests(vfakefs):
+    vfakefs.hotplug("add", "7", "nic.toml")
+    assert vfakefs.controls.hotplug_slots()["6"].endswith(" empty")
+    assert vfakefs.read("/sys/bus/pci/devices/0000:04:00.0/iommu_group/devices/0000:00:1d.0/vendor") == "0x8086\\n"
+
+
+def test_after_reset(vfakefs):
+    assert vfakefs.controls.hotplug_slots() == {"6": "0000:00:1c.0 0000:03:00 empty",
+                                               "7": "0000:00:1d.0 0000:04:00 empty"}
+''')
+    r = inner.runpytest_subprocess(*PLUGIN)
+    r.assert_outcomes(passed=3, failed=0, errors=0)
+    assert_nothing_left(inner, 1)
