@@ -350,3 +350,83 @@ def test_a_card_powered_off_then_pulled_does_not_come_back(m):
     m.rescan()
     assert m.lookup("0000:03:00.0") is None and not slot.present
     m.check()
+
+
+# --- a card with a switch on it ------------------------------------------------------------------------------------
+SWITCH_CARD = """
+# a switch (no ACS) with two NVMe drives, as a card: buses 01-03 here
+[[device]]
+bdf = "0000:01:00.0"
+kind = "upstream_port"
+vendor = 0x10b5
+device = 0x8747
+class = 0x060400
+
+[[device]]
+bdf = "0000:02:00.0"
+parent = "0000:01:00.0"
+kind = "downstream_port"
+vendor = 0x10b5
+device = 0x8747
+class = 0x060400
+
+[[device]]
+bdf = "0000:02:01.0"
+parent = "0000:01:00.0"
+kind = "downstream_port"
+vendor = 0x10b5
+device = 0x8747
+class = 0x060400
+
+[[device]]
+bdf = "0000:03:00.0"
+parent = "0000:02:00.0"
+kind = "endpoint"
+vendor = 0x144d
+device = 0xa808
+class = 0x010802
+driver = "nvme"
+msix = 33
+bars = [{ index = 0, type = "mem64", size = "16K" }]
+
+[[device]]
+bdf = "0000:04:00.0"
+parent = "0000:02:01.0"
+kind = "endpoint"
+vendor = 0x144d
+device = 0xa808
+class = 0x010802
+driver = "nvme"
+msix = 33
+bars = [{ index = 0, type = "mem64", size = "16K" }]
+"""
+
+
+def test_a_switch_needs_the_buses_the_port_reserved(m, tmp_path):
+    card = tmp_path / "switch.toml"
+    card.write_text(SWITCH_CARD)
+    before = state(m)
+    with pytest.raises(SysfsError) as e:                    # slot 6's port has bus 03 only
+        hotplug_slot.command(m, f"add 6 {card}")
+    assert e.value.errno == errno.ENOSPC and state(m) == before
+    assert "No bus number available for hot-added bridge" in m.kmsg.text().splitlines()[-1]
+    text = Path(MACHINE).read_text().replace("hotplug_slot = 7\n", "hotplug_slot = 7\nsubordinate_bus = 0x0a\n")
+    m = topology.from_text(text)
+    n = mark(m)
+    hotplug_slot.command(m, f"add 7 {card}")                # buses 04-07 of 04-0a
+    m.check()
+    up, d0, d1, nv0, nv1 = (m.lookup(b) for b in ("0000:04:00.0", "0000:05:00.0", "0000:05:01.0", "0000:06:00.0",
+                                                  "0000:07:00.0"))
+    port = m.lookup("0000:00:1d.0")
+    assert (up.parent, d0.parent, nv0.parent, nv1.parent) == (port, up, d0, d1)
+    assert (up.secondary, up.subordinate, d0.secondary, d1.secondary) == (5, 7, 6, 7)
+    assert nv0.driver.name == nv1.driver.name == "nvme" and up.driver.name == "pcieport"
+    for dev, bridge in ((nv0, d0), (nv1, d1), (d0, up), (up, port)):   # each inside the bridge above it
+        inner = [r for r in dev.bars + dev.windows if r.size]
+        assert inner and all(any(w.start <= r.start and r.end <= w.end for w in bridge.windows) for r in inner)
+    assert len({nv0.group.id, nv1.group.id, port.group.id}) == 1    # no ACS on the way up: one group
+    log = lines_since(m, n)
+    assert "pci 0000:05:01.0: PCI bridge to [bus 07]" in log and "pci 0000:04:00.0: PCI bridge to [bus 05-07]" in log
+    hotplug_slot.command(m, "remove 0000:07:00.0")
+    assert [f.name for f in m.functions if f.bdf.bus >= 4] == []
+    m.check()
