@@ -430,3 +430,12 @@ def test_a_switch_needs_the_buses_the_port_reserved(m, tmp_path):
     hotplug_slot.command(m, "remove 0000:07:00.0")
     assert [f.name for f in m.functions if f.bdf.bus >= 4] == []
     m.check()
+
+
+def test_a_port_without_pcieport_has_no_pciehp(m):
+    binding.unbind(m, m.drivers["pcieport"], "0000:00:1c.0")
+    before = state(m)
+    with pytest.raises(SysfsError) as e:
+        hotplug_slot.command(m, f"add 6 {X540}")
+    assert e.value.errno == errno.ENODEV and state(m) == before
+    assert m.kmsg.text().splitlines()[-1].endswith("0000:00:1c.0 is not bound to pcieport (no pciehp)")

@@ -154,3 +154,32 @@ def test_after_reset(vfakefs):
     r = inner.runpytest_subprocess(*PLUGIN)
     r.assert_outcomes(passed=3, failed=0, errors=0)
     assert_nothing_left(inner, 1)
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc is not installed")
+def test_a_killed_vfio_user_lets_the_pulled_card_go(mount_preset, tmp_path):
+    """The way out when the user never answers the device request: its process ends (kill -9
+    here), the kernel closes its files, and the removal completes."""
+    prog = build("hotplug.c", tmp_path / "hotplug")
+    mnt = mount_preset(MACHINE)
+    ctl = mnt.sys / "kernel/debug/vfakefs/hotplug"
+    assert sh(f"echo 'add 7 {X540}' > {ctl}").returncode == 0
+    pf = mnt.devdir("0000:04:00.1")                  # slot 7: no ACS, the card shares its port's group
+    r = sh(f"echo 0000:04:00.1 > {pf}/driver/unbind && echo vfio-pci > {pf}/driver_override && "
+           f"echo 0000:04:00.1 > {mnt.pci}/drivers/vfio-pci/bind")
+    assert r.returncode == 0, r.stderr
+    group = os.path.basename(os.readlink(pf / "iommu_group"))
+    assert sh(f"echo 0000:04:00.0 > {mnt.devdir('0000:04:00.0')}/driver/unbind && "
+              f"echo vfio-pci > {mnt.devdir('0000:04:00.0')}/driver_override && "
+              f"echo 0000:04:00.0 > {mnt.pci}/drivers/vfio-pci/bind").returncode == 0
+    with program(mnt.path, prog, f"/dev/vfio/{group}", "0000:04:00.1") as p:
+        p.until("ready")
+        assert sh(f"echo 'remove 7' > {ctl}").returncode == 0
+        assert "waiting for 0000:04:00.1" in ctl.read_text()
+        p.p.kill()                                   # `vfakefs run` and, with it, the program
+        p.p.wait()
+        deadline = time.monotonic() + CMD_TIMEOUT
+        while " removing " in ctl.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ctl.read_text().splitlines()[1] == "7 0000:00:1d.0 0000:04:00 empty"
+        assert not pf.exists() and os.listdir(mnt.sys / f"kernel/iommu_groups/{group}/devices") == ["0000:00:1d.0"]

@@ -247,6 +247,11 @@ def command(m, text: str) -> None:
     if slot is None or slot.module != "pciehp":
         reject(m, "hotplug", f"no hot-plug slot {words[1]!r} (a pciehp slot's name, its port, or a "
                              "function in it)", errno.ENODEV)
+    drv = slot.port.driver
+    if drv is None or not drv.port_services:
+        # pciehp is a service of pcieport: a port without it sees no presence or link change
+        reject(m, "hotplug", f"slot {slot.name}: {slot.port.name} is not bound to pcieport (no pciehp)",
+               errno.ENODEV)
     if slot.removal is not None:
         reject(m, "hotplug", f"slot {slot.name} is being removed (a VFIO user holds it)", errno.EBUSY)
     if words[0] == "remove":
