@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.model.clock import fq_timer
-from vfakefs.model import topology
+from vfakefs.model import controls, topology
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError, TopologyError
 from vfakefs.model.pci import hotplug, hotplug_slot, pciehp, sriov
@@ -248,6 +248,10 @@ def test_pulling_a_card_a_vfio_user_holds_waits_for_it(m):
     assert m.lookup(vf.name) is vf and vf.disconnected and m.lookup("0000:03:00.1") is not None
     assert vf.config_read(0, 4) == b"\xff" * 4                    # sysfs config: the card is gone
     assert fd.read(CONFIG | 6, 2) == b"\xff\xff"                  # so is the device under the user
+    assert fd.write(CONFIG | 4, b"\x06\x00") == 2 and not vf.config.r16(4) & 0x4   # writes go nowhere
+    before = state(m)
+    assert "not issued" in controls.dma_request(m, f"{vf.name} read 0x1000 8")          # nor DMA
+    assert state(m) == before
     assert hotplug_slot.show(m).splitlines()[0] == (
         "6 0000:00:1c.0 0000:03:00 removing 0000:03:00.0 0000:03:00.1 0000:03:10.0 0000:03:10.2 "
         "waiting for 0000:03:10.2: vfio user (request #0)")

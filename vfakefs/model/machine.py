@@ -348,7 +348,10 @@ class Machine:
         self.kmsg.dev(dev, "reset done")
 
     def config_write(self, dev: PciFunction, off: int, data: bytes) -> None:
-        """pci_write_config(): IDs, class and header type are read-only in hardware."""
+        """pci_write_config(): IDs, class and header type are read-only in hardware; a
+        surprise-removed device takes nothing (pci_user_write_config: not found, ignored)."""
+        if dev.disconnected:
+            return
         for i, b in enumerate(data):
             if off + i >= 0x10 or 0x04 <= off + i < 0x08:
                 dev.config.w8(off + i, b)

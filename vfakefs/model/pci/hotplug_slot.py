@@ -147,6 +147,7 @@ def pull(m, slot) -> Removal | None:
     doomed = card_functions(m, slot)
     for f in doomed:
         f.disconnected = True           # pci_walk_bus(parent, pci_dev_set_disconnected)
+        f.config.w16(0x04, f.config.r16(0x04) & ~0x4)   # a card out of its slot issues no DMA
     slot.present = False
     held = _held(doomed)
     if not held:
