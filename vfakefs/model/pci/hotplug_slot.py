@@ -19,9 +19,11 @@ logged every tenth time; without one registered, `No device request channel regi
 blocked until released by user` once). Here the removal waits likewise, on the engine's
 clock, and never blocks anyone: the user's program keeps running (its device reads all
 ones), the writer of the control returns at once, and the slot shows `removing` until the
-last device fd closes (by the program, or at its exit); then the removal completes. The
-whole card waits (the kernel removes the functions before the held one first): one
-removal, one moment, for a reader of the log.
+last device fd closes (by the program, or at its exit); then the removal goes on. The
+functions the kernel reaches first (the slot bus's last ones) are gone by then, and the
+held one's whole subtree waits with it (the kernel would have removed the VFs with a
+smaller number already: sriov_del_vfs goes up from VF 0, and SR-IOV is disabled as one
+step here).
 """
 from __future__ import annotations
 
@@ -102,6 +104,7 @@ def plug(m, slot, path: str) -> list:
     _say(m, slot, "Link Up")
     pciehp.set_presence(port.config, port.pcie_cap, True)
     pciehp.train_link(port, added[0])
+    slot.cur_speed = port.link_speed(True).strip()       # pcie_update_link_speed(): cur_bus_speed
     after = resource_log.bridges_after(m, added)
     with m.batch():
         for f in added:              # pci_scan_slot: set up at the addresses a fresh card holds (0)
@@ -138,8 +141,8 @@ def _all_resources(f) -> frozenset:
 
 # --- pulling -------------------------------------------------------------------------------------------------------
 def pull(m, slot) -> Removal | None:
-    """The card is pulled out: link and presence go, its functions are disconnected and removed,
-    unless a VFIO user holds one (the Removal that waits for it is returned)."""
+    """The card is pulled out: link and presence go, its functions are disconnected, then
+    removed, until one a VFIO user holds (the Removal that waits for it is returned)."""
     port = slot.port
     _say(m, slot, "Link Down")
     _say(m, slot, "Card not present")
@@ -149,16 +152,33 @@ def pull(m, slot) -> Removal | None:
         f.disconnected = True           # pci_walk_bus(parent, pci_dev_set_disconnected)
         f.config.w16(0x04, f.config.r16(0x04) & ~0x4)   # a card out of its slot issues no DMA
     slot.present = False
-    held = _held(doomed)
-    if not held:
-        _remove(m, slot, doomed)
-        return None
-    slot.removal = r = Removal(held, 0, doomed)
-    for fd in held:
-        _request(m, fd, 0)
-    m.schedule(REQUEST_INTERVAL, lambda: _again(m, slot, r))
-    m.changed(*doomed)
-    return r
+    return _proceed(m, slot, doomed)
+
+
+def _proceed(m, slot, doomed: list) -> Removal | None:
+    """pciehp_unconfigure_device(): each function on the slot's bus, last first, stopped and
+    removed with what is below it (pci_stop_and_remove_bus_device), up to the first whose
+    subtree a VFIO user holds: vfio-pci's remove waits there (the functions before it are
+    gone, it and the ones after it stay)."""
+    with m.batch():
+        tops = [f for f in m.functions if f.parent is slot.port and not f.is_virtfn]
+        for top in reversed(tops):
+            held = _held([top] + hotplug.below(m, top))
+            if held:
+                slot.removal = r = Removal(held, 0, doomed)
+                for fd in held:
+                    _request(m, fd, 0)
+                m.schedule(REQUEST_INTERVAL, lambda: _again(m, slot, r))
+                m.changed(*doomed)
+                return r
+            hotplug.remove_function(m, top)
+        gone = set(map(id, doomed))
+        # what `remove` took away before sits in the card too: no rescan brings it back
+        m.removed = [f for f in m.removed if id(f) not in gone and not _below(f, slot.port)]
+        slot.powered = False
+        slot.removal = None
+        m.changed(*doomed)
+    return None
 
 
 def _held(doomed: list) -> list:
@@ -195,21 +215,7 @@ def vfio_released(m) -> None:
     for slot in m.slots:
         r = slot.removal
         if r is not None and all(fd.closed for fd in r.held):
-            slot.removal = None
-            _remove(m, slot, [f for f in r.doomed if f in m.functions])
-
-
-def _remove(m, slot, doomed: list) -> None:
-    """pciehp_unconfigure_device(): the slot bus's functions, last first."""
-    with m.batch():
-        for f in reversed([f for f in doomed if f.parent is slot.port and not f.is_virtfn]):
-            if f in m.functions:
-                hotplug.remove_function(m, f)
-        gone = set(map(id, doomed))
-        # what `remove` took away before sits in the card too: no rescan brings it back
-        m.removed = [f for f in m.removed if id(f) not in gone and not _below(f, slot.port)]
-        slot.powered = False
-        m.changed(*doomed)
+            _proceed(m, slot, r.doomed)
 
 
 def _below(f, port) -> bool:
