@@ -447,3 +447,60 @@ def test_a_port_without_pcieport_has_no_pciehp(m):
         hotplug_slot.command(m, f"add 6 {X540}")
     assert e.value.errno == errno.ENODEV and state(m) == before
     assert m.kmsg.text().splitlines()[-1].endswith("0000:00:1c.0 is not bound to pcieport (no pciehp)")
+
+
+def test_a_free_downstream_port_of_a_switch(tmp_path):
+    """hotplug_slot on a switch's downstream port: its reservation sits inside the upstream
+    port's windows, and a card there gets addresses inside both."""
+    text = Path(MACHINE).read_text() + """
+[[device]]
+bdf = "0000:05:00.0"
+parent = "0000:00:1b.0"
+kind = "upstream_port"
+vendor = 0x10b5
+device = 0x8747
+class = 0x060400
+"""
+    text = text.replace('bdf = "0000:02:00.0"\nparent = "0000:00:1b.0"', 'bdf = "0000:05:00.0"\nparent = "0000:00:1b.0"')
+    # the I210 moves below the switch's first downstream port; the second is free
+    text = text.replace('bdf = "0000:05:00.0"\nparent = "0000:00:1b.0"\nkind = "endpoint"',
+                        'bdf = "0000:07:00.0"\nparent = "0000:06:00.0"\nkind = "endpoint"')
+    text += """
+[[device]]
+bdf = "0000:06:00.0"
+parent = "0000:05:00.0"
+kind = "downstream_port"
+vendor = 0x10b5
+device = 0x8747
+class = 0x060400
+acs = true
+
+[[device]]
+bdf = "0000:06:01.0"
+parent = "0000:05:00.0"
+kind = "downstream_port"
+vendor = 0x10b5
+device = 0x8747
+class = 0x060400
+acs = true
+hotplug_slot = 8
+"""
+    m = topology.from_text(text)
+    down, up = m.lookup("0000:06:01.0"), m.lookup("0000:05:00.0")
+    slot = hotplug_slot.slot_of(m, "8")
+    assert slot.port is down and not slot.present
+    for w in (w for w in down.windows if w.size):
+        assert any(u.start <= w.start and w.end <= u.end for u in up.windows), hex(w.start)
+    card = tmp_path / "card.toml"
+    card.write_text(Path(X540).read_text().replace('size = "2M", prefetch = true', 'size = "256K", prefetch = true')
+                    .replace("total_vfs = 63", "total_vfs = 4"))
+    hotplug_slot.command(m, f"add 8 {card}")
+    m.check()
+    pf = m.lookup(f"0000:{down.secondary:02x}:00.0")
+    assert pf.parent is down and pf.driver.name == "ixgbe"
+    for r in (r for r in pf.bars if r.size):
+        assert any(w.start <= r.start and r.end <= w.end for w in down.windows)
+    assert pf.group is not down.group                    # ACS on the way up
+    hotplug_slot.command(m, "remove 8")
+    assert m.lookup(pf.name) is None
+    m.check()
