@@ -435,6 +435,9 @@ def test_a_switch_needs_the_buses_the_port_reserved(m, tmp_path):
     assert len({nv0.group.id, nv1.group.id, port.group.id}) == 1    # no ACS on the way up: one group
     log = lines_since(m, n)
     assert "pci 0000:05:01.0: PCI bridge to [bus 07]" in log and "pci 0000:04:00.0: PCI bridge to [bus 05-07]" in log
+    setup = log[:log.index("pci 0000:04:00.0: Adding to iommu group 3")]
+    assert not [line for line in setup if "bridge window" in line]      # a fresh switch decodes nothing yet
+    assert [line for line in log if line.startswith("pci 0000:04:00.0:   bridge window")]   # then assigned
     hotplug_slot.command(m, "remove 0000:07:00.0")
     assert [f.name for f in m.functions if f.bdf.bus >= 4] == []
     m.check()

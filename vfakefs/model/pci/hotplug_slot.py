@@ -122,7 +122,7 @@ def plug(m, slot, path: str) -> list:
             if name:
                 try:
                     binding.probe(m, m.drivers[name], f)
-                except SysfsError:              # the probe's failure, logged by the driver core
+                except SysfsError:              # a refused probe (driver_ops.probe_failed logs it)
                     continue
                 m.changed(f, f.driver)
             else:
@@ -133,9 +133,12 @@ def plug(m, slot, path: str) -> list:
 
 
 def _all_resources(f) -> frozenset:
+    """Everything a fresh card's function decodes nothing for yet: BARs at 0, windows closed."""
     names = {f"BAR {i}" for i, r in enumerate(f.bars) if r.size} | ({"ROM"} if f.rom.size else set())
     if f.sriov is not None:
         names |= {f"VF BAR {i}" for i in range(6)}
+    if f.is_bridge:
+        names |= set(resource_log.WINDOW_NAMES)
     return frozenset(names)
 
 
