@@ -111,7 +111,7 @@ def plug(m, slot, path: str) -> list:
             f.machine = m
             m.add_function(f, unset=_all_resources(f))
             for b in after.get(id(f), ()):
-                for line in resource_log.bridge_lines(m, b):
+                for line in resource_log.bridge_lines(m, b, _all_resources(b)):   # (6.1: after its bus)
                     m.kmsg.dev(b, line, prefix="pci")
         for line in resource_log.rescan_assignment(m, added):
             m.kmsg.log(line)
