@@ -507,3 +507,15 @@ hotplug_slot = 8
     hotplug_slot.command(m, "remove 8")
     assert m.lookup(pf.name) is None
     m.check()
+
+
+def test_plug_and_pull_on_a_6_1_kernel(tmp_path):
+    m = topology.from_text(Path(MACHINE).read_text().replace('kernel = "6.12"', 'kernel = "6.1"'))
+    n = mark(m)
+    hotplug_slot.command(m, f"add 6 {X540}")
+    m.check()
+    log = lines_since(m, n)
+    assert "pci 0000:03:00.0: [8086:1528] type 00 class 0x020000" in log        # 6.1: no type string
+    hotplug_slot.command(m, "remove 6")
+    m.check()
+    assert m.lookup("0000:03:00.0") is None
