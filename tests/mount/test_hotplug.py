@@ -4,6 +4,7 @@ is pulled under it (tests/vfio_programs/hotplug.c under `vfakefs run`)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -183,3 +184,35 @@ def test_a_killed_vfio_user_lets_the_pulled_card_go(mount_preset, tmp_path):
             time.sleep(0.05)
         assert ctl.read_text().splitlines()[1] == "7 0000:00:1d.0 0000:04:00 empty"
         assert not pf.exists() and os.listdir(mnt.sys / f"kernel/iommu_groups/{group}/devices") == ["0000:00:1d.0"]
+
+
+LISTENER = r"""
+import socket, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)   # NETLINK_KOBJECT_UEVENT
+s.bind((0, 1))
+s.settimeout(30)
+print("ready", flush=True)
+while True:
+    msg = s.recv(65536).split(b"\0")
+    env = dict(kv.decode().split("=", 1) for kv in msg[1:] if b"=" in kv)
+    print(msg[0].decode(), env.get("SUBSYSTEM"), env.get("DRIVER", "-"), flush=True)
+    if msg[0].decode().startswith("remove@") and msg[0].decode().endswith("/0000:03:00.0"):
+        break
+"""
+
+
+def test_a_programs_uevent_socket_sees_the_card_come_and_go(mount_preset):
+    """What udev hears inside `vfakefs run`: each function added, bound, its netdev; on the
+    pull, unbound and removed, netdevs first."""
+    mnt = mount_preset(MACHINE)
+    ctl = mnt.sys / "kernel/debug/vfakefs/hotplug"
+    with program(mnt.path, sys.executable, "-c", LISTENER) as p:
+        p.until("ready")
+        assert sh(f"echo 'add 6 {X540}' > {ctl} && echo 'remove 6' > {ctl}").returncode == 0
+        events = [line.replace("/devices/pci0000:00/0000:00:1c.0/", "") for line in p.finish()]
+    assert events == [
+        "add@0000:03:00.0 pci -", "add@0000:03:00.1 pci -",
+        "add@0000:03:00.0/net/eth1 net -", "bind@0000:03:00.0 pci ixgbe",
+        "add@0000:03:00.1/net/eth2 net -", "bind@0000:03:00.1 pci ixgbe",
+        "remove@0000:03:00.1/net/eth2 net -", "unbind@0000:03:00.1 pci -", "remove@0000:03:00.1 pci -",
+        "remove@0000:03:00.0/net/eth1 net -", "unbind@0000:03:00.0 pci -", "remove@0000:03:00.0 pci -"]
