@@ -376,6 +376,29 @@ def _top_args(p) -> None:
     p.set_defaults(func=cmd_top)
 
 
+def cmd_hotplug(args) -> int:
+    """Plug a card into a pciehp slot of a mount, pull one out, or list the slots (the
+    mount's `hotplug` control, through client.py)."""
+    from vfakefs.client import Controls
+    c = Controls(args.mountpoint)
+    try:
+        if args.action == "add":
+            c.hotplug_add(args.slot, args.card)
+        elif args.action == "remove":
+            c.hotplug_remove(args.target)
+        else:
+            for name, rest in c.hotplug_slots().items():
+                print(f"{name} {rest}")
+    except OSError as e:
+        why = ""
+        with contextlib.suppress(OSError):
+            last = [line for line in c.dmesg().splitlines() if "vfakefs: hotplug: " in line]
+            why = f" ({last[-1].split('vfakefs: hotplug: ', 1)[1]})" if last and e.errno != errno.ENOENT else ""
+        print(f"vfakefs: hotplug: {e.strerror}{why}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vfakefs", description="mount a simulated PCI/IOMMU/SR-IOV machine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -416,6 +439,16 @@ def main(argv=None) -> int:
     sc.add_argument("mountpoint")
     sc.add_argument("file", nargs="?", help="the scenario file (none: show the state)")
     sc.set_defaults(func=cmd_scenario)
+    hp = sub.add_parser("hotplug", help="plug a card (a TOML file of [[device]] tables) into a pciehp slot, pull one "
+                                        "out without warning, or list the slots")
+    hp.add_argument("mountpoint")
+    hp_sub = hp.add_subparsers(dest="action")
+    hp_add = hp_sub.add_parser("add", help="plug a card into a free slot")
+    hp_add.add_argument("slot", help="the slot's name or its port's BDF")
+    hp_add.add_argument("card", help="the card's TOML file")
+    hp_rm = hp_sub.add_parser("remove", help="pull the card out (surprise removal)")
+    hp_rm.add_argument("target", help="the slot's name, its port's BDF or a function on the card")
+    hp.set_defaults(func=cmd_hotplug)
     args = p.parse_args(argv)
     if args.cmd == "draw" and Path(args.output).suffix.lstrip(".").lower() not in ("svg", "png", "dot"):
         d.error(f"{args.output}: unknown format (use .svg, .png or .dot)")

@@ -143,3 +143,22 @@ class Controls:
             if end is not None and time.monotonic() > end:
                 raise TimeoutError(f"scenario {st.get('name', '')} still running after {timeout} s: {st}")
             time.sleep(poll)
+
+    # --- hot-plug (the `hotplug` control) ----------------------------------------------------------------------
+    def hotplug_add(self, slot: str, card: str | os.PathLike) -> None:
+        """Plug the card a TOML file of [[device]] tables describes into a free pciehp slot
+        (its name or its port's BDF); the daemon reads the file. OSError EBUSY (occupied),
+        ENODEV (no such slot), ENOSPC (it does not fit the port's windows or buses), EINVAL
+        (a bad card file: the reason is in dmesg)."""
+        self._write("hotplug", f"add {slot} {os.path.abspath(card)}")
+
+    def hotplug_remove(self, target: str) -> None:
+        """Pull the card out of a slot (named by the slot, its port or any function on the card)
+        without warning. A card a VFIO user holds stays, disconnected, until the user closes
+        its device (hotplug_slots() says `removing`)."""
+        self._write("hotplug", f"remove {target}")
+
+    def hotplug_slots(self) -> dict[str, str]:
+        """Each pciehp slot's line after its name: `<port> <address> empty|occupied ...|removing ...`."""
+        text = (self.dir / "hotplug").read_text()
+        return dict(line.split(" ", 1) for line in text.splitlines() if line)

@@ -183,6 +183,17 @@ class VFakeFS:
         self.controls.scenario_stop()
         return self.controls.scenario_status()
 
+    def hotplug(self, action: str, *args: str | os.PathLike) -> None:
+        """hotplug("add", "6", "card.toml") plugs a card (a TOML file of [[device]] tables, a
+        path relative to the test's cwd is made absolute) into pciehp slot 6;
+        hotplug("remove", "6") pulls it out. A refusal raises OSError with the control's errno."""
+        if action == "add" and len(args) == 2:
+            self.controls.hotplug_add(str(args[0]), args[1])
+        elif action == "remove" and len(args) == 1:
+            self.controls.hotplug_remove(str(args[0]))
+        else:
+            raise ValueError("hotplug('add', slot, card) or hotplug('remove', slot|bdf)")
+
     def _kmsg_end(self) -> int:
         """The /dev/kmsg offset after the last record (devkmsg_llseek SEEK_END)."""
         fd = os.open(self.host_path("/dev/kmsg"), os.O_RDONLY | os.O_NONBLOCK)

@@ -35,7 +35,7 @@ from vfakefs.model.base import modules, probe_log
 from vfakefs.model.firmware import e820_lines, ecam_lines, host_bridge_lines
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.kmsg import KERN_NOTICE, KERN_WARNING
-from vfakefs.model.pci import resource_log
+from vfakefs.model.pci import pciehp, resource_log
 
 if TYPE_CHECKING:
     from vfakefs.model.machine import Machine
@@ -235,6 +235,7 @@ def late_boot_log(m: Machine) -> None:
             continue
         irq = f.msi_irqs[0][0] if f.msi_irqs else f.irq
         lines = [f"PME: Signaling with IRQ {irq}"] + ([f"AER: enabled with IRQ {irq}"] if f.has_aer else [])
+        lines += [pciehp.init_line(f) for s in m.slots if s.hotplug and s.port is f]   # the hotplug service
         for line in lines:
             m.kmsg.boot(f"pcieport {f.name}: {line}", at=anchor(m, "pcieport") if first else None)
             first = False

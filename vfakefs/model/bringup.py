@@ -20,6 +20,7 @@ from vfakefs.model.iommu import iommu
 from vfakefs.model.iommu.groups import Groups
 from vfakefs.model.machine import Machine, Slot
 from vfakefs.model.pci import config as C
+from vfakefs.model.pci import pciehp
 from vfakefs.model.pci.builder import bar_flags, build_config
 from vfakefs.model.pci.iov import Sriov
 from vfakefs.model.pci.pci import (EMPTY, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
@@ -119,7 +120,7 @@ def _functions(m: Machine, order: tuple, slot_module: str) -> None:
     slots_used = {(s["bdf"].domain, s["bdf"].bus, s["bdf"].dev) for s in order if s["bdf"].fn}
     made: dict = {}
     for s in reversed(order):  # children first, so bridge windows can cover them
-        made[s["bdf"]] = _function(s, alloc, made, children, slots_used)
+        made[s["bdf"]] = _function(s, alloc, made, children, slots_used, m.cmdline)
     for s in order:
         f = made[s["bdf"]]
         f.parent = made.get(s.get("parent"))
@@ -129,6 +130,11 @@ def _functions(m: Machine, order: tuple, slot_module: str) -> None:
             m.slots.append(Slot(str(s["slot"]), "%04x:%02x:%02x" % (f.bdf.domain, f.bdf.bus, f.bdf.dev),
                                 port.link_speed(False).strip() if port and port.kind == "root_port" else "Unknown",
                                 port.link_speed(True).strip() if port else "Unknown", slot_module, port))
+        if s.get("hotplug_slot") is not None:    # pciehp's slot below this port, empty or not
+            present = bool(children.get(s["bdf"]))
+            m.slots.append(Slot(str(s["hotplug_slot"]), "%04x:%02x:00" % (f.bdf.domain, f.secondary),
+                                f.link_speed(False).strip(), f.link_speed(True).strip(), "pciehp", f,
+                                powered=present, present=present, hotplug=True))
     m.by_bdf = {f.bdf: f for f in m.functions}
 
 
@@ -140,7 +146,8 @@ def _bars(bars: list[dict], alloc: Allocator, count: int) -> list[Resource]:
     return out
 
 
-def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used: set) -> PciFunction:
+def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used: set,
+              cmdline: str = "") -> PciFunction:
     ptype, htype = KINDS[s["kind"]]
     bars = _bars(s["bars"], alloc, 6 if htype == 0 else 2)
     rom = EMPTY
@@ -158,6 +165,8 @@ def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used:
                    Resource(alloc.take("mem64" if r.flags & IORESOURCE_MEM_64 else "mem32", r.size * sr["total_vfs"]),
                             r.size, r.flags) for i, r in enumerate(vf_bars)]
     windows = covering_windows(s["bdf"], made, children) if htype == 1 else []
+    if s.get("hotplug_slot") is not None and not children.get(s["bdf"]):
+        windows = pciehp.reserve_windows(alloc, cmdline)    # an empty hot-plug bridge's reservation
     sec, sub = s.get("bus_range", (0, 0))
     multifunction = s.get("multifunction", (s["bdf"].domain, s["bdf"].bus, s["bdf"].dev) in slots_used)
     if "config" in s:
@@ -182,6 +191,8 @@ def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used:
             ats=bool(s.get("ats", False)))
     if "command" in s:
         cfg.w16(0x04, s["command"])
+    if s.get("hotplug_slot") is not None:
+        pciehp.program_slot(cfg, str(s["hotplug_slot"]), bool(children.get(s["bdf"])))
     pcie = ptype is not None
     f = PciFunction(
         bdf=s["bdf"], kind=s["kind"], vendor=s["vendor"], device=s["device"], class_code=s["class"],

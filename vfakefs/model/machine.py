@@ -36,6 +36,9 @@ class Slot:
     module: str = "pciehp"
     port: PciFunction | None = None   # the bridge whose hotplug controller drives it
     powered: bool = True
+    present: bool = True              # Presence Detect State: a card sits in it (pciehp's adapter)
+    removal: object = None            # a surprise removal waiting for VFIO users (pci/hotplug_slot.py)
+    hotplug: bool = False             # declared by its port (`hotplug_slot`): pciehp announces it at boot
 
     def holds(self, f: PciFunction) -> bool:
         """f sits in this slot: its domain:bus:device is the slot's address."""
@@ -345,18 +348,22 @@ class Machine:
         self.kmsg.dev(dev, "reset done")
 
     def config_write(self, dev: PciFunction, off: int, data: bytes) -> None:
-        """pci_write_config(): IDs, class and header type are read-only in hardware."""
+        """pci_write_config(): IDs, class and header type are read-only in hardware; a
+        surprise-removed device takes nothing (pci_user_write_config: not found, ignored)."""
+        if dev.disconnected:
+            return
         for i, b in enumerate(data):
             if off + i >= 0x10 or 0x04 <= off + i < 0x08:
                 dev.config.w8(off + i, b)
 
-    def add_function(self, f: PciFunction) -> None:
-        """pci_device_add() and iommu_probe_device(): the function exists and has a group."""
+    def add_function(self, f: PciFunction, unset=frozenset()) -> None:
+        """pci_device_add() and iommu_probe_device(): the function exists and has a group.
+        unset: resources its setup lines show at 0 (a hot-added card's, before assignment)."""
         self.functions.append(f)
         self.by_bdf[f.bdf] = f
         f.machine = self
         self.note(f, f.bdf)
-        for line in resource_log.device_lines(self, f):
+        for line in resource_log.device_lines(self, f, unset):
             self.kmsg.dev(f, line, prefix="pci")
         if self.groups is not None:
             g = self.groups.add_device(f, self.functions)

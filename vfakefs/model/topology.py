@@ -216,6 +216,7 @@ class _Checker:
             raise self.err("", "no [[device]] entries")
         seen: dict[Bdf, int] = {}
         netdevs: dict[str, str] = {}
+        hp_slots: dict[str, str] = {}
         specs = []
         for i, e in enumerate(entries):
             where = f"device #{i + 1}"
@@ -240,6 +241,14 @@ class _Checker:
             if e["kind"] not in KINDS:
                 raise self.err(f"{where}.kind", f"unknown kind {e['kind']!r} (one of {', '.join(KINDS)})")
             ptype, htype = KINDS[e["kind"]]
+            if "hotplug_slot" in e:
+                # a slot pciehp drives: the port's Slot Capabilities say Hot-Plug Capable
+                if e["kind"] not in ("root_port", "downstream_port") or "config" in e:
+                    raise self.err(f"{where}.hotplug_slot", "a hot-plug slot sits below a root or downstream "
+                                                            "port (without a `config` dump)")
+                if str(e["hotplug_slot"]) in hp_slots:
+                    raise self.err(f"{where}.hotplug_slot", f"slot {e['hotplug_slot']} is also {hp_slots[str(e['hotplug_slot'])]}'s")
+                hp_slots[str(e["hotplug_slot"])] = where
             if e.get("ats") and (ptype is None or htype != 0 or "config" in e):
                 raise self.err(f"{where}.ats", "ATS is an extended capability of a PCI Express function "
                                                "(an endpoint without a `config` dump)")

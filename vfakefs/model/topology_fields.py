@@ -96,7 +96,7 @@ DEVICE_TYPES = {
     "msi_irqs": ANY, "numa_node": _u(-1, 1023), "driver": TEXT, "netdev": _either(_name(15), _list(_name(15))),
     "sriov": TABLE, "iommu_group": _u(0, 0xFFFFFF), "link": TABLE, "config": TEXT, "firmware_node": _relpath,
     "reset_methods": _list(_among(RESET_METHODS)), "aspm": _list(_among(ASPM_ATTRS)),
-    "slot": _either(_name(), _u(0, 0xFFFF)), "dma_mask_bits": _u(12, 64), "secondary_bus": U8,
+    "slot": _either(_name(), _u(0, 0xFFFF)), "hotplug_slot": _either(_name(), _u(0, 0x1FFF)), "dma_mask_bits": _u(12, 64), "secondary_bus": U8,
     "subordinate_bus": U8, "aer": BOOL, "ari": BOOL, "extra_dirs": _list(_relpath), "rmrr": _list(_rmrr),
     "comment": TEXT, "command": U16, "ats": BOOL, "nvme": ANY, "mac": lambda v: None if isinstance(v, str) and _MAC.fullmatch(v) else
     f"{v!r} is not a MAC address (xx:xx:xx:xx:xx:xx)"}

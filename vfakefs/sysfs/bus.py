@@ -95,7 +95,7 @@ def power_store(ms, text: str) -> None:
 
 
 SLOT_GROUP = AttrGroup((
-    Attr("adapter", lambda ms: "1\n"),
+    Attr("adapter", lambda ms: f"{int(ms[1].present)}\n"),      # get_adapter_status: presence detect
     Attr("address", lambda ms: ms[1].address + "\n"),
     Attr("attention", attention_show, attention_store, 0o644),
     Attr("cur_bus_speed", lambda ms: ms[1].cur_speed + "\n"),

@@ -25,6 +25,10 @@ the interface of `vfakefs run`'s network namespace follows); reading it lists th
 `fpd` (`<bdf> 1|0`) and `regset` (`<register> <value>`) act on the VT-d unit and read
 back its state; they and `physmem` are root only (0600).
 
+`hotplug` (`add <port|slot> <card.toml>`, `remove <bdf|slot>`) plugs a card described by
+[[device]] tables into a pciehp slot, or pulls one out without warning; reading it lists
+the slots: empty, occupied, or removing (waiting for a VFIO user).
+
 atc_stats (read only): per function with the ATS capability, whether ATS is on and its
 device ATC's hits, misses (translation requests), invalidations and entries.
 
@@ -40,6 +44,7 @@ import errno
 from vfakefs.model import controls, posted, traffic, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.model.iommu import ats, dma_stats
+from vfakefs.model.pci import hotplug_slot
 from vfakefs.sysfs.nodes import Attr
 
 
@@ -76,6 +81,7 @@ CONTROLS = (
     Attr("regset", vtd_controls.regset_show, vtd_controls.regset_store, 0o600),
     Attr("atc_stats", ats.stats, size=0),      # per ATS device: its ATC's hits, misses, invalidations
     Attr("dma_stats", dma_stats.show, size=0),  # per function: DMA requests, bytes, faults, IOTLB hits, misses
+    Attr("hotplug", hotplug_slot.show, hotplug_slot.command, 0o644, size=0),   # add/remove a card (pci/hotplug_slot.py)
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
 

@@ -24,6 +24,13 @@ def set_power(m, slot, value: int) -> None:
         m.kmsg.log("pci_hotplug: Illegal value specified for power", KERN_ERR)
         raise SysfsError(errno.EINVAL)
     on = power == 1
+    if slot.removal is not None:
+        # pciehp_sysfs_{enable,disable}_slot in POWEROFF_STATE: a surprise removal is under way
+        m.kmsg.dev(slot.port, f"pciehp: Slot({slot.name}): " + ("Already enabled" if on else
+                                                               "Already in powering off state"))
+        raise SysfsError(errno.ENODEV)
+    if on and not slot.present and slot.module == "pciehp":
+        raise SysfsError(errno.ENODEV)    # OFF_STATE, no card: the IST finds none (request_result)
     if slot.powered == on and slot.module == "pciehp":
         # pciehp_sysfs_{enable,disable}_slot in ON_STATE / OFF_STATE
         if slot.port is not None:

@@ -117,6 +117,7 @@ class PciFunction:
     rom_image: bytes | None = None             # the expansion ROM's contents (else one is generated)
     vf_token: object = None                    # vfio-pci's VF token while it drives this PF (vfio/vf_token.py)
     atc: object = None                         # its ATS translation cache once ATS was enabled (intel/atc.py)
+    disconnected: bool = False                 # pci_dev_set_disconnected(): surprise-removed, reads all ones
     # sysfs-set state (pci_dev fields the stores change)
     rom_attr_enabled: bool = False             # `echo 1 > rom` (pci_write_rom)
     async_suspend: bool = True                 # power/async (device_enable_async_suspend)
@@ -195,6 +196,8 @@ class PciFunction:
         return 1 if up is not None and up.ari_forwarding else 0
 
     def config_read(self, off: int, n: int) -> bytes:
+        if self.disconnected:     # pci_dev_is_disconnected(): the card is gone, reads complete as all ones
+            return b"\xff" * n
         return self.config.read(off, n)
 
     def link_speed(self, current: bool) -> str:

@@ -310,7 +310,8 @@ class VfioPciDevice:
         self._check(pos, count)
         if self.bardirty and pos < 0x34 and pos + count > 0x10:
             self._bar_fixup()
-        phys = self.dev.config.bytes
+        # a surprise-removed device answers all ones; virtualized bits are vfio-pci's own
+        phys = b"\xff" * len(self.dev.config.bytes) if self.dev.disconnected else self.dev.config.bytes
         out = bytearray(count)
         for i in range(count):
             o = pos + i

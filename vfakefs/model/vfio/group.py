@@ -14,6 +14,7 @@ from vfakefs.model.errors import SysfsError
 from vfakefs.model.iommu import groups as iommu_groups
 from vfakefs.model.iommu import iommu
 from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.pci import hotplug_slot
 from vfakefs.model.vfio.container import VfioContainer
 from vfakefs.model.vfio.device import VfioPciDevice
 from vfakefs.model.vfio import vf_token
@@ -151,6 +152,7 @@ class VfioGroup:
             self.devices.remove(fd)
             self.m.modules.put(fd.owner)
             self.m.modules.put(VFIO_MODULE)
+            hotplug_slot.vfio_released(self.m)   # a surprise removal waiting for this user goes on
 
     def _match(self, name: str):
         for dev in self.group.devices:
