@@ -139,6 +139,13 @@ def errno_name(n: int) -> str:
 
 
 # --- the control -------------------------------------------------------------------------
+def reject(m, control: str, why: str, err: int = errno.EINVAL):
+    """As controls.reject (which this module, below the Machine, cannot import): the
+    reason in the kernel log, the errno to the writer."""
+    m.kmsg.log(f"vfakefs: {control}: {why}", KERN_WARNING)
+    raise SysfsError(err, why)
+
+
 USAGE = "expected '<bdf> <point> [delay=<seconds>] [fail=<ERRNO>] [times=<N>|always]' or 'clear'"
 
 
@@ -150,7 +157,6 @@ def faults_command(m, text: str, points=None) -> None:
     """Add one rule, or `clear` them all. points(dev) -> the store points the device has
     (its writable files, from the view); a device not there yet (a VF to come) may be
     given any point some device could have: points(None)."""
-    from vfakefs.model.controls import reject
     words = text.split()
     if words == ["clear"]:
         m.faults.rules.clear()
@@ -192,7 +198,6 @@ def faults_command(m, text: str, points=None) -> None:
 
 
 def _seconds(m, value: str) -> float:
-    from vfakefs.model.controls import reject
     try:
         s = float(value)
     except ValueError:
@@ -205,7 +210,6 @@ def _seconds(m, value: str) -> float:
 def _errno(m, value: str, point: str) -> int:
     """An errno by name (EIO) or number (5): one the kernel defines for user space,
     or EPROBE_DEFER for a probe."""
-    from vfakefs.model.controls import reject
     if value == "EPROBE_DEFER" or value == str(EPROBE_DEFER):
         if point != "probe":
             reject(m, "faults", "EPROBE_DEFER is a probe's answer only")
@@ -222,7 +226,6 @@ def _errno(m, value: str, point: str) -> int:
 
 
 def _times(m, value: str) -> int | None:
-    from vfakefs.model.controls import reject
     if value == "always":
         return None
     try:
