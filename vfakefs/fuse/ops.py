@@ -51,6 +51,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0
+        self.holding: set = set()   # the trio.Events of the writes a held store keeps (wait_held)
+        self.closing = False        # the daemon is shutting down: held writers are let go
         self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
         self.catch_up = None  # async: changes made through them that an open must see first
 
@@ -252,16 +254,28 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         event = trio.Event()
         held.on_done(event.set)
         self.waiters += 1
+        self.holding.add(event)
         try:
             while not held.done:
+                if self.closing:
+                    # pyfuse3.main waits for every request before it returns: answer as the
+                    # connection about to go away would
+                    raise pyfuse3.FUSEError(errno.ENOTCONN)
                 with trio.move_on_after(STREAM_POLL):
                     await event.wait()
                 if not held.done and signalled(of.pid):
                     raise pyfuse3.FUSEError(errno.EINTR)
         finally:
             self.waiters -= 1
+            self.holding.discard(event)
         if held.errno:
             raise pyfuse3.FUSEError(held.errno)
+
+    def shutdown(self) -> None:
+        """The daemon stops serving (SIGTERM): writes still held are answered now."""
+        self.closing = True
+        for event in list(self.holding):
+            event.set()
 
     async def release(self, fh):
         self.files.pop(fh, None)

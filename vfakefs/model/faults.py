@@ -76,7 +76,7 @@ class Rule:
     def __str__(self) -> str:
         words = [str(self.bdf), self.point]
         if self.delay:
-            words.append(f"delay={self.delay:g}")
+            words.append(f"delay={self.delay:.15g}")
         if self.fail:
             words.append(f"fail={errno_name(self.fail)}")
         words.append("times=always" if self.times is None else f"times={self.times}")
