@@ -160,6 +160,19 @@ def test_the_device_going_away_while_held_answers_enodev(m):
     m.check()
 
 
+def test_a_device_removed_and_rescanned_while_held_is_another_device(m):
+    """The write was to the removed device's file: its node is gone (kernfs: ENODEV), the
+    new device at the same address is left alone."""
+    pf = m.lookup(PF)
+    rule(m, f"{PF} sriov_numvfs delay=1")
+    held = numvfs(m, pf, 4)
+    m.remove_function(pf)
+    m.rescan()
+    advance(m, 1.01)
+    assert (held.done, held.errno) == (True, errno.ENODEV) and m.lookup(PF).sriov.num_vfs == 0
+    m.check()
+
+
 def test_a_reset_answers_held_writes_enodev_and_starts_without_rules():
     host = Host(topology.load("seed-vtd"))
     m = host.machine
@@ -227,6 +240,19 @@ def test_a_probe_that_takes_time_holds_the_bind_write_then_binds(m):
     assert isinstance(held, faults.Held) and dev.driver is None
     advance(m, 3.01)
     assert (held.done, held.errno) == (True, 0) and dev.driver is m.drivers["ixgbe"]
+    m.check()
+
+
+def test_an_unbind_waits_for_a_held_bind_of_the_same_device(m):
+    dev = unbound(m, PF1)
+    ixgbe = m.drivers["ixgbe"]
+    rule(m, f"{PF1} bind delay=2")
+    bound = bind(m, dev, ixgbe)
+    unbind = faults.store(ixgbe, "unbind", PF1, lambda: binding.unbind(m, ixgbe, PF1))
+    assert isinstance(unbind, faults.Held) and dev.driver is None
+    advance(m, 2.01)
+    assert (bound.errno, unbind.done, unbind.errno) == (0, True, 0)   # bound, then unbound
+    assert dev.driver is None
     m.check()
 
 

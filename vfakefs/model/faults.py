@@ -244,32 +244,33 @@ def store(obj, name: str, text: str, run):
     m = obj if isinstance(getattr(obj, "faults", None), FaultTable) else getattr(obj, "machine", None)
     if m is None or not m.faults:
         return run()
-    bdf = _target(m, obj, name, text)
-    if bdf is None:
+    dev = _target(m, obj, name, text)
+    if dev is None:
         return run()
+    bdf = dev.bdf
     locked = name in LOCKED_STORES
     queue = m.faults.busy.get(bdf) if locked else None
     if queue:                                   # the device is busy: wait for its lock
         held = Held(bdf)
-        queue.append((held, lambda: _attempt(m, bdf, name, run, held)))
+        queue.append((held, lambda: _attempt(m, dev, name, run, held)))
         return held
-    return _attempt(m, bdf, name, run, None, locked)
+    return _attempt(m, dev, name, run, None, locked)
 
 
-def _target(m, obj, name: str, text: str) -> Bdf | None:
+def _target(m, obj, name: str, text: str):
     """The device a store acts on: the attribute's own, or the one a bus or driver
     store names (a device of that name, as bus_find_device_by_name finds it)."""
     if name in NAMING_STORES:
-        dev = m.lookup(text[:-1] if text.endswith("\n") else text)
-        return dev.bdf if dev is not None else None
+        return m.lookup(text[:-1] if text.endswith("\n") else text)
     bdf = getattr(obj, "bdf", None)
-    return bdf if isinstance(bdf, Bdf) and m.by_bdf.get(bdf) is obj else None
+    return obj if isinstance(bdf, Bdf) and m.by_bdf.get(bdf) is obj else None
 
 
-def _attempt(m, bdf: Bdf, name: str, run, held: Held | None, locked: bool = True):
+def _attempt(m, dev, name: str, run, held: Held | None, locked: bool = True):
     """The write's turn (it holds the device's lock, if the store takes one): its rule
     refuses it, holds it, or lets it run."""
     t = m.faults
+    bdf = dev.bdf
     rule = t.hit(bdf, name)
     probe_rule = None
     if rule is None and name in PROBING_STORES:
@@ -281,7 +282,7 @@ def _attempt(m, bdf: Bdf, name: str, run, held: Held | None, locked: bool = True
         if rule is not None and rule.fail:
             m.kmsg.log(f"vfakefs: faults: {bdf} {name}: failed with error -{rule.fail}", KERN_WARNING)
             err = rule.fail
-        elif m.by_bdf.get(bdf) is None:
+        elif m.by_bdf.get(bdf) is not dev:
             err = errno.ENODEV               # the device went while the write was held (kernfs)
         else:
             if probe_rule is not None:
