@@ -211,3 +211,29 @@ def test_sigterm_to_the_daemon_while_held_answers_the_writer(seed):
     wait_exit(pid)
     rc, _, err = w.wait()
     assert rc == 1 and ("Transport endpoint is not connected" in err or "Software caused connection abort" in err), err
+
+
+def test_driver_override_then_a_drivers_probe_that_takes_time(seed):
+    """driverctl's and dpdk-devbind's path: override, then drivers_probe; the probe rule's
+    delay holds the drivers_probe write, the device has no driver until it answers."""
+    c = Controls(seed.path)
+    assert run(f"echo {PF1} > sys/bus/pci/drivers/ixgbe/unbind && echo vfio-pci > {dev(PF1)}/driver_override",
+               cwd=seed.path).returncode == 0
+    c.fault(PF1, "probe", delay=FOREVER)
+    w = Writer(seed, f"echo {PF1} > sys/bus/pci/drivers_probe")
+    held(c)
+    assert not os.path.lexists(seed.path / dev(PF1) / "driver")
+    assert seed.read(seed.path / dev(PF1) / "driver_override") == "vfio-pci\n"
+    assert w.p.poll() is None
+    c.reset()                                  # let it go (ENODEV), and back to the topology
+    assert w.wait()[0] == 1
+
+
+def test_a_drivers_probe_held_a_moment_binds_the_override(seed):
+    c = Controls(seed.path)
+    assert run(f"echo {PF1} > sys/bus/pci/drivers/ixgbe/unbind && echo vfio-pci > {dev(PF1)}/driver_override",
+               cwd=seed.path).returncode == 0
+    c.fault(PF1, "probe", delay=1)
+    r = run(f"echo {PF1} > sys/bus/pci/drivers_probe && readlink {dev(PF1)}/driver", cwd=seed.path)
+    assert r.returncode == 0 and r.stdout.endswith("/vfio-pci\n"), r.stderr
+    assert c.fault_rules() == [f"{PF1} probe delay=1 times=1 hits=1"]
