@@ -150,6 +150,20 @@ def test_writers_queued_behind_a_held_one_take_their_turns_in_order(m):
     m.check()
 
 
+def test_a_bug_in_a_held_store_answers_eio_and_the_next_writer_still_gets_its_turn(m):
+    pf = m.lookup(PF)
+    rule(m, f"{PF} sriov_numvfs delay=1")
+
+    def broken():
+        raise RuntimeError("a bug")
+    first = faults.store(pf, "sriov_numvfs", "4", broken)
+    second = numvfs(m, pf, 2)
+    with pytest.raises(RuntimeError):            # the engine logs it (engine._failed)
+        advance(m, 1.01)
+    assert (first.done, first.errno, second.done, second.errno) == (True, errno.EIO, True, 0)
+    assert pf.sriov.num_vfs == 2 and not m.faults.busy
+
+
 def test_the_device_going_away_while_held_answers_enodev(m):
     pf = m.lookup(PF)
     rule(m, f"{PF} sriov_numvfs delay=1")

@@ -295,13 +295,20 @@ def _attempt(m, dev, name: str, run, held: Held | None, locked: bool = True):
                 t.current.pop((bdf, "probe"), None)
         return err
 
+    def answer(h: Held) -> None:
+        try:
+            h.finish(finish())
+        except Exception:
+            h.finish(errno.EIO)              # a bug: the writer is answered, the engine logs it
+            raise
+
     if not delay:
-        if held is None:                     # the writer's own turn: answer it directly
-            err = finish()
-            if err:
-                raise SysfsError(err)
-            return None
-        held.finish(finish())
+        if held is None:                     # the writer's own turn, with no delay: at once
+            if rule is not None and rule.fail:
+                finish()
+                raise SysfsError(rule.fail)
+            return run()
+        answer(held)
         return held
     if held is None:
         held = Held(bdf)
@@ -310,7 +317,7 @@ def _attempt(m, dev, name: str, run, held: Held | None, locked: bool = True):
 
     def due():
         try:
-            held.finish(finish())
+            answer(held)
         finally:
             if locked:
                 _unlock(m, bdf, held)
@@ -324,13 +331,20 @@ def _unlock(m, bdf: Bdf, held: Held) -> None:
     if not q or q[0][0] is not held:
         return
     q.popleft()
+    bug = None
     while q:
         nxt, attempt = q[0]
-        attempt()                      # answers at once, or schedules (then keeps the lock)
+        try:
+            attempt()                  # answers at once, or schedules (then keeps the lock)
+        except Exception as e:         # answered EIO; the others still get their turns
+            bug = bug or e
         if not nxt.done:
-            return
+            break
         q.popleft()
-    del m.faults.busy[bdf]
+    if not q:
+        del m.faults.busy[bdf]
+    if bug is not None:
+        raise bug
 
 
 def abandon(m) -> None:
