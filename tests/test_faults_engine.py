@@ -14,7 +14,7 @@ import trio.testing
 
 from vfakefs import engine
 from vfakefs.fuse.ops import OpenFile, SysfsOps
-from vfakefs.model import faults, topology
+from vfakefs.model import fault_control, topology
 from vfakefs.model.host import Host
 from vfakefs.sysfs import iov
 from vfakefs.sysfs.nodes import Dir, store
@@ -157,5 +157,5 @@ async def test_a_vfs_late_probe_and_netdev_run_on_the_engine(host, autojump_cloc
         await trio.sleep(2)
         assert m.lookup(vf1).netdevs
         nursery.cancel_scope.cancel()
-    assert faults.faults_show(m).count("hits=1") == 2
+    assert fault_control.faults_show(m).count("hits=1") == 2
     m.check()

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from vfakefs.model import faults, topology
+from vfakefs.model import fault_control, faults, topology
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.host import Host
@@ -33,7 +33,7 @@ def m():
 
 
 def rule(m, text: str) -> None:
-    faults.faults_command(m, text, lambda dev: POINTS)
+    fault_control.faults_command(m, text, lambda dev: POINTS)
 
 
 def numvfs(m, pf, n: int):
@@ -63,7 +63,7 @@ def test_a_store_fails_once_with_the_chosen_errno_and_changes_nothing(m, err):
     assert state(m, pf) == before
     assert last_line(m) == f"vfakefs: faults: {PF} sriov_numvfs: failed with error -{err}"
     assert numvfs(m, pf, 4) is None and pf.sriov.num_vfs == 4      # once: the next write works
-    assert faults.faults_show(m) == f"{PF} sriov_numvfs fail={errno.errorcode[err]} times=1 hits=1\n"
+    assert fault_control.faults_show(m) == f"{PF} sriov_numvfs fail={errno.errorcode[err]} times=1 hits=1\n"
     m.check()
 
 
@@ -82,7 +82,7 @@ def test_times_n_then_the_store_works_and_always_never_stops(m):
         with pytest.raises(SysfsError):
             numvfs(m, pf1, 1)
     assert pf1.sriov.num_vfs == 0
-    assert faults.faults_show(m).splitlines() == [f"{PF} sriov_numvfs fail=EIO times=2 hits=2",
+    assert fault_control.faults_show(m).splitlines() == [f"{PF} sriov_numvfs fail=EIO times=2 hits=2",
                                                   f"{PF1} sriov_numvfs fail=EBUSY times=always hits=5"]
 
 
@@ -92,7 +92,7 @@ def test_a_rule_acts_on_its_own_device_and_file_only(m):
     numvfs(m, pf1, 1)                                    # another device
     faults.store(pf, "sriov_drivers_autoprobe", "0", lambda: setattr(pf.sriov, "drivers_autoprobe", 0))
     assert pf1.sriov.num_vfs == 1 and pf.sriov.drivers_autoprobe == 0
-    assert "hits=0" in faults.faults_show(m)
+    assert "hits=0" in fault_control.faults_show(m)
 
 
 # --- delay= ------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_a_reset_answers_held_writes_enodev_and_starts_without_rules():
     first, second = numvfs(m, pf, 4), numvfs(m, pf, 1)
     host.reset()
     assert (first.done, first.errno, second.done, second.errno) == (True, errno.ENODEV, True, errno.ENODEV)
-    assert host.machine.faults.rules == [] and faults.faults_show(host.machine) == ""
+    assert host.machine.faults.rules == [] and fault_control.faults_show(host.machine) == ""
     assert numvfs(host.machine, host.machine.lookup(PF), 2) is None
 
 
@@ -280,7 +280,7 @@ def test_a_held_probe_can_fail_with_the_kernels_line(m):
     advance(m, 1.01)
     assert (held.done, held.errno) == (True, errno.ENOMEM) and dev.driver is None
     assert last_line(m) == f"ixgbe: probe of {PF1} failed with error -12"
-    assert "hits=2" in faults.faults_show(m)
+    assert "hits=2" in fault_control.faults_show(m)
 
 
 def test_a_new_vfs_driver_binds_later_and_its_siblings_at_once(m):
@@ -355,24 +355,24 @@ def test_a_late_netdev_of_a_device_unbound_meanwhile_never_comes(m):
 ])
 def test_a_bad_rule_is_einval_with_the_reason_in_the_log_and_the_rules_unchanged(m, text, why):
     rule(m, f"{PF} reset fail=EIO")
-    before = faults.faults_show(m)
+    before = fault_control.faults_show(m)
     with pytest.raises(SysfsError) as e:
         rule(m, text)
     assert e.value.errno == errno.EINVAL
     assert last_line(m).startswith(f"vfakefs: faults: {why}")
-    assert faults.faults_show(m) == before
+    assert fault_control.faults_show(m) == before
 
 
 def test_clear_drops_every_rule(m):
     rule(m, f"{PF} reset fail=EIO")
     rule(m, f"{PF1} probe delay=1 times=always")
     rule(m, "clear")
-    assert faults.faults_show(m) == "" and not m.faults
+    assert fault_control.faults_show(m) == "" and not m.faults
 
 
 def test_too_many_rules_is_enospc(m):
-    for _ in range(faults.MAX_RULES):
+    for _ in range(fault_control.MAX_RULES):
         rule(m, f"{PF} reset fail=EIO")
     with pytest.raises(SysfsError) as e:
         rule(m, f"{PF} reset fail=EIO")
-    assert e.value.errno == errno.ENOSPC and len(m.faults.rules) == faults.MAX_RULES
+    assert e.value.errno == errno.ENOSPC and len(m.faults.rules) == fault_control.MAX_RULES

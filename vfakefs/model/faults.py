@@ -28,13 +28,12 @@ it, and a bind write answers that errno (device_driver_attach), drivers_probe do
 makes a probe the kernel starts itself (a new VF, a rescan, new_id) happen later: the
 device shows no driver until then. A netdev rule registers the netdev later.
 
-The model never awaits: a held store is a Held the FUSE write waits on, finished by
+The control that writes and lists the rules is fault_control.py. The model never awaits: a held store is a Held the FUSE write waits on, finished by
 the delayed work the engine runs.
 """
 from __future__ import annotations
 
 import errno
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -43,9 +42,6 @@ from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.pci.bdf import Bdf
 
 EPROBE_DEFER = 517           # include/linux/errno.h: kernel-internal, never reaches a user
-MAX_DELAY = 3600.0           # simulated seconds a rule may hold a store
-MAX_TIMES = 1 << 31
-MAX_RULES = 1024
 DRIVER_CORE_POINTS = ("probe", "netdev")
 # the stores that name their device in the written text (bus.c bind_store, unbind_store,
 # drivers_probe_store) rather than being one of its files
@@ -136,105 +132,6 @@ class FaultTable:
 
 def errno_name(n: int) -> str:
     return "EPROBE_DEFER" if n == EPROBE_DEFER else errno.errorcode.get(n, str(n))
-
-
-# --- the control -------------------------------------------------------------------------
-def reject(m, control: str, why: str, err: int = errno.EINVAL):
-    """As controls.reject (which this module, below the Machine, cannot import): the
-    reason in the kernel log, the errno to the writer."""
-    m.kmsg.log(f"vfakefs: {control}: {why}", KERN_WARNING)
-    raise SysfsError(err, why)
-
-
-USAGE = "expected '<bdf> <point> [delay=<seconds>] [fail=<ERRNO>] [times=<N>|always]' or 'clear'"
-
-
-def faults_show(m) -> str:
-    return "".join(f"{r}\n" for r in m.faults.rules)
-
-
-def faults_command(m, text: str, points=None) -> None:
-    """Add one rule, or `clear` them all. points(dev) -> the store points the device has
-    (its writable files, from the view); a device not there yet (a VF to come) may be
-    given any point some device could have: points(None)."""
-    words = text.split()
-    if words == ["clear"]:
-        m.faults.rules.clear()
-        return
-    if len(words) < 3:
-        reject(m, "faults", USAGE)
-    try:
-        bdf = Bdf.from_str(words[0])
-    except ValueError:
-        reject(m, "faults", f"malformed device {words[0][:32]!r}")
-    point = words[1]
-    dev = m.by_bdf.get(bdf)
-    known = DRIVER_CORE_POINTS + NAMING_STORES + tuple(points(dev) if points is not None else ())
-    if point not in known:
-        where = f"device {bdf}" if dev is not None else "any device"
-        reject(m, "faults", f"{point[:32]!r} is no file or point of {where}")
-    rule = Rule(bdf, point)
-    seen = set()
-    for word in words[2:]:
-        key, eq, value = word.partition("=")
-        if not eq or key not in ("delay", "fail", "times"):
-            reject(m, "faults", f"unknown setting {word[:32]!r}")
-        if key in seen:
-            reject(m, "faults", f"repeated setting {key}=")
-        seen.add(key)
-        if key == "delay":
-            rule.delay = _seconds(m, value)
-        elif key == "fail":
-            rule.fail = _errno(m, value, point)
-        else:
-            rule.times = _times(m, value)
-    if not rule.delay and not rule.fail:
-        reject(m, "faults", "a rule needs delay= or fail=")
-    if point == "netdev" and rule.fail:
-        reject(m, "faults", "netdev takes delay= only (its probe fails through a probe rule)")
-    if len(m.faults.rules) >= MAX_RULES:
-        reject(m, "faults", f"at most {MAX_RULES} rules; `clear` first", errno.ENOSPC)
-    m.faults.rules.append(rule)
-
-
-def _seconds(m, value: str) -> float:
-    try:
-        s = float(value)
-    except ValueError:
-        reject(m, "faults", f"delay {value[:32]!r} is not a number of seconds")
-    if not math.isfinite(s) or not 0 < s <= MAX_DELAY:
-        reject(m, "faults", f"delay {value[:32]} is outside (0, {MAX_DELAY:g}] seconds")
-    return s
-
-
-def _errno(m, value: str, point: str) -> int:
-    """An errno by name (EIO) or number (5): one the kernel defines for user space,
-    or EPROBE_DEFER for a probe."""
-    if value == "EPROBE_DEFER" or value == str(EPROBE_DEFER):
-        if point != "probe":
-            reject(m, "faults", "EPROBE_DEFER is a probe's answer only")
-        return EPROBE_DEFER
-    n = getattr(errno, value, None) if value.startswith("E") else None
-    if n is None:
-        try:
-            n = int(value, 0)
-        except ValueError:
-            reject(m, "faults", f"fail={value[:32]!r} is no errno name or number")
-    if n not in errno.errorcode:
-        reject(m, "faults", f"fail={value[:32]} is no errno")
-    return n
-
-
-def _times(m, value: str) -> int | None:
-    if value == "always":
-        return None
-    try:
-        n = int(value, 10)
-    except ValueError:
-        reject(m, "faults", f"times={value[:32]!r} is not a number or 'always'")
-    if not 1 <= n <= MAX_TIMES:
-        reject(m, "faults", f"times={n} is outside 1..{MAX_TIMES}")
-    return n
 
 
 # --- stores ----------------------------------------------------------------------------------

@@ -24,14 +24,14 @@ back its state; they and `physmem` are root only (0600).
 atc_stats (read only): per function with the ATS capability, whether ATS is on and its
 device ATC's hits, misses (translation requests), invalidations and entries.
 
-`faults` holds the rules of misbehaving hardware (model/faults.py): `<bdf> <point>
+`faults` holds the rules of misbehaving hardware (model/faults.py, fault_control.py): `<bdf> <point>
 [delay=<s>] [fail=<ERRNO>] [times=<N>|always]` adds one, `clear` drops them; reading it
 lists them with their hit counts.
 
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
-from vfakefs.model import controls, faults, posted, traffic, vtd_controls
+from vfakefs.model import controls, fault_control, posted, traffic, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.model.iommu import ats
 from vfakefs.sysfs.nodes import Attr
@@ -66,7 +66,7 @@ def store_points(dev) -> list[str]:
 
 
 def faults_store(m, text: str) -> None:
-    faults.faults_command(m, text, store_points)
+    fault_control.faults_command(m, text, store_points)
 
 
 CONTROLS = (
@@ -80,7 +80,7 @@ CONTROLS = (
     Attr("fpd", vtd_controls.fpd_show, vtd_controls.fpd_store, 0o600),
     Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),
     Attr("regset", vtd_controls.regset_show, vtd_controls.regset_store, 0o600),
-    Attr("faults", faults.faults_show, faults_store, 0o644, size=0),   # misbehaviour on cue (model/faults.py)
+    Attr("faults", fault_control.faults_show, faults_store, 0o644, size=0),   # misbehaviour on cue (model/faults.py)
     Attr("atc_stats", ats.stats, size=0),      # per ATS device: its ATC's hits, misses, invalidations
 )
 RESET = Attr("reset", None, controls.reset, 0o200)     # acts on the host: it replaces the Machine
