@@ -306,6 +306,18 @@ def test_a_late_probe_of_a_vf_that_went_away_does_nothing(m):
     m.check()
 
 
+def test_a_new_vfs_probe_fails_and_it_stays_unbound_while_the_enable_succeeds(m):
+    """pci_bus_add_device()'s device_attach() reports nothing: the VFs are there, one without
+    a driver, and the kernel's warning names it."""
+    pf = m.lookup(PF)
+    vf0 = str(pf.sriov.vf_bdf(0))
+    rule(m, f"{vf0} probe fail=EIO")
+    assert numvfs(m, pf, 2) is None and pf.sriov.num_vfs == 2
+    assert m.lookup(vf0).driver is None and m.lookup(str(pf.sriov.vf_bdf(1))).driver.name == "ixgbevf"
+    assert f"ixgbevf: probe of {vf0} failed with error -5" in m.kmsg.text()
+    m.check()
+
+
 def test_a_vfs_netdev_registers_later(m):
     pf = m.lookup(PF)
     vf0 = str(pf.sriov.vf_bdf(0))

@@ -189,6 +189,18 @@ def test_a_bad_rule_is_einval_and_changes_no_rule(seed, text, why):
     assert f"vfakefs: faults: {why}" in kmsg_text(seed)
 
 
+def test_an_unmount_while_held_is_busy_and_the_write_goes_on(seed):
+    c = Controls(seed.path)
+    c.fault(PF, "sriov_numvfs", delay=FOREVER)
+    w = Writer(seed, f"echo 4 > {dev(PF)}/sriov_numvfs")
+    held(c)
+    r = vfakefs("umount", str(seed.path))
+    assert r.returncode == 1 and "target is busy" in r.stderr      # the writer has the file open
+    assert w.p.poll() is None and os.listdir(seed.path / "sys")
+    c.reset()
+    assert w.wait()[0] == 1
+
+
 def test_a_lazy_unmount_while_held_lets_the_write_finish_then_the_daemon_exits(seed):
     c = Controls(seed.path)
     c.fault(PF, "sriov_numvfs", delay=2)
