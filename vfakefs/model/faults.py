@@ -15,7 +15,8 @@ point is a writable file of the device (sriov_numvfs, reset, remove, driver_over
 with its hit count until `clear` (a reset starts a machine without rules).
 
 A store rule acts on the write before the store parses it: fail= refuses it with that
-errno and nothing changes; delay= holds the writer's write(2) for that much simulated
+errno, a kernel-log line (`vfakefs: faults: <bdf> <file>: failed with error -N`) and
+nothing changed; delay= holds the writer's write(2) for that much simulated
 time (Machine.clock, which the engine advances), then the store runs. Meanwhile the
 device is busy as under the kernel's device_lock: a write to a store that takes the
 lock (LOCKED_STORES) waits behind it, every other file stays readable and writable,
@@ -26,10 +27,12 @@ A probe rule acts in the driver core: fail= fails the probe as really_probe() re
 it, and a bind write answers that errno (device_driver_attach), drivers_probe does not
 (device_attach tries the next driver); delay= holds a bind or drivers_probe write, and
 makes a probe the kernel starts itself (a new VF, a rescan, new_id) happen later: the
-device shows no driver until then. A netdev rule registers the netdev later.
+device shows no driver until then (a deferred probe, EPROBE_DEFER, is not retried). A
+netdev rule registers the netdev later.
 
-The control that writes and lists the rules is fault_control.py. The model never awaits: a held store is a Held the FUSE write waits on, finished by
-the delayed work the engine runs.
+The control that writes and lists the rules is fault_control.py. The model never
+awaits: a held store is a Held the FUSE write waits on, finished by the delayed work
+the engine runs; a reset answers the old machine's held writes ENODEV.
 """
 from __future__ import annotations
 
