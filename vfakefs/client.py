@@ -10,6 +10,8 @@ and its kernel log, for test suites that would rather not shell out:
     c.msi_vector("0000:01:00.0", 0)               # the vector's programmed message
     c.traffic_start("0000:03:00.0", rate=100_000, pattern="random")
     c.fault_threshold = 10
+    c.fault("0000:03:00.0", "sriov_numvfs", delay=5)      # the next write takes 5 s of simulated time
+    c.fault("0000:03:00.1", "probe", fail="EIO", times="always")
     c.dmesg()                                     # the log as dmesg prints it
     c.reset()
     c.scenario_start("churn.toml"); c.scenario_wait(timeout=30)   # timed steps (model/scenario.py)
@@ -162,3 +164,25 @@ class Controls:
         """Each pciehp slot's line after its name: `<port> <address> empty|occupied ...|removing ...`."""
         text = (self.dir / "hotplug").read_text()
         return dict(line.split(" ", 1) for line in text.splitlines() if line)
+
+    def fault(self, bdf: str, point: str, *, fail: int | str | None = None, delay: float | None = None,
+              times: int | str = 1) -> None:
+        """Misbehaving hardware on cue (the `faults` control): the next `times` (or "always")
+        writes to the device's file `point` (sriov_numvfs, reset, ...; bind, unbind and
+        drivers_probe for the writes naming it), or its `probe` or `netdev`, wait `delay`
+        simulated seconds and/or fail with `fail` (an errno number or name, "EIO").
+        OSError EINVAL for a bad rule, the reason in the kernel log."""
+        words = [bdf, point]
+        if delay is not None:
+            words.append(f"delay={float(delay)!r}")
+        if fail is not None:
+            words.append(f"fail={fail if isinstance(fail, str) else int(fail)}")
+        words.append(f"times={times}")
+        self._write("faults", " ".join(words))
+
+    def fault_rules(self) -> list[str]:
+        """The rules, each with its hit count: `<bdf> <point> [delay=] [fail=] times= hits=`."""
+        return (self.dir / "faults").read_text().splitlines()
+
+    def clear_faults(self) -> None:
+        self._write("faults", "clear")

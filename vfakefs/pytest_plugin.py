@@ -153,6 +153,16 @@ class VFakeFS:
         finally:
             os.close(fd)
 
+    def fault(self, bdf: str, point: str, *, fail: int | str | None = None, delay: float | None = None,
+              times: int | str = 1) -> None:
+        """Hardware that misbehaves on cue: e.g. fault("0000:03:00.0", "sriov_numvfs", delay=5)
+        holds the next write 5 simulated seconds; fault(bdf, "probe", fail="EIO") fails the next
+        probe (client.Controls.fault). The reset before each test clears the rules."""
+        self.controls.fault(bdf, point, fail=fail, delay=delay, times=times)
+
+    def fault_rules(self) -> list[str]:
+        return self.controls.fault_rules()
+
     def run(self, cmd: str | list[str], *, input: str | None = None, timeout: float | None = 60,
             check: bool = False, env: dict | None = None,
             cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:

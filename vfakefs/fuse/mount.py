@@ -21,7 +21,7 @@ def serve(ops: SysfsOps, mountpoint: str, ready=None, background=None) -> None:
     # the FUSE connection's device: every mount of it shows this in mountinfo
     ours = top_mount(real)
     try:
-        trio.run(_main, ready, background)
+        trio.run(_main, ops, ready, background)
     finally:
         # Unmount (lazily, as libfuse does as root) only while our own mount is on top
         # at the path: after `vfakefs umount --lazy` and a new mount there, a signal to
@@ -31,9 +31,9 @@ def serve(ops: SysfsOps, mountpoint: str, ready=None, background=None) -> None:
         pyfuse3.close(unmount=ours is not None and top_mount(real) == ours)
 
 
-async def _main(ready, background) -> None:
+async def _main(ops, ready, background) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, nursery)
+        nursery.start_soon(_signals, ops)
         if background is not None:
             background(nursery)
         if ready is not None:
@@ -42,8 +42,9 @@ async def _main(ready, background) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def _signals(nursery) -> None:
+async def _signals(ops) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for _ in signals:
+            ops.shutdown()            # pyfuse3.main returns once every request is answered
             pyfuse3.terminate()
             return

@@ -16,7 +16,7 @@ import trio
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.signals import signalled
-from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link
+from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
 
 STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
 # Each blocked stream read holds one of pyfuse3's worker tasks until a record comes, so
@@ -51,6 +51,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0
+        self.holding: set = set()   # the trio.Events of the writes a held store keeps (wait_held)
+        self.closing = False        # the daemon is shutting down: held writers are let go
         self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
         self.catch_up = None  # async: changes made through them that an open must see first
 
@@ -216,6 +218,7 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
+        held = None
         with kernel_errors():
             if of.stream is not None:
                 n = of.stream.write(bytes(buf))
@@ -230,8 +233,10 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
                     decl.store(of.node.obj, buf.decode("latin-1"), of.state)
                     of.state["_fresh"] = True   # the next read starts the new answer
                 else:
-                    decl.store(of.node.obj, buf.decode("latin-1"))
+                    held = store(of.node, buf.decode("latin-1"))
                 n = len(buf)
+        if held is not None:
+            await self.wait_held(of, held)
         # the writer's next syscall must see the new tree: answer once the kernel has
         # dropped what changed
         self.publish()
@@ -239,6 +244,38 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         if self.settle is not None:
             await self.settle()
         return n
+
+    async def wait_held(self, of: OpenFile, held) -> None:
+        """A store the simulated device is still busy with (model/faults.py): the writer
+        waits, on the engine's simulated clock, while every other request goes on. The
+        kernel's store cannot be interrupted, and goes on here too; but a writer that was
+        killed (or has another signal) is answered EINTR at once, as pyfuse3 drops the
+        FUSE_INTERRUPT that would tell us, so that it can die."""
+        event = trio.Event()
+        held.on_done(event.set)
+        self.waiters += 1
+        self.holding.add(event)
+        try:
+            while not held.done:
+                if self.closing:
+                    # pyfuse3.main waits for every request before it returns: answer as the
+                    # connection about to go away would
+                    raise pyfuse3.FUSEError(errno.ENOTCONN)
+                with trio.move_on_after(STREAM_POLL):
+                    await event.wait()
+                if not held.done and signalled(of.pid):
+                    raise pyfuse3.FUSEError(errno.EINTR)
+        finally:
+            self.waiters -= 1
+            self.holding.discard(event)
+        if held.errno:
+            raise pyfuse3.FUSEError(held.errno)
+
+    def shutdown(self) -> None:
+        """The daemon stops serving (SIGTERM): writes still held are answered now."""
+        self.closing = True
+        for event in list(self.holding):
+            event.set()
 
     async def release(self, fh):
         self.files.pop(fh, None)

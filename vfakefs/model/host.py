@@ -8,7 +8,7 @@ goes on (a reset is not a reboot of the reader's dmesg).
 """
 from __future__ import annotations
 
-from vfakefs.model import bringup
+from vfakefs.model import bringup, faults
 from vfakefs.model.machine import Machine
 
 
@@ -46,5 +46,6 @@ class Host:
         new._listeners = old._listeners
         new.net_listeners = old.net_listeners
         self.machine = new
+        faults.abandon(old)                     # writes the old machine held get their answer
         new.kmsg.log("vfakefs: machine reset to its topology")
         new.changed()

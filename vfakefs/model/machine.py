@@ -10,6 +10,7 @@ from vfakefs.model.base import binding
 from vfakefs.model.base.drivers import Driver, vfio_bound
 from vfakefs.model.base.module import Modules, check_refs
 from vfakefs.model.errors import SysfsError
+from vfakefs.model.faults import FaultTable
 from vfakefs.model.ida import Ida
 from vfakefs.model.intel.dmar import DmarUnit
 from vfakefs.model.iommu import iommu
@@ -85,6 +86,7 @@ class Machine:
         self.irq_descs = None                   # base/irqs.IrqDescs: MSI irq numbers, made on first use
         self.clock = 0.0                        # simulated seconds the engine has run
         self.delayed: list = []                 # (due clock, work): what the engine runs later
+        self.faults = FaultTable()              # misbehaviour on cue: the `faults` control's rules (faults.py)
         self.topology = None                    # the topology.Topology it was booted from
         self.host_memory = HostMemory()         # host pages the DMA API and VFIO pinning take (model/ram.py)
         self.vfio_minors: dict[int, int] = {}   # group -> minor of /dev/vfio/<group>

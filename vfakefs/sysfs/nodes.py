@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from vfakefs.model import faults
+
 S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR
 
 
@@ -30,6 +32,13 @@ class Attr:
 
     def bind(self, obj) -> Bound:
         return Bound(self, obj)
+
+
+def store(node: Bound, text: str):
+    """A write of text to a text attribute: its store, through the machine's fault rules
+    (model/faults.py), which may refuse it, or hold it: a Held the writer waits on."""
+    decl, obj = node.decl, node.obj
+    return faults.store(obj, decl.name, text, lambda: decl.store(obj, text))
 
 
 @dataclass(frozen=True, slots=True)

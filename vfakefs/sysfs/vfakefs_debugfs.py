@@ -36,12 +36,16 @@ dma_stats (read only): the engine's simulated clock, then per function its DMA r
 bytes, faulted requests, the IOTLB hits and misses of its requests and the faults the
 handler serviced (model/iommu/dma_stats.py); what `vfakefs top` turns into rates.
 
+`faults` holds the rules of misbehaving hardware (model/faults.py, fault_control.py): `<bdf> <point>
+[delay=<s>] [fail=<ERRNO>] [times=<N>|always]` adds one, `clear` drops them; reading it
+lists them with their hit counts.
+
 A request is one write of at most 4096 bytes, as any sysfs store."""
 from __future__ import annotations
 
 import errno
 
-from vfakefs.model import controls, posted, traffic, vtd_controls
+from vfakefs.model import controls, fault_control, posted, traffic, vtd_controls
 from vfakefs.sysfs.interrupts import interrupts_show
 from vfakefs.model.iommu import ats, dma_stats
 from vfakefs.model.pci import hotplug_slot
@@ -68,6 +72,18 @@ def physmem_store(m, text: str, state) -> None:
     state["answer"] = vtd_controls.physmem_request(m, text)
 
 
+def store_points(dev) -> list[str]:
+    """The files a write reaches in a device's directory (those of its attribute groups
+    with a store), or of any device's when dev is None (a VF or hot-plugged device to come)."""
+    from vfakefs.sysfs import iov, pci_sysfs
+    return [a.name for g in pci_sysfs.GROUPS + iov.GROUPS if dev is None or g.is_visible(dev)
+            for a in g.attrs if getattr(a, "store", None) is not None]
+
+
+def faults_store(m, text: str) -> None:
+    fault_control.faults_command(m, text, store_points)
+
+
 CONTROLS = (
     Attr("dma", _answer_show, dma_store, 0o600, per_open=True),
     Attr("msi", _answer_show, msi_store, 0o600, per_open=True),
@@ -79,6 +95,7 @@ CONTROLS = (
     Attr("fpd", vtd_controls.fpd_show, vtd_controls.fpd_store, 0o600),
     Attr("physmem", physmem_show, physmem_store, 0o600, per_open=True),
     Attr("regset", vtd_controls.regset_show, vtd_controls.regset_store, 0o600),
+    Attr("faults", fault_control.faults_show, faults_store, 0o644, size=0),   # misbehaviour on cue (model/faults.py)
     Attr("atc_stats", ats.stats, size=0),      # per ATS device: its ATC's hits, misses, invalidations
     Attr("dma_stats", dma_stats.show, size=0),  # per function: DMA requests, bytes, faults, IOTLB hits, misses
     Attr("hotplug", hotplug_slot.show, hotplug_slot.command, 0o644, size=0),   # add/remove a card (pci/hotplug_slot.py)

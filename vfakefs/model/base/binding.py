@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import re
 
-from vfakefs.model import uevent
+from vfakefs.model import faults, uevent
 from vfakefs.model.base import irqs, probe_log
 from vfakefs.model.base.driver_ops import probe_failed
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
@@ -50,6 +50,7 @@ def probe(m, drv: Driver, dev) -> None:
     if not drv.driver_managed_dma and dev.group is not None and dev.group.owner is not None:
         # pci_dma_configure -> iommu_device_use_default_domain(): the group is claimed
         probe_failed(m, drv, dev, errno.EBUSY)
+    faults.probe(m, drv, dev, probe_failed)              # a probe rule's fail= (model/faults.py)
     if drv.probe is not None:
         drv.probe(m, drv, dev)                           # the driver's own checks (driver_ops.py)
     attach(m, dev, drv)
@@ -71,7 +72,7 @@ def attach(m, dev, drv: Driver) -> None:
     if drv.dma_bits:
         dev.dma_mask_bits = dev.consistent_dma_mask_bits = drv.dma_bits   # dma_set_mask_and_coherent
     dev.wakeup_enabled = drv.wakeup
-    if drv.net:
+    if drv.net and not faults.defer_netdev(m, dev, drv, lambda: _late_netdev(m, dev, drv)):
         m.add_netdev(dev, drv)
     # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
     if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)
@@ -86,6 +87,12 @@ def attach(m, dev, drv: Driver) -> None:
     for cd in uevent.class_devices(dev, drv):           # nvme_init_ctrl's device_add, in probe
         m.uevent("add", cd)
     m.uevent("bind", dev)                                # driver_bound(): KOBJ_BIND, DRIVER set
+
+
+def _late_netdev(m, dev, drv: Driver) -> None:
+    """register_netdev() after a netdev rule's delay: the interface appears now."""
+    m.add_netdev(dev, drv)
+    m.changed(dev, drv)
 
 
 def log_probe(m, drv: Driver, dev, enabling: tuple[int, int] = (0, 0)) -> None:
@@ -132,6 +139,8 @@ def device_attach(m, dev) -> bool:
     registered driver that matches and probes. Probe errors are not reported."""
     if dev.driver is not None:
         return True
+    if faults.defer_probe(m, dev, lambda: device_attach(m, dev)):
+        return False                                     # a probe rule's delay: it binds later
     for drv in m.drivers.values():
         if match(drv, dev):
             try:
@@ -148,11 +157,19 @@ def driver_attach(m, drv: Driver) -> None:
     with m.batch():
         for dev in list(m.functions):
             if dev.driver is None and match(drv, dev):
-                try:
-                    probe(m, drv, dev)
-                    m.changed(dev, drv)
-                except SysfsError:
-                    pass
+                if not faults.defer_probe(m, dev, lambda dev=dev: _attach_one(m, drv, dev)):
+                    _attach_one(m, drv, dev)
+
+
+def _attach_one(m, drv: Driver, dev) -> None:
+    """__driver_attach() of one device: probe errors are not reported."""
+    if dev.driver is not None or not match(drv, dev):
+        return
+    try:
+        probe(m, drv, dev)
+        m.changed(dev, drv)
+    except SysfsError:
+        pass
 
 
 # --- the sysfs stores -----------------------------------------------------------------------
