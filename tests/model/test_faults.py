@@ -218,7 +218,7 @@ def test_a_failed_probe_logs_the_kernels_line_and_bind_answers_its_errno(m):
     with pytest.raises(SysfsError) as e:
         bind(m, dev, ixgbe)
     assert e.value.errno == errno.EIO
-    assert last_line(m) == f"ixgbe: probe of {PF1} failed with error -5"
+    assert last_line(m) == f"ixgbe {PF1}: probe with driver ixgbe failed with error -5"
     assert state(m, dev) == before and dev.driver is None
     bind(m, dev, ixgbe)                                  # once
     assert dev.driver is ixgbe
@@ -244,7 +244,7 @@ def test_drivers_probe_does_not_report_a_failed_probe(m):
     rule(m, f"{PF1} probe fail=EIO")
     assert faults.store(m, "drivers_probe", PF1, lambda: binding.drivers_probe(m, PF1)) is None
     assert dev.driver is None
-    assert last_line(m) == f"ixgbe: probe of {PF1} failed with error -5"
+    assert last_line(m) == f"ixgbe {PF1}: probe with driver ixgbe failed with error -5"
 
 
 def test_a_probe_that_takes_time_holds_the_bind_write_then_binds(m):
@@ -279,7 +279,7 @@ def test_a_held_probe_can_fail_with_the_kernels_line(m):
     held = bind(m, dev, m.drivers["ixgbe"])
     advance(m, 1.01)
     assert (held.done, held.errno) == (True, errno.ENOMEM) and dev.driver is None
-    assert last_line(m) == f"ixgbe: probe of {PF1} failed with error -12"
+    assert last_line(m) == f"ixgbe {PF1}: probe with driver ixgbe failed with error -12"
     assert "hits=2" in fault_control.faults_show(m)
 
 
@@ -314,7 +314,7 @@ def test_a_new_vfs_probe_fails_and_it_stays_unbound_while_the_enable_succeeds(m)
     rule(m, f"{vf0} probe fail=EIO")
     assert numvfs(m, pf, 2) is None and pf.sriov.num_vfs == 2
     assert m.lookup(vf0).driver is None and m.lookup(str(pf.sriov.vf_bdf(1))).driver.name == "ixgbevf"
-    assert f"ixgbevf: probe of {vf0} failed with error -5" in m.kmsg.text()
+    assert f"ixgbevf {vf0}: probe with driver ixgbevf failed with error -5" in m.kmsg.text()
     m.check()
 
 

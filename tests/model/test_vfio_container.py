@@ -245,7 +245,7 @@ def test_binding_a_dma_api_driver_to_a_claimed_member_is_ebusy(m):
     dev = m.lookup(AUDIO)
     dev.driver_override = None
     assert errno_of(binding.bind, m, m.drivers["snd_hda_intel"], AUDIO) == errno.EBUSY
-    assert m.kmsg.records[-1].text == "snd_hda_intel: probe of 0000:01:00.1 failed with error -16"
+    assert m.kmsg.records[-1].text == "snd_hda_intel 0000:01:00.1: probe with driver snd_hda_intel failed with error -16"
     assert dev.driver is None and g.group.owner is g
     m.check()
     dev.driver_override = "pci-stub"

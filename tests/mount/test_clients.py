@@ -265,7 +265,7 @@ def test_dpdk_devbind_vfio_pci_without_an_iommu_fails_as_the_reference(mount_pre
     assert r.returncode == 1
     assert f"Error: bind failed for {igb} - Cannot bind to driver vfio-pci: [Errno 22] Invalid argument" in r.stderr
     assert bound(m, igb) is None and override(m, igb) == "vfio-pci"
-    assert f"vfio-pci: probe of {igb} failed with error -22" in m.read(m.path / "sys/kernel/debug/vfakefs/dmesg")
+    assert f"vfio-pci {igb}: probe with driver vfio-pci failed with error -22" in m.read(m.path / "sys/kernel/debug/vfakefs/dmesg")
 
 
 def test_dpdk_devbind_takes_a_vf_made_through_sriov_numvfs(mount_preset):

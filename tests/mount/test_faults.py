@@ -151,7 +151,7 @@ def test_a_failed_probe_leaves_the_device_unbound_and_bind_answers_its_errno(see
         r = run(f"echo {PF1} > {drv}/bind", cwd=seed.path)
         assert r.returncode == 1 and "Cannot allocate memory" in r.stderr
         assert not os.path.lexists(seed.path / dev(PF1) / "driver")
-        assert os.read(kmsg, 8192).decode().split(";", 1)[1] == f"ixgbe: probe of {PF1} failed with error -12\n"
+        assert os.read(kmsg, 8192).decode().split(";", 1)[1] == f"ixgbe {PF1}: probe with driver ixgbe failed with error -12\n"
     finally:
         os.close(kmsg)
     assert run(f"echo {PF1} > {drv}/bind", cwd=seed.path).returncode == 0     # once

@@ -170,7 +170,7 @@ def test_binding_a_dma_api_driver_to_a_claimed_member_is_ebusy(ready, m):
     vfio.driver_unbind(m, AUDIO)
     vfio.set_driver_override(m, AUDIO, None)
     assert oserr(vfio.driver_bind, m, "snd_hda_intel", AUDIO) == errno.EBUSY
-    assert m.kmsg.records[-1].text == f"snd_hda_intel: probe of {AUDIO} failed with error -16"
+    assert m.kmsg.records[-1].text == f"snd_hda_intel {AUDIO}: probe with driver snd_hda_intel failed with error -16"
     assert m.lookup(AUDIO).driver is None and m.lookup(AUDIO).group.owner is g.model
     g.close()                                             # released: the driver may have it again
     vfio.driver_bind(m, "snd_hda_intel", AUDIO)

@@ -58,6 +58,10 @@ class KernelProfile:
     qi_iotlb_ih: bool = True
     # node_read_meminfo()'s SecPageTables line (6.3+)
     node_sec_page_tables: bool = True
+    # call_driver_probe()'s line for a failed probe: dev_err "probe with driver %s failed with
+    # error %d" with the device's prefix (6.10, "driver core: Log probe failure as error and
+    # with device metadata"); before, pr_warn "%s: probe of %s failed with error %d"
+    probe_failure_dev_err: bool = True
 
 
 PROFILES = {
@@ -66,7 +70,7 @@ PROFILES = {
         "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) "
         "12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
         identity_flpt_did=False, vfio_set_container_ebadfd=False, vtd_superpage_pgsizes=False,
-        qi_batch=False, qi_iotlb_ih=False, node_sec_page_tables=False),
+        qi_batch=False, qi_iotlb_ih=False, node_sec_page_tables=False, probe_failure_dev_err=False),
     "6.12": KernelProfile(
         "6.12", "6.12.117-amd64", True, True, True, False, False, False,
         "Linux version {release} (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) "

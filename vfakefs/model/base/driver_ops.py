@@ -18,8 +18,12 @@ E1000_MAC_TYPES = frozenset((
 
 
 def probe_failed(m, drv, dev, err: int):
-    """really_probe() reports failures other than ENODEV/ENXIO; the bind fails with err."""
-    m.kmsg.log(f"{drv.name}: probe of {dev.name} failed with error -{err}", KERN_WARNING)
+    """really_probe() reports failures other than ENODEV/ENXIO; the bind fails with err.
+    The driver is the device's while its probe runs, so the line carries its name."""
+    if m.profile.probe_failure_dev_err:
+        m.kmsg.dev(dev, f"probe with driver {drv.name} failed with error -{err}", KERN_ERR, prefix=drv.name)
+    else:
+        m.kmsg.log(f"{drv.name}: probe of {dev.name} failed with error -{err}", KERN_WARNING)
     raise SysfsError(err)
 
 
