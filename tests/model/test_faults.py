@@ -329,6 +329,8 @@ def test_a_vfs_netdev_registers_later(m):
     m.check()
     advance(m, 1.51)
     assert len(vf.netdevs) == 1 and set(m.netdevs) - names == {vf.netdevs[0].name}
+    # the probe's address line came before the netdev and still named the EEPROM's address
+    assert f"ixgbevf {vf0}: {vf.netdevs[0].mac}\n" in m.kmsg.text()
     m.check()
 
 

@@ -14,6 +14,7 @@ The lines are the drivers' own formats (dev_info: `<driver> <bdf>: ...`; netdev_
 from __future__ import annotations
 
 from vfakefs.model.base.driver_ops import enabling_line
+from vfakefs.model.net import permanent_address
 
 # pcie_link_speed -> (pci_speed_string, Mb/s per lane after encoding: PCIE_SPEED2MBS_ENC)
 SPEEDS = {1: ("2.5 GT/s PCIe", 2000), 2: ("5.0 GT/s PCIe", 4000), 3: ("8.0 GT/s PCIe", 7877),
@@ -62,7 +63,9 @@ def fields(m, drv, dev, lines) -> dict:
     capability list that thousands of VFs probing at once should not pay)."""
     nd = dev.netdevs[0] if dev.netdevs else None
     text = "".join(lines)
-    out = _Fields({"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": nd.mac if nd else "",
+    # the address is the EEPROM's, known before register_netdev (which a netdev rule may delay)
+    mac = nd.mac if nd else permanent_address(m.hw.get(dev.bdf, {}).get("mac"), dev)
+    out = _Fields({"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": mac,
            "inst": drv.instance(dev) if "{inst}" in text else 0, "queues": min(m.nr_cpus, MAX_QUEUES), "pba": "000000-000",
            "link": "", "igb_link": "", "bandwidth": ""})
     out.update(drv.hw_info.get(dev.device, {}))
