@@ -57,6 +57,7 @@ bench: venv
 	taskset -c 0 $(PY) bench/sriov_cycles_memory.py
 	taskset -c 0 $(PY) bench/vfio.py
 	taskset -c 0 $(PY) bench/netns_vfs.py
+	$(PY) bench/held_write.py --cpu 0
 
 clean: stop
 	rm -rf $(VENV)
