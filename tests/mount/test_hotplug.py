@@ -216,3 +216,39 @@ def test_a_programs_uevent_socket_sees_the_card_come_and_go(mount_preset):
         "add@0000:03:00.1/net/eth2 net -", "bind@0000:03:00.1 pci ixgbe",
         "remove@0000:03:00.1/net/eth2 net -", "unbind@0000:03:00.1 pci -", "remove@0000:03:00.1 pci -",
         "remove@0000:03:00.0/net/eth1 net -", "unbind@0000:03:00.0 pci -", "remove@0000:03:00.0 pci -"]
+
+
+def test_a_timeline_plugs_a_card_whose_netdev_comes_late_and_pulls_it(mount_preset, tmp_path):
+    """The three parts of misbehaving hardware in one scenario (vfakefs scenario --wait):
+    a faults rule for a device not plugged yet, the hotplug control's add and remove;
+    every step through its control, as a user's echo would."""
+    mnt = mount_preset(MACHINE)
+    tree_before = mnt.lspci("-tv").stdout
+    sc = tmp_path / "plug.toml"
+    sc.write_text(f'''name = "plug"
+[[step]]
+at = "100ms"
+control = "faults"
+value = "0000:03:00.0 netdev delay=0.5"
+[[step]]
+at = "200ms"
+control = "hotplug"
+value = "add 6 {X540}"
+[[step]]
+at = "1s"
+control = "hotplug"
+value = "remove 6"
+''')
+    r = vfakefs("scenario", "--wait", str(mnt.path), str(sc))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("scenario plug: 3/3 100% done, 0 failed in "), r.stderr
+    assert mnt.lspci("-tv").stdout == tree_before
+    log = dmesg(mnt)
+    plugged, pulled = log.index("pcieport 0000:00:1c.0: pciehp: Slot(6): Card present"), \
+        log.index("pcieport 0000:00:1c.0: pciehp: Slot(6): Link Down")
+    # the PF's probe ran between plug and pull; the rule deferred its netdev (hits=1)
+    probe = log.index("ixgbe 0000:03:00.0: Intel(R) 10 Gigabit Network Connection")
+    assert plugged < probe < pulled
+    assert (mnt.sys / "kernel/debug/vfakefs/faults").read_text() == \
+        "0000:03:00.0 netdev delay=0.5 times=1 hits=1\n"
+    assert sorted(os.listdir(mnt.sys / "class/net")) == ["eth0", "lo"]
