@@ -25,7 +25,9 @@ echo 0000:01:00.0 > /sys/bus/pci/drivers/nouveau/bind
 ESSAY=$(mktemp)
 gcc -I ../../tests/vfio_programs -o $ESSAY ../../tests/vfio_programs/essay.c
 coproc $ESSAY
-while read -r line <&${COPROC[0]}; do echo "$line"; [ "$line" = ready ] && break; done
+# (copies of its pipes: bash drops COPROC as soon as the program exits)
+exec {from}<&${COPROC[0]} {to}>&${COPROC[1]}
+while read -r line <&$from; do echo "$line"; [ "$line" = ready ] && break; done
 
 # While it waits, the device acts. Bus Master Enable first (a guest's driver would set it)
 setpci -s 01:00.0 COMMAND=0x0006
@@ -37,7 +39,7 @@ exec 4<>/sys/kernel/debug/vfakefs/msi; echo "0000:01:00.0 vector 0" >&4; cat <&4
 grep ^01:00 /sys/kernel/debug/iommu/intel/dmar_translation_struct | cut -f1,3
 
 # Let the program go on: it prints what landed in its memory and its eventfd
-echo >&${COPROC[1]}
-cat <&${COPROC[0]}
+echo >&$to
+cat <&$from
 wait
 rm $ESSAY
