@@ -24,12 +24,15 @@ ALLOWED = {
     "syscall": {"syscall", "model"},
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets", "record",
+            "progress"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
     "draw": set(),              # `vfakefs draw`: reads a mount's files only, like client
     "pytest_plugin": {"client", "presets"},  # a user's view: the mount's files and the command line
+    "progress": set(),          # one stderr line: imports nothing of vfakefs
+    "record": {"record", "model"},  # `vfakefs record`: reads a sysfs, checks the text with the model
 }
 # the only layers that may import these (the model and the view run without them)
 DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli", "syscall"}}

@@ -161,7 +161,7 @@ def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used:
     sec, sub = s.get("bus_range", (0, 0))
     multifunction = s.get("multifunction", (s["bdf"].domain, s["bdf"].bus, s["bdf"].dev) in slots_used)
     if "config" in s:
-        cfg = C.ConfigSpace(4096 if ptype is not None else 256, s["config"])
+        cfg = C.ConfigSpace(len(s["config"]), s["config"])
         if htype == 1:
             windows = bridge_windows(cfg)
     else:
