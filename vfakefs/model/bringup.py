@@ -97,7 +97,7 @@ def boot(topo: Topology) -> Machine:
         for name in [names] if isinstance(names, str) else names:
             m.add_netdev(f, f.driver, name)
     for f in m.functions:  # net drivers without a named interface get ethN
-        if f.driver is not None and f.driver.net and not f.netdevs:
+        if f.driver is not None and f.driver.registers_netdev(f) and not f.netdevs:
             m.add_netdev(f, f.driver)
     for u in m.dmar:
         u.on_materialize = lambda u=u: iommu.program_all(u)

@@ -310,10 +310,9 @@ def _text(root: Path, m: dict, devices: list[dict], notes: list[str]) -> str:
                 lines.append(f"distance = {_value(n['distance'])}")
     elif len(nodes) > 1:
         notes.append("NUMA nodes without CPUs or memory: nodes left out")
-    mtu = {k: v for k, v in m.get("mtu", {}).items() if v != 1500}
-    if mtu:
-        notes.append("netdev MTUs are not part of a topology, left at the driver's default: "
-                     + ", ".join(f"{k} {v}" for k, v in sorted(mtu.items())))
+    for name, mtu in sorted(m.get("mtu", {}).items()):
+        if mtu != 1500 and 68 <= mtu <= 65535:
+            lines += ["", f"[net.{name}]", f"mtu = {mtu}"]
     order = ["bdf", "parent", "kind", "vendor", "device", "class", "revision", "subsystem_vendor",
              "subsystem_device", "multifunction", "secondary_bus", "subordinate_bus", "irq", "driver", "netdev",
              "mac", "bars", "rom", "iommu_group", "numa_node", "msi_irqs", "reset_methods", "dma_mask_bits",
