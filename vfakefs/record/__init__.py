@@ -172,6 +172,8 @@ def _device(root: Path, f: dict, by_bdf: dict, machine: dict, notes: list[str]) 
     elif nets:
         notes.append(f"{bdf}: netdevs {', '.join(n['name'] for n in nets)} without a bound driver: left out")
     _resources(f, d, bridge, notes)
+    if raw is not None:
+        d["config"] = raw
     if f["sriov_totalvfs"]:
         _sriov(root, f, d, by_bdf, cfg, raw, notes)
     if f["iommu_group"] is not None and machine["iommu_on"]:
@@ -193,8 +195,6 @@ def _device(root: Path, f: dict, by_bdf: dict, machine: dict, notes: list[str]) 
     slot = machine["slots"].get(bdf[:10])
     if slot is not None and "/" not in slot:
         d["slot"] = slot
-    if raw is not None:
-        d["config"] = raw
     return d
 
 
@@ -256,7 +256,6 @@ def _sriov(root: Path, f: dict, d: dict, by_bdf: dict, cfg, raw, notes: list[str
             b[pos + C.SRIOV_CTRL:pos + C.SRIOV_CTRL + 2] = ctrl.to_bytes(2, "little")
             b[pos + C.SRIOV_NUM_VF:pos + C.SRIOV_NUM_VF + 2] = b"\0\0"
             d["config"] = bytes(b)
-            raw = d["config"]
     else:
         notes.append(f"{bdf}: no VFs enabled when recorded, so no VF driver or VF config recorded")
     d["sriov"] = sr

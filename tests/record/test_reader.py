@@ -1,0 +1,183 @@
+"""vfakefs record's reader and writer on small made-up sysfs trees in a temp dir (no mount):
+the odd cases a real machine has and our presets do not (a driver the catalogue does not
+know, config that cannot be read, attributes missing, VFs enabled), each recorded as what is
+there, said in the notes, and the text loads and boots."""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from vfakefs.model import topology
+from vfakefs.model.pci import config as C
+from vfakefs.record import RecordError, record
+
+SEED = topology.load("seed-vtd")
+
+
+def _cfg(bdf: str) -> bytes:
+    return bytes(SEED.by_bdf[next(b for b in SEED.by_bdf if str(b) == bdf)].config.bytes)
+
+
+def make_function(root: Path, bdf: str, parents: tuple[str, ...] = (), config: bytes | None = None,
+                  files: dict | None = None, driver: str | None = None, links: dict | None = None) -> Path:
+    """devices/pci0000:00/<parents...>/<bdf> with its files, and the bus/pci/devices link."""
+    rel = Path("devices/pci0000:00", *parents, bdf)
+    d = root / rel
+    d.mkdir(parents=True)
+    for name, text in (files or {}).items():
+        (d / name).write_text(text)
+    if config is not None:
+        (d / "config").write_bytes(config)
+    if driver is not None:
+        (root / "bus/pci/drivers" / driver).mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(root / "bus/pci/drivers" / driver, d), d / "driver")
+    for name, target in (links or {}).items():
+        os.symlink(target, d / name)
+    (root / "bus/pci/devices").mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(d, root / "bus/pci/devices"), root / "bus/pci/devices" / bdf)
+    return d
+
+
+def ids(vendor: int, device: int, cls: int, **more) -> dict:
+    out = {"vendor": f"0x{vendor:04x}\n", "device": f"0x{device:04x}\n", "class": f"0x{cls:06x}\n"}
+    out.update({k: f"{v}\n" for k, v in more.items()})
+    return out
+
+
+def loads(rec) -> dict:
+    return tomllib.loads(rec.text)
+
+
+def test_no_pci_bus_is_an_error(tmp_path):
+    with pytest.raises(RecordError, match="no PCI devices"):
+        record(tmp_path)
+
+
+def test_a_driver_the_catalogue_does_not_know_is_recorded_and_bound_by_name(tmp_path):
+    make_function(tmp_path, "0000:00:00.0", config=_cfg("0000:00:00.0"), files=ids(0x8086, 0x3e30, 0x060000))
+    make_function(tmp_path, "0000:00:1f.4", config=_cfg("0000:00:1f.4"), files=ids(0x8086, 0xa323, 0x0c0500),
+                  driver="frobnicator")
+    rec = record(tmp_path)
+    t = loads(rec)
+    assert "frobnicator" in t["drivers"]
+    assert [d.get("driver") for d in t["device"]] == [None, "frobnicator"]
+    assert any("frobnicator" in n and "catalogue" in n for n in rec.notes)
+    assert "frobnicator" in rec.text.split("\nname = ")[0]       # said in the opening comments
+    m = topology.from_text(rec.text)
+    assert m.by_bdf[next(b for b in m.by_bdf if str(b) == "0000:00:1f.4")].driver.name == "frobnicator"
+
+
+def test_unreadable_config_is_built_from_the_ids(tmp_path):
+    make_function(tmp_path, "0000:00:00.0", config=_cfg("0000:00:00.0"), files=ids(0x8086, 0x3e30, 0x060000))
+    d = make_function(tmp_path, "0000:00:1c.0", files=ids(0x8086, 0xa110, 0x060400))
+    (d / "config").mkdir()                         # read() fails: EISDIR
+    make_function(tmp_path, "0000:03:00.0", parents=("0000:00:1c.0",), files=ids(0x8086, 0x1528, 0x020000))
+    os.symlink("/nonexistent", tmp_path / "devices/pci0000:00/0000:00:1c.0/0000:03:00.0/config")
+    rec = record(tmp_path)
+    t = loads(rec)
+    port, nic = t["device"][1], t["device"][2]
+    assert (port["kind"], nic["kind"], nic["parent"]) == ("root_port", "endpoint", "0000:00:1c.0")
+    assert "config" not in port and "config" not in nic
+    assert any("0000:00:1c.0: config unreadable" in n for n in rec.notes)
+    assert any("0000:03:00.0: config unreadable" in n for n in rec.notes)
+    m = topology.from_text(rec.text)
+    assert {str(f.bdf) for f in m.functions} == {"0000:00:00.0", "0000:00:1c.0", "0000:03:00.0"}
+
+
+def test_missing_attributes_are_left_out_or_taken_from_config(tmp_path):
+    # only config: no vendor/device/class files, no resource, irq, revision, subsystem ids
+    make_function(tmp_path, "0000:00:1f.4", config=_cfg("0000:00:1f.4"))
+    rec = record(tmp_path)
+    dev = loads(rec)["device"][0]
+    assert (dev["vendor"], dev["device"], dev["class"]) == (0x8086, 0xA323, 0x0C0500)
+    for key in ("revision", "irq", "bars", "driver", "subsystem_vendor"):
+        assert key not in dev
+    m = topology.from_text(rec.text)
+    assert bytes(m.functions[0].config.bytes) == _cfg("0000:00:1f.4")
+
+
+def test_nothing_readable_about_a_function_is_an_error(tmp_path):
+    make_function(tmp_path, "0000:00:02.0", files={"irq": "5\n"})
+    with pytest.raises(RecordError, match="0000:00:02.0: no vendor"):
+        record(tmp_path)
+
+
+def test_64_bytes_of_config_is_not_used_as_the_dump(tmp_path):
+    make_function(tmp_path, "0000:00:1f.4", config=_cfg("0000:00:1f.4")[:64], files=ids(0x8086, 0xa323, 0x0c0500))
+    rec = record(tmp_path)
+    assert "config" not in loads(rec)["device"][0]
+    assert any("only 64 bytes" in n for n in rec.notes)
+    topology.from_text(rec.text)
+
+
+def test_a_capability_the_model_does_not_know_is_kept_and_said(tmp_path):
+    cfg = bytearray(_cfg("0000:00:1f.4"))
+    cfg[0x06] |= 0x10                               # capability list
+    cfg[0x34] = 0x40
+    cfg[0x40:0x44] = bytes([0x09, 0x00, 0x04, 0x00])   # a vendor-specific capability, last
+    make_function(tmp_path, "0000:00:1f.4", config=bytes(cfg), files=ids(0x8086, 0xa323, 0x0c0500))
+    rec = record(tmp_path)
+    assert any("0x09@0x40" in n for n in rec.notes)
+    m = topology.from_text(rec.text)
+    assert bytes(m.functions[0].config.bytes)[:0x44] == bytes(cfg)[:0x44]
+
+
+def test_a_conventional_function_with_extended_config_keeps_4096_bytes(tmp_path):
+    cfg = _cfg("0000:00:00.0") + bytes(4096 - 256)   # a host bridge: pci_cfg_space_size_ext
+    make_function(tmp_path, "0000:00:00.0", config=cfg, files=ids(0x8086, 0x3e30, 0x060000))
+    make_function(tmp_path, "0000:00:1f.4", config=_cfg("0000:00:1f.4"), files=ids(0x8086, 0xa323, 0x0c0500))
+    m = topology.from_text(record(tmp_path).text)
+    assert [f.config.size for f in m.functions] == [4096, 256]
+
+
+def test_enabled_vfs_are_the_pf_s_sriov_at_boot_state(tmp_path):
+    pf_cfg = bytearray(_cfg("0000:03:00.0"))
+    pos = C.ConfigSpace(4096, bytes(pf_cfg)).find_ext_cap(C.EXT_SRIOV)
+    pf_cfg[pos + C.SRIOV_CTRL] |= C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE
+    pf_cfg[pos + C.SRIOV_NUM_VF] = 1
+    make_function(tmp_path, "0000:00:1c.0", config=_cfg("0000:00:1c.0"), files=ids(0x8086, 0xa110, 0x060400),
+                  driver="pcieport")
+    resource = "".join("0x0 0x0 0x0\n" for _ in range(7)) + \
+        "0x0000380002ac4000 0x0000380002bbffff 0x000000000014220c\n" + "0x0 0x0 0x0\n" * 5
+    make_function(tmp_path, "0000:03:00.0", parents=("0000:00:1c.0",), config=bytes(pf_cfg), driver="ixgbe",
+                  files=ids(0x8086, 0x1528, 0x020000, sriov_totalvfs=63, sriov_offset=128, sriov_stride=2,
+                            sriov_vf_device="1515", sriov_numvfs=1, resource=resource),
+                  links={"virtfn0": "../0000:03:10.0"})
+    make_function(tmp_path, "0000:03:10.0", parents=("0000:00:1c.0",), config=_cfg("0000:03:00.0"),
+                  driver="ixgbevf", files=ids(0x8086, 0x1515, 0x020000), links={"physfn": "../0000:03:00.0"})
+    rec = record(tmp_path)
+    t = loads(rec)
+    assert [d["bdf"] for d in t["device"]] == ["0000:00:1c.0", "0000:03:00.0"]     # the VF is not a device
+    sr = t["device"][1]["sriov"]
+    assert (sr["total_vfs"], sr["offset"], sr["stride"], sr["vf_device"], sr["vf_driver"]) == \
+        (63, 128, 2, 0x1515, "ixgbevf")
+    assert sr["vf_bars"] == [{"index": 0, "type": "mem64", "size": 16384, "prefetch": True,
+                              "address": 0x380002ac4000}]
+    assert any("1 VF(s) were enabled" in n for n in rec.notes)
+    m = topology.from_text(rec.text)
+    pf = next(f for f in m.functions if str(f.bdf) == "0000:03:00.0")
+    assert pf.config.r16(pos + C.SRIOV_CTRL) & (C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE) == 0
+    assert pf.config.r16(pos + C.SRIOV_NUM_VF) == 0 and pf.sriov.total_vfs == 63
+
+
+def test_devices_below_a_second_root_bus_are_left_out_and_said(tmp_path):
+    make_function(tmp_path, "0000:00:00.0", config=_cfg("0000:00:00.0"), files=ids(0x8086, 0x3e30, 0x060000))
+    d = tmp_path / "devices/pci0000:17/0000:17:00.0"
+    d.mkdir(parents=True)
+    (d / "config").write_bytes(_cfg("0000:00:1f.4"))
+    os.symlink("../../../devices/pci0000:17/0000:17:00.0", tmp_path / "bus/pci/devices/0000:17:00.0")
+    rec = record(tmp_path)
+    assert [x["bdf"] for x in loads(rec)["device"]] == ["0000:00:00.0"]
+    assert any("0000:17:00.0" in n and "root buses" in n for n in rec.notes)
+
+
+def test_an_unusable_bar_is_left_to_vfakefs_and_said(tmp_path):
+    resource = "0x1000 0x1fff 0x101\n" + "0x0 0x0 0x0\n" * 6      # a 4 KiB I/O BAR: past 256 ports
+    make_function(tmp_path, "0000:00:1f.4", config=_cfg("0000:00:1f.4"),
+                  files=ids(0x8086, 0xa323, 0x0c0500, resource=resource))
+    rec = record(tmp_path)
+    assert "bars" not in loads(rec)["device"][0]
+    assert any("BARs not representable" in n for n in rec.notes)
