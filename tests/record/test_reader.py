@@ -181,3 +181,22 @@ def test_an_unusable_bar_is_left_to_vfakefs_and_said(tmp_path):
     rec = record(tmp_path)
     assert "bars" not in loads(rec)["device"][0]
     assert any("BARs not representable" in n for n in rec.notes)
+
+
+def test_virtio_functions_get_a_netdev_only_when_they_are_network_ones_with_its_mtu(tmp_path):
+    """virtio-pci binds every virtio function; virtio_net registers an interface only for a
+    network one (1af4:1041), here with the MTU it had (1400, not the default)."""
+    blk, net = bytearray(256), bytearray(256)
+    for cfg, dev, cls in ((blk, 0x1042, 0x018000), (net, 0x1041, 0x020000)):
+        cfg[0:4] = bytes([0xF4, 0x1A, dev & 0xFF, dev >> 8])
+        cfg[9:12] = cls.to_bytes(3, "little")
+    make_function(tmp_path, "0000:00:02.0", config=bytes(blk), driver="virtio-pci")
+    d = make_function(tmp_path, "0000:00:03.0", config=bytes(net), driver="virtio-pci")
+    (d / "virtio1/net/eth0").mkdir(parents=True)
+    (d / "virtio1/net/eth0/address").write_text("02:fc:00:00:00:01\n")
+    (d / "virtio1/net/eth0/mtu").write_text("1400\n")
+    rec = record(tmp_path)
+    assert loads(rec)["net"] == {"eth0": {"mtu": 1400}}
+    m = topology.from_text(rec.text)
+    assert {n: (str(nd.dev.bdf), nd.mac, nd.mtu) for n, nd in m.netdevs.items()} == \
+        {"eth0": ("0000:00:03.0", "02:fc:00:00:00:01", 1400)}
