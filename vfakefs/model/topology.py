@@ -261,10 +261,9 @@ class _Checker:
             check_msi_irqs(self.err, f"{where}.msi_irqs", e.get("msi_irqs"))
             if "config" in e:
                 s["config"] = self.read_dump(f"{where}.config", e["config"], 4096)
-                if ptype is None and self.dump_end <= 256:
-                    # conventional PCI: 256 bytes, unless the dump shows extended config space
-                    # (pci_cfg_space_size probes it for host bridges and PCI-X 266 functions)
-                    s["config"] = s["config"][:256]
+                if ptype is None and (self.dump_end <= 256 or not self.extended_config(e["kind"], s["config"])):
+                    # conventional PCI: 256 bytes (a longer dump is refused as before)
+                    s["config"] = self.read_dump(f"{where}.config", e["config"], 256)
             if e.get("sriov") is not None:
                 s["sriov"] = self.sriov(f"{where}.sriov", e["sriov"], s, drivers)
             specs.append(s)
@@ -288,6 +287,15 @@ class _Checker:
         if "vf_config" in sr:
             out["vf_config"] = self.read_dump(f"{where}.vf_config", sr["vf_config"], 4096)
         return out
+
+    @staticmethod
+    def extended_config(kind: str, config: bytes) -> bool:
+        """pci_cfg_space_size() of a function without a PCIe capability: extended config
+        space only for a host bridge, or a PCI-X 266/533 function (PCI_X_STATUS_266MHZ/533MHZ)."""
+        if kind == "host_bridge":
+            return True
+        pos = C.ConfigSpace(256, config).find_cap(0x07)     # PCI_CAP_ID_PCIX
+        return pos is not None and bool(C.ConfigSpace(256, config).r32(pos + 4) & 0xC0000000)
 
     def read_dump(self, where: str, name: str, size: int) -> bytes:
         """A dump file beside the topology, or the dump itself inline (a multi-line string,
