@@ -55,9 +55,7 @@ def state(sys: Path) -> dict:
 
 @pytest.mark.skipif(not Path("/sys/bus/pci").is_dir(), reason="this machine has no /sys/bus/pci")
 def test_the_host_recorded_and_mounted_reads_the_same_with_lspci(tmp_path):
-    uevents = Path("/sys/kernel/uevent_seqnum").read_text()
-    topo = record(tmp_path)
-    assert Path("/sys/kernel/uevent_seqnum").read_text() == uevents     # recording changed nothing
+    topo = record(tmp_path)      # (read only: the round trips below check it on a mount's own counter)
     with mounted(str(topo), make_mountpoint(tmp_path)) as m:
         for mode in LSPCI_MODES:
             assert lspci(m.sys, mode) == lspci(Path("/sys"), mode), f"lspci {mode}"
