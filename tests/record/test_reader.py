@@ -200,3 +200,48 @@ def test_virtio_functions_get_a_netdev_only_when_they_are_network_ones_with_its_
     m = topology.from_text(rec.text)
     assert {n: (str(nd.dev.bdf), nd.mac, nd.mtu) for n, nd in m.netdevs.items()} == \
         {"eth0": ("0000:00:03.0", "02:fc:00:00:00:01", 1400)}
+
+
+def make_iommu(root: Path, groups: dict[int, tuple[list[str], str]]) -> None:
+    """class/iommu/dmar0 (VT-d: cap, ecap, version) and kernel/iommu_groups/<n>/{type,devices/}."""
+    unit = root / "class/iommu/dmar0/intel-iommu"
+    unit.mkdir(parents=True)
+    for name, text in (("cap", "d2078c406f0462"), ("ecap", "f050de"), ("version", "1:0"), ("address", "fed90000")):
+        (unit / name).write_text(text + "\n")
+    for g, (bdfs, kind) in groups.items():
+        d = root / "kernel/iommu_groups" / str(g)
+        (d / "devices").mkdir(parents=True)
+        (d / "type").write_text(kind + "\n")
+        for b in bdfs:
+            os.symlink(f"../../../../bus/pci/devices/{b}", d / "devices" / b)
+            os.symlink(f"../../../kernel/iommu_groups/{g}",
+                       Path(os.path.realpath(root / "bus/pci/devices" / b)) / "iommu_group")
+
+
+def test_groups_the_model_forms_otherwise_are_said(tmp_path):
+    """The GPU's two functions share a slot without ACS: pci_device_group() puts them in one
+    group; a recording that has them apart (an ACS quirk, an override) is told so."""
+    make_function(tmp_path, "0000:00:01.0", config=_cfg("0000:00:01.0"), files=ids(0x8086, 0x1901, 0x060400))
+    for fn in ("0000:01:00.0", "0000:01:00.1"):
+        make_function(tmp_path, fn, parents=("0000:00:01.0",), config=_cfg(fn),
+                      files=ids(0x10DE, 0x1B80, 0x030000))
+    make_iommu(tmp_path, {1: (["0000:00:01.0"], "DMA-FQ"), 42: (["0000:01:00.0"], "identity"),
+                          43: (["0000:01:00.1"], "DMA-FQ")})
+    rec = record(tmp_path)
+    t = loads(rec)
+    assert t["iommu"]["type"] == "intel" and t["cmdline"].endswith("intel_iommu=on")
+    assert [d.get("iommu_group") for d in t["device"]] == [1, 42, 43]
+    note = next(n for n in rec.notes if n.startswith("IOMMU groups differ"))
+    assert "group 43: recorded ['0000:01:00.1'], mounted []" in note
+    assert any(n.endswith(": identity recorded, DMA-FQ at mount") for n in rec.notes)   # (6.12: lazy by default)
+    assert "#   - IOMMU groups differ" in rec.text.split("\nname = ")[0]
+
+
+def test_groups_the_model_forms_alike_are_not_noted(tmp_path):
+    make_function(tmp_path, "0000:00:01.0", config=_cfg("0000:00:01.0"), files=ids(0x8086, 0x1901, 0x060400))
+    for fn in ("0000:01:00.0", "0000:01:00.1"):
+        make_function(tmp_path, fn, parents=("0000:00:01.0",), config=_cfg(fn),
+                      files=ids(0x10DE, 0x1B80, 0x030000))
+    make_iommu(tmp_path, {1: (["0000:00:01.0"], "DMA-FQ"), 42: (["0000:01:00.0", "0000:01:00.1"], "DMA-FQ")})
+    rec = record(tmp_path)
+    assert not [n for n in rec.notes if "IOMMU group" in n]

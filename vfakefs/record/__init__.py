@@ -257,7 +257,8 @@ def _sriov(root: Path, f: dict, d: dict, by_bdf: dict, cfg, raw, notes: list[str
             b[pos + C.SRIOV_NUM_VF:pos + C.SRIOV_NUM_VF + 2] = b"\0\0"
             d["config"] = bytes(b)
     else:
-        notes.append(f"{bdf}: no VFs enabled when recorded, so no VF driver or VF config recorded")
+        notes.append(f"{bdf}: no VFs were enabled when recorded: its VFs' config spaces will be vfakefs's, "
+                     "built from the PF's SR-IOV capability")
     d["sriov"] = sr
 
 
@@ -342,11 +343,21 @@ def _verify(rec: Recording, groups: dict[int, dict]) -> None:
             if all(str(b) in {str(f.bdf) for f in machine.functions} for b in v["devices"])}
     have = {g.id: tuple(sorted(str(f.bdf) for f in g.devices)) for g in machine.groups.by_id.values()}
     diff = sorted(g for g in set(want) | set(have) if want.get(g) != have.get(g))
+    types = sorted({(v["type"], machine.groups.by_id[g].default_domain or "unknown") for g, v in groups.items()
+                    if g in machine.groups.by_id and v["type"]
+                    and v["type"] != (machine.groups.by_id[g].default_domain or "unknown")})
+    if types:
+        diff_types = ", ".join(f"{a} recorded, {b} at mount" for a, b in types)
+        _note(rec, f"IOMMU group types differ (the recorded command line decides them at mount): {diff_types}")
     if diff:
-        note = ("IOMMU groups differ from the recording (the model's ACS and alias rules group them otherwise): "
-                + "; ".join(f"group {g}: recorded {list(want.get(g, ()))}, mounted {list(have.get(g, ()))}"
-                            for g in diff[:8]))
-        rec.notes.append(note)
-        rec.text = rec.text.replace("# Approximated or left out:\n", f"# Approximated or left out:\n#   - {note}\n", 1) \
-            if "# Approximated or left out:\n" in rec.text else \
-            rec.text.replace("\n\nname = ", f"\n# Approximated or left out:\n#   - {note}\n\nname = ", 1)
+        _note(rec, "IOMMU groups differ from the recording (the model's ACS and alias rules group them otherwise): "
+              + "; ".join(f"group {g}: recorded {list(want.get(g, ()))}, mounted {list(have.get(g, ()))}"
+                          for g in diff[:8]))
+
+
+def _note(rec: Recording, note: str) -> None:
+    """A note found after the text was written: added to both."""
+    rec.notes.append(note)
+    head = "# Approximated or left out:\n"
+    rec.text = rec.text.replace(head, f"{head}#   - {note}\n", 1) if head in rec.text else \
+        rec.text.replace("\n\nname = ", f"\n{head}#   - {note}\n\nname = ", 1)
