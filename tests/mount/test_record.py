@@ -73,6 +73,19 @@ def test_a_mount_recorded_and_mounted_again_is_the_same_machine(mount_preset, tm
     want = state(original.sys)
     assert want["groups"] and want["netdevs"]        # there is something to compare
     assert state(again.sys) == want
+    if preset == "qemu-ref":
+        # its NVMe VFs' probe fails (vf_probe_fails_after: QEMU's secondary controllers are
+        # offline): behaviour no sysfs file shows while VFs are off, so not recordable
+        return
+    # the SR-IOV capability works the same: two VFs on the first PF, on both machines
+    pf = next(b for b, (total, _, _) in want["devices"].items() if total)
+    for m in (original, again):
+        r = run(["bash", "-c", f"echo 2 > {m.devdir(pf)}/sriov_numvfs"])
+        assert r.returncode == 0, r.stderr
+    want = state(original.sys)
+    assert len(want["devices"]) == len(state(again.sys)["devices"]) and state(again.sys) == want
+    for mode in LSPCI_MODES:
+        assert lspci(again.sys, mode) == lspci(original.sys, mode), f"lspci {mode} with VFs"
 
 
 def test_the_seed_s_features_survive_the_round_trip(mount_preset, tmp_path):
