@@ -245,3 +245,60 @@ def test_groups_the_model_forms_alike_are_not_noted(tmp_path):
     make_iommu(tmp_path, {1: (["0000:00:01.0"], "DMA-FQ"), 42: (["0000:01:00.0", "0000:01:00.1"], "DMA-FQ")})
     rec = record(tmp_path)
     assert not [n for n in rec.notes if "IOMMU group" in n]
+
+
+def dmar_table() -> bytes:
+    """A DMAR table: one DRHD (INCLUDE_PCI_ALL, IOAPIC 2, an HPET) and an ATSR naming 00:1d.4."""
+    import struct
+    scope = lambda kind, enum_id, bus, dev, fn: bytes([kind, 8, 0, 0, enum_id, bus, dev, fn])  # noqa: E731
+    drhd_scopes = scope(3, 2, 0xF0, 0x1F, 0) + scope(4, 0, 0, 0x1F, 0)
+    drhd = struct.pack("<HHBBHQ", 0, 16 + len(drhd_scopes), 1, 0, 0, 0xFED90000) + drhd_scopes
+    atsr = struct.pack("<HHBBH", 2, 16, 0, 0, 0) + scope(2, 0, 0, 0x1D, 4)
+    body = drhd + atsr
+    header = b"DMAR" + struct.pack("<IBB", 48 + len(body), 1, 0) + b"INTEL " + b"EDK2    " + \
+        struct.pack("<I", 2) + b"    " + struct.pack("<I", 0x01000013) + bytes([38, 1]) + bytes(10)
+    return header + body
+
+
+def _ats_chain(root: Path) -> None:
+    """00:1d.4 -> 08:00.0 -> 09:02.0 -> the ConnectX-5 (ATS) at 0c:00.0, each in its own group."""
+    chain = ("0000:00:1d.4", "0000:08:00.0", "0000:09:02.0", "0000:0c:00.0")
+    for i, bdf in enumerate(chain):
+        make_function(root, bdf, parents=chain[:i], config=_cfg(bdf),
+                      driver="mlx5_core" if i == 3 else "pcieport")
+    make_iommu(root, {g: ([b], "DMA-FQ") for g, b in enumerate(chain)})
+
+
+def _ats_enabled(m) -> bool:
+    f = next(f for f in m.functions if str(f.bdf) == "0000:0c:00.0")
+    return bool(f.config.r16(f.config.find_ext_cap(C.EXT_ATS) + 6) & 0x8000)
+
+
+def test_the_dmar_table_gives_the_atsr_so_ats_is_on_as_recorded(tmp_path):
+    _ats_chain(tmp_path)
+    (tmp_path / "firmware/acpi/tables").mkdir(parents=True)
+    (tmp_path / "firmware/acpi/tables/DMAR").write_bytes(dmar_table())
+    rec = record(tmp_path)
+    assert loads(rec)["acpi"]["dmar"] == {
+        "revision": 1, "oem_id": "INTEL", "oem_table_id": "EDK2", "oem_revision": 2, "creator_id": "",
+        "creator_revision": 0x01000013, "flags": 1, "hpet": True, "ioapic_id": 2,
+        "atsr": [{"flags": 0, "ports": ["0000:00:1d.4"]}]}
+    assert not [n for n in rec.notes if "ATS" in n]
+    assert _ats_enabled(topology.from_text(rec.text))
+
+
+def test_without_the_dmar_table_ats_stays_off_and_is_said(tmp_path):
+    _ats_chain(tmp_path)
+    rec = record(tmp_path)
+    assert "acpi" not in loads(rec)
+    assert any(n.startswith("0000:0c:00.0: ATS was enabled") for n in rec.notes)
+    assert any("DMAR: No such file" in n for n in rec.notes)
+    assert not _ats_enabled(topology.from_text(rec.text))
+
+
+def test_a_dmar_table_that_is_not_one_is_said(tmp_path):
+    _ats_chain(tmp_path)
+    (tmp_path / "firmware/acpi/tables").mkdir(parents=True)
+    (tmp_path / "firmware/acpi/tables/DMAR").write_bytes(b"APIC" + bytes(60))
+    rec = record(tmp_path)
+    assert any("DMAR: not a DMAR table" in n for n in rec.notes)

@@ -16,7 +16,7 @@ from vfakefs.model import topology
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.pci import config as C
 from vfakefs.model.topology_fields import RESET_METHODS, check_bars, check_rom
-from vfakefs.record import reader, writer
+from vfakefs.record import dmar, reader, writer
 from vfakefs.record.reader import RecordError
 
 __all__ = ["Recording", "RecordError", "record"]
@@ -112,6 +112,15 @@ def _machine(root: Path, facts: list[dict], notes: list[str]) -> dict:
     if m["groups"] and not intel:
         notes.append(f"{len(m['groups'])} IOMMU groups without a VT-d unit: left out (no IOMMU at mount)")
     m["iommu_on"] = bool(intel and m["groups"])
+    m["dmar"] = None
+    table = root / "firmware/acpi/tables/DMAR"
+    if intel:
+        try:
+            m["dmar"] = dmar.parse(table.read_bytes())
+        except OSError as e:
+            notes.append(f"{table}: {e.strerror}: the firmware's DMAR table is vfakefs's default (no ATSR)")
+        except ValueError as e:
+            notes.append(f"{table}: {e}: the firmware's DMAR table is vfakefs's default (no ATSR)")
     m["slots"] = reader.read_slots(root)
     m["numa"] = reader.read_numa(root)
     return m
@@ -132,6 +141,8 @@ def _device(root: Path, f: dict, by_bdf: dict, machine: dict, notes: list[str]) 
     if raw is not None:
         d["kind"] = writer.kind_of(f, cfg, notes)
         writer.unknown_caps(f, cfg, notes)
+        if not (machine["dmar"] or {}).get("atsr"):
+            writer.ats_note(f, cfg, notes)
     else:
         cls = (f.get("class") or 0) >> 8
         d["kind"] = ("host_bridge" if cls == 0x0600 else
@@ -301,6 +312,15 @@ def _text(root: Path, m: dict, devices: list[dict], notes: list[str]) -> str:
         lines += ["", "[iommu]", 'type = "intel"'] + [f"{k} = {_value(v)}" for k, v in m["iommu"].items()]
     else:
         lines += ["", "[iommu]", 'type = "none"']
+    if m["dmar"] is not None:
+        ports = {d["bdf"] for d in devices if d["kind"] == "root_port"}
+        for a in m["dmar"]["atsr"]:
+            gone = [p for p in a["ports"] if p not in ports]
+            if gone:
+                notes.append(f"DMAR ATSR ports that are not recorded root ports, left out: {', '.join(gone)}")
+            a["ports"] = [p for p in a["ports"] if p in ports]
+        lines += ["", "[acpi.dmar]"] + [f"{k} = {_value(v)}" for k, v in m["dmar"].items() if k != "atsr"]
+        lines.append("atsr = [" + ", ".join(_value(a) for a in m["dmar"]["atsr"]) + "]")
     nodes = m["numa"]
     if len(nodes) > 1 and all(n["cpus"] is not None and n["memory"] for n in nodes):
         for n in nodes:

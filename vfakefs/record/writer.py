@@ -74,12 +74,15 @@ def unknown_caps(f: dict, cfg: C.ConfigSpace, notes: list[str]) -> None:
     if other:
         notes.append(f"{f['bdf']}: capabilities vfakefs does not model, served as recorded bytes: "
                      + ", ".join(other))
+
+
+def ats_note(f: dict, cfg: C.ConfigSpace, notes: list[str]) -> None:
     ats = cfg.find_ext_cap(C.EXT_ATS)
     if ats is not None and cfg.r16(ats + 6) & 0x8000:
         # the kernel sets ATS Enable when it attaches the device (pci_enable_ats), and only
         # under a root port an ACPI DMAR ATSR names, which sysfs does not show
-        notes.append(f"{f['bdf']}: ATS was enabled; the recording has no DMAR ATSR, so ATS stays off at mount "
-                     "(add [acpi.dmar] atsr to turn it on)")
+        notes.append(f"{f['bdf']}: ATS was enabled; no DMAR ATSR was readable (firmware/acpi/tables/DMAR), so "
+                     "ATS stays off at mount (add [acpi.dmar] atsr to turn it on)")
 
 
 def bar(index: int, start: int, end: int, flags: int, copies: int = 1) -> dict | None:
