@@ -87,7 +87,7 @@ def _machine(root: Path, facts: list[dict], notes: list[str]) -> dict:
                      "shown with the 6.12 ABI profile")
     m["kernel"] = writer.kernel_profile(release, notes)
     m["cpus"] = reader.cpu_count(root)
-    m["drivers"] = sorted(n for n in reader._listdir(root / "bus/pci/drivers") if "/" not in n)
+    m["drivers"] = sorted(n for n in reader.listdir(root / "bus/pci/drivers") if "/" not in n)
     unknown = [d for d in m["drivers"] if not writer.known_driver(d)]
     if unknown:
         notes.append(f"drivers vfakefs does not know, registered by name only (no id table, no probe "
@@ -141,6 +141,9 @@ def _device(root: Path, f: dict, by_bdf: dict, machine: dict, notes: list[str]) 
     if raw is not None:
         d["kind"] = writer.kind_of(f, cfg, notes)
         writer.unknown_caps(f, cfg, notes)
+        if len(raw) == 256 and cfg.find_cap(C.CAP_PCIE) is not None:
+            notes.append(f"{bdf}: a PCIe function with 256 bytes of config (no extended config access): "
+                         "vfakefs shows 4096, zero past 256")
         if not (machine["dmar"] or {}).get("atsr"):
             writer.ats_note(f, cfg, notes)
     else:
@@ -186,7 +189,7 @@ def _device(root: Path, f: dict, by_bdf: dict, machine: dict, notes: list[str]) 
     if raw is not None:
         d["config"] = raw
     if f["sriov_totalvfs"]:
-        _sriov(root, f, d, by_bdf, cfg, raw, notes)
+        _sriov(f, d, by_bdf, cfg, raw, notes)
     if f["iommu_group"] is not None and machine["iommu_on"]:
         d["iommu_group"] = f["iommu_group"]
     if f["numa_node"] is not None and f["numa_node"] >= 0 and len(machine["numa"]) > 1:
@@ -230,12 +233,15 @@ def _resources(f: dict, d: dict, bridge: bool, notes: list[str]) -> None:
             notes.append(f"{f['bdf']}: expansion ROM not representable ({e}): left out")
 
 
-def _sriov(root: Path, f: dict, d: dict, by_bdf: dict, cfg, raw, notes: list[str]) -> None:
+def _sriov(f: dict, d: dict, by_bdf: dict, cfg, raw, notes: list[str]) -> None:
     bdf = f["bdf"]
     pos = cfg.find_ext_cap(C.EXT_SRIOV) if raw is not None else None
     if raw is not None and pos is None:
         notes.append(f"{bdf}: sriov_totalvfs {f['sriov_totalvfs']} but the readable config has no SR-IOV "
                      "capability: SR-IOV left out")
+        return
+    if pos is None and None in (f["sriov_offset"], f["sriov_stride"], f["sriov_vf_device"]):
+        notes.append(f"{bdf}: SR-IOV attributes missing and config unreadable: SR-IOV left out")
         return
     sr = {"total_vfs": f["sriov_totalvfs"],
           "offset": f["sriov_offset"] if f["sriov_offset"] is not None else cfg.r16(pos + C.SRIOV_VF_OFFSET),
@@ -253,8 +259,7 @@ def _sriov(root: Path, f: dict, d: dict, by_bdf: dict, cfg, raw, notes: list[str
         except _Bad as e:
             notes.append(f"{bdf}: VF BARs not representable ({e}): vfakefs's default VF BAR")
     if f["vfs"]:
-        first = by_bdf.get(reader.read_link(root / "bus/pci/devices" / bdf / f"virtfn{f['vfs'][0]}").rsplit("/", 1)[-1]
-                           if reader.read_link(root / "bus/pci/devices" / bdf / f"virtfn{f['vfs'][0]}") else "")
+        first = by_bdf.get(f["vfs"][0][1])          # VF 0
         if first is not None:
             if first["driver"]:
                 sr["vf_driver"] = first["driver"]

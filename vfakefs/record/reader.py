@@ -119,11 +119,13 @@ def read_function(root: Path, name: str) -> dict:
         for ifname in sorted(os.listdir(netdir)):
             f["netdevs"].append({"name": ifname, "address": read_text(netdir / ifname / "address"),
                                  "mtu": read_int(netdir / ifname / "mtu", 10)})
-    f["vfs"] = sorted(n.removeprefix("virtfn") for n in _listdir(dev) if n.startswith("virtfn"))
+    # (VF id, the VF's bdf) of each enabled VF (virtfn<N> links, pci_iov_sysfs_link)
+    f["vfs"] = sorted((int(n[6:]), (read_link(dev / n) or "").rsplit("/", 1)[-1])
+                      for n in listdir(dev) if n.startswith("virtfn") and n[6:].isdigit())
     return f
 
 
-def _listdir(path: Path) -> list[str]:
+def listdir(path: Path) -> list[str]:
     try:
         return os.listdir(path)
     except OSError:
@@ -134,7 +136,7 @@ def _net_dirs(dev: Path) -> list[Path]:
     """net/ of the function, or of a child device the driver registered (virtio-pci puts the
     netdev under virtio<N>/net/, virtnet_probe)."""
     out = [dev / "net"] if (dev / "net").is_dir() else []
-    for child in sorted(_listdir(dev)):
+    for child in sorted(listdir(dev)):
         if re.fullmatch(r"virtio\d+", child) and (dev / child / "net").is_dir():
             out.append(dev / child / "net")
     return out
@@ -142,7 +144,7 @@ def _net_dirs(dev: Path) -> list[Path]:
 
 def read_iommu_units(root: Path) -> list[dict]:
     out = []
-    for unit in sorted(_listdir(root / "class/iommu")):
+    for unit in sorted(listdir(root / "class/iommu")):
         base = root / "class/iommu" / unit
         intel = base / "intel-iommu"
         u = {"name": unit, "intel": intel.is_dir()}
@@ -151,24 +153,24 @@ def read_iommu_units(root: Path) -> list[dict]:
             u["address"] = read_int(intel / "address", 16)
             ver = read_text(intel / "version") or ""
             u["version"] = [int(x) for x in ver.split(":")] if re.fullmatch(r"\d+:\d+", ver) else None
-        u["devices"] = sorted(_listdir(base / "devices"))
+        u["devices"] = sorted(listdir(base / "devices"))
         out.append(u)
     return out
 
 
 def read_groups(root: Path) -> dict[int, dict]:
     out = {}
-    for g in _listdir(root / "kernel/iommu_groups"):
+    for g in listdir(root / "kernel/iommu_groups"):
         if g.isdigit():
             base = root / "kernel/iommu_groups" / g
-            out[int(g)] = {"type": read_text(base / "type"), "devices": sorted(_listdir(base / "devices"))}
+            out[int(g)] = {"type": read_text(base / "type"), "devices": sorted(listdir(base / "devices"))}
     return out
 
 
 def read_numa(root: Path) -> list[dict]:
     nodes = []
     base = root / "devices/system/node"
-    for name in sorted(_listdir(base), key=lambda n: int(n[4:]) if n[4:].isdigit() else -1):
+    for name in sorted(listdir(base), key=lambda n: int(n[4:]) if n[4:].isdigit() else -1):
         if not re.fullmatch(r"node\d+", name):
             continue
         mem = None
@@ -185,7 +187,7 @@ def read_numa(root: Path) -> list[dict]:
 def read_slots(root: Path) -> dict[str, str]:
     """<domain>:<bus>:<dev> -> the slot's name (pci_slot's `address`)."""
     out = {}
-    for name in sorted(_listdir(root / "bus/pci/slots")):
+    for name in sorted(listdir(root / "bus/pci/slots")):
         addr = read_text(root / "bus/pci/slots" / name / "address")
         if addr:
             out.setdefault(addr, name)
@@ -208,4 +210,4 @@ def device_names(root: Path) -> list[str]:
     devdir = root / "bus/pci/devices"
     if not devdir.is_dir():
         raise RecordError(f"{devdir}: no PCI devices here (is {root} a sysfs?)")
-    return sorted(n for n in _listdir(devdir) if BDF.fullmatch(n))
+    return sorted(n for n in listdir(devdir) if BDF.fullmatch(n))
