@@ -88,6 +88,24 @@ def test_a_mount_recorded_and_mounted_again_is_the_same_machine(mount_preset, tm
         assert lspci(again.sys, mode) == lspci(original.sys, mode), f"lspci {mode} with VFs"
 
 
+TWO_ROOTS = Path(__file__).parent / "topologies/two-root-buses.toml"
+
+
+def test_a_machine_with_two_root_buses_is_recorded_and_mounted_alike(mount_preset, tmp_path):
+    """pci0000:00 and pci0000:17, each host bridge with its own tree, as on a server."""
+    original = mount_preset(str(TWO_ROOTS))
+    assert (original.sys / "devices/pci0000:17/0000:17:00.0/0000:18:00.0").is_dir()
+    assert os.readlink(original.devdir("0000:18:00.0")) == "../../../devices/pci0000:17/0000:17:00.0/0000:18:00.0"
+    assert lspci(original.sys, "-tv").splitlines()[1].startswith(" \\-[0000:17]-+-00.0-[18]----00.0  Intel")
+    assert (original.sys / "class/pci_bus/0000:17").is_symlink()
+    topo = record(tmp_path, "--sysfs", str(original.sys))
+    assert 'root_buses = ["0000:17"]' in topo.read_text()
+    again = mount_preset(str(topo))
+    for mode in LSPCI_MODES:
+        assert lspci(again.sys, mode) == lspci(original.sys, mode), f"lspci {mode}"
+    assert state(again.sys) == state(original.sys)
+
+
 def test_the_seed_s_features_survive_the_round_trip(mount_preset, tmp_path):
     """Bridges, SR-IOV, ACS and NUMA nodes are in the recording itself, not only in its reading."""
     original = mount_preset("seed-vtd")

@@ -163,15 +163,35 @@ def test_enabled_vfs_are_the_pf_s_sriov_at_boot_state(tmp_path):
     assert pf.config.r16(pos + C.SRIOV_NUM_VF) == 0 and pf.sriov.total_vfs == 63
 
 
-def test_devices_below_a_second_root_bus_are_left_out_and_said(tmp_path):
+def test_a_second_root_bus_is_recorded_with_its_host_bridge(tmp_path):
     make_function(tmp_path, "0000:00:00.0", config=_cfg("0000:00:00.0"), files=ids(0x8086, 0x3e30, 0x060000))
     d = tmp_path / "devices/pci0000:17/0000:17:00.0"
     d.mkdir(parents=True)
-    (d / "config").write_bytes(_cfg("0000:00:1f.4"))
+    # a root port on root bus 17 (primary 17, secondary and subordinate 18)
+    (d / "config").write_bytes(_cfg("0000:00:1c.0")[:0x18] + bytes([0x17, 0x18, 0x18]) + _cfg("0000:00:1c.0")[0x1B:])
     os.symlink("../../../devices/pci0000:17/0000:17:00.0", tmp_path / "bus/pci/devices/0000:17:00.0")
+    e = d / "0000:18:00.0"
+    e.mkdir()
+    (e / "config").write_bytes(_cfg("0000:02:00.0"))
+    os.symlink("../../../devices/pci0000:17/0000:17:00.0/0000:18:00.0", tmp_path / "bus/pci/devices/0000:18:00.0")
     rec = record(tmp_path)
-    assert [x["bdf"] for x in loads(rec)["device"]] == ["0000:00:00.0"]
-    assert any("0000:17:00.0" in n and "root buses" in n for n in rec.notes)
+    t = loads(rec)
+    assert t["root_buses"] == ["0000:17"]
+    assert [(x["bdf"], x.get("parent")) for x in t["device"]] == [
+        ("0000:00:00.0", None), ("0000:17:00.0", None), ("0000:18:00.0", "0000:17:00.0")]
+    m = topology.from_text(rec.text)
+    assert [f.root_bus for f in m.functions] == [(0, 0), (0, 0x17), (0, 0x17)]
+
+
+def test_a_device_off_the_root_buses_needs_its_parent(tmp_path):
+    from vfakefs.model.errors import TopologyError
+    text = 'root_buses = ["0000:17"]\n[[device]]\nbdf = "0000:18:00.0"\nkind = "endpoint"\nvendor = 1\n' \
+           'device = 2\nclass = 0x020000\n'
+    with pytest.raises(TopologyError, match="not on a root bus"):
+        topology.parse_text(text)
+    for bad in ("0000:00", "0000:1g", "00:17", "10000:17"):
+        with pytest.raises(TopologyError, match="root_buses"):
+            topology.parse_text(text.replace("0000:17", bad))
 
 
 def test_an_unusable_bar_is_left_to_vfakefs_and_said(tmp_path):

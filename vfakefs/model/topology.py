@@ -317,8 +317,23 @@ class _Checker:
             raise self.err(where, f"{path}: {e}") from None
 
     # --- the tree: parents, buses, enumeration order --------------------------------------------
+    def root_buses(self, specs: list[dict]) -> set[tuple[int, int]]:
+        """(domain, bus) of each root bus: bus 00 of every domain, and the `root_buses` a
+        machine with several host bridges declares ("0000:17": pci0000:17, its own host bridge)."""
+        roots = {(s["bdf"].domain, 0) for s in specs}
+        for text in self.data.get("root_buses", []):
+            try:
+                domain, bus = (int(x, 16) for x in text.split(":"))
+            except ValueError:
+                domain = bus = -1
+            if not (0 <= domain <= 0xFFFF and 0 < bus <= BUS_MAX) or len(text) != 7:
+                raise self.err("root_buses", f"{text!r} is not a root bus DDDD:BB (bus 01..ff)")
+            roots.add((domain, bus))
+        return roots
+
     def tree(self, specs: list[dict]) -> list[dict]:
         by_bdf = {s["bdf"]: s for s in specs}
+        roots = self.root_buses(specs)
         children: dict = {}
         for s in specs:
             if "parent" in s:
@@ -335,10 +350,11 @@ class _Checker:
                     raise self.err(f"{s['where']}.parent", f"{s['bdf']} cannot sit below {p}: its bus must be "
                                                             f"above bus {p.bus:02x}, in domain {p.domain:04x}")
                 s["parent"] = p
-            elif s["bdf"].bus != 0:
-                raise self.err(s["where"], f"parent missing: {s['bdf']} is not on the root bus 00")
+            elif (s["bdf"].domain, s["bdf"].bus) not in roots:
+                raise self.err(s["where"], f"parent missing: {s['bdf']} is not on a root bus "
+                                           "(bus 00, or one of `root_buses`)")
             children.setdefault(s.get("parent"), []).append(s)
-        owner: dict[tuple[int, int], dict] = {}       # (domain, secondary bus) -> its bridge
+        owner: dict[tuple[int, int], dict] = {r: {"where": f"root bus {r[0]:04x}:{r[1]:02x}"} for r in roots}
         for s in specs:
             kids = children.get(s["bdf"], [])
             buses = {k["bdf"].bus for k in kids}

@@ -55,17 +55,12 @@ def record(root: str | Path = "/sys", progress=None) -> Recording:
     by_bdf = {f["bdf"]: f for f in facts}
     machine = _machine(root, facts, notes)
     devices = []
-    skipped: set[str] = set()
     for f in facts:
         if f["physfn"]:
             continue                                # a VF: sriov_numvfs makes it, not the topology
-        if (f["parent"] and f["parent"] in skipped) or (f["root_bus"] and not f["root_bus"].endswith(":00")):
-            skipped.add(f["bdf"])
-            continue
+        if not f["parent"] and f["bdf"][5:7] != "00":
+            machine["root_buses"].add(f["bdf"][:7])  # its own host bridge: pci<domain>:<bus>
         devices.append(_device(root, f, by_bdf, machine, notes))
-    if skipped:
-        notes.append(f"left out {len(skipped)} function(s) below root buses other than 00 (vfakefs has one root "
-                     f"bus per domain): {', '.join(sorted(skipped))}")
     vfs = [f["bdf"] for f in facts if f["physfn"]]
     if vfs:
         notes.append(f"{len(vfs)} VF(s) were enabled: recorded as their PFs' SR-IOV capability, with "
@@ -122,6 +117,7 @@ def _machine(root: Path, facts: list[dict], notes: list[str]) -> dict:
         except ValueError as e:
             notes.append(f"{table}: {e}: the firmware's DMAR table is vfakefs's default (no ATSR)")
     m["slots"] = reader.read_slots(root)
+    m["root_buses"] = set()
     m["numa"] = reader.read_numa(root)
     return m
 
@@ -313,6 +309,8 @@ def _text(root: Path, m: dict, devices: list[dict], notes: list[str]) -> str:
     if m["cpus"]:
         lines.append(f"cpus = {min(m['cpus'], 512)}")
     lines.append(f"drivers = {_value(m['drivers'])}")
+    if m["root_buses"]:
+        lines.append(f"root_buses = {_value(sorted(m['root_buses']))}")
     if m["iommu"] is not None:
         lines += ["", "[iommu]", 'type = "intel"'] + [f"{k} = {_value(v)}" for k, v in m["iommu"].items()]
     else:
@@ -327,7 +325,7 @@ def _text(root: Path, m: dict, devices: list[dict], notes: list[str]) -> str:
         lines += ["", "[acpi.dmar]"] + [f"{k} = {_value(v)}" for k, v in m["dmar"].items() if k != "atsr"]
         lines.append("atsr = [" + ", ".join(_value(a) for a in m["dmar"]["atsr"]) + "]")
     nodes = m["numa"]
-    if len(nodes) > 1 and all(n["cpus"] is not None and n["memory"] for n in nodes):
+    if len(nodes) > 1 and all(n["cpus"] and n["memory"] for n in nodes):
         for n in nodes:
             lines += ["", "[[numa_node]]", f"cpus = {json.dumps(n['cpus'])}",
                       f"memory = {n['memory'] // 4096 * 4096}"]
