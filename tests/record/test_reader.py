@@ -322,3 +322,24 @@ def test_a_dmar_table_that_is_not_one_is_said(tmp_path):
     (tmp_path / "firmware/acpi/tables/DMAR").write_bytes(b"APIC" + bytes(60))
     rec = record(tmp_path)
     assert any("DMAR: not a DMAR table" in n for n in rec.notes)
+
+
+def test_a_conventional_pci_bridge_is_approximated_and_said(tmp_path):
+    """No kind for a PCI-to-PCI bridge without a PCIe capability: a pcie_pci_bridge with the
+    recorded registers, and the device below it on its secondary bus."""
+    bridge = bytearray(256)
+    bridge[0:4] = bytes([0x86, 0x80, 0x4E, 0x24])            # 8086:244e, an ICH's PCI bridge
+    bridge[8:12] = bytes([0x92, 0x01, 0x04, 0x06])           # rev 92, class 0604 prog-if 01
+    bridge[0x0E] = 0x01                                      # header type 1
+    bridge[0x18:0x1B] = bytes([0x00, 0x05, 0x05])            # primary 00, secondary and subordinate 05
+    make_function(tmp_path, "0000:00:1e.0", config=bytes(bridge))
+    nic = bytearray(_cfg("0000:00:1f.4"))
+    make_function(tmp_path, "0000:05:00.0", parents=("0000:00:1e.0",), config=bytes(nic))
+    rec = record(tmp_path)
+    t = loads(rec)
+    assert t["device"][0]["kind"] == "pcie_pci_bridge"
+    assert (t["device"][0]["secondary_bus"], t["device"][0]["subordinate_bus"]) == (5, 5)
+    assert any("0000:00:1e.0: a conventional PCI bridge" in n for n in rec.notes)
+    m = topology.from_text(rec.text)
+    b = m.functions[0]
+    assert bytes(b.config.bytes[:256]) == bytes(bridge) and (b.secondary, b.subordinate) == (5, 5)

@@ -53,14 +53,14 @@ def record(root: str | Path = "/sys", progress=None) -> Recording:
     if progress is not None:
         progress.done(f"{len(names)} functions read")
     by_bdf = {f["bdf"]: f for f in facts}
-    machine = _machine(root, facts, notes)
+    machine = _machine(root, notes)
     devices = []
     for f in facts:
         if f["physfn"]:
             continue                                # a VF: sriov_numvfs makes it, not the topology
         if not f["parent"] and f["bdf"][5:7] != "00":
             machine["root_buses"].add(f["bdf"][:7])  # its own host bridge: pci<domain>:<bus>
-        devices.append(_device(root, f, by_bdf, machine, notes))
+        devices.append(_device(f, by_bdf, machine, notes))
     vfs = [f["bdf"] for f in facts if f["physfn"]]
     if vfs:
         notes.append(f"{len(vfs)} VF(s) were enabled: recorded as their PFs' SR-IOV capability, with "
@@ -71,7 +71,8 @@ def record(root: str | Path = "/sys", progress=None) -> Recording:
     return rec
 
 
-def _machine(root: Path, facts: list[dict], notes: list[str]) -> dict:
+def _machine(root: Path, notes: list[str]) -> dict:
+    """What the machine has beside its PCI functions: kernel, CPUs, drivers, IOMMU, slots, NUMA."""
     m: dict = {}
     proc = root.parent / "proc"
     m["cmdline"] = reader.read_text(proc / "cmdline")
@@ -122,7 +123,8 @@ def _machine(root: Path, facts: list[dict], notes: list[str]) -> dict:
     return m
 
 
-def _device(root: Path, f: dict, by_bdf: dict, machine: dict, notes: list[str]) -> dict:
+def _device(f: dict, by_bdf: dict, machine: dict, notes: list[str]) -> dict:
+    """One [[device]] table from one function's facts."""
     bdf = f["bdf"]
     d: dict = {"bdf": bdf}
     if f["parent"]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from vfakefs.model.base.drivers import catalogue
 from vfakefs.model.pci import config as C
-from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.profile import PROFILES
-from vfakefs.model.topology_fields import RESET_METHODS
 
 # IORESOURCE_* (include/linux/ioport.h), as `resource` prints them
 IO, MEM, PREFETCH, MEM_64 = 0x100, 0x200, 0x2000, 0x100000
@@ -127,7 +125,3 @@ def known_driver(name: str) -> bool:
 
 
 _CATALOGUE = frozenset(catalogue())
-
-
-def bdf_key(name: str) -> Bdf:
-    return Bdf.from_str(name)
