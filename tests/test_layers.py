@@ -25,7 +25,7 @@ ALLOWED = {
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
     "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets",
-            "progress", "top"},
+            "progress", "top", "record"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only
@@ -33,6 +33,7 @@ ALLOWED = {
     "top": set(),               # `vfakefs top`: the same
     "progress": set(),          # a progress line on stderr for long CLI operations
     "pytest_plugin": {"client", "presets"},  # a user's view: the mount's files and the command line
+    "record": {"record", "model"},  # `vfakefs record`: reads a sysfs, checks the text with the model
 }
 # the only layers that may import these (the model and the view run without them)
 DAEMON_ONLY = {"pyfuse3": {"fuse", "cli"}, "trio": {"fuse", "engine", "cli", "syscall"}}

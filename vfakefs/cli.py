@@ -1,4 +1,5 @@
-"""The command line: vfakefs mount | umount | presets | run | shell | draw | top | scenario (thin over the rest)."""
+"""The command line: vfakefs mount | umount | presets | run | shell | draw | top | scenario | hotplug | record
+(thin over the rest)."""
 from __future__ import annotations
 
 import argparse
@@ -399,6 +400,25 @@ def cmd_hotplug(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    """A machine's sysfs (default the host's /sys, read only) as a topology file (record/)."""
+    from vfakefs import record
+    from vfakefs.progress import Progress
+    try:
+        rec = record.record(args.sysfs, progress=Progress("vfakefs record: reading PCI functions"))
+    except (record.RecordError, OSError) as e:
+        print(f"vfakefs record: {e}", file=sys.stderr)
+        return 1
+    for note in rec.notes:
+        print(f"vfakefs record: approximated: {note}", file=sys.stderr)
+    if args.output in (None, "-"):
+        sys.stdout.write(rec.text)
+    else:
+        Path(args.output).write_text(rec.text)
+        print(f"vfakefs record: {rec.devices} devices written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vfakefs", description="mount a simulated PCI/IOMMU/SR-IOV machine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -449,6 +469,10 @@ def main(argv=None) -> int:
     hp_rm = hp_sub.add_parser("remove", help="pull the card out (surprise removal)")
     hp_rm.add_argument("target", help="the slot's name, its port's BDF or a function on the card")
     hp.set_defaults(func=cmd_hotplug)
+    rc = sub.add_parser("record", help="record a machine's /sys/bus/pci (read only) as a topology file")
+    rc.add_argument("--output", "-o", help="the topology file to write (default: standard output)")
+    rc.add_argument("--sysfs", default="/sys", help="the sysfs to read (default /sys; a mount's MNT/sys)")
+    rc.set_defaults(func=cmd_record)
     args = p.parse_args(argv)
     if args.cmd == "draw" and Path(args.output).suffix.lstrip(".").lower() not in ("svg", "png", "dot"):
         d.error(f"{args.output}: unknown format (use .svg, .png or .dot)")

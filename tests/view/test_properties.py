@@ -187,7 +187,7 @@ class SysfsWrites(RuleBasedStateMachine):
             else:
                 assert links[f"{here}/driver"].endswith(f"bus/pci/drivers/{f.driver.name}"), f.name
                 assert uevent[0] == f"DRIVER={f.driver.name}", f.name
-                assert bool(f.netdevs) == f.driver.net, f"{f.name}: {f.driver.name} netdevs {f.netdevs}"
+                assert bool(f.netdevs) == f.driver.registers_netdev(f), f"{f.name}: {f.driver.name} netdevs {f.netdevs}"
             for nd in f.netdevs:
                 assert "sys/" + v.netdev_path(nd) in nodes, nd.name
         net = children("sys/class/net")

@@ -98,7 +98,7 @@ def boot(topo: Topology) -> Machine:
         for name in [names] if isinstance(names, str) else names:
             m.add_netdev(f, f.driver, name)
     for f in m.functions:  # net drivers without a named interface get ethN
-        if f.driver is not None and f.driver.net and not f.netdevs:
+        if f.driver is not None and f.driver.registers_netdev(f) and not f.netdevs:
             m.add_netdev(f, f.driver)
     for u in m.dmar:
         u.on_materialize = lambda u=u: iommu.program_all(u)
@@ -170,7 +170,7 @@ def _function(s: dict, alloc: Allocator, made: dict, children: dict, slots_used:
     sec, sub = s.get("bus_range", (0, 0))
     multifunction = s.get("multifunction", (s["bdf"].domain, s["bdf"].bus, s["bdf"].dev) in slots_used)
     if "config" in s:
-        cfg = C.ConfigSpace(4096 if ptype is not None else 256, s["config"])
+        cfg = C.ConfigSpace(len(s["config"]), s["config"])
         if htype == 1:
             windows = bridge_windows(cfg)
     else:

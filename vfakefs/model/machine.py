@@ -277,6 +277,7 @@ class Machine:
         nd = NetDev(name, dev, idx, mac, subdir)
         cfg = self.net_config.get(name, {})    # checked by topology.py (net.check_net_config)
         nd.carrier = cfg.get("carrier", True)
+        nd.mtu = cfg.get("mtu", nd.mtu)        # as the network manager sets it after registration
         nd.addresses = tuple(cfg.get("addresses", ()))
         nd.routes = tuple(parse_route(r) for r in cfg.get("routes", ()))
         self.netdevs[name] = nd

@@ -211,11 +211,14 @@ def check_net_config(name: str, cfg: dict) -> tuple[str, str] | None:
     kernel refuses the route: fib_check_nh, "Nexthop has invalid gateway"), carrier."""
     if not isinstance(cfg, dict):
         return "", f"{cfg!r} is not a table"
-    bad = set(cfg) - {"addresses", "routes", "carrier"}
+    bad = set(cfg) - {"addresses", "routes", "carrier", "mtu"}
     if bad:
-        return sorted(bad)[0], "unknown key (known: addresses, carrier, routes)"
+        return sorted(bad)[0], "unknown key (known: addresses, carrier, mtu, routes)"
     if not isinstance(cfg.get("carrier", True), bool):
         return "carrier", f"{cfg['carrier']!r} is not true or false"
+    mtu = cfg.get("mtu", 1500)
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
+        return "mtu", f"{mtu!r} is not an MTU (68..65535: ETH_MIN_MTU..IP_MAX_MTU)"
     nets = []
     for key in ("addresses", "routes"):
         if not isinstance(cfg.get(key, []), list):

@@ -86,7 +86,7 @@ TOP_TYPES = {"name": TEXT, "description": TEXT, "kernel": _is((str, int, float),
              "cmdline": TEXT, "iommu": TABLE, "drivers": _list(_name(64)), "device": _list(ANY),
              "cpus": _u(1, 512), "slot_module": _name(64), "root_dirs": _list(_name()), "acpi": TABLE, "recorded": TABLE,
              "cpu": TABLE, "numa_node": ANY, "memory": ANY,   # the locality: checked in locality_fields.py
-             "net": TABLE, "firmware": TABLE}
+             "net": TABLE, "firmware": TABLE, "root_buses": _list(TEXT)}
 IOMMU_TYPES = {"type": TEXT, "interrupt_remapping": BOOL, "x2apic": BOOL, "cap": U64, "ecap": U64,
                "reg_base": _u(0, (1 << 52) - 1), "version": _list(_u(0, 15)), "iotlb_entries": _u(1, 1 << 16)}
 DEVICE_TYPES = {

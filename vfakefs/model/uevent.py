@@ -129,13 +129,14 @@ def pci_devpath(dev) -> str:
 
 
 def _devpath(dev) -> str:
-    """kobject_get_path(): /devices/pci0000:00/<bridges>/<function> (a VF beside its PF)."""
+    """kobject_get_path(): /devices/pci0000:00/<bridges>/<function> (a VF beside its PF; pci0000:17
+    for a function below root bus 17)."""
     parts = []
     f = dev
     while f is not None:
         parts.append(f.name)
         f = f.physfn.parent if f.is_virtfn else f.parent
-    return "/devices/pci%04x:00/" % dev.bdf.domain + "/".join(reversed(parts))
+    return "/devices/pci%04x:%02x/" % dev.root_bus + "/".join(reversed(parts))
 
 
 def net_devpath(nd) -> str:

@@ -21,8 +21,8 @@ PLATFORM_DEVICES = ("breakpoint", "kprobe", "msr", "platform", "pnp0", "software
 def devices_entries(v) -> dict:
     out = {name: Dir({}) for name in PLATFORM_DEVICES}
     out["system"] = Dir(lambda: system.system_entries(v))
-    out.update({"pci%04x:00" % d: Dir(lambda d=d: host_bridge_entries(v, d))
-                for d in sorted({f.bdf.domain for f in v.m.functions})})
+    out.update({"pci%04x:%02x" % r: Dir(lambda r=r: host_bridge_entries(v, *r))
+                for r in sorted({f.root_bus for f in v.m.functions})})
     out.update(firmware_tree(v))
     out["virtual"] = Dir(lambda: {"iommu": Dir(lambda: {u.name: Dir(lambda u=u: iommu_dir_entries(v, u))
                                                         for u in v.m.dmar if v.m.iommu_on}),
@@ -66,32 +66,32 @@ def iommu_dir_entries(v, unit):
     return dmar_entries(v, unit)
 
 
-def root_companion(v, domain: int) -> str | None:
+def root_companion(v, domain: int, bus: int = 0) -> str | None:
     """The host bridge's ACPI node (acpi_pci_root's PNP0A08): the one the root bus's functions'
     companions sit under, as acpi_pci_find_companion() looks below the bus bridge's companion."""
     for f in v.m.children(None):
-        if f.bdf.domain == domain and f.firmware_node:
+        if f.root_bus == (domain, bus) and f.firmware_node:
             return f.firmware_node.rpartition("/")[0] or None
     return None
 
 
-def host_bridge_entries(v, domain: int) -> dict:
-    out = {f.name: Dir(lambda f=f: device_entries(v, f)) for f in v.m.children(None) if f.bdf.domain == domain}
-    out["pci_bus"] = Dir(lambda: {"%04x:00" % domain: Dir(lambda: pci_bus_dir(v, None, domain))})
+def host_bridge_entries(v, domain: int, bus: int = 0) -> dict:
+    out = {f.name: Dir(lambda f=f: device_entries(v, f)) for f in v.m.children(None) if f.root_bus == (domain, bus)}
+    out["pci_bus"] = Dir(lambda: {"%04x:%02x" % (domain, bus): Dir(lambda: pci_bus_dir(v, None, domain, bus))})
     for name in v.m.root_dirs:
         out[name] = Dir({"power": Dir({})})
     out["power"] = Dir({})
-    node = root_companion(v, domain)
+    node = root_companion(v, domain, bus)
     if node:
-        out["firmware_node"] = Link(rel(v.root_path(domain), f"devices/{node}"))
+        out["firmware_node"] = Link(rel(v.root_path(domain, bus), f"devices/{node}"))
     out["uevent"] = Attr("uevent", lambda o: "", pci_sysfs.uevent_store, 0o644).bind(None)
     out["waiting_for_supplier"] = Attr("waiting_for_supplier", lambda o: "0\n").bind(None)
     return out
 
 
-def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
-    """pci_bus/DDDD:BB: the bus a bridge (or host bridge) opens."""
-    here = v.device_path(bridge) if bridge else v.root_path(domain)
+def pci_bus_dir(v, bridge, domain: int = 0, root: int = 0) -> dict:
+    """pci_bus/DDDD:BB: the bus a bridge (or the host bridge of root bus `root`) opens."""
+    here = v.device_path(bridge) if bridge else v.root_path(domain, root)
     domain = bridge.bdf.domain if bridge else domain
     return {
         # cpumask_of_pcibus(): the bus's node's CPUs, every CPU without one
@@ -104,14 +104,14 @@ def pci_bus_dir(v, bridge, domain: int = 0) -> dict:
         "subsystem": Link(rel(f"{here}/pci_bus/x", "class/pci_bus")),
         "power": Dir({}),
         "uevent": pci_sysfs.kobj_uevent(v.m, f"{here}/pci_bus/" + ("%04x:%02x" % (bridge.bdf.domain, bridge.secondary)
-                                                               if bridge else "%04x:00" % domain), "pci_bus"),
+                                                               if bridge else "%04x:%02x" % (domain, root)), "pci_bus"),
     }
 
 
 def class_pci_bus_entries(v) -> dict:
     out = {}
     for domain, busnr, bridge in v.m.buses():
-        base = v.device_path(bridge) if bridge else v.root_path(domain)
+        base = v.device_path(bridge) if bridge else v.root_path(domain, busnr)
         out["%04x:%02x" % (domain, busnr)] = Link(rel("class/pci_bus", f"{base}/pci_bus/%04x:%02x" % (domain, busnr)))
     return out
 

@@ -30,12 +30,13 @@ class View:
         p = self._paths.get(dev)
         if p is None:
             parent = dev.physfn.parent if dev.is_virtfn else dev.parent
-            base = self.device_path(parent) if parent is not None else "devices/pci%04x:%02x" % (dev.bdf.domain, 0)
+            base = self.device_path(parent) if parent is not None else self.root_path(*dev.root_bus)
             p = self._paths[dev] = f"{base}/{dev.name}"
         return p
 
-    def root_path(self, domain: int = 0) -> str:
-        return "devices/pci%04x:00" % domain
+    def root_path(self, domain: int = 0, bus: int = 0) -> str:
+        """The host bridge of a root bus: pci<domain>:<bus> (pci_create_root_bus)."""
+        return "devices/pci%04x:%02x" % (domain, bus)
 
     def netdev_path(self, nd) -> str:
         base = self.device_path(nd.dev)

@@ -72,7 +72,7 @@ def attach(m, dev, drv: Driver) -> None:
     if drv.dma_bits:
         dev.dma_mask_bits = dev.consistent_dma_mask_bits = drv.dma_bits   # dma_set_mask_and_coherent
     dev.wakeup_enabled = drv.wakeup
-    if drv.net and not faults.defer_netdev(m, dev, drv, lambda: _late_netdev(m, dev, drv)):
+    if drv.registers_netdev(dev) and not faults.defer_netdev(m, dev, drv, lambda: _late_netdev(m, dev, drv)):
         m.add_netdev(dev, drv)
     # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
     if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)

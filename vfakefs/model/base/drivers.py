@@ -42,6 +42,9 @@ class Driver:
     # before the VFs are enabled, as the driver's own callback does first
     sriov_configure: bool | Callable = False
     net: bool = False                  # registers a netdev per bound device
+    # ... only for these device IDs (None: every one): virtio-pci binds every virtio device,
+    # and only a network one (virtio_net's VIRTIO_ID_NET: 0x1000 transitional, 0x1041) gets a netdev
+    net_devices: tuple[int, ...] | None = None
     driver_managed_dma: bool = False   # vfio-pci, pci-stub, pcieport
     netdev_subdir: str | None = None   # virtio-pci puts the netdev under virtio<N>/
     # what probe adds to the device directory: {dir: child prefix} (nvme/nvme0, ptp/ptp0)
@@ -73,6 +76,10 @@ class Driver:
     irqs_on_open: bool = False         # request_irq in ndo_open, not at probe (network drivers)
     irq_admin_first: bool = False      # one vector first, the rest once the controller is up (nvme)
     child_module: str | None = None    # the module udev loads for the devices it creates (virtio_net)
+
+    def registers_netdev(self, dev) -> bool:
+        """Whether probing dev registers a network interface."""
+        return self.net and (self.net_devices is None or dev.device in self.net_devices)
 
     def instance(self, dev) -> int:
         """The driver's own ida: the lowest number no bound device holds."""
@@ -148,6 +155,7 @@ def catalogue() -> dict[str, Driver]:
                hw_info={0x10D3: {"mac_type": 3, "phy_type": 8}, 0x15B8: {"mac_type": 12, "phy_type": 12}},
                regions="e1000e", device_dirs={"ptp": "ptp", "wakeup": "wakeup"}, wakeup=True, irqs_on_open=True),
         Driver("virtio-pci", "virtio_pci", [PciDeviceId(0x1AF4, ANY)], net=True, netdev_subdir="virtio",
+               net_devices=(0x1000, 0x1041),
                mtu_range=(68, 65535), child_module="virtio_net"),   # virtio_net without VIRTIO_NET_F_MTU: ETH_MAX_MTU
         Driver("nvme", None, [PciDeviceId(ANY, ANY, class_code=0x010802, class_mask=0xFFFFFF)],
                sriov_configure=True, device_dirs={"nvme": "nvme"}, probe_log=("nvme{inst}: pci function {name}",),

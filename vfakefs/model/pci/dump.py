@@ -62,3 +62,15 @@ def parse(data: bytes, size: int) -> bytes:
     if count == 0:
         raise ValueError("no hex dump lines (expected hexdump -C or lspci -xxx output)")
     return bytes(out)
+
+
+def span(data: bytes) -> int:
+    """Where a dump ends: past its last data byte, or at hexdump's closing offset (0 when the
+    text is no dump; parse() says why)."""
+    end = 0
+    for raw in data.decode("ascii", "replace").splitlines():
+        m = _HEXDUMP.fullmatch(raw.strip()) or _LSPCI.fullmatch(raw.strip())
+        if m is not None:
+            off = int(m.group(1), 16)
+            end = max(end, off if m.group(2) is None else off + len(m.group(2).split()))
+    return end

@@ -156,6 +156,14 @@ class PciFunction:
         return KINDS[self.kind][1]
 
     @property
+    def root_bus(self) -> tuple[int, int]:
+        """(domain, bus) of the root bus above it, whose host bridge is pci<domain>:<bus> (a VF's: its PF's)."""
+        f = self.physfn if self.is_virtfn else self
+        while f.parent is not None:
+            f = f.parent
+        return f.bdf.domain, f.bdf.bus
+
+    @property
     def is_bridge(self) -> bool:
         return self.header_type == 1
 
