@@ -24,8 +24,9 @@ ALLOWED = {
     "syscall": {"syscall", "model"},
     "vfio": {"vfio", "model"},  # the Python VFIO API: beside the adapters, over the model
     "namespace": set(),         # the mount namespace `vfakefs run` makes: system calls only
-    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "draw", "presets",
-            "progress", "top", "record"},
+    "cli": {"cli", "fuse", "sysfs", "model", "engine", "client", "syscall", "namespace", "presets", "cli_tools"},
+    # the commands that work on a machine from outside (draw, top, scenario, hotplug, record)
+    "cli_tools": {"cli_tools", "fuse", "model", "client", "draw", "top", "record", "progress"},
     "__main__": {"cli"},
     "presets": set(),
     "client": set(),            # talks to a mount's files only

@@ -1,5 +1,5 @@
-"""The command line: vfakefs mount | umount | presets | run | shell | draw | top | scenario | hotplug | record
-(thin over the rest)."""
+"""The command line: vfakefs mount | umount | presets | run | shell, and (cli_tools.py) the commands
+that look at or act on a machine from outside: draw | top | scenario | hotplug | record."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vfakefs import presets
+from vfakefs import cli_tools, presets
 from vfakefs.fuse import state
-from vfakefs.fuse.state import FSTYPE, sock_path, top_mount
+from vfakefs.fuse.state import FSTYPE, sock_path
 
 HOST_NET_HELP = ("keep the host's network (its interfaces, routes, internet access) instead of a namespace "
                  "whose interfaces and routes are the simulated machine's")
 UMOUNT_WAIT = 30      # seconds an unmounted daemon has to exit (a safety net: it takes milliseconds)
-WAIT_POLL = 0.1       # seconds between two looks at a scenario `vfakefs scenario --wait` follows
 MNT_DETACH = 2        # umount2(2)'s lazy flag, <sys/mount.h>
 
 
@@ -47,12 +46,6 @@ def _logfile(mnt: str) -> Path:
 def _sockfile(mnt: str) -> Path:
     """Where the daemon takes `vfakefs run`'s seccomp listeners (syscall/server.py)."""
     return sock_path(_pidfile(mnt))
-
-
-def _mount_type(mnt: str) -> str | None:
-    """The filesystem type mounted on top at mnt, per /proc/self/mountinfo."""
-    top = top_mount(os.path.realpath(mnt))
-    return top[0] if top else None
 
 
 def _umount2(mnt: str, lazy: bool = False) -> int | None:
@@ -85,7 +78,7 @@ def _prepare_mountpoint(mnt: str) -> None:
             os.listdir(mnt)
         else:
             raise SystemExit(f"vfakefs: mountpoint {mnt}: {e.strerror}")
-    kind = _mount_type(mnt)
+    kind = state.mount_type(mnt)
     if kind is not None and kind.startswith("fuse"):
         raise SystemExit(f"vfakefs: {mnt} is already mounted ({kind}); `vfakefs umount {mnt}` first")
     if not os.path.isdir(mnt):
@@ -184,52 +177,6 @@ def _mount_scenario(path: str, host):
     return sc
 
 
-def cmd_scenario(args) -> int:
-    """Start a scenario on a mount (the scenario control), stop it, or show its state;
-    --wait follows it to its end with a progress line: 0 when every run did what it should."""
-    import time
-
-    from vfakefs.client import Controls
-    from vfakefs.model import scenario
-    from vfakefs.progress import Progress
-    mnt = args.mountpoint
-    if _mount_type(mnt) != FSTYPE:
-        print(f"vfakefs: {mnt} is not a vfakefs mount", file=sys.stderr)
-        return 1
-    c = Controls(mnt)
-    try:
-        if args.stop:
-            c.scenario_stop()
-        if args.file:
-            try:
-                scenario.load(args.file)     # every mistake, with its step and field, before the daemon sees it
-            except scenario.ScenarioError as e:
-                print(f"vfakefs: {e}", file=sys.stderr)
-                return 2
-            c.scenario_start(args.file)
-        st = c.scenario_status()
-    except OSError as e:
-        why = [line for line in c.dmesg().splitlines() if "vfakefs: scenario: " in line][-1:]
-        print(f"vfakefs: scenario: {e.strerror}" + (f": {why[0].split('vfakefs: scenario: ', 1)[1]}" if why else ""),
-              file=sys.stderr)
-        return 1
-    if not args.wait:
-        if not args.file and not args.stop:
-            print(c.scenario_text(), end="")
-        return 0
-    total = int(st.get("runs", "0/0").split("/")[1])
-    p = Progress(f"scenario {st.get('name', '')}", total=total)
-    while st["state"] == "running":
-        p.update(int(st["runs"].split("/")[0]), st.get("next", ""))
-        time.sleep(WAIT_POLL)
-        st = c.scenario_status()
-    p.update(int(st.get("runs", "0/0").split("/")[0]))
-    p.done(st["state"] + (f" ({st['why']})" if st.get("why") else "") + f", {st.get('failures', 0)} failed")
-    for line in st.get("failed", []):
-        print(f"vfakefs: scenario: {line}", file=sys.stderr)
-    return 0 if st["state"] == "done" and not st.get("failures") else 1
-
-
 def cmd_umount(args) -> int:
     """umount(8)'s answers: a busy mount stays mounted and served (unless --lazy); a
     daemon that already exited cleanly left nothing to unmount; a killed one's mount is
@@ -237,7 +184,7 @@ def cmd_umount(args) -> int:
     mnt = args.mountpoint
     pidfile, logfile = _pidfile(mnt), _logfile(mnt)
     pid = state.daemon_pid(pidfile)
-    kind = _mount_type(mnt)
+    kind = state.mount_type(mnt)
     if kind != FSTYPE:
         if kind is not None:
             print(f"vfakefs: {mnt} is not a vfakefs mount ({kind})", file=sys.stderr)
@@ -280,7 +227,7 @@ def cmd_run(args) -> int:
     if getattr(args, "topology", None):
         return _run_on_fresh_machine(args)
     mnt = args.mnt
-    if _mount_type(mnt) is None:
+    if state.mount_type(mnt) is None:
         print(f"vfakefs: {mnt} is not mounted (vfakefs mount {mnt} first)", file=sys.stderr)
         return 1
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -323,102 +270,6 @@ def cmd_presets(args) -> int:
     return 0
 
 
-def cmd_draw(args) -> int:
-    """The mount's PCI tree, IOMMU groups and NUMA nodes as a picture (draw.py, Graphviz)."""
-    from vfakefs import draw
-    try:
-        draw.render(args.mountpoint, args.output)
-    except (draw.DrawError, OSError) as e:
-        print(f"vfakefs: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_top(args) -> int:
-    """A live view of the mounted machine, per function (top.py), from the mount's files."""
-    from vfakefs import top
-    try:
-        return top.run(args.mountpoint, args.delay, args.iterations, args.batch, args.sort,
-                       set(args.device) if args.device else None)
-    except top.TopError as e:
-        print(f"vfakefs top: {e}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        return 130
-
-
-def _top_args(p) -> None:
-    from vfakefs import top
-
-    def positive(text: str) -> float:
-        v = float(text)
-        if not v > 0 or v == float("inf"):
-            raise ValueError(text)
-        return v
-    positive.__name__ = "number of seconds"
-
-    def count(text: str) -> int:
-        v = int(text)
-        if v < 1:
-            raise ValueError(text)
-        return v
-    count.__name__ = "iteration count"
-
-    def bdfs(text: str) -> list[str]:
-        return [top.parse_bdf(b) for b in text.split(",") if b]
-    bdfs.__name__ = "PCI address"
-    p.add_argument("-d", "--delay", type=positive, default=2.0, help="seconds between frames (default 2)")
-    p.add_argument("-n", "--iterations", type=count, help="stop after this many frames")
-    p.add_argument("-b", "--batch", action="store_true", help="plain text frames to stdout, no terminal control")
-    p.add_argument("-o", "--sort", choices=top.SORT_KEYS, default="dma", help="sort key (default dma)")
-    p.add_argument("-p", "--device", type=bdfs, action="extend", metavar="BDF[,BDF...]",
-                   help="only these functions (repeatable; 03:00.0 means 0000:03:00.0)")
-    p.add_argument("mountpoint")
-    p.set_defaults(func=cmd_top)
-
-
-def cmd_hotplug(args) -> int:
-    """Plug a card into a pciehp slot of a mount, pull one out, or list the slots (the
-    mount's `hotplug` control, through client.py)."""
-    from vfakefs.client import Controls
-    c = Controls(args.mountpoint)
-    try:
-        if args.action == "add":
-            c.hotplug_add(args.slot, args.card)
-        elif args.action == "remove":
-            c.hotplug_remove(args.target)
-        else:
-            for name, rest in c.hotplug_slots().items():
-                print(f"{name} {rest}")
-    except OSError as e:
-        why = ""
-        with contextlib.suppress(OSError):
-            last = [line for line in c.dmesg().splitlines() if "vfakefs: hotplug: " in line]
-            why = f" ({last[-1].split('vfakefs: hotplug: ', 1)[1]})" if last and e.errno != errno.ENOENT else ""
-        print(f"vfakefs: hotplug: {e.strerror}{why}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_record(args) -> int:
-    """A machine's sysfs (default the host's /sys, read only) as a topology file (record/)."""
-    from vfakefs import record
-    from vfakefs.progress import Progress
-    try:
-        rec = record.record(args.sysfs, progress=Progress("vfakefs record: reading PCI functions"))
-    except (record.RecordError, OSError) as e:
-        print(f"vfakefs record: {e}", file=sys.stderr)
-        return 1
-    for note in rec.notes:
-        print(f"vfakefs record: approximated: {note}", file=sys.stderr)
-    if args.output in (None, "-"):
-        sys.stdout.write(rec.text)
-    else:
-        Path(args.output).write_text(rec.text)
-        print(f"vfakefs record: {rec.devices} devices written to {args.output}", file=sys.stderr)
-    return 0
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vfakefs", description="mount a simulated PCI/IOMMU/SR-IOV machine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -447,33 +298,6 @@ def main(argv=None) -> int:
     sh.add_argument("--mnt", default=os.environ.get("VFAKEFS_MNT", "mnt"))
     sh.add_argument("--host-net", action="store_true", help=HOST_NET_HELP)
     sh.set_defaults(func=cmd_run, command=[])
-    d = sub.add_parser("draw", help="draw a mount's PCI tree, IOMMU groups and NUMA nodes (Graphviz)")
-    d.add_argument("--output", "-o", required=True, help="FILE.svg, FILE.png or FILE.dot (the extension picks the format)")
-    d.add_argument("mountpoint")
-    d.set_defaults(func=cmd_draw)
-    _top_args(sub.add_parser("top", help="a live per-device view of a mount (DMA, IOTLB/ATC hits, faults, irqs)"))
-    sc = sub.add_parser("scenario", help="run a scenario (TOML file of timed steps) on a mount, stop it, "
-                                         "or show its state")
-    sc.add_argument("--wait", "-w", action="store_true", help="follow it to its end (exit 1 if a step failed)")
-    sc.add_argument("--stop", action="store_true", help="stop the running scenario (before starting FILE)")
-    sc.add_argument("mountpoint")
-    sc.add_argument("file", nargs="?", help="the scenario file (none: show the state)")
-    sc.set_defaults(func=cmd_scenario)
-    hp = sub.add_parser("hotplug", help="plug a card (a TOML file of [[device]] tables) into a pciehp slot, pull one "
-                                        "out without warning, or list the slots")
-    hp.add_argument("mountpoint")
-    hp_sub = hp.add_subparsers(dest="action")
-    hp_add = hp_sub.add_parser("add", help="plug a card into a free slot")
-    hp_add.add_argument("slot", help="the slot's name or its port's BDF")
-    hp_add.add_argument("card", help="the card's TOML file")
-    hp_rm = hp_sub.add_parser("remove", help="pull the card out (surprise removal)")
-    hp_rm.add_argument("target", help="the slot's name, its port's BDF or a function on the card")
-    hp.set_defaults(func=cmd_hotplug)
-    rc = sub.add_parser("record", help="record a machine's /sys/bus/pci (read only) as a topology file")
-    rc.add_argument("--output", "-o", help="the topology file to write (default: standard output)")
-    rc.add_argument("--sysfs", default="/sys", help="the sysfs to read (default /sys; a mount's MNT/sys)")
-    rc.set_defaults(func=cmd_record)
+    cli_tools.add_parsers(sub)
     args = p.parse_args(argv)
-    if args.cmd == "draw" and Path(args.output).suffix.lstrip(".").lower() not in ("svg", "png", "dot"):
-        d.error(f"{args.output}: unknown format (use .svg, .png or .dot)")
     return args.func(args)

@@ -66,6 +66,12 @@ class CappedLog(logging.handlers.RotatingFileHandler):
         return [Path(self.baseFilename), Path(self.baseFilename + ".1")]
 
 
+def mount_type(mnt: str) -> str | None:
+    """The filesystem type mounted on top at mnt, per /proc/self/mountinfo."""
+    top = top_mount(os.path.realpath(mnt))
+    return top[0] if top else None
+
+
 def _remove_log(path: Path) -> None:
     for p in (path, Path(f"{path}.1")):
         with contextlib.suppress(FileNotFoundError):
