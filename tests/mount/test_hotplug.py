@@ -74,6 +74,7 @@ def test_plug_and_pull_a_nic_with_the_cli(mount_preset):
     ("remove 6", "No such device"),
     ("add 6 relative.toml", "Invalid argument"),
     ("plug 6", "Invalid argument"),
+    ("add 6 /dev/zero", "Invalid argument"),      # once: the daemon read it until OOM-killed
 ])
 def test_bad_requests_through_bash(mount_preset, request_text, err):
     mnt = mount_preset(MACHINE)

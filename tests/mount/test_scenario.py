@@ -157,6 +157,7 @@ def test_the_control_answers_errnos_a_shell_sees(tmp_path, churn):
 cd /sys/kernel/debug/vfakefs
 echo churn.toml > scenario; echo "relative: $?"
 echo /nonexistent.toml > scenario; echo "missing: $?"
+echo /dev/zero > scenario; echo "zero: $?"
 echo {churn} > scenario; echo "start: $?"
 echo {churn} > scenario; echo "again: $?"
 echo stop > scenario; echo "stop: $?"
@@ -165,10 +166,11 @@ dmesg | grep -o 'vfakefs: scenario: .*'
 '''
         r = vfakefs("run", "--mnt", str(mnt), "--", "bash", "-c", script, timeout=60)
         out = r.stdout.splitlines()
-        assert out[:6] == ["relative: 1", "missing: 1", "start: 0", "again: 1", "stop: 0",
+        assert out[:7] == ["relative: 1", "missing: 1", "zero: 1", "start: 0", "again: 1", "stop: 0",
                            "state: stopped (stopped by the scenario control)"], r.stdout + r.stderr
-        assert out[6:] == ["vfakefs: scenario: expected the absolute path of a scenario file, or 'stop'",
+        assert out[7:] == ["vfakefs: scenario: expected the absolute path of a scenario file, or 'stop'",
                            "vfakefs: scenario: /nonexistent.toml: No such file or directory",
+                           "vfakefs: scenario: /dev/zero: not a regular file",
                            f"vfakefs: scenario: {churn} is running: write 'stop' first"], r.stdout
         assert "Invalid argument" in r.stderr and "No such file or directory" in r.stderr
         assert "Device or resource busy" in r.stderr

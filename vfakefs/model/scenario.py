@@ -57,6 +57,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from vfakefs.model import userfile
+
 CONTROL_DIR = "/sys/kernel/debug/vfakefs"
 WRITE_MAX = 4096            # a sysfs store sees one page
 MAX_COUNT = 1_000_000       # runs of one step
@@ -136,7 +138,7 @@ def duration(value) -> float | None:
 
 def load(path: str | Path) -> Scenario:
     try:
-        data = Path(path).read_bytes()
+        data = userfile.read_bytes(path)
     except OSError as e:
         raise ScenarioError(str(path), "", e.strerror or str(e)) from None
     try:

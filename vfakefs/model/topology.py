@@ -16,7 +16,7 @@ from pathlib import Path
 from vfakefs.model import bringup
 from vfakefs.model.base import modules as module_catalogue
 from vfakefs.model.base.drivers import catalogue
-from vfakefs.model import firmware, topology_tree
+from vfakefs.model import firmware, topology_tree, userfile
 from vfakefs.model.boot import BOOT_STAGES, DMAR_KEYS
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.locality import Locality
@@ -63,7 +63,7 @@ def parse(name_or_path: str) -> Topology:
             raise TopologyError(name_or_path, "", "no such preset or file (see `vfakefs presets`)")
         return parse_bytes(preset.read_bytes(), f"preset {name_or_path}", Path(str(preset)).parent)
     try:
-        data = path.read_bytes()
+        data = userfile.read_bytes(path)
     except OSError as e:
         raise TopologyError(str(path), "", e.strerror or str(e)) from None
     return parse_bytes(data, str(path), path.parent)
@@ -313,8 +313,9 @@ class _Checker:
                 raise self.err(where, f"inline dump: {e}") from None
         path = self.base / name
         try:
-            self.dump_end = dump.span(path.read_bytes())
-            return dump.parse(path.read_bytes(), size)
+            data = userfile.read_bytes(path)
+            self.dump_end = dump.span(data)
+            return dump.parse(data, size)
         except OSError as e:
             raise self.err(where, f"cannot read {path}: {e.strerror}") from None
         except ValueError as e:

@@ -16,7 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from vfakefs.model import bringup, topology
+from vfakefs.model import bringup, topology, userfile
 from vfakefs.model.errors import TopologyError
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import KINDS
@@ -49,7 +49,7 @@ def read(path: str) -> dict:
     if not path.startswith("/"):
         raise CardError(errno.EINVAL, f"{path!r}: the card file's path must be absolute")
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(userfile.read_bytes(path).decode())
     except OSError as e:
         raise CardError(errno.EINVAL, f"{path}: {e.strerror}") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
