@@ -24,18 +24,6 @@ IXGBE, IXGBE1 = "0000:03:00.0", "0000:03:00.1"
 HALF_TICK = TICK / 2            # sleep to a point between two ticks: no float ties
 
 
-@pytest.fixture(autouse=True)
-def short_reprs(monkeypatch):
-    """The model's dataclass reprs recurse through the whole machine (megabytes of text):
-    keep a failing assertion's report short."""
-    from vfakefs.model.machine import Machine
-    from vfakefs.model.pci.pci import PciFunction
-    monkeypatch.setattr(traffic.Traffic, "__repr__",
-                        lambda t: f"<Traffic {t.dev.name} requests={t.requests} faults={t.faults}>")
-    monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
-    monkeypatch.setattr(Machine, "__repr__", lambda mm: f"<Machine {getattr(mm, 'name', '?')}>")
-
-
 @pytest.fixture
 def m():
     return topology.load("seed-vtd")

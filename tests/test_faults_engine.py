@@ -23,14 +23,6 @@ from vfakefs.sysfs.vfakefs_debugfs import faults_store
 PF = "0000:03:00.0"
 
 
-@pytest.fixture(autouse=True)
-def short_reprs(monkeypatch):
-    from vfakefs.model.machine import Machine
-    from vfakefs.model.pci.pci import PciFunction
-    monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
-    monkeypatch.setattr(Machine, "__repr__", lambda mm: f"<Machine {mm.name}>")
-
-
 @pytest.fixture
 def host():
     return Host(topology.load("seed-vtd"))

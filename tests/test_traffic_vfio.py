@@ -26,17 +26,6 @@ CONFIG = 7 << 40
 PTE_NOT_PRESENT = (0x05, 0x06)          # VT-d fault reasons: no read / no write permission
 
 
-@pytest.fixture(autouse=True)
-def short_reprs(monkeypatch):
-    """Keep a failing assertion's report short (the model's reprs recurse through the machine)."""
-    from vfakefs.model.machine import Machine
-    from vfakefs.model.pci.pci import PciFunction
-    monkeypatch.setattr(traffic.Traffic, "__repr__",
-                        lambda t: f"<Traffic {t.dev.name} requests={t.requests} faults={t.faults}>")
-    monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
-    monkeypatch.setattr(Machine, "__repr__", lambda mm: "<Machine>")
-
-
 @pytest.fixture
 def m():
     return group42_machine()

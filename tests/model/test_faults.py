@@ -18,15 +18,6 @@ PF, PF1 = "0000:03:00.0", "0000:03:00.1"      # seed-vtd: ixgbe PFs with SR-IOV
 POINTS = ("sriov_numvfs", "sriov_drivers_autoprobe", "driver_override", "reset", "remove", "enable")
 
 
-@pytest.fixture(autouse=True)
-def short_reprs(monkeypatch):
-    """A failing assertion's report names the objects instead of printing the whole machine."""
-    from vfakefs.model.machine import Machine
-    from vfakefs.model.pci.pci import PciFunction
-    monkeypatch.setattr(PciFunction, "__repr__", lambda f: f"<PciFunction {f.name}>")
-    monkeypatch.setattr(Machine, "__repr__", lambda mm: f"<Machine {mm.name}>")
-
-
 @pytest.fixture
 def m():
     return topology.load("seed-vtd")

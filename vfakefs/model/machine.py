@@ -46,7 +46,7 @@ class Slot:
         return "%04x:%02x:%02x" % (f.bdf.domain, f.bdf.bus, f.bdf.dev) == self.address
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)      # a repr of every field would print the whole machine
 class Machine:
     profile: KernelProfile
     cmdline: str
@@ -170,6 +170,9 @@ class Machine:
         """A netdev's own state changed (not the structure: no view to rebuild)."""
         for fn in self.net_listeners:
             fn(nd)
+
+    def __repr__(self) -> str:
+        return f"<Machine {self.name}>"
 
     @property
     def iommu_on(self) -> bool:

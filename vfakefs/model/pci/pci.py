@@ -64,7 +64,9 @@ class Resource:
 EMPTY = Resource(0, 0, 0)
 
 
-@dataclass(eq=False, slots=True, weakref_slot=True)
+# repr=False: a dataclass repr walks the whole machine (parents, groups, drivers), which
+# made one failing assertion take minutes to print
+@dataclass(eq=False, slots=True, weakref_slot=True, repr=False)
 class PciFunction:
     bdf: Bdf
     kind: str
@@ -147,6 +149,9 @@ class PciFunction:
         self.ari_forwarding = pos is not None and bool(cfg.r16(pos + 0x28) & 0x20)   # DevCtl2 ARI
 
     # --- what the kernel derives from the header -------------------------------
+    def __repr__(self) -> str:
+        return f"<PciFunction {self.bdf}>"
+
     @property
     def name(self) -> str:
         return str(self.bdf)
