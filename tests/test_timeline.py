@@ -8,6 +8,7 @@ it would tell the kernel (deliver) is taken as applied at once.
 from __future__ import annotations
 
 import errno
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -76,6 +77,17 @@ async def run_engine(nursery, d):
     d.timeline.nursery = nursery
 
 
+@asynccontextmanager
+async def running(d, sc=None):
+    """The engine running (and the scenario sc started) for the body; stopped after it."""
+    async with trio.open_nursery() as nursery:
+        await run_engine(nursery, d)
+        if sc is not None:
+            d.timeline.start(sc)
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
 async def at(d, t: float):
     """Until the scenario's time t (pick t between two ticks: no float ties). Its time 0 is
     the engine's first tick after the start; under MockClock, the engine's clock is the
@@ -121,9 +133,7 @@ value = "eth0 0"
 
 async def test_steps_happen_at_their_times_in_order(d, autojump_clock):
     sc = parse(CHURN, "churn.toml")
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.095)
         assert d.numvfs() == 0 and d.timeline.done == 0
         assert "next: step 1 at 0.100 s: write /sys/class/net/eth0/device/sriov_numvfs: 4" in d.timeline.status()
@@ -143,7 +153,6 @@ async def test_steps_happen_at_their_times_in_order(d, autojump_clock):
         await at(d, 0.705)
         assert d.m.netdevs["eth0"].carrier is False
         assert d.timeline.state == "done"
-        nursery.cancel_scope.cancel()
     st = d.timeline.status()
     assert st.splitlines()[:5] == ["state: done", "file: churn.toml", "name: churn", "step: 7/7", "runs: 7/7"]
     assert d.scenario_lines() == ["vfakefs: scenario churn: started (7 steps, 7 runs, until 0.700 s)",
@@ -170,13 +179,10 @@ control = "carrier"
 value = "eth1 0"
 ''')
     seen = []
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         for t in (0.045, 0.055, 0.125, 0.155, 0.255, 0.355, 0.455, 0.555):
             await at(d, t)
             seen.append((d.m.netdevs["eth0"].carrier, d.m.netdevs["eth1"].carrier, d.timeline.done))
-        nursery.cancel_scope.cancel()
     # eth0: down at 50 ms, up at 150, down at 250 ...; eth1: down at 120 ms (between two of eth0's)
     assert seen == [(True, True, 0), (False, True, 1), (False, False, 2), (True, False, 3),
                     (False, False, 4), (True, False, 5), (False, False, 6), (True, False, 7)]
@@ -197,9 +203,7 @@ every = "1ms"
 count = 200
 ''')
     pf = d.m.by_bdf[Bdf.from_str(PF)]
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.005)
         assert d.m.fault_threshold == 1000 and d.timeline.done == 1   # at 0: the first tick
         for t in (0.005, 0.0105, 0.055, 0.105, 0.155):
@@ -209,7 +213,6 @@ count = 200
             assert d.timeline.done == 1 + due and pf.dma_faults == due
         await at(d, 0.215)
         assert d.timeline.state == "done" and d.timeline.nfailed == 0
-        nursery.cancel_scope.cancel()
     assert pf.dma_faults == 200 and pf.config.r16(0x04) & 0x4      # under the threshold: still mastering
     assert "DMAR: [DMA Write NO_PASID] Request device [03:00.0] fault addr 0xfff00000 [fault reason 0x05] " \
            "PTE Write access is not set" in d.log()
@@ -235,11 +238,8 @@ at = "40ms"
 write = "{NUMVFS}"
 value = 3
 ''', "f.toml")
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.1)
-        nursery.cancel_scope.cancel()
     assert d.numvfs() == 2 and d.timeline.state == "done"
     failures = [line.split(" at ")[0] + ": " + line.split(": ", 2)[2] for line in d.timeline.failures]
     assert failures == [
@@ -266,11 +266,8 @@ at = "20ms"
 write = "{NUMVFS}"
 value = 3
 ''', "s.toml")
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.1)
-        nursery.cancel_scope.cancel()
     assert d.numvfs() == 0
     assert d.timeline.state == "failed" and d.timeline.done == 1
     assert d.timeline.status().startswith("state: failed (step 1 failed (on_error = stop))\n")
@@ -309,8 +306,7 @@ def test_paths_follow_links_as_the_kernel(d):
 async def test_the_control_starts_stops_and_reports(d, autojump_clock, tmp_path):
     f = tmp_path / "c.toml"
     f.write_text(CHURN)
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
+    async with running(d):
         assert (await read(d, CTL)) == "state: idle\n"
         await write_file(d.ops, CTL, f"{f}\n")
         assert d.timeline.state == "running"
@@ -329,7 +325,6 @@ async def test_the_control_starts_stops_and_reports(d, autojump_clock, tmp_path)
         assert d.numvfs() == 4 and d.timeline.done == 1    # nothing ran after the stop
         assert (await read(d, CTL)).startswith("state: stopped (stopped by the scenario control)\n")
         await write_file(d.ops, CTL, "stop\n")            # stopping nothing is no error
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("text, err, why", [
@@ -345,14 +340,12 @@ async def test_the_control_refuses_bad_files(d, autojump_clock, tmp_path, text, 
     noctl.write_text('[[step]]\nat = 0\ncontrol = "nosuch"\nvalue = "x"\n')
     text = text.replace("BAD", str(bad)).replace("NOCTL", str(noctl))
     why = why.replace("BAD", str(bad)).replace("NOCTL", str(noctl))
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
+    async with running(d):
         with pytest.raises(Exception) as e:
             await write_file(d.ops, CTL, text + "\n")
         assert e.value.errno == err
         assert d.scenario_lines()[-1].startswith(f"vfakefs: scenario: {why}")
         assert d.timeline.state == "idle" and (await read(d, CTL)) == "state: idle\n"
-        nursery.cancel_scope.cancel()
 
 
 def test_check_names_every_missing_control(d):
@@ -365,9 +358,7 @@ def test_check_names_every_missing_control(d):
 
 async def test_a_reset_stops_the_scenario(d, autojump_clock):
     sc = parse(CHURN, "churn.toml")
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.15)
         assert d.numvfs() == 4
         heard = []
@@ -377,7 +368,6 @@ async def test_a_reset_stops_the_scenario(d, autojump_clock):
         assert heard and heard[0] is d.m         # stopping did not make the machine skip it
         await at(d, 1.0)
         assert d.numvfs() == 0 and d.timeline.done == 1      # the fresh machine saw no step
-        nursery.cancel_scope.cancel()
     assert d.scenario_lines()[-1] == "vfakefs: scenario churn: the machine was reset after 1 of 7 runs"
 
 
@@ -396,11 +386,8 @@ at = "30ms"
 write = "{NUMVFS}"
 value = 0
 ''')
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.1)
-        nursery.cancel_scope.cancel()
     assert d.timeline.state == "stopped" and d.timeline.done == 2 and d.numvfs() == 0
 
 
@@ -410,11 +397,8 @@ async def test_a_write_step_publishes_as_a_users_write(d, autojump_clock):
     d.ops.dir_rows(pf_dir)            # readdir: the kernel holds every entry
     before = d.ops.delivered
     sc = parse(f'[[step]]\nat = 0\nwrite = "{NUMVFS}"\nvalue = 2\n')
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(sc)
+    async with running(d, sc):
         await at(d, 0.05)
-        nursery.cancel_scope.cancel()
     names = {n for n, _ in d.ops.dir_rows(pf_dir)}
     assert {b"virtfn0", b"virtfn1"} <= names
     assert d.ops.delivered > before      # the directory's attributes (nlink) went to the kernel
@@ -438,15 +422,12 @@ async def test_a_scenario_stopped_during_a_write_leaves_the_next_one_alone(d, au
     second = tmp_path / "second.toml"
     second.write_text('[[step]]\nat = "20ms"\ncontrol = "carrier"\nvalue = ["eth0 0", "eth0 1", "eth0 0"]\n'
                       'every = "20ms"\n')
-    async with trio.open_nursery() as nursery:
-        await run_engine(nursery, d)
-        d.timeline.start(first)
+    async with running(d, first):
         await at(d, 0.005)
         assert d.numvfs() == 2 and d.timeline.done == 0      # stored; the kernel still taking it
         d.timeline.command("stop")
         d.timeline.command(str(second))
         await at(d, 0.3)
-        nursery.cancel_scope.cancel()
     assert d.timeline.state == "done" and d.timeline.scenario.source == str(second)
     assert d.timeline.done == 3 and d.timeline.nfailed == 0
     assert d.m.netdevs["eth0"].carrier is False
