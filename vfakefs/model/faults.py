@@ -116,6 +116,7 @@ class FaultTable:
     rules: list[Rule] = field(default_factory=list)
     busy: dict = field(default_factory=dict)         # Bdf -> deque[(Held, attempt)]
     current: dict = field(default_factory=dict)      # (Bdf, point) -> Rule being carried out
+    probing: dict = field(default_factory=dict)      # id(dev) -> Held of its probe a rule deferred
 
     def __bool__(self) -> bool:
         return bool(self.rules or self.busy)
@@ -250,9 +251,10 @@ def _unlock(m, bdf: Bdf, held: Held) -> None:
 def abandon(m) -> None:
     """The machine is replaced (a reset): its held writes are answered ENODEV, as
     kernfs answers a write to a file whose node went away."""
-    for h in m.faults.held():
+    for h in m.faults.held() + list(m.faults.probing.values()):
         h.finish(errno.ENODEV)
     m.faults.busy.clear()
+    m.faults.probing.clear()
 
 
 # --- the driver core -------------------------------------------------------------------------
@@ -282,15 +284,22 @@ def defer_probe(m, dev, later) -> bool:
     rule = t.hit(dev.bdf, "probe", lambda r: r.delay > 0)
     if rule is None:
         return False
+    # the probe in progress (what a stepwise SR-IOV enable waits for: sriov.Stepwise)
+    done = t.probing[id(dev)] = Held(dev.bdf)
 
     def due():
-        if m.by_bdf.get(dev.bdf) is not dev or dev.driver is not None:
-            return                       # removed, or bound some other way meanwhile
-        t.current[(dev.bdf, "probe")] = rule
         try:
-            later()
+            if m.by_bdf.get(dev.bdf) is not dev or dev.driver is not None:
+                return                       # removed, or bound some other way meanwhile
+            t.current[(dev.bdf, "probe")] = rule
+            try:
+                later()
+            finally:
+                t.current.pop((dev.bdf, "probe"), None)
         finally:
-            t.current.pop((dev.bdf, "probe"), None)
+            if t.probing.get(id(dev)) is done:
+                del t.probing[id(dev)]
+            done.finish()
     m.schedule(rule.delay, due)
     return True
 
