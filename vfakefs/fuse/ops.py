@@ -6,6 +6,7 @@ invalidation after structural changes) is InodeTable in inodes.py.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import trio
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.signals import signalled
+from vfakefs.model import faults
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
 
 STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
@@ -28,6 +30,7 @@ MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+log = logging.getLogger("vfakefs")
 
 
 @dataclass(slots=True)
@@ -233,9 +236,11 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
                     decl.store(of.node.obj, buf.decode("latin-1"), of.state)
                     of.state["_fresh"] = True   # the next read starts the new answer
                 else:
-                    held = store(of.node, buf.decode("latin-1"))
+                    held = store(of.node, buf.decode("latin-1"), stepwise=True)
                 n = len(buf)
-        if held is not None:
+        if hasattr(held, "step"):
+            await self.drive(of, held)
+        elif held is not None:
             await self.wait_held(of, held)
         # the writer's next syscall must see the new tree: answer once the kernel has
         # dropped what changed
@@ -270,6 +275,58 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
             self.holding.discard(event)
         if held.errno:
             raise pyfuse3.FUSEError(held.errno)
+
+    async def drive(self, of: OpenFile, steps) -> None:
+        """A store carried out in steps (sriov.Stepwise: an enable of thousands of VFs): after
+        each step what changed is published and every request waiting runs (`ls virtfn*`
+        sees the VFs appear), with no engine tick between steps. It holds the device's
+        lock until done (faults.stepped lets the next writer in). The kernel's store cannot
+        be interrupted: it goes to its end; a writer killed while a VF's delayed probe holds
+        it is answered EINTR and the rest goes on without it. A reset answers ENODEV."""
+        handed = False
+        try:
+            handed = await self._step_all(steps, of)
+        finally:
+            if not handed:
+                faults.stepped(steps)
+        if handed:
+            raise pyfuse3.FUSEError(errno.EINTR)
+        if steps.lock is not None and steps.lock.errno:
+            raise pyfuse3.FUSEError(steps.lock.errno)
+
+    async def _step_all(self, steps, of: OpenFile | None) -> bool:
+        """The steps to the end (or a reset): True when handed to a task of their own."""
+        while not steps.step():
+            self.publish()
+            wait = steps.wait
+            if wait is not None and not wait.done:
+                event = trio.Event()
+                wait.on_done(event.set)
+                self.waiters += 1
+                try:
+                    while not wait.done:
+                        if self.closing:
+                            raise pyfuse3.FUSEError(errno.ENOTCONN)
+                        with trio.move_on_after(STREAM_POLL):
+                            await event.wait()
+                        if of is not None and not wait.done and signalled(of.pid):
+                            trio.lowlevel.spawn_system_task(self._step_rest, steps)
+                            return True
+                finally:
+                    self.waiters -= 1
+            await trio.sleep(0)
+            if steps.lock is not None and steps.lock.done:
+                return False                 # the machine was reset meanwhile
+        return False
+
+    async def _step_rest(self, steps) -> None:
+        try:
+            await self._step_all(steps, None)
+        except Exception:   # a system task's exception would end the whole trio run
+            log.exception("carrying out a store in steps")
+        finally:
+            faults.stepped(steps)
+            self.publish()
 
     def shutdown(self) -> None:
         """The daemon stops serving (SIGTERM): writes still held are answered now."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 
+from vfakefs.model import faults
 from vfakefs.model.base import binding
 from vfakefs.model.pci import config as C
 from vfakefs.model.pci.bdf import Bdf
@@ -54,13 +55,14 @@ class Stepwise:
     """sriov_enable() or sriov_disable() carried out a few VFs at a time, so that whoever
     drives it (the FUSE write) lets other requests in between: each VF is in sysfs as soon
     as it is added, sriov_numvfs shows the old count until the end (iov->num_VFs). step()
-    does the next few VFs, True once all are done; after it, `wait` is the faults.Held of
-    a new VF's probe that a faults rule delays (the kernel probes a new VF synchronously,
-    pci_bus_add_device), which the driver may wait for; finish() does the rest at once."""
+    does the next few VFs, True once all are done; after it, `wait` is a faults.Held when
+    the next VF's addition takes time (an `add` rule: its config space answers late), which
+    the driver of the steps waits for; finish() does the rest at once, without waiting."""
 
     def __init__(self, m, pf: PciFunction, gen):
         self.m, self.pf, self._gen = m, pf, gen
         self.done, self.wait, self._running = False, None, False
+        self.lock = None                    # the faults.Held that holds the PF's lock meanwhile
         pf.sriov.pending = self
 
     def step(self) -> bool:
@@ -124,13 +126,18 @@ def enable_steps(m, pf: PciFunction, n: int, every: int | None = None) -> Stepwi
 def _adding(m, pf: PciFunction, vfs: list, every: int):
     sr = pf.sriov
     try:
-        i = 0
+        i, paused = 0, -1
         while i < len(vfs):
             wait = None
             chunk = []
             with m.batch():
-                while i < len(vfs) and len(chunk) < every and wait is None:
+                while i < len(vfs) and len(chunk) < every:
                     vf = vfs[i]
+                    if paused != i:
+                        wait = faults.adding(m, vf)     # its addition takes time (an add rule)
+                        if wait is not None:
+                            paused = i
+                            break
                     i += 1
                     chunk.append(vf)
                     m.add_function(vf)   # pci_iov_add_virtfn(): add, link, then probe, one VF after another
@@ -141,11 +148,11 @@ def _adding(m, pf: PciFunction, vfs: list, every: int):
                         vf.driver_override = pf.driver.name
                         m.kmsg.dev(pf, f"Captured SR-IOV VF {vf.name} driver_override")
                     binding.device_attach(m, vf)
-                    wait = m.faults.probing.get(id(vf))
                 if i == len(vfs):
                     m.uevent("change", pf)      # sriov_enable(), after sriov_add_vfs()
                     sr.shown = None             # then iov->num_VFs
-                m.changed(*chunk)   # (their PF's virtfn links with them; add_function notes their groups)
+                if chunk:
+                    m.changed(*chunk)   # (their PF's virtfn links with them; add_function notes their groups)
             if i < len(vfs):
                 yield wait
     finally:
