@@ -27,6 +27,7 @@ STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reade
 # trio task and a request buffer that stays unused virtual memory.
 RESERVE = 64
 MAX_WAITERS = 1 << 14
+STEP_SLICE = 0.02  # seconds a store carried out in steps (an SR-IOV enable) runs before others have a turn
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
@@ -296,7 +297,15 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
 
     async def _step_all(self, steps, of: OpenFile | None) -> bool:
         """The steps to the end (or a reset): True when handed to a task of their own."""
-        while not steps.step():
+        while True:
+            # steps for a slice of time, then the others: the pauses cost little beside the work
+            # (each publish re-lists what changed), and a reader still waits at most a slice
+            end = trio.current_time() + STEP_SLICE
+            with steps.m.batch():       # the views hear of the slice's changes once
+                while not steps.step() and steps.wait is None and trio.current_time() < end:
+                    pass
+            if steps.done:
+                return False
             self.publish()
             wait = steps.wait
             if wait is not None and not wait.done:
