@@ -239,7 +239,13 @@ def cmd_sriov(args) -> int:
     except (OSError, ValueError) as e:
         print(f"vfakefs: sriov: {bdf}: sriov_numvfs: {getattr(e, 'strerror', e)}", file=sys.stderr)
         return 1
-    steps = ([0] if old and n and old != n else []) + [n]
+    try:
+        total = int((pf / "sriov_totalvfs").read_text())
+    except (OSError, ValueError):
+        total = n
+    # 0 first when another count is set (else EBUSY), unless N is refused anyway (ERANGE
+    # comes first in sriov_numvfs_store): a refused N then changes nothing
+    steps = ([0] if old and n and old != n and n <= total else []) + [n]
     try:
         for k in steps:
             before = _virtfns(pf) if k == 0 else 0

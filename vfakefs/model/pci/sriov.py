@@ -85,6 +85,8 @@ class Stepwise:
     def finish(self) -> None:
         if self._running:
             return                          # asked from inside a step (a VF's own probe): it goes on
+        if self.wait is not None:
+            self.wait.finish()              # a pause (an add rule) is cut short: the rest is added now
         with self.m.batch():
             while not self.step():
                 pass
