@@ -1,6 +1,6 @@
 """SR-IOV enable and disable carried out in steps (sriov.Stepwise), on the model alone: the same
 machine, kernel log and uevents as the enable at once, VFs in sysfs as they are added while
-sriov_numvfs shows the old count (iov->num_VFs), and what happens to an enable in progress
+sriov_numvfs (pf.sriov.num_vfs, iov->num_VFs) shows the old count, and what happens to an enable in progress
 when its PF is unbound or removed, or a VF's probe fails, or an `add` rule pauses it."""
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from vfakefs.model import fault_control, faults, topology
 from vfakefs.model.base import binding
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci import hotplug, sriov
-from vfakefs.sysfs import iov
 
 from tests.model.clock import fq_timer as advance
 
@@ -36,7 +35,7 @@ def stepped(m, pf, steps, old: int = 0) -> list[int]:
     seen = []
     while not steps.step():
         seen.append(len(pf.sriov.vfs))
-        assert iov.sriov_numvfs_show(pf) == f"{old}\n"        # the old count until done
+        assert pf.sriov.num_vfs == old        # the old count until done
         m.check()
     return seen
 
@@ -49,7 +48,7 @@ def test_an_enable_in_steps_leaves_what_the_enable_at_once_leaves(n):
     steps = sriov.configure_steps(b, pf, n)
     seen = stepped(b, pf, steps)
     assert record(a) == record(b)
-    assert pf.sriov.num_vfs == n and iov.sriov_numvfs_show(pf) == f"{n}\n" and pf.sriov.pending is None
+    assert pf.sriov.num_vfs == n and pf.sriov.pending is None
     # the VFs appeared a few at a time, and sriov_numvfs showed 0 meanwhile
     assert seen == sorted(seen) and all(0 < k < n for k in seen) and len(seen) == (n - 1) // sriov.step_size(n)
     b.check()
@@ -60,13 +59,13 @@ def test_sriov_numvfs_shows_the_old_count_until_the_enable_is_done():
     pf = m.lookup(PF)
     steps = sriov.enable_steps(m, pf, 63, every=8)
     assert not steps.step()
-    assert len(pf.sriov.vfs) == 8 and pf.sriov.num_vfs == 0 and iov.sriov_numvfs_show(pf) == "0\n"
+    assert len(pf.sriov.vfs) == 8 and pf.sriov.num_vfs == 0
     vf = m.lookup(str(pf.sriov.vf_bdf(7)))
     assert vf is not None and vf.driver.name == "ixgbevf" and vf.physfn is pf
     # the PF's change uevent comes last, after every VF's own
     assert [e.action for e in m.uevents.events if e.devpath.endswith(PF)] == []
     steps.finish()
-    assert iov.sriov_numvfs_show(pf) == "63\n" and m.uevents.events[-1].devpath.endswith(PF)
+    assert pf.sriov.num_vfs == 63 and m.uevents.events[-1].devpath.endswith(PF)
 
 
 def test_a_disable_in_steps_removes_vf0_first_and_shows_the_old_count_until_done():
@@ -78,10 +77,10 @@ def test_a_disable_in_steps_removes_vf0_first_and_shows_the_old_count_until_done
     steps = sriov.configure_steps(b, pf, 0)
     assert not steps.step()
     left = [vf.vf_id for vf in pf.sriov.vfs]
-    assert left == list(range(sriov.step_size(63), 63)) and iov.sriov_numvfs_show(pf) == "63\n"
+    assert left == list(range(sriov.step_size(63), 63)) and pf.sriov.num_vfs == 63
     seen = stepped(b, pf, steps, 63)
     assert seen == sorted(seen, reverse=True)
-    assert record(a) == record(b) and iov.sriov_numvfs_show(pf) == "0\n"
+    assert record(a) == record(b) and pf.sriov.num_vfs == 0
 
 
 def test_a_refused_enable_raises_before_any_change():
