@@ -6,7 +6,6 @@ invalidation after structural changes) is InodeTable in inodes.py.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import trio
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.signals import signalled
-from vfakefs.model import faults
+from vfakefs.fuse.stepping import Stepping
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
 
 STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
@@ -27,11 +26,9 @@ STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reade
 # trio task and a request buffer that stays unused virtual memory.
 RESERVE = 64
 MAX_WAITERS = 1 << 14
-STEP_SLICE = 0.02  # seconds a store carried out in steps (an SR-IOV enable) runs before others have a turn
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
-log = logging.getLogger("vfakefs")
 
 
 @dataclass(slots=True)
@@ -46,7 +43,7 @@ class OpenFile:
     state: dict = field(default_factory=dict)   # per-open state of per_open attributes
 
 
-class SysfsOps(InodeTable, pyfuse3.Operations):
+class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
 
     def __init__(self, root: Dir, generation, dirty=None):
@@ -57,10 +54,13 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         self.waiters = 0
         self.holding: set = set()   # the trio.Events of the writes a held store keeps (wait_held)
         self.closing = False        # the daemon is shutting down: held writers are let go
+        self.batches: set = set()   # the open batches of stores carried out in steps (drive)
         self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
         self.catch_up = None  # async: changes made through them that an open must see first
 
     async def lookup(self, parent_inode, name, ctx=None):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         name = os.fsdecode(name)
         if name == ".":
             return self.attrs(parent_inode, self.node(parent_inode))
@@ -72,6 +72,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         return self.attrs(ino, node)
 
     async def getattr(self, inode, ctx=None):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         return self.attrs(inode, self.node(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -91,6 +93,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         return self.attrs(inode, node)
 
     async def readlink(self, inode, ctx):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         node = self.node(inode)
         if not isinstance(node, Link):
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -101,6 +105,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
 
     # --- directories --------------------------------------------------------------------
     async def opendir(self, inode, ctx):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         self.listing(inode)
         return inode
 
@@ -118,6 +124,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if self.catch_up is not None:
             await self.catch_up()
+        if self.batches:
+            self.publish_steps()
         node = self.node(inode)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
@@ -222,6 +230,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
+        if self.batches:
+            self.publish_steps()          # a store sees the tree as published (another enable in steps)
         held = None
         with kernel_errors():
             if of.stream is not None:
@@ -276,66 +286,6 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
             self.holding.discard(event)
         if held.errno:
             raise pyfuse3.FUSEError(held.errno)
-
-    async def drive(self, of: OpenFile, steps) -> None:
-        """A store carried out in steps (sriov.Stepwise: an enable of thousands of VFs): after
-        each step what changed is published and every request waiting runs (`ls virtfn*`
-        sees the VFs appear), with no engine tick between steps. It holds the device's
-        lock until done (faults.stepped lets the next writer in). The kernel's store cannot
-        be interrupted: it goes to its end; a writer killed while a VF's delayed probe holds
-        it is answered EINTR and the rest goes on without it. A reset answers ENODEV."""
-        handed = False
-        try:
-            handed = await self._step_all(steps, of)
-        finally:
-            if not handed:
-                faults.stepped(steps)
-        if handed:
-            raise pyfuse3.FUSEError(errno.EINTR)
-        if steps.lock is not None and steps.lock.errno:
-            raise pyfuse3.FUSEError(steps.lock.errno)
-
-    async def _step_all(self, steps, of: OpenFile | None) -> bool:
-        """The steps to the end (or a reset): True when handed to a task of their own."""
-        while True:
-            # steps for a slice of time, then the others: the pauses cost little beside the work
-            # (each publish re-lists what changed), and a reader still waits at most a slice
-            end = trio.current_time() + STEP_SLICE
-            with steps.m.batch():       # the views hear of the slice's changes once
-                while not steps.step() and steps.wait is None and trio.current_time() < end:
-                    pass
-            if steps.done:
-                return False
-            self.publish()
-            wait = steps.wait
-            if wait is not None and not wait.done:
-                event = trio.Event()
-                wait.on_done(event.set)
-                self.waiters += 1
-                try:
-                    while not wait.done:
-                        if self.closing:
-                            raise pyfuse3.FUSEError(errno.ENOTCONN)
-                        with trio.move_on_after(STREAM_POLL):
-                            await event.wait()
-                        if of is not None and not wait.done and signalled(of.pid):
-                            trio.lowlevel.spawn_system_task(self._step_rest, steps)
-                            return True
-                finally:
-                    self.waiters -= 1
-            await trio.sleep(0)
-            if steps.lock is not None and steps.lock.done:
-                return False                 # the machine was reset meanwhile
-        return False
-
-    async def _step_rest(self, steps) -> None:
-        try:
-            await self._step_all(steps, None)
-        except Exception:   # a system task's exception would end the whole trio run
-            log.exception("carrying out a store in steps")
-        finally:
-            faults.stepped(steps)
-            self.publish()
 
     def shutdown(self) -> None:
         """The daemon stops serving (SIGTERM): writes still held are answered now."""
