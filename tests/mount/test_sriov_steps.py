@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from tests.conftest import ENV, REPO, run, vfakefs
-from tests.mount.test_faults import FOREVER, PF, Writer, dev, kmsg_text, seed, wait_for  # noqa: F401
+from tests.mount.test_faults import FOREVER, PF, PF1, Writer, dev, kmsg_text, seed, wait_for  # noqa: F401
 from vfakefs.client import Controls
 
 N = 63                                         # seed-vtd's X540 PF: TotalVFs 63, offset 0x80, stride 2
@@ -61,6 +61,10 @@ def test_another_process_sees_the_vfs_appear_while_sriov_numvfs_shows_0_and_a_se
     assert os.readlink(seed.path / dev(PF) / f"virtfn{AT - 1}") == f"../{vf(AT - 1)}"
     assert os.readlink(seed.path / dev(vf(AT - 1)) / "driver").endswith("/ixgbevf")
     assert not os.path.exists(seed.path / dev(vf(AT)))
+    # the other PF is no part of it: its own enable (in steps too) runs to its end meanwhile
+    r = run(f"echo 2 > {dev(PF1)}/sriov_numvfs && cat {dev(PF1)}/sriov_numvfs && ls {dev(PF1)} | grep -c ^virtfn",
+            cwd=seed.path)
+    assert r.stdout.split() == ["2", "2"], r.stderr
     # a second writer to the same device waits for the device lock (another file of it: two
     # writes of one file are already serialised by the FUSE client's inode lock)
     b = Writer(seed, f"echo {PF} > sys/bus/pci/drivers/ixgbe/unbind")

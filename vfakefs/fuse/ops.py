@@ -254,7 +254,9 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         elif held is not None:
             await self.wait_held(of, held)
         # the writer's next syscall must see the new tree: answer once the kernel has
-        # dropped what changed
+        # dropped what changed (with stores in steps going on, through their batches)
+        if self.batches:
+            self.publish_steps()
         self.publish()
         await self.deliver()
         if self.settle is not None:
