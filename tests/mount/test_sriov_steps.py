@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ENV, REPO, run, vfakefs
 from tests.mount.test_faults import FOREVER, PF, PF1, Writer, dev, kmsg_text, seed, wait_for  # noqa: F401
 from vfakefs.client import Controls
@@ -45,16 +47,29 @@ def in_write(pid: int) -> bool:
         return False
 
 
-def paused_enable(mnt, c: Controls, delay: float) -> Writer:
+@pytest.fixture
+def writers():
+    """The writers a test starts; any still waiting when it ends (a failure) is killed
+    before the mount goes, so no daemon is left waiting for an hour-long pause."""
+    started: list[Writer] = []
+    yield started
+    for w in started:
+        if w.p.poll() is None:
+            w.p.kill()
+            w.p.wait(60)
+
+
+def paused_enable(mnt, c: Controls, delay: float, writers: list) -> Writer:
     c.fault(vf(AT), "add", delay=delay)
     w = Writer(mnt, f"echo {N} > {dev(PF)}/sriov_numvfs")
+    writers.append(w)
     wait_for(lambda: virtfns(mnt) == AT, f"{AT} VFs listed by another process")
     return w
 
 
-def test_another_process_sees_the_vfs_appear_while_sriov_numvfs_shows_0_and_a_second_writer_waits(seed):
+def test_another_process_sees_the_vfs_appear_while_sriov_numvfs_shows_0_and_a_second_writer_waits(seed, writers):
     c = Controls(seed.path)
-    w = paused_enable(seed, c, FOREVER)
+    w = paused_enable(seed, c, FOREVER, writers)
     # mid-way, as the kernel between two pci_iov_add_virtfn(): the first VFs with their
     # drivers, links and uevents; iov->num_VFs not yet set
     assert 0 < AT < N and numvfs(seed) == "0" and w.p.poll() is None
@@ -68,6 +83,7 @@ def test_another_process_sees_the_vfs_appear_while_sriov_numvfs_shows_0_and_a_se
     # a second writer to the same device waits for the device lock (another file of it: two
     # writes of one file are already serialised by the FUSE client's inode lock)
     b = Writer(seed, f"echo {PF} > sys/bus/pci/drivers/ixgbe/unbind")
+    writers.append(b)
     wait_for(lambda: in_write(b.p.pid), "the second writer in write(2)")
     assert virtfns(seed) == AT and numvfs(seed) == "0" and b.p.poll() is None and w.p.poll() is None
     # a reset replaces the machine: both writers are answered ENODEV, as held writes are
@@ -78,11 +94,11 @@ def test_another_process_sees_the_vfs_appear_while_sriov_numvfs_shows_0_and_a_se
     assert virtfns(seed) == 0 and numvfs(seed) == "0"
 
 
-def test_a_writer_killed_mid_enable_dies_and_the_enable_completes(seed):
+def test_a_writer_killed_mid_enable_dies_and_the_enable_completes(seed, writers):
     """The kernel's store cannot be interrupted; here the killed writer is let go (EINTR)
     and the enable goes on without it, to the same end."""
     c = Controls(seed.path)
-    w = paused_enable(seed, c, 5)
+    w = paused_enable(seed, c, 5, writers)
     w.p.kill()
     assert w.wait()[0] == -9
     wait_for(lambda: numvfs(seed) == str(N), "the enable completes")
@@ -94,12 +110,12 @@ def test_a_writer_killed_mid_enable_dies_and_the_enable_completes(seed):
     assert virtfns(seed) == 0 and numvfs(seed) == "0"
 
 
-def test_removing_the_pfs_bridge_mid_enable_completes_the_enable_first(seed):
+def test_removing_the_pfs_bridge_mid_enable_completes_the_enable_first(seed, writers):
     """pci_stop_and_remove_bus_device() releases the PF's driver under device_lock(PF): it
     waits for the enable, which the writer sees succeed; then everything below goes."""
     c = Controls(seed.path)
     bridge = os.path.basename(os.path.dirname(os.path.realpath(seed.path / dev(PF))))
-    w = paused_enable(seed, c, FOREVER)
+    w = paused_enable(seed, c, FOREVER, writers)
     assert run(f"echo 1 > {dev(bridge)}/remove", cwd=seed.path).returncode == 0
     assert w.wait()[0] == 0
     assert not os.path.exists(seed.path / dev(PF)) and not os.path.exists(seed.path / dev(vf(0)))
