@@ -3,6 +3,12 @@
 configure() is sriov_numvfs_store() after parsing; enable() and disable() are
 sriov_enable() and sriov_disable(): they write NumVFs and VF Enable into the
 PF's SR-IOV capability and add or remove the VFs as full PCI functions.
+
+Each has a stepwise form (configure_steps, enable_steps, disable_steps: a Stepwise)
+that a write through the mount drives a few VFs at a time (fuse/stepping.py), so the
+VFs show in sysfs as they come, as under the kernel's device_lock(PF); the forms
+without _steps run the same steps at once. sriov_numvfs shows the old count until
+the end (Sriov.shown: iov->num_VFs is set last).
 """
 from __future__ import annotations
 
