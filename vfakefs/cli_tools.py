@@ -1,17 +1,20 @@
 """The commands that look at or act on a machine from outside, through its files (or, for
-record, a sysfs): draw | top | scenario | hotplug | record. Each cmd_<name> beside the
+record, a sysfs): draw | top | scenario | hotplug | record | sriov. Each cmd_<name> beside the
 others; add_parsers() declares their arguments for cli.main()."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import errno
+import os
 import sys
+import threading
 from pathlib import Path
 
 from vfakefs.fuse.state import FSTYPE, mount_type
 
 WAIT_POLL = 0.1       # seconds between two looks at a scenario `vfakefs scenario --wait` follows
+SRIOV_POLL = 0.1      # seconds between two counts of a PF's virtfn links while `vfakefs sriov` writes
 
 
 def _output_format(text: str) -> str:
@@ -162,6 +165,105 @@ def cmd_scenario(args) -> int:
     return 0 if st["state"] == "done" and not st.get("failures") else 1
 
 
+def _sriov_device(mnt: str, name: str) -> str | None:
+    """DEVICE as a PCI address under MNT (0000:03:00.0, or 03:00.0), or an interface name
+    under MNT/sys/class/net (its `device` link): the function's address, or None."""
+    devices = Path(mnt, "sys/bus/pci/devices")
+    if "/" not in name and name not in (".", ".."):
+        for bdf in (name, f"0000:{name}"):
+            if ":" in bdf and (devices / bdf).is_dir():
+                return bdf
+        link = Path(mnt, "sys/class/net", name, "device")
+        if link.is_symlink():
+            bdf = Path(os.readlink(link)).name
+            return bdf if (devices / bdf).is_dir() else None
+    return None
+
+
+def _virtfns(pf: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(pf) if name.startswith("virtfn"))
+    except OSError:
+        return 0
+
+
+def _write_numvfs(path: Path, n: int, label: str, count, total: int) -> int:
+    """One write(2) of n to sriov_numvfs from a thread of its own, while this one counts
+    (count() -> VFs done) for the progress line: 0 or the write's errno."""
+    result: list[int] = []
+
+    def write():
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"%d\n" % n)
+            finally:
+                os.close(fd)
+            result.append(0)
+        except OSError as e:
+            result.append(e.errno)
+    from vfakefs.progress import Progress
+    p = Progress(label, total=total)
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    while True:
+        t.join(SRIOV_POLL)
+        p.update(count())
+        if not t.is_alive():
+            break
+    if result[0]:
+        p.done(f"failed: {os.strerror(result[0])}")
+    else:
+        p.done()
+    return result[0]
+
+
+def cmd_sriov(args) -> int:
+    """Set a PF's number of VFs as a careful script does (0 first when another non-zero count
+    is set, then N, one write each), with a progress line counting its virtfn links."""
+    mnt, n = args.mountpoint, args.count
+    if mount_type(mnt) != FSTYPE:
+        print(f"vfakefs: {mnt} is not a vfakefs mount", file=sys.stderr)
+        return 2
+    bdf = _sriov_device(mnt, args.device)
+    if bdf is None:
+        print(f"vfakefs: sriov: no PCI device or network interface {args.device!r} in {mnt}", file=sys.stderr)
+        return 2
+    pf = Path(mnt, "sys/bus/pci/devices", bdf)
+    numvfs = pf / "sriov_numvfs"
+    try:
+        old = int(numvfs.read_text())
+    except FileNotFoundError:
+        print(f"vfakefs: sriov: {bdf} has no SR-IOV capability (no sriov_numvfs)", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"vfakefs: sriov: {bdf}: sriov_numvfs: {getattr(e, 'strerror', e)}", file=sys.stderr)
+        return 1
+    try:
+        total = int((pf / "sriov_totalvfs").read_text())
+    except (OSError, ValueError):
+        total = n
+    # 0 first when another count is set (else EBUSY), unless N is refused anyway (ERANGE
+    # comes first in sriov_numvfs_store): a refused N then changes nothing
+    steps = ([0] if old and n and old != n and n <= total else []) + [n]
+    try:
+        for k in steps:
+            before = _virtfns(pf) if k == 0 else 0
+            if k == 0:
+                err = _write_numvfs(numvfs, 0, f"vfakefs sriov: {bdf}: removing VFs", lambda: before - _virtfns(pf),
+                                    before)
+            else:
+                err = _write_numvfs(numvfs, k, f"vfakefs sriov: {bdf}: adding VFs", lambda: _virtfns(pf), k)
+            if err:
+                print(f"vfakefs: sriov: {bdf}: writing {k} to sriov_numvfs: {os.strerror(err)} "
+                      f"({errno.errorcode.get(err, err)})", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"{bdf}: {_virtfns(pf)} VFs")
+    return 0
+
+
 def add_parsers(sub) -> None:
     d = sub.add_parser("draw", help="draw a mount's PCI tree, IOMMU groups and NUMA nodes (Graphviz)")
     d.add_argument("--output", "-o", required=True, type=_output_format,
@@ -190,3 +292,16 @@ def add_parsers(sub) -> None:
     rc.add_argument("--output", "-o", help="the topology file to write (default: standard output)")
     rc.add_argument("--sysfs", default="/sys", help="the sysfs to read (default /sys; a mount's MNT/sys)")
     rc.set_defaults(func=cmd_record)
+
+    def count(text: str) -> int:
+        v = int(text)
+        if v < 0:
+            raise ValueError(text)
+        return v
+    count.__name__ = "number of VFs"
+    sr = sub.add_parser("sriov", help="set a PF's number of VFs (0 first if another count is set), "
+                                      "showing them appear")
+    sr.add_argument("mountpoint")
+    sr.add_argument("device", help="the PF: its PCI address (0000:03:00.0 or 03:00.0) or a network interface")
+    sr.add_argument("count", type=count, help="the number of VFs (0 disables SR-IOV)")
+    sr.set_defaults(func=cmd_sriov)

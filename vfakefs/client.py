@@ -170,7 +170,8 @@ class Controls:
         """Misbehaving hardware on cue (the `faults` control): the next `times` (or "always")
         writes to the device's file `point` (sriov_numvfs, reset, ...; bind, unbind and
         drivers_probe for the writes naming it), or its `probe` or `netdev`, wait `delay`
-        simulated seconds and/or fail with `fail` (an errno number or name, "EIO").
+        simulated seconds and/or fail with `fail` (an errno number or name, "EIO"); `add`
+        (a VF's addition, delay only) pauses an SR-IOV enable written through the mount there.
         OSError EINVAL for a bad rule, the reason in the kernel log."""
         words = [bdf, point]
         if delay is not None:

@@ -16,6 +16,7 @@ import trio
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.signals import signalled
+from vfakefs.fuse.stepping import Stepping
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
 
 STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
@@ -42,7 +43,7 @@ class OpenFile:
     state: dict = field(default_factory=dict)   # per-open state of per_open attributes
 
 
-class SysfsOps(InodeTable, pyfuse3.Operations):
+class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
 
     def __init__(self, root: Dir, generation, dirty=None):
@@ -53,10 +54,13 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         self.waiters = 0
         self.holding: set = set()   # the trio.Events of the writes a held store keeps (wait_held)
         self.closing = False        # the daemon is shutting down: held writers are let go
+        self.batches: set = set()   # the open batches of stores carried out in steps (drive)
         self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
         self.catch_up = None  # async: changes made through them that an open must see first
 
     async def lookup(self, parent_inode, name, ctx=None):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         name = os.fsdecode(name)
         if name == ".":
             return self.attrs(parent_inode, self.node(parent_inode))
@@ -68,6 +72,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         return self.attrs(ino, node)
 
     async def getattr(self, inode, ctx=None):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         return self.attrs(inode, self.node(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -87,6 +93,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         return self.attrs(inode, node)
 
     async def readlink(self, inode, ctx):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         node = self.node(inode)
         if not isinstance(node, Link):
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -97,6 +105,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
 
     # --- directories --------------------------------------------------------------------
     async def opendir(self, inode, ctx):
+        if self.batches:
+            self.publish_steps()         # the VFs added so far, before this request sees the tree
         self.listing(inode)
         return inode
 
@@ -114,6 +124,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if self.catch_up is not None:
             await self.catch_up()
+        if self.batches:
+            self.publish_steps()
         node = self.node(inode)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
@@ -218,6 +230,8 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
+        if self.batches:
+            self.publish_steps()          # a store sees the tree as published (another enable in steps)
         held = None
         with kernel_errors():
             if of.stream is not None:
@@ -233,12 +247,16 @@ class SysfsOps(InodeTable, pyfuse3.Operations):
                     decl.store(of.node.obj, buf.decode("latin-1"), of.state)
                     of.state["_fresh"] = True   # the next read starts the new answer
                 else:
-                    held = store(of.node, buf.decode("latin-1"))
+                    held = store(of.node, buf.decode("latin-1"), stepwise=True)
                 n = len(buf)
-        if held is not None:
+        if hasattr(held, "step"):
+            await self.drive(of, held)
+        elif held is not None:
             await self.wait_held(of, held)
         # the writer's next syscall must see the new tree: answer once the kernel has
-        # dropped what changed
+        # dropped what changed (with stores in steps going on, through their batches)
+        if self.batches:
+            self.publish_steps()
         self.publish()
         await self.deliver()
         if self.settle is not None:

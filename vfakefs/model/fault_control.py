@@ -65,6 +65,8 @@ def faults_command(m, text: str, points=None) -> None:
         reject(m, "faults", "a rule needs delay= or fail=")
     if point == "netdev" and rule.fail:
         reject(m, "faults", "netdev takes delay= only (its probe fails through a probe rule)")
+    if point == "add" and rule.fail:
+        reject(m, "faults", "add takes delay= only (a VF's addition does not fail)")
     if len(m.faults.rules) >= MAX_RULES:
         reject(m, "faults", f"at most {MAX_RULES} rules; `clear` first", errno.ENOSPC)
     m.faults.rules.append(rule)

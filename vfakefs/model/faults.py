@@ -10,8 +10,10 @@ A rule is one line, so a timeline step can write it as it is:
 point is a writable file of the device (sriov_numvfs, reset, remove, driver_override,
 ...; `bind`, `unbind` and `drivers_probe` for the writes that name the device), or
 `probe` (the driver core's probe of the device, whichever path starts it) or `netdev`
-(its driver's register_netdev; delay= only). times: how many hits the rule answers
-(default 1). The first rule of a point with hits left answers; a used rule stays listed
+(its driver's register_netdev; delay= only) or `add` (a VF's pci_iov_add_virtfn;
+delay= only: an SR-IOV enable written through the mount waits that long before adding
+it, the VFs before it already in sysfs, sriov_numvfs still the old count). times: how
+many hits the rule answers (default 1). The first rule of a point with hits left answers; a used rule stays listed
 with its hit count until `clear` (a reset starts a machine without rules).
 
 A store rule acts on the write before the store parses it: fail= refuses it with that
@@ -45,7 +47,7 @@ from vfakefs.model.kmsg import KERN_WARNING
 from vfakefs.model.pci.bdf import Bdf
 
 EPROBE_DEFER = 517           # include/linux/errno.h: kernel-internal, never reaches a user
-DRIVER_CORE_POINTS = ("probe", "netdev")
+DRIVER_CORE_POINTS = ("probe", "netdev", "add")
 # the stores that name their device in the written text (bus.c bind_store, unbind_store,
 # drivers_probe_store) rather than being one of its files
 NAMING_STORES = ("bind", "unbind", "drivers_probe")
@@ -116,6 +118,7 @@ class FaultTable:
     rules: list[Rule] = field(default_factory=list)
     busy: dict = field(default_factory=dict)         # Bdf -> deque[(Held, attempt)]
     current: dict = field(default_factory=dict)      # (Bdf, point) -> Rule being carried out
+    pausing: dict = field(default_factory=dict)      # id(Held) -> an add rule's pause in an SR-IOV enable
 
     def __bool__(self) -> bool:
         return bool(self.rules or self.busy)
@@ -142,8 +145,11 @@ def store(obj, name: str, text: str, run):
     """A write of text to the file `name` of obj: run() is the store. Returns None when
     it ran (or raises its SysfsError), or a Held the writer waits on."""
     m = obj if isinstance(getattr(obj, "faults", None), FaultTable) else getattr(obj, "machine", None)
-    if m is None or not m.faults:
+    if m is None:
         return run()
+    if not m.faults:
+        r = run()
+        return r if r is None else _stepping(m, _target(m, obj, name, text), name, r)
     dev = _target(m, obj, name, text)
     if dev is None:
         return run()
@@ -188,7 +194,9 @@ def _attempt(m, dev, name: str, run, held: Held | None, locked: bool = True):
             if probe_rule is not None:
                 t.current[(bdf, "probe")] = probe_rule
             try:
-                run()
+                r = run()
+                if r is not None:
+                    r.finish()               # a store in steps, held or queued: all of it now
             except SysfsError as e:
                 err = e.errno
             finally:
@@ -207,7 +215,8 @@ def _attempt(m, dev, name: str, run, held: Held | None, locked: bool = True):
             if rule is not None and rule.fail:
                 finish()
                 raise SysfsError(rule.fail)
-            return run()
+            r = run()
+            return r if r is None else _stepping(m, dev, name, r)
         answer(held)
         return held
     if held is None:
@@ -223,6 +232,24 @@ def _attempt(m, dev, name: str, run, held: Held | None, locked: bool = True):
                 _unlock(m, bdf, held)
     m.schedule(delay, due)
     return held
+
+
+def _stepping(m, dev, name: str, r):
+    """A store the writer carries out in steps (sriov.Stepwise): it holds the device's
+    lock until stepped() is told it is done, so a second writer waits behind it."""
+    if r.done:
+        return None
+    if name in LOCKED_STORES and dev is not None:
+        r.lock = Held(dev.bdf)
+        m.faults.busy[dev.bdf] = deque([(r.lock, None)])
+    return r
+
+
+def stepped(r, err: int = 0) -> None:
+    """The writer is done with r: the next writer waiting for the device takes its turn."""
+    if r.lock is not None:
+        r.lock.finish(err)
+        _unlock(r.m, r.lock.bdf, r.lock)
 
 
 def _unlock(m, bdf: Bdf, held: Held) -> None:
@@ -250,9 +277,10 @@ def _unlock(m, bdf: Bdf, held: Held) -> None:
 def abandon(m) -> None:
     """The machine is replaced (a reset): its held writes are answered ENODEV, as
     kernfs answers a write to a file whose node went away."""
-    for h in m.faults.held():
+    for h in m.faults.held() + list(m.faults.pausing.values()):
         h.finish(errno.ENODEV)
     m.faults.busy.clear()
+    m.faults.pausing.clear()
 
 
 # --- the driver core -------------------------------------------------------------------------
@@ -293,6 +321,19 @@ def defer_probe(m, dev, later) -> bool:
             t.current.pop((dev.bdf, "probe"), None)
     m.schedule(rule.delay, due)
     return True
+
+
+def adding(m, dev) -> Held | None:
+    """An add rule's delay for a VF about to be added (pci_iov_add_virtfn taking time): a
+    Held the simulated clock finishes then, that an enable carried out in steps waits for."""
+    t = m.faults
+    rule = t.hit(dev.bdf, "add", lambda r: r.delay > 0) if t.rules else None
+    if rule is None:
+        return None
+    held = Held(dev.bdf)
+    t.pausing[id(held)] = held          # a reset answers it with the rest
+    m.schedule(rule.delay, lambda: (t.pausing.pop(id(held), None), held.finish()))
+    return held
 
 
 def defer_netdev(m, dev, drv, register) -> bool:

@@ -17,13 +17,20 @@ def sriov_numvfs_show(dev) -> str:
     return "%u\n" % dev.sriov.num_vfs
 
 
-def sriov_numvfs_store(dev, text: str) -> None:
+def sriov_numvfs_steps(dev, text: str):
+    """The store, as the enable or disable left to carry out (sriov.Stepwise) or None."""
     # sriov_numvfs_store: any kstrtou16 failure, 65536 included, is EINVAL (6.1 and 6.12)
     try:
         n = kstrtoul(text, 16)
     except SysfsError:
         raise SysfsError(errno.EINVAL) from None
-    sriov.configure(dev.machine, dev, n)
+    return sriov.configure_steps(dev.machine, dev, n)
+
+
+def sriov_numvfs_store(dev, text: str) -> None:
+    steps = sriov_numvfs_steps(dev, text)
+    if steps is not None:
+        steps.finish()
 
 
 def sriov_drivers_autoprobe_store(dev, text: str) -> None:
@@ -31,7 +38,7 @@ def sriov_drivers_autoprobe_store(dev, text: str) -> None:
 
 
 sriov_totalvfs = Attr("sriov_totalvfs", sriov_totalvfs_show)
-sriov_numvfs = Attr("sriov_numvfs", sriov_numvfs_show, sriov_numvfs_store, 0o644)
+sriov_numvfs = Attr("sriov_numvfs", sriov_numvfs_show, sriov_numvfs_store, 0o644, steps=sriov_numvfs_steps)
 sriov_offset = Attr("sriov_offset", lambda dev: "%u\n" % dev.sriov.offset)
 sriov_stride = Attr("sriov_stride", lambda dev: "%u\n" % dev.sriov.stride)
 sriov_vf_device = Attr("sriov_vf_device", lambda dev: "%x\n" % dev.sriov.vf_device)

@@ -29,15 +29,21 @@ class Attr:
     mode: int = 0o444
     size: int = 4096
     per_open: bool = False
+    # the same store carried out in steps: steps(obj, text) -> None or an object whose
+    # step() does the next part (True once done), that a write drives (sriov_numvfs)
+    steps: Callable[[Any, str], Any] | None = None
 
     def bind(self, obj) -> Bound:
         return Bound(self, obj)
 
 
-def store(node: Bound, text: str):
+def store(node: Bound, text: str, stepwise: bool = False):
     """A write of text to a text attribute: its store, through the machine's fault rules
-    (model/faults.py), which may refuse it, or hold it: a Held the writer waits on."""
+    (model/faults.py), which may refuse it, or hold it: a Held the writer waits on.
+    stepwise: an attribute with steps returns what is left to do, for the caller to drive."""
     decl, obj = node.decl, node.obj
+    if stepwise and decl.steps is not None:
+        return faults.store(obj, decl.name, text, lambda: decl.steps(obj, text))
     return faults.store(obj, decl.name, text, lambda: decl.store(obj, text))
 
 

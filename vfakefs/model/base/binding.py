@@ -107,6 +107,8 @@ def release(m, dev) -> None:
     drv = dev.driver
     if drv is None:
         return
+    if dev.sriov is not None:
+        dev.sriov.settle()              # an enable in progress holds device_lock(): it ends first
     if dev.sriov is not None and dev.sriov.num_vfs:
         if drv.disables_sriov_on_remove:
             m.disable_sriov(dev)        # the driver's remove calls pci_disable_sriov

@@ -101,6 +101,9 @@ def rescanned(old, parent):
 def remove_function(m, dev: PciFunction) -> None:
     """`remove`: the function and everything below it go away, drivers first."""
     with m.batch():
+        for f in [dev] + below(m, dev):
+            if f.sriov is not None:
+                f.sriov.settle()        # an enable in progress ends first (device_lock)
         doomed = [dev] + below(m, dev)
         for f in reversed(doomed):
             if f.sriov is not None and f.sriov.vfs:

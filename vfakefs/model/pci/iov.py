@@ -25,6 +25,10 @@ class Sriov:
     # QEMU's NVMe VFs stay offline until virtualization management brings them up:
     # the nvme probe succeeds, then its async reset work gives up this many seconds later
     vf_probe_fails_after: float | None = None
+    # an enable or disable carried out in steps (sriov.Stepwise) and the count sysfs shows
+    # meanwhile: iov->num_VFs, which sriov_enable/sriov_disable set only once done
+    pending: object = field(default=None, repr=False)
+    shown: int | None = None
 
     # sriov_init() reads these once into struct pci_sriov; sysfs shows the copies, so a
     # root write over the capability later does not change them (num_VFs counts the VFs
@@ -49,7 +53,14 @@ class Sriov:
 
     @property
     def num_vfs(self) -> int:
-        return len(self.vfs)
+        """pci_num_vf(): iov->num_VFs, the old count while VFs are being added or removed."""
+        return len(self.vfs) if self.shown is None else self.shown
+
+    def settle(self) -> None:
+        """An enable or disable still in progress completes now: what would take the PF's
+        device_lock (its driver's release, its removal) waits for it in the kernel."""
+        if self.pending is not None:
+            self.pending.finish()
 
     def vf_bus(self, vf_id: int) -> int:
         """pci_iov_virtfn_bus(): the PF's bus plus the carry out of devfn, not cut to

@@ -1,0 +1,138 @@
+"""Stores carried out in steps (model sriov.Stepwise: an SR-IOV enable of thousands of VFs),
+driven by the FUSE write that made them: a slice of steps, then every other request waiting
+runs, so that `ls virtfn*` sees the VFs appear while the writer's write(2) waits for all.
+
+Publishing a change costs what the Machine's listeners re-list (it grows with the machine),
+so the steps hold a Machine.batch open and publish every PUBLISH_EVERY, or at once when a
+request comes (SysfsOps calls publish_steps() first), never per step. No engine tick is
+waited for between steps.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+
+import pyfuse3
+import trio
+
+from vfakefs.fuse.signals import signalled
+from vfakefs.model import faults
+
+STEP_SLICE = 0.02     # seconds of steps before the other requests have a turn
+PUBLISH_EVERY = 0.1   # seconds between two publishes of the steps' changes (a request publishes first)
+STREAM_POLL = 0.5     # how often a paused writer is looked at for a signal (as ops.wait_held)
+log = logging.getLogger("vfakefs")
+
+
+class Stepping:
+    """Mixed into SysfsOps: needs its publish(), waiters, closing and batches."""
+
+    async def drive(self, of, steps) -> None:
+        """A store carried out in steps (sriov.Stepwise: an enable of thousands of VFs): after
+        each step what changed is published and every request waiting runs (`ls virtfn*`
+        sees the VFs appear), with no engine tick between steps. It holds the device's
+        lock until done (faults.stepped lets the next writer in). The kernel's store cannot
+        be interrupted: it goes to its end; a writer killed while a VF's delayed probe holds
+        it is answered EINTR and the rest goes on without it. A reset answers ENODEV."""
+        handed = False
+        try:
+            handed = await self._step_all(steps, of)
+        finally:
+            if not handed:
+                faults.stepped(steps)
+        if handed:
+            raise pyfuse3.FUSEError(errno.EINTR)
+        if steps.lock is not None and steps.lock.errno:
+            raise pyfuse3.FUSEError(steps.lock.errno)
+
+    async def _step_all(self, steps, of) -> bool:
+        """The steps to the end (or a reset): True when handed to a task of their own.
+        Slices of STEP_SLICE, then every request waiting runs. The changes are published
+        (the Machine notifies its listeners, each of which re-lists what changed: a cost
+        that grows with the machine) every PUBLISH_EVERY, or at once when a request comes:
+        meanwhile the steps hold a Machine.batch open."""
+        batch = _Batch(steps.m)
+        self.batches.add(batch)
+        try:
+            published = trio.current_time()
+            while True:
+                end = trio.current_time() + STEP_SLICE
+                while not steps.step() and steps.wait is None and trio.current_time() < end:
+                    pass
+                if steps.done:
+                    return False
+                wait = steps.wait
+                if trio.current_time() - published >= PUBLISH_EVERY:
+                    batch.flush()
+                    published = trio.current_time()
+                if wait is not None and not wait.done:
+                    batch.close()           # the engine's changes publish as usual meanwhile
+                    try:
+                        if await self._pause(wait, steps, of):
+                            return True
+                    finally:
+                        batch.open()
+                await trio.sleep(0)
+                if steps.lock is not None and steps.lock.done:
+                    return False             # the machine was reset meanwhile
+        finally:
+            self.batches.discard(batch)
+            batch.close()
+
+    async def _pause(self, wait, steps, of) -> bool:
+        """An add rule's pause: True when the writer was killed meanwhile (the rest of the
+        steps then goes on in a task of its own)."""
+        event = trio.Event()
+        wait.on_done(event.set)
+        self.waiters += 1
+        try:
+            while not wait.done:
+                if self.closing:
+                    raise pyfuse3.FUSEError(errno.ENOTCONN)
+                with trio.move_on_after(STREAM_POLL):
+                    await event.wait()
+                if of is not None and not wait.done and signalled(of.pid):
+                    trio.lowlevel.spawn_system_task(self._step_rest, steps)
+                    return True
+        finally:
+            self.waiters -= 1
+        return False
+
+    def publish_steps(self) -> None:
+        """Publish what the stores in steps changed so far (their batches closed and opened
+        again: the Machine notifies), before a request sees the tree."""
+        for b in list(self.batches):
+            b.close()
+        for b in list(self.batches):
+            b.open()
+
+    async def _step_rest(self, steps) -> None:
+        try:
+            await self._step_all(steps, None)
+        except Exception:   # a system task's exception would end the whole trio run
+            log.exception("carrying out a store in steps")
+        finally:
+            faults.stepped(steps)
+            self.publish()
+
+
+class _Batch:
+    """A Machine.batch() held open across the pauses of a store carried out in steps."""
+
+    def __init__(self, m):
+        self.m, self.cm = m, None
+        self.open()
+
+    def open(self) -> None:
+        if self.cm is None:
+            self.cm = self.m.batch()
+            self.cm.__enter__()
+
+    def close(self) -> None:
+        cm, self.cm = self.cm, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def flush(self) -> None:
+        self.close()
+        self.open()
