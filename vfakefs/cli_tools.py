@@ -187,6 +187,27 @@ def _virtfns(pf: Path) -> int:
         return 0
 
 
+class _Done:
+    """How many VFs an enable has added (or a disable removed) so far, for the progress
+    line, with one lookup a look: VFs come and go from virtfn0 up (sriov_add_vfs,
+    sriov_del_vfs), so virtfn<i> tells whether the first i+1 are done; the step doubles
+    while it is and halves when not. (A listing of the PF's directory, growing under the
+    enable, or a bisection would cost many requests a look, each waiting its turn.)"""
+
+    def __init__(self, pf: Path, total: int, adding: bool):
+        self.pf, self.total, self.adding = pf, total, adding
+        self.k, self.step = 0, max(1, total // 20)    # a twentieth first: a look costs a request
+
+    def __call__(self) -> int:
+        i = min(self.k + self.step, self.total) - 1
+        if i >= self.k:
+            if os.path.lexists(self.pf / f"virtfn{i}") == self.adding:
+                self.k, self.step = i + 1, self.step * 2
+            else:
+                self.step = max(1, self.step // 2)
+        return self.k
+
+
 def _write_numvfs(path: Path, n: int, label: str, count, total: int) -> int:
     """One write(2) of n to sriov_numvfs from a thread of its own, while this one counts
     (count() -> VFs done) for the progress line: 0 or the write's errno."""
@@ -206,14 +227,13 @@ def _write_numvfs(path: Path, n: int, label: str, count, total: int) -> int:
     p = Progress(label, total=total)
     t = threading.Thread(target=write, daemon=True)
     t.start()
-    while True:
-        t.join(SRIOV_POLL)
+    while t.is_alive():
         p.update(count())
-        if not t.is_alive():
-            break
+        t.join(SRIOV_POLL)
     if result[0]:
         p.done(f"failed: {os.strerror(result[0])}")
     else:
+        p.update(total)        # the write answers once every VF is there (or gone)
         p.done()
     return result[0]
 
@@ -250,10 +270,10 @@ def cmd_sriov(args) -> int:
         for k in steps:
             before = _virtfns(pf) if k == 0 else 0
             if k == 0:
-                err = _write_numvfs(numvfs, 0, f"vfakefs sriov: {bdf}: removing VFs", lambda: before - _virtfns(pf),
-                                    before)
+                err = _write_numvfs(numvfs, 0, f"vfakefs sriov: {bdf}: removing VFs",
+                                    _Done(pf, before, adding=False), before)
             else:
-                err = _write_numvfs(numvfs, k, f"vfakefs sriov: {bdf}: adding VFs", lambda: _virtfns(pf), k)
+                err = _write_numvfs(numvfs, k, f"vfakefs sriov: {bdf}: adding VFs", _Done(pf, k, adding=True), k)
             if err:
                 print(f"vfakefs: sriov: {bdf}: writing {k} to sriov_numvfs: {os.strerror(err)} "
                       f"({errno.errorcode.get(err, err)})", file=sys.stderr)

@@ -176,7 +176,8 @@ def test_cli_sriov_usage_errors_exit_2(seed, tmp_path):
     assert numvfs(seed) == "0"
 
 
-def test_cli_sriov_draws_its_progress_line_on_a_terminal(seed):
+def sriov_on_a_terminal(seed) -> tuple[subprocess.CompletedProcess, str]:
+    """`vfakefs sriov MNT PF N` with its stderr on a pty: (the run, what the pty showed)."""
     master, slave = os.openpty()
     try:
         p = subprocess.run([sys.executable, "-m", "vfakefs", "sriov", str(seed.path), PF, str(N)], cwd=REPO,
@@ -196,7 +197,22 @@ def test_cli_sriov_draws_its_progress_line_on_a_terminal(seed):
         if slave is not None:
             os.close(slave)
         os.close(master)
+    return p, out.decode()
+
+
+def test_cli_sriov_draws_its_progress_line_on_a_terminal(seed):
+    p, text = sriov_on_a_terminal(seed)
     assert p.returncode == 0 and p.stdout == f"{PF}: {N} VFs\n".encode()
-    text = out.decode()
     # the line redraws itself: carriage return and erase-line before it, the final one last
     assert text.startswith("\r\x1b[K") and f"adding VFs: {N}/{N} 100% done in " in text.rsplit("\r\x1b[K", 1)[1]
+
+
+def test_cli_sriov_shows_the_count_while_the_enable_is_under_way(seed):
+    """A pause at VF 20 (an add rule): the progress line, one lookup a look, comes to show
+    20 of 63 before the write answers (the pause outlasts the looks that find it)."""
+    Controls(seed.path).fault(vf(AT), "add", delay=3)
+    p, text = sriov_on_a_terminal(seed)
+    assert p.returncode == 0 and p.stdout == f"{PF}: {N} VFs\n".encode()
+    frames = [f for f in text.split("\r\x1b[K") if f]
+    assert f"vfakefs sriov: {PF}: adding VFs: {AT}/{N}  31%" in frames, frames
+    assert frames[-1].startswith(f"vfakefs sriov: {PF}: adding VFs: {N}/{N} 100% done in ")
