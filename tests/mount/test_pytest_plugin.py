@@ -190,7 +190,12 @@ def test_after_a_failure_the_machine_is_reset(vfakefs):
     assert_nothing_left(inner, 2)
 
 
-def test_a_topology_that_does_not_mount_is_an_error_and_leaves_nothing(inner):
+def test_a_topology_that_does_not_mount_is_an_error_and_leaves_nothing(inner, tmp_path, monkeypatch):
+    # the inner session's mounts in a temporary directory of their own (the plugin makes them
+    # with tempfile), apart from those other tests of this run make beside it under xdist
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
     inner.makepyfile(test_inner='''
 import pytest
 
@@ -205,15 +210,14 @@ def test_y(vfakefs):
 def test_other_machines_still_work(vfakefs):
     assert vfakefs.topology == "seed-vtd"
 ''')
-    before = set(vfakefs_mounts())
     r = inner.runpytest_subprocess(*PLUGIN)
     r.assert_outcomes(errors=2, passed=1)
     told = [ln for ln in r.outlines
             if ln.startswith("E ") and "RuntimeError: vfakefs mount -t no-such-preset" in ln]
     assert len(told) == 2, r.outlines               # both tests say why, not only the first
     assert_nothing_left(inner, 1)
-    # the plugin's own mounts only (other tests of this run mount beside it under xdist)
-    assert not [p for p in set(vfakefs_mounts()) - before if "/vfakefs-pytest-" in p]
+    assert not [p for p in vfakefs_mounts() if p.startswith(f"{tmp}/")]
+    assert not list(tmp.glob("vfakefs-pytest-*"))       # the failed topology's directory too
 
 
 def test_installing_vfakefs_registers_the_plugin(inner, tmp_path, monkeypatch):
