@@ -269,6 +269,14 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         kernel's store cannot be interrupted, and goes on here too; but a writer that was
         killed (or has another signal) is answered EINTR at once, as pyfuse3 drops the
         FUSE_INTERRUPT that would tell us, so that it can die."""
+        if not await self.wait_done(held, of.pid):
+            raise pyfuse3.FUSEError(errno.EINTR)
+        if held.errno:
+            raise pyfuse3.FUSEError(held.errno)
+
+    async def wait_done(self, held, pid: int | None) -> bool:
+        """Until held (a Held, model/faults.py) is done: True; False as soon as the writer
+        pid (None: nobody to look at) has a signal pending. Other requests go on meanwhile."""
         event = trio.Event()
         held.on_done(event.set)
         self.waiters += 1
@@ -281,13 +289,12 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
                     raise pyfuse3.FUSEError(errno.ENOTCONN)
                 with trio.move_on_after(STREAM_POLL):
                     await event.wait()
-                if not held.done and signalled(of.pid):
-                    raise pyfuse3.FUSEError(errno.EINTR)
+                if not held.done and pid is not None and signalled(pid):
+                    return False
         finally:
             self.waiters -= 1
             self.holding.discard(event)
-        if held.errno:
-            raise pyfuse3.FUSEError(held.errno)
+        return True
 
     def shutdown(self) -> None:
         """The daemon stops serving (SIGTERM): writes still held are answered now."""

@@ -15,17 +15,15 @@ import logging
 import pyfuse3
 import trio
 
-from vfakefs.fuse.signals import signalled
 from vfakefs.model import faults
 
 STEP_SLICE = 0.02     # seconds of steps before the other requests have a turn
 PUBLISH_EVERY = 0.1   # seconds between two publishes of the steps' changes (a request publishes first)
-STREAM_POLL = 0.5     # how often a paused writer is looked at for a signal (as ops.wait_held)
 log = logging.getLogger("vfakefs")
 
 
 class Stepping:
-    """Mixed into SysfsOps: needs its publish(), waiters, closing and batches."""
+    """Mixed into SysfsOps: needs its publish(), wait_done() and batches."""
 
     async def drive(self, of, steps) -> None:
         """A store carried out in steps (sriov.Stepwise: an enable of thousands of VFs): after
@@ -82,21 +80,10 @@ class Stepping:
     async def _pause(self, wait, steps, of) -> bool:
         """An add rule's pause: True when the writer was killed meanwhile (the rest of the
         steps then goes on in a task of its own)."""
-        event = trio.Event()
-        wait.on_done(event.set)
-        self.waiters += 1
-        try:
-            while not wait.done:
-                if self.closing:
-                    raise pyfuse3.FUSEError(errno.ENOTCONN)
-                with trio.move_on_after(STREAM_POLL):
-                    await event.wait()
-                if of is not None and not wait.done and signalled(of.pid):
-                    trio.lowlevel.spawn_system_task(self._step_rest, steps)
-                    return True
-        finally:
-            self.waiters -= 1
-        return False
+        if await self.wait_done(wait, None if of is None else of.pid):
+            return False
+        trio.lowlevel.spawn_system_task(self._step_rest, steps)
+        return True
 
     def publish_steps(self) -> None:
         """Publish what the stores in steps changed so far (their batches closed and opened
