@@ -73,14 +73,7 @@ def slot_of(m, word: str):
 
 def card_functions(m, slot) -> list:
     """What sits in the slot: the functions whose path up passes through its port."""
-    out = []
-    for f in m.functions:
-        up = f.physfn if f.is_virtfn else f.parent
-        while up is not None and up is not slot.port:
-            up = up.physfn if up.is_virtfn else up.parent
-        if up is slot.port:
-            out.append(f)
-    return out
+    return hotplug.below(m, slot.port)
 
 
 def _say(m, slot, text: str) -> None:
