@@ -8,6 +8,13 @@ field, and the command line prints it without a traceback.
 import errno as _errno
 
 
+def errno_named(name) -> int | None:
+    """The errno a name such as "EBUSY" stands for (a user's rule or scenario names one),
+    None for anything else."""
+    n = getattr(_errno, name, None) if isinstance(name, str) and name.startswith("E") else None
+    return n if isinstance(n, int) else None
+
+
 class SysfsError(Exception):
     def __init__(self, errno: int, message: str = ""):
         super().__init__(message or _errno.errorcode.get(errno, str(errno)))

@@ -13,6 +13,7 @@ import errno
 import math
 
 from vfakefs.model.controls import reject
+from vfakefs.model.errors import errno_named
 from vfakefs.model.faults import DRIVER_CORE_POINTS, EPROBE_DEFER, NAMING_STORES, Rule
 from vfakefs.model.pci.bdf import Bdf
 
@@ -89,7 +90,7 @@ def _errno(m, value: str, point: str) -> int:
         if point != "probe":
             reject(m, "faults", "EPROBE_DEFER is a probe's answer only")
         return EPROBE_DEFER
-    n = getattr(errno, value, None) if value.startswith("E") else None
+    n = errno_named(value)
     if n is None:
         try:
             n = int(value, 0)

@@ -50,7 +50,6 @@ A mistake in a file is reported as `FILE: step N: FIELD: what is wrong` before
 anything runs."""
 from __future__ import annotations
 
-import errno
 import heapq
 import re
 import tomllib
@@ -58,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vfakefs.model import userfile
+from vfakefs.model.errors import errno_named
 
 CONTROL_DIR = "/sys/kernel/debug/vfakefs"
 WRITE_MAX = 4096            # a sysfs store sees one page
@@ -228,8 +228,8 @@ def _step(err, number: int, t) -> Step:
         raise err("count", f"the last run would be at {at + (count - 1) * every:g} s, past a week")
     expect = t.get("expect")
     if expect is not None:
-        code = getattr(errno, expect, None) if isinstance(expect, str) and expect.startswith("E") else None
-        if not isinstance(code, int):
+        code = errno_named(expect)
+        if code is None:
             raise err("expect", f"{expect!r} is not an errno name (EBUSY, EINVAL, ENODEV, ...)")
         expect = code
     on_error = t.get("on_error", "continue")
