@@ -186,11 +186,12 @@ def make_mountpoint(parent: Path) -> Path:
 
 
 @contextmanager
-def mounted(preset: str, mnt: Path):
-    """Mount preset (a name or a TOML file) at mnt; unmount whatever happens."""
+def mounted(preset: str, mnt: Path, *opts: str):
+    """Mount preset (a name or a TOML file) at mnt, with `vfakefs mount` options opts;
+    unmount whatever happens."""
     _MOUNTPOINTS.append(mnt)
     try:
-        r = vfakefs("mount", "-t", preset, str(mnt))
+        r = vfakefs("mount", *opts, "-t", preset, str(mnt))
         assert r.returncode == 0, f"vfakefs mount -t {preset} {mnt} failed ({r.returncode}): {r.stderr}"
         assert mounts_at(mnt) == ["fuse.vfakefs"], mounts_at(mnt)
         yield Mount(mnt, preset)
@@ -200,11 +201,11 @@ def mounted(preset: str, mnt: Path):
 
 @pytest.fixture
 def mount_preset(tmp_path):
-    """Factory: mount_preset("seed-vtd") -> a fresh Mount, unmounted at the end of the test."""
+    """Factory: mount_preset("seed-vtd"[, "--cache"]) -> a fresh Mount, unmounted at the end of the test."""
     stack = []
 
-    def make(name: str) -> Mount:
-        cm = mounted(name, make_mountpoint(tmp_path / f"m{len(stack)}"))
+    def make(name: str, *opts: str) -> Mount:
+        cm = mounted(name, make_mountpoint(tmp_path / f"m{len(stack)}"), *opts)
         m = cm.__enter__()
         stack.append(cm)
         return m

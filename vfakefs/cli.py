@@ -115,10 +115,12 @@ def cmd_mount(args) -> int:
 
     def start(ready):
         view = View(host)
-        ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
+        ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty, cache=args.cache)
         ops.settle = server.settle      # a write answers once `vfakefs run`'s networks show it
         ops.catch_up = server.catch_up  # and an open sees what their programs did to their links
         host.subscribe(ops.publish)
+        if args.cache:   # a netdev's state (mtu, flags, carrier) set from `vfakefs run`'s networks
+            host.subscribe_net(lambda nd: ops.pages.sweep_soon())
         host.scenario = timeline = Timeline(host, ops)   # the scenario control's runner
 
         def background(nursery):
@@ -277,6 +279,8 @@ def main(argv=None) -> int:
     m.add_argument("--topology", "-t", default=presets.DEFAULT, help="preset name or TOML file")
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("--scenario", "-s", metavar="FILE", help="run this scenario's timed steps from the mount on")
+    m.add_argument("--cache", action="store_true",
+                   help="serve attributes through the page cache: stat shows their content's length, not 4096")
     m.add_argument("mountpoint")
     m.set_defaults(func=cmd_mount)
     u = sub.add_parser("umount", help="unmount and stop the daemon (fails while files are open on it)")

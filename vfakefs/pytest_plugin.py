@@ -46,6 +46,9 @@ def pytest_addoption(parser):
     group.addoption("--vfakefs-topology", default=None, metavar="NAME|FILE",
                     help=f"the machine the vfakefs fixtures mount: a preset name or a "
                          f"topology TOML file (default {DEFAULT_TOPOLOGY})")
+    group.addoption("--vfakefs-cache", action="store_true", default=False,
+                    help="mount in cached mode (`vfakefs mount --cache`): attributes served "
+                         "through the page cache, stat showing their content's length")
 
 
 def pytest_configure(config):
@@ -70,14 +73,15 @@ def _mounted(path: Path) -> bool:
 class Machine:
     """One mounted machine: its topology and mountpoint."""
 
-    def __init__(self, topology: str, path: Path):
+    def __init__(self, topology: str, path: Path, cache: bool = False):
         self.topology = topology
         self.path = path
+        self.cache = cache
         self.controls = Controls(path)
 
     def mount(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        r = _vfakefs_cli("mount", "-t", self.topology, str(self.path))
+        r = _vfakefs_cli("mount", *(["--cache"] if self.cache else []), "-t", self.topology, str(self.path))
         if r.returncode != 0:
             raise RuntimeError(f"vfakefs mount -t {self.topology} {self.path} failed "
                                f"({r.returncode}): {r.stderr.strip()}")
@@ -100,8 +104,9 @@ class Machine:
 class Machines:
     """The session's mounts, one per topology, mounted on first use."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, cache: bool = False):
         self.base = base
+        self.cache = cache
         self.by_topology: dict[str, Machine] = {}
         self.failed: dict[str, str] = {}     # topology -> why its mount failed
 
@@ -111,7 +116,7 @@ class Machines:
         m = self.by_topology.get(topology)
         if m is None:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(topology).name)
-            m = Machine(topology, self.base / f"{len(self.by_topology)}-{safe[:24]}")
+            m = Machine(topology, self.base / f"{len(self.by_topology)}-{safe[:24]}", self.cache)
             # recorded before mounting: a mount that half-failed is still unmounted at the end
             self.by_topology[topology] = m
             try:
@@ -251,11 +256,11 @@ def _session_topology(config) -> str:
 
 
 @pytest.fixture(scope="session")
-def vfakefs_machines():
+def vfakefs_machines(pytestconfig):
     # a short directory of its own, not pytest's basetemp: the daemon's socket is named
     # after the mountpoint's path, and an AF_UNIX path holds at most 107 bytes
     base = Path(tempfile.mkdtemp(prefix="vfakefs-pytest-"))
-    machines = Machines(base)
+    machines = Machines(base, cache=pytestconfig.getoption("vfakefs_cache"))
     try:
         yield machines
     finally:

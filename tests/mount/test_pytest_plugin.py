@@ -150,6 +150,23 @@ def test_qemu(vfakefs, vfakefs_machine):
     assert_nothing_left(inner, 1)
 
 
+def test_the_cache_option_mounts_in_cached_mode(inner):
+    """--vfakefs-cache: stat shows an attribute's content length (strict mode: sysfs's 4096),
+    and a read follows a write."""
+    inner.makepyfile(test_inner='''
+import os
+
+def test_cached(vfakefs):
+    vendor = vfakefs.path / "sys/class/net/eth0/device/vendor"
+    assert os.stat(vendor).st_size == len(vfakefs.read("/sys/class/net/eth0/device/vendor")) == 7
+    vfakefs.write("/sys/class/net/eth0/device/sriov_numvfs", "63")
+    assert vfakefs.read("/sys/class/net/eth0/device/sriov_numvfs") == "63\\n"
+''')
+    r = inner.runpytest_subprocess(*PLUGIN, "--vfakefs-cache")
+    r.assert_outcomes(passed=1, failed=0, errors=0)
+    assert_nothing_left(inner, 1)
+
+
 def test_a_topology_file_is_found_beside_the_test(inner):
     """The marker's file is relative to the test's folder, not to where pytest runs."""
     topo = (REPO / "vfakefs/presets/seed-vtd.toml").read_text().replace(

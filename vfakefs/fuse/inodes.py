@@ -18,6 +18,7 @@ import pyfuse3
 import trio
 
 from vfakefs.fuse.errmap import kernel_errors
+from vfakefs.fuse.pagecache import ROUNDS, cacheable
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, node_type
 
 log = logging.getLogger("vfakefs")
@@ -47,6 +48,8 @@ class InodeTable:
         self.published = generation()
         self.pending: list[tuple[int, bytes]] = []   # (dir ino, name) the kernel must drop
         self.pending_attrs: set[int] = set()          # dir inos whose attributes changed
+        self.pending_pages: set[int] = set()          # file inos whose pages and attributes changed
+        self.pages = None                              # a PageCache in cached mode (pagecache.py)
         self.deliver_lock = trio.Lock()
         self.delivering = False
         self.time_ns = time.time_ns()
@@ -117,6 +120,8 @@ class InodeTable:
         a = self.attr_cache.get(ino)
         if a is None:
             a = self.attr_cache[ino] = self._attrs(ino, node)
+        if self.pages is not None and cacheable(node):
+            self.pages.fix(ino, node, a)   # the content's length, as the kernel may hold it
         return a
 
     def _attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
@@ -149,6 +154,11 @@ class InodeTable:
         READDIRPLUS hands the kernel each entry, so each counts as served."""
         rows = self.rows_cache.get(ino)
         if rows is not None:
+            if self.pages is not None:   # the sizes of cached attributes move with their values
+                for _, a in rows[2:]:
+                    node = self.nodes.get(a.st_ino)
+                    if cacheable(node):
+                        self.pages.fix(a.st_ino, node, a)
             return rows
         pino = self.ino_of(self.path_of(ino).rpartition("/")[0])
         rows = [(b".", self.attrs(ino, self.node(ino))), (b"..", self.attrs(pino, self.node(pino)))]
@@ -176,6 +186,8 @@ class InodeTable:
             self.republish(spec)
         if self.pending or self.pending_attrs:
             self.deliver_soon()
+        if self.pages is not None:
+            self.pages.sweep_soon()   # values move with the structure
 
     def republish_all(self) -> None:
         """A change nobody could map: every directory is re-listed and compared."""
@@ -287,11 +299,26 @@ class InodeTable:
         the parent directory's lock to drop an entry, and a lookup that holds it waits for
         this process: so the notifications go from a thread while the loop serves on."""
         async with self.deliver_lock:
-            if not (self.pending or self.pending_attrs):
+            if not (self.pending or self.pending_attrs or self.pending_pages):
                 return
-            entries, attrs = self.pending, self.pending_attrs
-            self.pending, self.pending_attrs = [], set()
-            await trio.to_thread.run_sync(_notify, entries, attrs)
+            entries, attrs, pages = self.pending, self.pending_attrs, self.pending_pages
+            self.pending, self.pending_attrs, self.pending_pages = [], set(), set()
+            await trio.to_thread.run_sync(_notify, entries, attrs, pages)
+
+    async def invalidate_pages(self, inos) -> None:
+        """Drop the kernel's pages and attributes of these files (cached mode), and return once
+        it has, the new values told. Again for those the kernel asked for while the
+        notification was out: it was told the old value then, and may have cached it."""
+        inos = list(inos)
+        for last in range(ROUNDS - 1, -1, -1):
+            before = [self.pages.asked.get(ino) for ino in inos]
+            self.pending_pages.update(inos)
+            await self.deliver()
+            quiet = [ino for ino, n in zip(inos, before) if not last or self.pages.asked.get(ino) == n]
+            self.pages.dropped(quiet)   # at once, before any other request is served
+            inos = [ino for ino in inos if ino not in set(quiet)]
+            if not inos:
+                return
 
     def forget_paths(self, paths: list[str]) -> None:
         """Drop the inode numbers of removed subtrees and all we cached of them, walking
@@ -304,12 +331,14 @@ class InodeTable:
             if ino is None:
                 continue
             del self.paths[ino]
+            if self.pages is not None:
+                self.pages.forget((ino,))
             for cache in (self.nodes, self.listings, self.attr_cache, self.rows_cache, self.overrides):
                 cache.pop(ino, None)
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
 
 
-def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
+def _notify(entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] = NOTHING) -> None:
     """In a worker thread: the FUSE notifications, each blocking until the kernel has
     applied it. ENOENT: the kernel had already dropped the entry or inode."""
     for dino, name in entries:
@@ -320,6 +349,11 @@ def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
     for dino in attrs:
         try:
             pyfuse3.invalidate_inode(dino, attr_only=True)   # never the pages: see DESIGN.md
+        except OSError:
+            pass
+    for ino in pages:   # cached mode: files whose value moved (no write holds their page lock)
+        try:
+            pyfuse3.invalidate_inode(ino)
         except OSError:
             pass
 

@@ -15,6 +15,7 @@ import trio
 
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.inodes import InodeTable
+from vfakefs.fuse.pagecache import PageCache, cacheable
 from vfakefs.fuse.signals import signalled
 from vfakefs.fuse.stepping import Stepping
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
@@ -46,9 +47,11 @@ class OpenFile:
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
 
-    def __init__(self, root: Dir, generation, dirty=None):
+    def __init__(self, root: Dir, generation, dirty=None, cache: bool = False):
         pyfuse3.Operations.__init__(self)
         InodeTable.__init__(self, root, generation, dirty)
+        if cache:
+            self.pages = PageCache(self.node, self.invalidate_pages)   # `vfakefs mount --cache` (pagecache.py)
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0
@@ -152,6 +155,9 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
+        if (self.pages is not None and acc == os.O_RDONLY and of.content is not None and cacheable(node)
+                and self.pages.open(fh, inode, of.content)):
+            return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
         # fixed files (the simulated /lib/modules) go through the page cache as disk files
         # do: their pages are kept across opens (every kmod run maps the indexes) and a
         # shared mapping works (direct_io refuses MAP_SHARED); attributes are read afresh
@@ -166,6 +172,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
         if of.node.decl.per_open:
             return self.answer_read(of, size)
+        if self.pages is not None and (told := self.pages.content(fh)) is not None:
+            return told[off:off + size]   # cached mode: the pages agree with the size told
         if off == 0 and of.used:
             # a read from offset 0 starts over and calls show() again, as seq_read_iter
             # does: pollers lseek(0) and re-read one open file
@@ -261,6 +269,13 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         await self.deliver()
         if self.settle is not None:
             await self.settle()
+        if self.pages is not None:
+            # files open now read their new value once the write is answered; the others
+            # (stat's size) are looked at after it
+            moved = self.pages.changed_open()
+            if moved:
+                await self.invalidate_pages(moved)
+            self.pages.sweep_soon()
         return n
 
     async def wait_held(self, of: OpenFile, held) -> None:
@@ -304,6 +319,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
 
     async def release(self, fh):
         self.files.pop(fh, None)
+        if self.pages is not None:
+            self.pages.release(fh)
 
     # --- what sysfs refuses ---------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):

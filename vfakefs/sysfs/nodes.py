@@ -32,6 +32,8 @@ class Attr:
     # the same store carried out in steps: steps(obj, text) -> None or an object whose
     # step() does the next part (True once done), that a write drives (sriov_numvfs)
     steps: Callable[[Any, str], Any] | None = None
+    # a value that moves by itself (a clock): never served from the page cache (--cache)
+    volatile: bool = False
 
     def bind(self, obj) -> Bound:
         return Bound(self, obj)

@@ -64,7 +64,7 @@ RUNTIME = AttrGroup((
     Attr("autosuspend_delay_ms", autosuspend_delay_ms_show, autosuspend_delay_ms_store, 0o644),
     Attr("control", control_show, control_store, 0o644),
     Attr("runtime_active_kids", _const("0\n")),
-    Attr("runtime_active_time", lambda obj: "%d\n" % obj.machine.uptime_ms()),
+    Attr("runtime_active_time", lambda obj: "%d\n" % obj.machine.uptime_ms(), volatile=True),
     Attr("runtime_enabled", lambda obj: "enabled\n" if _auto(obj) else "forbidden\n"),
     Attr("runtime_status", _const("active\n")),
     Attr("runtime_suspended_time", _const("0\n")),
