@@ -144,3 +144,20 @@ def test_new_functions_and_gone_ones(cached):
     (d / "sriov_numvfs").write_text("0")
     assert not vf.exists()
     assert (d / "sriov_numvfs").read_text() == "0\n"
+
+
+def test_config_is_cached_for_root_only_and_follows_setpci(cached, seed_mnt):
+    """config's size never moves: root reads it through the page cache; a user reads the
+    first 64 bytes from the server as sysfs gives them, never root's cached pages."""
+    def dump(m, user=None):
+        r = run(["lspci", "-A", "linux-sysfs", "-O", "sysfs.path=sys/bus/pci", "-s", "03:00.0", "-xxx"],
+                user=user, cwd=m.path)   # relative: pytest's temp dirs are 0700
+        assert r.returncode == 0, r.stderr
+        return [line for line in r.stdout.splitlines()[1:] if line]
+    assert dump(cached) == dump(seed_mnt) and len(dump(cached)) == 16
+    assert dump(cached, user=65534) == dump(cached)[:4]
+    setpci = ["setpci", "-A", "linux-sysfs", "-O", f"sysfs.path={cached.pci}", "-s", "03:00.0"]
+    for value in ("0006", "0406", "0106"):
+        assert run([*setpci, f"COMMAND={value}"]).returncode == 0
+        assert run([*setpci, "COMMAND"]).stdout.strip() == value
+        assert dump(cached)[0].split()[5:7] == [value[2:], value[:2]]

@@ -155,25 +155,41 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
-        if (self.pages is not None and acc == os.O_RDONLY and of.content is not None and cacheable(node)
-                and self.pages.open(fh, inode, of.content)):
+        if self.pages is not None and acc == os.O_RDONLY and cacheable(node) and self.cached_open(fh, inode, of):
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
         # fixed files (the simulated /lib/modules) go through the page cache as disk files
         # do: their pages are kept across opens (every kmod run maps the indexes) and a
         # shared mapping works (direct_io refuses MAP_SHARED); attributes are read afresh
         return pyfuse3.FileInfo(fh=fh, direct_io=not node.cached, keep_cache=node.cached)
 
+    def cached_open(self, fh: int, ino: int, of: OpenFile) -> bool:
+        """Cached mode: whether this open reads through the page cache (pagecache.py). A
+        binary file only for root: others read less of it, and the pages are everyone's."""
+        if of.node.binary:
+            if not of.privileged:
+                return False
+            try:
+                with kernel_errors():
+                    content = of.node.decl.read(of.node.obj, 0, of.node.size, True)
+            except pyfuse3.FUSEError:
+                return False
+        elif of.content is None:
+            return False
+        else:
+            content = of.content
+        return self.pages.open(fh, ino, content)
+
     async def read(self, fh, off, size):
         of = self.files[fh]
         if of.stream is not None:
             return await self.stream_read(of, off, size)
+        if self.pages is not None and (told := self.pages.content(fh)) is not None:
+            return told[off:off + size]   # cached mode: what the kernel was told, whole
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
         if of.node.decl.per_open:
             return self.answer_read(of, size)
-        if self.pages is not None and (told := self.pages.content(fh)) is not None:
-            return told[off:off + size]   # cached mode: the pages agree with the size told
         if off == 0 and of.used:
             # a read from offset 0 starts over and calls show() again, as seq_read_iter
             # does: pollers lseek(0) and re-read one open file

@@ -43,7 +43,7 @@ import time
 import pyfuse3
 import trio
 
-from vfakefs.sysfs.nodes import Attr, Bound
+from vfakefs.sysfs.nodes import Attr, BinAttr, Bound
 
 log = logging.getLogger("vfakefs")
 
@@ -52,17 +52,23 @@ ROUNDS = 4           # invalidations of one change while readers keep asking for
 
 
 def cacheable(node) -> bool:
+    """Read-only text attributes of a fixed size limit, and binary files that say so (config:
+    for root only, as others read less of it)."""
     if not isinstance(node, Bound):
         return False
     d = node.decl
+    if type(d) is BinAttr:
+        return d.cacheable
     return (type(d) is Attr and d.show is not None and d.store is None and not d.volatile
             and not callable(d.size) and d.size > 0)
 
 
 def _show(node: Bound) -> bytes | None:
-    """The content a read would get now, or None when show() fails (read answers the
-    errno: such a file is served direct_io)."""
+    """The content a read would get now (root's, for a binary file), or None when show()
+    fails (read answers the errno: such a file is served direct_io)."""
     try:
+        if node.binary:
+            return node.decl.read(node.obj, 0, node.size, True)
         return node.decl.show(node.obj).encode("latin-1")
     except Exception:   # noqa: BLE001 - a failing show is served as strict mode serves it
         return None

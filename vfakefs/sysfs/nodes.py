@@ -57,6 +57,9 @@ class BinAttr:
     write: Callable[[Any, int, bytes], int] | None = None
     mode: int = 0o644
     size: Callable[[Any], int] | int = 4096
+    # its size never moves and every privileged reader reads the same bytes (config):
+    # served to root through the page cache in cached mode (--cache)
+    cacheable: bool = False
 
     def bind(self, obj) -> Bound:
         return Bound(self, obj)

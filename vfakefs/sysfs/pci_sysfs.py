@@ -261,7 +261,7 @@ def config_write(dev, off: int, data: bytes) -> int:
     return len(data)
 
 
-config = BinAttr("config", config_read, config_write, 0o644, lambda dev: dev.config.size)
+config = BinAttr("config", config_read, config_write, 0o644, lambda dev: dev.config.size, cacheable=True)
 
 
 def resource_read(dev, off: int, n: int, privileged: bool) -> bytes:
