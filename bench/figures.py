@@ -24,10 +24,11 @@ OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 def _spec_text(spec, unit: str) -> str:
     on, op, limit = spec
+    num = f"{limit / 1e6:g} M" if abs(limit) >= 1e6 else f"{limit:g} "
     if on == "value":
-        return f"{op} {limit:g} {unit}".rstrip()
+        return f"{op} {num}{unit}".rstrip()
     if on == "diff":
-        return f"diff {op} {limit:g} {unit}".rstrip()
+        return f"diff {op} {num}{unit}".rstrip()
     return f"ratio {op} {limit:g}"
 
 

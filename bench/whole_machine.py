@@ -105,7 +105,7 @@ def walk(root: Path, cmd: str, out: Path, counted: bool) -> dict:
         took = time.perf_counter() - t0
     res = {"s": took, "rc": r.returncode, "stderr_lines": len(r.stderr.splitlines()),
            "stderr_head": r.stderr.decode(errors="replace").splitlines()[:3],
-           "stdout_lines": sum(1 for _ in open(out, "rb"))}
+           "stdout_lines": out.read_bytes().count(b"\n")}
     if before is not None:
         after = read_requests(root)
         if after is not None:
