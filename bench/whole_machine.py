@@ -49,6 +49,7 @@ from sriov_scale import Mount, numvfs_path, scale_topology, sriov_pfs, write_att
 REPO = Path(__file__).resolve().parent.parent
 PCI_IDS = REPO / "tests" / "reference" / "pci.ids"
 REQUESTS = "sys/kernel/debug/vfakefs/requests"
+REQUESTS_PATH = [REQUESTS]      # --requests
 
 COMMANDS = {
     # name: (what, argv for a root)
@@ -82,7 +83,7 @@ def parse_counts(text: str) -> dict[str, int]:
 
 def read_requests(root: Path) -> dict[str, int] | None:
     try:
-        return parse_counts((root / REQUESTS).read_text())
+        return parse_counts((root / REQUESTS_PATH[0]).read_text())
     except OSError:
         return None
 
@@ -170,7 +171,7 @@ def run(a, work: Path, rep: dict) -> None:
                     rep["tmpfs_copy"] = r.pop("copy")
                     copy_to = None
                 if any("requests" in w for w in r["walks"]):
-                    rep["requests_control"] = REQUESTS
+                    rep["requests_control"] = REQUESTS_PATH[0]
         if not a.no_baseline:
             rep["tmpfs"] = {cmd: [walk(tmp, cmd, work / f"out-tmpfs-{cmd}-{i}", False) for i in range(a.walks)]
                             for cmd in a.commands}
@@ -188,7 +189,12 @@ def second(walks: list[dict]) -> float | None:
 
 
 def per_function(w: dict, n: int) -> float | None:
-    return sum(w["requests"].values()) / n if "requests" in w else None
+    """All requests of a walk per function (the control's own total, if it has one)."""
+    if "requests" not in w:
+        return None
+    r = w["requests"]
+    total = [v for k, v in r.items() if k.split()[-1].lower() in ("total", "all")]
+    return (total[0] if total else sum(r.values())) / n
 
 
 def whole_figures(a, rep: dict) -> list[dict]:
@@ -264,8 +270,11 @@ def parse_args(argv=None):
     ap.add_argument("--commands", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
     ap.add_argument("--no-cache", action="store_true", help="strict mode only")
     ap.add_argument("--no-baseline", action="store_true", help="no tmpfs copy and no walks over it")
+    ap.add_argument("--requests", default=REQUESTS, metavar="PATH",
+                    help=f"the request-count control, relative to the mount ({REQUESTS})")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
     a = ap.parse_args(argv)
+    REQUESTS_PATH[0] = a.requests.lstrip("/")
     if a.walks < 1 or a.pfs < 1 or a.vfs_per_pf < 1:
         ap.error("counts must be >= 1")
     return a
