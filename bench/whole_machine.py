@@ -20,7 +20,7 @@ the same run:
     by opcode), the requests each walk cost, per function (the control's own read,
     measured beside it, taken off).
  3. The baseline: a tmpfs copy of the same tree (sys/devices and sys/bus, made with
-    bench/read_rate.py's copy_tree, 4 KiB of each file, from the first mount after its walks), the same
+    bench/read_rate.py's copy_tree, from the first mount after its walks), the same
     commands over it; lspci's output over the copy is compared with the mount's.
 
 Every mount is undone in `finally`. Run as root (tmpfs and FUSE mounts):
@@ -42,7 +42,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import figure, write as write_figures  # noqa: E402
-import read_rate  # noqa: E402
 from read_rate import cleanup_workdir, copy_tree, mount_has_option, umount_tmpfs, warn  # noqa: E402
 from sriov_scale import Mount, numvfs_path, scale_topology, sriov_pfs, write_attr  # noqa: E402
 
@@ -161,11 +160,9 @@ def run(a, work: Path, rep: dict) -> None:
                requests_control=None)
     tmp = work / "tmpfs"
     tmp.mkdir()
-    # ~60 files a function, a page each at least: more than read_rate.py's 512m
+    # ~60 files a function, a page of tmpfs each: 2,065 functions need more than
+    # read_rate.py's mount_tmpfs (512m) holds
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "vfakefs-bench", str(tmp)], check=True)
-    # a page of each file, as a sysfs show() gives: not a BAR's resourceN (its size
-    # in bytes, up to 1 MiB a file with read_rate.py's cap); lspci -nn reads none past it
-    read_rate.COPY_READ_CAP = 4096
     try:
         copy_to = None if a.no_baseline else tmp
         for mode in modes:
