@@ -13,7 +13,7 @@ What it does:
     attribute (0000:03:00.1/vendor), timed one by one.
  3. Prints, per arm: reads, p50, p90, p99 in microseconds, and the ratios held/idle.
 
-    .venv/bin/python bench/held_write.py [--reads N] [--rounds R] [--cpu C]
+    .venv/bin/python bench/held_write.py [--reads N] [--rounds R] [--cpu C] [--json FILE]
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ What it does:
 --src DIR runs the daemon from another checkout (PYTHONPATH=DIR), to compare a
 tree before a change; a daemon that dies (the engine raising) is reported.
 
-    taskset -c 0 .venv/bin/python bench/latency_under_traffic.py [--reads N] [--rounds R]
+    taskset -c 0 .venv/bin/python bench/latency_under_traffic.py [--reads N] [--rounds R] [--json FILE]
 """
 from __future__ import annotations
 

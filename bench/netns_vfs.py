@@ -6,7 +6,7 @@ answers once the namespace shows the 2,048 links: syscall/netns.py), in the same
 printed as seconds and as the ratio inside/outside. Also the time a `vfakefs run -- true`
 takes with the 2,048 VFs enabled (a namespace filled with 2,049 links, then torn down).
 
-    .venv/bin/python bench/netns_vfs.py [--vfs N] [--repeats N]
+    .venv/bin/python bench/netns_vfs.py [--vfs N] [--repeats N] [--json FILE]
 
 Run as root (FUSE mount, network namespaces); every mount is undone in `finally`."""
 from __future__ import annotations

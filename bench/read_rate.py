@@ -19,7 +19,7 @@ What it does, in order:
 
 Every mount is undone in `finally`. Run as root (tmpfs and FUSE mounts):
 
-    taskset -c 0 .venv/bin/python bench/read_rate.py [--ops N] [--json FILE]
+    taskset -c 0 .venv/bin/python bench/read_rate.py [--ops N] [--cache] [--json FILE]
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ and the growth per cycle between the first and the last sample. --no-tables skip
 the dma request (the tables are then never made: the flat baseline). --src DIR runs
 the daemon from another checkout (PYTHONPATH=DIR), to compare a tree before a change.
 
-    taskset -c 0 .venv/bin/python bench/sriov_cycles_memory.py [--cycles 600] [--no-tables]
+    taskset -c 0 .venv/bin/python bench/sriov_cycles_memory.py [--cycles 600] [--no-tables] [--json FILE]
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ What it does (daemon and programs pinned to one CPU, as DESIGN.md's performance 
     containers with 2 devices each at once: the time until all 8 are set up, and their
     emulated-ioctl medians while all 8 ask at the same time.
 
-    taskset -c 0 .venv/bin/python bench/vfio.py [--n N] [--rounds R]
+    taskset -c 0 .venv/bin/python bench/vfio.py [--n N] [--rounds R] [--json FILE]
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ to one CPU (DESIGN.md, "Performance notes"), printed as ratios:
 to compare before and after in one run). Every mount is undone in `finally`.
 Run as root:
 
-    taskset -c 0 .venv/bin/python bench/walk_under_writes.py [--writers 16] [--repo DIR]
+    taskset -c 0 .venv/bin/python bench/walk_under_writes.py [--writers 16] [--repo DIR] [--json FILE]
 """
 from __future__ import annotations
 
