@@ -211,11 +211,12 @@ def whole_figures(a, rep: dict) -> list[dict]:
             what, ws, tw = COMMANDS[cmd][0], r["walks"], base.get(cmd)
             limit = TARGETS_S.get((cmd, mode)) if issue else None
             figs.append(figure(f"{what}, {n:,} functions, {mode}, first walk", ws[0]["s"], "s",
-                               baseline=tw[0]["s"] if tw else None, baseline_what="tmpfs copy, same command",
+                               baseline=tw[0]["s"] if tw else None, baseline_what="tmpfs copy, same command" if tw else None,
                                target=("value", "<", limit) if limit else None))
             if len(ws) > 1:
                 figs.append(figure(f"{what}, {n:,} functions, {mode}, second walk", second(ws), "s",
-                                   baseline=second(tw) if tw else None, baseline_what="tmpfs copy, same command"))
+                                   baseline=second(tw) if tw else None,
+                                   baseline_what="tmpfs copy, same command" if tw else None))
             for i, w in enumerate(ws[:2]):
                 v = per_function(w, n)
                 if v is not None:
@@ -258,7 +259,8 @@ def print_report(a, rep: dict) -> None:
                 if w["stderr_lines"]:
                     print(f"    stderr ({w['stderr_lines']} lines): {' | '.join(w['stderr_head'])}")
             if "requests" in ws[0]:
-                print("    first walk's requests: " + ", ".join(f"{k} {v:,}" for k, v in ws[0]["requests"].items()))
+                print("    first walk's requests: " + (", ".join(f"{k} {v:,}" for k, v in ws[0]["requests"].items())
+                                                      or "none counted"))
             print(f"    mount {fmt(r['mount_s'])}, enabling {fmt(sum(r['enable_s']))}")
     if "lspci_same_output" in rep:
         print(f"\nlspci -nn over the mount and over the tmpfs copy: "
