@@ -12,7 +12,7 @@ TARGET_READ1_VS_C = {False: 0.25, True: 0.5}
 
 def read_figures(rep: dict, a, METRICS: dict) -> list[dict]:
     """bench/figures.py's rows: each vfakefs rate beside its baseline of this run."""
-    mode = "cached (--cache)" if a.cache else "strict"
+    mode = "cached" if a.cache else "strict"
     res = rep.get("results", {})
 
     def rate(m: str, base: str, base_what: str, target=None):
