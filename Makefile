@@ -51,6 +51,7 @@ examples: venv
 # make bench: every bench/ script pinned to CPU 0, each writing its figures to
 # $(BENCH_OUT)/NAME.json; one failing script does not stop the others; then
 # bench/summary.py prints one table of every figure beside its baseline and target
+# (kept in $(BENCH_OUT)/summary.md for the README)
 BENCH_OUT ?= $(CURDIR)/bench/results
 BENCH := taskset -c 0 $(PY)
 bench: venv
@@ -67,7 +68,7 @@ bench: venv
 	-$(BENCH) bench/vfio.py --json $(BENCH_OUT)/vfio.json
 	-$(BENCH) bench/netns_vfs.py --json $(BENCH_OUT)/netns_vfs.json
 	-$(PY) bench/held_write.py --cpu 0 --json $(BENCH_OUT)/held_write.json
-	$(PY) bench/summary.py $(BENCH_OUT)
+	$(PY) bench/summary.py $(BENCH_OUT) | tee $(BENCH_OUT)/summary.md
 
 clean: stop
 	rm -rf $(VENV)
