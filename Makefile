@@ -48,16 +48,27 @@ test: venv clients
 examples: venv
 	PYTHON=$(PY) tools/run-examples
 
+# make bench: every bench/ script pinned to CPU 0, each writing its figures to
+# $(BENCH_OUT)/NAME.json; one failing script does not stop the others; then
+# bench/summary.py prints one table of every figure beside its baseline and target
+# (kept in $(BENCH_OUT)/summary.md for the README)
+BENCH_OUT ?= $(CURDIR)/bench/results
+BENCH := taskset -c 0 $(PY)
 bench: venv
-	taskset -c 0 $(PY) bench/read_rate.py
-	taskset -c 0 $(PY) bench/sriov_scale.py --profile never
-	taskset -c 0 $(PY) bench/translate.py
-	taskset -c 0 $(PY) bench/latency_under_traffic.py
-	taskset -c 0 $(PY) bench/walk_under_writes.py
-	taskset -c 0 $(PY) bench/sriov_cycles_memory.py
-	taskset -c 0 $(PY) bench/vfio.py
-	taskset -c 0 $(PY) bench/netns_vfs.py
-	$(PY) bench/held_write.py --cpu 0
+	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.json
+	-$(BENCH) bench/read_rate.py --json $(BENCH_OUT)/read_rate.json
+	-$(BENCH) bench/read_rate.py --cache --json $(BENCH_OUT)/read_rate_cache.json
+	-if [ -f bench/mount_ready.py ]; then $(BENCH) bench/mount_ready.py --json $(BENCH_OUT)/mount_ready.json; fi
+	-$(BENCH) bench/whole_machine.py --json $(BENCH_OUT)/whole_machine.json
+	-$(BENCH) bench/sriov_scale.py --profile never --json $(BENCH_OUT)/sriov_scale.json
+	-$(BENCH) bench/translate.py --json $(BENCH_OUT)/translate.json
+	-$(BENCH) bench/latency_under_traffic.py --json $(BENCH_OUT)/latency_under_traffic.json
+	-$(BENCH) bench/walk_under_writes.py --json $(BENCH_OUT)/walk_under_writes.json
+	-$(BENCH) bench/sriov_cycles_memory.py --json $(BENCH_OUT)/sriov_cycles_memory.json
+	-$(BENCH) bench/vfio.py --json $(BENCH_OUT)/vfio.json
+	-$(BENCH) bench/netns_vfs.py --json $(BENCH_OUT)/netns_vfs.json
+	-$(PY) bench/held_write.py --cpu 0 --json $(BENCH_OUT)/held_write.json
+	$(PY) bench/summary.py $(BENCH_OUT) | tee $(BENCH_OUT)/summary.md
 
 clean: stop
 	rm -rf $(VENV)

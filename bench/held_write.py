@@ -13,7 +13,7 @@ What it does:
     attribute (0000:03:00.1/vendor), timed one by one.
  3. Prints, per arm: reads, p50, p90, p99 in microseconds, and the ratios held/idle.
 
-    .venv/bin/python bench/held_write.py [--reads N] [--rounds R] [--cpu C]
+    .venv/bin/python bench/held_write.py [--reads N] [--rounds R] [--cpu C] [--json FILE]
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import figure, write as write_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PF = "0000:03:00.0"
@@ -40,6 +43,7 @@ def main() -> int:
     ap.add_argument("--reads", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cpu", type=int, default=0)
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +83,11 @@ def main() -> int:
                       f"p99={pct(xs, .99):.0f}us mean={statistics.mean(xs):.0f}us")
             for p in (.5, .9, .99):
                 print(f"held/idle p{int(p * 100)}: {pct(arms['held'], p) / pct(arms['idle'], p):.2f}")
+            if args.json:
+                write_figures(args.json, "held_write.py", [
+                    figure(f"7 B attribute read while a write is held, p{int(p * 100)}", pct(arms["held"], p),
+                           "us", baseline=pct(arms["idle"], p), baseline_what="nothing held")
+                    for p in (.5, .9, .99)])
         finally:
             subprocess.run([sys.executable, "-m", "vfakefs", "umount", "--lazy", str(mnt)], cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -19,7 +19,7 @@ What it does:
 --src DIR runs the daemon from another checkout (PYTHONPATH=DIR), to compare a
 tree before a change; a daemon that dies (the engine raising) is reported.
 
-    taskset -c 0 .venv/bin/python bench/latency_under_traffic.py [--reads N] [--rounds R]
+    taskset -c 0 .venv/bin/python bench/latency_under_traffic.py [--reads N] [--rounds R] [--json FILE]
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import figure, write as write_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STREAMS = ("0000:03:00.0", "0000:03:00.1")
@@ -94,6 +97,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="idle/traffic round pairs")
     ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--src", type=Path, default=REPO, help="the checkout the daemon runs from")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory(prefix="vfakefs-bench-") as tmp:
@@ -138,6 +142,14 @@ def main() -> int:
           f"{len(busy) / (sum(busy) / 1e6):.0f} under traffic")
     print(f"simulated requests issued: {issued} in {wall:.2f} s of wall time ({issued / wall:,.0f}/s for "
           f"{len(STREAMS)} streams asking 1,000,000/s each of simulated time); behind= at the round ends: {behind}")
+    if args.json:
+        figs = [figure(f"7 B attribute read under 2 streams of traffic, {p}", pct(busy, float(p[1:])), "us",
+                       baseline=pct(idle, float(p[1:])), baseline_what="the same mount idle")
+                for p in ("p50", "p99")]
+        figs.append(figure("`dma` request under traffic, p50", pct(busy_dma, 50), "us",
+                           baseline=pct(idle_dma, 50), baseline_what="the same mount idle"))
+        figs.append(figure("simulated requests issued per second of wall time", issued / wall, "/s"))
+        write_figures(args.json, "latency_under_traffic.py", figs)
     return 0
 
 

@@ -19,7 +19,7 @@ What it does, in order:
 
 Every mount is undone in `finally`. Run as root (tmpfs and FUSE mounts):
 
-    taskset -c 0 .venv/bin/python bench/read_rate.py [--ops N] [--json FILE]
+    taskset -c 0 .venv/bin/python bench/read_rate.py [--ops N] [--cache] [--json FILE]
 """
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import write as write_figures  # noqa: E402
+from report_figures import read_figures  # noqa: E402
+
 C_SOURCE = Path(__file__).resolve().parent / "cfuse_baseline.c"
 
 # DESIGN.md, "Performance notes": minimal C libfuse direct_io server, reader on
@@ -154,8 +158,9 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
 class VfakefsMount:
     """Mounts and unmounts the daemon under test; remembers its pids."""
 
-    def __init__(self, mnt: Path, topology: str, cpu: int, log_dir: Path):
+    def __init__(self, mnt: Path, topology: str, cpu: int, log_dir: Path, mount_args: tuple = ()):
         self.mnt, self.topology, self.cpu, self.log_dir = mnt, topology, cpu, log_dir
+        self.mount_args = list(mount_args)
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO), self.env.get("PYTHONPATH")) if p)
@@ -164,7 +169,7 @@ class VfakefsMount:
     def mount(self, timeout: float = 120.0) -> tuple[float, float]:
         """Returns (seconds until the command returned, seconds until ready)."""
         cmd = ["taskset", "-c", str(self.cpu), sys.executable, "-m", "vfakefs",
-               "mount", "--topology", self.topology, str(self.mnt)]
+               "mount", *self.mount_args, "--topology", self.topology, str(self.mnt)]
         # Files, not pipes: a daemon that forks keeps inherited pipes open and
         # would make reading them block until it exits.
         with open(self.log_dir / "mount.out", "wb") as out, \
@@ -435,6 +440,8 @@ def parse_args(argv=None):
     ap.add_argument("--topology", default="seed-vtd", help="vfakefs topology (seed-vtd)")
     ap.add_argument("--cpu", type=int, default=0, help="CPU for daemons and reader (0)")
     ap.add_argument("--json", metavar="FILE", help="also write results as JSON")
+    ap.add_argument("--cache", action="store_true",
+                    help="mount with `vfakefs mount --cache` (skipped if the daemon has no such option)")
     ap.add_argument("--no-c-baseline", action="store_true", help="skip the C libfuse server")
     ap.add_argument("--no-real-sysfs", action="store_true", help="skip the host's /sys")
     ap.add_argument("--mount-root", metavar="DIR",
@@ -458,10 +465,17 @@ def main(argv=None) -> int:
         print("read_rate.py needs root (tmpfs and FUSE mounts)", file=sys.stderr)
         return 2
 
+    if a.cache and not a.mount_root and not mount_has_option("--cache"):
+        why = "`vfakefs mount` has no --cache option"
+        print(f"read_rate.py --cache: skipped: {why}")
+        if a.json:
+            write_figures(a.json, "read_rate.py", [], skipped=why)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="vfakefs-bench-"))
     report: dict = {"config": {k: v for k, v in vars(a).items()},
                     "python": sys.version.split()[0], "cpu": a.cpu}
-    vf = VfakefsMount(work / "mnt", a.topology, a.cpu, work) if not a.mount_root else None
+    vf = (VfakefsMount(work / "mnt", a.topology, a.cpu, work, ("--cache",) if a.cache else ())
+          if not a.mount_root else None)
     cb = CBaseline(work, a.cpu) if not a.no_c_baseline else None
     tmpfs = work / "tmpfs"
     try:
@@ -560,6 +574,7 @@ def main(argv=None) -> int:
                 warn(f"cleanup step failed: {exc!r}")
 
     if a.json:
+        report["figures"] = read_figures(report, a, METRICS)
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
         print(f"\nJSON written to {a.json}")
@@ -649,6 +664,15 @@ def print_report(rep: dict, a, root: Path) -> None:
     if "C-libfuse" in res["read1"] and "vfakefs" in res["read1"]:
         print(f"vfakefs / C libfuse baseline measured in this run (same op, same CPU): "
               f"{rep['ratios']['read1']['vfakefs/C-libfuse']:.3f}")
+
+
+def mount_has_option(opt: str) -> bool:
+    """Whether `vfakefs mount --help` (this checkout's) lists opt."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    r = subprocess.run([sys.executable, "-m", "vfakefs", "mount", "--help"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    return opt in r.stdout.split() or f"{opt}," in r.stdout.split()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ and the growth per cycle between the first and the last sample. --no-tables skip
 the dma request (the tables are then never made: the flat baseline). --src DIR runs
 the daemon from another checkout (PYTHONPATH=DIR), to compare a tree before a change.
 
-    taskset -c 0 .venv/bin/python bench/sriov_cycles_memory.py [--cycles 600] [--no-tables]
+    taskset -c 0 .venv/bin/python bench/sriov_cycles_memory.py [--cycles 600] [--no-tables] [--json FILE]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_under_traffic import REPO, mount, unmount   # noqa: E402
+from figures import figure, write as write_figures  # noqa: E402
 
 PF = "0000:03:00.0"
 
@@ -40,6 +41,7 @@ def main() -> int:
     ap.add_argument("--no-tables", action="store_true")
     ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--src", type=Path, default=REPO)
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.cpu})
     marks = {1, 10, 50, 100, 200, 300, 400, 500, 600, args.cycles}
@@ -69,6 +71,14 @@ def main() -> int:
             (c0, r0), (c1, r1) = samples[0], samples[-1]
             if c1 > c0:
                 print(f"growth from cycle {c0} to {c1}: {(r1 - r0) / (c1 - c0) * 1024:.1f} KiB per cycle")
+            if args.json:
+                tables = "no tables" if args.no_tables else "VT-d tables made"
+                figs = [figure(f"daemon VmRSS after {c1} cycles of 63/0 VFs ({tables})", r1, "MB",
+                               baseline=r0, baseline_what=f"after {c0} cycle(s)")]
+                if c1 > c0:
+                    figs.append(figure(f"VmRSS growth per cycle, cycles {c0}..{c1}",
+                                       (r1 - r0) / (c1 - c0) * 1024, "KiB"))
+                write_figures(args.json, "sriov_cycles_memory.py", figs, samples=samples)
         finally:
             unmount(mnt, proc)
     return 0

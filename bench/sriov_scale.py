@@ -67,6 +67,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_figures import scale_figures  # noqa: E402
 from read_rate import (cleanup_workdir, cpus_allowed, end_processes, mount_tmpfs,  # noqa: E402
                        mounted_at, umount_tmpfs, wait_gone, warn)
 
@@ -364,13 +365,15 @@ class Mount:
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), self.env.get("PYTHONPATH")) if p)
         self.pid: int | None = None
         self.proc: subprocess.Popen | None = None
+        self.mount_args: list[str] = []          # e.g. ["--cache"] (bench/whole_machine.py)
 
     def mount(self, timeout: float = 120.0) -> float:
         self.mnt.mkdir(exist_ok=True)
         t0 = time.perf_counter()
         with open(self.log, "ab") as out:
             if self.profile_out is None:
-                r = subprocess.run(["taskset", "-c", str(self.cpu), *self.cli, "mount", "-t", self.topology,
+                r = subprocess.run(["taskset", "-c", str(self.cpu), *self.cli, "mount", *self.mount_args,
+                                    "-t", self.topology,
                                     str(self.mnt)], cwd=REPO, env=self.env, stdout=out, stderr=out,
                                    stdin=subprocess.DEVNULL, timeout=timeout)
                 if r.returncode != 0:
@@ -900,6 +903,7 @@ def main(argv=None) -> int:
             except BaseException as exc:   # noqa: BLE001 - go on cleaning up
                 warn(f"cleanup step failed: {exc!r}")
     if a.json:
+        rep["figures"] = scale_figures(a, rep, rep.setdefault("figures_errors", []))
         with open(a.json, "w") as f:
             json.dump(rep, f, indent=2, sort_keys=True, default=str)
         print(f"\nJSON written to {a.json}")

@@ -22,7 +22,7 @@ What it does (daemon and programs pinned to one CPU, as DESIGN.md's performance 
     containers with 2 devices each at once: the time until all 8 are set up, and their
     emulated-ioctl medians while all 8 ask at the same time.
 
-    taskset -c 0 .venv/bin/python bench/vfio.py [--n N] [--rounds R]
+    taskset -c 0 .venv/bin/python bench/vfio.py [--n N] [--rounds R] [--json FILE]
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_under_traffic import REPO, unmount   # noqa: E402
+from figures import figure, write as write_figures  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GPU, AUDIO = "0000:01:00.0", "0000:01:00.1"
@@ -209,6 +210,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds alternating filtered and unfiltered")
     ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--src", type=Path, default=REPO, help="the checkout the daemon runs from")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
     args = ap.parse_args()
     src = args.src.resolve()
     gcc = shutil.which("gcc")
@@ -287,6 +289,21 @@ def main() -> int:
         line("  the slowest set-up inside its program", f"{max(inside):.1f} ms", "", None)
     if medians:
         line("  emulated ioctl median, 8 programs at once", f"{statistics.median(medians):.1f} us", "", None)
+    if args.json:
+        landed_ok = landed.get("differ") == 0 and landed.get("byte0") == 0xA5
+        figs = [figure("emulated ioctl (GROUP_GET_STATUS), median", em, "us", target=("value", "<=", 30)),
+                figure("unrelated ioctl (FIONREAD) under the filter, median", un, "us", baseline=na,
+                       baseline_what="the same program without the filter", target=("diff", "<=", 1)),
+                figure("MAP_DMA of 1 GiB, one 1 GiB page", map_ms, "ms", target=("value", "<", 50)),
+                figure("MAP_DMA of 1 GiB, 4 KiB pages", map4k_ms, "ms", target=("value", "<", 50)),
+                figure("1 MiB device write into the program's buffer", rate, "GB/s",
+                       baseline=MiB / model_seconds / 1e9, baseline_what="dma_write() alone, in-process",
+                       target=("value", ">=", 1)),
+                figure("8 containers with 2 devices each at once: ready", ready, "of 8", target=("value", ">=", 8)),
+                figure("  until all 8 were ready", setup * 1000, "ms")]
+        if not landed_ok:
+            figs[4]["ok"] = False
+        write_figures(args.json, "vfio.py", figs)
     return 0
 
 

@@ -16,7 +16,7 @@ to one CPU (DESIGN.md, "Performance notes"), printed as ratios:
 to compare before and after in one run). Every mount is undone in `finally`.
 Run as root:
 
-    taskset -c 0 .venv/bin/python bench/walk_under_writes.py [--writers 16] [--repo DIR]
+    taskset -c 0 .venv/bin/python bench/walk_under_writes.py [--writers 16] [--repo DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import figure, write as write_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "seed-vtd"
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--writes", type=int, default=20, help="toggles timed for the write cost")
     ap.add_argument("--walks", type=int, default=3, help="walks timed, idle and loaded (median)")
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout the daemon runs from")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
     a = ap.parse_args(argv)
     if os.sched_getaffinity(0) != {0}:
         print("warning: not pinned; run under `taskset -c 0`", file=sys.stderr)
@@ -103,6 +107,14 @@ def main(argv=None) -> int:
               f"ratio {busy_ls / idle_ls:6.1f}")
         print(f"find sys:         {idle_find:7.2f} s idle, {busy_find:7.2f} s under {a.writers} writers: "
               f"ratio {busy_find / idle_find:6.1f}")
+        if a.json:
+            write_figures(a.json, "walk_under_writes.py", [
+                figure("structural write after a full ls -lR", after * 1e3, "ms", baseline=before * 1e3,
+                       baseline_what="on a fresh mount"),
+                figure(f"ls -lR MNT/sys under {a.writers} writers", busy_ls, "s", baseline=idle_ls,
+                       baseline_what="idle"),
+                figure(f"find MNT/sys under {a.writers} writers", busy_find, "s", baseline=idle_find,
+                       baseline_what="idle")])
         return 0
     finally:
         for p in writers:
