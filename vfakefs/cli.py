@@ -91,7 +91,6 @@ def cmd_mount(args) -> int:
     from vfakefs.model import topology
     from vfakefs.model.errors import TopologyError
     from vfakefs.model.host import Host
-    from vfakefs.model.scenario import ScenarioError
     _prepare_mountpoint(args.mountpoint)
     try:
         host = Host(topology.load(args.topology))
@@ -104,11 +103,14 @@ def cmd_mount(args) -> int:
     from vfakefs.fuse.timeline import Timeline
     from vfakefs.syscall.server import SyscallServer
     from vfakefs.sysfs.tree import View
-    try:
-        scenario = _mount_scenario(args.scenario, host) if args.scenario else None
-    except ScenarioError as e:
-        print(f"vfakefs: {e}", file=sys.stderr)
-        return 2
+    scenario = None
+    if args.scenario:
+        from vfakefs.model.scenario import ScenarioError
+        try:
+            scenario = _mount_scenario(args.scenario, host)
+        except ScenarioError as e:
+            print(f"vfakefs: {e}", file=sys.stderr)
+            return 2
 
     sock = str(_sockfile(args.mountpoint))     # now: realpath stats the mountpoint, ours once mounted
     server = SyscallServer(host, sock)
@@ -157,7 +159,12 @@ def cmd_mount(args) -> int:
             break
     os.close(r)
     if answer.startswith(b"ok"):
-        return 0
+        # the daemon serves the mount; this process has nothing left to clean up, and the
+        # interpreter's teardown of what it imported and booted would cost as much CPU
+        # as the boot did: out at once, once what it printed is out
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     os.waitpid(pid, 0)
     print(f"vfakefs: mount failed: {answer.decode().removeprefix('error: ').strip() or 'daemon exited'}",
           file=sys.stderr)
