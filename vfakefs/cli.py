@@ -101,7 +101,7 @@ def cmd_mount(args) -> int:
     from vfakefs.fuse.mount import serve
     from vfakefs.fuse.ops import SysfsOps
     from vfakefs.fuse.timeline import Timeline
-    from vfakefs.syscall.server import SyscallServer
+    from vfakefs.syscall.front import SyscallFront
     from vfakefs.sysfs.tree import View
     scenario = None
     if args.scenario:
@@ -113,7 +113,7 @@ def cmd_mount(args) -> int:
             return 2
 
     sock = str(_sockfile(args.mountpoint))     # now: realpath stats the mountpoint, ours once mounted
-    server = SyscallServer(host, sock)
+    server = SyscallFront(host, sock)     # the syscall server, made when `vfakefs run` first connects
 
     def start(ready):
         view = View(host)
