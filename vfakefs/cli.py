@@ -160,8 +160,8 @@ def cmd_mount(args) -> int:
     os.close(r)
     if answer.startswith(b"ok"):
         # the daemon serves the mount; this process has nothing left to clean up, and the
-        # interpreter's teardown of what it imported and booted would cost as much CPU
-        # as the boot did: out at once, once what it printed is out
+        # interpreter's teardown of the modules and the machine it loaded would cost more
+        # CPU than booting the machine did: out at once, once what it printed is out
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
