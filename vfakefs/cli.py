@@ -91,7 +91,7 @@ def cmd_mount(args) -> int:
     # `umount` and `run` start in a fraction of the time. No cyclic garbage collection while
     # they are imported and the machine boots: nearly all they make lives as long as the
     # daemon, and the collector's passes over it would cost a tenth of the start; the
-    # daemon collects as usual (start() turns it back on)
+    # daemon collects as usual (start())
     gc.disable()
     from vfakefs.model import topology
     from vfakefs.model.errors import TopologyError
@@ -121,6 +121,9 @@ def cmd_mount(args) -> int:
     server = SyscallFront(host, sock)     # the syscall server, made when `vfakefs run` first connects
 
     def start(ready):
+        # what the start made is set aside (frozen) until the mount answers: the collector,
+        # on again, does not go through it on the way; then it joins the oldest generation
+        gc.freeze()
         gc.enable()
         view = View(host)
         ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
@@ -136,7 +139,7 @@ def cmd_mount(args) -> int:
             if scenario is not None:    # --scenario: from the mount on (simulated time 0)
                 timeline.start(scenario)
 
-        serve(ops, args.mountpoint, ready=ready, background=background)
+        serve(ops, args.mountpoint, ready=lambda: (ready(), gc.unfreeze()), background=background)
 
     if args.foreground:
         with state.daemon_state(_pidfile(args.mountpoint), None) as written:
