@@ -13,9 +13,10 @@ K rounds, alternated so that a load change on the machine hits both alike; each 
 Beside wall time, each side's CPU time (the processes' own: rusage, and the daemon's
 /proc/PID/schedstat at ready), which other work on a loaded CPU does not inflate.
 Prints each median (and range), and the ratios of the medians against the baseline and the
-target. vfakefs's modules are byte-compiled first (`python -m compileall`), as pip compiles trio's
-and pyfuse3's at install: an editable install has no bytecode until an import writes it, and never
-with PYTHONDONTWRITEBYTECODE set; --as-is measures whatever bytecode there is. MNT is a fresh directory under a temp dir; it is always unmounted (finally), and only
+target. vfakefs's modules are byte-compiled first (`python -m compileall`), as pip compiles
+trio's and pyfuse3's at install: an editable install has no bytecode until an import writes
+it, and never with PYTHONDONTWRITEBYTECODE set; --as-is measures whatever bytecode there is.
+MNT is a fresh directory under a temp dir; it is always unmounted (finally), and only
 daemons this script started (their command line holds MNT) are ever ended.
 
     .venv/bin/python bench/mount_ready.py [--rounds K] [--topology seed-vtd] [--cpu 0] [--json FILE]
@@ -86,12 +87,20 @@ def _end(pids: list[int]) -> None:
             time.sleep(0.02)
 
 
-def _run(cmd: list[str], **kw) -> tuple[int, float]:
+def _run(cmd: list[str], timeout: float = 120, **kw) -> tuple[int, float]:
     """(exit status, CPU seconds) of cmd (taskset execs the program: one process)."""
     p = subprocess.Popen(cmd, **kw)
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, ru.ru_utime + ru.ru_stime
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return p.returncode, ru.ru_utime + ru.ru_stime
+        if time.monotonic() > deadline:
+            _end([p.pid])
+            p.wait()
+            raise RuntimeError(f"{cmd[3:]} did not return in {timeout:.0f} s")
+        time.sleep(0.0005)
 
 
 def _cpu_of(pid: int) -> float:
@@ -197,8 +206,7 @@ def main() -> int:
         Path(a.json).write_text(json.dumps({
             "topology": a.topology, "rounds": a.rounds, "baseline_s": base, "returned_s": returned,
             "ready_s": ready, "ratio_ready": statistics.median(ready) / b, "target": TARGET,
-            "baseline_cpu_s": base_cpu, "cpu_s": cpu, "ratio_cpu": statistics.median(cpu) / statistics.median(base_cpu)},
-            indent=1))
+            "baseline_cpu_s": base_cpu, "cpu_s": cpu, "ratio_cpu": statistics.median(cpu) / bc}, indent=1))
     return 0
 
 
