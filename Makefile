@@ -20,7 +20,10 @@ $(VENV)/.installed: pyproject.toml | deps
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# byte-compiled here: an editable install has no bytecode, and with PYTHONDONTWRITEBYTECODE
+# no import writes it, so every `vfakefs mount` would compile the package anew (a third of its start)
 venv: deps $(VENV)/.installed
+	@$(PY) -m compileall -q vfakefs >/dev/null
 
 # the client tests' programs (kmod, udevadm, driverctl, dpdk-devbind.py, lstopo), from
 # Debian's packages, extracted into .clients/ and never installed (tools/fetch-clients)

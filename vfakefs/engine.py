@@ -13,7 +13,6 @@ import zlib
 
 import trio
 
-from vfakefs.model.traffic import CHUNK, STEP_CAP
 from vfakefs.model.host import Host
 from vfakefs.model.iommu import dma_stats, iommu
 from vfakefs.model.intel.dmar import Fault
@@ -93,6 +92,7 @@ def _live(m, name: str, t) -> bool:
 
 
 def _stream(m, name: str, t, dt: float):
+    from vfakefs.model.traffic import CHUNK, STEP_CAP   # a stream's: the traffic control stays off the mount path
     dev = t.dev
     if m.by_bdf.get(dev.bdf) is not dev:
         del m.traffic[name]                      # the device went away

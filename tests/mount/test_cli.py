@@ -78,6 +78,40 @@ def test_mount_on_a_missing_directory_fails_clearly(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def _processes_with(arg: str) -> list[int]:
+    """Processes with arg (a test's own temp path) in their command line."""
+    found = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if arg.encode() in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0"):
+                found.append(int(p))
+        except OSError:
+            pass                    # gone meanwhile
+    return found
+
+
+def test_a_daemon_failing_before_ready_is_reported_by_mount(tmp_path):
+    """The readiness handshake's other answer: a daemon that fails after the fork, before
+    the mount answers (here: its log cannot be made, a directory stands where it goes),
+    makes `vfakefs mount` print its error on one line and exit 1; nothing is mounted and
+    no daemon is left. (`mount` returns at once on success: its own teardown is skipped.)"""
+    mnt = make_mountpoint(tmp_path)
+    log = pidfile(mnt).with_suffix(".log")
+    log.mkdir(parents=True)
+    try:
+        r = vfakefs("mount", "-t", "seed-vtd", mnt)
+        assert r.returncode == 1, r
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert lines[0].startswith("vfakefs: mount failed: ") and "Is a directory" in lines[0] \
+            and str(log) in lines[0], lines
+        assert not is_mounted(mnt) and not pidfile(mnt).exists()
+        assert _processes_with(str(mnt)) == []                                   # no daemon left
+    finally:
+        log.rmdir()
+        force_unmount(mnt)
+
+
 def _kill_daemon(mnt: Path) -> None:
     # cache the root's attributes first, as any user of the mount would have
     _ok(run(["ls", mnt]))

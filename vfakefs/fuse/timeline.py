@@ -18,14 +18,17 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_INFO, KERN_WARNING
-from vfakefs.model.scenario import CONTROL_DIR, Scenario, ScenarioError, load
 from vfakefs.sysfs.nodes import Link
+
+if TYPE_CHECKING:
+    from vfakefs.model.scenario import Scenario
 
 log = logging.getLogger("vfakefs")
 EPS = 1e-9          # the clock is a sum of float ticks
@@ -83,6 +86,7 @@ async def write_file(ops, path: str, text: str) -> None:
 def check(ops, sc: Scenario) -> None:
     """What can be checked only on the machine: each named control exists (files may
     come and go with the steps, controls do not). ScenarioError names the step."""
+    from vfakefs.model.scenario import CONTROL_DIR, ScenarioError   # a scenario's: off the mount path
     known = sorted(ops.listing(resolve(ops, CONTROL_DIR)))
     for s in sc.steps:
         if s.control is not None and s.control not in known:
@@ -137,6 +141,7 @@ class Timeline:
             self._reject(f"{self.scenario.source} is running: write 'stop' first", errno.EBUSY)
         if self.nursery is None:
             self._reject("no engine runs this machine", errno.ENODEV)
+        from vfakefs.model.scenario import ScenarioError, load      # the first scenario's: off the mount path
         try:
             sc = load(word)
             check(self.ops, sc)

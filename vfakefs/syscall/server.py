@@ -22,7 +22,7 @@ import trio
 from vfakefs.model import syslog
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.syslog import Syslog
-from vfakefs.syscall import netmirror, netns, seccomp, statfs
+from vfakefs.syscall import front, netmirror, netns, seccomp, statfs
 from vfakefs.syscall.files import Files
 from vfakefs.syscall.modules import CAP_SYSLOG, ModuleCalls, capable
 from vfakefs.syscall.process import ProcMemory
@@ -88,15 +88,12 @@ class SyscallServer:
         self.mirrors: set[netmirror.NetMirror] = set()    # the network namespaces of running programs
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            os.unlink(self.sockpath)          # a killed daemon's
-        except FileNotFoundError:
-            pass
-        await sock.bind(self.sockpath)
-        os.chmod(self.sockpath, 0o600)
-        sock.listen(16)
+        sock = await front.bind(self.sockpath)
         task_status.started()
+        await self.serve_on(sock)
+
+    async def serve_on(self, sock) -> None:
+        """Accept on sock, bound and listening at sockpath (front.py), until cancelled."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery        # calls answered later, from a task of their own (Later)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import weakref
 
 from vfakefs.model.host import Host
-from vfakefs.sysfs import (bus, debugfs_intel, devices, dirty, iommu, iommu_groups, kmsg, lib_modules, module, net,
-                           nvme, proc, system, vfakefs_debugfs, vfio)
+from vfakefs.sysfs import bus, devices, dirty, iommu, iommu_groups, kmsg, module, net, nvme, system, vfio
 from vfakefs.sysfs.nodes import Attr, Dir
 
 
@@ -50,14 +49,25 @@ class View:
     # --- the tree -------------------------------------------------------------------
     def root(self) -> Dir:
         return Dir(lambda: {"sys": Dir(self.sys_entries, 0o555), "dev": self.dev_dir(),
-                            "proc": Dir(lambda: proc.proc_entries(self), 0o555),
-                            "lib": lib_modules.lib_dir()}, 0o755)
+                            "proc": Dir(self._proc_entries, 0o555),
+                            "lib": Dir(self._lib_entries, 0o755)}, 0o755)
+
+    # /proc, /lib and debugfs: their modules imported when first listed, off the mount path
+    def _proc_entries(self) -> dict:
+        from vfakefs.sysfs import proc
+        return proc.proc_entries(self)
+
+    @staticmethod
+    def _lib_entries() -> dict:
+        from vfakefs.sysfs import lib_modules
+        return lib_modules.lib_dir().entries()       # (lib_dir(): 0755, as the Dir above)
 
     def dev_dir(self) -> Dir:
         base = vfio.dev_dir(self)
         return Dir(lambda: {**base.entries(), **kmsg.dev_entries(self)}, base.mode, tmpfs=True)
 
     def debug_entries(self) -> dict:
+        from vfakefs.sysfs import debugfs_intel, vfakefs_debugfs
         return {"iommu": debugfs_intel.debug_iommu_dir(self),
                 "vfakefs": Dir(lambda: {**vfakefs_debugfs.vfakefs_entries(self), **kmsg.debug_entries(self)})}
 

@@ -19,7 +19,7 @@ from vfakefs.model.intel.entries import AT_TRANSLATED, AT_UNTRANSLATED, TT_PASS_
     masks, width
 from vfakefs.model.intel.faults import FSTS_PFO, FSTS_PPF, FaultRecording   # noqa: F401 (FSTS_*: ours to export)
 from vfakefs.model.intel.devtlb import MAX_AGAW_PFN_WIDTH, queue_dev_iotlb
-from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
+from vfakefs.model.intel.pte import ADDR, PS, R, W, LEVEL_SHIFT
 
 if TYPE_CHECKING:
     from vfakefs.model.intel.pagetable import PageTable

@@ -15,7 +15,7 @@ then in the walk 0x0c (reserved bits in a present entry), 0x05/0x06 (permission)
 """
 from __future__ import annotations
 
-from vfakefs.model.intel.pagetable import ADDR, PS, SNP, LEVEL_SHIFT
+from vfakefs.model.intel.pte import ADDR, PS, SNP, LEVEL_SHIFT
 
 AT_UNTRANSLATED, AT_TRANSLATION, AT_TRANSLATED = 0, 1, 2
 TT_MULTI_LEVEL, TT_DEV_IOTLB, TT_PASS_THROUGH = 0, 1, 2

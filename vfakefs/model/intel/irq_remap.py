@@ -2,18 +2,21 @@
 
 Names are the VT-d specification's (ch. 5 "Interrupt Remapping", 9.9-9.11 IRTE and
 posted-interrupt descriptor) and drivers/iommu/intel/irq_remapping.c's (alloc_irte,
-free_irte, set_msi_sid, prepare_irte). The table is two numpy uint64 columns, lo and
-hi, exactly the 128-bit entries the hardware reads; everything else is derived.
+free_irte, set_msi_sid, prepare_irte). The table is two uint64 columns, lo and hi,
+exactly the 128-bit entries the hardware reads; everything else is derived. The columns
+and the allocation bitmap are plain arrays (array, bytearray): a boot that programs MSI
+builds the table, and numpy stays off the mount path; `lo`, `hi` and `bitmap` are numpy
+views of the same memory, for whoever wants vector operations on them.
 Faults go through the unit's own fault recording (DmarUnit.record_fault) and are
 serviced by its dmar_fault() model, so one place logs every VT-d fault.
 """
 from __future__ import annotations
 
 import errno
+from array import array
 from collections import Counter
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.bdf import Bdf
@@ -22,6 +25,9 @@ from vfakefs.model.intel.irte import (
     INTR_REMAP_TABLE_ENTRIES, QUALIFIED, SVT_VERIFY_SID, SVT_VERIFY_BUS, SQ_MASKS,
     MANAGED_IRQ_SHUTDOWN_VECTOR, POSTED_INTR_VECTOR,
     IOAPIC_SID, Irte, irte_dest, dest_cpus, PostedDescriptor, MsiResult, IrFault)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def msi_sid(dev) -> tuple[int, int, int]:
@@ -69,9 +75,10 @@ class IrqRemapTable:
         self.compat_blocked = True        # GSTS.CFIS clear: iommu_set_irq_remapping blocks compat MSIs
         self.ioapic_sid = ioapic_sid
         self.kmsg = kmsg
-        self.lo = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=np.uint64)
-        self.hi = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=np.uint64)
-        self.bitmap = np.zeros(INTR_REMAP_TABLE_ENTRIES, dtype=bool)
+        self._lo = array("Q", bytes(8 * INTR_REMAP_TABLE_ENTRIES))
+        self._hi = array("Q", bytes(8 * INTR_REMAP_TABLE_ENTRIES))
+        self._bitmap = bytearray(INTR_REMAP_TABLE_ENTRIES)      # 1: allocated
+        self._views = None                                     # (lo, hi, bitmap) as numpy, once asked for
         self._lowest_free = 0          # every entry below it is allocated (alloc_irte's hint)
         self.owners: dict[int, Owner] = {}
         self.allocs: dict[Bdf, list[tuple[int, int]]] = {}    # function -> (base, count) blocks
@@ -97,14 +104,33 @@ class IrqRemapTable:
     def pi_supported(self) -> bool:
         return bool(getattr(self.unit, "cap", 0) >> 59 & 1)   # CAP.PI
 
+    # --- the columns as numpy arrays (views: writes through them change the table) ------------------
+    def _numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._views is None:
+            import numpy as np        # here, not at the top: off the mount path
+            self._views = (np.frombuffer(self._lo, dtype=np.uint64), np.frombuffer(self._hi, dtype=np.uint64),
+                           np.frombuffer(self._bitmap, dtype=bool))
+        return self._views
+
+    @property
+    def lo(self) -> np.ndarray:
+        return self._numpy()[0]
+
+    @property
+    def hi(self) -> np.ndarray:
+        return self._numpy()[1]
+
+    @property
+    def bitmap(self) -> np.ndarray:
+        return self._numpy()[2]
+
     # --- entries ------------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> Irte:
-        return Irte.decode(self.lo[index], self.hi[index])
+        return Irte.decode(self._lo[index], self._hi[index])
 
     def write(self, index: int, irte: Irte) -> None:
         """modify_irte(): the entry changes as one 128-bit store."""
-        lo, hi = irte.encode()
-        self.lo[index], self.hi[index] = np.uint64(lo), np.uint64(hi)
+        self._lo[index], self._hi[index] = irte.encode()
         self._flush_iec(index)
 
     def _flush_iec(self, index: int, mask: int = 0) -> None:
@@ -114,12 +140,14 @@ class IrqRemapTable:
             flush(index, mask)
 
     def clear(self, index: int, count: int = 1) -> None:
-        self.lo[index:index + count] = 0
-        self.hi[index:index + count] = 0
+        zeros = array("Q", bytes(8 * count))
+        self._lo[index:index + count] = zeros
+        self._hi[index:index + count] = zeros
         self._flush_iec(index, (count - 1).bit_length())
 
     def present(self) -> np.ndarray:
         """Indices of present entries, in table order."""
+        import numpy as np
         return np.nonzero(self.lo & np.uint64(1))[0]
 
     # --- allocation (alloc_irte / free_irte) ---------------------------------------------------------
@@ -128,19 +156,20 @@ class IrqRemapTable:
         two, aligned to its size (multi-MSI needs base | subhandle addressing)."""
         span = 1 << (count - 1).bit_length()
         if span == 1:                      # MSI-X, one at a time: from the lowest maybe-free entry on
-            start = self._lowest_free
-            i = start + int(np.argmin(self.bitmap[start:self.size])) if start < self.size else self.size
-            if i >= self.size or self.bitmap[i]:
+            i = self._bitmap.find(0, self._lowest_free, self.size)
+            if i < 0:
                 raise MemoryError(f"{self.name}: no free IRTE block of 1")
-            self.bitmap[i] = True
+            self._bitmap[i] = 1
             self._lowest_free = i + 1
             return i
-        free = ~self.bitmap[:self.size].reshape(-1, span).any(axis=1) if self.size % span == 0 else None
-        hits = np.nonzero(free)[0] if free is not None else ()
-        if not len(hits):
+        # the first free block aligned to its size; a table not a multiple of it has none
+        free = bytes(span)
+        index = self._bitmap.find(free, 0, self.size) if self.size % span == 0 else -1
+        while index >= 0 and index % span:               # a free run, unaligned: look from the next aligned start
+            index = self._bitmap.find(free, index + span - index % span, self.size)
+        if index < 0:
             raise MemoryError(f"{self.name}: no free IRTE block of {span}")
-        index = int(hits[0]) * span
-        self.bitmap[index:index + span] = True
+        self._bitmap[index:index + span] = b"\x01" * span
         return index
 
     def free_irte(self, index: int, count: int = 1) -> None:
@@ -156,7 +185,7 @@ class IrqRemapTable:
             for cpu in range(len(self.matrix.used)):
                 self.irte_counts.pop((i, cpu), None)
         self.clear(index, span)
-        self.bitmap[index:index + span] = False
+        self._bitmap[index:index + span] = bytes(span)
         self._lowest_free = min(self._lowest_free, index)
 
     def _remapped(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> Irte:
@@ -279,12 +308,12 @@ class IrqRemapTable:
         return desc
 
     def posted_indices(self) -> list[int]:
+        import numpy as np
         return [int(i) for i in np.nonzero((self.lo & np.uint64(1 | 1 << 15)) == np.uint64(1 | 1 << 15))[0]]
 
     def clear_posted(self, index: int) -> None:
         """irq_set_vcpu_affinity(NULL): back to the remapped entry the host programmed."""
-        lo, hi = self.saved.pop(index)
-        self.lo[index], self.hi[index] = np.uint64(lo), np.uint64(hi)
+        self._lo[index], self._hi[index] = self.saved.pop(index)
         self._flush_iec(index)
 
     # --- MSI messages -------------------------------------------------------------------------------
@@ -322,7 +351,7 @@ class IrqRemapTable:
         index = handle + (data & 0xFFFF if address >> 3 & 1 else 0)
         if index >= self.size:
             return self._block(rid, index, 0x21)
-        lo, hi = int(self.lo[index]), int(self.hi[index])
+        lo, hi = self._lo[index], self._hi[index]
         e = Irte.decode(lo, hi)
         if not e.present:
             return self._block(rid, index, 0x22, e.fpd)

@@ -6,19 +6,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vfakefs.model.intel.pte import ADDR, LEVEL_SHIFT, PAGE, PS, R, SNP, SUPERPAGE_LEVELS, W, idx  # noqa: F401
+
 if TYPE_CHECKING:
     from vfakefs.model.intel.memory import PhysMem
-
-PAGE = 4096
-
-R, W, PS, SNP = 0x1, 0x2, 0x80, 0x800
-ADDR = 0x000F_FFFF_FFFF_F000          # bits 12..51
-LEVEL_SHIFT = {1: 12, 2: 21, 3: 30, 4: 39, 5: 48}
-SUPERPAGE_LEVELS = {2: 1 << 21, 3: 1 << 30}
-
-
-def idx(iova: int, level: int) -> int:
-    return (iova >> LEVEL_SHIFT[level]) & 511
 
 
 class PageTable:

@@ -10,7 +10,7 @@ from vfakefs.model.intel.dmar import Fault, Translation
 from vfakefs.model.iommu import ats, dma_stats, flush_queue, groups
 from vfakefs.model.iommu.groups import dma_alias_root
 from vfakefs.model.kmsg import KERN_WARNING
-from vfakefs.model.intel.pagetable import R, W
+from vfakefs.model.intel.pte import R, W
 
 DEFAULT_FAULT_THRESHOLD = 100
 DMA_BUFFER = "dma_map"      # host memory dma_map allocated itself: dma_unmap frees it
