@@ -18,7 +18,7 @@ import pyfuse3
 import trio
 
 from vfakefs.fuse.errmap import kernel_errors
-from vfakefs.sysfs.nodes import Bound, CharDev, Dir, node_type
+from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 
 log = logging.getLogger("vfakefs")
 
@@ -47,6 +47,7 @@ class InodeTable:
         self.published = generation()
         self.pending: list[tuple[int, bytes]] = []   # (dir ino, name) the kernel must drop
         self.pending_attrs: set[int] = set()          # dir inos whose attributes changed
+        self.pending_pages: set[int] = set()          # link and dir inos whose cached pages must go
         self.deliver_lock = trio.Lock()
         self.delivering = False
         self.time_ns = time.time_ns()
@@ -246,15 +247,23 @@ class InodeTable:
                         old[p] = self._drop(p)
                         work.append(p)
                 continue
+            retyped = False
             if served:
-                stale = [name for name, node in served.items() if not _same(node, entries.get(name))]
-                for name in stale:
+                stale = [(name, node) for name, node in served.items() if not _same(node, entries.get(name))]
+                for name, node in stale:
                     del served[name]
                     self.pending.append((d, os.fsencode(name)))
-                    if name not in entries:
+                    new = entries.get(name)
+                    if new is None:
                         gone.append(self._join(d, name))
-            if before is not None and before.keys() != entries.keys():
+                    elif isinstance(node, Link):
+                        # a new target at the same path keeps the inode number, and the kernel
+                        # its cached target (FUSE_CAP_CACHE_SYMLINKS) when only the entry goes
+                        self.pending_pages.add(self.inos[self._join(d, name)])
+                    retyped = retyped or type(new) is not type(node)
+            if retyped or (before is not None and before.keys() != entries.keys()):
                 self.pending_attrs.add(d)   # nlink and tmpfs sizes
+                self.pending_pages.add(d)   # the listing the kernel cached (FOPEN_CACHE_DIR), d_type
         if gone:
             self.forget_paths(gone)
 
@@ -289,9 +298,9 @@ class InodeTable:
         async with self.deliver_lock:
             if not (self.pending or self.pending_attrs):
                 return
-            entries, attrs = self.pending, self.pending_attrs
-            self.pending, self.pending_attrs = [], set()
-            await trio.to_thread.run_sync(_notify, entries, attrs)
+            entries, attrs, pages = self.pending, self.pending_attrs, self.pending_pages
+            self.pending, self.pending_attrs, self.pending_pages = [], set(), set()
+            await trio.to_thread.run_sync(_notify, entries, attrs, pages)
 
     def forget_paths(self, paths: list[str]) -> None:
         """Drop the inode numbers of removed subtrees and all we cached of them, walking
@@ -309,7 +318,7 @@ class InodeTable:
             stack.extend(f"{path}/{name}" for name in self.served.pop(ino, {}))
 
 
-def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
+def _notify(entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] = NOTHING) -> None:
     """In a worker thread: the FUSE notifications, each blocking until the kernel has
     applied it. ENOENT: the kernel had already dropped the entry or inode."""
     for dino, name in entries:
@@ -317,9 +326,12 @@ def _notify(entries: list[tuple[int, bytes]], attrs: set[int]) -> None:
             pyfuse3.invalidate_entry(dino, name)
         except FileNotFoundError:
             pass
-    for dino in attrs:
+    for ino in attrs | pages:
         try:
-            pyfuse3.invalidate_inode(dino, attr_only=True)   # never the pages: see DESIGN.md
+            # pages only of links (their cached target) and directories (their cached
+            # listing): nobody holds those pages across a request, whereas a file's
+            # writer holds its page lock (a full invalidation from there deadlocks: DESIGN.md)
+            pyfuse3.invalidate_inode(ino, attr_only=ino not in pages)
         except OSError:
             pass
 
