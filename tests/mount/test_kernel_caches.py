@@ -68,6 +68,30 @@ def test_a_held_driver_link_shows_its_new_target_after_a_reset(mount_preset):
         os.close(fd)
 
 
+def test_a_held_iommu_group_link_shows_its_regrouping_after_a_reset(mount_preset):
+    m = mount_preset("seed-vtd")
+    port, nvme = "0000:00:1d.0", "0000:06:00.0"
+    groups = m.sys / "kernel/iommu_groups"
+    link = m.devdir(nvme) / "iommu_group"
+    first = run(["readlink", link]).stdout
+    write(m.devdir(port) / "remove", "1")                # frees the port's group number...
+    write(m.devdir(PF) / "sriov_numvfs", "4")            # ...which a VF's new group takes
+    assert run(["readlink", m.devdir(PF) / "virtfn0/iommu_group"]).stdout.endswith(first.rpartition("/")[2])
+    write(m.pci / "rescan", "1")                         # the port comes back in a new group
+    moved = run(["readlink", link]).stdout
+    assert moved != first
+    assert {port, nvme} <= set(run(["ls", groups / moved.strip().rpartition("/")[2] / "devices"]).stdout.split())
+    fd = os.open(link, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        write(m.sys / "kernel/debug/vfakefs/reset", "1")   # booted again: the first numbering
+        assert run(["readlink", link]).stdout == first
+        assert os.readlink("", dir_fd=fd) == first.strip()
+        assert {port, nvme} <= set(run(["ls", groups / first.strip().rpartition("/")[2] / "devices"]).stdout.split())
+        assert moved.strip().rpartition("/")[2] not in run(["ls", groups]).stdout.split()
+    finally:
+        os.close(fd)
+
+
 def test_a_listed_pf_shows_its_vfs_come_and_go(mount_preset):
     m = mount_preset("seed-vtd")
     pf = m.devdir(PF)
