@@ -36,7 +36,9 @@ _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 # FOPEN_CACHE_DIR), and symlink targets, when enable_symlink_cache asks for
 # FUSE_CAP_CACHE_SYMLINKS. Stock pyfuse3 takes a bare handle from opendir and ignores
 # enable_symlink_cache: every listing and every walk through a link is then asked for.
-CACHE_LISTINGS = hasattr(pyfuse3.FileInfo, "cache_readdir")
+# VFAKEFS_KERNEL_CACHES=0 leaves both off (bench/kernel_caches.py compares in one run).
+KERNEL_CACHES = os.environ.get("VFAKEFS_KERNEL_CACHES", "1") != "0"
+CACHE_LISTINGS = KERNEL_CACHES and hasattr(pyfuse3.FileInfo, "cache_readdir")
 
 
 def symlink_cache_safe(release: str | None = None) -> bool:
@@ -63,7 +65,7 @@ class OpenFile:
 
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
-    enable_symlink_cache = symlink_cache_safe()
+    enable_symlink_cache = KERNEL_CACHES and symlink_cache_safe()
 
     def __init__(self, root: Dir, generation, dirty=None):
         pyfuse3.Operations.__init__(self)
