@@ -3,7 +3,7 @@
 MNT ?= $(CURDIR)/mnt
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
-APT_PKGS := fuse3 libfuse3-dev pkg-config pciutils busybox gcc libc6-dev graphviz
+APT_PKGS := fuse3 libfuse3-dev pkg-config patch pciutils busybox gcc libc6-dev graphviz
 
 .PHONY: run stop test deps venv clients bench clean examples
 
@@ -14,10 +14,27 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml | deps
+# pyfuse3 3.5.0 built from its sdist (hash-pinned in patches/pyfuse3.txt) with
+# patches/pyfuse3-3.5.0-vfakefs.patch, as 3.5.0+vfakefs1 (bump it when the patch changes):
+# the kernel then caches symlink targets and directory listings for vfakefs. pyproject.toml
+# asks for pyfuse3==3.5.0, which the local version satisfies, so the editable install keeps
+# it; vfakefs also runs on stock pyfuse3, without those caches.
+PYFUSE3 := pyfuse3-3.5.0
+PYFUSE3_VERSION := 3.5.0+vfakefs1
+PYFUSE3_SRC := $(VENV)/src
+
+$(VENV)/.installed: pyproject.toml patches/$(PYFUSE3)-vfakefs.patch patches/pyfuse3.txt patches/pyfuse3-build.txt | deps
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	rm -rf $(PYFUSE3_SRC) && mkdir -p $(PYFUSE3_SRC)
+	$(PY) -m pip download -q --no-deps --no-binary pyfuse3 --build-constraint patches/pyfuse3-build.txt \
+	  --require-hashes -r patches/pyfuse3.txt -d $(PYFUSE3_SRC)
+	tar -xzf $(PYFUSE3_SRC)/$(PYFUSE3).tar.gz -C $(PYFUSE3_SRC) --no-same-owner
+	patch -d $(PYFUSE3_SRC)/$(PYFUSE3) -p1 --quiet < patches/$(PYFUSE3)-vfakefs.patch
+	SETUPTOOLS_SCM_PRETEND_VERSION=$(PYFUSE3_VERSION) $(PY) -m pip install -q --no-deps --force-reinstall \
+	  --build-constraint patches/pyfuse3-build.txt $(PYFUSE3_SRC)/$(PYFUSE3)
 	$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c 'import pyfuse3; assert hasattr(pyfuse3.FileInfo, "cache_readdir"), "stock pyfuse3 replaced the patched build"'
 	touch $@
 
 # byte-compiled here: an editable install has no bytecode, and with PYTHONDONTWRITEBYTECODE

@@ -19,7 +19,7 @@ import trio
 
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.pagecache import ROUNDS, cacheable
-from vfakefs.sysfs.nodes import Bound, CharDev, Dir, node_type
+from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 
 log = logging.getLogger("vfakefs")
 
@@ -48,7 +48,7 @@ class InodeTable:
         self.published = generation()
         self.pending: list[tuple[int, bytes]] = []   # (dir ino, name) the kernel must drop
         self.pending_attrs: set[int] = set()          # dir inos whose attributes changed
-        self.pending_pages: set[int] = set()          # file inos whose pages and attributes changed
+        self.pending_pages: set[int] = set()          # inos whose cached pages must go: links, dirs, cached files
         self.pages = None                              # a PageCache in cached mode (pagecache.py)
         self.deliver_lock = trio.Lock()
         self.delivering = False
@@ -258,15 +258,23 @@ class InodeTable:
                         old[p] = self._drop(p)
                         work.append(p)
                 continue
+            retyped = False
             if served:
-                stale = [name for name, node in served.items() if not _same(node, entries.get(name))]
-                for name in stale:
+                stale = [(name, node) for name, node in served.items() if not _same(node, entries.get(name))]
+                for name, node in stale:
                     del served[name]
                     self.pending.append((d, os.fsencode(name)))
-                    if name not in entries:
+                    new = entries.get(name)
+                    if new is None:
                         gone.append(self._join(d, name))
-            if before is not None and before.keys() != entries.keys():
+                    elif isinstance(node, Link):
+                        # a new target at the same path keeps the inode number, and the kernel
+                        # its cached target (FUSE_CAP_CACHE_SYMLINKS) when only the entry goes
+                        self.pending_pages.add(self.inos[self._join(d, name)])
+                    retyped = retyped or type(new) is not type(node)
+            if retyped or (before is not None and before.keys() != entries.keys()):
                 self.pending_attrs.add(d)   # nlink and tmpfs sizes
+                self.pending_pages.add(d)   # the listing the kernel cached (FOPEN_CACHE_DIR), d_type
         if gone:
             self.forget_paths(gone)
 
@@ -346,14 +354,13 @@ def _notify(entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] =
             pyfuse3.invalidate_entry(dino, name)
         except FileNotFoundError:
             pass
-    for dino in attrs:
+    for ino in attrs | pages:
         try:
-            pyfuse3.invalidate_inode(dino, attr_only=True)   # never the pages: see DESIGN.md
-        except OSError:
-            pass
-    for ino in pages:   # cached mode: files whose value moved (no write holds their page lock)
-        try:
-            pyfuse3.invalidate_inode(ino)
+            # pages of links (their cached target), directories (their cached listing) and
+            # cached mode's read-only files: nobody holds those pages across a request,
+            # whereas a file's writer holds its page lock (a full invalidation from there
+            # deadlocks: DESIGN.md)
+            pyfuse3.invalidate_inode(ino, attr_only=ino not in pages)
         except OSError:
             pass
 

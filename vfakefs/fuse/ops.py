@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 
@@ -30,6 +31,25 @@ MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+# The pyfuse3 the Makefile builds (patches/) lets the kernel keep two more things in its
+# page cache, which InodeTable drops when they change (_notify): directory listings, when
+# opendir answers a FileInfo with keep_cache and cache_readdir (FOPEN_KEEP_CACHE,
+# FOPEN_CACHE_DIR), and symlink targets, when enable_symlink_cache asks for
+# FUSE_CAP_CACHE_SYMLINKS. Stock pyfuse3 takes a bare handle from opendir and ignores
+# enable_symlink_cache: every listing and every walk through a link is then asked for.
+# VFAKEFS_KERNEL_CACHES=0 leaves both off (bench/kernel_caches.py compares in one run).
+KERNEL_CACHES = os.environ.get("VFAKEFS_KERNEL_CACHES", "1") != "0"
+CACHE_LISTINGS = KERNEL_CACHES and hasattr(pyfuse3.FileInfo, "cache_readdir")
+
+
+def symlink_cache_safe(release: str | None = None) -> bool:
+    """Whether the kernel serves a cached symlink target whole. Before 6.14 fuse_get_link
+    served it through page_get_link(), which cuts it at i_size, and a sysfs link's size is
+    0 (kernfs sets none): every link would read as "". 6.14 serves it whole
+    (page_get_link_raw, commit b4c173dfbb6c); stable kernels that took the fix later are
+    not told apart here, and go without the cache."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release if release is None else release)
+    return m is not None and (int(m[1]), int(m[2])) >= (6, 14)
 
 
 @dataclass(slots=True)
@@ -46,6 +66,7 @@ class OpenFile:
 
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
+    enable_symlink_cache = KERNEL_CACHES and symlink_cache_safe()
 
     def __init__(self, root: Dir, generation, dirty=None, cache: bool = False):
         pyfuse3.Operations.__init__(self)
@@ -111,6 +132,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         self.listing(inode)
+        if CACHE_LISTINGS:
+            return pyfuse3.FileInfo(fh=inode, keep_cache=True, cache_readdir=True)
         return inode
 
     async def readdir(self, fh, start_id, token):
