@@ -120,6 +120,7 @@ def cmd_mount(args) -> int:
         ops.catch_up = server.catch_up  # and an open sees what their programs did to their links
         host.subscribe(ops.publish)
         host.scenario = timeline = Timeline(host, ops)   # the scenario control's runner
+        host.requests = ops.requests    # the requests control shows the counts
 
         def background(nursery):
             nursery.start_soon(engine.run, host)

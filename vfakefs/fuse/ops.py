@@ -29,6 +29,23 @@ MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+# every request pyfuse3 hands to Operations, by handler name, in FUSE opcode order
+# (READDIRPLUS is readdir, RENAME2 rename, BATCH_FORGET forget); the `requests` control
+# lists how many of each the mount has served
+OPCODES = ("lookup", "forget", "getattr", "setattr", "readlink", "symlink", "mknod", "mkdir", "unlink",
+           "rmdir", "rename", "link", "open", "read", "write", "statfs", "release", "fsync", "setxattr",
+           "getxattr", "listxattr", "removexattr", "flush", "opendir", "readdir", "releasedir",
+           "fsyncdir", "access", "create", "poll")
+
+
+def _enosys(op: str):
+    """A handler counted, then answered as pyfuse3 does one not implemented: ENOSYS, after
+    which the kernel stops sending that request (FLUSH once per mount, not on every close)."""
+    async def handler(self, *args):
+        self.requests[op] += 1
+        raise pyfuse3.FUSEError(errno.ENOSYS)
+    handler.__name__ = handler.__qualname__ = op
+    return handler
 
 
 @dataclass(slots=True)
@@ -57,8 +74,10 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         self.batches: set = set()   # the open batches of stores carried out in steps (drive)
         self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
         self.catch_up = None  # async: changes made through them that an open must see first
+        self.requests = dict.fromkeys(OPCODES, 0)   # served so far, per handler: one increment each
 
     async def lookup(self, parent_inode, name, ctx=None):
+        self.requests["lookup"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         name = os.fsdecode(name)
@@ -72,11 +91,13 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return self.attrs(ino, node)
 
     async def getattr(self, inode, ctx=None):
+        self.requests["getattr"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         return self.attrs(inode, self.node(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
+        self.requests["setattr"] += 1
         node = self.node(inode)
         # root may chmod and chown sysfs nodes (kernfs_iop_setattr keeps them on the node);
         # default_permissions has already refused everyone else. O_TRUNC's size=0 (from
@@ -93,6 +114,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return self.attrs(inode, node)
 
     async def readlink(self, inode, ctx):
+        self.requests["readlink"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         node = self.node(inode)
@@ -101,16 +123,19 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return os.fsencode(node.target)
 
     async def forget(self, inode_list):
+        self.requests["forget"] += 1
         pass  # inode numbers stay bound to their paths for the life of the mount
 
     # --- directories --------------------------------------------------------------------
     async def opendir(self, inode, ctx):
+        self.requests["opendir"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         self.listing(inode)
         return inode
 
     async def readdir(self, fh, start_id, token):
+        self.requests["readdir"] += 1
         rows = self.dir_rows(fh)
         for i in range(start_id, len(rows)):
             name, attrs = rows[i]
@@ -118,10 +143,12 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
                 return
 
     async def releasedir(self, fh):
+        self.requests["releasedir"] += 1
         pass
 
     # --- files --------------------------------------------------------------------------
     async def open(self, inode, flags, ctx):
+        self.requests["open"] += 1
         if self.catch_up is not None:
             await self.catch_up()
         if self.batches:
@@ -158,6 +185,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=not node.cached, keep_cache=node.cached)
 
     async def read(self, fh, off, size):
+        self.requests["read"] += 1
         of = self.files[fh]
         if of.stream is not None:
             return await self.stream_read(of, off, size)
@@ -227,6 +255,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             of.error = e.errno
 
     async def write(self, fh, off, buf):
+        self.requests["write"] += 1
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
@@ -303,36 +332,51 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             event.set()
 
     async def release(self, fh):
+        self.requests["release"] += 1
         self.files.pop(fh, None)
 
     # --- what sysfs refuses ---------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):
+        self.requests["create"] += 1
         self.node(parent_inode)   # ENOENT: a removed directory (a shell's cwd) has no names
         raise pyfuse3.FUSEError(errno.EACCES)   # no ->create on kernfs directories
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self.requests["mknod"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def mkdir(self, parent_inode, name, mode, ctx):
+        self.requests["mkdir"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def unlink(self, parent_inode, name, ctx):
+        self.requests["unlink"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rmdir(self, parent_inode, name, ctx):
+        self.requests["rmdir"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self.requests["rename"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def symlink(self, parent_inode, name, target, ctx):
+        self.requests["symlink"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
+        self.requests["link"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def statfs(self, ctx):
+        self.requests["statfs"] += 1
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_namemax = 255
         return s
+
+    # --- not implemented (as sysfs has no xattrs here, flush or fsync), only counted ------
+    flush, fsync, fsyncdir, access, poll = (_enosys(op) for op in ("flush", "fsync", "fsyncdir", "access", "poll"))
+    getxattr, setxattr, listxattr, removexattr = (
+        _enosys(op) for op in ("getxattr", "setxattr", "listxattr", "removexattr"))
