@@ -60,8 +60,7 @@ def vfakefs_ops(topology: str):
     ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty)
     server = SyscallServer(host, "/nonexistent/ops_cost.sock")   # never served: catch_up only
     ops.settle, ops.catch_up = server.settle, server.catch_up
-    if hasattr(host, "requests"):
-        ops.requests = host.requests
+    host.requests = ops.requests
     return ops
 
 

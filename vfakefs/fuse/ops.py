@@ -8,12 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
-from vfakefs.fuse.errmap import kernel_errors
+from vfakefs.fuse.errmap import errno_of, kernel_errors
 from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.signals import signalled
 from vfakefs.fuse.stepping import Stepping
@@ -57,7 +57,8 @@ class OpenFile:
     used: bool = False             # read once already: offset 0 means start over
     stream: object = None          # a Stream's reader (/dev/kmsg): keeps its own position
     pid: int = 0                   # who opened it (a blocked read checks it was not killed)
-    state: dict = field(default_factory=dict)   # per-open state of per_open attributes
+    state: dict | None = None      # per-open state of per_open attributes
+    plain: bool = False            # a text attribute, not per_open: read() serves content
 
 
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
@@ -144,7 +145,6 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
 
     async def releasedir(self, fh):
         self.requests["releasedir"] += 1
-        pass
 
     # --- files --------------------------------------------------------------------------
     async def open(self, inode, flags, ctx):
@@ -162,7 +162,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         # kernfs checks the mode even for root, and that the attribute has the operation
         # at all (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK in kernfs_fop_open)
         mode = self.mode_of(inode, node)
-        if node.binary:
+        binary = node.binary
+        if binary:
             can_read, can_write = node.decl.read is not None, node.decl.write is not None
         else:
             # a text attribute has the kobject's show and store (dev_attr_show/store),
@@ -174,34 +175,40 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         if node.stream:
             with kernel_errors():
                 of.stream = node.decl.open(node.obj, bool(flags & os.O_NONBLOCK))
-        elif want_read and not node.binary:
-            self.reshow(of)
+        elif not binary:
+            if node.decl.per_open:
+                of.state = {}
+            else:
+                of.plain = True
+            if want_read:
+                self.reshow(of)
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
         # fixed files (the simulated /lib/modules) go through the page cache as disk files
         # do: their pages are kept across opens (every kmod run maps the indexes) and a
         # shared mapping works (direct_io refuses MAP_SHARED); attributes are read afresh
-        return pyfuse3.FileInfo(fh=fh, direct_io=not node.cached, keep_cache=node.cached)
+        cached = binary and node.cached
+        return pyfuse3.FileInfo(fh=fh, direct_io=not cached, keep_cache=cached)
 
     async def read(self, fh, off, size):
         self.requests["read"] += 1
         of = self.files[fh]
+        if of.plain:
+            if off == 0 and of.used:
+                # a read from offset 0 starts over and calls show() again, as seq_read_iter
+                # does: pollers lseek(0) and re-read one open file
+                self.reshow(of)
+            of.used = True
+            if of.error:
+                raise pyfuse3.FUSEError(of.error)
+            return of.content[off:off + size]
         if of.stream is not None:
             return await self.stream_read(of, off, size)
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
-        if of.node.decl.per_open:
-            return self.answer_read(of, size)
-        if off == 0 and of.used:
-            # a read from offset 0 starts over and calls show() again, as seq_read_iter
-            # does: pollers lseek(0) and re-read one open file
-            self.reshow(of)
-        of.used = True
-        if of.error:
-            raise pyfuse3.FUSEError(of.error)
-        return of.content[off:off + size]
+        return self.answer_read(of, size)   # a per_open attribute
 
     def answer_read(self, of: OpenFile, size: int) -> bytes:
         """A request/answer control: reads run through the answer of the last request
@@ -243,16 +250,15 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
 
     def reshow(self, of: OpenFile) -> None:
         of.content, of.error = None, 0
-        if of.node.decl.show is None:
+        node = of.node
+        show = node.decl.show
+        if show is None:
             of.error = errno.EIO   # dev_attr_show without a show
             return
-        try:
-            with kernel_errors():
-                decl = of.node.decl
-                text = decl.show(of.node.obj, of.state) if decl.per_open else decl.show(of.node.obj)
-                of.content = text.encode("latin-1")
-        except pyfuse3.FUSEError as e:
-            of.error = e.errno
+        try:   # the errno of what show() raises (errmap), for the reads to report
+            of.content = (show(node.obj) if of.state is None else show(node.obj, of.state)).encode("latin-1")
+        except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
+            of.error = errno_of(e)
 
     async def write(self, fh, off, buf):
         self.requests["write"] += 1
