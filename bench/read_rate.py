@@ -13,9 +13,36 @@ What it does, in order:
  2. Copies MNT/sys into a fresh tmpfs (directories, symlinks as symlinks, the
     content of every readable regular file; write-only files are skipped).
  3. Compiles bench/cfuse_baseline.c (a minimal single-threaded libfuse3
-    direct_io server with one 7-byte file) into a temp dir and mounts it.
+    direct_io server with one 7-byte file) into a temp dir and mounts it, and
+    mounts its Python twin bench/pyfuse3_minimal.py (pyfuse3 + trio, with
+    vfakefs's own max_tasks): the ceiling of a pyfuse3 server.
  4. Measures, in interleaved rounds, ops/s against vfakefs, the tmpfs copy,
-    the host's real /sys (read only) and the C server.
+    the host's real /sys (read only) and the two minimal servers; and, from
+    vfakefs's `requests` control read around each vfakefs run, the FUSE
+    requests per op (the control's own read subtracted).
+
+Where each request of a read comes from (the libfuse debug trace of a
+foreground mount beside `strace` of the reader, and the `requests` control;
+tests/mount/test_requests.py pins them), for MNT/sys/bus/pci/devices/
+0000:03:00.0/vendor once its path is in the kernel's dentry cache:
+  READLINK  the walk through the bus's symlink `0000:03:00.0`: the kernel does not
+            cache a FUSE symlink's target (pyfuse3 never asks FUSE_CAP_CACHE_SYMLINKS),
+            so every walk asks, a stat too. The canonical path MNT/sys/devices/
+            pci0000:00/0000:00:1c.0/0000:03:00.0/vendor has no READLINK.
+  OPEN      openat(): every open reaches the server (show() runs here, as kernfs's open).
+  GETATTR   fstat() on the new fd (cat, python's open()): the previous READ that
+            reached the server marked the inode's atime stale, so the attributes are
+            asked again despite the hour-long attr timeout; os.open+os.read never
+            fstats and sends none. The first read after a LOOKUP has none either.
+  READ      each read() (direct_io): cat and python's open().read() read again to
+            the end (a second READ, answered empty); read(4096) once is one.
+  RELEASE   close() (FLUSH was answered ENOSYS once, and the kernel sends no more).
+  IOCTL     python's buffered open() (the default buffering) asks isatty(): TCGETS,
+            answered ENOTTY by libfuse itself (not counted by `requests`).
+So: `cat` 5 (+1 through the link): OPEN GETATTR READ READ RELEASE; python
+open(p, "rb", buffering=0).read(4096) 4: GETATTR OPEN READ RELEASE (the four of
+the C baseline); open(p).read() 6: OPEN GETATTR IOCTL READ READ RELEASE;
+os.open/os.read/os.close 3: OPEN READ RELEASE. A stat of a cached path costs none.
 
 Every mount is undone in `finally`. Run as root (tmpfs and FUSE mounts):
 
@@ -251,7 +278,7 @@ class CBaseline:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)   # libfuse unmounts and exits
+            self.proc.send_signal(signal.SIGTERM)   # libfuse (pyfuse3) unmounts and exits
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -260,6 +287,57 @@ class CBaseline:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], timeout=30)
         if self.mnt.exists() and not mounted_at(self.mnt):
             self.mnt.rmdir()
+
+
+class PyfuseBaseline(CBaseline):
+    """bench/pyfuse3_minimal.py, with the max_tasks vfakefs runs pyfuse3.main with."""
+
+    def start(self) -> None:
+        sys.path.insert(0, str(REPO))
+        from vfakefs.fuse.ops import MAX_TASKS
+        self.mnt = self.dir / "pymnt"
+        self.mnt.mkdir()
+        self.proc = subprocess.Popen(["taskset", "-c", str(self.cpu), sys.executable,
+                                      str(REPO / "bench" / "pyfuse3_minimal.py"), str(self.mnt),
+                                      "--max-tasks", str(MAX_TASKS)], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not mounted_at(self.mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("pyfuse3 baseline server did not mount")
+            time.sleep(0.01)
+        os.stat(self.mnt / "vendor")
+
+
+class Requests:
+    """vfakefs's `requests` control: the FUSE requests served around a run, less the
+    control's own reads (measured once: the difference of two reads with nothing between)."""
+
+    def __init__(self, root: Path):
+        self.path = root / "sys" / "kernel" / "debug" / "vfakefs" / "requests"
+        self.ok = self.path.exists()
+        if self.ok:
+            self.read()
+            self.overhead = self.diff(self.read(), self.read())
+
+    def read(self) -> dict[str, int]:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            text = b""
+            while chunk := os.read(fd, 1 << 16):
+                text += chunk
+        finally:
+            os.close(fd)
+        return {op: int(n) for op, n in (line.split() for line in text.decode().splitlines())}
+
+    @staticmethod
+    def diff(a: dict, b: dict) -> dict:
+        return {op: b[op] - a.get(op, 0) for op in b if op != "forget" and b[op] != a.get(op, 0)}
+
+    def per_op(self, before: dict, after: dict, n: int) -> dict[str, float]:
+        d = self.diff(before, after)
+        for op, k in self.overhead.items():
+            d[op] = d.get(op, 0) - k
+        return {op: k / n for op, k in d.items() if k}
 
 
 def mount_tmpfs(path: Path) -> None:
@@ -443,6 +521,7 @@ def parse_args(argv=None):
     ap.add_argument("--cache", action="store_true",
                     help="mount with `vfakefs mount --cache` (skipped if the daemon has no such option)")
     ap.add_argument("--no-c-baseline", action="store_true", help="skip the C libfuse server")
+    ap.add_argument("--no-pyfuse3-baseline", action="store_true", help="skip the minimal pyfuse3 server")
     ap.add_argument("--no-real-sysfs", action="store_true", help="skip the host's /sys")
     ap.add_argument("--mount-root", metavar="DIR",
                     help="benchmark an already mounted vfakefs root (or any tree with "
@@ -477,6 +556,7 @@ def main(argv=None) -> int:
     vf = (VfakefsMount(work / "mnt", a.topology, a.cpu, work, ("--cache",) if a.cache else ())
           if not a.mount_root else None)
     cb = CBaseline(work, a.cpu) if not a.no_c_baseline else None
+    pb = PyfuseBaseline(work, a.cpu) if not a.no_pyfuse3_baseline else None
     tmpfs = work / "tmpfs"
     try:
         # 1. mount timing; the last mount stays up for the read tests
@@ -514,6 +594,8 @@ def main(argv=None) -> int:
         if cb is not None:
             cb.start()
             report["c_baseline_cpus_allowed"] = cpus_allowed(cb.proc.pid)
+        if pb is not None:
+            pb.start()
 
         # path lists: vfakefs and tmpfs share one list; real sysfs its own
         rel_attrs = attr_files(root / "sys")
@@ -537,6 +619,10 @@ def main(argv=None) -> int:
                 targets["real-sysfs"] = {"one": r_one, "attrs": r_attrs, "dirs": r_dirs}
         if cb is not None:
             targets["C-libfuse"] = {"one": [str(cb.mnt / "vendor")]}
+        if pb is not None:
+            targets["pyfuse3"] = {"one": [str(pb.mnt / "vendor")]}
+        counter = Requests(root)
+        per_op: dict[str, dict[str, float]] = {}
         report["paths"] = {t: {k: (len(v) if k != "one" else v[0]) for k, v in d.items()}
                            for t, d in targets.items()}
 
@@ -550,11 +636,16 @@ def main(argv=None) -> int:
                         continue
                     seq = cycled(lists[kind], n)
                     fn(seq[: min(len(seq), max(200, n // 20))])   # warm the caches
+                    counted = t == "vfakefs" and counter.ok
+                    before = counter.read() if counted else None
                     samples[m].setdefault(t, []).append(_timed(fn, seq))
+                    if counted:
+                        per_op[m] = counter.per_op(before, counter.read(), len(seq))
         report["results"] = {
             m: {t: {"ops_per_s": statistics.median(v), "samples": v} for t, v in d.items()}
             for m, d in samples.items()}
         report["ratios"] = ratios(report["results"])
+        report["vfakefs_requests_per_op"] = per_op
         report["documented_c_baseline_ops_per_s"] = DOCUMENTED_C_BASELINE
         if "vfakefs" in report["results"]["read1"]:
             report["vfakefs_read1_vs_documented_c_baseline"] = (
@@ -562,7 +653,8 @@ def main(argv=None) -> int:
         print_report(report, a, root)
     finally:
         # each step on its own, so one failure cannot leave a later mount behind
-        steps = [lambda: cb is not None and cb.stop(), lambda: umount_tmpfs(tmpfs)]
+        steps = [lambda: cb is not None and cb.stop(), lambda: pb is not None and pb.stop(),
+                 lambda: umount_tmpfs(tmpfs)]
         if vf is not None:
             steps += [vf.umount,
                       lambda: (vf.mnt.exists() and not mounted_at(vf.mnt) and vf.mnt.rmdir())]
@@ -639,10 +731,10 @@ def print_report(rep: dict, a, root: Path) -> None:
         f"{t}: " + ", ".join(f"{k}={v if k != 'one' else Path(v).name}" for k, v in d.items())
         for t, d in rep["paths"].items()))
 
-    cols = ["vfakefs", "tmpfs", "real-sysfs", "C-libfuse"]
+    cols = ["vfakefs", "tmpfs", "real-sysfs", "C-libfuse", "pyfuse3"]
     res = rep["results"]
     head = f"{'ops/s':<42}" + "".join(f"{c:>12}" for c in cols) + \
-        f"{'vf/tmpfs':>10}{'vf/sysfs':>10}{'vf/C':>8}"
+        f"{'vf/tmpfs':>10}{'vf/sysfs':>10}{'vf/C':>8}{'vf/py':>7}{'req/op':>8}  vfakefs requests per op"
     print("\n" + head)
     print("-" * len(head))
     for mkey, (label, *_rest) in METRICS.items():
@@ -651,9 +743,13 @@ def print_report(rep: dict, a, root: Path) -> None:
             v = res[mkey].get(c, {}).get("ops_per_s")
             row += f"{v:>12,.0f}" if v is not None else f"{'-':>12}"
         rat = rep["ratios"].get(mkey, {})
-        for c, w in (("tmpfs", 10), ("real-sysfs", 10), ("C-libfuse", 8)):
+        for c, w in (("tmpfs", 10), ("real-sysfs", 10), ("C-libfuse", 8), ("pyfuse3", 7)):
             v = rat.get(f"vfakefs/{c}")
             row += f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}"
+        mix = rep.get("vfakefs_requests_per_op", {}).get(mkey)
+        if mix is not None:
+            row += f"{sum(mix.values()):>8.2f}  " + " ".join(
+                f"{op.upper()}" + (f"x{k:.2g}" if abs(k - 1) > 0.005 else "") for op, k in mix.items())
         print(row)
     v = rep.get("vfakefs_read1_vs_documented_c_baseline")
     if v is not None:
@@ -664,6 +760,9 @@ def print_report(rep: dict, a, root: Path) -> None:
     if "C-libfuse" in res["read1"] and "vfakefs" in res["read1"]:
         print(f"vfakefs / C libfuse baseline measured in this run (same op, same CPU): "
               f"{rep['ratios']['read1']['vfakefs/C-libfuse']:.3f}")
+    if "C-libfuse" in res["read1"] and "pyfuse3" in res["read1"]:
+        print(f"minimal pyfuse3 / C libfuse baseline (the ceiling of a pyfuse3 server, same run): "
+              f"{res['read1']['pyfuse3']['ops_per_s'] / res['read1']['C-libfuse']['ops_per_s']:.3f}")
 
 
 def mount_has_option(opt: str) -> bool:

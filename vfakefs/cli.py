@@ -133,6 +133,7 @@ def cmd_mount(args) -> int:
         if args.cache:   # a netdev's state (mtu, flags, carrier) set from `vfakefs run`'s networks
             host.subscribe_net(lambda nd: ops.pages.sweep_soon())
         host.scenario = timeline = Timeline(host, ops)   # the scenario control's runner
+        host.requests = ops.requests    # the requests control shows the counts
 
         def background(nursery):
             nursery.start_soon(engine.run, host)

@@ -101,6 +101,21 @@ class Controls:
     def dmesg(self) -> str:
         return (self.dir / "dmesg").read_text()
 
+    def requests(self) -> dict[str, int]:
+        """The FUSE requests the mount has served since it was mounted, per opcode (the
+        `requests` control: lookup, getattr, open, read, release, ...). The counts are taken
+        at the control's OPEN, which is counted; the READs to its end and the RELEASE of
+        this call come after them (the same every call, so a difference of two calls
+        with nothing between is what one call costs)."""
+        fd = os.open(self.dir / "requests", os.O_RDONLY)
+        try:
+            text = b""
+            while chunk := os.read(fd, 1 << 16):
+                text += chunk
+        finally:
+            os.close(fd)
+        return {op: int(n) for op, n in (line.split() for line in text.decode().splitlines())}
+
     def faults(self) -> list[str]:
         """dmar_table_errors: every DMA fault the simulated kernel serviced."""
         path = self.root / "sys/kernel/debug/iommu/intel/dmar_table_errors"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from contextlib import contextmanager
 
 import pyfuse3
 
@@ -17,14 +16,26 @@ from vfakefs.model.errors import SysfsError
 log = logging.getLogger("vfakefs")
 
 
-@contextmanager
-def kernel_errors():
-    try:
-        yield
-    except SysfsError as e:
-        raise pyfuse3.FUSEError(e.errno) from None
-    except pyfuse3.FUSEError:
-        raise
-    except Exception:
-        log.exception("internal error (answered EIO)")
-        raise pyfuse3.FUSEError(errno.EIO) from None
+def errno_of(e: Exception) -> int:
+    """The errno that e, caught while serving a request, answers: a SysfsError's or a
+    FUSEError's own; anything else is a bug, logged with its traceback (so call this
+    in the except block) and answered EIO."""
+    if isinstance(e, (SysfsError, pyfuse3.FUSEError)):
+        return e.errno
+    log.exception("internal error (answered EIO)")
+    return errno.EIO
+
+
+class kernel_errors:   # noqa: N801 - used as a function, like contextlib.suppress
+    """`with kernel_errors():` turns what the body raises into the FUSEError of its errno
+    (errno_of); a FUSEError and what is no Exception (trio's Cancelled) pass unchanged.
+    A class, not a @contextmanager: it runs on every open and costs a few calls less."""
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if kind is None or not issubclass(kind, Exception) or issubclass(kind, pyfuse3.FUSEError):
+            return False
+        raise pyfuse3.FUSEError(errno_of(e)) from None

@@ -105,21 +105,24 @@ class InodeTable:
         path = self.path_of(parent)
         ino = self.ino_of(f"{path}/{name}" if path else name)
         self.nodes[ino] = node
-        self.served.setdefault(parent, {})[name] = node
+        served = self.served.get(parent)
+        if served is None:
+            served = self.served[parent] = {}
+        served[name] = node
         return ino, node
 
     # --- attributes -------------------------------------------------------------------
     def attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
         """Attributes, kept until a change names the directory (a directory's nlink needs its listing)."""
-        if isinstance(node, Bound) and node.stream:
-            # a stream's size moves with every record: always fresh, never cached by the
-            # kernel either, so that lseek(SEEK_END) asks for it
-            a = self._attrs(ino, node)
-            a.attr_timeout = 0
-            return a
-        a = self.attr_cache.get(ino)
+        a = self.attr_cache.get(ino)   # never a stream's: the hit needs no look at the node
         if a is None:
-            a = self.attr_cache[ino] = self._attrs(ino, node)
+            a = self._attrs(ino, node)
+            if isinstance(node, Bound) and node.stream:
+                # a stream's size moves with every record: always fresh, never cached by the
+                # kernel either, so that lseek(SEEK_END) asks for it
+                a.attr_timeout = 0
+                return a
+            self.attr_cache[ino] = a
         if self.pages is not None and cacheable(node):
             self.pages.fix(ino, node, a)   # the content's length, as the kernel may hold it
         return a
@@ -147,7 +150,8 @@ class InodeTable:
         return a
 
     def mode_of(self, ino: int, node) -> int:
-        return self.overrides.get(ino, {}).get("mode", node.mode)
+        over = self.overrides.get(ino)
+        return node.mode if over is None else over.get("mode", node.mode)
 
     def dir_rows(self, ino: int) -> list:
         """(name, attributes) of ".", ".." and every entry, kept like the listing.

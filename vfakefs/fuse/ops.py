@@ -9,12 +9,12 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
-from vfakefs.fuse.errmap import kernel_errors
+from vfakefs.fuse.errmap import errno_of, kernel_errors
 from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.pagecache import PageCache, cacheable
 from vfakefs.fuse.signals import signalled
@@ -25,7 +25,11 @@ STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reade
 # Each blocked stream read holds one of pyfuse3's worker tasks until a record comes, so
 # serve() runs pyfuse3.main(max_tasks=MAX_TASKS) with RESERVE workers always left for
 # every other request (the write that brings the record among them). A worker costs a
-# trio task and a request buffer that stays unused virtual memory.
+# trio task and a request buffer that stays unused virtual memory. The cap costs nothing
+# per request: pyfuse3 starts a worker only when none waits, so a sequential reader is
+# served by two (callgrind: the same instructions per read at max_tasks 99 and 16448).
+# A single worker would save a sixth of them (no lock handed over per request), but
+# needs pyfuse3 to start the next worker only when a handler suspends: a patch, not a setting.
 RESERVE = 64
 MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
@@ -52,6 +56,25 @@ def symlink_cache_safe(release: str | None = None) -> bool:
     return m is not None and (int(m[1]), int(m[2])) >= (6, 14)
 
 
+# every request pyfuse3 hands to Operations, by handler name, in FUSE opcode order
+# (READDIRPLUS is readdir, RENAME2 rename, BATCH_FORGET forget); the `requests` control
+# lists how many of each the mount has served
+OPCODES = ("lookup", "forget", "getattr", "setattr", "readlink", "symlink", "mknod", "mkdir", "unlink",
+           "rmdir", "rename", "link", "open", "read", "write", "statfs", "release", "fsync", "setxattr",
+           "getxattr", "listxattr", "removexattr", "flush", "opendir", "readdir", "releasedir",
+           "fsyncdir", "access", "create", "poll")
+
+
+def _enosys(op: str):
+    """A handler counted, then answered as pyfuse3 does one not implemented: ENOSYS, after
+    which the kernel stops sending that request (FLUSH once per mount, not on every close)."""
+    async def handler(self, *args):
+        self.requests[op] += 1
+        raise pyfuse3.FUSEError(errno.ENOSYS)
+    handler.__name__ = handler.__qualname__ = op
+    return handler
+
+
 @dataclass(slots=True)
 class OpenFile:
     node: Bound
@@ -61,7 +84,8 @@ class OpenFile:
     used: bool = False             # read once already: offset 0 means start over
     stream: object = None          # a Stream's reader (/dev/kmsg): keeps its own position
     pid: int = 0                   # who opened it (a blocked read checks it was not killed)
-    state: dict = field(default_factory=dict)   # per-open state of per_open attributes
+    state: dict | None = None      # per-open state of per_open attributes
+    plain: bool = False            # a text attribute, not per_open: read() serves content
 
 
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
@@ -81,8 +105,10 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         self.batches: set = set()   # the open batches of stores carried out in steps (drive)
         self.settle = None    # async: other views of the machine a write waits for (`vfakefs run`'s networks)
         self.catch_up = None  # async: changes made through them that an open must see first
+        self.requests = dict.fromkeys(OPCODES, 0)   # served so far, per handler: one increment each
 
     async def lookup(self, parent_inode, name, ctx=None):
+        self.requests["lookup"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         name = os.fsdecode(name)
@@ -96,11 +122,13 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return self.attrs(ino, node)
 
     async def getattr(self, inode, ctx=None):
+        self.requests["getattr"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         return self.attrs(inode, self.node(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
+        self.requests["setattr"] += 1
         node = self.node(inode)
         # root may chmod and chown sysfs nodes (kernfs_iop_setattr keeps them on the node);
         # default_permissions has already refused everyone else. O_TRUNC's size=0 (from
@@ -117,6 +145,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return self.attrs(inode, node)
 
     async def readlink(self, inode, ctx):
+        self.requests["readlink"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         node = self.node(inode)
@@ -125,10 +154,11 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return os.fsencode(node.target)
 
     async def forget(self, inode_list):
-        pass  # inode numbers stay bound to their paths for the life of the mount
+        self.requests["forget"] += 1   # inode numbers stay bound to their paths for the mount's life
 
     # --- directories --------------------------------------------------------------------
     async def opendir(self, inode, ctx):
+        self.requests["opendir"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         self.listing(inode)
@@ -137,6 +167,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return inode
 
     async def readdir(self, fh, start_id, token):
+        self.requests["readdir"] += 1
         rows = self.dir_rows(fh)
         for i in range(start_id, len(rows)):
             name, attrs = rows[i]
@@ -144,10 +175,11 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
                 return
 
     async def releasedir(self, fh):
-        pass
+        self.requests["releasedir"] += 1
 
     # --- files --------------------------------------------------------------------------
     async def open(self, inode, flags, ctx):
+        self.requests["open"] += 1
         if self.catch_up is not None:
             await self.catch_up()
         if self.batches:
@@ -161,7 +193,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         # kernfs checks the mode even for root, and that the attribute has the operation
         # at all (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK in kernfs_fop_open)
         mode = self.mode_of(inode, node)
-        if node.binary:
+        binary = node.binary
+        if binary:
             can_read, can_write = node.decl.read is not None, node.decl.write is not None
         else:
             # a text attribute has the kobject's show and store (dev_attr_show/store),
@@ -173,17 +206,24 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         if node.stream:
             with kernel_errors():
                 of.stream = node.decl.open(node.obj, bool(flags & os.O_NONBLOCK))
-        elif want_read and not node.binary:
-            self.reshow(of)
+        elif not binary:
+            if node.decl.per_open:
+                of.state = {}
+            else:
+                of.plain = True
+            if want_read:
+                self.reshow(of)
         fh = self.next_fh
         self.next_fh += 1
         self.files[fh] = of
         if self.pages is not None and acc == os.O_RDONLY and cacheable(node) and self.cached_open(fh, inode, of):
+            of.plain = False   # its READs fill the page cache: read() serves what the kernel was told
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
         # fixed files (the simulated /lib/modules) go through the page cache as disk files
         # do: their pages are kept across opens (every kmod run maps the indexes) and a
         # shared mapping works (direct_io refuses MAP_SHARED); attributes are read afresh
-        return pyfuse3.FileInfo(fh=fh, direct_io=not node.cached, keep_cache=node.cached)
+        cached = binary and node.cached
+        return pyfuse3.FileInfo(fh=fh, direct_io=not cached, keep_cache=cached)
 
     def cached_open(self, fh: int, ino: int, of: OpenFile) -> bool:
         """Cached mode: whether this open reads through the page cache (pagecache.py). A
@@ -203,7 +243,17 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         return self.pages.open(fh, ino, content)
 
     async def read(self, fh, off, size):
+        self.requests["read"] += 1
         of = self.files[fh]
+        if of.plain:
+            if off == 0 and of.used:
+                # a read from offset 0 starts over and calls show() again, as seq_read_iter
+                # does: pollers lseek(0) and re-read one open file
+                self.reshow(of)
+            of.used = True
+            if of.error:
+                raise pyfuse3.FUSEError(of.error)
+            return of.content[off:off + size]
         if of.stream is not None:
             return await self.stream_read(of, off, size)
         if self.pages is not None and (told := self.pages.content(fh)) is not None:
@@ -211,16 +261,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
-        if of.node.decl.per_open:
-            return self.answer_read(of, size)
-        if off == 0 and of.used:
-            # a read from offset 0 starts over and calls show() again, as seq_read_iter
-            # does: pollers lseek(0) and re-read one open file
-            self.reshow(of)
-        of.used = True
-        if of.error:
-            raise pyfuse3.FUSEError(of.error)
-        return of.content[off:off + size]
+        return self.answer_read(of, size)   # a per_open attribute
 
     def answer_read(self, of: OpenFile, size: int) -> bytes:
         """A request/answer control: reads run through the answer of the last request
@@ -262,18 +303,18 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
 
     def reshow(self, of: OpenFile) -> None:
         of.content, of.error = None, 0
-        if of.node.decl.show is None:
+        node = of.node
+        show = node.decl.show
+        if show is None:
             of.error = errno.EIO   # dev_attr_show without a show
             return
-        try:
-            with kernel_errors():
-                decl = of.node.decl
-                text = decl.show(of.node.obj, of.state) if decl.per_open else decl.show(of.node.obj)
-                of.content = text.encode("latin-1")
-        except pyfuse3.FUSEError as e:
-            of.error = e.errno
+        try:   # the errno of what show() raises (errmap), for the reads to report
+            of.content = (show(node.obj) if of.state is None else show(node.obj, of.state)).encode("latin-1")
+        except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
+            of.error = errno_of(e)
 
     async def write(self, fh, off, buf):
+        self.requests["write"] += 1
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
@@ -357,38 +398,53 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             event.set()
 
     async def release(self, fh):
+        self.requests["release"] += 1
         self.files.pop(fh, None)
         if self.pages is not None:
             self.pages.release(fh)
 
     # --- what sysfs refuses ---------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):
+        self.requests["create"] += 1
         self.node(parent_inode)   # ENOENT: a removed directory (a shell's cwd) has no names
         raise pyfuse3.FUSEError(errno.EACCES)   # no ->create on kernfs directories
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self.requests["mknod"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def mkdir(self, parent_inode, name, mode, ctx):
+        self.requests["mkdir"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def unlink(self, parent_inode, name, ctx):
+        self.requests["unlink"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rmdir(self, parent_inode, name, ctx):
+        self.requests["rmdir"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self.requests["rename"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def symlink(self, parent_inode, name, target, ctx):
+        self.requests["symlink"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
+        self.requests["link"] += 1
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def statfs(self, ctx):
+        self.requests["statfs"] += 1
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_namemax = 255
         return s
+
+    # --- not implemented (as sysfs has no xattrs here, flush or fsync), only counted ------
+    flush, fsync, fsyncdir, access, poll = (_enosys(op) for op in ("flush", "fsync", "fsyncdir", "access", "poll"))
+    getxattr, setxattr, listxattr, removexattr = (
+        _enosys(op) for op in ("getxattr", "setxattr", "listxattr", "removexattr"))

@@ -16,6 +16,7 @@ class Host:
     def __init__(self, machine: Machine):
         self.machine = machine
         self.scenario = None    # the daemon's timeline runner (fuse/timeline.py): the scenario control
+        self.requests: dict[str, int] = {}   # FUSE requests served per opcode since the mount (fuse/ops.py)
 
     @property
     def topology(self):

@@ -36,6 +36,10 @@ dma_stats (read only): the engine's simulated clock, then per function its DMA r
 bytes, faulted requests, the IOTLB hits and misses of its requests and the faults the
 handler serviced (model/iommu/dma_stats.py); what `vfakefs top` turns into rates.
 
+requests (read only): the FUSE requests the mount has served since it was mounted, one
+`<opcode> <count>` line per request type (pyfuse3's handler names, in FUSE opcode order;
+fuse/ops.py counts them): what a read, a stat or a walk costs, counted exactly.
+
 `faults` holds the rules of misbehaving hardware (model/faults.py, fault_control.py): `<bdf> <point>
 [delay=<s>] [fail=<ERRNO>] [times=<N>|always]` adds one, `clear` drops them; reading it
 lists them with their hit counts.
@@ -116,6 +120,13 @@ def scenario_store(host, text: str) -> None:
 SCENARIO = Attr("scenario", scenario_show, scenario_store, 0o644)   # `<path>` starts a timeline, `stop`
 
 
+def requests_show(host) -> str:
+    return "".join(f"{op} {n}\n" for op, n in host.requests.items())
+
+
+REQUESTS = Attr("requests", requests_show, size=0)   # FUSE requests served per opcode (read only)
+
+
 def vfakefs_entries(v) -> dict:
     return {**{a.name: a.bind(v.m) for a in CONTROLS}, RESET.name: RESET.bind(v.host),
-            SCENARIO.name: SCENARIO.bind(v.host)}
+            SCENARIO.name: SCENARIO.bind(v.host), REQUESTS.name: REQUESTS.bind(v.host)}
