@@ -7,7 +7,10 @@ FLUSH left to pyfuse3's ENOSYS. Per open+read+close the kernel sends GETATTR, OP
 READ, RELEASE, as to the C server. It is the ceiling vfakefs's strict mode can reach
 with pyfuse3: whatever vfakefs costs beyond it is vfakefs's own code.
 
-    taskset -c 0 python bench/pyfuse3_minimal.py MOUNTPOINT [--max-tasks N] [--min-tasks N]
+    taskset -c 0 python bench/pyfuse3_minimal.py MOUNTPOINT [--max-tasks N] [--min-tasks N] [--keep-cache]
+
+--keep-cache: the twin of cached mode (`vfakefs mount --cache`): st_size is the content's
+length and the file is opened keep_cache, so a read of it costs OPEN and RELEASE.
 
 --max-tasks is pyfuse3.main's cap on worker tasks (vfakefs runs with ops.MAX_TASKS):
 read_rate.py --pyfuse3-tasks measures whether the cap costs anything per request.
@@ -31,10 +34,11 @@ TIMEOUT = 86400.0
 class Minimal(pyfuse3.Operations):
     supports_dot_lookup = False
 
-    def __init__(self):
+    def __init__(self, keep_cache: bool = False):
         super().__init__()
+        self.keep_cache = keep_cache
         self.attrs = {pyfuse3.ROOT_INODE: self._attr(pyfuse3.ROOT_INODE, stat.S_IFDIR | 0o755, 0),
-                      INO: self._attr(INO, stat.S_IFREG | 0o444, 4096)}
+                      INO: self._attr(INO, stat.S_IFREG | 0o444, len(TEXT) if keep_cache else 4096)}
 
     @staticmethod
     def _attr(ino, mode, size):
@@ -66,6 +70,8 @@ class Minimal(pyfuse3.Operations):
         pass
 
     async def open(self, inode, flags, ctx):
+        if self.keep_cache:
+            return pyfuse3.FileInfo(fh=inode, direct_io=False, keep_cache=True)
         return pyfuse3.FileInfo(fh=inode, direct_io=True)
 
     async def read(self, fh, off, size):
@@ -92,8 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("mountpoint")
     ap.add_argument("--max-tasks", type=int, default=99, help="pyfuse3.main's max_tasks (99, its default)")
     ap.add_argument("--min-tasks", type=int, default=1, help="pyfuse3.main's min_tasks (1, its default)")
+    ap.add_argument("--keep-cache", action="store_true", help="content length in stat, keep_cache (cached mode's twin)")
     a = ap.parse_args(argv)
-    pyfuse3.init(Minimal(), a.mountpoint, {"fsname=pyfuse3min", "default_permissions"})
+    pyfuse3.init(Minimal(a.keep_cache), a.mountpoint, {"fsname=pyfuse3min", "default_permissions"})
     try:
         trio.run(_main, a.max_tasks, a.min_tasks)
     finally:

@@ -290,7 +290,12 @@ class CBaseline:
 
 
 class PyfuseBaseline(CBaseline):
-    """bench/pyfuse3_minimal.py, with the max_tasks vfakefs runs pyfuse3.main with."""
+    """bench/pyfuse3_minimal.py, with the max_tasks vfakefs runs pyfuse3.main with (keep_cache:
+    its cached-mode twin, for `--cache`)."""
+
+    def __init__(self, workdir: Path, cpu: int, keep_cache: bool = False):
+        super().__init__(workdir, cpu)
+        self.keep_cache = keep_cache
 
     def start(self) -> None:
         sys.path.insert(0, str(REPO))
@@ -299,7 +304,8 @@ class PyfuseBaseline(CBaseline):
         self.mnt.mkdir()
         self.proc = subprocess.Popen(["taskset", "-c", str(self.cpu), sys.executable,
                                       str(REPO / "bench" / "pyfuse3_minimal.py"), str(self.mnt),
-                                      "--max-tasks", str(MAX_TASKS)], stdin=subprocess.DEVNULL)
+                                      "--max-tasks", str(MAX_TASKS), *(["--keep-cache"] if self.keep_cache else [])],
+                                     stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not mounted_at(self.mnt):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -556,7 +562,7 @@ def main(argv=None) -> int:
     vf = (VfakefsMount(work / "mnt", a.topology, a.cpu, work, ("--cache",) if a.cache else ())
           if not a.mount_root else None)
     cb = CBaseline(work, a.cpu) if not a.no_c_baseline else None
-    pb = PyfuseBaseline(work, a.cpu) if not a.no_pyfuse3_baseline else None
+    pb = PyfuseBaseline(work, a.cpu, keep_cache=a.cache) if not a.no_pyfuse3_baseline else None
     tmpfs = work / "tmpfs"
     try:
         # 1. mount timing; the last mount stays up for the read tests
