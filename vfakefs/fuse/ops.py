@@ -230,6 +230,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
+        if of.stream is None:
+            await self.write_turn()       # readers are not starved by many writers (stepping.py)
         if self.batches:
             self.publish_steps()          # a store sees the tree as published (another enable in steps)
         held = None

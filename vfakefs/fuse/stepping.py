@@ -19,11 +19,35 @@ from vfakefs.model import faults
 
 STEP_SLICE = 0.02     # seconds of steps before the other requests have a turn
 PUBLISH_EVERY = 0.1   # seconds between two publishes of the steps' changes (a request publishes first)
+# Writers take turns, and under contention each waits for the other requests to pause
+# QUIET seconds first, at most QUIET_MAX: readers are not starved by a crowd of writers.
+QUIET = 0.001
+QUIET_MAX = 0.02
 log = logging.getLogger("vfakefs")
 
 
 class Stepping:
     """Mixed into SysfsOps: needs its publish(), wait_done() and batches."""
+
+    _turns = None   # the writers' turnstile (write_turn), made in the loop on first use
+
+    async def write_turn(self) -> None:
+        """Before a store: writers pass one at a time, and while others are waiting to pass
+        or other requests are running, each waits until every request in the loop has been
+        waiting on something (the kernel, a timer) for QUIET, at most QUIET_MAX. Each store
+        holds the loop for its whole store and publish: without turns, 16 writers' stores run
+        back to back in one pass of the scheduler before the next request of a reader is
+        even read (trio runs every runnable task, then looks at /dev/fuse), so `ls -lR`
+        waited ~16 stores per request. A lone writer on an idle loop passes at once."""
+        gate = self._turns
+        if gate is None:
+            gate = self._turns = trio.Lock()
+        if not gate.locked() and not trio.lowlevel.current_statistics().tasks_runnable:
+            return
+        async with gate:
+            from trio.testing import wait_all_tasks_blocked   # (imported on first contention)
+            with trio.move_on_after(QUIET_MAX):
+                await wait_all_tasks_blocked(QUIET)
 
     async def drive(self, of, steps) -> None:
         """A store carried out in steps (sriov.Stepwise: an enable of thousands of VFs): after
