@@ -185,10 +185,23 @@ class InodeTable:
         self._compare(targets, old)
 
     def republish(self, spec) -> None:
-        """The directories spec names (and below a deep one, those the kernel was shown)."""
+        """The directories spec names (and below a deep one, those the kernel was shown).
+        A directory where only some entries came or went (an item with their names) is not
+        re-listed here: its listing is dropped, to be made again when next asked for, and
+        what the kernel holds of those names is invalidated (one that stands anew is looked
+        up afresh), so the cost is the change's, however many entries the directory has or
+        the kernel was shown."""
+        gone: list[str] = []
+        for item in spec:
+            if len(item) == 4:
+                self._entries_went(item[0], item[3], gone)
+        if gone:
+            self.forget_paths(gone)   # (before the other items: no directory below is looked at)
         old: dict[int, dict | None] = {}
         targets: list[int] = []
-        for path, deep, skip in spec:
+        for path, deep, skip, *_ in spec:
+            if _:
+                continue
             ino = self.inos.get(path)
             if ino is None or ino in old:
                 continue   # never shown to the kernel: nothing of it is cached
@@ -205,6 +218,25 @@ class InodeTable:
                     if c is not None and (c in self.served or c in self.listings):
                         stack.append((c, NOTHING))
         self._compare(targets, old)
+
+    def _entries_went(self, path: str, names, gone: list[str]) -> None:
+        d = self.inos.get(path)
+        if d is None:
+            return   # never shown to the kernel: nothing of it is cached
+        self.listings.pop(d, None)
+        self.rows_cache.pop(d, None)
+        self.attr_cache.pop(d, None)
+        self.pending_attrs.add(d)   # nlink, as the kernel may hold it
+        if path:
+            self.rows_cache.pop(self.inos.get(path.rpartition("/")[0]), None)
+        served = self.served.get(d)
+        if not served:
+            return
+        prefix = f"{path}/" if path else ""
+        for name in names:
+            if served.pop(name, None) is not None:
+                self.pending.append((d, os.fsencode(name)))
+                gone.append(prefix + name)
 
     def _drop(self, d: int) -> dict | None:
         """Forget what we cached of directory d, its entries' nodes and attributes, and its
