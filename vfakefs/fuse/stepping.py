@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from contextlib import asynccontextmanager
 
 import pyfuse3
 import trio
@@ -30,24 +31,30 @@ class Stepping:
     """Mixed into SysfsOps: needs its publish(), wait_done() and batches."""
 
     _turns = None   # the writers' turnstile (write_turn), made in the loop on first use
+    _writers = 0    # writes in progress (stores of a file's attributes)
 
-    async def write_turn(self) -> None:
-        """Before a store: writers pass one at a time, and while others are waiting to pass
-        or other requests are running, each waits until every request in the loop has been
-        waiting on something (the kernel, a timer) for QUIET, at most QUIET_MAX. Each store
-        holds the loop for its whole store and publish: without turns, 16 writers' stores run
-        back to back in one pass of the scheduler before the next request of a reader is
-        even read (trio runs every runnable task, then looks at /dev/fuse), so `ls -lR`
-        waited ~16 stores per request. A lone writer on an idle loop passes at once."""
+    @asynccontextmanager
+    async def write_turn(self):
+        """Around a write: while other writes are in progress, writers pass one at a time
+        and each waits, before its store, until every request in the loop has been waiting
+        on something (the kernel, a timer) for QUIET, at most QUIET_MAX. A store holds the
+        loop for its whole store and publish: without turns, 16 writers' stores ran back to
+        back in one pass of the scheduler before the next request of a reader was even read
+        (trio runs every runnable task, then looks at /dev/fuse), so `ls -lR` waited ~16
+        stores per request. A write with no other in progress passes at once."""
         gate = self._turns
         if gate is None:
             gate = self._turns = trio.Lock()
-        if not gate.locked() and not trio.lowlevel.current_statistics().tasks_runnable:
-            return
-        async with gate:
-            from trio.testing import wait_all_tasks_blocked   # (imported on first contention)
-            with trio.move_on_after(QUIET_MAX):
-                await wait_all_tasks_blocked(QUIET)
+        self._writers += 1
+        try:
+            if self._writers > 1 or gate.locked():
+                async with gate:
+                    from trio.testing import wait_all_tasks_blocked   # (imported on first contention)
+                    with trio.move_on_after(QUIET_MAX):
+                        await wait_all_tasks_blocked(QUIET)
+            yield
+        finally:
+            self._writers -= 1
 
     async def drive(self, of, steps) -> None:
         """A store carried out in steps (sriov.Stepwise: an enable of thousands of VFs): after
