@@ -2,10 +2,14 @@
 driven by the FUSE write that made them: a slice of steps, then every other request waiting
 runs, so that `ls virtfn*` sees the VFs appear while the writer's write(2) waits for all.
 
-Publishing a change costs what the Machine's listeners re-list (it grows with the machine),
-so the steps hold a Machine.batch open and publish every PUBLISH_EVERY, or at once when a
-request comes (SysfsOps calls publish_steps() first), never per step. No engine tick is
-waited for between steps.
+Publishing a change costs a notification of the Machine's listeners, a look at what the
+change named (sysfs/dirty.py) and a delivery of invalidations through a thread, so the steps
+hold a Machine.batch open and publish every PUBLISH_EVERY, or at once when a request comes
+(SysfsOps calls publish_steps() first), never per step. No engine tick is waited for
+between steps.
+
+Writers take turns under contention (write_turn), so that many writers do not starve the
+readers of the same loop.
 """
 from __future__ import annotations
 
@@ -77,9 +81,8 @@ class Stepping:
     async def _step_all(self, steps, of) -> bool:
         """The steps to the end (or a reset): True when handed to a task of their own.
         Slices of STEP_SLICE, then every request waiting runs. The changes are published
-        (the Machine notifies its listeners, each of which re-lists what changed: a cost
-        that grows with the machine) every PUBLISH_EVERY, or at once when a request comes:
-        meanwhile the steps hold a Machine.batch open."""
+        (the Machine notifies its listeners) every PUBLISH_EVERY, or at once when a request
+        comes: meanwhile the steps hold a Machine.batch open."""
         batch = _Batch(steps.m)
         self.batches.add(batch)
         try:

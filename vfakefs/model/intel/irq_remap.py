@@ -129,7 +129,10 @@ class IrqRemapTable:
         span = 1 << (count - 1).bit_length()
         if span == 1:                      # MSI-X, one at a time: from the lowest maybe-free entry on
             start = self._lowest_free
-            i = start + int(np.argmin(self.bitmap[start:self.size])) if start < self.size else self.size
+            if start < self.size and not self.bitmap[start]:
+                i = start                  # (the usual case: entries are taken in order; no scan)
+            else:
+                i = start + int(np.argmin(self.bitmap[start:self.size])) if start < self.size else self.size
             if i >= self.size or self.bitmap[i]:
                 raise MemoryError(f"{self.name}: no free IRTE block of 1")
             self.bitmap[i] = True
