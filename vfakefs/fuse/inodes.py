@@ -192,9 +192,10 @@ class InodeTable:
         up afresh), so the cost is the change's, however many entries the directory has or
         the kernel was shown."""
         gone: list[str] = []
+        prior: dict[int, dict] = {}   # the listings dropped so (a deep item may compare them)
         for item in spec:
-            if len(item) == 4:
-                self._entries_went(item[0], item[3], gone)
+            if len(item) > 3:
+                self._entries_went(item[0], item[3], item[4], gone, prior)
         if gone:
             self.forget_paths(gone)   # (before the other items: no directory below is looked at)
         old: dict[int, dict | None] = {}
@@ -213,22 +214,27 @@ class InodeTable:
                 below = [self._join(d, name) for name in self.served.get(d, ()) if sk is not None and name not in sk]
                 targets.append(d)
                 old[d] = self._drop(d)
+                if old[d] is None:
+                    old[d] = prior.get(d)
                 for cpath in below:
                     c = self.inos.get(cpath)
                     if c is not None and (c in self.served or c in self.listings):
                         stack.append((c, NOTHING))
         self._compare(targets, old)
 
-    def _entries_went(self, path: str, names, gone: list[str]) -> None:
+    def _entries_went(self, path: str, names, links: bool, gone: list[str], prior: dict) -> None:
         d = self.inos.get(path)
         if d is None:
             return   # never shown to the kernel: nothing of it is cached
-        self.listings.pop(d, None)
+        entries = self.listings.pop(d, None)
+        if entries is not None:
+            prior[d] = entries
         self.rows_cache.pop(d, None)
-        self.attr_cache.pop(d, None)
-        self.pending_attrs.add(d)   # nlink, as the kernel may hold it
-        if path:
-            self.rows_cache.pop(self.inos.get(path.rpartition("/")[0]), None)
+        if not links:   # directories came or went: its nlink changed (the kernel may hold it)
+            self.attr_cache.pop(d, None)
+            self.pending_attrs.add(d)
+            if path:
+                self.rows_cache.pop(self.inos.get(path.rpartition("/")[0]), None)
         served = self.served.get(d)
         if not served:
             return
@@ -285,8 +291,8 @@ class InodeTable:
                     self.pending.append((d, os.fsencode(name)))
                     if name not in entries:
                         gone.append(self._join(d, name))
-            if before is not None and before.keys() != entries.keys():
-                self.pending_attrs.add(d)   # nlink and tmpfs sizes
+            if before is None or before.keys() != entries.keys():
+                self.pending_attrs.add(d)   # nlink and tmpfs sizes (None: a listing dropped unseen)
         if gone:
             self.forget_paths(gone)
 

@@ -10,10 +10,11 @@ Paths are relative to the mount's root ("sys/bus/pci/devices"). Each item is
 (path, deep, skip): deep takes in every directory below the path that the
 kernel was shown, except the entries named in skip (a bridge's child devices,
 which have directories of their own and are named when they change); or
-(path, False, NOTHING, names): in that directory only the entries named may
-have come, gone or been replaced (a listing of all functions, where one came or
-went), so its cost is the change's, not the directory's size; every other
-entry stands as it was.
+(path, False, NOTHING, names, links): in that directory only the entries named
+may have come, gone or been replaced (a listing of all functions, where one came
+or went), so its cost is the change's, not the directory's size; every other
+entry stands as it was; links: all those entries are symlinks (the directory's
+own attributes, its nlink, stay).
 """
 from __future__ import annotations
 
@@ -53,10 +54,13 @@ def dirty(v, changes) -> list[tuple] | None:
     add = out.append
     # directories where only some entries came or went: path -> their names
     named: dict[str, set] = {}
+    subdirs: set[str] = set()   # those where some of them are directories
     m = v.m
 
-    def names(path: str, *which: str) -> None:
+    def names(path: str, *which: str, dirs: bool = False) -> None:
         named.setdefault(path, set()).update(which)
+        if dirs:
+            subdirs.add(path)
 
     def here_now(f) -> bool:
         return m.by_bdf.get(f.bdf) is f
@@ -81,10 +85,10 @@ def dirty(v, changes) -> list[tuple] | None:
                 pf = "sys/" + v.device_path(f.physfn)
                 up = posixpath.dirname(pf)
                 pf_paths[id(f.physfn)] = pf, up
-            names(up, f.name)                   # beside its PF
+            names(up, f.name, dirs=True)        # beside its PF
             names(pf, f"virtfn{f.vf_id}")       # its virtfnN link
         else:
-            names(posixpath.dirname(here), f.name)
+            names(posixpath.dirname(here), f.name, dirs=True)
         if f.group is not None:
             groups[id(f.group)] = f.group
         if f.firmware_node:   # the ACPI nodes firmware_tree() draws from the functions
@@ -97,13 +101,14 @@ def dirty(v, changes) -> list[tuple] | None:
         add((f"sys/kernel/debug/iommu/intel/{f.name}", False, NOTHING))
     if moved:
         gone = [f.name for f in funcs.values() if f.bdf in moved]
-        for p in BY_FUNCTION:
-            names(p, *gone)
+        names("sys/bus/pci/devices", *gone)
+        names("sys/kernel/debug/iommu/intel", *gone, dirs=True)
         for u in m.dmar:
             names(f"sys/devices/virtual/iommu/{u.name}/devices", *gone)
         # the groups that went with them (one that stays keeps its entry)
         names("sys/kernel/iommu_groups",
-              *(str(g.id) for g in groups.values() if m.groups is None or m.groups.by_id.get(g.id) is not g))
+              *(str(g.id) for g in groups.values() if m.groups is None or m.groups.by_id.get(g.id) is not g),
+              dirs=True)
         add(("dev/vfio", False, NOTHING))
     # a driver's directory differs in the links of the functions bound or unbound
     # (with them in the change); a driver changed alone is re-listed whole
@@ -125,11 +130,10 @@ def dirty(v, changes) -> list[tuple] | None:
         add((f"sys/kernel/iommu_groups/{g.id}", True, NOTHING))
     if netdevs:   # class/net: one link per interface (Machine.add_netdev, remove_netdev note them)
         names("sys/class/net", *(nd.name for nd in netdevs.values()))
-    out += [(p, False, NOTHING, frozenset(n)) for p, n in named.items()]
+    out += [(p, False, NOTHING, frozenset(n), p not in subdirs) for p, n in named.items()]
     return out
 
 
-# Listings drawn from all functions, an entry named after each: a function that comes or
-# goes alters its own entry there (iommu_groups by group, and dev/vfio, are named apart).
-BY_FUNCTION = ("sys/bus/pci/devices", "sys/kernel/debug/iommu/intel")
-ALL_FUNCTIONS = BY_FUNCTION + ("sys/kernel/iommu_groups", "dev/vfio")
+# Listings drawn from all functions: a function that comes or goes alters its own entry in
+# the first two, its group's in iommu_groups; dev/vfio is re-listed.
+ALL_FUNCTIONS = ("sys/bus/pci/devices", "sys/kernel/debug/iommu/intel", "sys/kernel/iommu_groups", "dev/vfio")
