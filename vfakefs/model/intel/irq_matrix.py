@@ -29,6 +29,10 @@ class VectorMatrix:
         self.low[cpu] = vec + 1
         return vec, cpu
 
+    def surely_full(self) -> bool:
+        """Every CPU was found full since its last free (alloc() would raise MemoryError)."""
+        return min(self.low) >= FIRST_SYSTEM_VECTOR
+
     def free(self, vector: int, cpu: int) -> None:
         if 0 <= cpu < len(self.used):
             self.used[cpu].discard(vector)
