@@ -99,7 +99,7 @@ def dirty(v, changes) -> list[tuple] | None:
         if f.is_bridge:
             add(("sys/class/pci_bus", False, NOTHING))
         add((f"sys/kernel/debug/iommu/intel/{f.name}", False, NOTHING))
-    if moved:
+    if moved:   # the listings drawn from all functions: each one's entry (iommu_groups: by group)
         gone = [f.name for f in funcs.values() if f.bdf in moved]
         names("sys/bus/pci/devices", *gone)
         names("sys/kernel/debug/iommu/intel", *gone, dirs=True)
@@ -132,8 +132,3 @@ def dirty(v, changes) -> list[tuple] | None:
         names("sys/class/net", *(nd.name for nd in netdevs.values()))
     out += [(p, False, NOTHING, frozenset(n), p not in subdirs) for p, n in named.items()]
     return out
-
-
-# Listings drawn from all functions: a function that comes or goes alters its own entry in
-# the first two, its group's in iommu_groups; dev/vfio is re-listed.
-ALL_FUNCTIONS = ("sys/bus/pci/devices", "sys/kernel/debug/iommu/intel", "sys/kernel/iommu_groups", "dev/vfio")
