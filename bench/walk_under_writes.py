@@ -10,7 +10,9 @@ to one CPU (DESIGN.md, "Performance notes"), printed as ratios:
     `ls -lR MNT/sys` (the kernel holds every entry): ratio after / before.
  2. `ls -lR MNT/sys` and `find MNT/sys`, idle, then while --writers bash loops
     toggle sriov_numvfs on the two PFs (an EBUSY from a PF another writer just
-    enabled is part of the load): ratio loaded / idle.
+    enabled is part of the load): ratio loaded / idle; and the toggles the
+    writers made meanwhile per second, beside one writer's rate alone (readers
+    must not be served by starving the writers).
 
 `--repo DIR` runs the daemon from another checkout (an exported older commit,
 to compare before and after in one run). Every mount is undone in `finally`.
@@ -92,14 +94,30 @@ def main(argv=None) -> int:
         after = write_cost(numvfs, a.writes)
         idle_ls = statistics.median(timed(["ls", "-lR", str(mnt / "sys")]) for _ in range(a.walks))
         idle_find = statistics.median(timed(["find", str(mnt / "sys")]) for _ in range(a.walks))
+        counts = Path(tempfile.mkdtemp(prefix="vfakefs-walk-counts-"))
         for i in range(a.writers):
             f = devs / PFS[i % 2] / "sriov_numvfs"
+            # each writer counts its toggles and says how many on SIGTERM (after the write
+            # it is in): the writers' throughput while walkers run, so that readers are not
+            # served by starving the writers
             writers.append(subprocess.Popen(
-                ["bash", "-c", f"while :; do echo 0 > {f}; echo 4 > {f}; done"],
+                ["bash", "-c", f"n=0; trap 'echo $n > {counts}/{i}; exit' TERM; "
+                               f"while :; do echo 0 > {f}; echo 4 > {f}; n=$((n+1)); done"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
+        t_busy = time.perf_counter()
         busy_ls = statistics.median(timed(["ls", "-lR", str(mnt / "sys")]) for _ in range(a.walks))
         busy_find = statistics.median(timed(["find", str(mnt / "sys")]) for _ in range(a.walks))
+        t_busy = time.perf_counter() - t_busy + 0.5
+        for p in writers:
+            p.terminate()
+        for p in writers:
+            p.wait()
+        toggles = sum(int((counts / str(i)).read_text() or 0) for i in range(a.writers)
+                      if (counts / str(i)).exists())
+        for c in counts.iterdir():
+            c.unlink()
+        counts.rmdir()
         print(f"daemon from {a.repo} ({PRESET}, one CPU)")
         print(f"structural write: {before * 1e3:7.2f} ms fresh, {after * 1e3:7.2f} ms after a full walk "
               f"({walk:.2f} s): ratio {after / before:6.1f}")
@@ -107,6 +125,8 @@ def main(argv=None) -> int:
               f"ratio {busy_ls / idle_ls:6.1f}")
         print(f"find sys:         {idle_find:7.2f} s idle, {busy_find:7.2f} s under {a.writers} writers: "
               f"ratio {busy_find / idle_find:6.1f}")
+        print(f"writers:          {toggles} toggles in {t_busy:.1f} s under walks ({toggles / t_busy:.0f}/s; "
+              f"one writer alone: {0.5 / after:.0f}/s)")
         if a.json:
             write_figures(a.json, "walk_under_writes.py", [
                 figure("structural write after a full ls -lR", after * 1e3, "ms", baseline=before * 1e3,

@@ -246,3 +246,43 @@ def test_a_change_after_a_full_walk_relists_what_it_touches_not_what_was_seen(n)
               "sys/devices/pci0000:00/0000:00:1c.0", "sys/devices/pci0000:00/0000:00:1c.0/0000:03:00.0",
               "sys/kernel/debug/iommu/intel", "sys/devices/virtual/iommu/dmar0/devices", "dev/vfio"}
     assert off <= expect and on <= expect
+
+
+def test_listings_of_every_function_are_not_relisted_for_a_few_that_came_or_went():
+    """A listing drawn from all functions or interfaces (bus/pci/devices, class/net,
+    iommu_groups, the driver's links, the port's and PF's directories) where a few
+    entries came or went is dropped and its stale names invalidated, not re-listed
+    at the change: the change costs its own size, not the directory's."""
+    tb = Table()
+    pf = tb.m.lookup("0000:03:00.0")
+    sriov.configure(tb.m, pf, 4)
+    tb.walk()
+    tb.applied()
+    for n in (0, 4):
+        made: list[str] = []
+        listing = tb.t.listing
+
+        def counted(ino, listing=listing):
+            if ino not in tb.t.listings:
+                made.append(tb.t.paths[ino])
+            return listing(ino)
+        tb.t.listing = counted
+        try:
+            sriov.configure(tb.m, pf, n)
+        finally:
+            del tb.t.listing
+        assert set(made) <= {"dev/vfio"}, f"numvfs {n}: re-listed {sorted(made)}"
+        check(tb)
+        # what the kernel held of the VFs that went is queued for invalidation, nothing else
+        names = {(tb.t.paths[d], name.decode()) for d, name in tb.t.pending}
+        if n == 0:
+            assert ("sys/bus/pci/devices", "0000:03:10.0") in names
+            assert ("sys/devices/pci0000:00/0000:00:1c.0/0000:03:00.0", "virtfn0") in names
+        assert not any(name == "0000:03:00.1" for _, name in names)
+        # a listing of links keeps its nlink: the kernel keeps its attributes (else its next
+        # path walk through it asks GETATTR, which needs the whole listing again)
+        kept = {tb.t.paths[d] for d in tb.t.pending_attrs}
+        assert not kept & {"sys/bus/pci/devices", "sys/class/net", "sys/bus/pci/drivers/ixgbevf"}, kept
+        tb.applied()
+        tb.walk()
+        check(tb)

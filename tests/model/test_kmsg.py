@@ -183,3 +183,13 @@ def test_qemu_ref_with_iommu_pt_matches_its_reference_boot():
     mine = [r.text for r in m.kmsg.records if GREP.search(r.text)]
     assert mine == reference_lines("boot-stock-intel_iommu_on-pt.log")
     assert "iommu: Default domain type: Passthrough (set via kernel command line)" in mine
+
+
+@pytest.mark.parametrize("text", ["pci 0000:03:10.0: Adding to iommu group 5", "", "back\\slash", "tab\there",
+                                  "caf\xe9", "nul\x00", "del\x7f", "\u20ac uro"])
+def test_a_records_length_in_the_stream_is_that_of_its_kmsg_bytes(text):
+    """The stream offsets (seq_at) add up each record's /dev/kmsg bytes, counted without
+    making them where nothing needs escaping."""
+    from vfakefs.model.kmsg import Record
+    r = Record(6, 12345, 6789012, text)
+    assert r.kmsg_len() == len(r.kmsg_bytes())

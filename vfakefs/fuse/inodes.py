@@ -201,10 +201,24 @@ class InodeTable:
         self._compare(targets, old)
 
     def republish(self, spec) -> None:
-        """The directories spec names (and below a deep one, those the kernel was shown)."""
+        """The directories spec names (and below a deep one, those the kernel was shown).
+        A directory where only some entries came or went (an item with their names) is not
+        re-listed here: its listing is dropped, to be made again when next asked for, and
+        what the kernel holds of those names is invalidated (one that stands anew is looked
+        up afresh), so the cost is the change's, however many entries the directory has or
+        the kernel was shown."""
+        gone: list[str] = []
+        prior: dict[int, dict] = {}   # the listings dropped so (a deep item may compare them)
+        for item in spec:
+            if len(item) > 3:
+                self._entries_went(item[0], item[3], item[4], gone, prior)
+        if gone:
+            self.forget_paths(gone)   # (before the other items: no directory below is looked at)
         old: dict[int, dict | None] = {}
         targets: list[int] = []
-        for path, deep, skip in spec:
+        for path, deep, skip, *_ in spec:
+            if _:
+                continue
             ino = self.inos.get(path)
             if ino is None or ino in old:
                 continue   # never shown to the kernel: nothing of it is cached
@@ -216,11 +230,37 @@ class InodeTable:
                 below = [self._join(d, name) for name in self.served.get(d, ()) if sk is not None and name not in sk]
                 targets.append(d)
                 old[d] = self._drop(d)
+                if old[d] is None:
+                    old[d] = prior.get(d)
                 for cpath in below:
                     c = self.inos.get(cpath)
                     if c is not None and (c in self.served or c in self.listings):
                         stack.append((c, NOTHING))
         self._compare(targets, old)
+
+    def _entries_went(self, path: str, names, links: bool, gone: list[str], prior: dict) -> None:
+        d = self.inos.get(path)
+        if d is None:
+            return   # never shown to the kernel: nothing of it is cached
+        entries = self.listings.pop(d, None)
+        if entries is not None:
+            prior[d] = entries
+        self.rows_cache.pop(d, None)
+        if not links:   # directories came or went: its nlink changed (the kernel may hold it)
+            self.attr_cache.pop(d, None)
+            self.pending_attrs.add(d)
+            if path:
+                self.rows_cache.pop(self.inos.get(path.rpartition("/")[0]), None)
+        if names:
+            self.pending_pages.add(d)   # the listing the kernel cached (FOPEN_CACHE_DIR)
+        served = self.served.get(d)
+        if not served:
+            return
+        prefix = f"{path}/" if path else ""
+        for name in names:
+            if served.pop(name, None) is not None:
+                self.pending.append((d, os.fsencode(name)))
+                gone.append(prefix + name)
 
     def _drop(self, d: int) -> dict | None:
         """Forget what we cached of directory d, its entries' nodes and attributes, and its
@@ -276,7 +316,7 @@ class InodeTable:
                         # its cached target (FUSE_CAP_CACHE_SYMLINKS) when only the entry goes
                         self.pending_pages.add(self.inos[self._join(d, name)])
                     retyped = retyped or type(new) is not type(node)
-            if retyped or (before is not None and before.keys() != entries.keys()):
+            if retyped or before is None or before.keys() != entries.keys():   # (None: a listing dropped unseen)
                 self.pending_attrs.add(d)   # nlink and tmpfs sizes
                 self.pending_pages.add(d)   # the listing the kernel cached (FOPEN_CACHE_DIR), d_type
         if gone:

@@ -318,6 +318,12 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         of = self.files[fh]
         if not buf:
             return 0  # a zero-length write never reaches store()
+        if of.stream is not None:
+            return await self._write(of, off, buf)
+        async with self.write_turn():     # readers are not starved by many writers (stepping.py)
+            return await self._write(of, off, buf)
+
+    async def _write(self, of: OpenFile, off: int, buf) -> int:
         if self.batches:
             self.publish_steps()          # a store sees the tree as published (another enable in steps)
         held = None

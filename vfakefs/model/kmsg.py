@@ -53,6 +53,13 @@ class Record:
     def kmsg_bytes(self) -> bytes:
         return self.kmsg().encode("ascii")
 
+    def kmsg_len(self) -> int:
+        """len(kmsg_bytes()), without making them for a text that needs no escape."""
+        t = self.text
+        if t.isascii() and t.isprintable() and "\\" not in t:
+            return len(f"{self.prio},{self.seq},{self.usec},-;") + len(t) + 1
+        return len(self.kmsg_bytes())
+
     def dmesg(self) -> str:
         return "[%5d.%06d] %s\n" % (self.usec // 1_000_000, self.usec % 1_000_000, self.text)
 
@@ -129,7 +136,7 @@ class KernelLog:
         self.next_seq += 1
         self.records.append(rec)
         self._starts.append(self.stream_end)
-        self.stream_end += len(rec.kmsg_bytes())
+        self.stream_end += rec.kmsg_len()
         self._text_bytes += len(text)
         if self._text_bytes > self.capacity:
             self._drop()

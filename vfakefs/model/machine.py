@@ -285,6 +285,7 @@ class Machine:
         nd.routes = tuple(parse_route(r) for r in cfg.get("routes", ()))
         self.netdevs[name] = nd
         dev.netdevs.append(nd)
+        self.note(nd)                # (class/net gains its name: sysfs/dirty.py)
         self.uevent("add", nd)       # netdev_register_kobject -> device_add
         return nd
 
@@ -292,6 +293,7 @@ class Machine:
         self.uevent("remove", nd)    # netdev_unregister_kobject -> device_del
         self.netdevs.pop(nd.name, None)
         nd.dev.netdevs.remove(nd)
+        self.note(nd)
         if nd.name.startswith("eth") and nd.name[3:].isdigit():
             self.eth_ids.free(int(nd.name[3:]))
 

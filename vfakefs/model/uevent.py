@@ -115,7 +115,7 @@ _STATIC: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _static(dev) -> tuple[str, list]:
-    got = _STATIC.get(dev)
+    got = _STATIC.data.get(weakref.ref(dev))   # WeakKeyDictionary.get without its Python frame
     if got is None:
         got = _STATIC[dev] = (_devpath(dev), [
             ("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),

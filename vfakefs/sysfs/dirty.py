@@ -9,7 +9,12 @@ mapped precisely (a reset, an object of another kind) answers None: re-list all.
 Paths are relative to the mount's root ("sys/bus/pci/devices"). Each item is
 (path, deep, skip): deep takes in every directory below the path that the
 kernel was shown, except the entries named in skip (a bridge's child devices,
-which have directories of their own and are named when they change).
+which have directories of their own and are named when they change); or
+(path, False, NOTHING, names, links): in that directory only the entries named
+may have come, gone or been replaced (a listing of all functions, where one came
+or went), so its cost is the change's, not the directory's size; every other
+entry stands as it was; links: all those entries are symlinks (the directory's
+own attributes, its nlink, stay).
 """
 from __future__ import annotations
 
@@ -17,19 +22,21 @@ import posixpath
 
 from vfakefs.model.base.drivers import Driver
 from vfakefs.model.iommu.groups import IommuGroup
+from vfakefs.model.net import NetDev
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.pci import PciFunction
 
 NOTHING = frozenset()
 
 
-def dirty(v, changes) -> list[tuple[str, bool, frozenset]] | None:
+def dirty(v, changes) -> list[tuple] | None:
     if changes is None:
         return None
     funcs: dict[int, PciFunction] = {}
     drivers: dict[int, Driver] = {}
     groups: dict[int, IommuGroup] = {}
     moved: set[Bdf] = set()   # addresses where a function came or went
+    netdevs: dict[int, NetDev] = {}   # registered or unregistered
     for o in changes:
         if isinstance(o, PciFunction):
             funcs[id(o)] = o
@@ -39,10 +46,25 @@ def dirty(v, changes) -> list[tuple[str, bool, frozenset]] | None:
             groups[id(o)] = o
         elif isinstance(o, Bdf):
             moved.add(o)
+        elif isinstance(o, NetDev):
+            netdevs[id(o)] = o
         else:
             return None   # not mapped: everything may have changed
-    out: list[tuple[str, bool, frozenset]] = []
+    out: list[tuple] = []
     add = out.append
+    # directories where only some entries came or went: path -> their names
+    named: dict[str, set] = {}
+    subdirs: set[str] = set()   # those where some of them are directories
+    m = v.m
+
+    def names(path: str, *which: str, dirs: bool = False) -> None:
+        named.setdefault(path, set()).update(which)
+        if dirs:
+            subdirs.add(path)
+
+    def here_now(f) -> bool:
+        return m.by_bdf.get(f.bdf) is f
+    pf_paths: dict[int, tuple[str, str]] = {}   # PF -> its path and its parent's (thousands of VFs)
     for f in funcs.values():
         here = "sys/" + v.device_path(f)
         # the device's own directory and everything in it (attribute groups, driver,
@@ -56,9 +78,17 @@ def dirty(v, changes) -> list[tuple[str, bool, frozenset]] | None:
         if f.bdf not in moved:
             continue
         # it came or went: every listing of all functions, where it sits, its group
-        add((posixpath.dirname(here), False, NOTHING))
+        # (named whether it came or went: one that came may stand where another went)
         if f.is_virtfn:
-            add(("sys/" + v.device_path(f.physfn), False, NOTHING))   # virtfnN links
+            pf, up = pf_paths.get(id(f.physfn)) or (None, None)
+            if pf is None:
+                pf = "sys/" + v.device_path(f.physfn)
+                up = posixpath.dirname(pf)
+                pf_paths[id(f.physfn)] = pf, up
+            names(up, f.name, dirs=True)        # beside its PF
+            names(pf, f"virtfn{f.vf_id}")       # its virtfnN link
+        else:
+            names(posixpath.dirname(here), f.name, dirs=True)
         if f.group is not None:
             groups[id(f.group)] = f.group
         if f.firmware_node:   # the ACPI nodes firmware_tree() draws from the functions
@@ -69,12 +99,26 @@ def dirty(v, changes) -> list[tuple[str, bool, frozenset]] | None:
         if f.is_bridge:
             add(("sys/class/pci_bus", False, NOTHING))
         add((f"sys/kernel/debug/iommu/intel/{f.name}", False, NOTHING))
-    if moved:
-        out += [(p, False, NOTHING) for p in ALL_FUNCTIONS]
-        out += [(f"sys/devices/virtual/iommu/{u.name}/devices", False, NOTHING) for u in v.m.dmar]
+    if moved:   # the listings drawn from all functions: each one's entry (iommu_groups: by group)
+        gone = [f.name for f in funcs.values() if f.bdf in moved]
+        names("sys/bus/pci/devices", *gone)
+        names("sys/kernel/debug/iommu/intel", *gone, dirs=True)
+        for u in m.dmar:
+            names(f"sys/devices/virtual/iommu/{u.name}/devices", *gone)
+        # the groups that went with them (one that stays keeps its entry)
+        names("sys/kernel/iommu_groups",
+              *(str(g.id) for g in groups.values() if m.groups is None or m.groups.by_id.get(g.id) is not g),
+              dirs=True)
+        add(("dev/vfio", False, NOTHING))
+    # a driver's directory differs in the links of the functions bound or unbound
+    # (with them in the change); a driver changed alone is re-listed whole
     for drv in drivers.values():
-        add((f"sys/bus/pci/drivers/{drv.name}", False, NOTHING))
-        if drv.net or drv.netdev_subdir:
+        if funcs:
+            names(f"sys/bus/pci/drivers/{drv.name}",
+                  *(f.name for f in funcs.values() if f.driver is not drv or not here_now(f)))
+        else:
+            add((f"sys/bus/pci/drivers/{drv.name}", False, NOTHING))
+        if (drv.net or drv.netdev_subdir) and not netdevs:
             add(("sys/class/net", False, NOTHING))
         if drv.netdev_subdir:
             add(("sys/bus/virtio", True, NOTHING))   # its listing builds devices/ and drivers/
@@ -84,9 +128,7 @@ def dirty(v, changes) -> list[tuple[str, bool, frozenset]] | None:
             add(("dev/vfio", False, NOTHING))   # Machine.vfio_groups' rule
     for g in groups.values():
         add((f"sys/kernel/iommu_groups/{g.id}", True, NOTHING))
+    if netdevs:   # class/net: one link per interface (Machine.add_netdev, remove_netdev note them)
+        names("sys/class/net", *(nd.name for nd in netdevs.values()))
+    out += [(p, False, NOTHING, frozenset(n), p not in subdirs) for p, n in named.items()]
     return out
-
-
-# Listings drawn from all functions: a function that comes or goes alters them. Each is
-# one directory, re-listed in time linear in the functions.
-ALL_FUNCTIONS = ("sys/bus/pci/devices", "sys/kernel/iommu_groups", "sys/kernel/debug/iommu/intel", "dev/vfio")

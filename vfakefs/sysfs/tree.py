@@ -26,7 +26,7 @@ class View:
 
     # --- paths (relative to /sys) ----------------------------------------------------
     def device_path(self, dev) -> str:
-        p = self._paths.get(dev)
+        p = self._paths.data.get(weakref.ref(dev))   # WeakKeyDictionary.get without its Python frame
         if p is None:
             parent = dev.physfn.parent if dev.is_virtfn else dev.parent
             base = self.device_path(parent) if parent is not None else self.root_path(*dev.root_bus)

@@ -11,17 +11,29 @@ class VectorMatrix:
 
     def __init__(self, nr_cpus: int):
         self.used = [set() for _ in range(max(1, nr_cpus))]
+        # per CPU, a vector below which none is free (a full CPU's is FIRST_SYSTEM_VECTOR): the
+        # search for the lowest free one starts there, so thousands of VFs' vectors on a full
+        # matrix cost no scan of it each (vectors taken by adding to `used` keep it a lower bound)
+        self.low = [FIRST_DYNAMIC_VECTOR] * len(self.used)
 
     def alloc(self, cpu: int | None = None) -> tuple[int, int]:
         if cpu is None:
             cpu = min(range(len(self.used)), key=lambda c: (len(self.used[c]), c))
         cpu %= len(self.used)
-        vec = next((v for v in range(FIRST_DYNAMIC_VECTOR, FIRST_SYSTEM_VECTOR) if v not in self.used[cpu]), None)
+        used = self.used[cpu]
+        vec = next((v for v in range(self.low[cpu], FIRST_SYSTEM_VECTOR) if v not in used), None)
         if vec is None:
+            self.low[cpu] = FIRST_SYSTEM_VECTOR
             raise MemoryError(f"no free vector on CPU {cpu}")     # request_irq fails with -ENOSPC
-        self.used[cpu].add(vec)
+        used.add(vec)
+        self.low[cpu] = vec + 1
         return vec, cpu
+
+    def surely_full(self) -> bool:
+        """Every CPU was found full since its last free (alloc() would raise MemoryError)."""
+        return min(self.low) >= FIRST_SYSTEM_VECTOR
 
     def free(self, vector: int, cpu: int) -> None:
         if 0 <= cpu < len(self.used):
             self.used[cpu].discard(vector)
+            self.low[cpu] = min(self.low[cpu], vector)

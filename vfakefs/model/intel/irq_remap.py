@@ -222,7 +222,7 @@ class IrqRemapTable:
             try:
                 if managed:
                     vector, cpu = self.matrix.alloc((n - managed_from) % len(self.matrix.used))
-                elif requested:
+                elif requested and not self.matrix.surely_full():   # (thousands of VFs: no raise each)
                     vector, cpu = self.matrix.alloc()
             except MemoryError:
                 pass                                   # vector space exhausted: the irq stays parked

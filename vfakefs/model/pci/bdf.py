@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _BDF = re.compile(r"^(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
 
@@ -13,6 +13,9 @@ class Bdf:
     bus: int
     dev: int
     fn: int
+    # its name, made once: thousands of VFs' names are printed many times each (kernel log,
+    # uevents, sysfs paths); not an address field (no init, compare, hash or repr)
+    _name: str = field(default="", init=False, repr=False, compare=False, hash=False)
 
     @classmethod
     def from_str(cls, text: str) -> Bdf:
@@ -48,4 +51,8 @@ class Bdf:
         return f"{self.bus:02x}:{self.dev:02x}.{self.fn}"
 
     def __str__(self) -> str:
-        return f"{self.domain:04x}:{self.bus:02x}:{self.dev:02x}.{self.fn}"
+        name = self._name
+        if not name:
+            name = f"{self.domain:04x}:{self.bus:02x}:{self.dev:02x}.{self.fn}"
+            object.__setattr__(self, "_name", name)
+        return name
