@@ -188,7 +188,7 @@ class InodeTable:
             self.republish_all()
         else:
             self.republish(spec)
-        if self.pending or self.pending_attrs:
+        if self.pending or self.pending_attrs or self.pending_pages:
             self.deliver_soon()
         if self.pages is not None:
             self.pages.sweep_soon()   # values move with the structure
@@ -251,8 +251,7 @@ class InodeTable:
             self.pending_attrs.add(d)
             if path:
                 self.rows_cache.pop(self.inos.get(path.rpartition("/")[0]), None)
-        if names:
-            self.pending_pages.add(d)   # the listing the kernel cached (FOPEN_CACHE_DIR)
+        self.pending_pages.add(d)   # entries came or went: the listing the kernel cached (FOPEN_CACHE_DIR)
         served = self.served.get(d)
         if not served:
             return
