@@ -24,6 +24,7 @@ from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 log = logging.getLogger("vfakefs")
 
 NOTHING = frozenset()
+RETRIES, RETRY_PAUSE = 50, 0.001   # a notification the kernel could not take at once (_notify)
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
 
 
@@ -49,6 +50,7 @@ class InodeTable:
         self.pending: list[tuple[int, bytes]] = []   # (dir ino, name) the kernel must drop
         self.pending_attrs: set[int] = set()          # dir inos whose attributes changed
         self.pending_pages: set[int] = set()          # inos whose cached pages must go: links, dirs, cached files
+        self.sending: set[int] = set()                # those of them the notify thread is telling now
         self.pages = None                              # a PageCache in cached mode (pagecache.py)
         self.deliver_lock = trio.Lock()
         self.delivering = False
@@ -354,7 +356,16 @@ class InodeTable:
                 return
             entries, attrs, pages = self.pending, self.pending_attrs, self.pending_pages
             self.pending, self.pending_attrs, self.pending_pages = [], set(), set()
-            await trio.to_thread.run_sync(_notify, entries, attrs, pages)
+            self.sending = pages
+            try:
+                await trio.to_thread.run_sync(_notify, entries, attrs, pages)
+            finally:
+                self.sending = set()
+
+    def settled(self, ino: int) -> bool:
+        """Whether the kernel's cached pages of ino (a listing) are known current: no
+        invalidation of them queued or on its way."""
+        return ino not in self.pending_pages and ino not in self.sending
 
     async def invalidate_pages(self, inos) -> None:
         """Drop the kernel's pages and attributes of these files (cached mode), and return once
@@ -393,10 +404,18 @@ def _notify(entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] =
     """In a worker thread: the FUSE notifications, each blocking until the kernel has
     applied it. ENOENT: the kernel had already dropped the entry or inode."""
     for dino, name in entries:
-        try:
-            pyfuse3.invalidate_entry(dino, name)
-        except FileNotFoundError:
-            pass
+        for _ in range(RETRIES):
+            try:
+                pyfuse3.invalidate_entry(dino, name)
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                # EINVAL: the entry is between states in the kernel at this moment (a lookup
+                # of the same name under way); ask again shortly, never drop the rest
+                log.debug("invalidating entry %s %r: %s", dino, name, e)
+                time.sleep(RETRY_PAUSE)
+            else:
+                break
     for ino in attrs | pages:
         try:
             # pages of links (their cached target), directories (their cached listing) and

@@ -163,7 +163,9 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             self.publish_steps()         # the VFs added so far, before this request sees the tree
         self.listing(inode)
         if CACHE_LISTINGS:
-            return pyfuse3.FileInfo(fh=inode, keep_cache=True, cache_readdir=True)
+            # a listing whose invalidation has not reached the kernel yet (a change the engine
+            # made a moment ago) is dropped by this open instead: ls sees the change at once
+            return pyfuse3.FileInfo(fh=inode, keep_cache=self.settled(inode), cache_readdir=True)
         return inode
 
     async def readdir(self, fh, start_id, token):
