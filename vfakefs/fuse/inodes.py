@@ -372,15 +372,20 @@ class InodeTable:
         it has, the new values told. Again for those the kernel asked for while the
         notification was out: it was told the old value then, and may have cached it."""
         inos = list(inos)
-        for last in range(ROUNDS - 1, -1, -1):
+        for _ in range(ROUNDS - 1):
             before = [self.pages.asked.get(ino) for ino in inos]
             self.pending_pages.update(inos)
             await self.deliver()
-            quiet = [ino for ino, n in zip(inos, before) if not last or self.pages.asked.get(ino) == n]
+            quiet = [ino for ino, n in zip(inos, before) if self.pages.asked.get(ino) == n]
             self.pages.dropped(quiet)   # at once, before any other request is served
             inos = [ino for ino in inos if ino not in set(quiet)]
             if not inos:
                 return
+        # readers kept asking: the new value is told first, then everything cached is dropped,
+        # so nothing older survives the write (a read overlapping it may be torn: pagecache.py)
+        self.pages.dropped(inos)
+        self.pending_pages.update(inos)
+        await self.deliver()
 
     def forget_paths(self, paths: list[str]) -> None:
         """Drop the inode numbers of removed subtrees and all we cached of them, walking

@@ -16,7 +16,8 @@ told and the content a READ of it is answered with. The kernel is told of a chan
   pages and attributes dropped from the notify thread, and only then is the new value
   told (a reader that keeps its fd and reads offset 0 again). The kernel may ask for
   the old value while the notification is out (it is still told the old one then, whole):
-  then it is dropped again, up to ROUNDS times;
+  then it is dropped again, up to ROUNDS times, the last time with the new value told
+  first (nothing older survives the write; a read overlapping it may be torn);
 - after any change, in the background: every other inode the kernel was shown is checked
   in chunks between requests and invalidated the same way when its value moved (stat).
 Only read-only attributes are cached. A writable one stays direct_io with sysfs's 4096, as
