@@ -135,6 +135,8 @@ def cmd_mount(args) -> int:
         host.scenario = timeline = Timeline(host, ops)   # the scenario control's runner
         host.requests = ops.requests    # the requests control shows the counts
 
+        server.listen()   # bound before the mount answers: `vfakefs run` may connect at once
+
         def background(nursery):
             nursery.start_soon(engine.run, host)
             nursery.start_soon(server.serve)

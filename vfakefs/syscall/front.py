@@ -14,25 +14,31 @@ import trio
 BACKLOG = 16
 
 
-async def bind(path: str):
-    """A listening socket at path (a killed daemon's left there is replaced), only ours to use."""
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def bind(path: str):
+    """A listening trio socket at path (a killed daemon's left there is replaced), only
+    ours to use. Bound at once, without a checkpoint: the daemon does it before the mount
+    answers, so that a `vfakefs run` started the moment `vfakefs mount` returns finds it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    await sock.bind(path)
+    sock.bind(path)
     os.chmod(path, 0o600)
     sock.listen(BACKLOG)
-    return sock
+    return trio.socket.from_stdlib_socket(sock)
 
 
 class SyscallFront:
     def __init__(self, host, sockpath: str):
         self.host, self.sockpath = host, sockpath
         self.server = None                 # the server.SyscallServer, once a program has connected
+        self.sock = None
 
-    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        sock = await bind(self.sockpath)
-        task_status.started()
+    def listen(self) -> None:
+        """Bind the socket now (in the daemon, before the mount answers)."""
+        self.sock = bind(self.sockpath)
+
+    async def serve(self) -> None:
+        sock = self.sock if self.sock is not None else bind(self.sockpath)
         try:
             await trio.lowlevel.wait_readable(sock)      # a connection waits to be accepted
         except BaseException:

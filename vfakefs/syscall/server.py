@@ -88,7 +88,7 @@ class SyscallServer:
         self.mirrors: set[netmirror.NetMirror] = set()    # the network namespaces of running programs
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        sock = await front.bind(self.sockpath)
+        sock = front.bind(self.sockpath)
         task_status.started()
         await self.serve_on(sock)
 
