@@ -11,15 +11,13 @@ directly, as the engine will, and compare what the mount shows with the view
 itself; the reads go through real programs.
 """
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
-import pyfuse3
 import pytest
 import trio
 
-from vfakefs.fuse.mount import MOUNT_OPTIONS
+from tests.mount.inprocess import served, sh
 from vfakefs.fuse.ops import SysfsOps
 from vfakefs.model.base import binding
 from vfakefs.model import topology
@@ -53,23 +51,8 @@ async def live(tmp_path):
     machine.subscribe(ops.publish)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    pyfuse3.init(ops, str(mnt), set(MOUNT_OPTIONS))
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pyfuse3.main)
-            try:
-                yield Live(machine, mnt, view, specs, ops)
-            finally:
-                pyfuse3.terminate()
-    finally:
-        pyfuse3.close(unmount=True)
-        if os.path.ismount(mnt):
-            subprocess.run(["umount", "-l", str(mnt)])
-
-
-async def sh(script: str) -> str:
-    r = await trio.run_process(["bash", "-c", script], capture_stdout=True, capture_stderr=True, check=False)
-    return r.stdout.decode() + r.stderr.decode()
+    async with served(ops, mnt):
+        yield Live(machine, mnt, view, specs, ops)
 
 
 async def test_removed_device_disappears_at_once(live):

@@ -12,15 +12,12 @@ stock pyfuse3 nothing is cached and these hold trivially.
 from __future__ import annotations
 
 import os
-import subprocess
-from collections import Counter
 
 import pyfuse3
 import pytest
-import trio
 
 from tests.conftest import run
-from vfakefs.fuse.mount import MOUNT_OPTIONS
+from tests.mount.inprocess import served, sh
 from vfakefs.fuse.ops import CACHE_LISTINGS, SysfsOps
 from vfakefs.model import topology
 from vfakefs.sysfs.tree import View
@@ -117,61 +114,31 @@ def test_a_listed_pf_shows_its_vfs_come_and_go(mount_preset):
         assert run(["ls", m.sys / "kernel/iommu_groups"]).stdout.split() == groups
 
 
-# --- the requests the caches save: counted in the server itself ----------------------------------
-class Counting(SysfsOps):
-    def __init__(self, *a):
-        super().__init__(*a)
-        self.calls = Counter()
-
-    async def readlink(self, inode, ctx):
-        self.calls["readlink"] += 1
-        return await super().readlink(inode, ctx)
-
-    async def readdir(self, fh, start_id, token):
-        self.calls["readdir"] += 1
-        return await super().readdir(fh, start_id, token)
-
-
+# --- the requests the caches save: counted in the server itself (ops.requests) ---------------------
 @pytest.fixture
 async def counted(tmp_path):
     machine = topology.load("seed-vtd")
     view = View(machine)
-    ops = Counting(view.root(), lambda: machine.generation, view.dirty)
+    ops = SysfsOps(view.root(), lambda: machine.generation, view.dirty)
     machine.subscribe(ops.publish)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    pyfuse3.init(ops, str(mnt), set(MOUNT_OPTIONS))
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pyfuse3.main)
-            try:
-                yield ops, mnt
-            finally:
-                pyfuse3.terminate()
-    finally:
-        pyfuse3.close(unmount=True)
-        if os.path.ismount(mnt):
-            subprocess.run(["umount", "-l", str(mnt)])
+    async with served(ops, mnt):
+        yield ops, mnt
 
 
-async def sh(script: str) -> str:
-    r = await trio.run_process(["bash", "-c", script], capture_stdout=True, check=True)
-    return r.stdout.decode()
-
-
-@pytest.mark.skipif(not CACHE_LISTINGS, reason="stock pyfuse3: the kernel caches no listing (make venv builds the patched one)")
 async def test_an_unchanged_listing_is_asked_for_once(counted):
     ops, mnt = counted
     pf = f"{mnt}/sys/bus/pci/devices/{PF}"
     first = await sh(f"ls {pf}")
-    asked = ops.calls["readdir"]
+    asked = ops.requests["readdir"]
     assert asked >= 1
     for _ in range(3):
         assert await sh(f"ls {pf}") == first
-    assert ops.calls["readdir"] == asked
+    assert ops.requests["readdir"] == asked
     await sh(f"echo 2 > {pf}/sriov_numvfs")
     assert "virtfn1" in (await sh(f"ls {pf}")).split()
-    assert ops.calls["readdir"] > asked                      # the changed listing, asked for again
+    assert ops.requests["readdir"] > asked                      # the changed listing, asked for again
 
 
 @pytest.mark.skipif(not SysfsOps.enable_symlink_cache or not CACHE_LISTINGS,
@@ -180,8 +147,8 @@ async def test_a_walk_through_a_link_asks_for_it_once(counted):
     ops, mnt = counted
     dev = f"{mnt}/sys/bus/pci/devices/{NIC}"
     assert await sh(f"cat {dev}/vendor") == "0x8086\n"
-    asked = ops.calls["readlink"]
+    asked = ops.requests["readlink"]
     assert asked == 1                                        # devices/NIC, the first time through
     for _ in range(5):
         assert await sh(f"cat {dev}/vendor {dev}/device") == "0x8086\n0x1533\n"
-    assert ops.calls["readlink"] == asked
+    assert ops.requests["readlink"] == asked
