@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-import pyfuse3
 import pytest
 
 from tests.conftest import run
