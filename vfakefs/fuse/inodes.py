@@ -376,9 +376,9 @@ class InodeTable:
             before = [self.pages.asked.get(ino) for ino in inos]
             self.pending_pages.update(inos)
             await self.deliver()
-            quiet = [ino for ino, n in zip(inos, before) if self.pages.asked.get(ino) == n]
-            self.pages.dropped(quiet)   # at once, before any other request is served
-            inos = [ino for ino in inos if ino not in set(quiet)]
+            asked = [ino for ino, n in zip(inos, before) if self.pages.asked.get(ino) != n]
+            self.pages.dropped(set(inos) - set(asked))   # at once, before any other request is served
+            inos = asked
             if not inos:
                 return
         # readers kept asking: the new value is told first, then everything cached is dropped,

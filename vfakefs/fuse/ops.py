@@ -16,7 +16,7 @@ import trio
 
 from vfakefs.fuse.errmap import errno_of, kernel_errors
 from vfakefs.fuse.inodes import InodeTable
-from vfakefs.fuse.pagecache import PageCache, cacheable
+from vfakefs.fuse.pagecache import PageCache, cacheable, current
 from vfakefs.fuse.signals import signalled
 from vfakefs.fuse.stepping import Stepping
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
@@ -231,18 +231,10 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         """Cached mode: whether this open reads through the page cache (pagecache.py). A
         binary file only for root: others read less of it, and the pages are everyone's."""
         if of.node.binary:
-            if not of.privileged:
-                return False
-            try:
-                with kernel_errors():
-                    content = of.node.decl.read(of.node.obj, 0, of.node.size, True)
-            except pyfuse3.FUSEError:
-                return False
-        elif of.content is None:
-            return False
+            content = current(of.node) if of.privileged else None
         else:
-            content = of.content
-        return self.pages.open(fh, ino, content)
+            content = of.content   # show() at this open (None: it failed, reads answer its errno)
+        return content is not None and self.pages.open(fh, ino, content)
 
     async def read(self, fh, off, size):
         self.requests["read"] += 1

@@ -64,7 +64,7 @@ def cacheable(node) -> bool:
             and not callable(d.size) and d.size > 0)
 
 
-def _show(node: Bound) -> bytes | None:
+def current(node: Bound) -> bytes | None:
     """The content a read would get now (root's, for a binary file), or None when show()
     fails (read answers the errno: such a file is served direct_io)."""
     try:
@@ -94,7 +94,7 @@ class PageCache:
         self.asked[ino] = self.asked.get(ino, 0) + 1
         content = self.told.get(ino)
         if content is None:
-            content = _show(node)   # first shown: no pages of it exist yet
+            content = current(node)   # first shown: no pages of it exist yet
             if content is None:
                 a.st_size, a.attr_timeout = 0, 0   # show() fails: ask again
                 return
@@ -146,7 +146,7 @@ class PageCache:
                 node = self.node_of(ino)
             except pyfuse3.FUSEError:
                 continue          # gone: forget() follows
-            if cacheable(node) and _show(node) != old:
+            if cacheable(node) and current(node) != old:
                 out.append(ino)
         return out
 
@@ -163,7 +163,7 @@ class PageCache:
                 node = self.node_of(ino)
             except pyfuse3.FUSEError:
                 continue
-            content = _show(node) if cacheable(node) else None
+            content = current(node) if cacheable(node) else None
             if content is None:
                 self.told.pop(ino, None)
             else:
@@ -192,8 +192,9 @@ class PageCache:
         try:
             while True:
                 self.again = False
-                moved, self.stale = list(self.stale), set()
-                inos = [ino for ino in self.told if ino not in moved]
+                stale, self.stale = self.stale, set()
+                moved = list(stale)
+                inos = [ino for ino in self.told if ino not in stale]
                 for i in range(0, len(inos), CHUNK):
                     moved += self.moved(inos[i:i + CHUNK])
                     await trio.lowlevel.checkpoint()
