@@ -47,6 +47,17 @@ def cmd_top(args) -> int:
         return 130
 
 
+def _integer(low: int, what: str):
+    """An argparse type: an integer >= low, named what in argparse's refusal."""
+    def parse(text: str) -> int:
+        v = int(text)
+        if v < low:
+            raise ValueError(text)
+        return v
+    parse.__name__ = what
+    return parse
+
+
 def _top_args(p) -> None:
     from vfakefs import top
 
@@ -57,18 +68,11 @@ def _top_args(p) -> None:
         return v
     positive.__name__ = "number of seconds"
 
-    def count(text: str) -> int:
-        v = int(text)
-        if v < 1:
-            raise ValueError(text)
-        return v
-    count.__name__ = "iteration count"
-
     def bdfs(text: str) -> list[str]:
         return [top.parse_bdf(b) for b in text.split(",") if b]
     bdfs.__name__ = "PCI address"
     p.add_argument("-d", "--delay", type=positive, default=2.0, help="seconds between frames (default 2)")
-    p.add_argument("-n", "--iterations", type=count, help="stop after this many frames")
+    p.add_argument("-n", "--iterations", type=_integer(1, "iteration count"), help="stop after this many frames")
     p.add_argument("-b", "--batch", action="store_true", help="plain text frames to stdout, no terminal control")
     p.add_argument("-o", "--sort", choices=top.SORT_KEYS, default="dma", help="sort key (default dma)")
     p.add_argument("-p", "--device", type=bdfs, action="extend", metavar="BDF[,BDF...]",
@@ -312,16 +316,9 @@ def add_parsers(sub) -> None:
     rc.add_argument("--output", "-o", help="the topology file to write (default: standard output)")
     rc.add_argument("--sysfs", default="/sys", help="the sysfs to read (default /sys; a mount's MNT/sys)")
     rc.set_defaults(func=cmd_record)
-
-    def count(text: str) -> int:
-        v = int(text)
-        if v < 0:
-            raise ValueError(text)
-        return v
-    count.__name__ = "number of VFs"
     sr = sub.add_parser("sriov", help="set a PF's number of VFs (0 first if another count is set), "
                                       "showing them appear")
     sr.add_argument("mountpoint")
     sr.add_argument("device", help="the PF: its PCI address (0000:03:00.0 or 03:00.0) or a network interface")
-    sr.add_argument("count", type=count, help="the number of VFs (0 disables SR-IOV)")
+    sr.add_argument("count", type=_integer(0, "number of VFs"), help="the number of VFs (0 disables SR-IOV)")
     sr.set_defaults(func=cmd_sriov)
