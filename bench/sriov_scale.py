@@ -838,6 +838,15 @@ def parse_args(argv=None):
     return a
 
 
+def report_failure(script: str, exc: BaseException, work: Path) -> None:
+    """What went wrong, and the tail of every daemon log the run left in work."""
+    warn(f"{script}: {exc!r}")
+    for log in sorted(work.glob("mount-*.log")):
+        text = log.read_text(errors="replace").strip()
+        if text:
+            warn(f"--- {log.name}:\n{text[-2000:]}")
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -890,11 +899,7 @@ def main(argv=None) -> int:
             rep["profile_daemon"] = daemon_profile(a, work, topo, rep["scale_topology"]["pfs"])
         print_profiles(rep)
     except BaseException as exc:   # noqa: BLE001 - report, clean up, exit non-zero
-        warn(f"sriov_scale.py: {exc!r}")
-        for log in sorted(work.glob("mount-*.log")):
-            text = log.read_text(errors="replace").strip()
-            if text:
-                warn(f"--- {log.name}:\n{text[-2000:]}")
+        report_failure("sriov_scale.py", exc, work)
         code = 1
     finally:
         for step in (lambda: umount_tmpfs(tmp), lambda: cleanup_workdir(work)):

@@ -43,7 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import figure, write as write_figures  # noqa: E402
 from read_rate import cleanup_workdir, copy_tree, mount_has_option, umount_tmpfs, warn  # noqa: E402
-from sriov_scale import Mount, numvfs_path, scale_topology, sriov_pfs, write_attr  # noqa: E402
+from sriov_scale import (Mount, _raise_interrupt, numvfs_path, report_failure, scale_topology,  # noqa: E402
+                         sriov_pfs, write_attr)
 
 REPO = Path(__file__).resolve().parent.parent
 PCI_IDS = REPO / "tests" / "reference" / "pci.ids"
@@ -290,10 +291,6 @@ def parse_args(argv=None):
     return a
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -310,11 +307,7 @@ def main(argv=None) -> int:
         run(a, work, rep)
         print_report(a, rep)
     except BaseException as exc:   # noqa: BLE001 - report, clean up, exit non-zero
-        warn(f"whole_machine.py: {exc!r}")
-        for log in sorted(work.glob("mount-*.log")):
-            text = log.read_text(errors="replace").strip()
-            if text:
-                warn(f"--- {log.name}:\n{text[-2000:]}")
+        report_failure("whole_machine.py", exc, work)
         code = 1
     finally:
         try:
