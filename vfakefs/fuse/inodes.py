@@ -244,8 +244,9 @@ class InodeTable:
         d = self.inos.get(path)
         if d is None:
             return   # never shown to the kernel: nothing of it is cached
-        entries = self.listings.pop(d, None)
-        if entries is not None:
+        entries = self.listings.get(d)
+        if entries is not None and not self._mend(d, entries, names):
+            del self.listings[d]
             prior[d] = entries
         self.rows_cache.pop(d, None)
         if not links:   # directories came or went: its nlink changed (the kernel may hold it)
@@ -262,6 +263,25 @@ class InodeTable:
             if served.pop(name, None) is not None:
                 self.pending.append((d, os.fsencode(name)))
                 gone.append(prefix + name)
+
+    def _mend(self, d: int, entries: dict, names) -> bool:
+        """A large listing whose directory tells what one name holds now (Dir.entry):
+        mended for the names a change named, instead of made again whole at the next
+        lookup (bus/pci/devices, 2,065 links, after each PF's VFs came). False: it cannot be."""
+        node = self.nodes.get(d)
+        entry = getattr(node, "entry", None)
+        if entry is None:
+            return False
+        try:
+            now = [(name, entry(name)) for name in names]
+        except Exception:   # noqa: BLE001 - made again whole when next asked for, as any other
+            return False
+        for name, new in now:
+            if new is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = new
+        return True
 
     def _drop(self, d: int) -> dict | None:
         """Forget what we cached of directory d, its entries' nodes and attributes, and its

@@ -5,6 +5,7 @@ import errno
 
 from vfakefs.model.base import binding
 from vfakefs.model.pci import hotplug
+from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.errors import SysfsError
 from vfakefs.sysfs.nodes import Attr, AttrGroup, Dir, Link, rel
 from vfakefs.sysfs.parse import simple_strtoul10
@@ -114,7 +115,14 @@ def slot_entries(m, slot) -> dict:
 def pci_bus_entries(v) -> dict:
     m = v.m
     out = BUS_GROUP.entries(m)
-    out["devices"] = Dir(lambda: {f.name: Link(rel("bus/pci/devices", v.device_path(f))) for f in m.functions})
+    def device(name: str):   # the entry of one name: DDDD:BB:DD.F, read without a regex
+        try:
+            f = m.by_bdf.get(Bdf(int(name[:4], 16), int(name[5:7], 16), int(name[8:10], 16), int(name[11:])))
+        except ValueError:
+            return None
+        return Link(rel("bus/pci/devices", v.device_path(f))) if f is not None and f.name == name else None
+    out["devices"] = Dir(lambda: {f.name: Link(rel("bus/pci/devices", v.device_path(f))) for f in m.functions},
+                         entry=device)
     out["drivers"] = Dir(lambda: {name: Dir(lambda d=drv: driver_entries(v, d)) for name, drv in sorted(m.drivers.items())})
     out["slots"] = Dir(lambda: {s.name: Dir(lambda s=s: slot_entries(m, s)) for s in m.slots})
     return out

@@ -148,13 +148,18 @@ class CharDev:
 
 class Dir:
     """entries() -> {name: node}, computed when asked. `tmpfs` dirs (under /dev)
-    report tmpfs sizes instead of sysfs's 0."""
-    __slots__ = ("entries", "mode", "tmpfs")
+    report tmpfs sizes instead of sysfs's 0. entry(name) -> the node entries() would
+    hold under name, or None: given by a large listing that changes a few names at a
+    time (bus/pci/devices), so that the FUSE layer mends its copy of the listing for the
+    names a change named instead of making it all again."""
+    __slots__ = ("entries", "mode", "tmpfs", "entry")
 
-    def __init__(self, entries: Callable[[], dict] | dict, mode: int = 0o755, tmpfs: bool = False):
+    def __init__(self, entries: Callable[[], dict] | dict, mode: int = 0o755, tmpfs: bool = False,
+                 entry: Callable[[str], Any] | None = None):
         self.entries = entries if callable(entries) else (lambda e=entries: e)
         self.mode = mode
         self.tmpfs = tmpfs
+        self.entry = entry
 
 
 @dataclass(frozen=True, slots=True)
