@@ -29,24 +29,41 @@ from vfakefs.model.pci.pci import PciFunction
 NOTHING = frozenset()
 
 
+# what each kind of object a change names is (its index in _KINDS), learnt once per type:
+# a change of 2,048 VFs names ~14,000 objects, one isinstance chain each otherwise
+_KINDS = (PciFunction, Driver, IommuGroup, Bdf, NetDev)
+_KIND_OF: dict[type, int] = {}
+
+
+def _kind(t: type) -> int:
+    k = _KIND_OF.get(t)
+    if k is None:
+        k = _KIND_OF[t] = next((i for i, base in enumerate(_KINDS) if issubclass(t, base)), -1)
+    return k
+
+
 def dirty(v, changes) -> list[tuple] | None:
     if changes is None:
         return None
     funcs: dict[int, PciFunction] = {}
     drivers: dict[int, Driver] = {}
     groups: dict[int, IommuGroup] = {}
-    moved: set[Bdf] = set()   # addresses where a function came or went
+    moved: set[str] = set()   # the names of the addresses where a function came or went
     netdevs: dict[int, NetDev] = {}   # registered or unregistered
+    kind_of = _KIND_OF
     for o in changes:
-        if isinstance(o, PciFunction):
+        k = kind_of.get(type(o))
+        if k is None:
+            k = _kind(type(o))
+        if k == 0:
             funcs[id(o)] = o
-        elif isinstance(o, Driver):
+        elif k == 1:
             drivers[id(o)] = o
-        elif isinstance(o, IommuGroup):
+        elif k == 2:
             groups[id(o)] = o
-        elif isinstance(o, Bdf):
-            moved.add(o)
-        elif isinstance(o, NetDev):
+        elif k == 3:
+            moved.add(str(o))
+        elif k == 4:
             netdevs[id(o)] = o
         else:
             return None   # not mapped: everything may have changed
@@ -55,52 +72,59 @@ def dirty(v, changes) -> list[tuple] | None:
     # directories where only some entries came or went: path -> their names
     named: dict[str, set] = {}
     subdirs: set[str] = set()   # those where some of them are directories
-    m = v.m
 
-    def names(path: str, *which: str, dirs: bool = False) -> None:
-        named.setdefault(path, set()).update(which)
+    def names(path: str, *which: str, dirs: bool = False) -> set:
+        got = named.get(path)
+        if got is None:
+            got = named[path] = set()
+        got.update(which)
         if dirs:
             subdirs.add(path)
+        return got
 
-    def here_now(f) -> bool:
-        return m.by_bdf.get(f.bdf) is f
-    pf_paths: dict[int, tuple[str, str]] = {}   # PF -> its path and its parent's (thousands of VFs)
+    m = v.m
+    device_path = v.device_path
+    gone: list[str] = []   # the names of the functions that came or went
+    pf_sets: dict[int, tuple[set, set]] = {}   # PF -> its parent's named set and its own (thousands of VFs)
     for f in funcs.values():
-        here = "sys/" + v.device_path(f)
+        name = f.name
+        here = "sys/" + device_path(f)
         # the device's own directory and everything in it (attribute groups, driver,
         # net/, msi_irqs/, the driver's own directories), but not its child devices
-        skip = frozenset(c.name for c in v.m.children(f)) if f.is_bridge else NOTHING
-        add((here, True, skip))
-        if f.driver is not None:
-            drivers[id(f.driver)] = f.driver
-        if f.is_bridge:   # pcieport's port services, and the buses
+        bridge = f.is_bridge
+        add((here, True, frozenset(c.name for c in m.children(f)) if bridge else NOTHING))
+        drv = f.driver
+        if drv is not None:
+            drivers[id(drv)] = drv
+        if bridge:   # pcieport's port services, and the buses
             add(("sys/bus/pci_express", True, NOTHING))
-        if f.bdf not in moved:
+        if name not in moved:
             continue
+        gone.append(name)
         # it came or went: every listing of all functions, where it sits, its group
         # (named whether it came or went: one that came may stand where another went)
-        if f.is_virtfn:
-            pf, up = pf_paths.get(id(f.physfn)) or (None, None)
-            if pf is None:
-                pf = "sys/" + v.device_path(f.physfn)
-                up = posixpath.dirname(pf)
-                pf_paths[id(f.physfn)] = pf, up
-            names(up, f.name, dirs=True)        # beside its PF
-            names(pf, f"virtfn{f.vf_id}")       # its virtfnN link
+        physfn = f.physfn
+        if physfn is not None:
+            sets = pf_sets.get(id(physfn))
+            if sets is None:
+                pf = "sys/" + device_path(physfn)
+                sets = pf_sets[id(physfn)] = names(posixpath.dirname(pf), dirs=True), names(pf)
+            sets[0].add(name)                   # beside its PF
+            sets[1].add(f"virtfn{f.vf_id}")     # its virtfnN link
         else:
-            names(posixpath.dirname(here), f.name, dirs=True)
+            names(posixpath.dirname(here), name, dirs=True)
         if f.group is not None:
             groups[id(f.group)] = f.group
-        if f.firmware_node:   # the ACPI nodes firmware_tree() draws from the functions
-            parts = f.firmware_node.split("/")
+        firmware = f.firmware_node
+        if firmware:   # the ACPI nodes firmware_tree() draws from the functions
+            parts = firmware.split("/")
             out += [("sys/devices/" + "/".join(parts[:i]), False, NOTHING) for i in range(1, len(parts) + 1)]
-        if f.firmware_node or f.parent is None:
+        if firmware or f.parent is None:
             add(("sys/devices", False, NOTHING))   # the firmware tree, pciDDDD:00
-        if f.is_bridge:
+        if bridge:
             add(("sys/class/pci_bus", False, NOTHING))
-        add((f"sys/kernel/debug/iommu/intel/{f.name}", False, NOTHING))
+        add((f"sys/kernel/debug/iommu/intel/{name}", False, NOTHING))
     if moved:   # the listings drawn from all functions: each one's entry (iommu_groups: by group)
-        gone = [f.name for f in funcs.values() if f.bdf in moved]
         names("sys/bus/pci/devices", *gone)
         names("sys/kernel/debug/iommu/intel", *gone, dirs=True)
         for u in m.dmar:
@@ -112,10 +136,13 @@ def dirty(v, changes) -> list[tuple] | None:
         add(("dev/vfio", False, NOTHING))
     # a driver's directory differs in the links of the functions bound or unbound
     # (with them in the change); a driver changed alone is re-listed whole
+    if drivers and funcs:
+        by_bdf = m.by_bdf
+        here_now = {id(f): by_bdf.get(f.bdf) is f for f in funcs.values() if f.driver is not None}
     for drv in drivers.values():
         if funcs:
             names(f"sys/bus/pci/drivers/{drv.name}",
-                  *(f.name for f in funcs.values() if f.driver is not drv or not here_now(f)))
+                  *(f.name for f in funcs.values() if f.driver is not drv or not here_now[id(f)]))
         else:
             add((f"sys/bus/pci/drivers/{drv.name}", False, NOTHING))
         if (drv.net or drv.netdev_subdir) and not netdevs:
