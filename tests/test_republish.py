@@ -290,28 +290,29 @@ def test_listings_of_every_function_are_not_relisted_for_a_few_that_came_or_went
 
 def test_a_listing_that_tells_one_name_is_mended_not_made_again():
     """bus/pci/devices tells what one name holds (Dir.entry): after VFs came or went its
-    listing is mended for their names, so the next lookup in it (a writer's path to the
-    next PF's sriov_numvfs) costs the change, not a new listing of every function."""
+    listing is mended for their names when next asked for, so a lookup in it (a writer's
+    path to the next PF's sriov_numvfs) costs the change, not a new listing of every
+    function; and nothing is asked while nobody looks in it."""
     tb = Table()
     tb.walk()
     tb.applied()
     bus = tb.t.inos["sys/bus/pci/devices"]
-    for pf, n in (("0000:03:00.0", 4), ("0000:03:00.1", 2), ("0000:03:00.0", 0), ("0000:03:00.0", 3)):
-        made: list[str] = []
-        listing = tb.t.listing
-
-        def counted(ino, listing=listing):
-            if ino not in tb.t.listings:
-                made.append(tb.t.paths[ino])
-            return listing(ino)
-        tb.t.listing = counted
-        try:
-            sriov.configure(tb.m, tb.m.lookup(pf), n)
-            ino, _ = tb.t.child(bus, "0000:03:00.1")
-            tb.t.attrs(ino, tb.t.node(ino))
-        finally:
-            del tb.t.listing
-        assert "sys/bus/pci/devices" not in made, f"{pf} numvfs {n}: made again"
+    node = tb.t.node(bus)
+    made, asked = [], []
+    entries, entry = node.entries, node.entry
+    node.entries = lambda: made.append(1) or entries()
+    node.entry = lambda name: asked.append(name) or entry(name)
+    steps = (("0000:03:00.0", 4), ("0000:03:00.1", 2), ("0000:03:00.0", 0), ("0000:03:00.0", 3))
+    for i, (pf, n) in enumerate(steps):
+        del made[:], asked[:]
+        sriov.configure(tb.m, tb.m.lookup(pf), n)
+        assert not asked, "asked before anyone looked"
+        if i == 1:   # nobody looked in it after this one: the next asks for both changes' names
+            continue
+        ino, _ = tb.t.child(bus, "0000:03:00.1")
+        tb.t.attrs(ino, tb.t.node(ino))
+        assert not made, f"{pf} numvfs {n}: made again"
+        assert len(asked) == len(set(asked)) <= 6, asked
         check(tb)   # the mended listing is the view's
         tb.applied()
         tb.walk()

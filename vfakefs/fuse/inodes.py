@@ -45,6 +45,9 @@ class InodeTable:
         self.attr_cache: dict[int, pyfuse3.EntryAttributes] = {}
         self.rows_cache: dict[int, list] = {}
         self.overrides: dict[int, dict] = {}   # chmod/chown by root, kept per inode like kernfs iattrs
+        # listings a change dropped that are mended for the names it named when next asked
+        # for (Dir.entry), instead of made again whole: dir ino -> (listing, names, entry)
+        self.mending: dict[int, tuple[dict, set, object]] = {}
         self.served: dict[int, dict[str, object]] = {}   # dir ino -> {name: node} the kernel may cache
         self.published = generation()
         self.pending: list[tuple[int, bytes]] = []   # (dir ino, name) the kernel must drop
@@ -92,6 +95,10 @@ class InodeTable:
         entries = self.listings.get(ino)
         if entries is not None:
             return entries
+        if self.mending:
+            entries = self._mended(ino)
+            if entries is not None:
+                return entries
         node = self.node(ino)
         if not isinstance(node, Dir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -199,7 +206,7 @@ class InodeTable:
         """A change nobody could map: every directory is re-listed and compared."""
         old = self.listings
         targets = list(self.served.keys() | old.keys())
-        self.listings, self.nodes, self.attr_cache, self.rows_cache = {}, {}, {}, {}
+        self.listings, self.nodes, self.attr_cache, self.rows_cache, self.mending = {}, {}, {}, {}, {}
         self._compare(targets, old)
 
     def republish(self, spec) -> None:
@@ -244,10 +251,10 @@ class InodeTable:
         d = self.inos.get(path)
         if d is None:
             return   # never shown to the kernel: nothing of it is cached
-        entries = self.listings.get(d)
-        if entries is not None and not self._mend(d, entries, names):
-            del self.listings[d]
+        entries = self.listings.pop(d, None)
+        if entries is not None:
             prior[d] = entries
+        self._mend_later(d, entries, names)
         self.rows_cache.pop(d, None)
         if not links:   # directories came or went: its nlink changed (the kernel may hold it)
             self.attr_cache.pop(d, None)
@@ -264,30 +271,47 @@ class InodeTable:
                 self.pending.append((d, os.fsencode(name)))
                 gone.append(prefix + name)
 
-    def _mend(self, d: int, entries: dict, names) -> bool:
-        """A large listing whose directory tells what one name holds now (Dir.entry):
-        mended for the names a change named, instead of made again whole at the next
-        lookup (bus/pci/devices, 2,065 links, after each PF's VFs came). False: it cannot be."""
-        node = self.nodes.get(d)
-        entry = getattr(node, "entry", None)
-        if entry is None:
-            return False
+    def _mend_later(self, d: int, entries: dict | None, names) -> None:
+        """A large listing whose directory tells what one name holds now (Dir.entry:
+        bus/pci/devices, 2,065 links) is kept aside with the names a change named, and
+        mended for them when next asked for (_mended), not made again whole: a writer's
+        lookup of the next PF after each PF's VFs came costs those VFs, and nothing is
+        asked while nobody looks. One dropped unseen gathers the names of later changes."""
+        if entries is None:
+            held = self.mending.get(d)
+            if held is not None:
+                held[1].update(names)
+                if len(held[1]) > len(held[0]):   # more to ask than to make: made again whole
+                    del self.mending[d]
+            return
+        entry = getattr(self.nodes.get(d), "entry", None)
+        if entry is not None and len(names) <= len(entries):
+            self.mending[d] = (entries, set(names), entry)
+
+    def _mended(self, d: int) -> dict | None:
+        """d's listing kept aside by _mend_later, mended for its names, or None."""
+        held = self.mending.pop(d, None)
+        if held is None:
+            return None
+        entries, names, entry = held
         try:
             now = [(name, entry(name)) for name in names]
-        except Exception:   # noqa: BLE001 - made again whole when next asked for, as any other
-            return False
+        except Exception:   # noqa: BLE001 - made again whole, as any other
+            return None
         for name, new in now:
             if new is None:
                 entries.pop(name, None)
             else:
                 entries[name] = new
-        return True
+        self.listings[d] = entries
+        return entries
 
     def _drop(self, d: int) -> dict | None:
         """Forget what we cached of directory d, its entries' nodes and attributes, and its
         parent's rows (they carry d's attributes); returns d's old listing."""
         nodes, attrs, rows, inos = self.nodes, self.attr_cache, self.rows_cache, self.inos
         entries = self.listings.pop(d, None)
+        self.mending.pop(d, None)
         nodes.pop(d, None)
         attrs.pop(d, None)
         rows.pop(d, None)
@@ -414,7 +438,7 @@ class InodeTable:
         each of them, so it keeps to a few dict operations per inode."""
         inos, paths_of, served = self.inos, self.paths, self.served
         nodes, listings, attrs, rows = self.nodes, self.listings, self.attr_cache, self.rows_cache
-        overrides = self.overrides
+        overrides, mending = self.overrides, self.mending
         gone: list[int] = []
         stack = list(paths)
         while stack:
@@ -432,9 +456,10 @@ class InodeTable:
             if below:
                 prefix = path + "/"
                 stack += [prefix + name for name in below]
-        if overrides:
-            for ino in gone:
-                overrides.pop(ino, None)
+        for cache in (overrides, mending):
+            if cache:
+                for ino in gone:
+                    cache.pop(ino, None)
         if self.pages is not None:
             self.pages.forget(gone)
 
