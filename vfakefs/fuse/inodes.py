@@ -10,7 +10,6 @@ the next syscall sees it. The caches of every other directory stay.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import time
 
@@ -18,17 +17,16 @@ import pyfuse3
 import trio
 
 from vfakefs.fuse.errmap import kernel_errors
-from vfakefs.fuse.pagecache import ROUNDS, cacheable
+from vfakefs.fuse.notify import Delivery
+from vfakefs.fuse.pagecache import cacheable
 from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
 
-log = logging.getLogger("vfakefs")
 
 NOTHING = frozenset()
-RETRIES, RETRY_PAUSE = 50, 0.001   # a notification the kernel could not take at once (_notify)
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
 
 
-class InodeTable:
+class InodeTable(Delivery):
     def __init__(self, root: Dir, generation, dirty=None):
         """generation() -> int bumps on every structural change; dirty() -> the
         directories the change being published may have altered, as
@@ -371,66 +369,6 @@ class InodeTable:
         path = self.paths[dino]
         return f"{path}/{name}" if path else name
 
-    def deliver_soon(self) -> None:
-        """Deliver queued invalidations from a task of their own, for changes no request
-        waits on (the engine's); a write delivers its own before it is answered."""
-        if self.delivering:
-            return
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            return   # no trio loop (a view test): nothing to deliver to
-        self.delivering = True
-        trio.lowlevel.spawn_system_task(self._deliver_task)
-
-    async def _deliver_task(self) -> None:
-        self.delivering = False
-        try:
-            await self.deliver()
-        except Exception:   # a system task's exception would end the whole trio run
-            log.exception("delivering invalidations")
-
-    async def deliver(self) -> None:
-        """Tell the kernel every invalidation queued so far, and return once it has taken
-        them all (a later call waits for an earlier one still sending). The kernel takes
-        the parent directory's lock to drop an entry, and a lookup that holds it waits for
-        this process: so the notifications go from a thread while the loop serves on."""
-        async with self.deliver_lock:
-            if not (self.pending or self.pending_attrs or self.pending_pages):
-                return
-            entries, attrs, pages = self.pending, self.pending_attrs, self.pending_pages
-            self.pending, self.pending_attrs, self.pending_pages = [], set(), set()
-            self.sending = pages
-            try:
-                await trio.to_thread.run_sync(_notify, entries, attrs, pages)
-            finally:
-                self.sending = set()
-
-    def settled(self, ino: int) -> bool:
-        """Whether the kernel's cached pages of ino (a listing) are known current: no
-        invalidation of them queued or on its way."""
-        return ino not in self.pending_pages and ino not in self.sending
-
-    async def invalidate_pages(self, inos) -> None:
-        """Drop the kernel's pages and attributes of these files (cached mode), and return once
-        it has, the new values told. Again for those the kernel asked for while the
-        notification was out: it was told the old value then, and may have cached it."""
-        inos = list(inos)
-        for _ in range(ROUNDS - 1):
-            before = [self.pages.asked.get(ino) for ino in inos]
-            self.pending_pages.update(inos)
-            await self.deliver()
-            asked = [ino for ino, n in zip(inos, before) if self.pages.asked.get(ino) != n]
-            self.pages.dropped(set(inos) - set(asked))   # at once, before any other request is served
-            inos = asked
-            if not inos:
-                return
-        # readers kept asking: the new value is told first, then everything cached is dropped,
-        # so nothing older survives the write (a read overlapping it may be torn: pagecache.py)
-        self.pages.dropped(inos)
-        self.pending_pages.update(inos)
-        await self.deliver()
-
     def forget_paths(self, paths: list[str]) -> None:
         """Drop the inode numbers of removed subtrees and all we cached of them, walking
         what the kernel was served (numbers are never reused: a path that comes back
@@ -462,33 +400,6 @@ class InodeTable:
                     cache.pop(ino, None)
         if self.pages is not None:
             self.pages.forget(gone)
-
-
-def _notify(entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] = NOTHING) -> None:
-    """In a worker thread: the FUSE notifications, each blocking until the kernel has
-    applied it. ENOENT: the kernel had already dropped the entry or inode."""
-    for dino, name in entries:
-        for _ in range(RETRIES):
-            try:
-                pyfuse3.invalidate_entry(dino, name)
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                # EINVAL: the entry is between states in the kernel at this moment (a lookup
-                # of the same name under way); ask again shortly, never drop the rest
-                log.debug("invalidating entry %s %r: %s", dino, name, e)
-                time.sleep(RETRY_PAUSE)
-            else:
-                break
-    for ino in attrs | pages:
-        try:
-            # pages of links (their cached target), directories (their cached listing) and
-            # cached mode's read-only files: nobody holds those pages across a request,
-            # whereas a file's writer holds its page lock (a full invalidation from there
-            # deadlocks: DESIGN.md)
-            pyfuse3.invalidate_inode(ino, attr_only=ino not in pages)
-        except OSError:
-            pass
 
 
 def _same(old, new) -> bool:
