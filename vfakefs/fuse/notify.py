@@ -10,7 +10,10 @@ thread waited as long as it worked). So the loop first waits for the thread with
 as long as the thread makes progress: the kernel then hands the FORGETs over in a few
 batches. A notification the kernel holds behind a request waiting for us (a lookup in the
 same directory) makes no progress: after PATIENCE the loop serves again, and waits as
-trio.to_thread does; HOLD_MAX bounds how long readers wait for a long batch.
+trio.to_thread does; HOLD_MAX bounds how long readers wait for a long batch. Only a batch
+of HOLD_MIN notifications or more is waited for so: a few (a write of 4 VFs) cost a few
+FORGETs, whereas a walker's lookups under many such writers would keep meeting them
+(bench/walk_under_writes.py, 16 writers: `ls -lR` 3x slower with every batch held).
 """
 from __future__ import annotations
 
@@ -29,12 +32,15 @@ NOTHING = frozenset()
 RETRIES, RETRY_PAUSE = 50, 0.001   # a notification the kernel could not take at once (notify)
 PATIENCE = 0.002   # seconds without a notification done before the loop serves again
 HOLD_MAX = 0.1     # seconds at most that the loop waits for the thread without serving
+HOLD_MIN = 64      # notifications in a batch for the loop to wait for it so
 
 
-async def in_thread(fn, *args):
+async def in_thread(fn, *args, hold: bool = True):
     """fn(progress, *args) in a worker thread (progress: a list it appends to as it goes), the
-    loop waiting for it without serving while it makes progress (the module's doc), then
-    serving. Not cancellable, as trio.to_thread.run_sync."""
+    loop waiting for it without serving while it makes progress (the module's doc; hold:
+    only then), then serving. Not cancellable, as trio.to_thread.run_sync."""
+    if not hold:
+        return await trio.to_thread.run_sync(fn, [], *args)
     done = threading.Event()
     progress: list = []
     box: list = []
@@ -98,7 +104,8 @@ class Delivery:
             self.pending, self.pending_attrs, self.pending_pages = [], set(), set()
             self.sending = pages
             try:
-                await in_thread(notify, entries, attrs, pages)
+                await in_thread(notify, entries, attrs, pages,
+                                hold=len(entries) + len(attrs) + len(pages) >= HOLD_MIN)
             finally:
                 self.sending = set()
 
