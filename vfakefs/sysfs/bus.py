@@ -115,6 +115,7 @@ def slot_entries(m, slot) -> dict:
 def pci_bus_entries(v) -> dict:
     m = v.m
     out = BUS_GROUP.entries(m)
+
     # every device's path is devices/...: the link climbs out of bus/pci/devices whole
     # (rel() would say the same, at a few times the cost for each of 2,065 links)
     def device(name: str):   # the entry of one name: DDDD:BB:DD.F, read without a regex
