@@ -26,10 +26,10 @@ STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reade
 # serve() runs pyfuse3.main(max_tasks=MAX_TASKS) with RESERVE workers always left for
 # every other request (the write that brings the record among them). A worker costs a
 # trio task and a request buffer that stays unused virtual memory. The cap costs nothing
-# per request: pyfuse3 starts a worker only when none waits, so a sequential reader is
-# served by two (callgrind: the same instructions per read at max_tasks 99 and 16448).
-# A single worker would save a sixth of them (no lock handed over per request), but
-# needs pyfuse3 to start the next worker only when a handler suspends: a patch, not a setting.
+# per request: the pyfuse3 the Makefile builds (patches/) wakes or starts another worker
+# only when a handler suspends, so a sequential reader is served by one, at one trio
+# scheduler pass per request (stock pyfuse3: two workers handing a lock over, two passes;
+# bench/request_cost.py counts both). tests/mount/test_session_loop.py pins the guarantee.
 RESERVE = 64
 MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
@@ -283,6 +283,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
                 return data
             if of.stream.nonblock or self.waiters >= MAX_WAITERS:
                 raise pyfuse3.FUSEError(errno.EAGAIN)
+            if self.closing:   # SIGTERM: pyfuse3.main returns only once every read is answered
+                raise pyfuse3.FUSEError(errno.ENOTCONN)   # what a reader of a dead FUSE server gets
             event = trio.Event()
             unsubscribe = of.node.decl.subscribe(of.node.obj, event.set)
             self.waiters += 1
