@@ -33,6 +33,13 @@ def _escape(text: str) -> str:
                    for c in text)
 
 
+def _kmsg_len(prio: int, seq: int, usec: int, t: str) -> int:
+    """The length of a record's /dev/kmsg line (Record.kmsg_bytes), its text escaped."""
+    if t.isascii() and t.isprintable() and "\\" not in t:
+        return len("%d,%d,%d,-;" % (prio, seq, usec)) + len(t) + 1
+    return len(("%d,%d,%d,-;%s\n" % (prio, seq, usec, _escape(t))).encode("ascii"))
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     level: int
@@ -55,10 +62,7 @@ class Record:
 
     def kmsg_len(self) -> int:
         """len(kmsg_bytes()), without making them for a text that needs no escape."""
-        t = self.text
-        if t.isascii() and t.isprintable() and "\\" not in t:
-            return len(f"{self.prio},{self.seq},{self.usec},-;") + len(t) + 1
-        return len(self.kmsg_bytes())
+        return _kmsg_len(self.facility << 3 | self.level, self.seq, self.usec, self.text)
 
     def dmesg(self) -> str:
         return "[%5d.%06d] %s\n" % (self.usec // 1_000_000, self.usec % 1_000_000, self.text)
@@ -74,6 +78,7 @@ class KernelLog:
         self._clock = clock
         self._t0 = clock()
         self._boot_usec = 0
+        self._last_usec = 0             # the newest record's timestamp (0 before the first)
         self.capacity = capacity
         self._text_bytes = 0
         self.next_seq = 0
@@ -93,9 +98,9 @@ class KernelLog:
         self._append(level, self._boot_usec, text)
 
     def log(self, text: str, level: int = KERN_INFO) -> None:
-        usec = self.uptime_usec()
-        last = self.records[-1].usec if self.records else 0
-        self._append(level, max(usec, last + 1), text)
+        # each line stamped when it is logged, at least 1 us after the one before
+        usec = self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000   # uptime_usec()
+        self._append(level, usec if usec > self._last_usec else self._last_usec + 1, text)
 
     def uptime_usec(self) -> int:
         return self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000
@@ -127,21 +132,24 @@ class KernelLog:
                 text = text[digits + 1:]
         if text.endswith("\n"):
             text = text[:-1]
-        self._append(level, max(self.uptime_usec(), self.records[-1].usec + 1 if self.records else 0),
+        self._append(level, max(self.uptime_usec(), self._last_usec + 1 if self.records else 0),
                      text, facility)
         return len(data)
 
     def _append(self, level: int, usec: int, text: str, facility: int = LOG_KERN) -> None:
-        rec = Record(level, self.next_seq, usec, text, facility)
-        self.next_seq += 1
+        seq = self.next_seq
+        rec = Record(level, seq, usec, text, facility)
+        self.next_seq = seq + 1
+        self._last_usec = usec
         self.records.append(rec)
         self._starts.append(self.stream_end)
-        self.stream_end += rec.kmsg_len()
+        self.stream_end += _kmsg_len(facility << 3 | level, seq, usec, text)
         self._text_bytes += len(text)
         if self._text_bytes > self.capacity:
             self._drop()
-        for fn in list(self._listeners):
-            fn(rec)
+        if self._listeners:
+            for fn in list(self._listeners):
+                fn(rec)
 
     def _drop(self) -> None:
         """Overwrite the oldest records: down to 7/8 of the capacity at once, so that

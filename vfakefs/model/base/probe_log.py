@@ -81,6 +81,8 @@ def fields(m, drv, dev, lines) -> dict:
 
 
 def _fill(m, drv, dev, lines) -> list[str]:
+    if not lines:
+        return []                       # (most drivers print nothing late or at remove)
     f = fields(m, drv, dev, lines)
     return [f"{drv.name} {line.format_map(f)}" for line in lines]
 

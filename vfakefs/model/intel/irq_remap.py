@@ -52,7 +52,7 @@ def _rid(source) -> int:
     return source.bdf.rid
 
 
-@dataclass
+@dataclass(slots=True)
 class Owner:
     """Who an allocated IRTE belongs to: an IOAPIC pin or a function's n-th vector."""
     kind: str                  # "ioapic" or "msi"
@@ -174,16 +174,20 @@ class IrqRemapTable:
 
     def free_irte(self, index: int, count: int = 1) -> None:
         span = 1 << (count - 1).bit_length()
+        owners, lo_col, counts, ncpus = self.owners, self._lo, self.irte_counts, len(self.matrix.used)
         for i in range(index, index + span):
-            own = self.owners.pop(i, None)
-            e = self[i]
-            if own is not None and e.present and not e.im and e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR:
+            own = owners.pop(i, None)
+            lo = lo_col[i]
+            # present, remapped (not posted) and holding a vector, not parked: it goes back
+            if own is not None and lo & 1 and not lo >> 15 & 1 and lo >> 16 & 0xFF != MANAGED_IRQ_SHUTDOWN_VECTOR:
+                e = self[i]
                 for cpu in dest_cpus(e, self.x2apic):
                     self.matrix.free(e.vector, cpu)
             self.saved.pop(i, None)
             self.handlers.pop(i, None)
-            for cpu in range(len(self.matrix.used)):
-                self.irte_counts.pop((i, cpu), None)
+            if counts:
+                for cpu in range(ncpus):
+                    counts.pop((i, cpu), None)
         self.clear(index, span)
         self._bitmap[index:index + span] = bytes(span)
         self._lowest_free = min(self._lowest_free, index)
@@ -192,6 +196,12 @@ class IrqRemapTable:
         """prepare_irte() + set_irte_sid(): edge, fixed, logical, redirection hint set."""
         return Irte(present=True, dm=1, rh=1, vector=vector, dest_id=irte_dest(cpu, self.x2apic),
                     sid=sid, sq=sq, svt=svt)
+
+    def _remapped_words(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> tuple[int, int]:
+        """_remapped(...).encode(), without making the Irte (thousands of VFs' vectors):
+        present, DM=1, RH=1, the vector and destination; SID, SQ, SVT."""
+        return (1 | 1 << 2 | 1 << 3 | vector << 16 | irte_dest(cpu, self.x2apic) << 32,
+                sid | sq << 16 | svt << 18)
 
     def alloc_ioapic_pin(self, pin: int, requested: bool) -> int:
         """An IOAPIC pin's irq: its IRTE is allocated with the irq and written (present) only
@@ -215,18 +225,23 @@ class IrqRemapTable:
             indices = list(range(base, base + nvec))
         else:
             indices = [self.alloc_irte(1) for _ in range(nvec)]
+        owners, lo_col, hi_col, bdf, matrix = self.owners, self._lo, self._hi, dev.bdf, self.matrix
+        parked = self._remapped_words(MANAGED_IRQ_SHUTDOWN_VECTOR, 0, svt, sq, sid)
         for n, index in enumerate(indices):
             managed = managed_from is not None and n >= managed_from
-            self.owners[index] = Owner("msi", dev.bdf, n, managed)
-            vector, cpu = MANAGED_IRQ_SHUTDOWN_VECTOR, 0
+            owners[index] = Owner("msi", bdf, n, managed)
+            words = parked
             try:
                 if managed:
-                    vector, cpu = self.matrix.alloc((n - managed_from) % len(self.matrix.used))
-                elif requested and not self.matrix.surely_full():   # (thousands of VFs: no raise each)
-                    vector, cpu = self.matrix.alloc()
+                    vector, cpu = matrix.alloc((n - managed_from) % len(matrix.used))
+                    words = self._remapped_words(vector, cpu, svt, sq, sid)
+                elif requested and not matrix.surely_full():   # (thousands of VFs: no raise each)
+                    vector, cpu = matrix.alloc()
+                    words = self._remapped_words(vector, cpu, svt, sq, sid)
             except MemoryError:
                 pass                                   # vector space exhausted: the irq stays parked
-            self.write(index, self._remapped(vector, cpu, svt, sq, sid))
+            lo_col[index], hi_col[index] = words       # modify_irte: one 128-bit store (write())
+            self._flush_iec(index)
         allocs = self.allocs.setdefault(dev.bdf, [])
         allocs.extend([(indices[0], nvec)] if kind == "msi" else [(i, 1) for i in indices])
         return indices
