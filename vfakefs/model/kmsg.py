@@ -11,8 +11,7 @@ from __future__ import annotations
 import bisect
 import errno
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from vfakefs.model.errors import SysfsError
 
@@ -40,8 +39,9 @@ def _kmsg_len(prio: int, seq: int, usec: int, t: str) -> int:
     return len(("%d,%d,%d,-;%s\n" % (prio, seq, usec, _escape(t))).encode("ascii"))
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One printk record. A named tuple: immutable, and made at a third of a frozen
+    dataclass's cost (thousands of VFs log six lines each)."""
     level: int
     seq: int
     usec: int

@@ -16,6 +16,7 @@ from vfakefs.model.base.driver_ops import probe_failed
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.pci.pci import IORESOURCE_IO
 from vfakefs.model.vfio import vf_token
 
 _HEX = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)")
@@ -64,8 +65,10 @@ def attach(m, dev, drv: Driver) -> None:
     old_cmd = enable_cmd = dev.config.r16(0x04)
     if drv.enables_device:
         dev.enable_cnt = 1
-        decode = 0x2 if dev.is_virtfn or any(b.size and not b.is_io for b in dev.bars) else 0
-        decode |= 0x1 if any(b.size and b.is_io for b in dev.bars) else 0
+        decode = 0x2 if dev.is_virtfn else 0            # a VF's memory space: its PF's VF MSE
+        for b in dev.bars:
+            if b.size:
+                decode |= 0x1 if b.flags & IORESOURCE_IO else 0x2
         enable_cmd = old_cmd | decode
         dev.config.w16(0x04, enable_cmd | 0x4)           # pci_enable_device + pci_set_master
     dev.power_state = "D0"

@@ -227,6 +227,7 @@ class IrqRemapTable:
             indices = [self.alloc_irte(1) for _ in range(nvec)]
         owners, lo_col, hi_col, bdf, matrix = self.owners, self._lo, self._hi, dev.bdf, self.matrix
         parked = self._remapped_words(MANAGED_IRQ_SHUTDOWN_VECTOR, 0, svt, sq, sid)
+        flush = getattr(self.unit, "flush_iec", None)
         for n, index in enumerate(indices):
             managed = managed_from is not None and n >= managed_from
             owners[index] = Owner("msi", bdf, n, managed)
@@ -241,7 +242,8 @@ class IrqRemapTable:
             except MemoryError:
                 pass                                   # vector space exhausted: the irq stays parked
             lo_col[index], hi_col[index] = words       # modify_irte: one 128-bit store (write())
-            self._flush_iec(index)
+            if flush is not None:
+                flush(index, 0)                        # (_flush_iec)
         allocs = self.allocs.setdefault(dev.bdf, [])
         allocs.extend([(indices[0], nvec)] if kind == "msi" else [(i, 1) for i in indices])
         return indices

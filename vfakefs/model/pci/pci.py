@@ -165,7 +165,7 @@ class PciFunction:
 
     @property
     def name(self) -> str:
-        return str(self.bdf)
+        return self.bdf._name or str(self.bdf)     # (the Bdf's name, once made)
 
     @property
     def header_type(self) -> int:
