@@ -189,10 +189,16 @@ def kobject(obj):
 
 def announce(m, action: str, obj, extra=()) -> Uevent | None:
     """kobject_uevent_env(obj, action, extra) on the Machine's log."""
-    k = kobject(obj)
-    if k is None:
-        return None
-    devpath, subsystem, env = k
+    if isinstance(obj, PciFunction):     # kobject(obj), with one look at what never changes
+        devpath, env = _static(obj)
+        subsystem = "pci"
+        if obj.driver is not None:
+            env = (("DRIVER", obj.driver.name),) + env
+    else:
+        k = kobject(obj)
+        if k is None:
+            return None
+        devpath, subsystem, env = k
     if action == "unbind":
         env = tuple((key, v) for key, v in env if key != "MODALIAS")    # zap_modalias_env
     head = (("ACTION", action), ("DEVPATH", devpath), ("SUBSYSTEM", subsystem))

@@ -28,7 +28,7 @@ def match(drv: Driver, dev) -> bool:
     override = dev.driver_override
     if override is not None and override != drv.name:
         return False
-    if any(i.matches(dev) for i in drv.dynids):
+    if drv.dynids and any(i.matches(dev) for i in drv.dynids):
         return True
     for i in drv.id_table:
         if i.override_only and override != drv.name:

@@ -140,9 +140,12 @@ class IrqRemapTable:
             flush(index, mask)
 
     def clear(self, index: int, count: int = 1) -> None:
-        zeros = array("Q", bytes(8 * count))
-        self._lo[index:index + count] = zeros
-        self._hi[index:index + count] = zeros
+        if count == 1:                          # (an MSI-X vector's own entry)
+            self._lo[index] = self._hi[index] = 0
+        else:
+            zeros = array("Q", bytes(8 * count))
+            self._lo[index:index + count] = zeros
+            self._hi[index:index + count] = zeros
         self._flush_iec(index, (count - 1).bit_length())
 
     def present(self) -> np.ndarray:
@@ -189,7 +192,10 @@ class IrqRemapTable:
                 for cpu in range(ncpus):
                     counts.pop((i, cpu), None)
         self.clear(index, span)
-        self._bitmap[index:index + span] = bytes(span)
+        if span == 1:
+            self._bitmap[index] = 0
+        else:
+            self._bitmap[index:index + span] = bytes(span)
         self._lowest_free = min(self._lowest_free, index)
 
     def _remapped(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> Irte:
