@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import errno
 import re
-import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -112,16 +111,15 @@ class UeventLog:
 
 
 # --- the kobjects that announce, and their environments -------------------------------------------
-# What never changes in a function's life (its path, ids, slot name, modalias), kept per
-# function: thousands of VFs announce four events each
-_STATIC: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# What never changes in a function's life (its path, ids, slot name, modalias) is kept in
+# the function (PciFunction.uevent_static): thousands of VFs announce four events each
 # the id keys and the modalias, by (vendor, device, subsystem ids, class): the same for every
 # VF of a PF
 _IDS: dict[tuple, tuple] = {}
 
 
 def _static(dev) -> tuple[str, tuple]:
-    got = _STATIC.data.get(weakref.ref(dev))   # WeakKeyDictionary.get without its Python frame
+    got = dev.uevent_static
     if got is None:
         key = (dev.vendor, dev.device, dev.subsystem_vendor, dev.subsystem_device, dev.class_code)
         ids = _IDS.get(key)
@@ -130,7 +128,7 @@ def _static(dev) -> tuple[str, tuple]:
                 ("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),
                 ("PCI_SUBSYS_ID", "%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device)),
                 ("MODALIAS", dev.modalias()))
-        got = _STATIC[dev] = (_devpath(dev), ids[:3] + (("PCI_SLOT_NAME", dev.name),) + ids[3:])
+        got = dev.uevent_static = (_devpath(dev), ids[:3] + (("PCI_SLOT_NAME", dev.name),) + ids[3:])
     return got
 
 
