@@ -193,3 +193,19 @@ def test_a_records_length_in_the_stream_is_that_of_its_kmsg_bytes(text):
     from vfakefs.model.kmsg import Record
     r = Record(6, 12345, 6789012, text)
     assert r.kmsg_len() == len(r.kmsg_bytes())
+
+
+def test_stream_offsets_count_each_records_escaped_bytes():
+    """The log counts each record's /dev/kmsg length as it appends it (not through the
+    Record): escaped texts, user writes with a facility, and ten-digit sequence numbers
+    and timestamps move the offsets by exactly their bytes."""
+    log = KernelLog(Clock())
+    log.next_seq = 999_999_998                    # sequence numbers that grow a digit on the way
+    for t in ("tab\there", "caf\xe9", "back\\slash", "\u20ac uro", "plain"):
+        log.log(t)
+    log.user_write(b"<14>nul\x00 and del\x7f\n")
+    lens = [len(r.kmsg_bytes()) for r in log.records]
+    assert log.stream_end == sum(lens)
+    starts = [sum(lens[:i]) for i in range(len(lens))]
+    assert [log.seq_at(s) for s in starts] == [r.seq for r in log.records]
+    assert [log.seq_at(s + 1) for s in starts] == [r.seq + 1 for r in log.records]
