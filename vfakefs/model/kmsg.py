@@ -68,6 +68,9 @@ class Record(NamedTuple):
         return "[%5d.%06d] %s\n" % (self.usec // 1_000_000, self.usec % 1_000_000, self.text)
 
 
+_new_record = tuple.__new__
+
+
 class KernelLog:
     """The ring buffer. `records` holds the records still in the buffer, oldest
     first; `first_seq`..`next_seq` are their sequence numbers. Listeners
@@ -138,7 +141,7 @@ class KernelLog:
 
     def _append(self, level: int, usec: int, text: str, facility: int = LOG_KERN) -> None:
         seq = self.next_seq
-        rec = Record(level, seq, usec, text, facility)
+        rec = _new_record(Record, (level, seq, usec, text, facility))   # Record(...), without its __new__'s frame
         self.next_seq = seq + 1
         self._last_usec = usec
         self.records.append(rec)

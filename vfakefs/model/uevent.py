@@ -88,6 +88,9 @@ class Kobj:
         return "".join(f"{k}={v}\n" for k, v in self.env)
 
 
+_new_event = tuple.__new__
+
+
 class UeventLog:
     def __init__(self):
         self.seqnum = 0                 # uevent_seqnum: the last one sent
@@ -102,7 +105,7 @@ class UeventLog:
     def emit(self, action: str, devpath: str, env) -> Uevent:
         """kobject_uevent_env's last step: take the next SEQNUM, send to every listener."""
         self.seqnum = seq = self.seqnum + 1
-        ev = Uevent(action, devpath, tuple(env) + (("SEQNUM", str(seq)),), seq)
+        ev = _new_event(Uevent, (action, devpath, tuple(env) + (("SEQNUM", str(seq)),), seq))   # Uevent(...)
         self.events.append(ev)
         if self._listeners:
             for fn in list(self._listeners):

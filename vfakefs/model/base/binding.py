@@ -51,7 +51,8 @@ def probe(m, drv: Driver, dev) -> None:
     if not drv.driver_managed_dma and dev.group is not None and dev.group.owner is not None:
         # pci_dma_configure -> iommu_device_use_default_domain(): the group is claimed
         probe_failed(m, drv, dev, errno.EBUSY)
-    faults.probe(m, drv, dev, probe_failed)              # a probe rule's fail= (model/faults.py)
+    if m.faults:                                         # (no rules: nothing to ask, thousands of VFs)
+        faults.probe(m, drv, dev, probe_failed)          # a probe rule's fail= (model/faults.py)
     if drv.probe is not None:
         drv.probe(m, drv, dev)                           # the driver's own checks (driver_ops.py)
     attach(m, dev, drv)
@@ -75,7 +76,8 @@ def attach(m, dev, drv: Driver) -> None:
     if drv.dma_bits:
         dev.dma_mask_bits = dev.consistent_dma_mask_bits = drv.dma_bits   # dma_set_mask_and_coherent
     dev.wakeup_enabled = drv.wakeup
-    if drv.registers_netdev(dev) and not faults.defer_netdev(m, dev, drv, lambda: _late_netdev(m, dev, drv)):
+    if drv.registers_netdev(dev) and not (m.faults and faults.defer_netdev(m, dev, drv,
+                                                                          lambda: _late_netdev(m, dev, drv))):
         m.add_netdev(dev, drv)
     # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
     if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)
@@ -144,7 +146,7 @@ def device_attach(m, dev) -> bool:
     registered driver that matches and probes. Probe errors are not reported."""
     if dev.driver is not None:
         return True
-    if faults.defer_probe(m, dev, lambda: device_attach(m, dev)):
+    if m.faults and faults.defer_probe(m, dev, lambda: device_attach(m, dev)):
         return False                                     # a probe rule's delay: it binds later
     for drv in m.drivers.values():
         if match(drv, dev):
