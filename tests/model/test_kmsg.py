@@ -201,6 +201,10 @@ def test_stream_offsets_count_each_records_escaped_bytes():
     and timestamps move the offsets by exactly their bytes."""
     log = KernelLog(Clock())
     log.next_seq = 999_999_998                    # sequence numbers that grow a digit on the way
+    log.boot("boot one", at=99_800)               # and timestamps: 99800, 100117, 100434 ...
+    log.boot("boot two")
+    log.boot("boot three", at=9_999_999)
+    log.boot("boot four")
     for t in ("tab\there", "caf\xe9", "back\\slash", "\u20ac uro", "plain"):
         log.log(t)
     log.user_write(b"<14>nul\x00 and del\x7f\n")

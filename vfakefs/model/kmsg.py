@@ -71,6 +71,14 @@ class Record(NamedTuple):
 _new_record = tuple.__new__
 
 
+def _width(n: int) -> tuple[int, int, int]:
+    """(digits of n in decimal, the lowest and one past the highest number of as many digits)."""
+    if n < 0:
+        return len(str(n)), n, n + 1
+    d = len(str(n))
+    return d, 0 if d == 1 else 10 ** (d - 1), 10 ** d
+
+
 class KernelLog:
     """The ring buffer. `records` holds the records still in the buffer, oldest
     first; `first_seq`..`next_seq` are their sequence numbers. Listeners
@@ -82,6 +90,7 @@ class KernelLog:
         self._t0 = clock()
         self._boot_usec = 0
         self._last_usec = 0             # the newest record's timestamp (0 before the first)
+        self._seq_width = self._usec_width = _width(0)   # (digits, lowest, past highest) of a number
         self.capacity = capacity
         self._text_bytes = 0
         self.next_seq = 0
@@ -146,7 +155,18 @@ class KernelLog:
         self._last_usec = usec
         self.records.append(rec)
         self._starts.append(self.stream_end)
-        self.stream_end += _kmsg_len(facility << 3 | level, seq, usec, text)
+        # its /dev/kmsg length (_kmsg_len), the numbers' widths kept between records: printing
+        # them for every record of thousands of VFs' probes cost more than the rest of it
+        if text.isascii() and text.isprintable() and "\\" not in text:
+            if not self._seq_width[1] <= seq < self._seq_width[2]:
+                self._seq_width = _width(seq)
+            if not self._usec_width[1] <= usec < self._usec_width[2]:
+                self._usec_width = _width(usec)
+            prio = facility << 3 | level
+            self.stream_end += ((1 if 0 <= prio < 10 else len(str(prio))) + self._seq_width[0]
+                                + self._usec_width[0] + 5 + len(text) + 1)      # "P,S,U,-;" text "\n"
+        else:
+            self.stream_end += _kmsg_len(facility << 3 | level, seq, usec, text)
         self._text_bytes += len(text)
         if self._text_bytes > self.capacity:
             self._drop()
