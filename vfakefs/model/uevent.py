@@ -121,7 +121,9 @@ class UeventLog:
 _IDS: dict[tuple, tuple] = {}
 
 
-def _static(dev) -> tuple[str, tuple]:
+def _static(dev) -> tuple:
+    """(devpath, pci_uevent's keys, then what follows ACTION in its events unbound: DEVPATH,
+    SUBSYSTEM and the keys; and (driver name, the same with DRIVER) once bound)."""
     got = dev.uevent_static
     if got is None:
         key = (dev.vendor, dev.device, dev.subsystem_vendor, dev.subsystem_device, dev.class_code)
@@ -131,8 +133,26 @@ def _static(dev) -> tuple[str, tuple]:
                 ("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),
                 ("PCI_SUBSYS_ID", "%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device)),
                 ("MODALIAS", dev.modalias()))
-        got = dev.uevent_static = (_devpath(dev), ids[:3] + (("PCI_SLOT_NAME", dev.name),) + ids[3:])
+        devpath = _devpath(dev)
+        keys = ids[:3] + (("PCI_SLOT_NAME", dev.name),) + ids[3:]
+        got = dev.uevent_static = (devpath, keys, (("DEVPATH", devpath), ("SUBSYSTEM", "pci")) + keys, None)
     return got
+
+
+def _pci_tail(dev) -> tuple:
+    """What follows ACTION in dev's events: DEVPATH, SUBSYSTEM, DRIVER while bound, the keys."""
+    st = _static(dev)
+    drv = dev.driver
+    if drv is None:
+        return st[2]
+    bound = st[3]
+    if bound is None or bound[0] != drv.name:
+        bound = (drv.name, st[2][:2] + (("DRIVER", drv.name),) + st[1])
+        dev.uevent_static = st[:3] + (bound,)
+    return bound[1]
+
+
+_ACTION = {a: (("ACTION", a),) for a in ACTIONS}      # the first key of each action's events
 
 
 def pci_devpath(dev) -> str:
@@ -190,8 +210,13 @@ def kobject(obj):
 
 def announce(m, action: str, obj, extra=()) -> Uevent | None:
     """kobject_uevent_env(obj, action, extra) on the Machine's log."""
-    if isinstance(obj, PciFunction):     # kobject(obj), with one look at what never changes
-        devpath, env = _static(obj)
+    if isinstance(obj, PciFunction) and not extra and action != "unbind":
+        # kobject(obj)'s keys as the function keeps them: thousands of VFs announce four each
+        tail = _pci_tail(obj)
+        return m.uevents.emit(action, obj.uevent_static[0],
+                              (_ACTION.get(action) or (("ACTION", action),)) + tail)
+    if isinstance(obj, PciFunction):
+        devpath, env = _static(obj)[:2]
         subsystem = "pci"
         if obj.driver is not None:
             env = (("DRIVER", obj.driver.name),) + env
