@@ -38,6 +38,9 @@ class ConfigSpace:
 
     def __init__(self, size: int = 256, data: bytes | None = None):
         self.size = size
+        if data is not None and len(data) == size:
+            self.bytes = bytearray(data)        # (one copy: thousands of VFs from one template)
+            return
         self.bytes = bytearray(size)
         if data is not None:
             self.bytes[: min(size, len(data))] = data[:size]
@@ -89,7 +92,19 @@ class ConfigSpace:
         return next((pos for cid, pos in self.caps() if cid == cap_id), None)
 
     def find_ext_cap(self, cap_id: int) -> int | None:
-        return next((pos for cid, pos in self.ext_caps() if cid == cap_id), None)
+        """The first extended capability cap_id, as ext_caps() walks them (without its
+        generator: every VF added looks for ATS)."""
+        if self.size <= 0x100:
+            return None
+        b, pos, seen = self.bytes, 0x100, 0
+        while pos and seen < 480:
+            hdr = b[pos] | b[pos + 1] << 8 | b[pos + 2] << 16 | b[pos + 3] << 24
+            if hdr in (0, 0xFFFFFFFF):
+                return None
+            if hdr & 0xFFFF == cap_id:
+                return pos
+            pos, seen = (hdr >> 20) & 0xFFC, seen + 1
+        return None
 
     @classmethod
     def from_dump(cls, text: str, size: int) -> ConfigSpace:
