@@ -15,8 +15,7 @@ from __future__ import annotations
 import errno
 from array import array
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.bdf import Bdf
@@ -52,13 +51,15 @@ def _rid(source) -> int:
     return source.bdf.rid
 
 
-@dataclass(slots=True)
-class Owner:
+class Owner(NamedTuple):
     """Who an allocated IRTE belongs to: an IOAPIC pin or a function's n-th vector."""
     kind: str                  # "ioapic" or "msi"
     key: object                # pin, or the function's Bdf
     n: int = 0
     managed: bool = False
+
+
+_new_owner = tuple.__new__
 
 
 class IrqRemapTable:
@@ -175,6 +176,18 @@ class IrqRemapTable:
         self._bitmap[index:index + span] = b"\x01" * span
         return index
 
+    def _alloc_singles(self, n: int) -> list[int]:
+        """alloc_irte(1) n times (MSI-X: an entry per vector), in one call."""
+        bitmap, size, out = self._bitmap, self.size, []
+        for _ in range(n):
+            i = bitmap.find(0, self._lowest_free, size)
+            if i < 0:
+                raise MemoryError(f"{self.name}: no free IRTE block of 1")
+            bitmap[i] = 1
+            self._lowest_free = i + 1
+            out.append(i)
+        return out
+
     def free_irte(self, index: int, count: int = 1) -> None:
         span = 1 << (count - 1).bit_length()
         owners, lo_col, counts, ncpus = self.owners, self._lo, self.irte_counts, len(self.matrix.used)
@@ -230,13 +243,13 @@ class IrqRemapTable:
             base = self.alloc_irte(nvec)
             indices = list(range(base, base + nvec))
         else:
-            indices = [self.alloc_irte(1) for _ in range(nvec)]
+            indices = self._alloc_singles(nvec)
         owners, lo_col, hi_col, bdf, matrix = self.owners, self._lo, self._hi, dev.bdf, self.matrix
         parked = self._remapped_words(MANAGED_IRQ_SHUTDOWN_VECTOR, 0, svt, sq, sid)
         flush = getattr(self.unit, "flush_iec", None)
         for n, index in enumerate(indices):
             managed = managed_from is not None and n >= managed_from
-            owners[index] = Owner("msi", bdf, n, managed)
+            owners[index] = _new_owner(Owner, ("msi", bdf, n, managed))     # Owner(...)
             words = parked
             try:
                 if managed:

@@ -48,22 +48,30 @@ class ConfigSpace:
     def r8(self, off: int) -> int:
         return self.bytes[off]
 
+    # little-endian registers, each a few byte operations (no calls to the narrower ones:
+    # every VF added and bound reads and writes a dozen)
     def r16(self, off: int) -> int:
-        return self.bytes[off] | self.bytes[off + 1] << 8
+        b = self.bytes
+        return b[off] | b[off + 1] << 8
 
     def r32(self, off: int) -> int:
-        return self.r16(off) | self.r16(off + 2) << 16
+        b = self.bytes
+        return b[off] | b[off + 1] << 8 | b[off + 2] << 16 | b[off + 3] << 24
 
     def w8(self, off: int, v: int) -> None:
         self.bytes[off] = v & 0xFF
 
     def w16(self, off: int, v: int) -> None:
-        self.w8(off, v)
-        self.w8(off + 1, v >> 8)
+        b = self.bytes
+        b[off] = v & 0xFF
+        b[off + 1] = v >> 8 & 0xFF
 
     def w32(self, off: int, v: int) -> None:
-        self.w16(off, v)
-        self.w16(off + 2, v >> 16)
+        b = self.bytes
+        b[off] = v & 0xFF
+        b[off + 1] = v >> 8 & 0xFF
+        b[off + 2] = v >> 16 & 0xFF
+        b[off + 3] = v >> 24 & 0xFF
 
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.bytes[off : off + n])
