@@ -146,7 +146,10 @@ def opened(dev) -> bool:
     drv = dev.driver
     if drv is None or drv.irq_plan is None or not drv.irqs_on_open:
         return True
-    return any(nd.running for nd in dev.netdevs)
+    for nd in dev.netdevs:
+        if nd.running:
+            return True
+    return False
 
 
 def netdev_state(dev) -> None:

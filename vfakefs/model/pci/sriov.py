@@ -17,6 +17,7 @@ import errno
 from vfakefs.model import faults
 from vfakefs.model.base import binding
 from vfakefs.model.pci import config as C
+from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.builder import build_vf_config
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
@@ -180,9 +181,12 @@ def _vf_maker(m, pf: PciFunction, template: bytes, iov: list[Resource]):
         numa_node=node, physfn=pf, dma_mask_bits=32, consistent_dma_mask_bits=32,   # until a driver sets them
         reset_methods=("flr",), aspm=pf.aspm, power_state="unknown", machine=m)
 
+    domain, first, stride = pf.bdf.domain, pf.bdf.vf_rid(sr.offset, sr.stride, 0), sr.stride
+
     def new_vf(vf_id: int) -> PciFunction:
         bars = [Resource(b[0] + vf_id * b[1], b[1], b[2]) if b is not None else EMPTY for b in bar_sizes]
-        return PciFunction(bdf=sr.vf_bdf(vf_id), device=vf_device, config=C.ConfigSpace(4096, template),
+        return PciFunction(bdf=Bdf.from_rid(domain, first + stride * vf_id),    # sr.vf_bdf(vf_id)
+                           device=vf_device, config=C.ConfigSpace(4096, template),
                            bars=bars, vf_id=vf_id, header=header, **kw)
     return new_vf
 
