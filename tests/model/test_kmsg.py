@@ -213,3 +213,23 @@ def test_stream_offsets_count_each_records_escaped_bytes():
     starts = [sum(lens[:i]) for i in range(len(lens))]
     assert [log.seq_at(s) for s in starts] == [r.seq for r in log.records]
     assert [log.seq_at(s + 1) for s in starts] == [r.seq + 1 for r in log.records]
+
+
+def test_stream_offsets_counted_when_looked_at_survive_overwrites_and_interleaving():
+    """Offsets are counted when stream_end or seq_at asks, not at each printk: records the
+    ring buffer overwrote before anyone looked still count in the stream, and looks between
+    appends see the same offsets as one look at the end."""
+    log = KernelLog(Clock(), capacity=600)
+    seen = []
+    log.subscribe(seen.append)                    # every record since boot, dropped or not
+    for i in range(200):
+        log.log(f"line {i} " + ("caf\xe9" if i % 7 == 0 else "x" * (i % 13)))
+        if i in (3, 4, 150):
+            assert log.stream_end == sum(len(r.kmsg_bytes()) for r in seen)
+    assert log.first_seq > 0                      # the buffer did overwrite
+    lens = [len(r.kmsg_bytes()) for r in seen]
+    assert log.stream_end == sum(lens)
+    first = log.first_seq
+    starts = [sum(lens[:seq]) for seq in range(first, log.next_seq)]
+    assert [log.seq_at(off) for off in starts] == list(range(first, log.next_seq))
+    assert log.seq_at(starts[0] - 1) == first and log.seq_at(log.stream_end) == log.next_seq

@@ -95,8 +95,8 @@ class KernelLog:
         self._text_bytes = 0
         self.next_seq = 0
         # where each record starts in the stream of /dev/kmsg records since boot
-        self._starts: list[int] = []
-        self.stream_end = 0
+        self._starts: list[int] = []    # (of the first len(_starts) records: _count() does the rest)
+        self._end = 0                   # where the stream ends after those
         self._listeners: list[Callable[[Record], None]] = []
 
     # --- printk ------------------------------------------------------------------------
@@ -154,19 +154,6 @@ class KernelLog:
         self.next_seq = seq + 1
         self._last_usec = usec
         self.records.append(rec)
-        self._starts.append(self.stream_end)
-        # its /dev/kmsg length (_kmsg_len), the numbers' widths kept between records: printing
-        # them for every record of thousands of VFs' probes cost more than the rest of it
-        if text.isascii() and text.isprintable() and "\\" not in text:
-            if not self._seq_width[1] <= seq < self._seq_width[2]:
-                self._seq_width = _width(seq)
-            if not self._usec_width[1] <= usec < self._usec_width[2]:
-                self._usec_width = _width(usec)
-            prio = facility << 3 | level
-            self.stream_end += ((1 if 0 <= prio < 10 else len(str(prio))) + self._seq_width[0]
-                                + self._usec_width[0] + 5 + len(text) + 1)      # "P,S,U,-;" text "\n"
-        else:
-            self.stream_end += _kmsg_len(facility << 3 | level, seq, usec, text)
         self._text_bytes += len(text)
         if self._text_bytes > self.capacity:
             self._drop()
@@ -174,9 +161,39 @@ class KernelLog:
             for fn in list(self._listeners):
                 fn(rec)
 
+    def _count(self) -> None:
+        """Where each record appended since the last look starts in the stream of /dev/kmsg
+        records since boot: counted when looked at (stream_end, seq_at), not at every printk
+        of thousands of VFs' probes. A record's length from the widths of its numbers, kept
+        between records (printing them cost more than the rest of it)."""
+        starts, records = self._starts, self.records
+        if len(starts) == len(records):
+            return
+        end, seq_w, usec_w = self._end, self._seq_width, self._usec_width
+        for i in range(len(starts), len(records)):
+            level, seq, usec, text, facility = records[i]
+            starts.append(end)
+            if text.isascii() and text.isprintable() and "\\" not in text:
+                if not seq_w[1] <= seq < seq_w[2]:
+                    seq_w = _width(seq)
+                if not usec_w[1] <= usec < usec_w[2]:
+                    usec_w = _width(usec)
+                prio = facility << 3 | level
+                end += (1 if 0 <= prio < 10 else len(str(prio))) + seq_w[0] + usec_w[0] + 5 + len(text) + 1
+            else:                                                   # "P,S,U,-;" text "\n", escaped
+                end += _kmsg_len(facility << 3 | level, seq, usec, text)
+        self._end, self._seq_width, self._usec_width = end, seq_w, usec_w
+
+    @property
+    def stream_end(self) -> int:
+        """The length of every /dev/kmsg record since boot (what stat shows for /dev/kmsg)."""
+        self._count()
+        return self._end
+
     def _drop(self) -> None:
         """Overwrite the oldest records: down to 7/8 of the capacity at once, so that
         dropping costs O(1) per record."""
+        self._count()                   # (their offsets stay counted in the stream)
         keep, n = self.capacity * 7 // 8, 0
         while self._text_bytes > keep and n < len(self.records) - 1:
             self._text_bytes -= len(self.records[n].text)
@@ -198,6 +215,7 @@ class KernelLog:
     def seq_at(self, offset: int) -> int:
         """The first record that starts at or after `offset` in the stream of /dev/kmsg
         records since boot (next_seq past the end; first_seq before the buffer)."""
+        self._count()
         i = bisect.bisect_left(self._starts, offset)
         return self.first_seq + i
 
