@@ -115,9 +115,9 @@ class UeventLog:
 
 # --- the kobjects that announce, and their environments -------------------------------------------
 # What never changes in a function's life (its path, ids, slot name, modalias) is kept in
-# the function (PciFunction.uevent_static): thousands of VFs announce four events each
-# the id keys and the modalias, by (vendor, device, subsystem ids, class): the same for every
-# VF of a PF
+# the function (PciFunction.uevent_static): thousands of VFs announce four events each.
+# The id keys and the modalias by (vendor, device, subsystem ids, class): the same for
+# every VF of a PF.
 _IDS: dict[tuple, tuple] = {}
 
 

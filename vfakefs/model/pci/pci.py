@@ -149,7 +149,7 @@ class PciFunction:
     pme_support: int = field(default=0, init=False)        # PMC bits 15:11 (pci_pm_init)
     reset_supported: tuple = field(default=(), init=False)  # pci_init_reset_methods(): what "default" restores
     ari_forwarding: bool = field(default=False, init=False)  # pci_configure_ari() sets bridge->ari_enabled
-    # (devpath, keys) its uevents carry, made at its first (model/uevent.py): they never change
+    # what its uevents carry that never changes (path, keys), made at its first (uevent._static)
     uevent_static: tuple | None = field(default=None, init=False)
     # read_header(config) when the caller has it already: thousands of VFs made from one
     # config space template read it once (sriov.py)
