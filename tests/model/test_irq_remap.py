@@ -8,7 +8,7 @@ from vfakefs.model import topology
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.intel.irq_remap import IrqRemapTable, msi_sid
 from vfakefs.model.intel.irte import (INTR_REMAP_TABLE_ENTRIES, MANAGED_IRQ_SHUTDOWN_VECTOR, SVT_VERIFY_BUS,
-                                SVT_VERIFY_SID, Irte, irte_dest)
+                                SVT_VERIFY_SID, Irte, dest_cpus, irte_dest)
 
 
 @pytest.fixture
@@ -245,3 +245,30 @@ class = 0x020000
 def test_table_size():
     t = IrqRemapTable()
     assert t.lo.shape == t.hi.shape == (INTR_REMAP_TABLE_ENTRIES,) and t.size == INTR_REMAP_TABLE_ENTRIES
+
+
+def test_alloc_msi_programs_each_entry_as_prepare_irte_and_free_gives_its_vectors_back(m):
+    """alloc_msi writes each entry's words itself (no Irte per vector): present, logical
+    destination mode, redirection hint, the vector and CPU (the shutdown vector on CPU 0
+    while parked), the function's SID; free_msi gives back only vectors it really took."""
+    t, dev = ir(m), fn(m, "02:00.0")
+    t.free_msi(dev)
+    used = [set(u) for u in t.matrix.used]
+    svt, sq, sid = msi_sid(dev)
+
+    def expect(vector, cpu):
+        return Irte(present=True, dm=1, rh=1, vector=vector, dest_id=irte_dest(cpu, t.x2apic),
+                    sid=sid, sq=sq, svt=svt)
+    parked = t.alloc_msi(dev, 2, requested=False)
+    assert [t[i] for i in parked] == [expect(MANAGED_IRQ_SHUTDOWN_VECTOR, 0)] * 2
+    taken = t.alloc_msi(dev, 3, requested=True)
+    got = [t[i] for i in taken]
+    assert all(e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR for e in got)
+    assert got == [expect(e.vector, dest_cpus(e, t.x2apic)[0]) for e in got]
+    assert sum(len(u) for u in t.matrix.used) == sum(len(u) for u in used) + 3
+    managed = t.alloc_msi(dev, 2, requested=False, managed_from=0)
+    assert [t[i].xapic_dest for i in managed] == [1, 2]                  # one per CPU
+    t.free_msi(dev)
+    assert [set(u) for u in t.matrix.used] == used                      # parked ones held none
+    assert not any(t[i].present for i in parked + taken + managed)
+    assert not t.bitmap[parked + taken + managed].any()

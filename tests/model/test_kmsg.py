@@ -193,3 +193,43 @@ def test_a_records_length_in_the_stream_is_that_of_its_kmsg_bytes(text):
     from vfakefs.model.kmsg import Record
     r = Record(6, 12345, 6789012, text)
     assert r.kmsg_len() == len(r.kmsg_bytes())
+
+
+def test_stream_offsets_count_each_records_escaped_bytes():
+    """The log counts each record's /dev/kmsg length as it appends it (not through the
+    Record): escaped texts, user writes with a facility, and ten-digit sequence numbers
+    and timestamps move the offsets by exactly their bytes."""
+    log = KernelLog(Clock())
+    log.next_seq = 999_999_998                    # sequence numbers that grow a digit on the way
+    log.boot("boot one", at=99_800)               # and timestamps: 99800, 100117, 100434 ...
+    log.boot("boot two")
+    log.boot("boot three", at=9_999_999)
+    log.boot("boot four")
+    for t in ("tab\there", "caf\xe9", "back\\slash", "\u20ac uro", "plain"):
+        log.log(t)
+    log.user_write(b"<14>nul\x00 and del\x7f\n")
+    lens = [len(r.kmsg_bytes()) for r in log.records]
+    assert log.stream_end == sum(lens)
+    starts = [sum(lens[:i]) for i in range(len(lens))]
+    assert [log.seq_at(s) for s in starts] == [r.seq for r in log.records]
+    assert [log.seq_at(s + 1) for s in starts] == [r.seq + 1 for r in log.records]
+
+
+def test_stream_offsets_counted_when_looked_at_survive_overwrites_and_interleaving():
+    """Offsets are counted when stream_end or seq_at asks, not at each printk: records the
+    ring buffer overwrote before anyone looked still count in the stream, and looks between
+    appends see the same offsets as one look at the end."""
+    log = KernelLog(Clock(), capacity=600)
+    seen = []
+    log.subscribe(seen.append)                    # every record since boot, dropped or not
+    for i in range(200):
+        log.log(f"line {i} " + ("caf\xe9" if i % 7 == 0 else "x" * (i % 13)))
+        if i in (3, 4, 150):
+            assert log.stream_end == sum(len(r.kmsg_bytes()) for r in seen)
+    assert log.first_seq > 0                      # the buffer did overwrite
+    lens = [len(r.kmsg_bytes()) for r in seen]
+    assert log.stream_end == sum(lens)
+    first = log.first_seq
+    starts = [sum(lens[:seq]) for seq in range(first, log.next_seq)]
+    assert [log.seq_at(off) for off in starts] == list(range(first, log.next_seq))
+    assert log.seq_at(starts[0] - 1) == first and log.seq_at(log.stream_end) == log.next_seq

@@ -11,8 +11,7 @@ from __future__ import annotations
 import bisect
 import errno
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from vfakefs.model.errors import SysfsError
 
@@ -33,8 +32,16 @@ def _escape(text: str) -> str:
                    for c in text)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+def _kmsg_len(prio: int, seq: int, usec: int, t: str) -> int:
+    """The length of a record's /dev/kmsg line (Record.kmsg_bytes), its text escaped."""
+    if t.isascii() and t.isprintable() and "\\" not in t:
+        return len("%d,%d,%d,-;" % (prio, seq, usec)) + len(t) + 1
+    return len(("%d,%d,%d,-;%s\n" % (prio, seq, usec, _escape(t))).encode("ascii"))
+
+
+class Record(NamedTuple):
+    """One printk record. A named tuple: immutable, and made at a third of a frozen
+    dataclass's cost (thousands of VFs log six lines each)."""
     level: int
     seq: int
     usec: int
@@ -55,13 +62,21 @@ class Record:
 
     def kmsg_len(self) -> int:
         """len(kmsg_bytes()), without making them for a text that needs no escape."""
-        t = self.text
-        if t.isascii() and t.isprintable() and "\\" not in t:
-            return len(f"{self.prio},{self.seq},{self.usec},-;") + len(t) + 1
-        return len(self.kmsg_bytes())
+        return _kmsg_len(self.facility << 3 | self.level, self.seq, self.usec, self.text)
 
     def dmesg(self) -> str:
         return "[%5d.%06d] %s\n" % (self.usec // 1_000_000, self.usec % 1_000_000, self.text)
+
+
+_new_record = tuple.__new__
+
+
+def _width(n: int) -> tuple[int, int, int]:
+    """(digits of n in decimal, the lowest and one past the highest number of as many digits)."""
+    if n < 0:
+        return len(str(n)), n, n + 1
+    d = len(str(n))
+    return d, 0 if d == 1 else 10 ** (d - 1), 10 ** d
 
 
 class KernelLog:
@@ -74,12 +89,14 @@ class KernelLog:
         self._clock = clock
         self._t0 = clock()
         self._boot_usec = 0
+        self._last_usec = 0             # the newest record's timestamp (0 before the first)
+        self._seq_width = self._usec_width = _width(0)   # (digits, lowest, past highest) of a number
         self.capacity = capacity
         self._text_bytes = 0
         self.next_seq = 0
         # where each record starts in the stream of /dev/kmsg records since boot
-        self._starts: list[int] = []
-        self.stream_end = 0
+        self._starts: list[int] = []    # (of the first len(_starts) records: _count() does the rest)
+        self._end = 0                   # where the stream ends after those
         self._listeners: list[Callable[[Record], None]] = []
 
     # --- printk ------------------------------------------------------------------------
@@ -93,9 +110,9 @@ class KernelLog:
         self._append(level, self._boot_usec, text)
 
     def log(self, text: str, level: int = KERN_INFO) -> None:
-        usec = self.uptime_usec()
-        last = self.records[-1].usec if self.records else 0
-        self._append(level, max(usec, last + 1), text)
+        # each line stamped when it is logged, at least 1 us after the one before
+        usec = self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000   # uptime_usec()
+        self._append(level, usec if usec > self._last_usec else self._last_usec + 1, text)
 
     def uptime_usec(self) -> int:
         return self._boot_usec + int((self._clock() - self._t0) * 1e6) + 1_000_000
@@ -127,25 +144,56 @@ class KernelLog:
                 text = text[digits + 1:]
         if text.endswith("\n"):
             text = text[:-1]
-        self._append(level, max(self.uptime_usec(), self.records[-1].usec + 1 if self.records else 0),
+        self._append(level, max(self.uptime_usec(), self._last_usec + 1 if self.records else 0),
                      text, facility)
         return len(data)
 
     def _append(self, level: int, usec: int, text: str, facility: int = LOG_KERN) -> None:
-        rec = Record(level, self.next_seq, usec, text, facility)
-        self.next_seq += 1
+        seq = self.next_seq
+        rec = _new_record(Record, (level, seq, usec, text, facility))   # Record(...), without its __new__'s frame
+        self.next_seq = seq + 1
+        self._last_usec = usec
         self.records.append(rec)
-        self._starts.append(self.stream_end)
-        self.stream_end += rec.kmsg_len()
         self._text_bytes += len(text)
         if self._text_bytes > self.capacity:
             self._drop()
-        for fn in list(self._listeners):
-            fn(rec)
+        if self._listeners:
+            for fn in list(self._listeners):
+                fn(rec)
+
+    def _count(self) -> None:
+        """Where each record appended since the last look starts in the stream of /dev/kmsg
+        records since boot: counted when looked at (stream_end, seq_at), not at every printk
+        of thousands of VFs' probes. A record's length from the widths of its numbers, kept
+        between records (printing them cost more than the rest of it)."""
+        starts, records = self._starts, self.records
+        if len(starts) == len(records):
+            return
+        end, seq_w, usec_w = self._end, self._seq_width, self._usec_width
+        for i in range(len(starts), len(records)):
+            level, seq, usec, text, facility = records[i]
+            starts.append(end)
+            if text.isascii() and text.isprintable() and "\\" not in text:
+                if not seq_w[1] <= seq < seq_w[2]:
+                    seq_w = _width(seq)
+                if not usec_w[1] <= usec < usec_w[2]:
+                    usec_w = _width(usec)
+                prio = facility << 3 | level
+                end += (1 if 0 <= prio < 10 else len(str(prio))) + seq_w[0] + usec_w[0] + 5 + len(text) + 1
+            else:                                                   # "P,S,U,-;" text "\n", escaped
+                end += _kmsg_len(facility << 3 | level, seq, usec, text)
+        self._end, self._seq_width, self._usec_width = end, seq_w, usec_w
+
+    @property
+    def stream_end(self) -> int:
+        """The length of every /dev/kmsg record since boot (what stat shows for /dev/kmsg)."""
+        self._count()
+        return self._end
 
     def _drop(self) -> None:
         """Overwrite the oldest records: down to 7/8 of the capacity at once, so that
         dropping costs O(1) per record."""
+        self._count()                   # (their offsets stay counted in the stream)
         keep, n = self.capacity * 7 // 8, 0
         while self._text_bytes > keep and n < len(self.records) - 1:
             self._text_bytes -= len(self.records[n].text)
@@ -167,6 +215,7 @@ class KernelLog:
     def seq_at(self, offset: int) -> int:
         """The first record that starts at or after `offset` in the stream of /dev/kmsg
         records since boot (next_seq past the end; first_seq before the buffer)."""
+        self._count()
         i = bisect.bisect_left(self._starts, offset)
         return self.first_seq + i
 

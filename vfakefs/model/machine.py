@@ -278,11 +278,12 @@ class Machine:
         self._next_ifindex += 1
         mac = permanent_address(self.hw.get(dev.bdf, {}).get("mac"), dev, len(dev.netdevs))
         nd = NetDev(name, dev, idx, mac, subdir)
-        cfg = self.net_config.get(name, {})    # checked by topology.py (net.check_net_config)
-        nd.carrier = cfg.get("carrier", True)
-        nd.mtu = cfg.get("mtu", nd.mtu)        # as the network manager sets it after registration
-        nd.addresses = tuple(cfg.get("addresses", ()))
-        nd.routes = tuple(parse_route(r) for r in cfg.get("routes", ()))
+        cfg = self.net_config.get(name)        # checked by topology.py (net.check_net_config)
+        if cfg:                                # (else NetDev's defaults: carrier, 1500, no addresses)
+            nd.carrier = cfg.get("carrier", True)
+            nd.mtu = cfg.get("mtu", nd.mtu)    # as the network manager sets it after registration
+            nd.addresses = tuple(cfg.get("addresses", ()))
+            nd.routes = tuple(parse_route(r) for r in cfg.get("routes", ()))
         self.netdevs[name] = nd
         dev.netdevs.append(nd)
         self.note(nd)                # (class/net gains its name: sysfs/dirty.py)

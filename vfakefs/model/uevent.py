@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import errno
 import re
-import weakref
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vfakefs.model.base.drivers import Driver
 from vfakefs.model.errors import SysfsError
@@ -54,8 +54,9 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 UUID_STRING_LEN = 36
 
 
-@dataclass(frozen=True, slots=True)
-class Uevent:
+class Uevent(NamedTuple):
+    """One uevent as the kernel sends it. A named tuple: immutable, and made at a third
+    of a frozen dataclass's cost (thousands of VFs announce four events each)."""
     action: str
     devpath: str
     env: tuple                      # (key, value) pairs in the kernel's order, SEQNUM last
@@ -87,6 +88,9 @@ class Kobj:
         return "".join(f"{k}={v}\n" for k, v in self.env)
 
 
+_new_event = tuple.__new__
+
+
 class UeventLog:
     def __init__(self):
         self.seqnum = 0                 # uevent_seqnum: the last one sent
@@ -98,30 +102,57 @@ class UeventLog:
         self._listeners.append(fn)
         return lambda: self._listeners.remove(fn) if fn in self._listeners else None
 
-    def emit(self, action: str, devpath: str, env: list) -> Uevent:
+    def emit(self, action: str, devpath: str, env) -> Uevent:
         """kobject_uevent_env's last step: take the next SEQNUM, send to every listener."""
-        self.seqnum += 1
-        ev = Uevent(action, devpath, tuple(env) + (("SEQNUM", str(self.seqnum)),), self.seqnum)
+        self.seqnum = seq = self.seqnum + 1
+        ev = _new_event(Uevent, (action, devpath, tuple(env) + (("SEQNUM", str(seq)),), seq))   # Uevent(...)
         self.events.append(ev)
-        for fn in list(self._listeners):
-            fn(ev)
+        if self._listeners:
+            for fn in list(self._listeners):
+                fn(ev)
         return ev
 
 
 # --- the kobjects that announce, and their environments -------------------------------------------
-# What never changes in a function's life (its path, ids, slot name, modalias), kept per
-# function: thousands of VFs announce four events each
-_STATIC: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# What never changes in a function's life (its path, ids, slot name, modalias) is kept in
+# the function (PciFunction.uevent_static): thousands of VFs announce four events each.
+# The id keys and the modalias by (vendor, device, subsystem ids, class): the same for
+# every VF of a PF.
+_IDS: dict[tuple, tuple] = {}
 
 
-def _static(dev) -> tuple[str, list]:
-    got = _STATIC.data.get(weakref.ref(dev))   # WeakKeyDictionary.get without its Python frame
+def _static(dev) -> tuple:
+    """(devpath, pci_uevent's keys, then what follows ACTION in its events unbound: DEVPATH,
+    SUBSYSTEM and the keys; and (driver name, the same with DRIVER) once bound)."""
+    got = dev.uevent_static
     if got is None:
-        got = _STATIC[dev] = (_devpath(dev), [
-            ("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),
-            ("PCI_SUBSYS_ID", "%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device)),
-            ("PCI_SLOT_NAME", dev.name), ("MODALIAS", dev.modalias())])
+        key = (dev.vendor, dev.device, dev.subsystem_vendor, dev.subsystem_device, dev.class_code)
+        ids = _IDS.get(key)
+        if ids is None:
+            ids = _IDS[key] = (
+                ("PCI_CLASS", "%04X" % dev.class_code), ("PCI_ID", "%04X:%04X" % (dev.vendor, dev.device)),
+                ("PCI_SUBSYS_ID", "%04X:%04X" % (dev.subsystem_vendor, dev.subsystem_device)),
+                ("MODALIAS", dev.modalias()))
+        devpath = _devpath(dev)
+        keys = ids[:3] + (("PCI_SLOT_NAME", dev.name),) + ids[3:]
+        got = dev.uevent_static = (devpath, keys, (("DEVPATH", devpath), ("SUBSYSTEM", "pci")) + keys, None)
     return got
+
+
+def _pci_tail(dev) -> tuple:
+    """What follows ACTION in dev's events: DEVPATH, SUBSYSTEM, DRIVER while bound, the keys."""
+    st = _static(dev)
+    drv = dev.driver
+    if drv is None:
+        return st[2]
+    bound = st[3]
+    if bound is None or bound[0] != drv.name:
+        bound = (drv.name, st[2][:2] + (("DRIVER", drv.name),) + st[1])
+        dev.uevent_static = st[:3] + (bound,)
+    return bound[1]
+
+
+_ACTION = {a: (("ACTION", a),) for a in ACTIONS}      # the first key of each action's events
 
 
 def pci_devpath(dev) -> str:
@@ -131,6 +162,9 @@ def pci_devpath(dev) -> str:
 def _devpath(dev) -> str:
     """kobject_get_path(): /devices/pci0000:00/<bridges>/<function> (a VF beside its PF; pci0000:17
     for a function below root bus 17)."""
+    if dev.is_virtfn:                   # beside its PF, whose path is made once
+        pf = pci_devpath(dev.physfn)
+        return f"{pf[:pf.rindex('/')]}/{dev.name}"
     parts = []
     f = dev
     while f is not None:
@@ -144,15 +178,15 @@ def net_devpath(nd) -> str:
     return f"{base}/{nd.subdir}/net/{nd.name}" if nd.subdir else f"{base}/net/{nd.name}"
 
 
-def pci_env(dev) -> list:
+def pci_env(dev) -> tuple:
     """dev_uevent() then pci_uevent(): DRIVER while bound, the ids, the slot name, the modalias."""
-    env = [("DRIVER", dev.driver.name)] if dev.driver is not None else []
-    return env + _static(dev)[1]
+    static = _static(dev)[1]
+    return (("DRIVER", dev.driver.name),) + static if dev.driver is not None else static
 
 
-def net_env(nd) -> list:
+def net_env(nd) -> tuple:
     """net_uevent()."""
-    return [("INTERFACE", nd.name), ("IFINDEX", str(nd.ifindex))]
+    return (("INTERFACE", nd.name), ("IFINDEX", str(nd.ifindex)))
 
 
 def kobject(obj):
@@ -160,30 +194,41 @@ def kobject(obj):
     if isinstance(obj, PciFunction):
         return pci_devpath(obj), "pci", pci_env(obj)
     if isinstance(obj, Kobj):
-        return obj.devpath, obj.subsystem, list(obj.env)
+        return obj.devpath, obj.subsystem, tuple(obj.env)
     if isinstance(obj, NetDev):
         return net_devpath(obj), "net", net_env(obj)
     if isinstance(obj, NvmeCtrl):
-        return f"{pci_devpath(obj.dev)}/nvme/nvme{obj.inst}", "nvme", obj.uevent_env()
+        return f"{pci_devpath(obj.dev)}/nvme/nvme{obj.inst}", "nvme", tuple(obj.uevent_env())
     if isinstance(obj, Driver):
         # a driver's kobject sits in its bus's drivers kset, which has no uevent ops:
         # SUBSYSTEM is the kset's name
-        return f"/bus/pci/drivers/{obj.name}", "drivers", []
+        return f"/bus/pci/drivers/{obj.name}", "drivers", ()
     if getattr(obj, "functions", None) is not None and hasattr(obj, "drivers"):   # the Machine: /sys/bus/pci
-        return "/bus/pci", "bus", []
+        return "/bus/pci", "bus", ()
     return None
 
 
-def announce(m, action: str, obj, extra: list = ()) -> Uevent | None:
+def announce(m, action: str, obj, extra=()) -> Uevent | None:
     """kobject_uevent_env(obj, action, extra) on the Machine's log."""
-    k = kobject(obj)
-    if k is None:
-        return None
-    devpath, subsystem, env = k
+    if isinstance(obj, PciFunction) and not extra and action != "unbind":
+        # kobject(obj)'s keys as the function keeps them: thousands of VFs announce four each
+        tail = _pci_tail(obj)
+        return m.uevents.emit(action, obj.uevent_static[0],
+                              (_ACTION.get(action) or (("ACTION", action),)) + tail)
+    if isinstance(obj, PciFunction):
+        devpath, env = _static(obj)[:2]
+        subsystem = "pci"
+        if obj.driver is not None:
+            env = (("DRIVER", obj.driver.name),) + env
+    else:
+        k = kobject(obj)
+        if k is None:
+            return None
+        devpath, subsystem, env = k
     if action == "unbind":
-        env = [(key, v) for key, v in env if key != "MODALIAS"]    # zap_modalias_env
-    return m.uevents.emit(action, devpath, [("ACTION", action), ("DEVPATH", devpath),
-                                            ("SUBSYSTEM", subsystem), *extra, *env])
+        env = tuple((key, v) for key, v in env if key != "MODALIAS")    # zap_modalias_env
+    head = (("ACTION", action), ("DEVPATH", devpath), ("SUBSYSTEM", subsystem))
+    return m.uevents.emit(action, devpath, head + tuple(extra) + env if extra else head + env)
 
 
 # --- writes to a uevent file (kobject_synth_uevent) ---------------------------------------------

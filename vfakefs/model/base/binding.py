@@ -16,6 +16,7 @@ from vfakefs.model.base.driver_ops import probe_failed
 from vfakefs.model.base.drivers import ANY, Driver, PciDeviceId
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
+from vfakefs.model.pci.pci import IORESOURCE_IO
 from vfakefs.model.vfio import vf_token
 
 _HEX = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)")
@@ -27,7 +28,7 @@ def match(drv: Driver, dev) -> bool:
     override = dev.driver_override
     if override is not None and override != drv.name:
         return False
-    if any(i.matches(dev) for i in drv.dynids):
+    if drv.dynids and any(i.matches(dev) for i in drv.dynids):
         return True
     for i in drv.id_table:
         if i.override_only and override != drv.name:
@@ -50,7 +51,8 @@ def probe(m, drv: Driver, dev) -> None:
     if not drv.driver_managed_dma and dev.group is not None and dev.group.owner is not None:
         # pci_dma_configure -> iommu_device_use_default_domain(): the group is claimed
         probe_failed(m, drv, dev, errno.EBUSY)
-    faults.probe(m, drv, dev, probe_failed)              # a probe rule's fail= (model/faults.py)
+    if m.faults:                                         # (no rules: nothing to ask, thousands of VFs)
+        faults.probe(m, drv, dev, probe_failed)          # a probe rule's fail= (model/faults.py)
     if drv.probe is not None:
         drv.probe(m, drv, dev)                           # the driver's own checks (driver_ops.py)
     attach(m, dev, drv)
@@ -64,15 +66,18 @@ def attach(m, dev, drv: Driver) -> None:
     old_cmd = enable_cmd = dev.config.r16(0x04)
     if drv.enables_device:
         dev.enable_cnt = 1
-        decode = 0x2 if dev.is_virtfn or any(b.size and not b.is_io for b in dev.bars) else 0
-        decode |= 0x1 if any(b.size and b.is_io for b in dev.bars) else 0
+        decode = 0x2 if dev.is_virtfn else 0            # a VF's memory space: its PF's VF MSE
+        for b in dev.bars:
+            if b.size:
+                decode |= 0x1 if b.flags & IORESOURCE_IO else 0x2
         enable_cmd = old_cmd | decode
         dev.config.w16(0x04, enable_cmd | 0x4)           # pci_enable_device + pci_set_master
     dev.power_state = "D0"
     if drv.dma_bits:
         dev.dma_mask_bits = dev.consistent_dma_mask_bits = drv.dma_bits   # dma_set_mask_and_coherent
     dev.wakeup_enabled = drv.wakeup
-    if drv.registers_netdev(dev) and not faults.defer_netdev(m, dev, drv, lambda: _late_netdev(m, dev, drv)):
+    if drv.registers_netdev(dev) and not (m.faults and faults.defer_netdev(m, dev, drv,
+                                                                          lambda: _late_netdev(m, dev, drv))):
         m.add_netdev(dev, drv)
     # vectors are a probing driver's: vfio-pci and pci-stub take none (vfio's SET_IRQS does, later)
     if dev.msi_irqs and drv.enables_device and m.irq_remap is not None:   # (asking builds the table)
@@ -141,7 +146,7 @@ def device_attach(m, dev) -> bool:
     registered driver that matches and probes. Probe errors are not reported."""
     if dev.driver is not None:
         return True
-    if faults.defer_probe(m, dev, lambda: device_attach(m, dev)):
+    if m.faults and faults.defer_probe(m, dev, lambda: device_attach(m, dev)):
         return False                                     # a probe rule's delay: it binds later
     for drv in m.drivers.values():
         if match(drv, dev):

@@ -25,7 +25,7 @@ ones first again.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vfakefs.model.pci import config as C
 
@@ -39,8 +39,7 @@ IGB_MAX_RSS = {0x1533: 4, 0x1536: 4, 0x1537: 4, 0x1538: 4, 0x157B: 4, 0x157C: 4,
 NVIDIA = 0x10DE
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     kind: str                      # "msix" or "msi"
     names: tuple[str, ...]         # request_irq's name for each vector
     admin_first: bool = False      # nvme: one vector first, the rest once the controller is up
@@ -55,9 +54,10 @@ def _ifname(dev) -> str:
     return dev.netdevs[0].name if dev.netdevs else dev.name
 
 
-def _queue_pairs(dev, queues: int) -> tuple[str, ...]:
-    """ixgbe/ixgbevf: a TxRx vector per queue pair, the other vector last."""
-    n = min(queues + NON_Q_VECTORS, msix_size(dev))
+def _queue_pairs(dev, queues: int, table: int) -> tuple[str, ...]:
+    """ixgbe/ixgbevf: a TxRx vector per queue pair, the other vector last (table: the MSI-X
+    table's size)."""
+    n = min(queues + NON_Q_VECTORS, table)
     name = _ifname(dev)
     return tuple(f"{name}-TxRx-{i}" for i in range(n - NON_Q_VECTORS)) + (name,)
 
@@ -67,13 +67,13 @@ def _caps(m, dev) -> tuple[int, bool, bool]:
 
 
 def ixgbe_plan(m, dev, drv) -> Plan | None:
-    cpus, has_msix, _ = _caps(m, dev)
-    return Plan("msix", _queue_pairs(dev, min(cpus, IXGBE_MAX_FDIR_INDICES))) if has_msix else None
+    table = msix_size(dev)
+    return Plan("msix", _queue_pairs(dev, min(max(1, m.nr_cpus), IXGBE_MAX_FDIR_INDICES), table)) if table else None
 
 
 def ixgbevf_plan(m, dev, drv) -> Plan | None:
-    cpus, has_msix, _ = _caps(m, dev)
-    return Plan("msix", _queue_pairs(dev, min(cpus, IXGBEVF_MAX_RSS_QUEUES))) if has_msix else None
+    table = msix_size(dev)
+    return Plan("msix", _queue_pairs(dev, min(max(1, m.nr_cpus), IXGBEVF_MAX_RSS_QUEUES), table)) if table else None
 
 
 def igb_plan(m, dev, drv) -> Plan | None:
@@ -146,7 +146,10 @@ def opened(dev) -> bool:
     drv = dev.driver
     if drv is None or drv.irq_plan is None or not drv.irqs_on_open:
         return True
-    return any(nd.running for nd in dev.netdevs)
+    for nd in dev.netdevs:
+        if nd.running:
+            return True
+    return False
 
 
 def netdev_state(dev) -> None:

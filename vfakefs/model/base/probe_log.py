@@ -58,29 +58,45 @@ class _Fields(dict):
         return 0
 
 
+# per set of lines, the fields that cost something to fill: {inst}, the link ones, {bandwidth}
+_NEEDS: dict[tuple, tuple[bool, bool, bool]] = {}
+
+
+def _needs(lines) -> tuple[bool, bool, bool]:
+    key = lines if isinstance(lines, tuple) else tuple(lines)
+    got = _NEEDS.get(key)
+    if got is None:
+        text = "".join(key)
+        got = _NEEDS[key] = ("{inst}" in text, "{link}" in text or "{igb_link}" in text, "{bandwidth}" in text)
+    return got
+
+
 def fields(m, drv, dev, lines) -> dict:
     """The values the driver's lines name (the PCIe ones only when asked for: a walk of the
     capability list that thousands of VFs probing at once should not pay)."""
     nd = dev.netdevs[0] if dev.netdevs else None
-    text = "".join(lines)
+    inst, link, bw = _needs(lines)
     # the address is the EEPROM's, known before register_netdev (which a netdev rule may delay)
     mac = nd.mac if nd else permanent_address(m.hw.get(dev.bdf, {}).get("mac"), dev)
-    out = _Fields({"dev": dev.name, "name": dev.name, "ifname": nd.name if nd else "", "mac": mac,
-           "inst": drv.instance(dev) if "{inst}" in text else 0, "queues": min(m.nr_cpus, MAX_QUEUES), "pba": "000000-000",
+    name = dev.name
+    out = _Fields({"dev": name, "name": name, "ifname": nd.name if nd else "", "mac": mac,
+           "inst": drv.instance(dev) if inst else 0, "queues": min(m.nr_cpus, MAX_QUEUES), "pba": "000000-000",
            "link": "", "igb_link": "", "bandwidth": ""})
     out.update(drv.hw_info.get(dev.device, {}))
-    if dev.pcie_cap is not None:
-        if "{link}" in text or "{igb_link}" in text:
+    if (link or bw) and dev.pcie_cap is not None:
+        if link:
             speed, width = _link(dev, True)
             gts = SPEEDS.get(speed, ("Unknown", 0))[0].split(" PCIe")[0]
             out["link"] = f"{gts.replace(' ', '')}:Width x{width}"
             out["igb_link"] = "PCIe:%s:Width x%d" % ({1: "2.5Gb/s", 2: "5.0Gb/s"}.get(speed, "unknown"), width)
-        if "{bandwidth}" in text:
+        if bw:
             out["bandwidth"] = bandwidth(dev)
     return out
 
 
 def _fill(m, drv, dev, lines) -> list[str]:
+    if not lines:
+        return []                       # (most drivers print nothing late or at remove)
     f = fields(m, drv, dev, lines)
     return [f"{drv.name} {line.format_map(f)}" for line in lines]
 

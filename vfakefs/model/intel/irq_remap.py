@@ -15,15 +15,15 @@ from __future__ import annotations
 import errno
 from array import array
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.intel.irq_matrix import VectorMatrix
+from vfakefs.model.intel.irq_posted import PostedInterrupts
 from vfakefs.model.intel.irte import (
     INTR_REMAP_TABLE_ENTRIES, QUALIFIED, SVT_VERIFY_SID, SVT_VERIFY_BUS, SQ_MASKS,
-    MANAGED_IRQ_SHUTDOWN_VECTOR, POSTED_INTR_VECTOR,
+    MANAGED_IRQ_SHUTDOWN_VECTOR,
     IOAPIC_SID, Irte, irte_dest, dest_cpus, PostedDescriptor, MsiResult, IrFault)
 
 if TYPE_CHECKING:
@@ -52,8 +52,7 @@ def _rid(source) -> int:
     return source.bdf.rid
 
 
-@dataclass
-class Owner:
+class Owner(NamedTuple):
     """Who an allocated IRTE belongs to: an IOAPIC pin or a function's n-th vector."""
     kind: str                  # "ioapic" or "msi"
     key: object                # pin, or the function's Bdf
@@ -61,8 +60,12 @@ class Owner:
     managed: bool = False
 
 
-class IrqRemapTable:
-    """One DMAR unit's interrupt remapping table and the kernel's bookkeeping of it."""
+_new_owner = tuple.__new__
+
+
+class IrqRemapTable(PostedInterrupts):
+    """One DMAR unit's interrupt remapping table and the kernel's bookkeeping of it
+    (posted interrupts: irq_posted.py)."""
 
     def __init__(self, unit=None, *, x2apic: bool = False, nr_cpus: int = 2, kmsg=None,
                  ioapic_sid: int = IOAPIC_SID, enabled: bool = True):
@@ -140,9 +143,12 @@ class IrqRemapTable:
             flush(index, mask)
 
     def clear(self, index: int, count: int = 1) -> None:
-        zeros = array("Q", bytes(8 * count))
-        self._lo[index:index + count] = zeros
-        self._hi[index:index + count] = zeros
+        if count == 1:                          # (an MSI-X vector's own entry)
+            self._lo[index] = self._hi[index] = 0
+        else:
+            zeros = array("Q", bytes(8 * count))
+            self._lo[index:index + count] = zeros
+            self._hi[index:index + count] = zeros
         self._flush_iec(index, (count - 1).bit_length())
 
     def present(self) -> np.ndarray:
@@ -172,26 +178,51 @@ class IrqRemapTable:
         self._bitmap[index:index + span] = b"\x01" * span
         return index
 
+    def _alloc_singles(self, n: int) -> list[int]:
+        """alloc_irte(1) n times (MSI-X: an entry per vector), in one call."""
+        bitmap, size, out = self._bitmap, self.size, []
+        for _ in range(n):
+            i = bitmap.find(0, self._lowest_free, size)
+            if i < 0:
+                raise MemoryError(f"{self.name}: no free IRTE block of 1")
+            bitmap[i] = 1
+            self._lowest_free = i + 1
+            out.append(i)
+        return out
+
     def free_irte(self, index: int, count: int = 1) -> None:
         span = 1 << (count - 1).bit_length()
+        owners, lo_col, counts, ncpus = self.owners, self._lo, self.irte_counts, len(self.matrix.used)
         for i in range(index, index + span):
-            own = self.owners.pop(i, None)
-            e = self[i]
-            if own is not None and e.present and not e.im and e.vector != MANAGED_IRQ_SHUTDOWN_VECTOR:
+            own = owners.pop(i, None)
+            lo = lo_col[i]
+            # present, remapped (not posted) and holding a vector, not parked: it goes back
+            if own is not None and lo & 1 and not lo >> 15 & 1 and lo >> 16 & 0xFF != MANAGED_IRQ_SHUTDOWN_VECTOR:
+                e = self[i]
                 for cpu in dest_cpus(e, self.x2apic):
                     self.matrix.free(e.vector, cpu)
             self.saved.pop(i, None)
             self.handlers.pop(i, None)
-            for cpu in range(len(self.matrix.used)):
-                self.irte_counts.pop((i, cpu), None)
+            if counts:
+                for cpu in range(ncpus):
+                    counts.pop((i, cpu), None)
         self.clear(index, span)
-        self._bitmap[index:index + span] = bytes(span)
+        if span == 1:
+            self._bitmap[index] = 0
+        else:
+            self._bitmap[index:index + span] = bytes(span)
         self._lowest_free = min(self._lowest_free, index)
 
     def _remapped(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> Irte:
         """prepare_irte() + set_irte_sid(): edge, fixed, logical, redirection hint set."""
         return Irte(present=True, dm=1, rh=1, vector=vector, dest_id=irte_dest(cpu, self.x2apic),
                     sid=sid, sq=sq, svt=svt)
+
+    def _remapped_words(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> tuple[int, int]:
+        """_remapped(...).encode(), without making the Irte (thousands of VFs' vectors):
+        present, DM=1, RH=1, the vector and destination; SID, SQ, SVT."""
+        return (1 | 1 << 2 | 1 << 3 | vector << 16 | irte_dest(cpu, self.x2apic) << 32,
+                sid | sq << 16 | svt << 18)
 
     def alloc_ioapic_pin(self, pin: int, requested: bool) -> int:
         """An IOAPIC pin's irq: its IRTE is allocated with the irq and written (present) only
@@ -214,19 +245,26 @@ class IrqRemapTable:
             base = self.alloc_irte(nvec)
             indices = list(range(base, base + nvec))
         else:
-            indices = [self.alloc_irte(1) for _ in range(nvec)]
+            indices = self._alloc_singles(nvec)
+        owners, lo_col, hi_col, bdf, matrix = self.owners, self._lo, self._hi, dev.bdf, self.matrix
+        parked = self._remapped_words(MANAGED_IRQ_SHUTDOWN_VECTOR, 0, svt, sq, sid)
+        flush = getattr(self.unit, "flush_iec", None)
         for n, index in enumerate(indices):
             managed = managed_from is not None and n >= managed_from
-            self.owners[index] = Owner("msi", dev.bdf, n, managed)
-            vector, cpu = MANAGED_IRQ_SHUTDOWN_VECTOR, 0
+            owners[index] = _new_owner(Owner, ("msi", bdf, n, managed))     # Owner(...)
+            words = parked
             try:
                 if managed:
-                    vector, cpu = self.matrix.alloc((n - managed_from) % len(self.matrix.used))
-                elif requested and not self.matrix.surely_full():   # (thousands of VFs: no raise each)
-                    vector, cpu = self.matrix.alloc()
+                    vector, cpu = matrix.alloc((n - managed_from) % len(matrix.used))
+                    words = self._remapped_words(vector, cpu, svt, sq, sid)
+                elif requested and not matrix.surely_full():   # (thousands of VFs: no raise each)
+                    vector, cpu = matrix.alloc()
+                    words = self._remapped_words(vector, cpu, svt, sq, sid)
             except MemoryError:
                 pass                                   # vector space exhausted: the irq stays parked
-            self.write(index, self._remapped(vector, cpu, svt, sq, sid))
+            lo_col[index], hi_col[index] = words       # modify_irte: one 128-bit store (write())
+            if flush is not None:
+                flush(index, 0)                        # (_flush_iec)
         allocs = self.allocs.setdefault(dev.bdf, [])
         allocs.extend([(indices[0], nvec)] if kind == "msi" else [(i, 1) for i in indices])
         return indices
@@ -272,49 +310,6 @@ class IrqRemapTable:
 
     def indices(self, dev) -> list[int]:
         return [base + i for base, count in self.allocs.get(dev.bdf, []) for i in range(count)]
-
-    # --- posted interrupts (intel_ir_set_vcpu_affinity) ----------------------------------------------
-    def set_posted(self, index: int, pda: int, vector: int, *, ndst: int = 0, urgent: bool = False,
-                   nv: int = POSTED_INTR_VECTOR) -> PostedDescriptor:
-        """Point an entry at a vCPU's posted-interrupt descriptor: IM=1, the guest vector, PDA.
-        The remapped entry is kept to restore when the vCPU lets go."""
-        e = self[index]
-        if not e.present:
-            raise ValueError(f"IRTE {index} is not present")
-        if pda & 0x3F:
-            raise ValueError("posted-interrupt descriptor must be 64-byte aligned")
-        if not e.im:
-            self.saved[index] = e.encode()
-        desc = self.descriptors.setdefault(pda, PostedDescriptor(ndst=ndst, nv=nv))
-        self._load(pda, desc)
-        desc.ndst, desc.nv = ndst, nv                  # the vCPU's CPU and KVM's notification vector
-        self._store(pda, desc)
-        self.write(index, Irte(present=True, fpd=e.fpd, avail=e.avail, im=True, urg=urgent, vector=vector,
-                               pda=pda, sid=e.sid, sq=e.sq, svt=e.svt))
-        return desc
-
-    def _load(self, pda: int, desc: PostedDescriptor) -> None:
-        if self.pd_memory is not None:
-            desc.load(self.pd_memory[0](pda, 64), self.x2apic)
-
-    def _store(self, pda: int, desc: PostedDescriptor) -> None:
-        if self.pd_memory is not None:
-            self.pd_memory[1](pda, desc.to_bytes(self.x2apic))
-
-    def descriptor(self, pda: int) -> PostedDescriptor:
-        """The posted-interrupt descriptor at pda as it stands (in memory, when there is one)."""
-        desc = self.descriptors.get(pda) or PostedDescriptor()
-        self._load(pda, desc)
-        return desc
-
-    def posted_indices(self) -> list[int]:
-        import numpy as np
-        return [int(i) for i in np.nonzero((self.lo & np.uint64(1 | 1 << 15)) == np.uint64(1 | 1 << 15))[0]]
-
-    def clear_posted(self, index: int) -> None:
-        """irq_set_vcpu_affinity(NULL): back to the remapped entry the host programmed."""
-        self._lo[index], self._hi[index] = self.saved.pop(index)
-        self._flush_iec(index)
 
     # --- MSI messages -------------------------------------------------------------------------------
     @staticmethod

@@ -38,6 +38,9 @@ class ConfigSpace:
 
     def __init__(self, size: int = 256, data: bytes | None = None):
         self.size = size
+        if data is not None and len(data) == size:
+            self.bytes = bytearray(data)        # (one copy: thousands of VFs from one template)
+            return
         self.bytes = bytearray(size)
         if data is not None:
             self.bytes[: min(size, len(data))] = data[:size]
@@ -45,22 +48,30 @@ class ConfigSpace:
     def r8(self, off: int) -> int:
         return self.bytes[off]
 
+    # little-endian registers, each a few byte operations (no calls to the narrower ones:
+    # every VF added and bound reads and writes a dozen)
     def r16(self, off: int) -> int:
-        return self.bytes[off] | self.bytes[off + 1] << 8
+        b = self.bytes
+        return b[off] | b[off + 1] << 8
 
     def r32(self, off: int) -> int:
-        return self.r16(off) | self.r16(off + 2) << 16
+        b = self.bytes
+        return b[off] | b[off + 1] << 8 | b[off + 2] << 16 | b[off + 3] << 24
 
     def w8(self, off: int, v: int) -> None:
         self.bytes[off] = v & 0xFF
 
     def w16(self, off: int, v: int) -> None:
-        self.w8(off, v)
-        self.w8(off + 1, v >> 8)
+        b = self.bytes
+        b[off] = v & 0xFF
+        b[off + 1] = v >> 8 & 0xFF
 
     def w32(self, off: int, v: int) -> None:
-        self.w16(off, v)
-        self.w16(off + 2, v >> 16)
+        b = self.bytes
+        b[off] = v & 0xFF
+        b[off + 1] = v >> 8 & 0xFF
+        b[off + 2] = v >> 16 & 0xFF
+        b[off + 3] = v >> 24 & 0xFF
 
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.bytes[off : off + n])
@@ -89,7 +100,19 @@ class ConfigSpace:
         return next((pos for cid, pos in self.caps() if cid == cap_id), None)
 
     def find_ext_cap(self, cap_id: int) -> int | None:
-        return next((pos for cid, pos in self.ext_caps() if cid == cap_id), None)
+        """The first extended capability cap_id, as ext_caps() walks them (without its
+        generator: every VF added looks for ATS)."""
+        if self.size <= 0x100:
+            return None
+        b, pos, seen = self.bytes, 0x100, 0
+        while pos and seen < 480:
+            hdr = b[pos] | b[pos + 1] << 8 | b[pos + 2] << 16 | b[pos + 3] << 24
+            if hdr in (0, 0xFFFFFFFF):
+                return None
+            if hdr & 0xFFFF == cap_id:
+                return pos
+            pos, seen = (hdr >> 20) & 0xFFC, seen + 1
+        return None
 
     @classmethod
     def from_dump(cls, text: str, size: int) -> ConfigSpace:

@@ -1,7 +1,7 @@
 """PCI functions: identity, resources, config space, and place in the tree."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING
 
 from vfakefs.model.pci.bdf import Bdf
@@ -62,6 +62,22 @@ class Resource:
 
 
 EMPTY = Resource(0, 0, 0)
+
+
+def read_header(cfg: C.ConfigSpace) -> tuple[dict, dict, int, int, bool]:
+    """What pci_setup_device()/pci_init_capabilities() cache from config space: the
+    capability offsets (the first of each id), the PCIe Capabilities register, PME
+    support and ARI forwarding (DevCtl2)."""
+    caps, ext_caps = {}, {}
+    for cid, pos in cfg.caps():
+        caps.setdefault(cid, pos)
+    for cid, pos in cfg.ext_caps():
+        ext_caps.setdefault(cid, pos)
+    pos = caps.get(C.CAP_PCIE)
+    pm = caps.get(C.CAP_PM)
+    return (caps, ext_caps, cfg.r16(pos + 2) if pos is not None else 0,
+            (cfg.r16(pm + 2) >> 11) & 0x1F if pm is not None else 0,
+            pos is not None and bool(cfg.r16(pos + 0x28) & 0x20))
 
 
 # repr=False: a dataclass repr walks the whole machine (parents, groups, drivers), which
@@ -133,20 +149,17 @@ class PciFunction:
     pme_support: int = field(default=0, init=False)        # PMC bits 15:11 (pci_pm_init)
     reset_supported: tuple = field(default=(), init=False)  # pci_init_reset_methods(): what "default" restores
     ari_forwarding: bool = field(default=False, init=False)  # pci_configure_ari() sets bridge->ari_enabled
+    # what its uevents carry that never changes (path, keys), made at its first (uevent._static)
+    uevent_static: tuple | None = field(default=None, init=False)
+    # read_header(config) when the caller has it already: thousands of VFs made from one
+    # config space template read it once (sriov.py)
+    header: InitVar[tuple | None] = None
 
-    def __post_init__(self) -> None:
-        cfg = self.config
-        self.caps, self.ext_caps = {}, {}
-        for cid, pos in cfg.caps():
-            self.caps.setdefault(cid, pos)
-        for cid, pos in cfg.ext_caps():
-            self.ext_caps.setdefault(cid, pos)
-        pos = self.caps.get(C.CAP_PCIE)
-        self.pcie_flags_reg = cfg.r16(pos + 2) if pos is not None else 0
-        pm = self.caps.get(C.CAP_PM)
-        self.pme_support = (cfg.r16(pm + 2) >> 11) & 0x1F if pm is not None else 0
+    def __post_init__(self, header: tuple | None = None) -> None:
+        caps, ext_caps, self.pcie_flags_reg, self.pme_support, self.ari_forwarding = \
+            header if header is not None else read_header(self.config)
+        self.caps, self.ext_caps = dict(caps), dict(ext_caps)
         self.reset_supported = tuple(self.reset_methods)
-        self.ari_forwarding = pos is not None and bool(cfg.r16(pos + 0x28) & 0x20)   # DevCtl2 ARI
 
     # --- what the kernel derives from the header -------------------------------
     def __repr__(self) -> str:
@@ -154,7 +167,7 @@ class PciFunction:
 
     @property
     def name(self) -> str:
-        return str(self.bdf)
+        return self.bdf._name or str(self.bdf)     # (the Bdf's name, once made)
 
     @property
     def header_type(self) -> int:

@@ -21,7 +21,7 @@ from vfakefs.model.pci.bdf import Bdf
 from vfakefs.model.pci.builder import build_vf_config
 from vfakefs.model.errors import SysfsError
 from vfakefs.model.kmsg import KERN_WARNING
-from vfakefs.model.pci.pci import EMPTY, PciFunction, Resource
+from vfakefs.model.pci.pci import EMPTY, PciFunction, Resource, read_header
 
 
 def configure(m, pf: PciFunction, n: int) -> None:
@@ -122,8 +122,8 @@ def enable_steps(m, pf: PciFunction, n: int, every: int | None = None) -> Stepwi
         raise SysfsError(errno.ENOMEM)
     # everything that can fail happens before the first change
     template = sr.vf_config if sr.vf_config is not None else build_vf_config(pf)
-    iov = sr.iov_resources()
-    vfs = [_new_vf(m, pf, vf_id, template, iov) for vf_id in range(n)]
+    new_vf = _vf_maker(m, pf, template, sr.iov_resources())
+    vfs = [new_vf(vf_id) for vf_id in range(n)]
     cfg = pf.config
     cfg.w16(sr.pos + C.SRIOV_NUM_VF, n)
     cfg.w16(sr.pos + C.SRIOV_CTRL, cfg.r16(sr.pos + C.SRIOV_CTRL) | C.SRIOV_CTRL_VFE | C.SRIOV_CTRL_MSE)
@@ -167,17 +167,28 @@ def _adding(m, pf: PciFunction, vfs: list, every: int):
         sr.shown = None
 
 
-def _new_vf(m, pf: PciFunction, vf_id: int, template: bytes, iov: list[Resource]) -> PciFunction:
+def _vf_maker(m, pf: PciFunction, template: bytes, iov: list[Resource]):
+    """new_vf(vf_id) -> VF vf_id, as pci_iov_add_virtfn() sets it up from its PF; what is the
+    same for every VF (its config space's header, its NUMA node, the BAR sizes) read once."""
     sr = pf.sriov
-    bdf: Bdf = sr.vf_bdf(vf_id)
-    bars = [Resource(r.start + vf_id * (r.size // sr.hw_total_vfs), r.size // sr.hw_total_vfs, r.flags)
-            if r.size else EMPTY for r in iov]
-    return PciFunction(
-        bdf=bdf, kind="endpoint", vendor=pf.vendor, device=sr.vf_device, class_code=pf.class_code,
-        config=C.ConfigSpace(4096, template), parent=pf.parent, subsystem_vendor=pf.subsystem_vendor,
-        subsystem_device=pf.subsystem_device, revision=pf.revision, bars=bars, numa_node=m.locality.vf_node(pf),
-        physfn=pf, vf_id=vf_id, dma_mask_bits=32, consistent_dma_mask_bits=32,   # until a driver sets them
+    total = sr.hw_total_vfs
+    header = read_header(C.ConfigSpace(4096, template))    # every VF's config space starts as the template
+    node = m.locality.vf_node(pf)
+    bar_sizes = [(r.start, r.size // total, r.flags) if r.size else None for r in iov]
+    vf_device, kw = sr.vf_device, dict(
+        kind="endpoint", vendor=pf.vendor, class_code=pf.class_code, parent=pf.parent,
+        subsystem_vendor=pf.subsystem_vendor, subsystem_device=pf.subsystem_device, revision=pf.revision,
+        numa_node=node, physfn=pf, dma_mask_bits=32, consistent_dma_mask_bits=32,   # until a driver sets them
         reset_methods=("flr",), aspm=pf.aspm, power_state="unknown", machine=m)
+
+    domain, first, stride = pf.bdf.domain, pf.bdf.vf_rid(sr.offset, sr.stride, 0), sr.stride
+
+    def new_vf(vf_id: int) -> PciFunction:
+        bars = [Resource(b[0] + vf_id * b[1], b[1], b[2]) if b is not None else EMPTY for b in bar_sizes]
+        return PciFunction(bdf=Bdf.from_rid(domain, first + stride * vf_id),    # sr.vf_bdf(vf_id)
+                           device=vf_device, config=C.ConfigSpace(4096, template),
+                           bars=bars, vf_id=vf_id, header=header, **kw)
+    return new_vf
 
 
 def disable(m, pf: PciFunction) -> None:
