@@ -23,8 +23,15 @@ def read_figures(rep: dict, a, METRICS: dict) -> list[dict]:
         return build
 
     c = "C libfuse server (direct_io), same run"
+    ceiling = "minimal pyfuse3 server" + (" (keep_cache)" if a.cache else "") + ", same run"
+
+    def pyfuse3_ceiling():   # the limit of a pyfuse3 server answering the same requests
+        return figure(f"{METRICS['read1'][0]}, {mode}: minimal pyfuse3 server", res["read1"]["pyfuse3"]["ops_per_s"],
+                      "ops/s", baseline=res["read1"]["C-libfuse"]["ops_per_s"], baseline_what=c)
     return collect([
         rate("read1", "C-libfuse", c, ("ratio", ">=", TARGET_READ1_VS_C[a.cache])),
+        rate("read1", "pyfuse3", ceiling),
+        pyfuse3_ceiling,
         rate("read1_raw", "C-libfuse", c),
         rate("read1", "real-sysfs", "the host's sysfs"),
         rate("readN", "tmpfs", "tmpfs copy of the tree"),
