@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass
 
 import pyfuse3
@@ -35,6 +36,7 @@ MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 # The pyfuse3 the Makefile builds (patches/) lets the kernel keep two more things in its
 # page cache, which InodeTable drops when they change (_notify): directory listings, when
 # opendir answers a FileInfo with keep_cache and cache_readdir (FOPEN_KEEP_CACHE,
@@ -111,7 +113,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         self.requests["lookup"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
-        name = os.fsdecode(name)
+        name = name.decode(_FS_ENCODING, _FS_ERRORS)   # os.fsdecode(name), without its call
         if name == ".":
             return self.attrs(parent_inode, self.node(parent_inode))
         if name == "..":
@@ -212,7 +214,9 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             self.next_fh = fh + 1
             self.files[fh] = of
             pages = self.pages
-            if pages is not None and of.content is not None and cacheable(node) and pages.open(fh, inode, of.content):
+            # (pagecache.cacheable() of an Attr with a show, inline)
+            if (pages is not None and of.content is not None and decl.store is None and not decl.volatile
+                    and not callable(decl.size) and decl.size > 0 and pages.open(fh, inode, of.content)):
                 of.plain = False   # as below
                 return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
@@ -432,8 +436,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         self.requests["release"] += 1
         self.files.pop(fh, None)
         pages = self.pages
-        if pages is not None and fh in pages.open_fh:
-            pages.release(fh)
+        if pages is not None and pages.open_fh.pop(fh, None) is not None:
+            pages.paged.discard(fh)   # (pages.release(), inline)
 
     # --- what sysfs refuses ---------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):
