@@ -218,8 +218,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             if (pages is not None and of.content is not None and decl.store is None and not decl.volatile
                     and not callable(decl.size) and decl.size > 0 and pages.open(fh, inode, of.content)):
                 of.plain = False   # as below
-                return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
-            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+                return pyfuse3.FileInfo(fh, False, True)   # (fh, direct_io, keep_cache): no keywords to parse
+            return pyfuse3.FileInfo(fh, True, False)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
         acc = flags & _O_ACC
