@@ -90,6 +90,11 @@ class OpenFile:
     plain: bool = False            # a text attribute, not per_open: read() serves content
 
 
+# what files[fh] holds for a text attribute opened through the page cache (cached mode): its
+# READs are answered with what the kernel was told (PageCache.content), nothing per open
+PAGED = OpenFile(None)
+
+
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_symlink_cache = KERNEL_CACHES and symlink_cache_safe()
@@ -201,24 +206,24 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             # does for it, in fewer steps (every cat and every lspci read comes here)
             if not (self.mode_of(inode, node) if self.overrides else decl.mode) & 0o444:
                 raise pyfuse3.FUSEError(errno.EACCES)
-            of = OpenFile(node, None, 0, ctx.uid == 0, False, None, ctx.pid, None, True)
+            content, error = None, 0
             show = decl.show
             if show is None:
-                of.error = errno.EIO   # dev_attr_show without a show
+                error = errno.EIO   # dev_attr_show without a show
             else:
                 try:   # reshow(), inline
-                    of.content = show(node.obj).encode("latin-1")
+                    content = show(node.obj).encode("latin-1")
                 except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
-                    of.error = errno_of(e)
+                    error = errno_of(e)
             fh = self.next_fh
             self.next_fh = fh + 1
-            self.files[fh] = of
             pages = self.pages
             # (pagecache.cacheable() of an Attr with a show, inline)
-            if (pages is not None and of.content is not None and decl.store is None and not decl.volatile
-                    and not callable(decl.size) and decl.size > 0 and pages.open(fh, inode, of.content)):
-                of.plain = False   # as below
+            if (pages is not None and content is not None and decl.store is None and not decl.volatile
+                    and not callable(decl.size) and decl.size > 0 and pages.open(fh, inode, content)):
+                self.files[fh] = PAGED   # its READs fill the page cache: read() serves what the kernel was told
                 return pyfuse3.FileInfo(fh, False, True)   # (fh, direct_io, keep_cache): no keywords to parse
+            self.files[fh] = OpenFile(node, content, error, ctx.uid == 0, False, None, ctx.pid, None, True)
             return pyfuse3.FileInfo(fh, True, False)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
@@ -285,6 +290,14 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             return await self.stream_read(of, off, size)
         if self.pages is not None and (told := self.pages.content(fh)) is not None:
             return told[off:off + size]   # cached mode: what the kernel was told, whole
+        if of is PAGED:
+            # what the kernel was told is gone (the value fails now, or the file went away):
+            # this fd reads the value now, as a direct_io open would
+            of = self.files[fh] = OpenFile(self.node(self.pages.open_fh[fh]), used=True, plain=True)
+            self.reshow(of)
+            if of.error:
+                raise pyfuse3.FUSEError(of.error)
+            return of.content[off:off + size]
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
