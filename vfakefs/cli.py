@@ -133,8 +133,12 @@ def cmd_mount(args) -> int:
         gc.enable()
         view = View(host)
         ops = SysfsOps(view.root(), lambda: host.machine.generation, view.dirty, cache=args.cache)
-        ops.settle = server.settle      # a write answers once `vfakefs run`'s networks show it
-        ops.catch_up = server.catch_up  # and an open sees what their programs did to their links
+        def connected(s):
+            ops.settle = s.settle       # a write answers once `vfakefs run`'s networks show it
+            ops.catch_up = s.catch_up   # and an open sees what their programs did to their links
+        # (until a program connects there is nothing to settle or catch up with, and the
+        # requests skip both: an await less on every open and write)
+        server.on_server = connected
         host.subscribe(ops.publish)
         if args.cache:   # a netdev's state (mtu, flags, carrier) set from `vfakefs run`'s networks
             host.subscribe_net(lambda nd: ops.pages.sweep_soon())

@@ -19,7 +19,7 @@ import trio
 from vfakefs.fuse.errmap import kernel_errors
 from vfakefs.fuse.notify import Delivery
 from vfakefs.fuse.pagecache import cacheable
-from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, node_type
+from vfakefs.sysfs.nodes import S_IFCHR, S_IFDIR, S_IFREG, Bound, CharDev, Dir, Link, node_type
 
 
 NOTHING = frozenset()
@@ -135,23 +135,32 @@ class InodeTable(Delivery):
         return a
 
     def _attrs(self, ino: int, node) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
+        a = pyfuse3.EntryAttributes()   # its __cinit__ sets st_nlink 1, st_blksize 4096, the rest 0
         a.st_ino = ino
-        a.st_nlink = 1
-        if isinstance(node, Dir):
+        if type(node) is Bound:   # most of what is looked up: attributes, without node's properties
+            decl = node.decl
+            size = decl.size
+            if callable(size):
+                with kernel_errors():
+                    size = size(node.obj)
+            a.st_size = size
+            kind, mode = S_IFREG, decl.mode
+        elif isinstance(node, Dir):
             entries = self.listing(ino)
             a.st_nlink = 2 + sum(1 for n in entries.values() if isinstance(n, Dir))
             a.st_size = (len(entries) + 2) * 20 if node.tmpfs else 0  # tmpfs's BOGO_DIRENT_SIZE
+            kind, mode = S_IFDIR, node.mode
         elif isinstance(node, CharDev):
             a.st_rdev = os.makedev(node.major, node.minor)
+            kind, mode = S_IFCHR, node.mode
         else:
-            with kernel_errors():
-                a.st_size = node.size
-        over = self.overrides.get(ino, {})
-        a.st_mode = node_type(node) | over.get("mode", node.mode)
-        a.st_uid, a.st_gid = over.get("uid", 0), over.get("gid", 0)
-        a.st_blksize = 4096
-        a.st_blocks = 0
+            a.st_size = node.size
+            kind, mode = node_type(node), node.mode
+        over = self.overrides.get(ino) if self.overrides else None
+        if over:
+            a.st_uid, a.st_gid = over.get("uid", 0), over.get("gid", 0)
+            mode = over.get("mode", mode)
+        a.st_mode = kind | mode
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.time_ns
         a.entry_timeout = a.attr_timeout = TIMEOUT
         return a

@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass
 
 import pyfuse3
@@ -19,7 +20,7 @@ from vfakefs.fuse.inodes import InodeTable
 from vfakefs.fuse.pagecache import PageCache, cacheable, current
 from vfakefs.fuse.signals import signalled
 from vfakefs.fuse.stepping import Stepping
-from vfakefs.sysfs.nodes import Bound, CharDev, Dir, Link, store
+from vfakefs.sysfs.nodes import Attr, Bound, CharDev, Dir, Link, store
 
 STREAM_POLL = 0.5  # a blocked /dev/kmsg read looks this often whether its reader has a signal
 # Each blocked stream read holds one of pyfuse3's worker tasks until a record comes, so
@@ -35,6 +36,7 @@ MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
 WRITE_MAX = 4096   # sysfs stores see at most one page (6.12 truncates; earlier kernels E2BIG)
 _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 # The pyfuse3 the Makefile builds (patches/) lets the kernel keep two more things in its
 # page cache, which InodeTable drops when they change (_notify): directory listings, when
 # opendir answers a FileInfo with keep_cache and cache_readdir (FOPEN_KEEP_CACHE,
@@ -88,6 +90,11 @@ class OpenFile:
     plain: bool = False            # a text attribute, not per_open: read() serves content
 
 
+# what files[fh] holds for a text attribute opened through the page cache (cached mode): its
+# READs are answered with what the kernel was told (PageCache.content), nothing per open
+PAGED = OpenFile(None)
+
+
 class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_symlink_cache = KERNEL_CACHES and symlink_cache_safe()
@@ -111,7 +118,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         self.requests["lookup"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
-        name = os.fsdecode(name)
+        name = name.decode(_FS_ENCODING, _FS_ERRORS)   # os.fsdecode(name), without its call
         if name == ".":
             return self.attrs(parent_inode, self.node(parent_inode))
         if name == "..":
@@ -125,6 +132,10 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         self.requests["getattr"] += 1
         if self.batches:
             self.publish_steps()         # the VFs added so far, before this request sees the tree
+        if self.pages is None:
+            a = self.attr_cache.get(inode)   # attrs()'s hit, without its calls
+            if a is not None:
+                return a
         return self.attrs(inode, self.node(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -186,7 +197,34 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             await self.catch_up()
         if self.batches:
             self.publish_steps()
-        node = self.node(inode)
+        node = self.nodes.get(inode)
+        if node is None:
+            node = self.node(inode)
+        decl = node.decl if type(node) is Bound else None
+        if type(decl) is Attr and not flags & _O_ACC and not decl.per_open:
+            # the common open, a text attribute's for reading: what the general path below
+            # does for it, in fewer steps (every cat and every lspci read comes here)
+            if not (self.mode_of(inode, node) if self.overrides else decl.mode) & 0o444:
+                raise pyfuse3.FUSEError(errno.EACCES)
+            content, error = None, 0
+            show = decl.show
+            if show is None:
+                error = errno.EIO   # dev_attr_show without a show
+            else:
+                try:   # reshow(), inline
+                    content = show(node.obj).encode("latin-1")
+                except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
+                    error = errno_of(e)
+            fh = self.next_fh
+            self.next_fh = fh + 1
+            pages = self.pages
+            # (pagecache.cacheable() of an Attr with a show, inline)
+            if (pages is not None and content is not None and decl.store is None and not decl.volatile
+                    and not callable(decl.size) and decl.size > 0 and pages.open(fh, inode, content)):
+                self.files[fh] = PAGED   # its READs fill the page cache: read() serves what the kernel was told
+                return pyfuse3.FileInfo(fh, False, True)   # (fh, direct_io, keep_cache): no keywords to parse
+            self.files[fh] = OpenFile(node, content, error, ctx.uid == 0, False, None, ctx.pid, None, True)
+            return pyfuse3.FileInfo(fh, True, False)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
         acc = flags & _O_ACC
@@ -252,6 +290,14 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             return await self.stream_read(of, off, size)
         if self.pages is not None and (told := self.pages.content(fh)) is not None:
             return told[off:off + size]   # cached mode: what the kernel was told, whole
+        if of is PAGED:
+            # what the kernel was told is gone (the value fails now, or the file went away):
+            # this fd reads the value now, as a direct_io open would
+            of = self.files[fh] = OpenFile(self.node(self.pages.open_fh[fh]), used=True, plain=True)
+            self.reshow(of)
+            if of.error:
+                raise pyfuse3.FUSEError(of.error)
+            return of.content[off:off + size]
         if of.node.binary:
             with kernel_errors():
                 return of.node.decl.read(of.node.obj, off, size, of.privileged)
@@ -402,8 +448,9 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     async def release(self, fh):
         self.requests["release"] += 1
         self.files.pop(fh, None)
-        if self.pages is not None:
-            self.pages.release(fh)
+        pages = self.pages
+        if pages is not None and pages.open_fh.pop(fh, None) is not None:
+            pages.paged.discard(fh)   # (pages.release(), inline)
 
     # --- what sysfs refuses ---------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):

@@ -32,6 +32,7 @@ class SyscallFront:
         self.host, self.sockpath = host, sockpath
         self.server = None                 # the server.SyscallServer, once a program has connected
         self.sock = None
+        self.on_server = None              # called with the server once it is made
 
     def listen(self) -> None:
         """Bind the socket now (in the daemon, before the mount answers)."""
@@ -48,12 +49,6 @@ class SyscallFront:
             raise
         from vfakefs.syscall.server import SyscallServer
         self.server = SyscallServer(self.host, self.sockpath)
+        if self.on_server is not None:
+            self.on_server(self.server)
         await self.server.serve_on(sock)
-
-    async def catch_up(self) -> None:
-        if self.server is not None:
-            await self.server.catch_up()
-
-    async def settle(self) -> None:
-        if self.server is not None:
-            await self.server.settle()
