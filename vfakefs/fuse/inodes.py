@@ -9,7 +9,9 @@ the next syscall sees it. The caches of every other directory stay.
 """
 from __future__ import annotations
 
+import collections
 import errno
+import itertools
 import os
 import time
 
@@ -24,6 +26,8 @@ from vfakefs.sysfs.nodes import S_IFCHR, S_IFDIR, S_IFREG, Bound, CharDev, Dir, 
 
 NOTHING = frozenset()
 TIMEOUT = 3600.0   # the kernel may cache entries and attributes: we invalidate on change
+_NONES = itertools.repeat(None)   # (forget_paths: pop(ino, None) for each)
+_drain = collections.deque(maxlen=0).extend   # runs an iterator to its end, keeping nothing
 
 
 class InodeTable(Delivery):
@@ -383,33 +387,27 @@ class InodeTable(Delivery):
         what the kernel was served (numbers are never reused: a path that comes back
         gets a new one). After a walk the kernel holds ~8 inodes per VF: this runs over
         each of them, so it keeps to a few dict operations per inode."""
-        inos, paths_of, served = self.inos, self.paths, self.served
-        nodes, listings, attrs, rows = self.nodes, self.listings, self.attr_cache, self.rows_cache
-        overrides, mending = self.overrides, self.mending
+        inos, served = self.inos, self.served
         gone: list[int] = []
+        add = gone.append
         stack = list(paths)
         while stack:
             path = stack.pop()
             ino = inos.pop(path, None)
             if ino is None:
                 continue
-            gone.append(ino)
-            del paths_of[ino]
-            nodes.pop(ino, None)
-            attrs.pop(ino, None)
-            listings.pop(ino, None)
-            rows.pop(ino, None)
+            add(ino)
             below = served.pop(ino, None)
             if below:
                 prefix = path + "/"
                 stack += [prefix + name for name in below]
-        for cache in (overrides, mending):
+        # each cache by inode, in one pass of C over the removed (no bytecode per inode and cache)
+        for cache in (self.paths, self.nodes, self.attr_cache, self.listings, self.rows_cache,
+                      self.overrides, self.mending):
             if cache:
-                for ino in gone:
-                    cache.pop(ino, None)
+                _drain(map(cache.pop, gone, _NONES))
         if self.pages is not None:
             self.pages.forget(gone)
-
 
 def _same(old, new) -> bool:
     """Whether the kernel's cached entry still stands: a directory stays the same

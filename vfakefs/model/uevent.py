@@ -210,9 +210,11 @@ def kobject(obj):
 
 def announce(m, action: str, obj, extra=()) -> Uevent | None:
     """kobject_uevent_env(obj, action, extra) on the Machine's log."""
-    if isinstance(obj, PciFunction) and not extra and action != "unbind":
+    if isinstance(obj, PciFunction) and not extra:
         # kobject(obj)'s keys as the function keeps them: thousands of VFs announce four each
         tail = _pci_tail(obj)
+        if action == "unbind":
+            tail = tail[:-1]   # zap_modalias_env: MODALIAS is the last of pci_uevent's keys
         return m.uevents.emit(action, obj.uevent_static[0],
                               (_ACTION.get(action) or (("ACTION", action),)) + tail)
     if isinstance(obj, PciFunction):

@@ -305,8 +305,34 @@ class IrqRemapTable(PostedInterrupts):
 
     def free_msi(self, dev) -> None:
         """pci_free_irq_vectors(): every IRTE of the function is cleared and freed."""
-        for base, count in self.allocs.pop(dev.bdf, []):
-            self.free_irte(base, count)
+        blocks = self.allocs.pop(dev.bdf, None)
+        if not blocks:
+            return
+        # free_irte() of each; an MSI-X vector's own entry (count 1) inlined: thousands of VFs
+        owners, lo_col, hi_col, counts, bitmap = self.owners, self._lo, self._hi, self.irte_counts, self._bitmap
+        saved, handlers, ncpus = self.saved, self.handlers, len(self.matrix.used)
+        flush = getattr(self.unit, "flush_iec", None)
+        for i, count in blocks:
+            if count != 1:
+                self.free_irte(i, count)
+                continue
+            own = owners.pop(i, None)
+            lo = lo_col[i]
+            if own is not None and lo & 1 and not lo >> 15 & 1 and lo >> 16 & 0xFF != MANAGED_IRQ_SHUTDOWN_VECTOR:
+                e = self[i]
+                for cpu in dest_cpus(e, self.x2apic):
+                    self.matrix.free(e.vector, cpu)
+            saved.pop(i, None)
+            handlers.pop(i, None)
+            if counts:
+                for cpu in range(ncpus):
+                    counts.pop((i, cpu), None)
+            lo_col[i] = hi_col[i] = 0                  # clear()
+            if flush is not None:
+                flush(i, 0)                            # (_flush_iec)
+            bitmap[i] = 0
+            if i < self._lowest_free:
+                self._lowest_free = i
 
     def indices(self, dev) -> list[int]:
         return [base + i for base, count in self.allocs.get(dev.bdf, []) for i in range(count)]
