@@ -24,3 +24,11 @@ def test_vf_routing_ids():
         ["0000:03:10.0", "0000:03:10.2", "0000:03:10.4", "0000:03:10.6"]
     # a sum past devfn 255 carries into the next bus
     assert str(Bdf.from_rid(0, pf.vf_rid(128, 2, 64))) == "0000:04:00.0"
+
+
+def test_hash_made_once_is_the_address_tuple_hash():
+    """A Bdf keeps its hash after the first: equal addresses hash equal, and the value is the
+    one the dataclass would compute (sets of addresses iterate in the same order as before)."""
+    a, b = Bdf(0, 1, 2, 3), Bdf.from_str("0000:01:02.3")
+    assert hash(a) == hash(b) == hash(a) == hash((0, 1, 2, 3))
+    assert {a: "x"}[b] == "x" and len({a, b, Bdf(0, 1, 2, 4)}) == 2

@@ -272,3 +272,18 @@ def test_alloc_msi_programs_each_entry_as_prepare_irte_and_free_gives_its_vector
     assert [set(u) for u in t.matrix.used] == used                      # parked ones held none
     assert not any(t[i].present for i in parked + taken + managed)
     assert not t.bitmap[parked + taken + managed].any()
+
+
+@given(st.lists(st.booleans(), min_size=0, max_size=40), u(1, 6), u(0, 40))
+def test_alloc_singles_are_alloc_irte_one_at_a_time(taken, n, lowest):
+    """_alloc_singles(n) (an MSI-X function's entries, taken at once when the lowest free
+    entries are free together) takes what n alloc_irte(1) would, holes and all, and leaves
+    the same bitmap and lowest-free hint."""
+    def table():
+        t = IrqRemapTable()
+        t._bitmap[:len(taken)] = bytes(taken)
+        t._lowest_free = min(lowest, len(taken), next((i for i, b in enumerate(taken) if not b), len(taken)))
+        return t
+    a, b = table(), table()
+    assert a._alloc_singles(n) == [b.alloc_irte(1) for _ in range(n)]
+    assert a._bitmap == b._bitmap and a._lowest_free == b._lowest_free

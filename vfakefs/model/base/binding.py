@@ -30,7 +30,10 @@ def match(drv: Driver, dev) -> bool:
         return False
     if drv.dynids and any(i.matches(dev) for i in drv.dynids):
         return True
+    device = dev.device
     for i in drv.id_table:
+        if i.device != device and i.device != ANY:
+            continue                    # (what matches() would refuse first: thousands of VFs try each driver)
         if i.override_only and override != drv.name:
             continue
         if i.matches(dev):

@@ -45,6 +45,9 @@ class Plan(NamedTuple):
     admin_first: bool = False      # nvme: one vector first, the rest once the controller is up
 
 
+_new_plan = tuple.__new__          # _new_plan(Plan, (kind, names, admin_first)): Plan(...) without its __new__'s frame
+
+
 def msix_size(dev) -> int:
     pos = dev.caps.get(C.CAP_MSIX)
     return (dev.config.r16(pos + 2) & PCI_MSIX_FLAGS_QSIZE) + 1 if pos is not None else 0
@@ -59,7 +62,9 @@ def _queue_pairs(dev, queues: int, table: int) -> tuple[str, ...]:
     table's size)."""
     n = min(queues + NON_Q_VECTORS, table)
     name = _ifname(dev)
-    return tuple(f"{name}-TxRx-{i}" for i in range(n - NON_Q_VECTORS)) + (name,)
+    names = [f"{name}-TxRx-{i}" for i in range(n - NON_Q_VECTORS)]    # (no generator: thousands of VFs)
+    names.append(name)
+    return tuple(names)
 
 
 def _caps(m, dev) -> tuple[int, bool, bool]:
@@ -68,12 +73,14 @@ def _caps(m, dev) -> tuple[int, bool, bool]:
 
 def ixgbe_plan(m, dev, drv) -> Plan | None:
     table = msix_size(dev)
-    return Plan("msix", _queue_pairs(dev, min(max(1, m.nr_cpus), IXGBE_MAX_FDIR_INDICES), table)) if table else None
+    return _new_plan(Plan, ("msix", _queue_pairs(dev, min(max(1, m.nr_cpus), IXGBE_MAX_FDIR_INDICES), table),
+                            False)) if table else None
 
 
 def ixgbevf_plan(m, dev, drv) -> Plan | None:
     table = msix_size(dev)
-    return Plan("msix", _queue_pairs(dev, min(max(1, m.nr_cpus), IXGBEVF_MAX_RSS_QUEUES), table)) if table else None
+    return _new_plan(Plan, ("msix", _queue_pairs(dev, min(max(1, m.nr_cpus), IXGBEVF_MAX_RSS_QUEUES), table),
+                            False)) if table else None
 
 
 def igb_plan(m, dev, drv) -> Plan | None:

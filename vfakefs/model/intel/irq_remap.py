@@ -181,6 +181,12 @@ class IrqRemapTable(PostedInterrupts):
     def _alloc_singles(self, n: int) -> list[int]:
         """alloc_irte(1) n times (MSI-X: an entry per vector), in one call."""
         bitmap, size, out = self._bitmap, self.size, []
+        i = bitmap.find(0, self._lowest_free, size)
+        if 0 <= i and i + n <= size and bitmap.count(0, i, i + n) == n:
+            # the lowest free entry and the n - 1 after it are free: they are the n taken
+            bitmap[i:i + n] = b"\x01" * n
+            self._lowest_free = i + n
+            return list(range(i, i + n))
         for _ in range(n):
             i = bitmap.find(0, self._lowest_free, size)
             if i < 0:
@@ -249,6 +255,11 @@ class IrqRemapTable(PostedInterrupts):
         owners, lo_col, hi_col, bdf, matrix = self.owners, self._lo, self._hi, dev.bdf, self.matrix
         parked = self._remapped_words(MANAGED_IRQ_SHUTDOWN_VECTOR, 0, svt, sq, sid)
         flush = getattr(self.unit, "flush_iec", None)
+        allocs = self.allocs.get(bdf)
+        if allocs is None:
+            allocs = self.allocs[bdf] = []
+        if kind == "msi":
+            allocs.append((indices[0], nvec))
         for n, index in enumerate(indices):
             managed = managed_from is not None and n >= managed_from
             owners[index] = _new_owner(Owner, ("msi", bdf, n, managed))     # Owner(...)
@@ -265,8 +276,8 @@ class IrqRemapTable(PostedInterrupts):
             lo_col[index], hi_col[index] = words       # modify_irte: one 128-bit store (write())
             if flush is not None:
                 flush(index, 0)                        # (_flush_iec)
-        allocs = self.allocs.setdefault(dev.bdf, [])
-        allocs.extend([(indices[0], nvec)] if kind == "msi" else [(i, 1) for i in indices])
+            if kind != "msi":
+                allocs.append((index, 1))
         return indices
 
     def request_irqs(self, dev) -> None:

@@ -16,6 +16,16 @@ class Bdf:
     # its name, made once: thousands of VFs' names are printed many times each (kernel log,
     # uevents, sysfs paths); not an address field (no init, compare, hash or repr)
     _name: str = field(default="", init=False, repr=False, compare=False, hash=False)
+    # its hash, made once: an address is a key of many dicts (by_bdf, the IRTE owners, the
+    # hw table), looked up several times for each VF added
+    _hash: int = field(default=0, init=False, repr=False, compare=False, hash=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash((self.domain, self.bus, self.dev, self.fn))     # the dataclass's own hash
+            object.__setattr__(self, "_hash", h)
+        return h
 
     @classmethod
     def from_str(cls, text: str) -> Bdf:
