@@ -198,26 +198,29 @@ class IrqRemapTable(PostedInterrupts):
 
     def free_irte(self, index: int, count: int = 1) -> None:
         span = 1 << (count - 1).bit_length()
-        owners, lo_col, counts, ncpus = self.owners, self._lo, self.irte_counts, len(self.matrix.used)
         for i in range(index, index + span):
-            own = owners.pop(i, None)
-            lo = lo_col[i]
-            # present, remapped (not posted) and holding a vector, not parked: it goes back
-            if own is not None and lo & 1 and not lo >> 15 & 1 and lo >> 16 & 0xFF != MANAGED_IRQ_SHUTDOWN_VECTOR:
-                e = self[i]
-                for cpu in dest_cpus(e, self.x2apic):
-                    self.matrix.free(e.vector, cpu)
-            self.saved.pop(i, None)
-            self.handlers.pop(i, None)
-            if counts:
-                for cpu in range(ncpus):
-                    counts.pop((i, cpu), None)
+            self._give_back(i)
         self.clear(index, span)
         if span == 1:
             self._bitmap[index] = 0
         else:
             self._bitmap[index:index + span] = bytes(span)
         self._lowest_free = min(self._lowest_free, index)
+
+    def _give_back(self, i: int) -> None:
+        """What an entry being freed holds besides its words: its owner, its CPU vector
+        (present, remapped (not posted) and holding one, not parked), saved state, counts."""
+        own = self.owners.pop(i, None)
+        lo = self._lo[i]
+        if own is not None and lo & 1 and not lo >> 15 & 1 and lo >> 16 & 0xFF != MANAGED_IRQ_SHUTDOWN_VECTOR:
+            e = self[i]
+            for cpu in dest_cpus(e, self.x2apic):
+                self.matrix.free(e.vector, cpu)
+        self.saved.pop(i, None)
+        self.handlers.pop(i, None)
+        if self.irte_counts:
+            for cpu in range(len(self.matrix.used)):
+                self.irte_counts.pop((i, cpu), None)
 
     def _remapped(self, vector: int, cpu: int, svt: int, sq: int, sid: int) -> Irte:
         """prepare_irte() + set_irte_sid(): edge, fixed, logical, redirection hint set."""
@@ -319,25 +322,14 @@ class IrqRemapTable(PostedInterrupts):
         blocks = self.allocs.pop(dev.bdf, None)
         if not blocks:
             return
-        # free_irte() of each; an MSI-X vector's own entry (count 1) inlined: thousands of VFs
-        owners, lo_col, hi_col, counts, bitmap = self.owners, self._lo, self._hi, self.irte_counts, self._bitmap
-        saved, handlers, ncpus = self.saved, self.handlers, len(self.matrix.used)
+        # free_irte() of each; an MSI-X vector's own entry (count 1) cleared inline: thousands of VFs
+        lo_col, hi_col, bitmap = self._lo, self._hi, self._bitmap
         flush = getattr(self.unit, "flush_iec", None)
         for i, count in blocks:
             if count != 1:
                 self.free_irte(i, count)
                 continue
-            own = owners.pop(i, None)
-            lo = lo_col[i]
-            if own is not None and lo & 1 and not lo >> 15 & 1 and lo >> 16 & 0xFF != MANAGED_IRQ_SHUTDOWN_VECTOR:
-                e = self[i]
-                for cpu in dest_cpus(e, self.x2apic):
-                    self.matrix.free(e.vector, cpu)
-            saved.pop(i, None)
-            handlers.pop(i, None)
-            if counts:
-                for cpu in range(ncpus):
-                    counts.pop((i, cpu), None)
+            self._give_back(i)
             lo_col[i] = hi_col[i] = 0                  # clear()
             if flush is not None:
                 flush(i, 0)                            # (_flush_iec)
