@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import operator
+import os
+import time
 from typing import Callable, Iterable
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -71,3 +73,18 @@ def write(path: str, script: str, figures: list[dict], **detail) -> None:
         json.dump({"script": script, "figures": figures, **detail}, f, indent=2, sort_keys=True,
                   default=str)
     print(f"\nJSON written to {path}")
+
+
+def wait_ready(mnt, timeout: float = 30.0) -> None:
+    """Until a vfakefs mount at mnt answers (its sys/bus/pci/devices stats): the scripts
+    that time a mount count from the command's start to here."""
+    probe = os.path.join(mnt, "sys", "bus", "pci", "devices")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.stat(probe)
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{probe} not ready {timeout:.0f} s after the mount returned: {e}") from e
+            time.sleep(0.001)

@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import wait_ready  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 1.5          # issue 13: ready within 1.5x the baseline
 BASELINE = "import trio, pyfuse3"
@@ -122,7 +125,6 @@ def mount(mnt: Path, topology: str, cpu: int, log: Path) -> tuple[float, float, 
     """(seconds to the command's return, seconds to the first stat of sys/bus/pci/devices,
     CPU seconds of the command and of its daemon until then)."""
     cmd = ["taskset", "-c", str(cpu), sys.executable, "-m", "vfakefs", "mount", "--topology", topology, str(mnt)]
-    probe = mnt / "sys" / "bus" / "pci" / "devices"
     # a file, not a pipe: the daemon inherits the command's stderr and keeps it open
     with open(log, "wb") as err:
         t0 = time.perf_counter()
@@ -130,15 +132,7 @@ def mount(mnt: Path, topology: str, cpu: int, log: Path) -> tuple[float, float, 
         returned = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"vfakefs mount exited {rc}: {log.read_text(errors='replace')[-2000:]}")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            os.stat(probe)
-            break
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{probe} not ready 30 s after the mount returned: {e}") from e
-            time.sleep(0.001)
+    wait_ready(mnt)
     ready = time.perf_counter() - t0
     return returned, ready, used + sum(_cpu_of(pid) for pid in _ours(mnt))
 

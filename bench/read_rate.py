@@ -66,7 +66,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import write as write_figures  # noqa: E402
+from figures import wait_ready, write as write_figures  # noqa: E402
 from report_figures import read_figures  # noqa: E402
 
 C_SOURCE = Path(__file__).resolve().parent / "cfuse_baseline.c"
@@ -213,16 +213,7 @@ class VfakefsMount:
             if rc != 0:
                 raise RuntimeError(f"vfakefs mount exited {rc}: "
                                    + (self.log_dir / "mount.err").read_text(errors="replace")[-2000:])
-            probe = self.mnt / "sys" / "bus" / "pci" / "devices"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    os.stat(probe)
-                    break
-                except OSError as e:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{probe} not ready 30 s after mount returned: {e}")
-                    time.sleep(0.001)
+            wait_ready(self.mnt)
             t_ready = time.perf_counter() - t0
         self.daemon_pids = sorted(set(self.daemon_pids) | set(pids_with_arg(str(self.mnt))))
         return t_returned, t_ready
