@@ -22,7 +22,7 @@ open(buffering=0)+read+close, 2026-12: a minimal pyfuse3 server 645k instruction
 742-771k, after 717-727k; in pyfuse3's request coroutines alone (what engine ticks
 do not touch) 111k, 166k and 144k. Those were stock pyfuse3's session loop (two
 scheduler passes per request); bench/request_cost.py automates the count per request,
-and with the loop of patches/ (3.5.0+vfakefs2) the minimal server's request went from
+and with the loop of patches/ (3.5.0+vfakefs2, before its burst reads) the minimal server's request went from
 130k to 62k instructions, vfakefs's from 146k to 71k.
 """
 from __future__ import annotations

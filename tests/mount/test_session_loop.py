@@ -101,3 +101,50 @@ def test_sigterm_ends_the_daemon_while_reads_wait(tmp_path):
         assert [p.returncode for p in ps] == [1] * 3
         assert all(err.rstrip().endswith("OSError: [Errno 107] Transport endpoint is not connected")
                    for _, err in outs), outs
+
+
+HAMMER = textwrap.dedent("""
+    import os, sys
+    n = 0
+    while True:
+        try:
+            fd = os.open(sys.argv[1], os.O_RDONLY)
+            os.read(fd, 4096)
+            os.close(fd)
+        except OSError:
+            break                                # the daemon went
+        n += 1
+        if n == 500:
+            print("going", flush=True)
+""")
+
+
+def test_other_tasks_run_under_a_steady_stream_of_requests(tmp_path):
+    # Two readers without pause on the daemon's CPU: each reply lets one run and send its
+    # next request before the daemon looks again, so the session loop reads request after
+    # request straight away (patches/: BURST_MAX). A woken /dev/kmsg read and SIGTERM are
+    # other trio tasks: they must still get their turn.
+    mnt = make_mountpoint(tmp_path)
+    cpu = min(os.sched_getaffinity(0))
+    with mounted("seed-vtd", mnt):
+        pid = daemon_pid(mnt)
+        os.sched_setaffinity(pid, {cpu})
+        waiter = blocked_readers(mnt / "dev/kmsg", 1)
+        hammers = [subprocess.Popen([sys.executable, "-c", HAMMER, str(mnt / VENDOR)],
+                                    stdout=subprocess.PIPE, text=True,
+                                    preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+                   for _ in range(2)]
+        try:
+            assert [h.stdout.readline() for h in hammers] == ["going\n"] * 2
+            assert sh(f"echo '<4>under load' > {mnt}/dev/kmsg").returncode == 0
+            out = waiter[0].communicate(timeout=30)[0]
+            assert out.split(";", 1)[1] == "under load\n"
+            assert all(h.poll() is None for h in hammers)
+            os.kill(pid, signal.SIGTERM)
+            wait_exit(pid)
+            assert not is_mounted(mnt)
+            assert [h.wait(timeout=30) for h in hammers] == [0, 0]
+        finally:
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
+            end(waiter + hammers)
