@@ -59,6 +59,7 @@ class InodeTable(Delivery):
         self.pages = None                              # a PageCache in cached mode (pagecache.py)
         self.deliver_lock = trio.Lock()
         self.delivering = False
+        self.untold: trio.Event | None = None          # set once an engine's change is told (deliver_soon)
         self.time_ns = time.time_ns()
 
     # --- tree walking ---------------------------------------------------------------

@@ -75,7 +75,10 @@ class Delivery:
 
     def deliver_soon(self) -> None:
         """Deliver queued invalidations from a task of their own, for changes no request
-        waits on (the engine's); a write delivers its own before it is answered."""
+        waits on (the engine's); a write delivers its own before it is answered. Until
+        they are told, opens wait (untold): whoever saw the change through a file (the
+        hotplug control) must not find the old entries in the kernel's cache next, as on
+        the kernel, where the files go with the change."""
         if self.delivering:
             return
         try:
@@ -83,14 +86,20 @@ class Delivery:
         except RuntimeError:
             return   # no trio loop (a view test): nothing to deliver to
         self.delivering = True
+        self.untold = trio.Event()   # set by this task (deliver() waits for any before it)
         trio.lowlevel.spawn_system_task(self._deliver_task)
 
     async def _deliver_task(self) -> None:
         self.delivering = False
+        told = self.untold
         try:
             await self.deliver()
         except Exception:   # a system task's exception would end the whole trio run
             log.exception("delivering invalidations")
+        finally:
+            if self.untold is told:
+                self.untold = None
+            told.set()
 
     async def deliver(self) -> None:
         """Tell the kernel every invalidation queued so far, and return once it has taken

@@ -17,7 +17,7 @@ import trio
 
 from vfakefs.fuse.errmap import errno_of, kernel_errors
 from vfakefs.fuse.inodes import InodeTable
-from vfakefs.fuse.pagecache import PageCache, cacheable, current
+from vfakefs.fuse.pagecache import PageCache, cacheable, cacheable_attr, current
 from vfakefs.fuse.signals import signalled
 from vfakefs.fuse.stepping import Stepping
 from vfakefs.sysfs.nodes import Attr, Bound, CharDev, Dir, Link, store
@@ -88,6 +88,18 @@ class OpenFile:
     pid: int = 0                   # who opened it (a blocked read checks it was not killed)
     state: dict | None = None      # per-open state of per_open attributes
     plain: bool = False            # a text attribute, not per_open: read() serves content
+
+
+def shown(decl, obj, state: dict | None = None) -> tuple[bytes | None, int]:
+    """A text attribute's show() at open, as kernfs keeps it for the reads: the content,
+    or None and the errno they report (EIO without a show, as dev_attr_show)."""
+    show = decl.show
+    if show is None:
+        return None, errno.EIO
+    try:
+        return (show(obj) if state is None else show(obj, state)).encode("latin-1"), 0
+    except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
+        return None, errno_of(e)
 
 
 # what files[fh] holds for a text attribute opened through the page cache (cached mode): its
@@ -197,6 +209,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             await self.catch_up()
         if self.batches:
             self.publish_steps()
+        while self.untold is not None:
+            await self.untold.wait()   # an engine's change: the kernel drops what it cached first
         node = self.nodes.get(inode)
         if node is None:
             node = self.node(inode)
@@ -206,21 +220,11 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             # does for it, in fewer steps (every cat and every lspci read comes here)
             if not (self.mode_of(inode, node) if self.overrides else decl.mode) & 0o444:
                 raise pyfuse3.FUSEError(errno.EACCES)
-            content, error = None, 0
-            show = decl.show
-            if show is None:
-                error = errno.EIO   # dev_attr_show without a show
-            else:
-                try:   # reshow(), inline
-                    content = show(node.obj).encode("latin-1")
-                except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
-                    error = errno_of(e)
+            content, error = shown(decl, node.obj)
             fh = self.next_fh
             self.next_fh = fh + 1
             pages = self.pages
-            # (pagecache.cacheable() of an Attr with a show, inline)
-            if (pages is not None and content is not None and decl.store is None and not decl.volatile
-                    and not callable(decl.size) and decl.size > 0 and pages.open(fh, inode, content)):
+            if pages is not None and content is not None and cacheable_attr(decl) and pages.open(fh, inode, content):
                 self.files[fh] = PAGED   # its READs fill the page cache: read() serves what the kernel was told
                 return pyfuse3.FileInfo(fh, False, True)   # (fh, direct_io, keep_cache): no keywords to parse
             self.files[fh] = OpenFile(node, content, error, ctx.uid == 0, False, None, ctx.pid, None, True)
@@ -344,16 +348,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EINTR)
 
     def reshow(self, of: OpenFile) -> None:
-        of.content, of.error = None, 0
-        node = of.node
-        show = node.decl.show
-        if show is None:
-            of.error = errno.EIO   # dev_attr_show without a show
-            return
-        try:   # the errno of what show() raises (errmap), for the reads to report
-            of.content = (show(node.obj) if of.state is None else show(node.obj, of.state)).encode("latin-1")
-        except Exception as e:   # noqa: BLE001 - errno_of logs a bug, answers EIO
-            of.error = errno_of(e)
+        of.content, of.error = shown(of.node.decl, of.node.obj, of.state)
 
     async def write(self, fh, off, buf):
         self.requests["write"] += 1

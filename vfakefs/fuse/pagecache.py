@@ -60,8 +60,13 @@ def cacheable(node) -> bool:
     d = node.decl
     if type(d) is BinAttr:
         return d.cacheable
-    return (type(d) is Attr and d.show is not None and d.store is None and not d.volatile
-            and not callable(d.size) and d.size > 0)
+    return type(d) is Attr and cacheable_attr(d)
+
+
+def cacheable_attr(d: Attr) -> bool:
+    """A text attribute the page cache may keep: shown, never stored, not volatile, and of
+    a fixed size limit (ops.open's short path asks this of the Attrs it opens)."""
+    return d.show is not None and d.store is None and not d.volatile and not callable(d.size) and d.size > 0
 
 
 def current(node: Bound) -> bytes | None:
