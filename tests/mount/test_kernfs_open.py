@@ -9,8 +9,13 @@ just removed, and attributes whose mode root changed with chmod.
   dev_attr_store), which answer -EIO for a half the attribute lacks. So after root's
   chmod u+w of a read-only attribute the open succeeds and the write is EIO; after
   chmod u+r of a write-only one the read is EIO. Nothing changes.
+- A file still open when its device goes: kernfs_get_active() fails on the removed
+  node, so each read and write of the open fd is ENODEV (never the value it had), while
+  fstat still answers what the file was.
 """
 from __future__ import annotations
+
+import pytest
 
 from tests.conftest import run, sh
 
@@ -52,3 +57,20 @@ def test_chmod_readable_write_only_attr_opens_and_the_read_is_eio(mount_preset):
     r = run(["cat", f"{NVME}/rescan"], cwd=m.path)
     assert r.returncode == 1 and "Input/output error" in r.stderr, r.stderr
     assert run(["cat", f"{NVME}/vendor"], cwd=m.path).stdout == "0x144d\n"
+
+
+@pytest.mark.parametrize("mode", [(), ("--cache",)], ids=["strict", "cached"])
+def test_reads_and_writes_of_a_removed_file_still_open_are_enodev(mount_preset, mode):
+    m = mount_preset("seed-vtd", *mode)
+    assert sh(f"echo 2 > {X540}/sriov_numvfs", cwd=m.path).returncode == 0
+    vf = "sys/bus/pci/devices/0000:03:10.0"
+    r = sh(f"exec 3<{vf}/vendor 4<{vf}/config 5>{vf}/driver_override; "
+           f"od -An -tx1 -N2 <&4; echo 0 > {X540}/sriov_numvfs; "
+           "stat -L -c '%a' /proc/self/fd/3; "
+           "cat <&3; od -An -N2 <&4; echo vfio-pci >&5; cat /proc/self/fd/3", cwd=m.path)
+    assert r.stdout.split() == ["ff", "ff", "444"], r.stdout   # (a VF's vendor ID reads 0xffff)
+    assert r.stderr.splitlines() == [
+        "cat: -: No such device", "od: 'standard input': No such device",
+        "bash: line 1: echo: write error: No such device", "cat: /proc/self/fd/3: No such device"], r.stderr
+    assert run(["cat", f"{X540}/sriov_numvfs"], cwd=m.path).stdout == "0\n"
+    assert not (m.path / vf).exists()

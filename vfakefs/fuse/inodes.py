@@ -47,6 +47,8 @@ class InodeTable(Delivery):
         self.attr_cache: dict[int, pyfuse3.EntryAttributes] = {}
         self.rows_cache: dict[int, list] = {}
         self.overrides: dict[int, dict] = {}   # chmod/chown by root, kept per inode like kernfs iattrs
+        self.orphans: dict[int, pyfuse3.EntryAttributes] = {}   # removed files still open (_orphan)
+        self.files: dict = {}                   # fh -> OpenFile (SysfsOps)
         # listings a change dropped that are mended for the names it named when next asked
         # for (Dir.entry), instead of made again whole: dir ino -> (listing, names, entry)
         self.mending: dict[int, tuple[dict, set, object]] = {}
@@ -402,6 +404,7 @@ class InodeTable(Delivery):
             if below:
                 prefix = path + "/"
                 stack += [prefix + name for name in below]
+        self._orphan(gone)
         # each cache by inode, in one pass of C over the removed (no bytecode per inode and cache)
         for cache in (self.paths, self.nodes, self.attr_cache, self.listings, self.rows_cache,
                       self.overrides, self.mending):
@@ -409,6 +412,24 @@ class InodeTable(Delivery):
                 _drain(map(cache.pop, gone, _NONES))
         if self.pages is not None:
             self.pages.forget(gone)
+            if self.pages.open_fh:
+                # files open there keep their inode in the kernel, and its pages: they go, so
+                # that the next read asks (and fails, as a removed kernfs file's does)
+                self.pending_pages.update(set(gone).intersection(self.pages.open_fh.values()))
+
+    def _orphan(self, gone: list[int]) -> None:
+        """Removed files that are still open: fstat on them goes on answering what they were
+        (kernfs keeps the node's attributes), until the kernel forgets the inode."""
+        held = {of.ino for of in self.files.values()}
+        if self.pages is not None:
+            held.update(self.pages.open_fh.values())
+        for ino in held.intersection(gone):
+            a = self.attr_cache.get(ino)
+            node = self.nodes.get(ino)
+            if a is None and node is not None:
+                a = self._attrs(ino, node)
+            if a is not None:
+                self.orphans[ino] = a
 
 def _same(old, new) -> bool:
     """Whether the kernel's cached entry still stands: a directory stays the same

@@ -88,6 +88,7 @@ class OpenFile:
     pid: int = 0                   # who opened it (a blocked read checks it was not killed)
     state: dict | None = None      # per-open state of per_open attributes
     plain: bool = False            # a text attribute, not per_open: read() serves content
+    ino: int | None = None         # where it was opened: once that is gone, reads and writes fail
 
 
 def shown(decl, obj, state: dict | None = None) -> tuple[bytes | None, int]:
@@ -116,7 +117,6 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         InodeTable.__init__(self, root, generation, dirty)
         if cache:
             self.pages = PageCache(self.node, self.invalidate_pages)   # `vfakefs mount --cache` (pagecache.py)
-        self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.waiters = 0
         self.holding: set = set()   # the trio.Events of the writes a held store keeps (wait_held)
@@ -148,6 +148,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             a = self.attr_cache.get(inode)   # attrs()'s hit, without its calls
             if a is not None:
                 return a
+        if self.orphans and inode in self.orphans:
+            return self.orphans[inode]   # fstat of a removed file still open: what it was
         return self.attrs(inode, self.node(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -178,6 +180,9 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
 
     async def forget(self, inode_list):
         self.requests["forget"] += 1   # inode numbers stay bound to their paths for the mount's life
+        if self.orphans:
+            for ino, _ in inode_list:
+                self.orphans.pop(ino, None)
 
     # --- directories --------------------------------------------------------------------
     async def opendir(self, inode, ctx):
@@ -213,6 +218,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             await self.untold.wait()   # an engine's change: the kernel drops what it cached first
         node = self.nodes.get(inode)
         if node is None:
+            if inode in self.orphans:
+                raise pyfuse3.FUSEError(errno.ENODEV)   # reopened through /proc/PID/fd: removed
             node = self.node(inode)
         decl = node.decl if type(node) is Bound else None
         if type(decl) is Attr and not flags & _O_ACC and not decl.per_open:
@@ -227,7 +234,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             if pages is not None and content is not None and cacheable_attr(decl) and pages.open(fh, inode, content):
                 self.files[fh] = PAGED   # its READs fill the page cache: read() serves what the kernel was told
                 return pyfuse3.FileInfo(fh, False, True)   # (fh, direct_io, keep_cache): no keywords to parse
-            self.files[fh] = OpenFile(node, content, error, ctx.uid == 0, False, None, ctx.pid, None, True)
+            self.files[fh] = OpenFile(node, content, error, ctx.uid == 0, False, None, ctx.pid, None, True, inode)
             return pyfuse3.FileInfo(fh, True, False)
         if not isinstance(node, Bound):
             raise pyfuse3.FUSEError(errno.EACCES if isinstance(node, CharDev) else errno.EISDIR)
@@ -246,7 +253,7 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
             can_read = can_write = True
         if (want_read and not (mode & 0o444 and can_read)) or (want_write and not (mode & 0o222 and can_write)):
             raise pyfuse3.FUSEError(errno.EACCES)
-        of = OpenFile(node, privileged=ctx.uid == 0, pid=ctx.pid)
+        of = OpenFile(node, privileged=ctx.uid == 0, pid=ctx.pid, ino=inode)
         if node.stream:
             with kernel_errors():
                 of.stream = node.decl.open(node.obj, bool(flags & os.O_NONBLOCK))
@@ -281,6 +288,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     async def read(self, fh, off, size):
         self.requests["read"] += 1
         of = self.files[fh]
+        if of.ino is not None and of.ino not in self.paths:
+            raise pyfuse3.FUSEError(errno.ENODEV)   # removed, as kernfs_get_active() fails on a removed node
         if of.plain:
             if off == 0 and of.used:
                 # a read from offset 0 starts over and calls show() again, as seq_read_iter
@@ -297,7 +306,10 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
         if of is PAGED:
             # what the kernel was told is gone (the value fails now, or the file went away):
             # this fd reads the value now, as a direct_io open would
-            of = self.files[fh] = OpenFile(self.node(self.pages.open_fh[fh]), used=True, plain=True)
+            ino = self.pages.open_fh[fh]
+            if ino not in self.paths:
+                raise pyfuse3.FUSEError(errno.ENODEV)
+            of = self.files[fh] = OpenFile(self.node(ino), used=True, plain=True, ino=ino)
             self.reshow(of)
             if of.error:
                 raise pyfuse3.FUSEError(of.error)
@@ -353,6 +365,8 @@ class SysfsOps(InodeTable, Stepping, pyfuse3.Operations):
     async def write(self, fh, off, buf):
         self.requests["write"] += 1
         of = self.files[fh]
+        if of.ino is not None and of.ino not in self.paths:
+            raise pyfuse3.FUSEError(errno.ENODEV)   # removed (kernfs_fop_write_iter)
         if not buf:
             return 0  # a zero-length write never reaches store()
         if of.stream is not None:
