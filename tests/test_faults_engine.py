@@ -13,7 +13,8 @@ import trio
 import trio.testing
 
 from vfakefs import engine
-from vfakefs.fuse.ops import OpenFile, SysfsOps
+from vfakefs.fuse.files import OpenFile
+from vfakefs.fuse.ops import SysfsOps
 from vfakefs.model import fault_control, topology
 from vfakefs.model.host import Host
 from vfakefs.sysfs import iov

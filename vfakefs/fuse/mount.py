@@ -7,7 +7,8 @@ import signal
 import pyfuse3
 import trio
 
-from vfakefs.fuse.ops import MAX_TASKS, SysfsOps
+from vfakefs.fuse.files import MAX_TASKS
+from vfakefs.fuse.ops import SysfsOps
 from vfakefs.fuse.state import top_mount
 
 MOUNT_OPTIONS = {"fsname=vfakefs", "subtype=vfakefs", "allow_other", "default_permissions", "nodev", "nosuid"}
