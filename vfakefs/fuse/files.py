@@ -28,9 +28,10 @@ _O_ACC = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 # every other request (the write that brings the record among them). A worker costs a
 # trio task and a request buffer that stays unused virtual memory. The cap costs nothing
 # per request: the pyfuse3 the Makefile builds (patches/) wakes or starts another worker
-# only when a handler suspends, so a sequential reader is served by one, at one trio
-# scheduler pass per request (stock pyfuse3: two workers handing a lock over, two passes;
-# bench/request_cost.py counts both). tests/mount/test_session_loop.py pins the guarantee.
+# only when a handler suspends, so a sequential reader is served by one, mostly reading
+# request after request without a trio scheduler pass (stock pyfuse3: two workers handing a
+# lock over, two passes; bench/request_cost.py counts both). tests/mount/test_session_loop.py
+# pins the guarantee.
 RESERVE = 64
 MAX_WAITERS = 1 << 14
 MAX_TASKS = MAX_WAITERS + RESERVE
