@@ -15,13 +15,13 @@ deps:
 	fi
 
 # pyfuse3 3.5.0 built from its sdist (hash-pinned in patches/pyfuse3.txt) with
-# patches/pyfuse3-3.5.0-vfakefs.patch, as 3.5.0+vfakefs4 (bump it when the patch changes):
+# patches/pyfuse3-3.5.0-vfakefs.patch, as 3.5.0+vfakefs5 (bump it when the patch changes):
 # the kernel then caches symlink targets and directory listings for vfakefs, and a request
 # costs one trio scheduler pass, not two (the patch's header says how). pyproject.toml
 # asks for pyfuse3==3.5.0, which the local version satisfies, so the editable install keeps
 # it; vfakefs also runs on stock pyfuse3, without those caches.
 PYFUSE3 := pyfuse3-3.5.0
-PYFUSE3_VERSION := 3.5.0+vfakefs4
+PYFUSE3_VERSION := 3.5.0+vfakefs5
 PYFUSE3_SRC := $(VENV)/src
 
 $(VENV)/.installed: pyproject.toml patches/$(PYFUSE3)-vfakefs.patch patches/pyfuse3.txt patches/pyfuse3-build.txt | deps

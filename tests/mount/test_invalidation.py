@@ -215,3 +215,27 @@ def test_a_rescanned_device_is_there_for_the_next_open(mount_preset):
         echo $f""", timeout=300)
     assert r.stdout == "0\n", r.stderr[:2000]
     assert m.read(dev / "vendor") == "0x144d\n"
+
+
+def test_walked_vfs_enabled_again_unbound_are_looked_up_afresh(mount_preset):
+    """A disable marks the entries the kernel cached stale (FUSE_EXPIRE_ONLY) rather than
+    dropping them and the inodes below, so the kernel forgets nothing during the write.
+    The next walk through the same paths asks again: VFs enabled anew with autoprobe off
+    have no driver and no net/, though their old links and directories were cached."""
+    from tests.conftest import sh as run_sh
+    from vfakefs.client import Controls
+    m = mount_preset("seed-vtd")
+    c = Controls(m.path)
+    pf = m.devdir("0000:03:00.0")
+    walk = "; ".join(f"readlink {pf}/virtfn{i}/driver; cat {pf}/virtfn{i}/vendor {pf}/virtfn{i}/device; "
+                     f"ls {pf}/virtfn{i}/net {pf}/virtfn{i}/" for i in range(4))
+    r = run_sh(f"echo 4 > {pf}/sriov_numvfs; {walk}")
+    assert r.returncode == 0 and r.stdout.count("ixgbevf") == 4, r.stderr
+    before = c.requests()["forget"]
+    run_sh(f"echo 0 > {pf}/sriov_numvfs")
+    assert c.requests()["forget"] == before
+    r = run_sh(f"echo 0 > {pf}/sriov_drivers_autoprobe; echo 4 > {pf}/sriov_numvfs; {walk}")
+    listed = r.stdout.split()
+    assert r.stdout.count("0x8086\n0x1515\n") == 4 and "ixgbevf" not in r.stdout, r.stdout
+    assert "reset_method" in listed and "driver" not in listed and "net" not in listed, r.stdout
+    assert r.stderr.count("No such file or directory") == 4, r.stderr   # net/, each VF (readlink is silent)
