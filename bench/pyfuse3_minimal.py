@@ -12,7 +12,7 @@ with pyfuse3: whatever vfakefs costs beyond it is vfakefs's own code.
 --keep-cache: the twin of cached mode (`vfakefs mount --cache`): st_size is the content's
 length and the file is opened keep_cache, so a read of it costs OPEN and RELEASE.
 
---max-tasks is pyfuse3.main's cap on worker tasks (vfakefs runs with ops.MAX_TASKS):
+--max-tasks is pyfuse3.main's cap on worker tasks (vfakefs runs with files.MAX_TASKS):
 read_rate.py --pyfuse3-tasks measures whether the cap costs anything per request.
 SIGTERM or SIGINT unmounts and exits.
 """

@@ -290,7 +290,7 @@ class PyfuseBaseline(CBaseline):
 
     def start(self) -> None:
         sys.path.insert(0, str(REPO))
-        from vfakefs.fuse.ops import MAX_TASKS
+        from vfakefs.fuse.files import MAX_TASKS
         self.mnt = self.dir / "pymnt"
         self.mnt.mkdir()
         self.proc = subprocess.Popen(["taskset", "-c", str(self.cpu), sys.executable,

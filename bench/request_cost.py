@@ -44,7 +44,7 @@ PER_READ = {"minimal": 4, "minimal-cache": 2}   # GETATTR OPEN READ RELEASE; OPE
 def daemon_cmd(python: str, server: str, mnt: Path) -> tuple[list[str], Path]:
     """The foreground daemon's command line and the file a read reads."""
     if server.startswith("minimal"):
-        from vfakefs.fuse.ops import MAX_TASKS
+        from vfakefs.fuse.files import MAX_TASKS
         cache = ["--keep-cache"] if server.endswith("cache") else []
         return ([python, str(REPO / "bench" / "pyfuse3_minimal.py"), str(mnt),
                  "--max-tasks", str(MAX_TASKS), *cache], mnt / "vendor")

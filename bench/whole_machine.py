@@ -22,10 +22,18 @@ the same run:
  3. The baseline: a tmpfs copy of the same tree (sys/devices and sys/bus, made with
     bench/read_rate.py's copy_tree, from the first mount after its walks), the same
     commands over it; lspci's output over the copy is compared with the mount's.
+ 4. The floor: bench/pyfuse3_tree.py, a minimal pyfuse3 + trio server that reads the
+    copy into dicts at start and answers every request with a dict lookup (strict
+    twin: st_size 4096, direct_io; cached twin, --keep-cache: the content's length,
+    keep_cache; the kernel caches vfakefs asks for), mounted over the copy for each
+    mode and command as vfakefs is (pinned, a fresh mount per command), the same
+    walks, and its request counts (it serves them at the control's path). Its lspci
+    output is compared with the copy's too; vfakefs / minimal is what vfakefs's own
+    code costs.
 
 Every mount is undone in `finally`. Run as root (tmpfs and FUSE mounts):
 
-    taskset -c 0 .venv/bin/python bench/whole_machine.py [--pfs 8] [--vfs-per-pf 256] [--json FILE]
+    taskset -c 0 .venv/bin/python bench/whole_machine.py [--pfs 8] [--vfs-per-pf 256] [--no-minimal] [--json FILE]
 """
 from __future__ import annotations
 
@@ -42,12 +50,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import figure, write as write_figures  # noqa: E402
-from read_rate import cleanup_workdir, copy_tree, mount_has_option, umount_tmpfs, warn  # noqa: E402
+from read_rate import (cleanup_workdir, copy_tree, end_processes, mount_has_option, mounted_at,  # noqa: E402
+                       umount_tmpfs, warn)
 from sriov_scale import (Mount, _raise_interrupt, numvfs_path, report_failure, scale_topology,  # noqa: E402
                          sriov_pfs, write_attr)
 
 REPO = Path(__file__).resolve().parent.parent
 PCI_IDS = REPO / "tests" / "reference" / "pci.ids"
+MINIMAL = Path(__file__).resolve().parent / "pyfuse3_tree.py"
+MINIMAL_WHAT = "minimal pyfuse3 over the same tree"
 REQUESTS = "sys/kernel/debug/vfakefs/requests"
 REQUESTS_PATH = [REQUESTS]      # --requests
 
@@ -146,6 +157,45 @@ def mounted_walks(a, work: Path, topo: Path, pfs: list[str], mode: str, cmd: str
     return res
 
 
+def minimal_walks(a, work: Path, tree: Path, pfs: list[str], mode: str, cmd: str, n_functions: int) -> dict:
+    """bench/pyfuse3_tree.py over the copy, a fresh mount, the command --walks times."""
+    from vfakefs.fuse.files import MAX_TASKS
+    mnt, log = work / f"min-{mode}-{cmd}", work / f"min-{mode}-{cmd}.log"
+    mnt.mkdir()
+    argv = ["taskset", "-c", str(a.cpu), sys.executable, str(MINIMAL), str(tree), str(mnt), "--max-tasks",
+            str(MAX_TASKS), "--requests", REQUESTS_PATH[0], *(["--keep-cache"] if mode == "cached" else [])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    res: dict = {}
+    try:
+        t0, deadline = time.perf_counter(), time.monotonic() + 120
+        while not mounted_at(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("pyfuse3_tree.py did not mount: " + log.read_text(errors="replace")[-2000:])
+            time.sleep(0.01)
+        res["mount_s"] = time.perf_counter() - t0   # reading the whole copy first
+        # as mounted_walks: the paths its enabling walked (the PFs' links), then this listing
+        for pf in pfs:
+            os.stat(numvfs_path(mnt, pf))
+        listed = len(os.listdir(mnt / "sys/bus/pci/devices"))
+        if listed != n_functions:
+            raise RuntimeError(f"{listed} functions listed by the minimal server, {n_functions} expected")
+        counted = read_requests(mnt) is not None
+        res["walks"] = [walk(mnt, cmd, work / f"out-min-{mode}-{cmd}-{i}", counted) for i in range(a.walks)]
+    finally:
+        proc.send_signal(signal.SIGTERM)   # it unmounts, then exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            end_processes([proc.pid])
+        if mounted_at(mnt):
+            warn(f"pyfuse3_tree.py left {mnt} mounted; fusermount3 -u -z")
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], timeout=30)
+        if not mounted_at(mnt):
+            mnt.rmdir()
+    return res
+
+
 def run(a, work: Path, rep: dict) -> None:
     from vfakefs.model import topology
     topo = work / "whole-machine.toml"
@@ -177,6 +227,14 @@ def run(a, work: Path, rep: dict) -> None:
                     copy_to = None
                 if any("requests" in w for w in r["walks"]):
                     rep["requests_control"] = REQUESTS_PATH[0]
+        if not a.no_baseline and not a.no_minimal:
+            try:
+                for mode in modes:
+                    for cmd in a.commands:
+                        rep.setdefault("minimal", {}).setdefault(mode, {})[cmd] = minimal_walks(
+                            a, work, tmp, pfs, mode, cmd, n_functions)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                rep["minimal_failed"] = f"{mode} {cmd}: {exc!r}"   # vfakefs's figures stand without it
         if not a.no_baseline:
             rep["tmpfs"] = {cmd: [walk(tmp, cmd, work / f"out-tmpfs-{cmd}-{i}", False) for i in range(a.walks)]
                             for cmd in a.commands}
@@ -185,6 +243,10 @@ def run(a, work: Path, rep: dict) -> None:
                 rep["lspci_same_output"] = {f"{mode} walk {i + 1}":
                                             (work / f"out-{mode}-lspci-{i}").read_bytes() == copy
                                             for mode in modes for i in range(a.walks)}
+                if "minimal" in rep and "minimal_failed" not in rep:
+                    rep["lspci_same_output_minimal"] = {
+                        f"{mode} walk {i + 1}": (work / f"out-min-{mode}-lspci-{i}").read_bytes() == copy
+                        for mode in modes for i in range(a.walks)}
     finally:
         umount_tmpfs(tmp)
 
@@ -208,23 +270,38 @@ def whole_figures(a, rep: dict) -> list[dict]:
     figs = []
     n = rep["functions"]
     issue = a.pfs == 8 and a.vfs_per_pf == 256
-    base = rep.get("tmpfs", {})
+    base, floor = rep.get("tmpfs", {}), rep.get("minimal", {})
+    on_tmpfs = "tmpfs copy, same command"
+    on_floor = "minimal pyfuse3, same tree and command"
     for mode, cmds in rep.get("mounts", {}).items():
         for cmd, r in cmds.items():
             what, ws, tw = COMMANDS[cmd][0], r["walks"], base.get(cmd)
+            mw = floor.get(mode, {}).get(cmd, {}).get("walks")
             limit = TARGETS_S.get((cmd, mode)) if issue else None
             figs.append(figure(f"{what}, {n:,} functions, {mode}, first walk", ws[0]["s"], "s",
-                               baseline=tw[0]["s"] if tw else None, baseline_what="tmpfs copy, same command" if tw else None,
+                               baseline=tw[0]["s"] if tw else None, baseline_what=on_tmpfs if tw else None,
                                target=("value", "<", limit) if limit else None))
             if len(ws) > 1:
                 figs.append(figure(f"{what}, {n:,} functions, {mode}, second walk", second(ws), "s",
-                                   baseline=second(tw) if tw else None,
-                                   baseline_what="tmpfs copy, same command" if tw else None))
+                                   baseline=second(tw) if tw else None, baseline_what=on_tmpfs if tw else None))
+            # the floor: its time beside tmpfs's, and vfakefs's beside it (the ratio is vfakefs's own code)
+            for walk_name, pick in (("first", lambda w: w[0]["s"]), ("second", second)):
+                if not mw or (walk_name == "second" and len(ws) < 2):
+                    continue
+                figs.append(figure(f"{what}, {n:,} functions, {mode}, {walk_name} walk: {MINIMAL_WHAT}", pick(mw),
+                                   "s", baseline=pick(tw) if tw else None, baseline_what=on_tmpfs if tw else None))
+                figs.append(figure(f"{what}, {n:,} functions, {mode}, {walk_name} walk: vfakefs against "
+                                   "minimal pyfuse3", pick(ws), "s", baseline=pick(mw), baseline_what=on_floor))
             for i, w in enumerate(ws[:2]):
                 v = per_function(w, n)
                 if v is not None:
                     figs.append(figure(f"{what}, {mode}, {('first', 'second')[i]} walk: FUSE requests per function",
                                        v, "req"))
+            for i, w in enumerate((mw or [])[:2]):
+                v = per_function(w, n)
+                if v is not None:
+                    figs.append(figure(f"{what}, {mode}, {('first', 'second')[i]} walk: FUSE requests per function, "
+                                       f"{MINIMAL_WHAT}", v, "req"))
     return figs
 
 
@@ -243,33 +320,47 @@ def print_report(a, rep: dict) -> None:
         print(f"tmpfs copy (sys/devices, sys/bus): {c['files']:,} files, {c['links']:,} links, {c['dirs']:,} dirs, "
               f"{c['errors']} unreadable, {c['write_only_skipped']} write-only skipped, in {c['seconds']:.1f} s")
     print(f"requests control: {rep['requests_control'] or 'absent (no request counts)'}")
+    if rep.get("minimal_failed"):
+        print(f"minimal pyfuse3 server (bench/pyfuse3_tree.py) FAILED at {rep['minimal_failed']}")
     head = (f"{'command':<34}{'mode':<8}{'first':>9}{'second':>9}{'tmpfs 1st':>11}{'tmpfs 2nd':>11}"
             f"{'1st/tmpfs':>10}{'req/fn 1st':>11}{'2nd':>7}  rc, lines")
     print("\n" + head)
     print("-" * len(head))
-    base = rep.get("tmpfs", {})
+    base, floor = rep.get("tmpfs", {}), rep.get("minimal", {})
     for mode, cmds in rep.get("mounts", {}).items():
         for cmd, r in cmds.items():
-            ws, tw = r["walks"], base.get(cmd)
-            ratio = ws[0]["s"] / tw[0]["s"] if tw else None
-            rq = [per_function(w, n) for w in ws[:2]] + [None]
-            print(f"{COMMANDS[cmd][0]:<34}{mode:<8}{fmt(ws[0]['s']):>9}{fmt(second(ws)):>9}"
-                  f"{fmt(tw[0]['s'] if tw else None):>11}{fmt(second(tw) if tw else None):>11}"
-                  + (f"{ratio:>10.1f}" if ratio else f"{'-':>10}")
-                  + "".join(f"{v:>{w}.1f}" if v is not None else f"{'-':>{w}}" for v, w in zip(rq, (11, 7)))
-                  + f"  {ws[0]['rc']}, {ws[0]['stdout_lines']:,}")
-            for w in ws[:1]:
-                if w["stderr_lines"]:
-                    print(f"    stderr ({w['stderr_lines']} lines): {' | '.join(w['stderr_head'])}")
-            if "requests" in ws[0]:
-                print("    first walk's requests: " + (", ".join(f"{k} {v:,}" for k, v in ws[0]["requests"].items())
-                                                      or "none counted"))
+            tw, m = base.get(cmd), floor.get(mode, {}).get(cmd)
+            print_row(COMMANDS[cmd][0], mode, r["walks"], tw, n)
             print(f"    mount {fmt(r['mount_s'])}, enabling {fmt(sum(r['enable_s']))}")
-    same = rep.get("lspci_same_output", {})
-    if same:
-        print("\nlspci -nn over the mount, every walk, against over the tmpfs copy: "
-              + ("the same output" if all(same.values()) else
-                 "DIFFERENT output in " + ", ".join(k for k, v in same.items() if not v)))
+            if m:
+                print_row("  minimal pyfuse3, same tree", mode, m["walks"], tw, n)
+                ws, mw = r["walks"], m["walks"]
+                print(f"    mount (reading the copy) {fmt(m['mount_s'])}; vfakefs / minimal: "
+                      f"first walk {ws[0]['s'] / mw[0]['s']:.2f}"
+                      + (f", second {second(ws) / second(mw):.2f}" if len(ws) > 1 else ""))
+    for key, what in (("lspci_same_output", "the mount"), ("lspci_same_output_minimal", "the minimal pyfuse3 server")):
+        same = rep.get(key, {})
+        if same:
+            print(f"\nlspci -nn over {what}, every walk, against over the tmpfs copy: "
+                  + ("the same output" if all(same.values()) else
+                     "DIFFERENT output in " + ", ".join(k for k, v in same.items() if not v)))
+
+
+def print_row(label: str, mode: str, ws: list[dict], tw: list[dict] | None, n: int) -> None:
+    """One server's walks of one command: its times beside tmpfs's, its requests per function."""
+    ratio = ws[0]["s"] / tw[0]["s"] if tw else None
+    rq = [per_function(w, n) for w in ws[:2]] + [None]
+    print(f"{label:<34}{mode:<8}{fmt(ws[0]['s']):>9}{fmt(second(ws)):>9}"
+          f"{fmt(tw[0]['s'] if tw else None):>11}{fmt(second(tw) if tw else None):>11}"
+          + (f"{ratio:>10.1f}" if ratio else f"{'-':>10}")
+          + "".join(f"{v:>{w}.1f}" if v is not None else f"{'-':>{w}}" for v, w in zip(rq, (11, 7)))
+          + f"  {ws[0]['rc']}, {ws[0]['stdout_lines']:,}")
+    for w in ws[:1]:
+        if w["stderr_lines"]:
+            print(f"    stderr ({w['stderr_lines']} lines): {' | '.join(w['stderr_head'])}")
+    if "requests" in ws[0]:
+        print("    first walk's requests: " + (", ".join(f"{k} {v:,}" for k, v in ws[0]["requests"].items())
+                                              or "none counted"))
 
 
 def parse_args(argv=None):
@@ -280,7 +371,10 @@ def parse_args(argv=None):
     ap.add_argument("--walks", type=int, default=2, help="walks per mount: the first, then the later ones (2)")
     ap.add_argument("--commands", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
     ap.add_argument("--no-cache", action="store_true", help="strict mode only")
-    ap.add_argument("--no-baseline", action="store_true", help="no tmpfs copy and no walks over it")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="no tmpfs copy and no walks over it (nor over the minimal server)")
+    ap.add_argument("--no-minimal", action="store_true",
+                    help="no walks over the minimal pyfuse3 server (bench/pyfuse3_tree.py)")
     ap.add_argument("--requests", default=REQUESTS, metavar="PATH",
                     help=f"the request-count control, relative to the mount ({REQUESTS})")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON (bench/figures.py)")
