@@ -210,7 +210,22 @@ class SysfsWrites(RuleBasedStateMachine):
         for g in m.groups.by_id.values():
             assert not {d.name for d in g.devices} & gone
         assert not {nd.dev.name for nd in m.netdevs.values()} & gone
+        # a function's directory tells a name, and its nlink, as its listing does
+        for p, n in nodes.items():
+            if isinstance(n, Dir) and n.find is not None:
+                assert_find_agrees(n, p)
         self.checked = checked
+
+
+def assert_find_agrees(d: Dir, where: str) -> None:
+    """d.find(name) is d.entries()[name] or None (ask the listing), and d.subdirs() counts
+    the directories among d.entries()."""
+    entries = d.entries()
+    assert d.subdirs() == sum(isinstance(e, Dir) for e in entries.values()), where
+    for name, e in entries.items():
+        got = d.find(name)
+        assert got is None or got == e, f"{where}/{name}: {got} != {e}"
+    assert d.find("no_such_attribute") is None
 
 
 def index(view: View) -> dict:

@@ -113,9 +113,16 @@ class InodeTable(Delivery):
         return entries
 
     def child(self, parent: int, name: str):
-        node = self.listing(parent).get(name)
+        node = None
+        if parent not in self.listings:
+            find = getattr(self.nodes.get(parent), "find", None)   # (a function's attribute: no listing)
+            if find is not None:
+                with kernel_errors():
+                    node = find(name)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            node = self.listing(parent).get(name)
+            if node is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
         path = self.path_of(parent)
         ino = self.ino_of(f"{path}/{name}" if path else name)
         self.nodes[ino] = node
@@ -153,9 +160,13 @@ class InodeTable(Delivery):
             a.st_size = size
             kind, mode = S_IFREG, decl.mode
         elif isinstance(node, Dir):
-            entries = self.listing(ino)
-            a.st_nlink = 2 + sum(1 for n in entries.values() if isinstance(n, Dir))
-            a.st_size = (len(entries) + 2) * 20 if node.tmpfs else 0  # tmpfs's BOGO_DIRENT_SIZE
+            if node.subdirs is not None and ino not in self.listings:
+                with kernel_errors():
+                    a.st_nlink = 2 + node.subdirs()   # (not tmpfs: size 0)
+            else:
+                entries = self.listing(ino)
+                a.st_nlink = 2 + sum(1 for n in entries.values() if isinstance(n, Dir))
+                a.st_size = (len(entries) + 2) * 20 if node.tmpfs else 0  # tmpfs's BOGO_DIRENT_SIZE
             kind, mode = S_IFDIR, node.mode
         elif isinstance(node, CharDev):
             a.st_rdev = os.makedev(node.major, node.minor)

@@ -76,7 +76,7 @@ def root_companion(v, domain: int, bus: int = 0) -> str | None:
 
 
 def host_bridge_entries(v, domain: int, bus: int = 0) -> dict:
-    out = {f.name: Dir(lambda f=f: device_entries(v, f)) for f in v.m.children(None) if f.root_bus == (domain, bus)}
+    out = {f.name: device_dir(v, f) for f in v.m.children(None) if f.root_bus == (domain, bus)}
     out["pci_bus"] = Dir(lambda: {"%04x:%02x" % (domain, bus): Dir(lambda: pci_bus_dir(v, None, domain, bus))})
     for name in v.m.root_dirs:
         out[name] = Dir({"power": Dir({})})
@@ -118,6 +118,11 @@ def class_pci_bus_entries(v) -> dict:
 
 def msi_irqs_entries(dev) -> dict:
     return {str(irq): Attr(str(irq), lambda o, k=kind: k + "\n").bind(dev) for irq, kind in dev.msi_irqs}
+
+
+def device_dir(v, dev) -> Dir:
+    return Dir(lambda: device_entries(v, dev), find=lambda name: device_attr(dev, name),
+               subdirs=lambda: device_subdirs(v, dev))
 
 
 def device_entries(v, dev) -> dict:
@@ -164,11 +169,50 @@ def device_entries(v, dev) -> dict:
         busname = "%04x:%02x" % (dev.bdf.domain, dev.secondary)
         out["pci_bus"] = Dir(lambda: {busname: Dir(lambda: pci_bus_dir(v, dev))})
         for child in v.m.children(dev):
-            out[child.name] = Dir(lambda c=child: device_entries(v, c))
+            out[child.name] = device_dir(v, child)
         if dev.driver is not None and dev.driver.port_services:
             for svc in PORT_SERVICES.get(dev.kind, ()):
                 out[f"{dev.name}:{svc}"] = Dir(lambda s=svc: port_service_entries(v, dev, s))
     return out
+
+
+# A function's attributes by name, from the unnamed groups. Nothing else in its directory
+# takes such a name (sysfs refuses a second entry of a name): not its links, directories
+# or binary files, nor a driver's (tests/view/test_function_dirs.py)
+_ATTRS = {a.name: (g, a) for g in pci_sysfs.GROUPS + iov.GROUPS if not g.name for a in g.attrs}
+
+
+def device_attr(dev, name: str):
+    """device_entries(v, dev)[name] when name is config or an attribute of its groups,
+    without the listing; else None (ask the listing)."""
+    got = _ATTRS.get(name)
+    if got is None:
+        return pci_sysfs.config.bind(dev) if name == "config" else None
+    return got[1].bind(dev) if got[0].is_visible(dev) else None
+
+
+def device_subdirs(v, dev) -> int:
+    """How many of device_entries(v, dev) are directories, without it: the names it gives
+    directories, in its order, less those a later file takes."""
+    dirs = {g.name for g in pci_sysfs.GROUPS + iov.GROUPS if g.name and g.is_visible(dev)}
+    dirs.add("power")
+    if dev.msi_irqs:
+        dirs.add("msi_irqs")
+    if dev.aspm:
+        dirs.add("link")
+    for nd in dev.netdevs:
+        dirs.add(nd.subdir or "net")
+    dirs.update(dev.extra_dirs)
+    drv = dev.driver
+    if drv is not None:
+        dirs.update(drv.device_dirs)
+        dirs.difference_update(drv.device_files)
+    if dev.is_bridge:
+        dirs.add("pci_bus")
+        dirs.update(c.name for c in v.m.children(dev))
+        if drv is not None and drv.port_services:
+            dirs.update(f"{dev.name}:{svc}" for svc in PORT_SERVICES.get(dev.kind, ()))
+    return len(dirs)
 
 
 def port_service_entries(v, dev, svc: str) -> dict:

@@ -154,15 +154,21 @@ class Dir:
     report tmpfs sizes instead of sysfs's 0. entry(name) -> the node entries() would
     hold under name, or None: given by a large listing that changes a few names at a
     time (bus/pci/devices), so that the FUSE layer mends its copy of the listing for the
-    names a change named instead of making it all again."""
-    __slots__ = ("entries", "mode", "tmpfs", "entry")
+    names a change named instead of making it all again. find(name) -> the node entries()
+    holds under name where one name tells it cheaply, else None (ask entries()), and
+    subdirs() -> how many of entries() are directories (its nlink): a PCI function's, whose
+    first lookup in a walk (`lspci` opens 7 of its ~60 names) need not list them all."""
+    __slots__ = ("entries", "mode", "tmpfs", "entry", "find", "subdirs")
 
     def __init__(self, entries: Callable[[], dict] | dict, mode: int = 0o755, tmpfs: bool = False,
-                 entry: Callable[[str], Any] | None = None):
+                 entry: Callable[[str], Any] | None = None, find: Callable[[str], Any] | None = None,
+                 subdirs: Callable[[], int] | None = None):
         self.entries = entries if callable(entries) else (lambda e=entries: e)
         self.mode = mode
         self.tmpfs = tmpfs
         self.entry = entry
+        self.find = find
+        self.subdirs = subdirs
 
 
 @dataclass(frozen=True, slots=True)
