@@ -89,6 +89,7 @@ bench: venv
 	-$(BENCH) bench/vfio.py --json $(BENCH_OUT)/vfio.json
 	-$(BENCH) bench/netns_vfs.py --json $(BENCH_OUT)/netns_vfs.json
 	-$(PY) bench/held_write.py --cpu 0 --json $(BENCH_OUT)/held_write.json
+	-if command -v valgrind >/dev/null; then $(BENCH) bench/request_cost.py --json $(BENCH_OUT)/request_cost.json; fi
 	$(PY) bench/summary.py $(BENCH_OUT) | tee $(BENCH_OUT)/summary.md
 
 clean: stop

@@ -183,8 +183,28 @@ def main(argv=None) -> int:
                       f"{row['instructions_per_request'] / 1e3:7.1f} k instr/req  "
                       f"{row['syscalls_per_request']:5.2f} syscalls/req ({top})", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"op": a.op, "count": a.reads, "rows": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"op": a.op, "count": a.reads, "rows": rows,
+                                            "figures": cost_figures(rows, a.op)}, indent=1))
     return 0
+
+
+def cost_figures(rows: list[dict], op: str) -> list[dict]:
+    """Each server's instructions and system calls per request, the minimal server's the baseline."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from figures import figure
+    base = {r["python"]: r for r in rows if r["server"] == "minimal"}
+    out = []
+    for r in rows:
+        if r["server"] == "minimal":
+            continue
+        b = base.get(r["python"])
+        what = f"{r['server']}, {op} ({r['requests_per_read']:.0f} requests)"
+        out.append(figure(f"instructions per request, {what}", r["instructions_per_request"], "instr",
+                          baseline=b and b["instructions_per_request"], baseline_what="minimal pyfuse3"))
+        if r["syscalls"]:
+            out.append(figure(f"system calls per request, {what}", r["syscalls_per_request"], "",
+                              baseline=b and b["syscalls_per_request"], baseline_what="minimal pyfuse3"))
+    return out
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ EXPECTED = {
     "sriov_cycles_memory": "sriov_cycles_memory",
     "vfio": "vfio",
     "netns_vfs": "netns_vfs",
+    "request_cost": "request_cost",
 }
 
 
