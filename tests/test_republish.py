@@ -8,7 +8,8 @@ checks the same through a mount and real programs.)
 import pyfuse3
 import pytest
 
-from vfakefs.fuse.inodes import InodeTable, _same
+from vfakefs.fuse.inodes import InodeTable
+from vfakefs.fuse.republish import _same
 from vfakefs.model import topology
 from vfakefs.model.base import binding
 from vfakefs.model.base.drivers import Driver

@@ -1,7 +1,8 @@
 """pyfuse3 Operations over a view tree: requests in, errnos out.
 
 The inode side (stable numbers, cached listings and attributes, and
-invalidation after structural changes) is InodeTable in inodes.py; the file
+invalidation after structural changes) is InodeTable in inodes.py and
+republish.py; the file
 handlers (open, read, write, release) are Files in files.py.
 """
 from __future__ import annotations
