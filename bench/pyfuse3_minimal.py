@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import signal
 import stat
 
@@ -81,7 +80,8 @@ class Minimal(pyfuse3.Operations):
         pass
 
 
-async def _main(max_tasks: int, min_tasks: int) -> None:
+async def serve(max_tasks: int, min_tasks: int = 1) -> None:
+    """pyfuse3.main until SIGTERM or SIGINT (bench/pyfuse3_tree.py serves so too)."""
     async with trio.open_nursery() as nursery:
         async def stop():
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     pyfuse3.init(Minimal(a.keep_cache), a.mountpoint, {"fsname=pyfuse3min", "default_permissions"})
     try:
-        trio.run(_main, a.max_tasks, a.min_tasks)
+        trio.run(serve, a.max_tasks, a.min_tasks)
     finally:
         pyfuse3.close(unmount=True)
     return 0

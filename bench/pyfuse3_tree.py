@@ -27,11 +27,12 @@ import errno
 import itertools
 import os
 import re
-import signal
 import stat
 
 import pyfuse3
 import trio
+
+from pyfuse3_minimal import serve   # (its directory is on sys.path: run as a script)
 
 TIMEOUT = 3600.0   # vfakefs/fuse/inodes.py's TIMEOUT: the kernel keeps entries and attributes
 PAGE = 4096        # what sysfs's stat says of a text attribute, whatever its length
@@ -155,18 +156,6 @@ class Tree(pyfuse3.Operations):
         self.n["release"] += 1
 
 
-async def _main(max_tasks: int) -> None:
-    async with trio.open_nursery() as nursery:
-        async def stop():
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
-                async for _ in sigs:
-                    pyfuse3.terminate()
-                    return
-        nursery.start_soon(stop)
-        await pyfuse3.main(max_tasks=max_tasks)
-        nursery.cancel_scope.cancel()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tree", help="the directory served (read whole at start)")
@@ -180,7 +169,7 @@ def main(argv=None) -> int:
     pyfuse3.init(ops, a.mountpoint, {"fsname=pyfuse3tree", "subtype=pyfuse3tree", "allow_other",
                                      "default_permissions", "nodev", "nosuid"})
     try:
-        trio.run(_main, a.max_tasks)
+        trio.run(serve, a.max_tasks)
     finally:
         pyfuse3.close(unmount=True)
     return 0
