@@ -74,3 +74,15 @@ def test_reads_and_writes_of_a_removed_file_still_open_are_enodev(mount_preset, 
         "bash: line 1: echo: write error: No such device", "cat: /proc/self/fd/3: No such device"], r.stderr
     assert run(["cat", f"{X540}/sriov_numvfs"], cwd=m.path).stdout == "0\n"
     assert not (m.path / vf).exists()
+
+
+@pytest.mark.parametrize("mode", [(), ("--cache",)], ids=["strict", "cached"])
+def test_a_removed_file_whose_directory_changed_while_open_is_enodev(mount_preset, mode):
+    """The unbind between the open and the removal makes the daemon drop what it had
+    cached of the VF's directory: the open file's own node still tells fstat and the
+    reopen what it was."""
+    m = mount_preset("seed-vtd", *mode)
+    vf = "sys/bus/pci/devices/0000:03:10.2"
+    r = sh(f"echo 2 > {X540}/sriov_numvfs; exec 6<{vf}/vendor; echo 0000:03:10.2 > {vf}/driver/unbind; "
+           f"echo 0 > {X540}/sriov_numvfs; stat -L -c '%a' /proc/self/fd/6; cat /proc/self/fd/6", cwd=m.path)
+    assert r.stdout == "444\n" and r.stderr == "cat: /proc/self/fd/6: No such device\n", (r.stdout, r.stderr)

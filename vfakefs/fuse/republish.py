@@ -252,22 +252,26 @@ class Republish:
         caches by inode not yet): fstat on them goes on answering what they were (kernfs
         keeps the node's attributes), until the kernel forgets the inode. Looks at the open
         files only, not at every inode removed (a disable after a walk removes ~18,000)."""
-        held = {of.ino for of in self.files.values()}
-        if self.pages is not None:
-            held.update(self.pages.open_fh.values())
+        # ino -> the open file's own node (a change before may have dropped ours)
+        held = dict.fromkeys(self.pages.open_fh.values()) if self.pages is not None else {}
+        held.update((of.ino, of.node) for of in self.files.values())
         orphaned = set()
-        for ino in held:
+        for ino, node in held.items():
             path = self.paths.get(ino)
             if path is None or self.inos.get(path) == ino:
                 continue   # removed before, or still there
             orphaned.add(ino)
             a = self.attr_cache.get(ino)
-            node = self.nodes.get(ino)
+            node = self.nodes.get(ino) or node
             if a is None and node is not None:
-                a = self._attrs(ino, node)
+                try:
+                    a = self._attrs(ino, node)
+                except pyfuse3.FUSEError:
+                    continue   # its size cannot be told now: fstat asks the kernel's copy
             if a is not None:
                 self.orphans[ino] = a
         return orphaned
+
 
 def _same(old, new) -> bool:
     """Whether the kernel's cached entry still stands: a directory stays the same
