@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from read_rate import Requests, end_processes, mounted_at  # noqa: E402
+from figures import figure  # noqa: E402
 
 VF_PATH = "sys/devices/pci0000:00/0000:00:1c.0/0000:03:00.0/vendor"   # seed-vtd's 0000:03:00.0
 SERVERS = ("minimal", "minimal-cache", "vfakefs", "vfakefs-cache")
@@ -190,8 +191,6 @@ def main(argv=None) -> int:
 
 def cost_figures(rows: list[dict], op: str) -> list[dict]:
     """Each server's instructions and system calls per request, the minimal server's the baseline."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from figures import figure
     base = {r["python"]: r for r in rows if r["server"] == "minimal"}
     out = []
     for r in rows:

@@ -180,6 +180,7 @@ def device_entries(v, dev) -> dict:
 # takes such a name (sysfs refuses a second entry of a name): not its links, directories
 # or binary files, nor a driver's (tests/view/test_function_dirs.py)
 _ATTRS = {a.name: (g, a) for g in pci_sysfs.GROUPS + iov.GROUPS if not g.name for a in g.attrs}
+_NAMED = tuple(g for g in pci_sysfs.GROUPS + iov.GROUPS if g.name)   # each a directory where visible
 
 
 def device_attr(dev, name: str):
@@ -194,7 +195,7 @@ def device_attr(dev, name: str):
 def device_subdirs(v, dev) -> int:
     """How many of device_entries(v, dev) are directories, without it: the names it gives
     directories, in its order, less those a later file takes."""
-    dirs = {g.name for g in pci_sysfs.GROUPS + iov.GROUPS if g.name and g.is_visible(dev)}
+    dirs = {g.name for g in _NAMED if g.is_visible(dev)}
     dirs.add("power")
     if dev.msi_irqs:
         dirs.add("msi_irqs")
