@@ -88,42 +88,45 @@ def dirty(v, changes) -> list[tuple] | None:
     pf_sets: dict[int, tuple[set, set]] = {}   # PF -> its parent's named set and its own (thousands of VFs)
     for f in funcs.values():
         name = f.name
-        here = "sys/" + device_path(f)
-        # the device's own directory and everything in it (attribute groups, driver,
-        # net/, msi_irqs/, the driver's own directories), but not its child devices
-        bridge = f.is_bridge
-        add((here, True, frozenset(c.name for c in m.children(f)) if bridge else NOTHING))
         drv = f.driver
         if drv is not None:
             drivers[id(drv)] = drv
-        if bridge:   # pcieport's port services, and the buses
-            add(("sys/bus/pci_express", True, NOTHING))
-        if name not in moved:
-            continue
-        gone.append(name)
-        # it came or went: every listing of all functions, where it sits, its group
-        # (named whether it came or went: one that came may stand where another went)
-        physfn = f.physfn
-        if physfn is not None:
-            sets = pf_sets.get(id(physfn))
-            if sets is None:
-                pf = "sys/" + device_path(physfn)
-                sets = pf_sets[id(physfn)] = names(posixpath.dirname(pf), dirs=True), names(pf)
-            sets[0].add(name)                   # beside its PF
-            sets[1].add(f"virtfn{f.vf_id}")     # its virtfnN link
-        else:
+        if name in moved:
+            # it came or went: its directory is an entry of the listings named below (every
+            # listing of all functions, where it sits, its group), and whatever the kernel
+            # was shown of it goes with that entry; no item of its own (thousands of VFs)
+            gone.append(name)
+            if f.group is not None:
+                groups[id(f.group)] = f.group
+            physfn = f.physfn
+            if physfn is not None:
+                sets = pf_sets.get(id(physfn))
+                if sets is None:
+                    pf = "sys/" + device_path(physfn)
+                    sets = pf_sets[id(physfn)] = names(posixpath.dirname(pf), dirs=True), names(pf)
+                sets[0].add(name)                   # beside its PF
+                sets[1].add(f"virtfn{f.vf_id}")     # its virtfnN link
+                continue                            # (a VF is never a bridge, nor in the firmware tree)
+            here = "sys/" + device_path(f)
             names(posixpath.dirname(here), name, dirs=True)
-        if f.group is not None:
-            groups[id(f.group)] = f.group
-        firmware = f.firmware_node
-        if firmware:   # the ACPI nodes firmware_tree() draws from the functions
-            parts = firmware.split("/")
-            out += [("sys/devices/" + "/".join(parts[:i]), False, NOTHING) for i in range(1, len(parts) + 1)]
-        if firmware or f.parent is None:
-            add(("sys/devices", False, NOTHING))   # the firmware tree, pciDDDD:00
-        if bridge:
-            add(("sys/class/pci_bus", False, NOTHING))
-        add((f"sys/kernel/debug/iommu/intel/{name}", False, NOTHING))
+            firmware = f.firmware_node
+            if firmware:   # the ACPI nodes firmware_tree() draws from the functions
+                parts = firmware.split("/")
+                out += [("sys/devices/" + "/".join(parts[:i]), False, NOTHING) for i in range(1, len(parts) + 1)]
+            if firmware or f.parent is None:
+                add(("sys/devices", False, NOTHING))   # the firmware tree, pciDDDD:00
+            if f.is_bridge:   # pcieport's port services, and the buses
+                add(("sys/bus/pci_express", True, NOTHING))
+                add(("sys/class/pci_bus", False, NOTHING))
+            continue
+        # bound or unbound: the device's own directory and everything in it (attribute
+        # groups, driver, net/, msi_irqs/, the driver's own directories), not its child devices
+        here = "sys/" + device_path(f)
+        if f.is_bridge:   # pcieport's port services, and the buses
+            add((here, True, frozenset(c.name for c in m.children(f))))
+            add(("sys/bus/pci_express", True, NOTHING))
+        else:
+            add((here, True, NOTHING))
     if moved:   # the listings drawn from all functions: each one's entry (iommu_groups: by group)
         names("sys/bus/pci/devices", *gone)
         names("sys/kernel/debug/iommu/intel", *gone, dirs=True)
