@@ -32,7 +32,6 @@ from vfakefs.fuse.pagecache import ROUNDS
 
 log = logging.getLogger("vfakefs")
 
-NOTHING = frozenset()
 RETRIES, RETRY_PAUSE = 50, 0.001   # a notification the kernel could not take at once (notify)
 PATIENCE = 0.002   # seconds without a notification done before the loop serves again
 HOLD_MAX = 0.1     # seconds at most that the loop waits for the thread without serving
@@ -164,7 +163,7 @@ def invalidate_entry(dino: int, name: bytes) -> None:
     pyfuse3.invalidate_entry(dino, name)
 
 
-def notify(progress: list, entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] = NOTHING) -> None:
+def notify(progress: list, entries: list[tuple[int, bytes]], attrs: set[int], pages: set[int] = frozenset()) -> None:
     """In a worker thread: the FUSE notifications, each blocking until the kernel has
     applied it (progress grows by one after each). ENOENT: the kernel had already
     dropped the entry or inode."""

@@ -13,9 +13,9 @@ import os
 
 import pyfuse3
 
+from vfakefs.sysfs.dirty import NOTHING
 from vfakefs.sysfs.nodes import Bound, Dir, Link
 
-NOTHING = frozenset()
 _NONES = itertools.repeat(None)   # (forget_paths: pop(ino, None) for each)
 _drain = collections.deque(maxlen=0).extend   # runs an iterator to its end, keeping nothing
 
