@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from vfakefs.model.intel.entries import TT_PASS_THROUGH, context_walk, pte_reserved, width
+from vfakefs.model.intel.memory import PAGE
 from vfakefs.model.intel.pagetable import ADDR, PS, R, W, LEVEL_SHIFT
 
 CHUNK = 16384
@@ -32,57 +33,98 @@ def translate_batch(u, rid: int, iovas, write: bool = False):
 
 
 def _chunk(u, did: int, pgd: int, levels: int, iovas: np.ndarray, write: bool):
-    n = len(iovas)
-    hpa = np.zeros(n, dtype=np.uint64)
-    reason = np.zeros(n, dtype=np.uint8)
     need = np.uint64(W if write else R)
     vpfn = iovas >> np.uint64(12)
-    off = iovas & np.uint64(0xFFF)
     slots, hit, cached = u.iotlb.probe_many(did, vpfn)
     hit &= (cached & need) != 0
-    hpa[hit] = (cached[hit] & np.uint64(ADDR)) | off[hit]
-    miss = np.nonzero(~hit)[0]
-    if not len(miss):
+    n_hit = int(np.count_nonzero(hit))
+    if n_hit == len(iovas):
+        return (cached & np.uint64(ADDR)) | (iovas & np.uint64(0xFFF)), np.zeros(len(iovas), dtype=np.uint8)
+    if n_hit == 0:            # every one walks (a cold batch): no lanes to pick out
+        hpa, perm, reason = _walk(u, pgd, levels, iovas, write)
+        ok = reason == 0
+        value = (hpa & ~np.uint64(0xFFF)) | perm
+        if ok.all():
+            u.iotlb.fill_slots(did, slots, vpfn, value)
+        else:
+            u.iotlb.fill_slots(did, slots[ok], vpfn[ok], value[ok])
         return hpa, reason
-    m_iova = iovas[miss]
-    out = np.zeros(len(miss), dtype=np.uint64)
-    perm = np.zeros(len(miss), dtype=np.uint64)
-    fr = np.where(m_iova >= np.uint64(1 << width(u, levels)), 0x04, 0).astype(np.uint8)
-    if not u.mem.owns(pgd):
-        fr[fr == 0] = 0x03                                           # SLPTPTR cannot be read
-    live = np.nonzero(fr == 0)[0]                                   # lanes still walking
-    cur = m_iova[live]                                               # their IOVAs, kept compacted
-    mem, base, words = u.mem.q, u.mem.base, u.mem.used * 512
-    table = np.full(len(live), (pgd - base) >> 3, dtype=np.int64)      # word index of each lane's table
-    for lv in range(levels, 0, -1):
-        if not len(live):
-            break
-        shift = np.uint64(LEVEL_SHIFT[lv])
-        e = mem[table + ((cur >> shift) & np.uint64(511)).astype(np.int64)]
-        sp = ((e & np.uint64(PS)) != 0) if lv in u.superpage_levels else np.zeros(len(e), dtype=bool)
-        present = (e & np.uint64(R | W)) != 0
-        rsvd = present & (((e & np.uint64(pte_reserved(u, lv, True))) != 0) & sp |
-                          ((e & np.uint64(pte_reserved(u, lv, False))) != 0) & ~sp)
-        absent = rsvd | ((e & need) == 0)
-        leaf = ~absent & (sp if lv > 1 else True)
-        if absent.any():
-            fr[live[absent]] = np.where(rsvd[absent], 0x0c, 0x05 if write else 0x06)
-        if leaf.any():
-            span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
-            lanes = live[leaf]
-            out[lanes] = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
-            perm[lanes] = e[leaf] & np.uint64(R | W)
-        nxt = ~absent & ~leaf
-        if not nxt.all():
-            live, cur, e = live[nxt], cur[nxt], e[nxt]
-        table = ((e & np.uint64(ADDR)).astype(np.int64) - base) >> 3
-        bad = (table < 0) | (table >= words)                          # pointer outside memory: 0x07
-        if bad.any():
-            fr[live[bad]] = 0x07
-            live, cur, table = live[~bad], cur[~bad], table[~bad]
+    hpa = np.zeros(len(iovas), dtype=np.uint64)
+    reason = np.zeros(len(iovas), dtype=np.uint8)
+    hpa[hit] = (cached[hit] & np.uint64(ADDR)) | (iovas[hit] & np.uint64(0xFFF))
+    miss = np.nonzero(~hit)[0]
+    out, perm, fr = _walk(u, pgd, levels, iovas[miss], write)
     ok = fr == 0
     good = miss[ok]
     hpa[good] = out[ok]
     reason[miss] = fr
     u.iotlb.fill_slots(did, slots[good], vpfn[good], (out[ok] & ~np.uint64(0xFFF)) | perm[ok])
     return hpa, reason
+
+
+def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
+    """(hpa, the leaf's R|W, fault reason) of each IOVA, walked from pgd: one gather per
+    level. A level where every lane's entry is present for the access, with no reserved
+    bit and no superpage (the common case) takes the short way: one mask and compare."""
+    n = len(iovas)
+    need = np.uint64(W if write else R)
+    out = np.zeros(n, dtype=np.uint64)
+    perm = np.zeros(n, dtype=np.uint64)
+    fr = np.zeros(n, dtype=np.uint8)
+    fr[iovas >= np.uint64(1 << width(u, levels))] = 0x04
+    if not u.mem.owns(pgd):
+        fr[fr == 0] = 0x03                                           # SLPTPTR cannot be read
+    live = None                                                      # lanes still walking (None: all)
+    cur = iovas                                                      # their IOVAs, kept compacted
+    if fr.any():
+        live = np.nonzero(fr == 0)[0]
+        cur = iovas[live]
+        if not len(cur):
+            return out, perm, fr
+    mem, base, limit = u.mem.q, np.uint64(u.mem.base), np.uint64(u.mem.used * PAGE)
+    table = np.full(len(cur), (pgd - u.mem.base) >> 3, dtype=np.uint64)   # word index of each lane's table
+    sp_levels = u.superpage_levels
+    for lv in range(levels, 0, -1):
+        if not len(cur):
+            break
+        e = mem[(table + ((cur >> np.uint64(LEVEL_SHIFT[lv])) & np.uint64(511))).view(np.int64)]
+        sp_here = lv in sp_levels
+        plain = need | np.uint64(pte_reserved(u, lv, False) | (PS if sp_here else 0))
+        if ((e & plain) == need).all():
+            if lv == 1:                                              # every lane a 4 KiB leaf
+                hpa = (e & np.uint64(ADDR)) | (cur & np.uint64(0xFFF))
+                if live is None:
+                    out, perm = hpa, e & np.uint64(R | W)
+                else:
+                    out[live], perm[live] = hpa, e & np.uint64(R | W)
+                break
+        else:
+            if live is None:
+                live = np.arange(n)
+            sp = ((e & np.uint64(PS)) != 0) if sp_here else np.zeros(len(e), dtype=bool)
+            present = (e & np.uint64(R | W)) != 0
+            rsvd = present & (((e & np.uint64(pte_reserved(u, lv, True))) != 0) & sp |
+                              ((e & np.uint64(pte_reserved(u, lv, False))) != 0) & ~sp)
+            absent = rsvd | ((e & need) == 0)
+            leaf = ~absent & (sp if lv > 1 else True)
+            if absent.any():
+                fr[live[absent]] = np.where(rsvd[absent], 0x0c, 0x05 if write else 0x06)
+            if leaf.any():
+                span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
+                lanes = live[leaf]
+                out[lanes] = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
+                perm[lanes] = e[leaf] & np.uint64(R | W)
+            nxt = ~absent & ~leaf
+            if not nxt.all():
+                live, cur, e = live[nxt], cur[nxt], e[nxt]
+            if lv == 1 or not len(cur):
+                break
+        at = (e & np.uint64(ADDR)) - base                            # (below base wraps: outside too)
+        if len(at) and at.max() >= limit:                            # pointer outside memory: 0x07
+            if live is None:
+                live = np.arange(n)
+            bad = at >= limit
+            fr[live[bad]] = 0x07
+            live, cur, at = live[~bad], cur[~bad], at[~bad]
+        table = at >> np.uint64(3)
+    return out, perm, fr
