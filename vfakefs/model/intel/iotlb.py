@@ -42,18 +42,20 @@ class Iotlb:
 
     def lookup_many(self, did: int, vpfns: np.ndarray):
         """(hit mask, cached values) for an array of page numbers of one domain."""
-        _, hit, values = self.probe_many(did, vpfns)
-        return hit, values
+        slots, hit, _ = self.probe_many(did, vpfns)
+        return hit, self.data[slots]
 
     def probe_many(self, did: int, vpfns: np.ndarray):
-        """(slots, hit mask, cached values), counting hits and misses, for fill_slots."""
-        slots = (vpfns ^ np.uint64(did * 0x9E37)) & np.uint64(self.size - 1)
+        """(slots, hit mask, how many hit), counting hits and misses, for fill_slots; the
+        cached values are data[slots] (not gathered here: a cold batch has none)."""
+        # (as intp, the index type: each gather and scatter by them would convert a copy)
+        slots = ((vpfns ^ np.uint64(did * 0x9E37)) & np.uint64(self.size - 1)).view(np.intp)
         tag = np.uint64(did << DID_SHIFT)
         hit = self.tags[slots] == (tag | vpfns)
         n_hit = int(np.count_nonzero(hit))
         self.hits[did] += n_hit
         self.misses[did] += len(vpfns) - n_hit
-        return slots, hit, self.data[slots]
+        return slots, hit, n_hit
 
     def fill_slots(self, did: int, slots: np.ndarray, vpfns: np.ndarray, values: np.ndarray) -> None:
         self.tags[slots] = np.uint64(did << DID_SHIFT) | vpfns

@@ -35,15 +35,16 @@ def translate_batch(u, rid: int, iovas, write: bool = False):
 def _chunk(u, did: int, pgd: int, levels: int, iovas: np.ndarray, write: bool):
     need = np.uint64(W if write else R)
     vpfn = iovas >> np.uint64(12)
-    slots, hit, cached = u.iotlb.probe_many(did, vpfn)
-    hit &= (cached & need) != 0
-    n_hit = int(np.count_nonzero(hit))
+    slots, hit, n_hit = u.iotlb.probe_many(did, vpfn)
+    if n_hit:
+        cached = u.iotlb.data[slots]
+        hit &= (cached & need) != 0
+        n_hit = int(np.count_nonzero(hit))
     if n_hit == len(iovas):
         return (cached & np.uint64(ADDR)) | (iovas & np.uint64(0xFFF)), np.zeros(len(iovas), dtype=np.uint8)
     if n_hit == 0:            # every one walks (a cold batch): no lanes to pick out
-        hpa, perm, reason = _walk(u, pgd, levels, iovas, write)
+        hpa, value, reason = _walk(u, pgd, levels, iovas, write)
         ok = reason == 0
-        value = (hpa & ~np.uint64(0xFFF)) | perm
         if ok.all():
             u.iotlb.fill_slots(did, slots, vpfn, value)
         else:
@@ -53,25 +54,27 @@ def _chunk(u, did: int, pgd: int, levels: int, iovas: np.ndarray, write: bool):
     reason = np.zeros(len(iovas), dtype=np.uint8)
     hpa[hit] = (cached[hit] & np.uint64(ADDR)) | (iovas[hit] & np.uint64(0xFFF))
     miss = np.nonzero(~hit)[0]
-    out, perm, fr = _walk(u, pgd, levels, iovas[miss], write)
+    out, value, fr = _walk(u, pgd, levels, iovas[miss], write)
     ok = fr == 0
     good = miss[ok]
     hpa[good] = out[ok]
     reason[miss] = fr
-    u.iotlb.fill_slots(did, slots[good], vpfn[good], (out[ok] & ~np.uint64(0xFFF)) | perm[ok])
+    u.iotlb.fill_slots(did, slots[good], vpfn[good], value[ok])
     return hpa, reason
 
 
 def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
-    """(hpa, the leaf's R|W, fault reason) of each IOVA, walked from pgd: one gather per
-    level. A level where every lane's entry is present for the access, with no reserved
-    bit and no superpage (the common case) takes the short way: one mask and compare."""
+    """(hpa, the IOTLB's value: the page | the leaf's R|W, fault reason) of each IOVA,
+    walked from pgd: one gather per level. A level where every lane's entry is present
+    for the access, with no reserved bit and no superpage (the common case) takes the
+    short way: one mask and compare."""
     n = len(iovas)
     need = np.uint64(W if write else R)
     out = np.zeros(n, dtype=np.uint64)
-    perm = np.zeros(n, dtype=np.uint64)
+    value = np.zeros(n, dtype=np.uint64)
     fr = np.zeros(n, dtype=np.uint8)
-    fr[iovas >= np.uint64(1 << width(u, levels))] = 0x04
+    if n and iovas.max() >= np.uint64(1 << width(u, levels)):
+        fr[iovas >= np.uint64(1 << width(u, levels))] = 0x04
     if not u.mem.owns(pgd):
         fr[fr == 0] = 0x03                                           # SLPTPTR cannot be read
     live = None                                                      # lanes still walking (None: all)
@@ -80,9 +83,9 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
         live = np.nonzero(fr == 0)[0]
         cur = iovas[live]
         if not len(cur):
-            return out, perm, fr
+            return out, value, fr
     mem, base, limit = u.mem.q, np.uint64(u.mem.base), np.uint64(u.mem.used * PAGE)
-    table = np.full(len(cur), (pgd - u.mem.base) >> 3, dtype=np.uint64)   # word index of each lane's table
+    table = np.uint64((pgd - u.mem.base) >> 3)                       # word index of each lane's table
     sp_levels = u.superpage_levels
     for lv in range(levels, 0, -1):
         if not len(cur):
@@ -92,11 +95,11 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
         plain = need | np.uint64(pte_reserved(u, lv, False) | (PS if sp_here else 0))
         if ((e & plain) == need).all():
             if lv == 1:                                              # every lane a 4 KiB leaf
-                hpa = (e & np.uint64(ADDR)) | (cur & np.uint64(0xFFF))
+                page = e & np.uint64(ADDR)
                 if live is None:
-                    out, perm = hpa, e & np.uint64(R | W)
+                    out, value = page | (cur & np.uint64(0xFFF)), e & np.uint64(ADDR | R | W)
                 else:
-                    out[live], perm[live] = hpa, e & np.uint64(R | W)
+                    out[live], value[live] = page | (cur & np.uint64(0xFFF)), e & np.uint64(ADDR | R | W)
                 break
         else:
             if live is None:
@@ -112,8 +115,8 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
             if leaf.any():
                 span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
                 lanes = live[leaf]
-                out[lanes] = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
-                perm[lanes] = e[leaf] & np.uint64(R | W)
+                out[lanes] = hpa = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
+                value[lanes] = (hpa & ~np.uint64(0xFFF)) | (e[leaf] & np.uint64(R | W))
             nxt = ~absent & ~leaf
             if not nxt.all():
                 live, cur, e = live[nxt], cur[nxt], e[nxt]
@@ -127,4 +130,4 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
             fr[live[bad]] = 0x07
             live, cur, at = live[~bad], cur[~bad], at[~bad]
         table = at >> np.uint64(3)
-    return out, perm, fr
+    return out, value, fr
