@@ -67,7 +67,7 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
     """(hpa, the IOTLB's value: the page | the leaf's R|W, fault reason) of each IOVA,
     walked from pgd: one gather per level. A level where every lane's entry is present
     for the access, with no reserved bit and no superpage (the common case) takes the
-    short way: one mask and compare."""
+    short way: one mask and compare; any other goes through _level's general checks."""
     n = len(iovas)
     need = np.uint64(W if write else R)
     out = np.zeros(n, dtype=np.uint64)
@@ -102,24 +102,7 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
                     out[live], value[live] = page | (cur & np.uint64(0xFFF)), e & np.uint64(ADDR | R | W)
                 break
         else:
-            if live is None:
-                live = np.arange(n)
-            sp = ((e & np.uint64(PS)) != 0) if sp_here else np.zeros(len(e), dtype=bool)
-            present = (e & np.uint64(R | W)) != 0
-            rsvd = present & (((e & np.uint64(pte_reserved(u, lv, True))) != 0) & sp |
-                              ((e & np.uint64(pte_reserved(u, lv, False))) != 0) & ~sp)
-            absent = rsvd | ((e & need) == 0)
-            leaf = ~absent & (sp if lv > 1 else True)
-            if absent.any():
-                fr[live[absent]] = np.where(rsvd[absent], 0x0c, 0x05 if write else 0x06)
-            if leaf.any():
-                span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
-                lanes = live[leaf]
-                out[lanes] = hpa = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
-                value[lanes] = (hpa & ~np.uint64(0xFFF)) | (e[leaf] & np.uint64(R | W))
-            nxt = ~absent & ~leaf
-            if not nxt.all():
-                live, cur, e = live[nxt], cur[nxt], e[nxt]
+            live, cur, e = _level(u, lv, e, cur, np.arange(n) if live is None else live, write, out, value, fr)
             if lv == 1 or not len(cur):
                 break
         at = (e & np.uint64(ADDR)) - base                            # (below base wraps: outside too)
@@ -131,3 +114,27 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
             live, cur, at = live[~bad], cur[~bad], at[~bad]
         table = at >> np.uint64(3)
     return out, value, fr
+
+
+def _level(u, lv: int, e: np.ndarray, cur: np.ndarray, live: np.ndarray, write: bool, out, value, fr):
+    """The general checks of one level's entries e (of the lanes live, at IOVAs cur): the
+    faults go to fr, the leaves (a superpage, or level 1) to out and value; returns the
+    lanes that walk on, their IOVAs and entries."""
+    need = np.uint64(W if write else R)
+    sp = ((e & np.uint64(PS)) != 0) if lv in u.superpage_levels else np.zeros(len(e), dtype=bool)
+    present = (e & np.uint64(R | W)) != 0
+    rsvd = present & (((e & np.uint64(pte_reserved(u, lv, True))) != 0) & sp |
+                      ((e & np.uint64(pte_reserved(u, lv, False))) != 0) & ~sp)
+    absent = rsvd | ((e & need) == 0)
+    leaf = ~absent & (sp if lv > 1 else True)
+    if absent.any():
+        fr[live[absent]] = np.where(rsvd[absent], 0x0c, 0x05 if write else 0x06)
+    if leaf.any():
+        span = np.uint64((1 << LEVEL_SHIFT[lv]) - 1)
+        lanes = live[leaf]
+        out[lanes] = hpa = ((e[leaf] & np.uint64(ADDR)) & ~span) | (cur[leaf] & span)
+        value[lanes] = (hpa & ~np.uint64(0xFFF)) | (e[leaf] & np.uint64(R | W))
+    nxt = ~absent & ~leaf
+    if nxt.all():
+        return live, cur, e
+    return live[nxt], cur[nxt], e[nxt]
