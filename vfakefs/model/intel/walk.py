@@ -40,8 +40,6 @@ def _chunk(u, did: int, pgd: int, levels: int, iovas: np.ndarray, write: bool):
         cached = u.iotlb.data[slots]
         hit &= (cached & need) != 0
         n_hit = int(np.count_nonzero(hit))
-    if n_hit == len(iovas):
-        return (cached & np.uint64(ADDR)) | (iovas & np.uint64(0xFFF)), np.zeros(len(iovas), dtype=np.uint8)
     if n_hit == 0:            # every one walks (a cold batch): no lanes to pick out
         hpa, value, reason = _walk(u, pgd, levels, iovas, write)
         ok = reason == 0
@@ -50,6 +48,8 @@ def _chunk(u, did: int, pgd: int, levels: int, iovas: np.ndarray, write: bool):
         else:
             u.iotlb.fill_slots(did, slots[ok], vpfn[ok], value[ok])
         return hpa, reason
+    if n_hit == len(iovas):
+        return (cached & np.uint64(ADDR)) | (iovas & np.uint64(0xFFF)), np.zeros(len(iovas), dtype=np.uint8)
     hpa = np.zeros(len(iovas), dtype=np.uint64)
     reason = np.zeros(len(iovas), dtype=np.uint8)
     hpa[hit] = (cached[hit] & np.uint64(ADDR)) | (iovas[hit] & np.uint64(0xFFF))
@@ -73,8 +73,9 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
     out = np.zeros(n, dtype=np.uint64)
     value = np.zeros(n, dtype=np.uint64)
     fr = np.zeros(n, dtype=np.uint8)
-    if n and iovas.max() >= np.uint64(1 << width(u, levels)):
-        fr[iovas >= np.uint64(1 << width(u, levels))] = 0x04
+    top = np.uint64(1 << width(u, levels))
+    if n and iovas.max() >= top:
+        fr[iovas >= top] = 0x04
     if not u.mem.owns(pgd):
         fr[fr == 0] = 0x03                                           # SLPTPTR cannot be read
     live = None                                                      # lanes still walking (None: all)
@@ -95,11 +96,11 @@ def _walk(u, pgd: int, levels: int, iovas: np.ndarray, write: bool):
         plain = need | np.uint64(pte_reserved(u, lv, False) | (PS if sp_here else 0))
         if ((e & plain) == need).all():
             if lv == 1:                                              # every lane a 4 KiB leaf
-                page = e & np.uint64(ADDR)
+                hpa, leaf = (e & np.uint64(ADDR)) | (cur & np.uint64(0xFFF)), e & np.uint64(ADDR | R | W)
                 if live is None:
-                    out, value = page | (cur & np.uint64(0xFFF)), e & np.uint64(ADDR | R | W)
+                    out, value = hpa, leaf
                 else:
-                    out[live], value[live] = page | (cur & np.uint64(0xFFF)), e & np.uint64(ADDR | R | W)
+                    out[live], value[live] = hpa, leaf
                 break
         else:
             live, cur, e = _level(u, lv, e, cur, np.arange(n) if live is None else live, write, out, value, fr)
